@@ -1,0 +1,3 @@
+from sutra.cli import main
+
+raise SystemExit(main())

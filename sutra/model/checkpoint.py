@@ -1,0 +1,157 @@
+"""Sutra checkpoints and model specs.
+
+A Sutra checkpoint is a directory:
+    model.safetensors   weights under Sutra names (never pickled)
+    sutra.json          {"format": "sutra-checkpoint", "model": <ModelConfig>, "tokenizer": {...}, ...}
+    tokenizer files     a copy of the tokenizer, so the directory stands on its own
+
+A *model spec* names a model anywhere a command takes one: a Sutra checkpoint directory, a
+Hugging Face model directory, a built-in asset name (smollm2-135m-instruct), or a hub id online.
+"""
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from sutra import assets
+from sutra.errors import SutraError
+from sutra.io import atomic_directory, atomic_write_json
+from sutra.model.config import ModelConfig
+from sutra.model.hf import config_from_hf, hf_to_sutra_state
+from sutra.model.llama import Llama
+from sutra.tokenizer import Tokenizer, load_tokenizer
+
+FORMAT = "sutra-checkpoint"
+CONFIG_FILE = "sutra.json"
+WEIGHTS_FILE = "model.safetensors"
+MODEL_ASSETS = ("smollm2-135m-instruct",)
+
+
+@dataclass
+class LoadedModel:
+    model: Llama
+    tokenizer: Tokenizer
+    source: str  # what the spec resolved to
+    kind: str  # "sutra" or "hf"
+    eos_token_ids: list[int]
+    info: dict  # the checkpoint's sutra.json (training metadata), or {} for HF directories
+
+
+def save_checkpoint(out_dir, model: Llama, tokenizer: Tokenizer, extra: dict | None = None, dtype: torch.dtype | None = None) -> Path:
+    """Write a checkpoint atomically: readers see the old directory or the complete new one."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    state = {k: (v.to(dtype) if dtype else v).detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_directory(out_dir) as tmp:
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        tokenizer.save(tmp)
+        atomic_write_json(
+            tmp / CONFIG_FILE,
+            {
+                "format": FORMAT,
+                "version": 1,
+                "model": model.config.to_dict(),
+                "tokenizer": {"fingerprint": tokenizer.fingerprint, "vocab_size": tokenizer.vocab_size, "source": str(tokenizer.directory)},
+                "eos_token_ids": [tokenizer.eos_id],
+                **(extra or {}),
+            },
+        )
+    return out_dir
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SutraError(f"{path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SutraError(f"{path}: not valid JSON ({exc}); the checkpoint is corrupt, re-create or re-export it") from None
+
+
+def _read_safetensors(files: list[Path]) -> dict:
+    from safetensors.torch import load_file
+
+    state = {}
+    for file in files:
+        try:
+            state.update(load_file(str(file)))
+        except FileNotFoundError:
+            raise SutraError(f"{file}: missing; the checkpoint is incomplete") from None
+        except Exception as exc:  # safetensors raises SafetensorError on truncated or corrupt files
+            raise SutraError(f"{file}: cannot read weights ({exc}); the file is corrupt or truncated, re-create it") from None
+    return state
+
+
+def resolve_spec(spec: str) -> tuple[str, Path]:
+    """('sutra' | 'hf', directory) for a model spec."""
+    path = Path(spec)
+    if path.is_dir():
+        if (path / CONFIG_FILE).is_file():
+            return "sutra", path
+        if (path / "config.json").is_file():
+            return "hf", path
+        raise SutraError(f"{spec}: neither a Sutra checkpoint ({CONFIG_FILE}) nor a Hugging Face model directory (config.json)")
+    if spec in MODEL_ASSETS:
+        return "hf", assets.ensure(spec)
+    if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+        raise SutraError(
+            f"unknown model '{spec}': not a checkpoint directory, a Hugging Face directory, "
+            f"a built-in model ({', '.join(MODEL_ASSETS)}) or a hub id (owner/name)"
+        )
+    return "hf", _hub_snapshot(spec)
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt"]))
+    except Exception as exc:
+        raise SutraError(f"cannot fetch '{repo_id}' from the hub ({type(exc).__name__}); offline, use a local directory or a built-in model") from None
+
+
+def read_model_config(spec: str) -> ModelConfig:
+    kind, directory = resolve_spec(spec)
+    if kind == "sutra":
+        return ModelConfig.from_dict(_read_json(directory / CONFIG_FILE).get("model", {}))
+    return config_from_hf(_read_json(directory / "config.json"), str(directory))
+
+
+def load_model(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LoadedModel:
+    kind, directory = resolve_spec(spec)
+    if kind == "sutra":
+        info = _read_json(directory / CONFIG_FILE)
+        if info.get("format") != FORMAT:
+            raise SutraError(f"{directory / CONFIG_FILE}: not a Sutra checkpoint (format {info.get('format')!r})")
+        config = ModelConfig.from_dict(info["model"])
+        state = _read_safetensors([directory / WEIGHTS_FILE])
+        tokenizer = load_tokenizer(directory if (directory / "tokenizer.json").is_file() else info.get("tokenizer", {}).get("source"))
+        eos = info.get("eos_token_ids") or [tokenizer.eos_id]
+    else:
+        info = {}
+        hf = _read_json(directory / "config.json")
+        config = config_from_hf(hf, str(directory))
+        files = sorted(directory.glob("*.safetensors"))
+        if not files:
+            raise SutraError(f"{directory}: no *.safetensors weights (pickled .bin weights are not loaded, for safety)")
+        state = hf_to_sutra_state(_read_safetensors(files), config)
+        tokenizer = load_tokenizer(directory)
+        eos = hf.get("eos_token_id")
+        eos = eos if isinstance(eos, list) else [eos if eos is not None else tokenizer.eos_id]
+    if tokenizer.vocab_size > config.vocab_size:
+        raise SutraError(
+            f"{directory}: tokenizer has {tokenizer.vocab_size} tokens but the model only {config.vocab_size}; use the tokenizer the model was trained with"
+        )
+    with torch.device("meta"):
+        model = Llama(config)
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise SutraError(f"{directory}: weights do not match the config ({str(exc).splitlines()[0]}); the checkpoint is inconsistent") from None
+    model.init_rope()  # non-persistent buffers are still on the meta device
+    model = model.to(device=device, dtype=dtype).eval()
+    return LoadedModel(model, tokenizer, str(directory), kind, [int(e) for e in eos], info)

@@ -1,0 +1,28 @@
+"""`sutra export`: any model spec -> a Hugging Face LlamaForCausalLM directory."""
+
+from pathlib import Path
+
+import torch
+
+from sutra.io import atomic_directory, atomic_write_json
+from sutra.model.checkpoint import load_model
+from sutra.model.hf import hf_config, sutra_to_hf_state
+
+
+def export_hf(spec: str, out: str, dtype: str = "float32") -> Path:
+    from safetensors.torch import save_file
+
+    loaded = load_model(spec)
+    config, tokenizer = loaded.model.config, loaded.tokenizer
+    torch_dtype = getattr(torch, dtype)
+    state = sutra_to_hf_state({k: v.to(torch_dtype) for k, v in loaded.model.state_dict().items()}, config)
+    eos = loaded.eos_token_ids[0] if len(loaded.eos_token_ids) == 1 else loaded.eos_token_ids
+    with atomic_directory(out) as tmp:
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        atomic_write_json(tmp / "config.json", hf_config(config, tokenizer.bos_id, eos, dtype))
+        atomic_write_json(
+            tmp / "generation_config.json",
+            {"bos_token_id": tokenizer.bos_id, "eos_token_id": eos, "pad_token_id": tokenizer.document_separator_id, "do_sample": False},
+        )
+        tokenizer.save(tmp)
+    return Path(out)

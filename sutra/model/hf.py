@@ -1,0 +1,117 @@
+"""Hugging Face Llama <-> Sutra: parameter names, fused projections and config.json."""
+
+import torch
+
+from sutra.errors import SutraError
+from sutra.model.config import ModelConfig
+
+
+def hf_to_sutra_state(hf_state: dict, config: ModelConfig) -> dict:
+    """Map a `LlamaForCausalLM` state dict onto Sutra names, fusing QKV and gate/up."""
+    state = {}
+    prefix = "model." if "model.embed_tokens.weight" in hf_state else ""
+
+    def take(name):
+        key = prefix + name
+        if key not in hf_state:
+            raise SutraError(f"Hugging Face checkpoint lacks tensor '{key}'; is it a Llama model of this shape?")
+        return hf_state[key]
+
+    state["embed.weight"] = take("embed_tokens.weight")
+    if "lm_head.weight" in hf_state and not torch.equal(hf_state["lm_head.weight"], state["embed.weight"]):
+        raise SutraError("the checkpoint's lm_head differs from its embeddings; Sutra models tie them (SmolLM2 does)")
+    for i in range(config.num_layers):
+        layer = f"layers.{i}."
+        attn = f"{layer}self_attn."
+        state[f"blocks.{i}.attn.wqkv.weight"] = torch.cat([take(attn + f"{p}_proj.weight") for p in ("q", "k", "v")], dim=0)
+        state[f"blocks.{i}.attn.wo.weight"] = take(attn + "o_proj.weight")
+        state[f"blocks.{i}.mlp.w_gate_up.weight"] = torch.cat([take(layer + f"mlp.{p}_proj.weight") for p in ("gate", "up")], dim=0)
+        state[f"blocks.{i}.mlp.w_down.weight"] = take(layer + "mlp.down_proj.weight")
+        state[f"blocks.{i}.attn_norm.weight"] = take(layer + "input_layernorm.weight")
+        state[f"blocks.{i}.mlp_norm.weight"] = take(layer + "post_attention_layernorm.weight")
+    state["norm.weight"] = take("norm.weight")
+    return state
+
+
+def sutra_to_hf_state(state: dict, config: ModelConfig) -> dict:
+    """Sutra names -> `LlamaForCausalLM` names (the tied lm_head is not stored, as HF saves it)."""
+    q_size = config.num_heads * config.head_dim
+    kv_size = config.num_kv_heads * config.head_dim
+    hf = {"model.embed_tokens.weight": state["embed.weight"], "model.norm.weight": state["norm.weight"]}
+    for i in range(config.num_layers):
+        layer = f"model.layers.{i}."
+        q, k, v = state[f"blocks.{i}.attn.wqkv.weight"].split([q_size, kv_size, kv_size], dim=0)
+        gate, up = state[f"blocks.{i}.mlp.w_gate_up.weight"].split(config.intermediate_size, dim=0)
+        hf[layer + "self_attn.q_proj.weight"] = q
+        hf[layer + "self_attn.k_proj.weight"] = k
+        hf[layer + "self_attn.v_proj.weight"] = v
+        hf[layer + "self_attn.o_proj.weight"] = state[f"blocks.{i}.attn.wo.weight"]
+        hf[layer + "mlp.gate_proj.weight"] = gate
+        hf[layer + "mlp.up_proj.weight"] = up
+        hf[layer + "mlp.down_proj.weight"] = state[f"blocks.{i}.mlp.w_down.weight"]
+        hf[layer + "input_layernorm.weight"] = state[f"blocks.{i}.attn_norm.weight"]
+        hf[layer + "post_attention_layernorm.weight"] = state[f"blocks.{i}.mlp_norm.weight"]
+    return {name: tensor.contiguous() for name, tensor in hf.items()}
+
+
+def config_from_hf(hf: dict, source: str) -> ModelConfig:
+    """A ModelConfig from a Llama config.json, refusing features the Sutra model does not have."""
+    if hf.get("model_type") not in ("llama", None):
+        raise SutraError(f"{source}: model_type '{hf.get('model_type')}' is not supported; Sutra imports Llama models")
+    if hf.get("attention_bias") or hf.get("mlp_bias"):
+        raise SutraError(f"{source}: biases in attention/MLP are not supported")
+    if hf.get("hidden_act", "silu") != "silu":
+        raise SutraError(f"{source}: activation '{hf.get('hidden_act')}' is not supported (SwiGLU/silu only)")
+    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    if rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
+        raise SutraError(f"{source}: RoPE scaling '{rope.get('rope_type')}' is not supported")
+    theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
+    hidden, heads = hf["hidden_size"], hf["num_attention_heads"]
+    if hf.get("head_dim") not in (None, hidden // heads):
+        raise SutraError(f"{source}: head_dim {hf['head_dim']} differs from hidden_size / heads")
+    return ModelConfig(
+        hidden_size=hidden,
+        intermediate_size=hf["intermediate_size"],
+        num_layers=hf["num_hidden_layers"],
+        num_heads=heads,
+        num_kv_heads=hf.get("num_key_value_heads") or heads,
+        vocab_size=hf["vocab_size"],
+        max_seq_len=hf.get("max_position_embeddings", 8192),
+        rope_theta=float(theta),
+        rms_norm_eps=hf.get("rms_norm_eps", 1e-5),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+        initializer_range=hf.get("initializer_range"),
+        name=hf.get("_name_or_path") or "imported",
+    )
+
+
+def hf_config(config: ModelConfig, bos_token_id: int, eos_token_id: int | list[int], torch_dtype: str) -> dict:
+    """config.json for `LlamaForCausalLM`, built by the installed transformers so it loads there."""
+    from transformers import LlamaConfig
+
+    hf = LlamaConfig(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_kv_heads,
+        head_dim=config.head_dim,
+        hidden_act="silu",
+        max_position_embeddings=config.max_seq_len,
+        initializer_range=config.init_std,
+        rms_norm_eps=config.rms_norm_eps,
+        tie_word_embeddings=True,
+        attention_bias=False,
+        mlp_bias=False,
+        bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id,
+        pad_token_id=None,
+        rope_theta=config.rope_theta,
+    )
+    data = hf.to_dict()
+    data["architectures"] = ["LlamaForCausalLM"]
+    data["torch_dtype"] = data["dtype"] = torch_dtype
+    # transformers 5 keeps theta under rope_parameters, 4.x at top level: write both.
+    data["rope_theta"] = config.rope_theta
+    return data

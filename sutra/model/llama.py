@@ -1,0 +1,189 @@
+"""A Llama decoder (the SmolLM2 family), written to be read top to bottom.
+
+token embedding -> N x [RMSNorm -> grouped-query attention with RoPE -> residual,
+                        RMSNorm -> SwiGLU MLP -> residual] -> RMSNorm -> tied output head
+
+Speed choices: one fused QKV projection and one fused gate/up projection (HF import/export
+maps the names), attention through PyTorch SDPA (or FlexAttention for document masks on CUDA),
+and a loss that never materialises the full fp32 logits (sutra/model/loss.py).
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from sutra.model.config import ModelConfig
+from sutra.model.loss import linear_cross_entropy
+
+
+def rope_tables(config: ModelConfig, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin of shape (max_seq_len, head_dim), in float32, for the half-split RoPE HF Llama uses."""
+    dim = config.head_dim
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64, device=device).float() / dim))
+    positions = torch.arange(config.max_seq_len, dtype=torch.float32, device=device)
+    freqs = torch.outer(positions, inv_freq)
+    angles = torch.cat((freqs, freqs), dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (B, heads, T, head_dim); cos/sin: (T, head_dim)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
+class KVCache:
+    """Keys and values of every layer for one generation, so each new token costs one position."""
+
+    def __init__(self, config: ModelConfig, batch_size: int, max_len: int, device, dtype):
+        shape = (config.num_layers, batch_size, config.num_kv_heads, max_len, config.head_dim)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.max_len = max_len
+
+    def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor):
+        end = start + k.shape[2]
+        self.keys[layer, :, :, start:end] = k
+        self.values[layer, :, :, start:end] = v
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig, layer_index: int):
+        super().__init__()
+        self.layer_index = layer_index
+        self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
+        self.wqkv = nn.Linear(config.hidden_size, (self.num_heads + 2 * self.num_kv_heads) * self.head_dim, bias=False)
+        self.wo = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=False)
+
+    def forward(self, x, cos, sin, mask=None, cache: KVCache | None = None, start_pos: int = 0):
+        B, T, _ = x.shape
+        q, k, v = self.wqkv(x).split(
+            [self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim, self.num_kv_heads * self.head_dim], dim=-1
+        )
+        q = q.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(self.layer_index, start_pos, k, v)
+        y = attend(q, k, v, mask)
+        return self.wo(y.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim))
+
+
+def attend(q, k, v, mask):
+    """mask: None (causal), "none" (attend to everything: one new token against a cache),
+    a boolean tensor (True = may attend) for SDPA, or a FlexAttention BlockMask."""
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    if isinstance(mask, str):
+        return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    if isinstance(mask, torch.Tensor):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    from sutra.model.masks import flex_attention
+
+    return flex_attention(q, k, v, block_mask=mask, enable_gqa=True)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.intermediate_size = config.intermediate_size
+        self.w_gate_up = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
+        self.w_down = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x):
+        gate, up = self.w_gate_up(x).split(self.intermediate_size, dim=-1)
+        return self.w_down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer_index: int):
+        super().__init__()
+        self.attn_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.attn = Attention(config, layer_index)
+        self.mlp_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cos, sin, mask=None, cache=None, start_pos=0):
+        x = x + self.attn(self.attn_norm(x), cos, sin, mask, cache, start_pos)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Llama(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.num_layers))
+        self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.init_rope()
+        self.reset_parameters()
+
+    def init_rope(self, device=None):
+        cos, sin = rope_tables(self.config, device)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def reset_parameters(self):
+        """As Hugging Face initialises Llama: N(0, initializer_range) for every matrix, ones for norms."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
+            elif isinstance(module, nn.RMSNorm):
+                nn.init.ones_(module.weight)
+
+    @property
+    def lm_head_weight(self) -> torch.Tensor:
+        return self.embed.weight  # tied input/output embeddings
+
+    def attention_mask(self, doc_ids: torch.Tensor):
+        """The document-causal mask for `doc_ids` (B, T): FlexAttention on CUDA, a dense SDPA mask elsewhere.
+
+        Built outside forward so a compiled model receives it as an input."""
+        from sutra.model.masks import document_mask
+
+        return document_mask(doc_ids)
+
+    def forward(self, tokens, targets=None, *, doc_ids=None, mask=None, cache: KVCache | None = None, start_pos: int = 0):
+        """tokens (B, T) -> logits (B, T, V), or the mean cross-entropy against `targets` (B, T).
+
+        doc_ids (B, T) restricts attention to each token's own document; `mask` is the same
+        thing prebuilt with `attention_mask`. With a KV cache, tokens sit at start_pos...
+        """
+        B, T = tokens.shape
+        if start_pos + T > self.config.max_seq_len:
+            raise ValueError(f"sequence of {start_pos + T} tokens exceeds the context of {self.config.max_seq_len}")
+        if mask is None and doc_ids is not None:
+            mask = self.attention_mask(doc_ids)
+        if cache is not None and start_pos > 0:
+            mask = "none" if T == 1 else _offset_causal_mask(T, start_pos, tokens.device)
+        cos, sin = self.rope_cos[start_pos : start_pos + T], self.rope_sin[start_pos : start_pos + T]
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = block(x, cos, sin, mask, cache, start_pos)
+        x = self.norm(x)
+        if targets is not None:
+            return linear_cross_entropy(x.flatten(0, 1), self.lm_head_weight, targets.flatten())
+        return F.linear(x, self.lm_head_weight)
+
+
+def _offset_causal_mask(T: int, start_pos: int, device) -> torch.Tensor:
+    """Causal mask for T new queries at start_pos against start_pos + T cached keys."""
+    q = torch.arange(start_pos, start_pos + T, device=device)[:, None]
+    k = torch.arange(start_pos + T, device=device)[None, :]
+    return k <= q
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def flops_per_token(config: ModelConfig, attended_per_token: float) -> float:
+    """Training FLOPs per token: 6 x matmul parameters + 12 x layers x hidden x (mean keys attended).
+
+    For causal attention over T tokens the mean number of keys is (T + 1) / 2, so this is the
+    common 6N + 6·L·d·T; with document masking it counts only the spans actually attended."""
+    return 6 * config.num_matmul_parameters + 12 * config.num_layers * config.hidden_size * attended_per_token
+

@@ -1,0 +1,74 @@
+"""Cross-entropy of the output head without materialising all fp32 logits.
+
+For 4 x 8192 tokens and a 49,152 vocabulary the logits alone would be 6.4 GB in fp32. Here the
+head matmul, log-softmax and both gradients are computed chunk by chunk in the forward pass
+(the approach of Liger's fused linear cross-entropy), so only one chunk of logits exists at a
+time and backward merely scales the stored gradients.
+"""
+
+import torch
+
+IGNORE_INDEX = -100
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return x.dtype
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk_size):
+        dtype = _compute_dtype(hidden)
+        with torch.autocast(hidden.device.type, enabled=False):
+            w = weight.to(dtype)
+            valid = targets != IGNORE_INDEX
+            count = valid.sum().clamp(min=1).to(torch.float32)
+            loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            grad_hidden = torch.empty_like(hidden)
+            grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+            for start in range(0, hidden.shape[0], chunk_size):
+                h = hidden[start : start + chunk_size].to(dtype)
+                t = targets[start : start + chunk_size]
+                ok = valid[start : start + chunk_size]
+                logits = (h @ w.t()).float()
+                lse = torch.logsumexp(logits, dim=-1)
+                safe_t = t.clamp(min=0)
+                target_logit = logits.gather(1, safe_t[:, None]).squeeze(1)
+                loss = loss + ((lse - target_logit) * ok).sum()
+                # d(loss)/d(logits) = (softmax - onehot) / count, zero on ignored rows
+                grad = (logits - lse[:, None]).exp_()
+                grad.scatter_add_(1, safe_t[:, None], torch.full_like(target_logit[:, None], -1.0))
+                grad.mul_((ok.to(torch.float32) / count)[:, None])
+                grad = grad.to(dtype)
+                grad_hidden[start : start + chunk_size] = (grad @ w).to(hidden.dtype)
+                grad_weight.add_(grad.t() @ h)
+        ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
+        return loss / count
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return grad_hidden * grad_loss.to(grad_hidden.dtype), grad_weight * grad_loss.to(grad_weight.dtype), None, None
+
+
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
+    """Mean cross-entropy of softmax(hidden @ weight.T) against targets (IGNORE_INDEX skipped).
+
+    hidden (N, d), weight (V, d), targets (N,)."""
+    if not (hidden.requires_grad or weight.requires_grad) or not torch.is_grad_enabled():
+        return _eval_cross_entropy(hidden, weight, targets, chunk_size)
+    return LinearCrossEntropy.apply(hidden, weight, targets, chunk_size)
+
+
+def _eval_cross_entropy(hidden, weight, targets, chunk_size):
+    dtype = _compute_dtype(hidden)
+    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    for start in range(0, hidden.shape[0], chunk_size):
+        logits = (hidden[start : start + chunk_size].to(dtype) @ weight.to(dtype).t()).float()
+        total = total + torch.nn.functional.cross_entropy(
+            logits, targets[start : start + chunk_size], ignore_index=IGNORE_INDEX, reduction="sum"
+        )
+    return total / (targets != IGNORE_INDEX).sum().clamp(min=1)
