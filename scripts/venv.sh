@@ -1,0 +1,34 @@
+# Create or reuse the virtualenv at .venv and install Sutra into it (sourced by demo.sh and test.sh).
+# CPU machines get the CPU torch wheel; a CUDA torch that is already installed is kept.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$REPO/.venv"
+PY="$VENV/bin/python"
+
+if [ ! -x "$PY" ]; then
+  echo "sutra setup: creating $VENV"
+  python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "sutra setup: Python >= 3.10 is required" >&2; exit 1; }
+  python3 -m venv "$VENV"
+fi
+
+STAMP="$VENV/.sutra-installed"
+WANT="$(cat "$REPO/pyproject.toml" "$REPO/scripts/venv.sh" | sha256sum | cut -c1-16)"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+  export PIP_DISABLE_PIP_VERSION_CHECK=1
+  if ! "$PY" -c 'import torch' 2>/dev/null; then
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
+      echo "sutra setup: GPU found, installing torch with CUDA"
+      "$PY" -m pip install -q "torch>=2.5"
+    else
+      # Only the CPU build: never pull a multi-GB CUDA torch onto a machine without a GPU.
+      echo "sutra setup: no GPU, installing the CPU torch wheel"
+      "$PY" -m pip install -q "torch==2.13.0+cpu" || {
+        echo "sutra setup: no CPU torch wheel found; point pip at a CPU wheel index (PIP_EXTRA_INDEX_URL) or install torch into $VENV first" >&2
+        exit 1
+      }
+    fi
+  fi
+  echo "sutra setup: installing sutra and its dependencies (first run takes a few minutes)"
+  "$PY" -m pip install -q -e "$REPO[test]"
+  echo "$WANT" > "$STAMP"
+fi

@@ -1,0 +1,54 @@
+import pytest
+import torch
+
+from sutra.errors import SutraError
+from sutra.model import Llama, ModelConfig
+from sutra.model.generate import StreamDecoder, generate
+
+CONFIG = ModelConfig(64, 128, 2, 4, 2, vocab_size=300, max_seq_len=64)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return Llama(CONFIG).eval()
+
+
+def _greedy_without_cache(model, prompt, n):
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+    return ids[len(prompt):]
+
+
+def test_kv_cache_generation_equals_full_recomputation(model):
+    prompt = [5, 17, 42, 99, 3]
+    assert generate(model, prompt, max_new_tokens=12) == _greedy_without_cache(model, prompt, 12)
+
+
+def test_sampling_is_reproducible_with_a_seed_and_top_k_1_is_greedy(model):
+    prompt = [1, 2, 3]
+    a = generate(model, prompt, 10, temperature=1.0, seed=7)
+    b = generate(model, prompt, 10, temperature=1.0, seed=7)
+    assert a == b
+    assert generate(model, prompt, 10, temperature=1.0, top_k=1, seed=3) == generate(model, prompt, 10)
+    assert generate(model, prompt, 10, temperature=0.8, top_p=1e-6, seed=3) == generate(model, prompt, 10)
+
+
+def test_generation_stops_at_eos_and_at_the_context(model):
+    prompt = [1, 2, 3]
+    first = generate(model, prompt, 5)[0]
+    assert generate(model, prompt, 5, stop_ids={first}) == [first]
+    assert len(generate(model, list(range(60)), 50)) == 4  # context 64
+    with pytest.raises(SutraError, match="context"):
+        generate(model, list(range(64)), 5)
+    with pytest.raises(SutraError, match="empty"):
+        generate(model, [], 5)
+
+
+def test_stream_decoder_waits_for_complete_characters(tokenizer):
+    ids = tokenizer.encode("héllo 🤗 wörld")
+    decoder = StreamDecoder(tokenizer)
+    text = "".join(decoder.push(i) for i in ids)
+    assert text == "héllo 🤗 wörld"

@@ -1,0 +1,118 @@
+"""Sutra <-> transformers LlamaForCausalLM: logits agree on random and on real weights."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from sutra.errors import SutraError
+from sutra.model import Llama, ModelConfig
+from sutra.model.checkpoint import load_model, save_checkpoint
+from sutra.model.export import export_hf
+
+# Full SmolLM2 vocabulary (the tokenizer must fit), everything else small.
+RANDOM = ModelConfig(64, 96, 2, 4, 2, max_seq_len=256, rope_theta=100000.0)
+
+
+def _hf_model(directory):
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32, attn_implementation="sdpa").eval()
+    assert isinstance(model, LlamaForCausalLM)
+    return model
+
+
+@pytest.fixture
+def random_checkpoint(tmp_path, tokenizer):
+    torch.manual_seed(0)
+    model = Llama(RANDOM)
+    with torch.no_grad():  # norms away from 1 so a swapped norm would show
+        for block in model.blocks:
+            block.attn_norm.weight.uniform_(0.5, 1.5)
+            block.mlp_norm.weight.uniform_(0.5, 1.5)
+    return save_checkpoint(tmp_path / "ckpt", model, tokenizer), model
+
+
+def test_export_loads_in_transformers_with_equal_logits(random_checkpoint, tmp_path):
+    checkpoint, model = random_checkpoint
+    out = export_hf(str(checkpoint), str(tmp_path / "hf"))
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["tie_word_embeddings"] is True
+    assert (out / "tokenizer.json").is_file() and (out / "generation_config.json").is_file()
+    hf = _hf_model(out)
+    tokens = torch.randint(0, 49152, (2, 40))
+    with torch.no_grad():
+        assert (hf(tokens).logits - model.eval()(tokens)).abs().max().item() <= 1e-4
+
+
+def test_import_from_transformers_gives_equal_logits(tmp_path, tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(1)
+    hf = LlamaForCausalLM(
+        LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, max_position_embeddings=256, rope_theta=100000.0, tie_word_embeddings=True)
+    ).eval()
+    hf.save_pretrained(str(tmp_path / "hf"))
+    tokenizer.save(tmp_path / "hf")
+    loaded = load_model(str(tmp_path / "hf"))
+    assert loaded.kind == "hf"
+    tokens = torch.randint(0, 49152, (2, 40))
+    with torch.no_grad():
+        assert (hf(tokens).logits - loaded.model(tokens)).abs().max().item() <= 1e-4
+    # and through a Sutra checkpoint written by `sutra import`
+    save_checkpoint(tmp_path / "sutra", loaded.model, loaded.tokenizer)
+    with torch.no_grad():
+        assert torch.equal(load_model(str(tmp_path / "sutra")).model(tokens), loaded.model(tokens))
+
+
+@pytest.mark.slow
+def test_real_smollm2_weights_agree_with_transformers(teacher_dir, tmp_path):
+    """SmolLM2-135M-Instruct (dequantized GGUF): next-token logits and greedy text match transformers."""
+    from sutra.model.generate import generate
+
+    loaded = load_model("smollm2-135m-instruct")
+    hf = _hf_model(teacher_dir)
+    prompt = loaded.tokenizer.encode("The capital of France is")
+    with torch.no_grad():
+        ours = loaded.model(torch.tensor([prompt]))[0, -1]
+        theirs = hf(torch.tensor([prompt])).logits[0, -1]
+    assert (ours - theirs).abs().max().item() <= 1e-3
+    assert int(ours.argmax()) == int(theirs.argmax())
+    sutra_ids = generate(loaded.model, prompt, max_new_tokens=8)
+    hf_ids = hf.generate(torch.tensor([prompt]), max_new_tokens=8, do_sample=False)[0, len(prompt):].tolist()
+    assert sutra_ids == hf_ids[: len(sutra_ids)]
+    assert "Paris" in loaded.tokenizer.decode(sutra_ids)
+    # and an exported copy, loaded by transformers, says the same
+    exported = _hf_model(export_hf("smollm2-135m-instruct", str(tmp_path / "export")))
+    again = exported.generate(torch.tensor([prompt]), max_new_tokens=8, do_sample=False)[0, len(prompt):].tolist()
+    assert again == hf_ids
+
+
+def test_corrupt_or_missing_checkpoint_files_are_clear_errors(random_checkpoint):
+    checkpoint, _ = random_checkpoint
+    weights = checkpoint / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(SutraError, match="corrupt or truncated"):
+        load_model(str(checkpoint))
+    weights.unlink()
+    with pytest.raises(SutraError, match="missing"):
+        load_model(str(checkpoint))
+    (checkpoint / "sutra.json").write_text("{oops")
+    with pytest.raises(SutraError, match="not valid JSON"):
+        load_model(str(checkpoint))
+
+
+def test_shape_mismatch_and_small_vocab_are_refused(random_checkpoint, tmp_path):
+    checkpoint, model = random_checkpoint
+    info = json.loads((checkpoint / "sutra.json").read_text())
+    info["model"]["num_layers"] = 3
+    (checkpoint / "sutra.json").write_text(json.dumps(info))
+    with pytest.raises(SutraError, match="do not match"):
+        load_model(str(checkpoint))
+    info["model"].update(num_layers=2, vocab_size=1000)
+    (checkpoint / "sutra.json").write_text(json.dumps(info))
+    save_file({k: v for k, v in model.state_dict().items()}, str(tmp_path / "unused.safetensors"))
+    with pytest.raises(SutraError, match="tokenizer has 49152 tokens"):
+        load_model(str(checkpoint))

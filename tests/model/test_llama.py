@@ -1,0 +1,105 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sutra.errors import SutraError
+from sutra.model import Llama, ModelConfig, get_preset
+from sutra.model.llama import count_parameters, flops_per_token
+from sutra.model.loss import IGNORE_INDEX, linear_cross_entropy
+from sutra.model.masks import dense_document_mask
+
+SMALL = ModelConfig(64, 128, 2, 4, 2, vocab_size=512, max_seq_len=128)
+
+
+@pytest.mark.parametrize(
+    "preset, expected",
+    [("smollm2-70m", 69_230_976), ("smollm2-135m", 134_515_008), ("smollm2-360m", 361_821_120)],
+)
+def test_preset_parameter_counts(preset, expected):
+    config = get_preset(preset)
+    assert config.num_parameters == expected
+    with torch.device("meta"):
+        assert count_parameters(Llama(config)) == expected
+
+
+def test_tiny_preset_is_a_few_million_parameters_with_the_smollm2_vocab():
+    config = get_preset("tiny")
+    assert config.vocab_size == 49152 and 2e6 < config.num_parameters < 2e7
+
+
+def test_initialisation_follows_hf_rule():
+    torch.manual_seed(0)
+    model = Llama(get_preset("tiny"))
+    assert abs(model.embed.weight.std().item() - 128**-0.5) < 2e-3
+    assert abs(model.blocks[0].attn.wqkv.weight.std().item() - 128**-0.5) < 5e-3
+    assert torch.all(model.blocks[0].attn_norm.weight == 1)
+    assert model.lm_head_weight.data_ptr() == model.embed.weight.data_ptr()
+
+
+def test_invalid_configs_are_rejected():
+    with pytest.raises(SutraError, match="divisible"):
+        ModelConfig(64, 128, 2, 5, 1)
+    with pytest.raises(SutraError, match="num_kv_heads"):
+        ModelConfig(64, 128, 2, 4, 3)
+    with pytest.raises(SutraError, match="positive integer"):
+        ModelConfig(64, -1, 2, 4, 2)
+    with pytest.raises(SutraError, match="unknown keys"):
+        ModelConfig.from_dict({**SMALL.to_dict(), "dropout": 0.1})
+    with pytest.raises(SutraError, match="unknown model preset"):
+        get_preset("gpt5")
+
+
+def test_chunked_loss_matches_full_cross_entropy_and_gradients():
+    torch.manual_seed(0)
+    hidden = torch.randn(37, 16, requires_grad=True)
+    weight = torch.randn(50, 16, requires_grad=True)
+    targets = torch.randint(0, 50, (37,))
+    targets[[3, 10]] = IGNORE_INDEX
+    loss = linear_cross_entropy(hidden, weight, targets, chunk_size=8)
+    loss.backward()
+    grads = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    reference = F.cross_entropy(hidden @ weight.t(), targets, ignore_index=IGNORE_INDEX)
+    reference.backward()
+    assert torch.allclose(loss, reference, atol=1e-5)
+    assert torch.allclose(grads[0], hidden.grad, atol=1e-5)
+    assert torch.allclose(grads[1], weight.grad, atol=1e-5)
+    with torch.no_grad():  # the evaluation path gives the same number
+        assert torch.allclose(linear_cross_entropy(hidden, weight, targets, chunk_size=8), reference, atol=1e-5)
+
+
+def test_model_loss_equals_cross_entropy_of_logits_under_bf16_autocast():
+    torch.manual_seed(0)
+    model = Llama(SMALL)
+    tokens = torch.randint(0, 512, (2, 33))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(tokens[:, :-1], tokens[:, 1:])
+        logits = model(tokens[:, :-1])
+    reference = F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
+    assert abs(loss.item() - reference.item()) < 2e-2
+
+
+def test_document_mask_equals_running_each_document_alone():
+    torch.manual_seed(0)
+    model = Llama(SMALL).eval()
+    tokens = torch.randint(0, 512, (1, 30))
+    doc_ids = torch.tensor([[0] * 12 + [1] * 7 + [2] * 11])
+    with torch.no_grad():
+        packed = model(tokens, doc_ids=doc_ids)
+        pieces = [model(tokens[:, s:e]) for s, e in [(0, 12), (12, 19), (19, 30)]]
+    # RoPE is relative, so a document attends the same whether it starts at position 0 or later.
+    assert torch.allclose(packed, torch.cat(pieces, dim=1), atol=1e-4)
+    mask = dense_document_mask(doc_ids)
+    assert mask.shape == (1, 1, 30, 30) and mask[0, 0, 12, 11].item() is False and mask[0, 0, 13, 12].item() is True
+
+
+def test_flops_per_token_matches_the_reference_numbers():
+    config = get_preset("smollm2-70m")
+    # training-anchors.md §3.2: causal 6N + 6·L·d·T = 1,019.2 MFLOP/token at T = 8192
+    assert abs(flops_per_token(config, 8192 / 2) / 1e6 - 1019.2) < 0.1
+
+
+def test_context_overflow_is_refused():
+    model = Llama(SMALL)
+    with pytest.raises(ValueError, match="exceeds the context"):
+        model(torch.zeros(1, 129, dtype=torch.long))

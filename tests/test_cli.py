@@ -1,0 +1,50 @@
+"""The `sutra` command as a user runs it: real subprocesses, real assets."""
+
+import pytest
+
+from conftest import run_sutra
+
+
+def test_help_lists_commands_and_every_subcommand_has_help():
+    result = run_sutra("--help", check=True)
+    for command in ("assets", "model", "generate", "export", "import"):
+        assert command in result.stdout
+    for args in (["assets", "--help"], ["assets", "fetch", "--help"], ["model", "info", "--help"], ["generate", "--help"], ["export", "--help"]):
+        assert run_sutra(*args).returncode == 0
+
+
+def test_model_info_prints_the_card_parameter_counts():
+    assert "69,230,976" in run_sutra("model", "info", "smollm2-70m", check=True).stdout
+    assert "134,515,008" in run_sutra("model", "info", "smollm2-135m", check=True).stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["model", "info", "gpt-17"], "unknown model 'gpt-17'"),
+        (["assets", "fetch", "no-such-asset"], "unknown asset 'no-such-asset'"),
+        (["generate", "/nonexistent/ckpt", "--prompt", "x"], "unknown model"),
+        (["generate", "smollm2-135m-instruct", "--prompt", "x", "--device", "cuda"], "no CUDA GPU"),
+    ],
+)
+def test_user_errors_are_one_line_without_traceback(args, message):
+    result = run_sutra(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_prompt_longer_than_the_context_is_refused():
+    result = run_sutra("generate", "smollm2-135m-instruct", "--prompt", "word " * 9000, "--max-new-tokens", "1")
+    assert result.returncode == 2 and "context is 8192" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_generate_completes_paris_and_export_import_round_trip(tmp_path):
+    result = run_sutra("generate", "smollm2-135m-instruct", "--prompt", "The capital of France is", "--max-new-tokens", "8", check=True)
+    assert result.stdout.startswith("The capital of France is") and "Paris" in result.stdout
+    run_sutra("import", "smollm2-135m-instruct", str(tmp_path / "ckpt"), check=True)
+    assert "134,515,008" in run_sutra("model", "info", str(tmp_path / "ckpt"), check=True).stdout
+    again = run_sutra("generate", str(tmp_path / "ckpt"), "--prompt", "The capital of France is", "--max-new-tokens", "8", check=True)
+    assert again.stdout == result.stdout
+    listing = run_sutra("assets", "list", check=True).stdout
+    assert "smollm2-135m-instruct" in listing and "fetched" in listing

@@ -1,0 +1,41 @@
+import pytest
+
+from sutra.errors import SutraError
+from sutra.tokenizer import load_tokenizer
+
+
+def test_smollm2_tokenizer_facts(tokenizer):
+    assert tokenizer.vocab_size == 49152
+    # Base SmolLM2 roles: <|endoftext|> is bos and eos for pretraining (the GGUF's Instruct roles are reset).
+    assert tokenizer.eos_id == tokenizer.bos_id == tokenizer.document_separator_id == 0
+    assert tokenizer.backend.token_to_id("<|im_start|>") == 1
+    assert tokenizer.backend.token_to_id("<|im_end|>") == 2
+    assert tokenizer.encode("The quick brown fox jumps over the lazy dog.") == [504, 2365, 6354, 16438, 27003, 690, 260, 23790, 2767, 30]
+
+
+def test_numbers_split_into_digits_and_text_round_trips(tokenizer):
+    ids = tokenizer.encode(" 2024")
+    assert [tokenizer.decode([i]) for i in ids] == [" ", "2", "0", "2", "4"]
+    text = "  Leading spaces, émojis 🤗, and numbers 1234567 — ok?\n\tdef f(x): return x"
+    assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
+def test_no_bos_or_eos_added_automatically(tokenizer):
+    assert tokenizer.encode("hello")[0] != 0 and tokenizer.encode("hello")[-1] != 0
+    assert tokenizer.encode_batch(["a b", "c"]) == [tokenizer.encode("a b"), tokenizer.encode("c")]
+
+
+def test_tokenizer_from_directory_and_file_matches_asset(tokenizer, tmp_path):
+    tokenizer.save(tmp_path)
+    assert load_tokenizer(tmp_path).fingerprint == tokenizer.fingerprint
+    assert load_tokenizer(tmp_path / "tokenizer.json").encode("x y z") == tokenizer.encode("x y z")
+
+
+def test_bad_tokenizer_sources_are_clear_errors(tmp_path):
+    with pytest.raises(SutraError, match="no tokenizer.json"):
+        load_tokenizer(tmp_path)
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(SutraError, match="not a valid tokenizer"):
+        load_tokenizer(tmp_path)
+    with pytest.raises(SutraError, match="not a tokenizer"):
+        load_tokenizer(str(tmp_path / "missing.txt"))
