@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from data_helpers import small_dataset  # noqa: F401 (fixture)
 from sutra.data.loader import TokenLoader
 from sutra.errors import SutraError
 

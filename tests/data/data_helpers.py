@@ -1,3 +1,5 @@
+"""Shared helpers and fixtures of the data tests (import the fixtures you use; a conftest.py here would shadow tests/conftest.py)."""
+
 import random
 
 import numpy as np

@@ -1,0 +1,100 @@
+"""`sutra data ...` commands: prepare, stats, mix."""
+
+import sys
+
+
+def register(subparsers) -> None:
+    data = subparsers.add_parser("data", help="tokenize corpora into shards, inspect them, and mix them")
+    sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    p = sub.add_parser("prepare", help="filter and tokenize corpora into uint16 shards with a document index",
+                       description="Read JSONL (.gz/.zst), Parquet, Arrow/save_to_disk dirs, text files, directories, globs "
+                                   "or hub dataset ids; filter on metadata; tokenize in parallel; write shards, stats.json "
+                                   "and manifest.json (last). A killed run resumes when re-run with the same arguments.")
+    p.add_argument("sources", nargs="+", metavar="SOURCE")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--tokenizer", default=None, help="tokenizer dir, tokenizer.json, asset or hub id (default: offline SmolLM2)")
+    p.add_argument("--text-field", default="text")
+    p.add_argument("--min-quality", type=float, default=None, help="keep quality_score >= this (sutra-10M..1B: 60-85; sutra-10B: 0-1)")
+    p.add_argument("--domains", default=None, help="comma-separated domains to keep (case-insensitive)")
+    p.add_argument("--content-types", default=None, help="comma-separated content types to keep (case-insensitive)")
+    p.add_argument("--complexity", default=None, metavar="A-B", help="keep complexity_level in [A, B]")
+    p.add_argument("--where", action="append", default=[], metavar="COND",
+                   help="FIELD OP VALUE on any (dotted) field, OP in == != >= <= > < ~= (list membership/substring); repeatable")
+    p.add_argument("--val-fraction", type=float, default=0.005, help="share of documents (by text hash) for validation")
+    p.add_argument("--min-val-docs", type=int, default=5, help="raise the validation share so about this many documents land in it")
+    p.add_argument("--shard-tokens", type=int, default=32_000_000, help="train tokens per shard (also the resume granularity)")
+    p.add_argument("--max-chars", type=int, default=4_000_000, help="drop longer documents (reported as too_long)")
+    p.add_argument("--unit-bytes", type=int, default=4 << 20, help="input bytes per work unit (part of what fixes the output)")
+    p.add_argument("--workers", type=int, default=0, help="tokenizer processes (default: one per CPU core)")
+    p.add_argument("--strict", action="store_true", help="stop with an error at the first bad record instead of dropping it")
+    p.add_argument("--overwrite", action="store_true", help="replace a dataset prepared from other inputs at --out")
+    p.add_argument("--split", default="train", help="split to stream for hub dataset ids")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("stats", help="print a prepared dataset's stats.json (documents, tokens, domains, drops)")
+    p.add_argument("directory", metavar="DIR")
+    p.add_argument("--json", action="store_true", help="print the raw JSON")
+    p.set_defaults(func=cmd_stats)
+
+
+def cmd_prepare(args) -> int:
+    import time
+    from pathlib import Path
+
+    from sutra.data.filters import Filters
+    from sutra.data.prepare import PrepareConfig, prepare
+
+    config = PrepareConfig(
+        sources=tuple(args.sources), out=Path(args.out), tokenizer=args.tokenizer, text_field=args.text_field,
+        filters=Filters.from_args(args.min_quality, args.domains, args.content_types, args.complexity, args.where),
+        val_fraction=args.val_fraction, min_val_docs=args.min_val_docs, shard_tokens=args.shard_tokens,
+        max_chars=args.max_chars, unit_bytes=args.unit_bytes, workers=args.workers, strict=args.strict, overwrite=args.overwrite, hub_split=args.split,
+    )
+    started = time.time()
+    stats = prepare(config)
+    elapsed = time.time() - started
+    print_stats(stats)
+    tokens = stats["tokens"]["train"] + stats["tokens"]["val"]
+    print(f"wrote {args.out} in {elapsed:.1f} s ({tokens / max(elapsed, 1e-9):,.0f} tokens/s)")
+    return 0
+
+
+def cmd_stats(args) -> int:
+    import json
+    from pathlib import Path
+
+    from sutra.data.shards import read_manifest
+    from sutra.errors import SutraError
+
+    read_manifest(args.directory)
+    path = Path(args.directory) / "stats.json"
+    try:
+        stats = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SutraError(f"{path}: unreadable ({exc}); re-run `sutra data prepare`") from None
+    if args.json:
+        print(json.dumps(stats, indent=2))
+    else:
+        print_stats(stats)
+    return 0
+
+
+def print_stats(stats: dict, out=sys.stdout) -> None:
+    def line(label, value):
+        print(f"{label:<28} {value}", file=out)
+
+    for split in ("train", "val"):
+        line(f"{split}", f"{stats['documents'][split]:,} documents, {stats['tokens'][split]:,} tokens")
+    line("input records", f"{stats['input_records']:,}")
+    line("validation fraction", f"{stats.get('val_fraction', 0):.4f}")
+    for title, key in (("dropped", "dropped"), ("filtered out", "filtered")):
+        counts = stats.get(key, {})
+        line(title, f"{sum(counts.values()):,}" + (": " + ", ".join(f"{r} {n:,}" for r, n in counts.items()) if counts else ""))
+    total = stats["tokens"]["train"] + stats["tokens"]["val"]
+    for title, key in (("tokens by domain", "tokens_by_domain"), ("tokens by content type", "tokens_by_content_type")):
+        counts = stats.get(key, {})
+        if counts:
+            print(title + ":", file=out)
+            for label, tokens in sorted(counts.items(), key=lambda kv: -kv[1]):
+                print(f"  {label:<34} {tokens:>14,}  {100 * tokens / max(total, 1):5.1f}%", file=out)

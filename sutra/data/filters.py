@@ -1,0 +1,156 @@
+"""Record filters on metadata, for the sutra-10B schema or any other JSON fields.
+
+sutra-10B records carry id, concept_name, domain, content_type, text, quality_score,
+information_density, complexity_level, token_count, prerequisites, builds_to,
+cross_domain_connections and quality_assessment; other fields are ignored unless a filter names them.
+"""
+
+import operator
+import re
+from dataclasses import dataclass
+
+from sutra.errors import SutraError
+
+OPERATORS = {"==": operator.eq, "!=": operator.ne, ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+CONTAINS = "~="
+CONDITION = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(==|!=|>=|<=|~=|>|<)\s*(.*?)\s*$")
+MISSING = object()
+
+
+class WrongType(Exception):
+    pass
+
+
+def field_value(record: dict, path: str):
+    """The value at a dotted path (quality_assessment.clarity), or MISSING."""
+    value = record
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return MISSING
+        value = value[key]
+    return MISSING if value is None else value
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Condition:
+    field: str
+    op: str
+    value: str
+
+    @classmethod
+    def parse(cls, text: str) -> "Condition":
+        match = CONDITION.match(text)
+        if not match:
+            raise SutraError(f"--where '{text}': expected FIELD OP VALUE with OP one of ==, !=, >=, <=, >, <, ~= (e.g. 'quality_assessment.depth>=0.7')")
+        return cls(*match.groups())
+
+    def __str__(self) -> str:
+        return f"{self.field}{self.op}{self.value}"
+
+    def holds(self, value) -> bool:
+        if self.op == CONTAINS:  # list membership or substring
+            if isinstance(value, list):
+                return any(str(item) == self.value for item in value)
+            if isinstance(value, str):
+                return self.value in value
+            raise WrongType(f"'{self.field}' is {type(value).__name__}; ~= needs a list or a string")
+        if isinstance(value, bool):
+            return OPERATORS[self.op](str(value).lower(), self.value.lower())
+        if _is_number(value):
+            try:
+                return OPERATORS[self.op](value, float(self.value))
+            except ValueError:
+                raise WrongType(f"'{self.field}' is a number but the condition compares it with '{self.value}'") from None
+        if isinstance(value, str):
+            return OPERATORS[self.op](value, self.value)
+        raise WrongType(f"'{self.field}' is {type(value).__name__}; {self.op} needs a number, string or boolean")
+
+
+@dataclass(frozen=True)
+class Filters:
+    min_quality: float | None = None
+    domains: tuple[str, ...] = ()
+    content_types: tuple[str, ...] = ()
+    complexity: tuple[int, int] | None = None
+    where: tuple[Condition, ...] = ()
+
+    @classmethod
+    def from_args(cls, min_quality=None, domains=None, content_types=None, complexity=None, where=()) -> "Filters":
+        return cls(
+            min_quality=min_quality,
+            domains=_names(domains),
+            content_types=_names(content_types),
+            complexity=parse_range(complexity) if complexity else None,
+            where=tuple(Condition.parse(w) for w in where or ()),
+        )
+
+    @property
+    def fields(self) -> set[str]:
+        """Top-level record fields the filters read."""
+        used = {c.field.split(".")[0] for c in self.where}
+        for name, active in (("quality_score", self.min_quality is not None), ("domain", self.domains),
+                             ("content_type", self.content_types), ("complexity_level", self.complexity)):
+            if active:
+                used.add(name)
+        return used
+
+    def describe(self) -> dict:
+        return {
+            "min_quality": self.min_quality, "domains": list(self.domains), "content_types": list(self.content_types),
+            "complexity": list(self.complexity) if self.complexity else None, "where": [str(c) for c in self.where],
+        }
+
+    def reject(self, record: dict) -> str | None:
+        """None to keep the record, else the filter that removes it ('min_quality', 'where:depth>=3' ...).
+
+        Raises WrongType when a filtered field has a type the filter cannot compare.
+        """
+        checks = []
+        if self.min_quality is not None:
+            checks.append(("min_quality", "quality_score", lambda v: _number(v, "quality_score") >= self.min_quality))
+        if self.domains:
+            checks.append(("domains", "domain", lambda v: _string(v, "domain").casefold() in self.domains))
+        if self.content_types:
+            checks.append(("content_types", "content_type", lambda v: _string(v, "content_type").casefold() in self.content_types))
+        if self.complexity:
+            lo, hi = self.complexity
+            checks.append(("complexity", "complexity_level", lambda v: lo <= _number(v, "complexity_level") <= hi))
+        checks += [(f"where:{c}", c.field, c.holds) for c in self.where]
+        for name, path, test in checks:
+            value = field_value(record, path)
+            if value is MISSING:
+                return f"{name} (no '{path}' field)"
+            if not test(value):
+                return name
+        return None
+
+
+def _number(value, name: str) -> float:
+    if not _is_number(value):
+        raise WrongType(f"'{name}' is {type(value).__name__} {value!r}, expected a number")
+    return value
+
+
+def _string(value, name: str) -> str:
+    if not isinstance(value, str):
+        raise WrongType(f"'{name}' is {type(value).__name__} {value!r}, expected a string")
+    return value
+
+
+def _names(text: str | None) -> tuple[str, ...]:
+    return tuple(sorted({part.strip().casefold() for part in (text or "").split(",") if part.strip()}))
+
+
+def parse_range(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", text)
+    if not match:
+        raise SutraError(f"--complexity '{text}': expected A-B or A with integers, e.g. 4-8")
+    lo = int(match.group(1))
+    hi = int(match.group(2) or lo)
+    if lo > hi:
+        raise SutraError(f"--complexity '{text}': the lower bound is above the upper bound")
+    return lo, hi

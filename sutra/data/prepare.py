@@ -1,0 +1,340 @@
+"""`sutra data prepare`: any corpus → filtered, tokenized uint16 shards with a document index.
+
+Worker processes parse, filter and tokenize fixed work units (see sources.py); the parent keeps
+their results in input order and closes a shard pair (train + val) once the pending train tokens
+reach --shard-tokens. After each shard pair it saves progress.json (next unit, stats so far),
+so a killed run resumes at the last shard boundary and produces the same bytes as an
+uninterrupted one. manifest.json is written last.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections import Counter, deque
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from sutra.data import sources as src
+from sutra.data.filters import Filters, WrongType
+from sutra.data.shards import MAX_VOCAB, TOKEN_DTYPE
+from sutra.data.writer import ShardWriter
+from sutra.errors import SutraError
+from sutra.io import atomic_write_json
+
+SHOWN_PROBLEMS = 20
+STAT_FIELDS = {"domain": "tokens_by_domain", "content_type": "tokens_by_content_type"}
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    sources: tuple[str, ...]
+    out: Path
+    tokenizer: str | None = None  # None: the offline SmolLM2 tokenizer
+    text_field: str = "text"
+    filters: Filters = Filters()
+    val_fraction: float = 0.005
+    min_val_docs: int = 5
+    shard_tokens: int = 32_000_000
+    max_chars: int = 4_000_000
+    unit_bytes: int = src.UNIT_BYTES  # input per work unit; fixes the shard boundaries, so it is part of the recipe
+    workers: int = 0  # 0: one per CPU core
+    strict: bool = False
+    overwrite: bool = False
+    hub_split: str = "train"
+
+    def __post_init__(self):
+        if not self.sources:
+            raise SutraError("no SOURCE given: name JSONL/Parquet/Arrow/text files, directories, globs or hub dataset ids")
+        if not 0 <= self.val_fraction < 1:
+            raise SutraError(f"--val-fraction {self.val_fraction}: must be in [0, 1)")
+        for name in ("min_val_docs", "workers"):
+            if getattr(self, name) < 0:
+                raise SutraError(f"--{name.replace('_', '-')} must not be negative")
+        for name in ("shard_tokens", "max_chars", "unit_bytes"):
+            if getattr(self, name) < 1:
+                raise SutraError(f"--{name.replace('_', '-')} must be positive")
+
+
+@dataclass
+class UnitResult:
+    tokens: np.ndarray  # kept documents, each followed by the separator
+    lengths: np.ndarray  # tokens per kept document (separator included)
+    is_val: np.ndarray  # per kept document
+    records: int = 0
+    problems: list = field(default_factory=list)  # (location, reason, detail)
+    filtered: Counter = field(default_factory=Counter)
+    labelled_tokens: dict = field(default_factory=dict)  # stats key -> Counter(label -> tokens)
+
+
+# ---- worker side ----------------------------------------------------------------------------
+
+_worker: dict = {}
+
+
+def _init_worker(tokenizer_file: str, settings: dict) -> None:
+    # one process per core already; a rayon pool in each would oversubscribe the CPUs
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    from tokenizers import Tokenizer
+
+    _worker.update(settings, backend=Tokenizer.from_file(tokenizer_file))
+
+
+def process_unit(unit: src.Unit) -> UnitResult:
+    w = _worker
+    texts, hashes, labels = [], [], []
+    result = UnitResult(np.zeros(0, TOKEN_DTYPE), np.zeros(0, np.int64), np.zeros(0, bool))
+    for location, record, problem in src.read_unit(unit, w["text_field"], w["columns"]):
+        result.records += 1
+        if problem is None:
+            problem, data = _check_text(record.get(w["text_field"]), w["text_field"], w["max_chars"])
+        if problem is None:
+            try:
+                rejected = w["filters"].reject(record)
+            except WrongType as exc:
+                problem = ("wrong_type", str(exc))
+        if problem is not None:
+            result.problems.append((location, *problem))
+        elif rejected:
+            result.filtered[rejected] += 1
+        else:
+            texts.append(record[w["text_field"]])
+            hashes.append(int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little"))
+            labels.append({key: record.get(name) for name, key in STAT_FIELDS.items()})
+    if not texts:
+        return result
+    encodings = w["backend"].encode_batch(texts, add_special_tokens=False)
+    result.lengths = np.fromiter((len(e.ids) + 1 for e in encodings), dtype=np.int64, count=len(encodings))
+    result.tokens = tokens = np.empty(int(result.lengths.sum()), dtype=TOKEN_DTYPE)
+    position = 0
+    for encoding, length in zip(encodings, result.lengths.tolist()):
+        tokens[position:position + length - 1] = encoding.ids
+        tokens[position + length - 1] = w["separator"]
+        position += length
+    result.is_val = np.fromiter((h < w["val_threshold"] for h in hashes), dtype=bool, count=len(hashes))
+    result.labelled_tokens = {key: Counter() for key in STAT_FIELDS.values()}
+    for label, length in zip(labels, result.lengths.tolist()):
+        for key, value in label.items():
+            if isinstance(value, str):
+                result.labelled_tokens[key][value] += length
+    return result
+
+
+def _check_text(text, text_field: str, max_chars: int):
+    """(problem or None, UTF-8 bytes of the text)."""
+    if text is None:
+        return ("missing_text", f"no '{text_field}' field (set the text field with --text-field)"), None
+    if not isinstance(text, str):
+        return ("wrong_type", f"'{text_field}' is {type(text).__name__}, expected a string"), None
+    if len(text) > max_chars:
+        return ("too_long", f"{len(text):,} characters > --max-chars {max_chars:,}"), None
+    if not text.strip():
+        return ("empty", "the text is empty or whitespace"), None
+    try:
+        return None, text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate from a \udXXX escape
+        return ("invalid_utf8", f"unencodable character at {exc.start}"), None
+
+
+# ---- parent side ----------------------------------------------------------------------------
+
+def _new_stats() -> dict:
+    return {
+        "input_records": 0,
+        "documents": {"train": 0, "val": 0},
+        "tokens": {"train": 0, "val": 0},
+        "tokens_by_domain": {},
+        "tokens_by_content_type": {},
+        "dropped": {},
+        "filtered": {},
+    }
+
+
+def _accumulate(stats: dict, result: UnitResult) -> None:
+    stats["input_records"] += result.records
+    for split, mask in (("train", ~result.is_val), ("val", result.is_val)):
+        stats["documents"][split] += int(mask.sum())
+        stats["tokens"][split] += int(result.lengths[mask].sum())
+    for key, counts in result.labelled_tokens.items():
+        for label, tokens in counts.items():
+            stats[key][label] = stats[key].get(label, 0) + tokens
+    for reason in [p[1] for p in result.problems]:
+        stats["dropped"][reason] = stats["dropped"].get(reason, 0) + 1
+    for reason, count in result.filtered.items():
+        stats["filtered"][reason] = stats["filtered"].get(reason, 0) + count
+
+
+def _recipe(config: PrepareConfig, inputs, tokenizer) -> dict:
+    described = []
+    for kind, path in inputs:
+        entry = {"kind": kind, "path": str(Path(path).resolve()) if kind != "hub" else str(path)}
+        if kind != "hub":
+            try:
+                info = Path(path).stat()
+                entry.update(bytes=info.st_size, mtime_ns=info.st_mtime_ns)
+            except OSError:
+                entry.update(bytes=None)
+        described.append(entry)
+    return {
+        "inputs": described,
+        "text_field": config.text_field,
+        "filters": config.filters.describe(),
+        "val_fraction": config.val_fraction,
+        "min_val_docs": config.min_val_docs,
+        "shard_tokens": config.shard_tokens,
+        "max_chars": config.max_chars,
+        "unit_bytes": config.unit_bytes,
+        "hub_split": config.hub_split,
+        "tokenizer_fingerprint": tokenizer.fingerprint,
+    }
+
+
+def _claim_output(out: Path, recipe: dict, overwrite: bool) -> dict | None:
+    """Make `out` ready for this recipe; return saved progress to resume from (or None)."""
+    manifest, progress = out / "manifest.json", out / "progress.json"
+    ours = manifest.is_file() or progress.is_file()
+    if ours:
+        saved = json.loads((manifest if manifest.is_file() else progress).read_text()).get("recipe")
+        if saved == recipe and not overwrite:
+            return json.loads(progress.read_text()) if progress.is_file() else {"complete": True}
+        if not overwrite:
+            raise SutraError(f"{out} holds a dataset prepared from other inputs or settings; pass --overwrite to replace it, or choose another --out")
+        shutil.rmtree(out)
+    elif out.exists() and any(out.iterdir()):
+        raise SutraError(f"{out} exists and is not a prepared dataset; choose an empty or new --out directory")
+    out.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def _ordered_results(pool, units, ahead: int):
+    """Results of process_unit over `units`, in order, with at most `ahead` units in flight."""
+    if pool is None:
+        yield from map(process_unit, units)
+        return
+    pending = deque()
+    for unit in units:
+        pending.append(pool.submit(process_unit, unit))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _load_tokenizer(source):
+    from sutra import assets
+    from sutra.tokenizer import DEFAULT_TOKENIZER, Tokenizer, load_tokenizer
+
+    # load_tokenizer(None) imports every asset module (torch included, seconds); skip that when the default is fetched
+    if source is None and assets.is_fetched(DEFAULT_TOKENIZER):
+        return Tokenizer(assets.path(DEFAULT_TOKENIZER))
+    return load_tokenizer(source)
+
+
+def prepare(config: PrepareConfig, log=sys.stderr) -> dict:
+    """Run (or resume, or recognise as done) a prepare; return its stats."""
+    tokenizer = _load_tokenizer(config.tokenizer)
+    if tokenizer.vocab_size > MAX_VOCAB:
+        raise SutraError(f"tokenizer {tokenizer.directory} has {tokenizer.vocab_size:,} tokens; uint16 shards hold at most {MAX_VOCAB:,} — use a smaller vocabulary")
+    inputs = src.expand(list(config.sources))
+    recipe = _recipe(config, inputs, tokenizer)
+    out = Path(config.out)
+    progress = _claim_output(out, recipe, config.overwrite)
+    if progress and progress.get("complete"):
+        print(f"sutra: {out} is already prepared from these inputs; nothing to do", file=log)
+        return json.loads((out / "stats.json").read_text())
+    for stale in out.glob(".*.tmp"):  # temporary files of a killed run
+        stale.unlink()
+
+    sources = src.plan(inputs, config.unit_bytes)
+    known = None if any(s.records is None for s in sources) else sum(s.records for s in sources)
+    fraction = config.val_fraction
+    if fraction > 0 and known:
+        fraction = max(fraction, min(0.5, config.min_val_docs / known))
+    settings = {
+        "text_field": config.text_field, "columns": {config.text_field, *STAT_FIELDS, *config.filters.fields},
+        "filters": config.filters, "max_chars": config.max_chars, "separator": tokenizer.document_separator_id,
+        "val_threshold": int(fraction * 2**64),
+    }
+
+    progress = progress or {"next_unit": 0, "next_shard": 0, "shards": None, "stats": _new_stats(), "dropped_log_bytes": 0}
+    stats, next_unit = progress["stats"], progress["next_unit"]
+    writer = ShardWriter(out, progress["next_shard"], progress["shards"])
+    if next_unit:
+        print(f"sutra: resuming {out} at shard {writer.next_index} (input unit {next_unit})", file=log)
+    dropped_log = open(out / "dropped.tsv", "ab")
+    dropped_log.truncate(progress["dropped_log_bytes"])
+    dropped_log.seek(progress["dropped_log_bytes"])
+    shown = sum(stats["dropped"].values())
+
+    def save_progress(unit_index: int) -> None:
+        dropped_log.flush()
+        os.fsync(dropped_log.fileno())
+        atomic_write_json(out / "progress.json", {
+            "recipe": recipe, "next_unit": unit_index, "next_shard": writer.next_index, "shards": writer.shards,
+            "stats": stats, "dropped_log_bytes": dropped_log.tell(),
+        })
+
+    if not next_unit:
+        save_progress(0)  # marks `out` as ours, so a run killed before its first shard can resume
+    workers = config.workers or os.cpu_count() or 1
+    started, tokens_before = time.time(), stats["tokens"]["train"] + stats["tokens"]["val"]
+    worker_args = (str(tokenizer.directory / "tokenizer.json"), settings)
+    if workers == 1:  # no process start-up cost; the parent tokenizes
+        pool = None
+        _init_worker(*worker_args)
+    else:
+        pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=worker_args)
+    try:
+        units = islice(src.iter_units(sources, config.unit_bytes, config.hub_split), next_unit, None)
+        for unit_index, result in enumerate(_ordered_results(pool, units, 2 * workers + 2), start=next_unit):
+            for location, reason, detail in result.problems:
+                if config.strict:
+                    raise SutraError(f"{location}: {reason}: {detail} (--strict stops at the first bad record)")
+                dropped_log.write(f"{location}\t{reason}\t{detail}\n".encode("utf-8", "backslashreplace"))
+                if shown < SHOWN_PROBLEMS:
+                    print(f"sutra: dropped {location}: {reason}: {detail}", file=log)
+                shown += 1
+            _accumulate(stats, result)
+            val_tokens = np.repeat(result.is_val, result.lengths)
+            for split, mask, token_mask in (("train", ~result.is_val, ~val_tokens), ("val", result.is_val, val_tokens)):
+                if mask.any():
+                    writer.add(split, result.tokens[token_mask], result.lengths[mask])
+            if writer.pending_tokens["train"] >= config.shard_tokens:
+                writer.flush()
+                save_progress(unit_index + 1)
+                done = stats["tokens"]["train"] + stats["tokens"]["val"]
+                print(f"sutra: shard {writer.next_index - 1} written; {done:,} tokens, "
+                      f"{(done - tokens_before) / max(time.time() - started, 1e-9):,.0f} tokens/s", file=log)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        dropped_log.close()
+
+    if stats["documents"]["train"] == 0:
+        raise SutraError(f"no documents survived from {', '.join(config.sources)}: {_summary(stats)}")
+    stats = {**stats, "val_fraction": fraction, "dropped_total": sum(stats["dropped"].values()),
+             "filtered_total": sum(stats["filtered"].values())}
+    for key in ("tokens_by_domain", "tokens_by_content_type", "dropped", "filtered"):
+        stats[key] = dict(sorted(stats[key].items()))
+    atomic_write_json(out / "stats.json", stats)
+    writer.finish(tokenizer, recipe=recipe)
+    (out / "progress.json").unlink(missing_ok=True)
+    if shown > SHOWN_PROBLEMS:
+        print(f"sutra: ... {shown - SHOWN_PROBLEMS} more dropped records; all are listed in {out / 'dropped.tsv'}", file=log)
+    if stats["documents"]["val"] == 0 and fraction > 0:
+        print(f"sutra: warning: no document fell into the validation split (fraction {fraction:.4f}); raise --val-fraction", file=log)
+    return stats
+
+
+def _summary(stats: dict) -> str:
+    parts = [f"{stats['input_records']:,} records read"]
+    parts += [f"{n:,} dropped as {reason}" for reason, n in stats["dropped"].items()]
+    parts += [f"{n:,} filtered by {reason}" for reason, n in stats["filtered"].items()]
+    return ", ".join(parts)

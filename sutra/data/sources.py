@@ -1,0 +1,321 @@
+"""Input sources for `prepare`: files, directories, globs and hub ids, cut into work units.
+
+A unit is a few MB of input that one worker process parses, filters and tokenizes. Units are
+cut at fixed byte/row positions, so the same input always gives the same units whatever the
+number of workers; that is what makes the output byte-identical and a killed run resumable.
+Problems found while planning (an unreadable or truncated file) become units too, so they are
+reported and counted in input order like any bad record.
+"""
+
+import glob
+import gzip
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from sutra.errors import SutraError
+
+UNIT_BYTES = 4 << 20
+UNIT_ROWS = 1024
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
+COMPRESSIONS = (".gz", ".zst")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class Unit:
+    kind: str  # "jsonl" (byte range of a file), "lines" (JSONL bytes), "parquet", "arrow", "text", "records", "problem"
+    name: str  # the file or dataset id, for messages
+    first: int = 1  # line number (JSONL) or row number (tables) of the first record
+    start: int = 0  # byte offset (jsonl), row group (parquet), first row (arrow)
+    stop: int = 0  # end byte (jsonl), rows (parquet), end row (arrow), lines (lines), bytes (text)
+    payload: object = None  # decompressed bytes, text file paths, hub records, or (reason, detail) for "problem"
+
+
+@dataclass
+class Source:
+    """One input file (or hub dataset) and how many records it holds (None: unknown until streamed)."""
+    kind: str
+    name: str
+    records: int | None = 0
+    plan: list = field(default_factory=list)  # payload-free units; compressed/hub sources stream theirs
+
+
+def _kind(path: Path) -> str | None:
+    name = path.name.lower()
+    for compression in COMPRESSIONS:
+        if name.endswith(compression):
+            name = name[: -len(compression)]
+            return "jsonl-compressed" if name.endswith(JSONL_SUFFIXES) else None
+    if name.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    if name.endswith(".parquet"):
+        return "parquet"
+    if name.endswith(".arrow"):
+        return "arrow"
+    if name.endswith(TEXT_SUFFIXES):
+        return "text"
+    return None
+
+
+def expand(specs: list[str]) -> list[tuple[str, Path | str]]:
+    """(kind, path-or-hub-id) for every input named by `specs`, in a stable order."""
+    found = []
+    for spec in specs:
+        path = Path(spec)
+        if any(ch in spec for ch in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(spec, recursive=True))
+            if not matches:
+                raise SutraError(f"{spec}: the pattern matches no files")
+            found += [item for m in matches for item in _walk(m, explicit=False)]
+        elif path.exists():
+            found += _walk(path, explicit=True)
+        elif HUB_ID.match(spec):
+            found.append(("hub", spec))
+        else:
+            raise SutraError(f"{spec}: no such file or directory (and not a hub dataset id like 'owner/name')")
+    return found
+
+
+def _walk(path: Path, explicit: bool) -> list[tuple[str, Path]]:
+    if path.is_dir():
+        if (path / "dataset_dict.json").is_file():  # datasets.DatasetDict.save_to_disk: every split
+            splits = json.loads((path / "dataset_dict.json").read_text()).get("splits", [])
+            return [item for split in splits for item in _walk(path / split, explicit=True)]
+        if (path / "state.json").is_file():  # datasets.Dataset.save_to_disk
+            files = json.loads((path / "state.json").read_text()).get("_data_files", [])
+            return [("arrow", path / f["filename"]) for f in files]
+        items = []
+        for child in sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)):
+            items += _walk(child, explicit=False)
+        return items
+    kind = _kind(path)
+    if kind is None:
+        if explicit:
+            raise SutraError(f"{path}: unsupported file type; use JSONL (.jsonl/.json, optionally .gz/.zst), Parquet, Arrow or text (.txt/.md/.rst)")
+        return [("unsupported", path)]
+    return [(kind, path)]
+
+
+def _problem(name: str, line: int, reason: str, detail: str) -> Unit:
+    return Unit("problem", name, first=line, payload=(reason, detail))
+
+
+def _line_chunks(stream, unit_bytes: int) -> Iterator[tuple[bytes, int]]:
+    """Cut a byte stream after the last newline of every `unit_bytes` block: (chunk, lines in it)."""
+    carry = b""
+    while True:
+        block = stream.read(unit_bytes)
+        if not block:
+            break
+        block = carry + block
+        cut = block.rfind(b"\n") + 1
+        if cut == 0:
+            carry = block
+            continue
+        chunk, carry = block[:cut], block[cut:]
+        yield chunk, chunk.count(b"\n")
+    if carry:
+        yield carry, 1
+
+
+def _open_compressed(path: Path):
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rb")
+    import zstandard
+
+    return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
+
+
+def _compressed_units(path: Path, unit_bytes: int, with_payload: bool) -> Iterator[Unit]:
+    line = 1
+    try:
+        with _open_compressed(path) as stream:
+            for chunk, lines in _line_chunks(stream, unit_bytes):
+                yield Unit("lines", str(path), first=line, stop=lines, payload=chunk if with_payload else None)
+                line += lines
+    except (OSError, EOFError, ValueError) as exc:  # gzip: EOFError/BadGzipFile; zstd: ZstdError (a ValueError)
+        yield _problem(str(path), line, "truncated_or_corrupt_file", f"{type(exc).__name__}: {exc}")
+
+
+def plan(inputs: list[tuple[str, Path | str]], unit_bytes: int = UNIT_BYTES) -> list[Source]:
+    """Read every input of `expand()` once, cheaply, to fix its units and count its records."""
+    sources = []
+    for kind, path in inputs:
+        name = str(path)
+        try:
+            sources.append(_plan_one(kind, path, name, unit_bytes))
+        except OSError as exc:
+            sources.append(Source("problem", name, 1, [_problem(name, 0, "unreadable_file", exc.strerror or str(exc))]))
+    return _group_text_files(sources, unit_bytes)
+
+
+def _plan_one(kind: str, path, name: str, unit_bytes: int) -> Source:
+    if kind == "hub":
+        return Source("hub", name, None)
+    if kind == "unsupported":
+        return Source("problem", name, 1, [_problem(name, 0, "unsupported_file", "not JSONL, Parquet, Arrow or text; not read")])
+    if kind == "text":
+        return Source("text", name, 1, [Unit("text", name, stop=path.stat().st_size)])
+    if kind == "jsonl":
+        units, offset, line = [], 0, 1
+        with open(path, "rb") as f:
+            for chunk, lines in _line_chunks(f, unit_bytes):
+                units.append(Unit("jsonl", name, first=line, start=offset, stop=offset + len(chunk)))
+                offset += len(chunk)
+                line += lines
+        return Source("jsonl", name, line - 1, units)
+    if kind == "jsonl-compressed":
+        units = list(_compressed_units(path, unit_bytes, with_payload=False))
+        return Source(kind, name, sum(u.stop if u.kind == "lines" else 1 for u in units), units)
+    import pyarrow as pa
+
+    try:
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            metadata = pq.ParquetFile(path).metadata
+            units, row = [], 0
+            for group in range(metadata.num_row_groups):
+                rows = metadata.row_group(group).num_rows
+                units.append(Unit("parquet", name, first=row, start=group, stop=rows))
+                row += rows
+            return Source(kind, name, row, units)
+        rows = read_arrow(path).num_rows
+        units = [Unit("arrow", name, first=r, start=r, stop=min(r + UNIT_ROWS, rows)) for r in range(0, rows, UNIT_ROWS)]
+        return Source(kind, name, rows, units)
+    except pa.ArrowException as exc:
+        return Source("problem", name, 1, [_problem(name, 0, "truncated_or_corrupt_file", f"{type(exc).__name__}: {exc}")])
+
+
+def _group_text_files(sources: list[Source], unit_bytes: int) -> list[Source]:
+    """Merge runs of text files (one document each) into units of about `unit_bytes`."""
+    grouped = []
+    for source in sources:
+        previous = grouped[-1] if grouped else None
+        if source.kind == "text" and previous is not None and previous.kind == "text" and previous.plan[-1].stop < unit_bytes:
+            unit = previous.plan[-1]
+            unit.payload.append(source.name)
+            unit.stop += source.plan[0].stop
+            previous.records += 1
+        else:
+            if source.kind == "text":
+                source.plan[0].payload = [source.name]
+            grouped.append(source)
+    return grouped
+
+
+def read_arrow(path):
+    """A whole Arrow IPC file (file or stream format), memory-mapped."""
+    import pyarrow as pa
+
+    with pa.memory_map(str(path)) as source:
+        try:
+            return pa.ipc.open_file(source).read_all()
+        except pa.ArrowInvalid:
+            return pa.ipc.open_stream(source).read_all()
+
+
+def iter_units(sources: list[Source], unit_bytes: int, hub_split: str = "train") -> Iterator[Unit]:
+    """Every unit in order, with payloads loaded for the kinds that stream (compressed, hub)."""
+    for source in sources:
+        if source.kind == "jsonl-compressed":
+            yield from _compressed_units(Path(source.name), unit_bytes, with_payload=True)
+        elif source.kind == "hub":
+            yield from _hub_units(source.name, hub_split)
+        else:
+            yield from source.plan
+
+
+def _hub_units(dataset_id: str, split: str) -> Iterator[Unit]:
+    try:
+        import datasets
+
+        stream = iter(datasets.load_dataset(dataset_id, split=split, streaming=True))
+        batch, row = [], 0
+        for record in stream:
+            batch.append(record)
+            if len(batch) == UNIT_ROWS:
+                yield Unit("records", dataset_id, first=row, payload=batch)
+                row, batch = row + len(batch), []
+        if batch:
+            yield Unit("records", dataset_id, first=row, payload=batch)
+    except Exception as exc:  # datasets raises many types (ConnectionError, FileNotFoundError, DatasetNotFoundError ...)
+        raise SutraError(f"{dataset_id}: could not stream split '{split}' from the Hugging Face Hub ({type(exc).__name__}: {exc}); "
+                         "this machine may be offline: pass local files instead") from None
+
+
+def read_unit(unit: Unit, text_field: str, columns: set[str]) -> Iterator[tuple[str, object, tuple[str, str] | None]]:
+    """(location, record, problem) for every record of a unit; exactly one of record/problem is set."""
+    if unit.kind == "problem":
+        yield f"{unit.name}:{unit.first}" if unit.first else unit.name, None, unit.payload
+    elif unit.kind in ("jsonl", "lines"):
+        if unit.kind == "jsonl":
+            with open(unit.name, "rb") as f:
+                f.seek(unit.start)
+                data = f.read(unit.stop - unit.start)
+        else:
+            data = unit.payload
+        yield from _jsonl_records(unit.name, unit.first, data)
+    elif unit.kind == "text":
+        for path in unit.payload:
+            try:
+                data = Path(path).read_bytes()
+                yield path, {text_field: data.decode("utf-8"), "source": path}, None
+            except UnicodeDecodeError as exc:
+                yield path, None, ("invalid_utf8", f"byte {exc.start}")
+            except OSError as exc:
+                yield path, None, ("unreadable_file", exc.strerror or str(exc))
+    elif unit.kind in ("parquet", "arrow"):
+        try:
+            table = _read_table(unit, columns)
+        except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for corrupt pages
+            yield f"{unit.name}:row {unit.first}", None, ("truncated_or_corrupt_file", f"{type(exc).__name__}: {exc}")
+            return
+        for i, record in enumerate(table.to_pylist()):
+            yield f"{unit.name}:row {unit.first + i}", record, None
+    elif unit.kind == "records":
+        for i, record in enumerate(unit.payload):
+            yield f"{unit.name}:row {unit.first + i}", record, None
+    else:
+        raise ValueError(f"unknown unit kind {unit.kind}")
+
+
+def _read_table(unit: Unit, columns: set[str]):
+    if unit.kind == "parquet":
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(unit.name)
+        wanted = [c for c in parquet.schema_arrow.names if c in columns]
+        return parquet.read_row_group(unit.start, columns=wanted)
+    table = read_arrow(unit.name)
+    return table.select([c for c in table.column_names if c in columns]).slice(unit.start, unit.stop - unit.start)
+
+
+def _jsonl_records(name: str, first_line: int, data: bytes):
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    for number, raw in enumerate(lines, start=first_line):
+        location = f"{name}:{number}"
+        raw = raw.rstrip(b"\r")
+        if not raw.strip():
+            yield location, None, ("blank_line", "no JSON on this line")
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield location, None, ("invalid_utf8", f"byte {exc.start} of the line")
+            continue
+        try:
+            record = json.loads(text)
+        except ValueError as exc:
+            yield location, None, ("malformed_json", str(exc))
+            continue
+        if not isinstance(record, dict):
+            yield location, None, ("malformed_json", f"a JSON {type(record).__name__}, not an object")
+            continue
+        yield location, record, None

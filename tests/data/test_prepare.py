@@ -1,0 +1,224 @@
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, run_sutra
+from data_helpers import make_documents
+from sutra.data.filters import Filters
+from sutra.data.prepare import PrepareConfig, prepare
+from sutra.data.stream import open_stream
+from sutra.errors import SutraError
+
+ENDOFTEXT = "<|endoftext|>"
+
+
+def write_jsonl(path: Path, records) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def split_text(directory: Path, split: str, tokenizer) -> str:
+    stream = open_stream(directory, split)
+    return tokenizer.decode(stream.gather(np.array([0]), stream.length)[0].tolist()) if stream.length else ""
+
+
+def shard_bytes(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.suffix in (".bin", ".idx")}
+
+
+def all_bytes(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def run_prepare(sources, out, **options):
+    return prepare(PrepareConfig(sources=tuple(str(s) for s in sources), out=out, workers=options.pop("workers", 2), **options),
+                   log=open(os.devnull, "w"))
+
+
+@pytest.fixture(scope="module")
+def documents():
+    return make_documents(200, seed=11)
+
+
+def test_prepared_shards_decode_to_the_documents_in_order(tmp_path, tokenizer, documents):
+    source = write_jsonl(tmp_path / "docs.jsonl", [{"text": d, "id": i} for i, d in enumerate(documents)])
+    stats = run_prepare([source], tmp_path / "out", shard_tokens=1500, unit_bytes=2000, val_fraction=0.05)
+    train_text, val_text = split_text(tmp_path / "out", "train", tokenizer), split_text(tmp_path / "out", "val", tokenizer)
+    train_docs, val_docs = train_text.split(ENDOFTEXT)[:-1], val_text.split(ENDOFTEXT)[:-1]
+    assert train_text == "".join(d + ENDOFTEXT for d in train_docs) and val_text.endswith(ENDOFTEXT)
+    assert train_docs == [d for d in documents if d not in val_docs]  # input order kept, nothing lost
+    assert val_docs == [d for d in documents if d in val_docs] and 2 <= len(val_docs) <= 30
+    assert stats["documents"] == {"train": len(train_docs), "val": len(val_docs)}
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert len(manifest["splits"]["train"]["shards"]) > 3 and manifest["dtype"] == "uint16"
+    assert manifest["tokenizer_fingerprint"] == tokenizer.fingerprint and manifest["vocab_size"] == 49152
+    assert stats["tokens"]["train"] == manifest["splits"]["train"]["tokens"] == open_stream(tmp_path / "out", "train").length
+    assert not (tmp_path / "out" / "progress.json").exists()
+
+
+def test_every_input_format_gives_the_same_shards(tmp_path, documents):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+    from datasets import Dataset
+
+    docs = documents[:60]
+    records = [{"text": d, "n": i} for i, d in enumerate(docs)]
+    jsonl = write_jsonl(tmp_path / "a.jsonl", records)
+    (tmp_path / "gz").mkdir()
+    (tmp_path / "gz" / "a.jsonl.gz").write_bytes(gzip.compress(jsonl.read_bytes()))
+    (tmp_path / "b.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(jsonl.read_bytes()))
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "c.parquet", row_group_size=17)
+    Dataset.from_list(records).save_to_disk(str(tmp_path / "saved"))
+    (tmp_path / "texts").mkdir()
+    for i, d in enumerate(docs):
+        (tmp_path / "texts" / f"{i:03d}.txt").write_text(d)
+    inputs = {"jsonl": [jsonl], "gz dir": [tmp_path / "gz"], "zst": [tmp_path / "b.jsonl.zst"], "parquet": [tmp_path / "c.parquet"],
+              "save_to_disk": [tmp_path / "saved"], "text glob": [str(tmp_path / "texts" / "*.txt")]}
+    outputs = {}
+    for name, sources in inputs.items():
+        out = tmp_path / f"out-{name.replace(' ', '-')}"
+        stats = run_prepare(sources, out, unit_bytes=3000, workers=1)
+        assert stats["documents"]["train"] + stats["documents"]["val"] == 60 and stats["dropped"] == {}, name
+        outputs[name] = shard_bytes(out)
+    assert all(o == outputs["jsonl"] for o in outputs.values())
+
+
+def test_sutra_schema_filters(tmp_path, tokenizer):
+    records = []
+    for i in range(80):
+        records.append({
+            "id": f"u{i}", "concept_name": f"c{i}", "domain": ["Science", "mathematics", "humanities"][i % 3],
+            "content_type": ["Concept Introduction", "Tutorial"][i % 2], "text": f"Document {i} about a concept.",
+            "quality_score": (i % 10) / 10, "information_density": "high", "complexity_level": i % 11,
+            "token_count": 6, "prerequisites": ["algebra"] if i % 4 == 0 else [], "builds_to": [], "cross_domain_connections": [],
+            "quality_assessment": {"clarity": 0.9, "accuracy": 0.8, "pedagogy": 0.7, "engagement": 0.6, "depth": (i % 5) / 4, "creativity": 0.5},
+            "extra_unknown_field": {"ignored": True},
+        })
+    source = write_jsonl(tmp_path / "sutra.jsonl", records)
+    filters = Filters.from_args(min_quality=0.3, domains="science,Mathematics", complexity="2-9",
+                                where=["quality_assessment.depth>=0.5", "prerequisites~=algebra"])
+    stats = run_prepare([source], tmp_path / "out", filters=filters, val_fraction=0.0)
+    expected = [r for r in records if r["quality_score"] >= 0.3 and r["domain"].lower() in ("science", "mathematics")
+                and 2 <= r["complexity_level"] <= 9 and r["quality_assessment"]["depth"] >= 0.5 and "algebra" in r["prerequisites"]]
+    assert 0 < len(expected) < 20
+    assert split_text(tmp_path / "out", "train", tokenizer) == "".join(r["text"] + ENDOFTEXT for r in expected)
+    assert sum(stats["filtered"].values()) == 80 - len(expected) and stats["dropped"] == {}
+    assert set(stats["filtered"]) <= {"min_quality", "domains", "complexity", "where:quality_assessment.depth>=0.5", "where:prerequisites~=algebra"}
+    assert set(stats["tokens_by_domain"]) <= {"Science", "mathematics"} and "Concept Introduction" in stats["tokens_by_content_type"]
+
+
+def test_filter_rules():
+    f = Filters.from_args(where=["information_density==high", "token_count<100", "quality_assessment.clarity>0.5"])
+    assert f.reject({"information_density": "high", "token_count": 10, "quality_assessment": {"clarity": 0.9}}) is None
+    assert f.reject({"information_density": "low", "token_count": 10, "quality_assessment": {"clarity": 0.9}}) == "where:information_density==high"
+    assert f.reject({"information_density": "high", "token_count": 10}) == "where:quality_assessment.clarity>0.5 (no 'quality_assessment.clarity' field)"
+    with pytest.raises(SutraError, match="FIELD OP VALUE"):
+        Filters.from_args(where=["no operator here"])
+    with pytest.raises(SutraError, match="A-B"):
+        Filters.from_args(complexity="high")
+
+
+def test_bad_records_are_reported_counted_and_strict_stops(tmp_path):
+    good = [json.dumps({"text": f"good document number {i}"}) for i in range(6)]
+    lines = [
+        good[0], "{not json", good[1], json.dumps({"text": 42}), json.dumps({"body": "no text field"}), json.dumps({"text": "  "}),
+        good[2], json.dumps(["a", "list"]), "", json.dumps({"text": "x" * 10_000_000}), json.dumps({"text": "lone \ud800 surrogate"}),
+        json.dumps({"text": "ok", "quality_score": "high"}), good[3],
+    ]
+    data = "\n".join(lines).encode() + b"\n" + b'{"text": "bad byte \xff here"}\n' + good[4].encode() + b"\n"
+    (tmp_path / "bad.jsonl").write_bytes(data)
+    (tmp_path / "truncated.jsonl.gz").write_bytes(gzip.compress(("\n".join(good) + "\n").encode() * 50)[:-30])
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
+    stats = run_prepare([tmp_path / "bad.jsonl", tmp_path / "truncated.jsonl.gz", tmp_path / "broken.parquet"], tmp_path / "out", val_fraction=0.0)
+    assert stats["dropped"] == {"blank_line": 1, "empty": 1, "invalid_utf8": 2, "malformed_json": 2, "missing_text": 1,
+                                "too_long": 1, "truncated_or_corrupt_file": 2, "wrong_type": 1}
+    log = (tmp_path / "out" / "dropped.tsv").read_text().splitlines()
+    assert len(log) == stats["dropped_total"] == 11
+    assert f"{tmp_path / 'bad.jsonl'}:2\tmalformed_json" in log[0] and log[1].startswith(f"{tmp_path / 'bad.jsonl'}:4\twrong_type")
+    assert any(line.startswith(f"{tmp_path / 'bad.jsonl'}:14\tinvalid_utf8") for line in log)
+    assert any("truncated.jsonl.gz:" in line and "truncated_or_corrupt_file" in line for line in log)
+
+    # the filter sees the record with a string quality_score: a wrong type, reported, not a silent filter
+    with pytest.raises(SutraError, match=r"no documents survived.* 2 dropped as wrong_type.* 5 filtered by min_quality \(no 'quality_score' field\)"):
+        run_prepare([tmp_path / "bad.jsonl"], tmp_path / "out-q", filters=Filters.from_args(min_quality=0.5))
+
+
+def test_cli_malformed_line_nonstrict_and_strict(tmp_path):
+    source = tmp_path / "mixed.jsonl"
+    source.write_text("".join(json.dumps({"text": f"line {i} is fine"}) + "\n" for i in range(5)) + "{oops\n" + json.dumps({"text": "last"}) + "\n")
+    result = run_sutra("data", "prepare", str(source), "--out", str(tmp_path / "out"), "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    assert f"{source}:6: malformed_json" in result.stderr and "dropped                      1: malformed_json 1" in result.stdout
+    assert json.loads((tmp_path / "out" / "stats.json").read_text())["dropped"] == {"malformed_json": 1}
+    stats = run_sutra("data", "stats", str(tmp_path / "out"))
+    assert stats.returncode == 0 and "6 documents" not in stats.stdout and "malformed_json 1" in stats.stdout
+    strict = run_sutra("data", "prepare", str(source), "--out", str(tmp_path / "strict"), "--strict", "--workers", "1")
+    assert strict.returncode == 2 and f"{source}:6: malformed_json" in strict.stderr and "Traceback" not in strict.stderr
+    assert not (tmp_path / "strict" / "manifest.json").exists()
+
+
+def test_uint16_overflowing_tokenizer_and_bad_paths_are_refused(tmp_path):
+    from tokenizers import Tokenizer, models
+
+    big = Tokenizer(models.WordLevel({f"w{i}": i for i in range(70_000)}, unk_token="w0"))
+    (tmp_path / "big").mkdir()
+    big.save(str(tmp_path / "big" / "tokenizer.json"))
+    source = write_jsonl(tmp_path / "a.jsonl", [{"text": "w1 w2"}])
+    with pytest.raises(SutraError, match="70,000 tokens; uint16 shards hold at most 65,536"):
+        run_prepare([source], tmp_path / "out", tokenizer=str(tmp_path / "big"))
+    with pytest.raises(SutraError, match="no such file"):
+        run_prepare([tmp_path / "missing.jsonl"], tmp_path / "out")
+    (tmp_path / "notes.docx").write_bytes(b"PK")
+    with pytest.raises(SutraError, match="unsupported file type"):
+        run_prepare([tmp_path / "notes.docx"], tmp_path / "out")
+    (tmp_path / "occupied").mkdir()
+    (tmp_path / "occupied" / "notes.txt").write_text("mine")
+    with pytest.raises(SutraError, match="not a prepared dataset"):
+        run_prepare([source], tmp_path / "occupied")
+
+
+def test_rerun_is_byte_identical_whatever_the_worker_count(tmp_path, documents):
+    source = write_jsonl(tmp_path / "docs.jsonl", [{"text": d} for d in documents])
+    run_prepare([source], tmp_path / "one", shard_tokens=2000, unit_bytes=3000, workers=1)
+    run_prepare([source], tmp_path / "two", shard_tokens=2000, unit_bytes=3000, workers=2)
+    assert all_bytes(tmp_path / "one") == all_bytes(tmp_path / "two")
+    before = all_bytes(tmp_path / "one")
+    run_prepare([source], tmp_path / "one", shard_tokens=2000, unit_bytes=3000)  # recognised as done
+    assert all_bytes(tmp_path / "one") == before
+    with pytest.raises(SutraError, match="other inputs or settings"):
+        run_prepare([source], tmp_path / "one", shard_tokens=999, unit_bytes=3000)
+
+
+def test_killed_prepare_resumes_to_identical_bytes(tmp_path):
+    source = write_jsonl(tmp_path / "big.jsonl", [{"text": d} for d in make_documents(3000, seed=5, min_words=40, max_words=120)])
+    options = ["--shard-tokens", "20000", "--unit-bytes", "40000", "--workers", "2"]
+    reference = tmp_path / "reference"
+    run_prepare([source], reference, shard_tokens=20000, unit_bytes=40000, workers=1)
+
+    out = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "sutra", "data", "prepare", str(source), "--out", str(out), *options],
+                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        progress = out / "progress.json"
+        try:
+            if progress.is_file() and json.loads(progress.read_text())["next_unit"] >= 3:
+                break
+        except (ValueError, OSError):
+            pass
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "manifest.json").exists(), "the run finished before it could be killed"
+    resumed = run_sutra("data", "prepare", str(source), "--out", str(out), *options)
+    assert resumed.returncode == 0 and "resuming" in resumed.stderr
+    assert all_bytes(out) == all_bytes(reference)
