@@ -1,0 +1,82 @@
+"""`sutra data mix`: a weighted mixture and/or a fixed token budget over prepared datasets.
+
+The result is a small JSON manifest; the loader maps it onto the datasets' shards, so no token
+is copied. Each component takes exactly its share of the total: whole passes over its train
+split if the share is larger than the dataset, then evenly strided blocks (see
+stream.select_ranges), so a smaller share samples the whole dataset, not its beginning.
+"""
+
+import os
+import re
+from pathlib import Path
+
+from sutra.data.shards import read_manifest
+from sutra.data.stream import MIX_FORMAT, MIX_VERSION, select_ranges
+from sutra.errors import SutraError
+from sutra.io import atomic_write_json
+
+SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
+
+
+def parse_tokens(text: str) -> int:
+    match = re.fullmatch(r"\s*([\d_.]+)\s*([KMBGT]?)\s*", text.upper())
+    try:
+        value = int(float(match.group(1).replace("_", "")) * SUFFIXES[match.group(2)]) if match else 0
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise SutraError(f"'{text}': expected a positive token count such as 1B, 250M, 20K or 1000000")
+    return value
+
+
+def parse_component(text: str) -> tuple[Path, float | None]:
+    """DIR or DIR=WEIGHT (weights are relative: 50/30/20 and 0.5/0.3/0.2 mean the same)."""
+    path, sep, weight = text.rpartition("=") if "=" in text else (text, "", "")
+    if not sep:
+        return Path(text), None
+    try:
+        value = float(weight)
+    except ValueError:
+        raise SutraError(f"'{text}': expected DIR=WEIGHT with a number after '='") from None
+    if value <= 0:
+        raise SutraError(f"'{text}': weights must be positive")
+    return Path(path), value
+
+
+def make_mix(components: list[str], out: Path, tokens: int | None = None, block_tokens: int = 1 << 20) -> dict:
+    """Write a mix manifest to `out` and return it."""
+    if not components:
+        raise SutraError("name at least one prepared dataset (DIR or DIR=WEIGHT)")
+    parsed = [parse_component(c) for c in components]
+    weights = [w for _, w in parsed]
+    if any(w is None for w in weights) and any(w is not None for w in weights):
+        raise SutraError("give a weight to every dataset (DIR=WEIGHT) or to none (then each counts by its size)")
+    manifests = [read_manifest(path) for path, _ in parsed]
+    fingerprints = {m["tokenizer_fingerprint"] for m in manifests}
+    if len(fingerprints) > 1:
+        raise SutraError(f"the datasets were tokenized with different tokenizers ({', '.join(sorted(fingerprints))}); re-prepare them with one")
+    available = [m["splits"]["train"]["tokens"] for m in manifests]
+    if weights[0] is None:
+        weights = [float(n) for n in available]
+    shares = [w / sum(weights) for w in weights]
+    # Without a budget, take as much as possible without repeating any dataset.
+    total = tokens if tokens is not None else int(min(n / s for n, s in zip(available, shares)) + 1e-6)  # float slack
+    budgets = [round(total * s) for s in shares[:-1]]
+    budgets.append(total - sum(budgets))
+    out = Path(out)
+    entries = []
+    for (path, _), manifest, share, budget, dataset_tokens in zip(parsed, manifests, shares, budgets, available):
+        entries.append({
+            "path": os.path.relpath(path.resolve(), out.resolve().parent),
+            "weight": share,
+            "tokens": budget,
+            "dataset_tokens": dataset_tokens,
+            "passes": budget / dataset_tokens,
+            "ranges": len(select_ranges(dataset_tokens, budget, block_tokens)),
+        })
+    mix = {
+        "format": MIX_FORMAT, "version": MIX_VERSION, "tokens": total, "block_tokens": block_tokens,
+        "tokenizer_fingerprint": fingerprints.pop(), "vocab_size": manifests[0]["vocab_size"], "components": entries,
+    }
+    atomic_write_json(out, mix)
+    return mix

@@ -1,0 +1,86 @@
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_sutra
+from data_helpers import make_documents, write_token_dataset
+from sutra.data.loader import TokenLoader
+from sutra.data.mix import make_mix, parse_tokens
+from sutra.data.stream import open_stream, select_ranges
+from sutra.errors import SutraError
+
+
+@pytest.fixture(scope="module")
+def two_datasets(tmp_path_factory, tokenizer):
+    root = tmp_path_factory.mktemp("mix")
+    write_token_dataset(root / "a", tokenizer, {"train": make_documents(90, seed=21), "val": make_documents(4, seed=22)})
+    write_token_dataset(root / "b", tokenizer, {"train": make_documents(40, seed=23), "val": make_documents(3, seed=24)})
+    return root
+
+
+def everything(stream) -> np.ndarray:
+    return stream.gather(np.array([0]), stream.length)[0]
+
+
+def test_select_ranges_gives_exact_spread_budgets():
+    for available, budget, block in [(1000, 300, 64), (1000, 1000, 64), (1000, 2500, 64), (1000, 999, 64), (10, 3, 64), (5000, 17, 4)]:
+        ranges = select_ranges(available, budget, block)
+        assert sum(b - a for a, b in ranges) == budget
+        assert all(0 <= a < b <= available for a, b in ranges)
+    partial = select_ranges(1000, 300, 64)
+    assert partial[-1][0] > 700 and all(b <= c for (_, b), (c, _) in zip(partial, partial[1:]))  # spread out, no overlap
+    assert select_ranges(1000, 2500, 64)[:2] == [(0, 1000), (0, 1000)]
+
+
+def test_weighted_budget_mix_maps_onto_the_datasets(two_datasets, tokenizer):
+    root = two_datasets
+    mix = make_mix([f"{root / 'a'}=3", f"{root / 'b'}=1"], root / "mix.json", tokens=parse_tokens("6K"), block_tokens=256)
+    a_total, b_total = (open_stream(root / name, "train").length for name in "ab")
+    assert [c["tokens"] for c in mix["components"]] == [4500, 1500] and mix["tokens"] == 6000
+    stream = open_stream(root / "mix.json", "train")
+    assert stream.length == 6000
+    a, b = everything(open_stream(root / "a", "train")), everything(open_stream(root / "b", "train"))
+    expected = [a[x:y] for x, y in select_ranges(a_total, 4500, 256)] + [b[x:y] for x, y in select_ranges(b_total, 1500, 256)]
+    assert np.array_equal(everything(stream), np.concatenate(expected))
+    # a block that starts inside a document starts a new document for attention masking
+    loader = TokenLoader(root / "mix.json", "train", seq_len=64, micro_batch=8, seed=2)
+    assert loader.windows_per_epoch == (6000 - 1) // 64
+    starts = np.cumsum([0] + [y - x for x, y in select_ranges(a_total, 4500, 256)])[:-1]
+    assert set(starts[1:].tolist()) <= set(stream.boundaries.tolist())
+    assert loader.next_batch().doc_ids.max() >= 1
+    val = open_stream(root / "mix.json", "val")
+    assert val.length == open_stream(root / "a", "val").length + open_stream(root / "b", "val").length
+
+
+def test_unweighted_mix_takes_everything_once_and_budget_repeats(two_datasets):
+    root = two_datasets
+    a_total, b_total = (open_stream(root / name, "train").length for name in "ab")
+    whole = make_mix([str(root / "a"), str(root / "b")], root / "whole.json")
+    assert whole["tokens"] == a_total + b_total and [c["passes"] for c in whole["components"]] == [1.0, 1.0]
+    repeated = make_mix([str(root / "b")], root / "b2.json", tokens=int(b_total * 2.5))
+    assert repeated["components"][0]["passes"] == 2.5
+    stream = everything(open_stream(root / "b2.json", "train"))
+    b = everything(open_stream(root / "b", "train"))
+    assert np.array_equal(stream[:b_total], b) and np.array_equal(stream[b_total:2 * b_total], b)
+
+
+def test_mix_cli_and_errors(two_datasets, tmp_path, tokenizer):
+    root = two_datasets
+    result = run_sutra("data", "mix", f"{root / 'a'}=50", f"{root / 'b'}=50", "--tokens", "2K", "--out", str(tmp_path / "m.json"))
+    assert result.returncode == 0, result.stderr
+    assert "1,000 tokens" in result.stdout and json.loads((tmp_path / "m.json").read_text())["tokens"] == 2000
+    bad = run_sutra("data", "mix", f"{root / 'a'}=50", str(root / "b"), "--out", str(tmp_path / "x.json"))
+    assert bad.returncode == 2 and "give a weight to every dataset" in bad.stderr
+    with pytest.raises(SutraError, match="positive token count"):
+        parse_tokens("lots")
+    with pytest.raises(SutraError, match="no manifest.json"):
+        make_mix([str(tmp_path)], tmp_path / "y.json")
+
+    # a dataset replaced after the mix was written is detected, not silently misread
+    changed = tmp_path / "changed"
+    write_token_dataset(changed, tokenizer, {"train": make_documents(10, seed=1), "val": make_documents(2, seed=2)})
+    make_mix([str(changed)], tmp_path / "c.json")
+    write_token_dataset(changed, tokenizer, {"train": make_documents(11, seed=1), "val": make_documents(2, seed=2)})
+    with pytest.raises(SutraError, match="changed since the mix was written"):
+        TokenLoader(tmp_path / "c.json")
