@@ -1,0 +1,164 @@
+"""Cleaning: remove degenerate generations and duplicates, counting every removal by reason.
+
+Degenerate means: empty, refusals and assistant boilerplate, repetition loops, truncated endings,
+wrong language, too short or too long. Duplicates: exact (normalised text hash) and near
+(MinHash LSH over word 5-gram shingles, datasketch).
+"""
+
+import hashlib
+import json
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sutra.synth.judge import distinct_ngram_ratio, english_ratio, words
+
+REFUSALS = re.compile(
+    r"\b(as an ai( language model)?|i(?:'m| am) (?:sorry|unable|not able)|i can(?:no|')t (?:help|assist|provide|write|do that)|"
+    r"i (?:cannot|won't) (?:help|assist|provide|comply)|against my (?:guidelines|policy))",
+    re.IGNORECASE,
+)
+# Chatty openers and closers that are about the conversation, not the subject.
+OPENER = re.compile(r"^\s*(sure|certainly|of course|absolutely|great question|here(?:'s| is| are))\b[^\n]*?(:|!|\.)\s*\n+", re.IGNORECASE)
+CLOSER = re.compile(
+    r"\n+\s*(i hope (this|that) helps|let me know if|feel free to|happy (learning|coding)|if you have any (other |more |further )?questions)[^\n]*\s*$",
+    re.IGNORECASE,
+)
+SENTENCE_END = re.compile(r"""[.!?:;)\]"'`*]\s*$|```\s*$""")
+
+
+def strip_boilerplate(text: str) -> str:
+    text = text.strip()
+    previous = None
+    while previous != text:
+        previous = text
+        text = OPENER.sub("", text, count=1).strip()
+        text = CLOSER.sub("", text, count=1).strip()
+    return text
+
+
+def trim_to_last_sentence(text: str) -> str:
+    """Cut a length-truncated generation back to its last complete sentence ('' if none)."""
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
+    return text[:ends[-1]].strip() if ends else ""
+
+
+def repetition_loop(text: str) -> bool:
+    tokens = words(text)
+    if re.search(r"\b(\w+)(?:\W+\1\b){7,}", text, re.IGNORECASE):  # the same word 8+ times in a row
+        return True
+    lines = Counter(line.strip().lower() for line in text.splitlines() if len(line.strip()) > 20)
+    if lines and max(lines.values()) >= 3:
+        return True
+    return len(tokens) >= 60 and distinct_ngram_ratio(tokens, 4) < 0.5
+
+
+@dataclass
+class CleanConfig:
+    min_tokens: int = 50
+    max_tokens: int = 4096
+    min_english: float = 0.12  # share of common English function words
+
+
+def degenerate_reason(text: str, token_count: int, config: CleanConfig) -> str | None:
+    """Why `text` (already stripped of boilerplate) should be dropped, or None to keep it."""
+    if not text.strip():
+        return "empty"
+    if REFUSALS.search(text[:400]):
+        return "refusal"
+    if repetition_loop(text):
+        return "repetition_loop"
+    if token_count < config.min_tokens:
+        return "too_short"
+    if token_count > config.max_tokens:
+        return "too_long"
+    if english_ratio(words(text)) < config.min_english:
+        return "wrong_language"
+    if not SENTENCE_END.search(text):
+        return "truncated"
+    return None
+
+
+def normalized_hash(text: str) -> str:
+    return hashlib.sha1(" ".join(words(text)).encode()).hexdigest()
+
+
+@dataclass
+class Deduplicator:
+    """Exact and near-duplicate detection over everything added so far."""
+
+    threshold: float = 0.8
+    num_perm: int = 128
+    shingle: int = 5
+    _hashes: set = field(default_factory=set)
+    _lsh: object = None
+
+    def __post_init__(self):
+        from datasketch import MinHashLSH
+
+        self._lsh = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
+
+    def _minhash(self, text: str):
+        from datasketch import MinHash
+
+        tokens = words(text)
+        shingles = {" ".join(tokens[i:i + self.shingle]) for i in range(max(1, len(tokens) - self.shingle + 1))}
+        m = MinHash(num_perm=self.num_perm, seed=1)
+        m.update_batch([s.encode() for s in shingles])
+        return m
+
+    def duplicate_reason(self, text: str) -> str | None:
+        if normalized_hash(text) in self._hashes:
+            return "exact_duplicate"
+        if self._lsh.query(self._minhash(text)):
+            return "near_duplicate"
+        return None
+
+    def add(self, key: str, text: str) -> None:
+        digest = normalized_hash(text)
+        if digest not in self._hashes:
+            self._hashes.add(digest)
+            self._lsh.insert(key, self._minhash(text))
+
+
+def clean_files(inputs: list[str], out: str | Path, config: CleanConfig, dedup_threshold: float = 0.8) -> dict:
+    """Write the records of `inputs` that pass the degenerate checks and are not duplicates of an
+    earlier record to OUT/train_000.jsonl, and a report of removals by reason to OUT/.synth/clean-report.json."""
+    from sutra.errors import SutraError
+    from sutra.io import atomic_write_json
+    from sutra.synth.journal import META_DIR, count_tokenizer, read_jsonl
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = count_tokenizer()
+    dedup = Deduplicator(threshold=dedup_threshold)
+    removed, read, kept = Counter(), 0, 0
+    target = out / "train_000.jsonl"
+    tmp = out / ".train_000.jsonl.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for name in inputs:
+            path = Path(name)
+            if not path.is_file():
+                raise SutraError(f"{path}: no such JSONL file")
+            records, _ = read_jsonl(path)
+            for number, record in enumerate(records, 1):
+                read += 1
+                text = record.get("text") if isinstance(record, dict) else None
+                if not isinstance(text, str):
+                    raise SutraError(f"{path}: record {number} has no 'text' string; is this a synth output file?")
+                tokens = record.get("token_count") or len(tokenizer.encode(text))
+                reason = degenerate_reason(text, tokens, config) or dedup.duplicate_reason(text)
+                if reason:
+                    removed[reason] += 1
+                    continue
+                dedup.add(f"{path}:{number}", text)
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                kept += 1
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    report = {"inputs": [str(i) for i in inputs], "read": read, "kept": kept, "removed": dict(removed.most_common())}
+    atomic_write_json(out / META_DIR / "clean-report.json", report)
+    return report

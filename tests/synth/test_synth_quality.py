@@ -1,0 +1,146 @@
+import json
+
+import pytest
+
+from sutra.errors import SutraError
+from sutra.synth.clean import CleanConfig, Deduplicator, clean_files, degenerate_reason, strip_boilerplate, trim_to_last_sentence
+from sutra.synth.diversity import Coverage, Planner, prior_coverage
+from sutra.synth.graph import KnowledgeGraph
+from sutra.synth.judge import DIMENSIONS, MalformedAnswer, combine, heuristic_signals, information_density, parse_assessment
+from sutra.synth.prompts import PromptSet, export_defaults
+from sutra.synth.runner import parse_annotation, share
+
+GOOD = ("Fractions describe parts of a whole. When a pizza is cut into eight equal slices, each slice is one eighth of the pizza. "
+        "The number on the bottom, the denominator, tells us how many equal parts the whole has been divided into. The number on top, "
+        "the numerator, counts how many of those parts we are talking about. Two fractions are equivalent when they name the same amount, "
+        "as one half and two quarters do. To compare fractions with different denominators, rewrite them over a common denominator first.")
+
+
+def test_judge_answers_are_repaired_or_refused():
+    exact = parse_assessment('{"clarity": 0.7, "accuracy": 0.8, "pedagogy": 0.6, "engagement": 0.5, "depth": 0.4, "creativity": 0.5}')
+    assert exact == {"clarity": 0.7, "accuracy": 0.8, "pedagogy": 0.6, "engagement": 0.5, "depth": 0.4, "creativity": 0.5}
+    ten_scale = parse_assessment("Sure:\n```json\n{'Clarity': 7, 'accuracy': '8', 'pedagogy': 6, 'engagement': 5, 'depth': 4, 'creativity': 5,}\n```")
+    assert ten_scale == exact
+    for broken in ("I think it is good.", '{"clarity": 0.7}', '{"clarity": "high", "accuracy": 1, "pedagogy": 1, "engagement": 1, "depth": 1, "creativity": 1}',
+                   '{"clarity": -1, "accuracy": 1, "pedagogy": 1, "engagement": 1, "depth": 1, "creativity": 1}'):
+        with pytest.raises(MalformedAnswer):
+            parse_assessment(broken)
+
+
+def test_quality_score_combines_judge_and_heuristics_and_density_labels():
+    signals = heuristic_signals(GOOD, 110, 100)
+    assert set(signals) == {"length", "repetition", "structure", "language"} and all(0 <= v <= 1 for v in signals.values())
+    assert signals["language"] == 1.0 and signals["repetition"] > 0.9
+    high = combine({d: 1.0 for d in DIMENSIONS}, signals)
+    low = combine({d: 0.0 for d in DIMENSIONS}, signals)
+    assert 0 <= low < high <= 1 and high - low == pytest.approx(0.7, abs=0.002)
+    assert information_density("the the the and of it is " * 20) == "low"
+    assert information_density(GOOD) in ("medium", "high")
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("", "empty"),
+    ("I'm sorry, but I can't help with that request. " + GOOD, "refusal"),
+    ("As an AI language model, I cannot browse. " + GOOD, "refusal"),
+    ("The loop repeats itself again and again.\n" * 5 + GOOD, "repetition_loop"),
+    (GOOD + " very" * 12 + ".", "repetition_loop"),
+    ("Fractions are parts.", "too_short"),
+    ("Les fractions décrivent des parties d'un tout. " * 3 + "Quand une pizza est coupée en huit parts égales, chaque part est un huitième. " * 2, "wrong_language"),
+    (GOOD + " Then we add the numerators and keep the", "truncated"),
+])
+def test_degenerate_outputs_are_named(text, reason, tokenizer):
+    assert degenerate_reason(text, len(tokenizer.encode(text)), CleanConfig(min_tokens=30)) == reason
+
+
+def test_good_text_passes_and_limits_apply(tokenizer):
+    n = len(tokenizer.encode(GOOD))
+    assert degenerate_reason(GOOD, n, CleanConfig(min_tokens=30)) is None
+    assert degenerate_reason(GOOD, n, CleanConfig(min_tokens=30, max_tokens=n - 1)) == "too_long"
+
+
+def test_boilerplate_is_stripped_and_truncations_trimmed():
+    chatty = "Sure! Here's an explanation of fractions:\n\n" + GOOD + "\n\nI hope this helps! Let me know if you have questions."
+    assert strip_boilerplate(chatty) == GOOD
+    assert trim_to_last_sentence(GOOD + " And then the numer") == GOOD
+    assert trim_to_last_sentence("no sentence end at all") == ""
+
+
+def test_exact_and_near_duplicates_are_caught():
+    dedup = Deduplicator()
+    dedup.add("a", GOOD)
+    assert dedup.duplicate_reason("  " + GOOD.upper()) == "exact_duplicate"  # normalisation ignores case and spacing
+    assert dedup.duplicate_reason(GOOD.replace("pizza", "pie", 1)) == "near_duplicate"
+    assert dedup.duplicate_reason("Photosynthesis lets plants turn light, water and carbon dioxide into sugar and oxygen in their leaves.") is None
+
+
+def test_clean_command_reports_counts_by_reason(tmp_path, tokenizer):
+    records = [{"text": GOOD}, {"text": GOOD}, {"text": "Too short."}, {"text": GOOD.replace("pizza", "cake", 1)}]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    report = clean_files([str(source)], tmp_path / "out", CleanConfig(min_tokens=30))
+    assert report["read"] == 4 and report["kept"] == 1
+    assert report["removed"] == {"exact_duplicate": 1, "too_short": 1, "near_duplicate": 1}
+    assert len((tmp_path / "out" / "train_000.jsonl").read_text().splitlines()) == 1
+    assert json.loads((tmp_path / "out" / ".synth" / "clean-report.json").read_text())["kept"] == 1
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"no": "text"}\n')
+    with pytest.raises(SutraError, match="bad.jsonl: record 2 has no 'text'"):
+        clean_files([str(tmp_path / "bad.jsonl")], tmp_path / "out2", CleanConfig())
+
+
+def test_planner_balances_every_axis_and_is_deterministic():
+    graph = KnowledgeGraph.load("default")
+    prompts = PromptSet()
+    types, styles = list(prompts.content_types), list(prompts.styles)
+
+    def plan(n, seed=0, prior=None):
+        items = Planner(graph, types, styles, seed, prior).items()
+        return [next(items) for _ in range(n)]
+
+    first = plan(len(types) * len(styles))
+    assert first == plan(len(types) * len(styles))
+    assert first != plan(len(types) * len(styles), seed=1)
+    by_style = {s: sum(i.style == s for i in first) for s in styles}
+    by_type = {t: sum(i.content_type == t for i in first) for t in types}
+    by_domain = {}
+    for item in first:
+        by_domain[graph.concepts[item.concept_id].domain] = by_domain.get(graph.concepts[item.concept_id].domain, 0) + 1
+    assert max(by_style.values()) - min(by_style.values()) <= 1
+    assert max(by_type.values()) - min(by_type.values()) <= 1
+    assert max(by_domain.values()) - min(by_domain.values()) <= 1
+    # Prior coverage steers the plan toward what earlier data lacks.
+    earlier = [{"domain": "Mathematics", "concept_name": "Fractions", "complexity_level": 3, "content_type": "qa_pairs"}] * 50
+    steered = plan(18, prior=prior_coverage(earlier, graph))
+    assert all(graph.concepts[i.concept_id].domain != "Mathematics" for i in steered[:8])
+
+
+def test_coverage_keys_cover_the_four_axes():
+    coverage = Coverage()
+    coverage.add("Science", "photosynthesis", 4, "tutorial", "faq")
+    assert coverage["domain=Science"] == coverage["complexity=4"] == coverage["content_type=tutorial"] == coverage["style=faq"] == 1
+
+
+def test_prompt_files_can_be_overridden_and_are_validated(tmp_path):
+    export_defaults(tmp_path)
+    (tmp_path / "styles.yaml").write_text("pirate: Write like a pirate.\n")
+    prompts = PromptSet(tmp_path)
+    assert list(prompts.styles) == ["pirate"] and len(prompts.content_types) > 15
+    messages = prompts.messages("judge", text="T", concept_name="C", domain="D", complexity=3, content_type="tutorial")
+    assert messages[0]["role"] == "system" and '"clarity"' in messages[1]["content"]
+    (tmp_path / "judge.yaml").write_text("user: Rate $text for $audience\n")
+    with pytest.raises(SutraError, match=r"judge.yaml: user: unknown placeholder\(s\) audience"):
+        PromptSet(tmp_path)
+    with pytest.raises(SutraError, match="unknown style"):
+        PromptSet().check_choices(None, ["pirate"])
+
+
+def test_annotations_are_validated():
+    good = parse_annotation('{"concept_name": "Ohm\'s law", "domain": "engineering", "complexity_level": "5", "prerequisites": "algebra"}')
+    assert good == {"concept_name": "Ohm's law", "domain": "Engineering", "complexity_level": 5, "prerequisites": ["algebra"],
+                    "builds_to": [], "cross_domain_connections": []}
+    with pytest.raises(MalformedAnswer):
+        parse_annotation('{"concept_name": "x", "domain": "Cooking", "complexity_level": 5}')
+
+
+def test_shares_of_a_target_sum_to_it():
+    assert [share(20, i, 3) for i in range(3)] == [7, 7, 6]
+    assert share(None, 0, 2) is None
