@@ -76,6 +76,10 @@ def attend(q, k, v, mask):
     """mask: None (causal), "none" (attend to everything: one new token against a cache),
     a boolean tensor (True = may attend) for SDPA, or a FlexAttention BlockMask."""
     if mask is None:
+        if q.is_cuda and k.shape[1] != q.shape[1]:
+            # Expanded K/V let SDPA pick its fastest (cuDNN) kernel, which lacks native GQA.
+            repeats = q.shape[1] // k.shape[1]
+            k, v = k.repeat_interleave(repeats, dim=1), v.repeat_interleave(repeats, dim=1)
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
     if isinstance(mask, str):
         return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)

@@ -29,15 +29,27 @@ def dense_document_mask(doc_ids: torch.Tensor) -> torch.Tensor:
     return (same_doc & causal)[:, None]
 
 
+_flex_mask_mods: dict = {}
+
+
 def flex_document_mask(doc_ids: torch.Tensor):
+    """A BlockMask for `doc_ids`. The mask function closes over one persistent buffer per shape,
+    refilled each call, so a compiled model sees the same function every step and never recompiles."""
     from torch.nn.attention.flex_attention import create_block_mask
 
     B, T = doc_ids.shape
+    key = (B, T, doc_ids.device, doc_ids.dtype)
+    if key not in _flex_mask_mods:
+        buffer = torch.empty_like(doc_ids)
 
-    def document_causal(b, h, q_idx, kv_idx):
-        return (q_idx >= kv_idx) & (doc_ids[b, q_idx] == doc_ids[b, kv_idx])
+        def document_causal(b, h, q_idx, kv_idx):
+            return (q_idx >= kv_idx) & (buffer[b, q_idx] == buffer[b, kv_idx])
 
-    return create_block_mask(document_causal, B, None, T, T, device=doc_ids.device)
+        _flex_mask_mods[key] = (buffer, document_causal)
+    buffer, mask_mod = _flex_mask_mods[key]
+    buffer.copy_(doc_ids)
+    # _compile builds the block mask with a compiled kernel instead of materialising B x T x T
+    return create_block_mask(mask_mod, B, None, T, T, device=doc_ids.device, _compile=True)
 
 
 def document_mask(doc_ids: torch.Tensor):

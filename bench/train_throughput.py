@@ -1,0 +1,225 @@
+"""Training throughput: transformers LlamaForCausalLM vs Sutra (causal) vs Sutra (document-masked).
+
+All three run the same training step in the same process on the same device: forward, backward,
+grad clipping at 1.0 and one fused AdamW update (wd 0.1), bf16 autocast, TF32, on the same
+batch, starting from the same weights. On CUDA the default shape is the card's: smollm2-70m,
+micro-batch 4 x 8192. On CPU it is the tiny preset at 2 x 256. Document lengths for the masked
+run are drawn uniformly from --doc-min..--doc-max tokens (as in gpu-anchors-h100.md).
+
+    python bench/train_throughput.py [--preset P] [--batch B] [--seq T] [--steps N] [--no-compile]
+
+FLOPs convention (printed with MFU): 6 x matmul parameters + 12 x layers x hidden x mean keys
+attended per token, i.e. 6N + 6·L·d·T for causal, and only the attended document spans for the
+document-masked run. The last line is one JSON object with every figure.
+"""
+
+import argparse
+import gc
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sutra.model import Llama, get_preset  # noqa: E402
+from sutra.model.hf import hf_config, sutra_to_hf_state  # noqa: E402
+from sutra.model.llama import flops_per_token  # noqa: E402
+
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
+
+
+def parse_args():
+    cuda = torch.cuda.is_available()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="smollm2-70m" if cuda else "tiny")
+    p.add_argument("--batch", type=int, default=4 if cuda else 2)
+    p.add_argument("--seq", type=int, default=8192 if cuda else 256)
+    p.add_argument("--steps", type=int, default=10 if cuda else 4)
+    p.add_argument("--warmup", type=int, default=3 if cuda else 1)
+    p.add_argument("--doc-min", type=int, default=200)
+    p.add_argument("--doc-max", type=int, default=1800)
+    p.add_argument("--no-compile", action="store_true", help="eager Sutra models (compile is on by default on CUDA)")
+    p.add_argument("--only", default="transformers,sutra-causal,sutra-document")
+    args = p.parse_args()
+    args.compile = cuda and not args.no_compile
+    return args
+
+
+def document_ids(batch: int, seq: int, lo: int, hi: int, generator) -> tuple[torch.Tensor, float]:
+    """Per-token document ids for packed rows, and the mean number of keys a token attends to."""
+    rows, attended = [], 0.0
+    for _ in range(batch):
+        ids, doc = [], 0
+        while len(ids) < seq:
+            length = int(torch.randint(lo, hi + 1, (1,), generator=generator))
+            length = min(length, seq - len(ids))
+            ids += [doc] * length
+            attended += length * (length + 1) / 2
+            doc += 1
+        rows.append(ids)
+    return torch.tensor(rows, dtype=torch.int32), attended / (batch * seq)
+
+
+def peak_tflops(device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def time_steps(step, steps: int, warmup: int, device) -> tuple[float, float]:
+    """Seconds per step (median of timed steps) and the loss of the first step."""
+    first_loss = float(step())
+    for _ in range(warmup - 1):
+        step()
+    times = []
+    for _ in range(steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        loss = step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        else:
+            float(loss)
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2], first_loss
+
+
+def make_optimizer(model, device):
+    return torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1, fused=device.type == "cuda")
+
+
+def run_transformers(state, config, tokens, targets, device, args):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    hf_cfg = hf_config(config, 0, 0, "float32")
+    model = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in hf_cfg.items() if k not in ("architectures", "dtype", "torch_dtype")}))
+    model.config._attn_implementation = "sdpa"
+    model.load_state_dict(sutra_to_hf_state(state, config), strict=False)
+    model.tie_weights()
+    model.to(device).train()
+    opt = make_optimizer(model, device)
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            logits = model(input_ids=tokens).logits
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    return model, step
+
+
+def run_sutra(state, config, tokens, targets, doc_ids, device, args):
+    model = Llama(config)
+    model.load_state_dict(state)
+    model.to(device).train()
+    opt = make_optimizer(model, device)
+    forward = torch.compile(model) if args.compile else model
+
+    def step():
+        mask = model.attention_mask(doc_ids) if doc_ids is not None else None
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            loss = forward(tokens, targets, mask=mask)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    return model, step
+
+
+def main() -> int:
+    args = parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    config = get_preset(args.preset).replace(max_seq_len=max(args.seq, get_preset(args.preset).max_seq_len))
+    torch.manual_seed(0)
+    state = Llama(config).state_dict()
+    generator = torch.Generator().manual_seed(0)
+    window = torch.randint(0, config.vocab_size, (args.batch, args.seq + 1), generator=generator)
+    tokens, targets = window[:, :-1].to(device), window[:, 1:].to(device)
+    doc_ids, mean_doc_attended = document_ids(args.batch, args.seq, args.doc_min, args.doc_max, generator)
+    doc_ids = doc_ids.to(device)
+    tokens_per_step = args.batch * args.seq
+    peak = peak_tflops(device)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"device: {device_name}; model {args.preset} ({config.num_parameters:,} params); batch {args.batch} x {args.seq}; "
+          f"compile {args.compile}; torch {torch.__version__}", flush=True)
+
+    runs = {
+        "transformers": (lambda: run_transformers(state, config, tokens, targets, device, args), (args.seq + 1) / 2),
+        "sutra-causal": (lambda: run_sutra(state, config, tokens, targets, None, device, args), (args.seq + 1) / 2),
+        "sutra-document": (lambda: run_sutra(state, config, tokens, targets, doc_ids, device, args), mean_doc_attended),
+    }
+    results = {}
+    for name in args.only.split(","):
+        build, attended = runs[name]
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        try:
+            model, step = build()
+            seconds, first_loss = time_steps(step, args.steps, args.warmup, device)
+        except Exception as exc:  # report and go on: one failing variant must not hide the others
+            message = "out of memory" if isinstance(exc, torch.OutOfMemoryError) else f"{type(exc).__name__}: {str(exc)[:300]}"
+            print(f"{name:15s} FAILED {message}", flush=True)
+            results[name] = {"error": message}
+            model = step = None
+            gc.collect()
+            continue
+        tps = tokens_per_step / seconds
+        tflops = tps * flops_per_token(config, attended) / 1e12
+        entry = {
+            "tokens_per_s": round(tps),
+            "step_s": round(seconds, 4),
+            "first_loss": round(first_loss, 4),
+            "tflops": round(tflops, 1),
+            "mfu": round(tflops / peak, 4) if peak else None,
+            "peak_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
+        }
+        if args.compile and name.startswith("sutra"):
+            from torch._dynamo.utils import counters
+
+            entry["compiled_graphs"] = counters["stats"]["unique_graphs"]
+        results[name] = entry
+        print(f"{name:15s} {entry['tokens_per_s']:>10,} tok/s  {entry['tflops']:7.1f} TFLOP/s  mfu {entry['mfu']}  "
+              f"peak {entry['peak_mem_gib']} GiB  first loss {entry['first_loss']}", flush=True)
+        del model, step
+        gc.collect()
+
+    base = results.get("transformers", {}).get("tokens_per_s")
+    summary = {
+        "bench": "train_throughput",
+        "device": device_name,
+        "preset": args.preset,
+        "batch": args.batch,
+        "seq": args.seq,
+        "compile": args.compile,
+        "torch": torch.__version__,
+        "flops_convention": "6*matmul_params + 12*L*d*mean_keys_attended",
+        "mean_keys_attended_document": round(mean_doc_attended, 1),
+        "results": results,
+    }
+    for name in ("sutra-causal", "sutra-document"):
+        ours = results.get(name, {}).get("tokens_per_s")
+        if base and ours:
+            summary[f"{name}_vs_transformers"] = round(ours / base, 3)
+            print(f"{name} / transformers = {ours / base:.2f}x", flush=True)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""CUDA-only paths (run by bench/gpu_check.sh on a GPU machine; skipped elsewhere)."""
+
+import pytest
+import torch
+
+from sutra.model import Llama, ModelConfig
+from sutra.model.generate import generate
+from sutra.model.masks import dense_document_mask, flex_document_mask
+
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+CONFIG = ModelConfig(128, 256, 2, 4, 2, vocab_size=1024, max_seq_len=512)
+
+
+@pytest.fixture(autouse=True)
+def exact_matmuls():
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+
+
+def _batch(T=256, B=2):
+    torch.manual_seed(0)
+    tokens = torch.randint(0, CONFIG.vocab_size, (B, T + 1), device="cuda")
+    lengths = [37, 100, 1, 64, 54]
+    doc = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths)).to(torch.int32)
+    doc_ids = torch.stack([doc, doc.flip(0).max() - doc.flip(0)]).cuda()
+    return tokens[:, :-1], tokens[:, 1:], doc_ids
+
+
+def test_flex_document_mask_matches_dense_sdpa_forward_and_backward():
+    x, y, doc_ids = _batch()
+    model = Llama(CONFIG).cuda()
+    grads = []
+    losses = []
+    for mask in (flex_document_mask(doc_ids), dense_document_mask(doc_ids)):
+        loss = model(x, y, mask=mask)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(model.blocks[0].attn.wqkv.weight.grad.clone())
+        model.zero_grad()
+    assert abs(losses[0] - losses[1]) < 1e-4
+    assert torch.allclose(grads[0], grads[1], atol=1e-4)
+
+
+def test_compiled_model_matches_eager_under_bf16_autocast():
+    x, y, doc_ids = _batch()
+    model = Llama(CONFIG).cuda()
+    compiled = torch.compile(model)
+    results = []
+    for forward in (model, compiled):
+        for mask in (None, model.attention_mask(doc_ids)):
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = forward(x, y, mask=mask)
+            loss.backward()
+            results.append((loss.item(), model.embed.weight.grad.clone()))
+            model.zero_grad()
+    for eager, comp in zip(results[:2], results[2:]):
+        assert abs(eager[0] - comp[0]) < 2e-2
+        assert torch.allclose(eager[1], comp[1], atol=2e-3, rtol=5e-2)
+
+
+def test_causal_gqa_path_equals_cpu_reference():
+    x, _, _ = _batch(T=128, B=1)
+    model = Llama(CONFIG).cuda().eval()
+    with torch.no_grad():
+        gpu = model(x).cpu()
+        cpu = model.cpu()(x.cpu())
+    assert torch.allclose(gpu, cpu, atol=1e-3)
+
+
+def test_kv_cached_generation_on_cuda_equals_cpu():
+    torch.manual_seed(0)
+    model = Llama(CONFIG).eval()
+    prompt = [3, 14, 15, 92, 65]
+    cpu_ids = generate(model, prompt, 16)
+    assert generate(model.cuda(), prompt, 16) == cpu_ids
