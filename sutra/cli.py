@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "sutra.commands",
     "sutra.synth.cli",
     "sutra.data.cli",
+    "sutra.train.cli",
 )
 
 

@@ -1,0 +1,1 @@
+"""Pretraining: YAML recipes, LR schedules, the training loop, run directories and exact resume."""

@@ -1,0 +1,95 @@
+"""Checkpoints of a run directory, safe against a kill at any instant.
+
+Every checkpoint is a complete directory `checkpoints/step-NNNNNNNN` (a loadable Sutra model
+checkpoint plus `trainer_state.pt`), written under a temporary name and renamed into place.
+The names users see — `last`, `e1-best`, `e1-final`, ... — are relative symlinks to those
+directories, replaced in one atomic rename, so a name always points at a complete checkpoint
+and two names for the same step share one copy. Directories no name points at, and leftovers
+of an interrupted write, are removed by `collect_garbage`.
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from sutra.errors import SutraError
+from sutra.io import atomic_directory
+
+CHECKPOINTS = "checkpoints"
+TRAINER_STATE = "trainer_state.pt"
+INFO_FILE = "sutra.json"
+
+
+class CheckpointStore:
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.root = self.run_dir / CHECKPOINTS
+
+    def step_dir(self, step: int) -> Path:
+        return self.root / f"step-{step:08d}"
+
+    def write(self, step: int, model, tokenizer, training: dict, trainer_state: dict) -> Path:
+        """The checkpoint of `step`; written once (a step's weights never change after it)."""
+        from sutra.model.checkpoint import save_checkpoint
+
+        target = self.step_dir(step)
+        if target.is_dir():
+            return target
+        with atomic_directory(target) as tmp:
+            save_checkpoint(tmp, model, tokenizer, extra={"training": training})
+            torch.save(trainer_state, tmp / TRAINER_STATE)
+        return target
+
+    def point(self, name: str, step: int) -> None:
+        """Make `name` refer to the checkpoint of `step`, atomically."""
+        link = self.run_dir / name
+        tmp = self.run_dir / f".{name}.link.tmp"
+        tmp.unlink(missing_ok=True)
+        os.symlink(Path(CHECKPOINTS) / self.step_dir(step).name, tmp)
+        os.replace(tmp, link)
+        fd = os.open(self.run_dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def resolve(self, name: str) -> Path | None:
+        link = self.run_dir / name
+        return link if link.is_dir() else None
+
+    def info(self, name: str) -> dict | None:
+        """The `training` record of the checkpoint `name` points at, or None."""
+        path = self.resolve(name)
+        if path is None:
+            return None
+        try:
+            return json.loads((path / INFO_FILE).read_text())["training"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise SutraError(f"{path / INFO_FILE}: unreadable checkpoint record ({exc}); remove the '{name}' link to continue") from None
+
+    def names(self) -> list[str]:
+        return sorted(p.name for p in self.run_dir.iterdir() if p.is_symlink() and not p.name.startswith("."))
+
+    def collect_garbage(self) -> None:
+        """Remove unfinished writes and step directories that no name points at."""
+        for stale in self.run_dir.glob(".*.link.tmp"):
+            stale.unlink(missing_ok=True)
+        if not self.root.is_dir():
+            return
+        referenced = {os.path.realpath(self.run_dir / name) for name in self.names()}
+        for entry in self.root.iterdir():
+            if entry.name.startswith(".") or os.path.realpath(entry) not in referenced:
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+def load_trainer_state(checkpoint: Path) -> dict:
+    path = checkpoint / TRAINER_STATE
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SutraError(f"{path}: missing; this checkpoint cannot resume training (it is still a loadable model)") from None
+    except Exception as exc:  # a corrupt pickle raises many kinds of errors
+        raise SutraError(f"{path}: unreadable trainer state ({type(exc).__name__}: {exc})") from None

@@ -1,0 +1,89 @@
+"""What a run records: metrics.jsonl, TensorBoard events, and the FLOPs behind MFU.
+
+FLOPs per token follow sutra.model.llama.flops_per_token: 6 x matmul parameters (forward +
+backward) plus 12 x layers x hidden x the mean number of keys each query attends, i.e.
+(T + 1) / 2 with causal attention and the mean of (position within its document + 1) with
+document masking. MFU divides achieved FLOP/s by the device's dense bf16 peak.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+
+from sutra.io import atomic_write_text
+
+METRICS_FILE = "metrics.jsonl"
+
+# Dense bf16 peaks in TFLOP/s (the vendor figures without sparsity), matched against the CUDA device name.
+PEAK_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("A100", 312.0), ("L40S", 362.0), ("A10G", 125.0), ("L4", 121.0))
+
+
+def device_peak_tflops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_TFLOPS if key in name), None)
+
+
+def causal_attended_per_token(seq_len: int) -> float:
+    return (seq_len + 1) / 2
+
+
+def document_attended_per_token(doc_ids: torch.Tensor) -> float:
+    """Mean keys per query under document-causal masking, from (B, T) per-window document ids.
+
+    A document of L tokens contributes 1 + 2 + ... + L = L(L+1)/2 query-key pairs."""
+    B, T = doc_ids.shape
+    spans = torch.bincount((doc_ids.long() + torch.arange(B)[:, None] * T).flatten()).double()
+    return float((spans * (spans + 1) / 2).sum()) / (B * T)
+
+
+class MetricsLog:
+    """Appends JSON lines (and TensorBoard scalars); `truncate_after` undoes what a killed run logged past its checkpoint."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool, resume_step: int):
+        self.path = Path(run_dir) / METRICS_FILE
+        self.truncate_after(resume_step)
+        self.file = open(self.path, "a", encoding="utf-8")
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step hides events a killed run wrote after the checkpoint we resume from
+            self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=resume_step + 1)
+
+    def truncate_after(self, step: int) -> None:
+        if not self.path.exists():
+            return
+        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        atomic_write_text(self.path, "".join(line for line in lines if (record := _parse(line)) and record["step"] <= step))
+
+    def write(self, record: dict) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.writer:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.writer.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        if self.writer:
+            self.writer.close()
+
+
+def _parse(line: str) -> dict | None:
+    """A complete record with a step, or None (e.g. the half-written last line of a killed run)."""
+    if not line.endswith("\n"):
+        return None
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("step"), int) else None
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / METRICS_FILE
+    return [record for line in path.read_text(encoding="utf-8").splitlines(keepends=True) if (record := _parse(line))]

@@ -1,0 +1,337 @@
+"""Training recipes: YAML files validated into typed dataclasses before any work starts.
+
+A recipe has sections (model, data, optimizer, schedule, train, eval, checkpoint, stability,
+logging); `--set section.key=value` overrides any field with a YAML-parsed value. Every error
+names the file and line (or the --set argument) and the dotted field.
+"""
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from sutra.errors import SutraError
+
+
+@dataclass
+class ModelSection:
+    preset: str | None = "tiny"  # a name from sutra.model.config.PRESETS; ignored shape-wise with init_from
+    overrides: dict[str, object] = field(default_factory=dict)  # ModelConfig fields changed from the preset
+    init_from: str | None = None  # a model spec to continue pretraining from (its shape and tokenizer win)
+
+
+@dataclass
+class DataSection:
+    path: str = ""  # a prepared dataset directory or a mix manifest (`sutra data prepare` / `sutra data mix`)
+    seq_len: int = 1024
+    seed: int = 0  # the loader's shuffling seed
+
+
+@dataclass
+class OptimizerSection:
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    fused: bool | None = None  # None: fused on CUDA, the foreach kernel elsewhere
+    grad_clip: float = 1.0
+
+
+@dataclass
+class EpochLR:
+    peak_lr: float
+    min_lr: float
+
+
+@dataclass
+class ScheduleSection:
+    kind: Literal["cosine", "wsd"] = "cosine"
+    warmup_steps: int = 0
+    # cosine: one fresh warmup + cosine per epoch, from that epoch's peak to its floor
+    epochs: list[EpochLR] = field(default_factory=list)
+    # wsd: warmup, constant peak, then a linear decay to min_lr over the last decay_fraction of the run
+    peak_lr: float | None = None
+    min_lr: float = 0.0
+    decay_fraction: float = 0.2
+
+
+@dataclass
+class TrainSection:
+    epochs: int = 1
+    steps_per_epoch: int | None = None  # None: one full pass over the training split
+    micro_batch: int = 4  # windows per forward pass on each process
+    grad_accum: int = 1  # micro-batches per optimizer step with ONE process; N processes each do grad_accum / N
+    attention: Literal["causal", "document"] = "document"
+    precision: Literal["bf16", "fp32"] = "bf16"
+    tf32: bool = True
+    compile: bool | None = None  # None: compile on CUDA, eager elsewhere
+    device: str = "auto"  # auto, cpu, cuda
+    seed: int = 0  # model initialisation
+
+
+@dataclass
+class EvalSection:
+    every_steps: int = 500
+    max_windows: int | None = 256  # validation windows per evaluation; None: the whole split
+
+
+@dataclass
+class CheckpointSection:
+    every_steps: int = 1000  # the rolling `last` checkpoint; epoch ends always write one
+
+
+@dataclass
+class StabilitySection:
+    max_bad_steps: int = 5  # consecutive non-finite steps before rolling back to `last`
+    max_rollbacks: int = 3  # then the run stops
+
+
+@dataclass
+class LoggingSection:
+    every_steps: int = 10
+    tensorboard: bool = True
+    peak_tflops: float | None = None  # the device's dense peak for MFU; None: looked up from the GPU name
+
+
+@dataclass
+class Recipe:
+    name: str = "run"
+    run_dir: str | None = None  # None: runs/<name>
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optimizer: OptimizerSection = field(default_factory=OptimizerSection)
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    stability: StabilitySection = field(default_factory=StabilitySection)
+    logging: LoggingSection = field(default_factory=LoggingSection)
+    assumptions: dict[str, str] = field(default_factory=dict)  # values the source recipe does not state, and why
+    sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)  # field -> "file:line"
+
+    def where(self, key: str) -> str:
+        """'file:line: key' (or '--set key=...: key') for error messages."""
+        return _where(self.sources, key)
+
+    def error(self, key: str, message: str) -> SutraError:
+        return SutraError(f"{self.where(key)}: {message}")
+
+    @property
+    def resolved_run_dir(self) -> Path:
+        return Path(self.run_dir or Path("runs") / self.name)
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data.pop("sources")
+        data["optimizer"]["betas"] = list(self.optimizer.betas)
+        return data
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def validate(self) -> "Recipe":
+        """Checks that need no files: ranges and cross-field consistency."""
+        positive_ints = {
+            "data.seq_len": self.data.seq_len, "train.epochs": self.train.epochs, "train.micro_batch": self.train.micro_batch,
+            "train.grad_accum": self.train.grad_accum, "eval.every_steps": self.eval.every_steps,
+            "checkpoint.every_steps": self.checkpoint.every_steps, "stability.max_bad_steps": self.stability.max_bad_steps,
+            "logging.every_steps": self.logging.every_steps,
+        }
+        for key, value in positive_ints.items():
+            if value < 1:
+                raise self.error(key, f"must be at least 1, got {value}")
+        for key, value in {"train.steps_per_epoch": self.train.steps_per_epoch, "eval.max_windows": self.eval.max_windows}.items():
+            if value is not None and value < 1:
+                raise self.error(key, f"must be at least 1 (or null), got {value}")
+        if self.stability.max_rollbacks < 0 or self.schedule.warmup_steps < 0:
+            raise self.error("schedule.warmup_steps" if self.schedule.warmup_steps < 0 else "stability.max_rollbacks", "must not be negative")
+        if not self.data.path:
+            raise self.error("data.path", "is required: a prepared dataset directory (see `sutra data prepare`)")
+        if self.model.preset is None and self.model.init_from is None:
+            raise self.error("model.preset", "give a model preset or model.init_from")
+        if not self.optimizer.grad_clip > 0:
+            raise self.error("optimizer.grad_clip", f"must be positive, got {self.optimizer.grad_clip}")
+        if self.optimizer.weight_decay < 0 or not self.optimizer.eps > 0:
+            raise self.error("optimizer", "weight_decay must be >= 0 and eps > 0")
+        if not all(0 <= b < 1 for b in self.optimizer.betas):
+            raise self.error("optimizer.betas", f"each beta must be in [0, 1), got {list(self.optimizer.betas)}")
+        self._validate_schedule()
+        return self
+
+    def _validate_schedule(self) -> None:
+        s = self.schedule
+        if s.kind == "cosine":
+            if len(s.epochs) != self.train.epochs:
+                raise self.error(
+                    "schedule.epochs", f"the cosine schedule needs one {{peak_lr, min_lr}} entry per epoch: "
+                    f"{len(s.epochs)} entries for train.epochs={self.train.epochs}"
+                )
+            bounds = [(f"schedule.epochs[{i}]", e.peak_lr, e.min_lr) for i, e in enumerate(s.epochs)]
+        else:
+            if s.peak_lr is None:
+                raise self.error("schedule.peak_lr", "the wsd schedule needs peak_lr")
+            if not 0 < s.decay_fraction <= 1:
+                raise self.error("schedule.decay_fraction", f"must be in (0, 1], got {s.decay_fraction}")
+            bounds = [("schedule", s.peak_lr, s.min_lr)]
+        for key, peak, floor in bounds:
+            if not (math.isfinite(peak) and peak > 0):
+                raise self.error(key, f"peak_lr must be a positive number, got {peak}")
+            if not 0 <= floor <= peak:
+                raise self.error(key, f"min_lr must be between 0 and peak_lr ({peak}), got {floor}")
+
+
+def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recipe:
+    """Read, override and validate a recipe; raises SutraError naming file, line and field."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SutraError(f"{path}: recipe not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SutraError(f"{path}: cannot read recipe ({exc})") from None
+    try:
+        raw = yaml.safe_load(text)
+        lines = _key_lines(yaml.compose(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f":{mark.line + 1}" if mark else ""
+        raise SutraError(f"{path}{at}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SutraError(f"{path}: a recipe is a YAML mapping of sections, got {type(raw).__name__}")
+    sources = {key: f"{path}:{line}" for key, line in lines.items()}
+    sources[""] = str(path)
+    for item in overrides:
+        key, value = _parse_override(item)
+        _set_dotted(raw, key, value, item)
+        for replaced in [k for k in sources if k.startswith((f"{key}.", f"{key}["))]:
+            del sources[replaced]  # the file's lines no longer describe what is under `key`
+        sources[key] = f"--set {item}"
+    recipe = _build(Recipe, raw, "", sources)
+    recipe.sources = sources
+    return recipe.validate()
+
+
+def _parse_override(item: str) -> tuple[str, object]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise SutraError(f"--set {item}: expected KEY=VALUE, e.g. --set train.micro_batch=2")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise SutraError(f"--set {item}: the value is not valid YAML") from None
+
+
+def _set_dotted(raw: dict, key: str, value, item: str) -> None:
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise SutraError(f"--set {item}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _key_lines(node, prefix: str = "") -> dict[str, int]:
+    """Dotted key -> 1-based line of that key in the YAML text."""
+    lines = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}{key_node.value}"
+            lines[key] = key_node.start_mark.line + 1
+            lines.update(_key_lines(value_node, key + "."))
+    elif isinstance(node, yaml.SequenceNode):
+        base = prefix[:-1]
+        for i, item in enumerate(node.value):
+            lines[f"{base}[{i}]"] = item.start_mark.line + 1
+            lines.update(_key_lines(item, f"{base}[{i}]."))
+    return lines
+
+
+def _where(sources: dict, key: str) -> str:
+    """The source of `key`, or of its nearest section that has one, for error messages."""
+    probe = key
+    while probe and probe not in sources:
+        probe = re.sub(r"(\.?[^.\[]*|\[\d+\])$", "", probe)  # drop the last ".key" or "[i]"
+    source = sources.get(probe) or sources.get("")
+    return f"{source}: {key}" if source else key
+
+
+def _build(cls, raw, key: str, sources: dict):
+    if raw is None:  # an empty section: all defaults
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SutraError(f"{_where(sources, key or '(top level)')}: expected a mapping of {cls.__name__} fields, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "sources"]
+    unknown = [k for k in raw if k not in names]
+    if unknown:
+        bad = f"{key}.{unknown[0]}" if key else str(unknown[0])
+        raise SutraError(f"{_where(sources, bad)}: unknown key; known keys here: {', '.join(names)}")
+    values = {}
+    for name in names:
+        if name in raw:
+            values[name] = _convert(hints[name], raw[name], f"{key}.{name}" if key else name, sources)
+    try:
+        return cls(**values)
+    except TypeError as exc:  # a required field without a default (EpochLR)
+        raise SutraError(f"{_where(sources, key)}: {exc}") from None
+
+
+def _convert(hint, value, key: str, sources: dict):
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    fail = lambda expected: SutraError(f"{_where(sources, key)}: expected {expected}, got {value!r}")  # noqa: E731
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(inner, value, key, sources)
+    if origin is Literal:
+        if value not in args:
+            raise fail(" or ".join(repr(a) for a in args))
+        return value
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key, sources)
+    if origin is list:
+        if not isinstance(value, list):
+            raise fail("a list")
+        return [_convert(args[0], v, f"{key}[{i}]", sources) for i, v in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise fail(f"a list of {len(args)} values")
+        return tuple(_convert(a, v, f"{key}[{i}]", sources) for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise fail("a mapping")
+        return {str(k): (_convert(args[1], v, f"{key}.{k}", sources) if args[1] is not object else v) for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise fail("true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail("an integer")
+        return value
+    if hint is float:
+        # YAML reads 3e-4 (no dot) as a string; accept what float() accepts, but not bools
+        if isinstance(value, bool):
+            raise fail("a number")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise fail("a number") from None
+        if not math.isfinite(number):
+            raise fail("a finite number")
+        return number
+    if hint is str:
+        if not isinstance(value, str):
+            raise fail("a string")
+        return value
+    raise TypeError(f"unsupported recipe field type {hint}")

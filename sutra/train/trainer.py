@@ -1,0 +1,480 @@
+"""The training loop: one process or many (torchrun), exact resume, best/final checkpoints per epoch.
+
+One optimizer step = `train.grad_accum` micro-batches of `train.micro_batch` windows, split over
+the processes (each does grad_accum / world_size of them), so the global batch — and the data
+each step sees, thanks to the loader's global cursor — does not depend on the process count.
+
+An epoch is `steps_per_epoch` optimizer steps (by default one full pass: the windows that fill
+whole steps; the few left over are counted and reported); the loader is realigned to the next
+epoch's permutation at each epoch end, so epochs line up with the per-epoch LR schedule.
+
+Host synchronisation: one small device-to-host copy per optimizer step (loss and gradient
+norm, needed to skip non-finite steps before they touch the weights); none per micro-batch.
+"""
+
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from sutra.errors import SutraError
+from sutra.io import atomic_write_text
+from sutra.train.checkpoints import CheckpointStore, load_trainer_state
+from sutra.train.metrics import MetricsLog, causal_attended_per_token, device_peak_tflops, document_attended_per_token
+from sutra.train.recipe import Recipe, load_recipe
+from sutra.train.schedule import Schedule
+
+RECIPE_FILE = "recipe.yaml"
+
+
+@dataclass
+class Distributed:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.active:
+            dist.all_reduce(tensor)
+        return tensor
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+
+def setup_distributed(device_name: str) -> Distributed:
+    """Rank and device from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK); one process without it."""
+    from sutra.commands import pick_device
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(None if device_name == "auto" else device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None)
+    return Distributed(rank, world_size, device)
+
+
+@dataclass
+class Progress:
+    step: int = 0  # optimizer steps done
+    tokens: int = 0  # tokens consumed (global), skipped steps included
+    skipped_steps: int = 0  # non-finite loss or gradient: update not applied
+    rollbacks: int = 0
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, resume: bool, dist_info: Distributed):
+        self.recipe, self.dist = recipe, dist_info
+        self.run_dir = recipe.resolved_run_dir
+        self.device = dist_info.device
+        self._check_and_build()
+        self.store = CheckpointStore(self.run_dir)
+        self.progress = Progress()
+        self.bad_streak = 0
+        resumable = self._prepare_run_dir(resume)
+        if resumable:
+            self._restore("last", full=True)
+        logged_until = self.progress.step if resumable else -1  # records past the checkpoint are redone
+        self.log = MetricsLog(self.run_dir, recipe.logging.tensorboard, logged_until) if dist_info.is_main else None
+
+    # ---- setup -------------------------------------------------------------------------------
+
+    def _check_and_build(self) -> None:
+        """Every check of the recipe against data, model and process count, then the model and optimizer."""
+        from sutra.data.loader import TokenLoader
+
+        r, t = self.recipe, self.recipe.train
+        world = self.dist.world_size
+        if t.grad_accum % world:
+            raise r.error("train.grad_accum", f"{t.grad_accum} micro-batches per step cannot be split over {world} processes; make it a multiple of {world}")
+        self.accum = t.grad_accum // world
+        data_path = Path(r.data.path).expanduser()
+        if not data_path.exists():
+            raise r.error("data.path", f"{data_path} does not exist; prepare it with `sutra data prepare` (or `sutra data mix`)")
+        loader_args = dict(seq_len=r.data.seq_len, micro_batch=t.micro_batch, rank=self.dist.rank, world_size=world, seed=r.data.seed)
+        self.train_loader = TokenLoader(data_path, "train", **loader_args)
+        self.val_loader = TokenLoader(data_path, "val", **loader_args)
+        if self.val_loader.windows_per_epoch < 1:
+            raise r.error("data.path", f"{data_path} has no validation window of {r.data.seq_len + 1} tokens; prepare it with a val split")
+
+        config, self.tokenizer, init_weights = self._model_source()
+        if r.data.seq_len > config.max_seq_len:
+            raise r.error("data.seq_len", f"{r.data.seq_len} is longer than the model's context of {config.max_seq_len} tokens")
+        if self.train_loader.vocab_size != config.vocab_size or self.train_loader.tokenizer_fingerprint != self.tokenizer.fingerprint:
+            raise r.error(
+                "data.path", f"{data_path} was tokenized with vocabulary {self.train_loader.vocab_size} (tokenizer {self.train_loader.tokenizer_fingerprint}) "
+                f"but the model has vocabulary {config.vocab_size} (tokenizer {self.tokenizer.fingerprint}); re-prepare the data with the model's tokenizer"
+            )
+        step_windows = t.micro_batch * t.grad_accum
+        full_pass = self.train_loader.windows_per_epoch // step_windows
+        if full_pass < 1:
+            raise r.error("data.path", f"{data_path} has {self.train_loader.windows_per_epoch} training windows, fewer than one step of {step_windows} (micro_batch x grad_accum)")
+        if t.steps_per_epoch is not None and t.steps_per_epoch > full_pass:
+            raise r.error("train.steps_per_epoch", f"{t.steps_per_epoch} steps exceed the {full_pass} steps one pass over {data_path} gives")
+        steps_per_epoch = t.steps_per_epoch or full_pass
+        self.schedule = Schedule(r.schedule, steps_per_epoch, t.epochs)
+        warmup_span = steps_per_epoch if r.schedule.kind == "cosine" else self.schedule.total_steps
+        if r.schedule.warmup_steps >= warmup_span:
+            raise r.error("schedule.warmup_steps", f"{r.schedule.warmup_steps} warmup steps do not fit in {warmup_span} steps")
+        self.unused_windows_per_epoch = self.train_loader.windows_per_epoch - steps_per_epoch * step_windows
+        self.tokens_per_step = step_windows * r.data.seq_len
+
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = t.tf32
+        from sutra.model.llama import Llama
+
+        torch.manual_seed(t.seed)
+        self.model = init_weights if init_weights is not None else Llama(config)
+        self.model.to(self.device).train()
+        self.config = config
+        self.optimizer = self._optimizer()
+        compiled = torch.compile(self.model) if (t.compile if t.compile is not None else self.device.type == "cuda") else self.model
+        self.ddp = None
+        if self.dist.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(compiled, device_ids=ids, broadcast_buffers=False)  # buffers are RoPE tables, equal everywhere
+        self.compiled = compiled
+        self.forward = self.ddp or compiled
+        self.peak_tflops = r.logging.peak_tflops or device_peak_tflops(self.device)
+
+    def _model_source(self):
+        """(config, tokenizer, model or None): from the preset, or the weights of model.init_from."""
+        from sutra.model.config import get_preset
+        from sutra.tokenizer import load_tokenizer
+
+        m = self.recipe.model
+        if m.init_from:
+            from sutra.model.checkpoint import load_model
+
+            loaded = load_model(m.init_from, device="cpu", dtype=torch.float32)
+            return loaded.model.config, loaded.tokenizer, loaded.model
+        try:
+            config = get_preset(m.preset).replace(**m.overrides)
+        except SutraError as exc:
+            raise self.recipe.error("model", str(exc)) from None
+        except TypeError as exc:
+            raise self.recipe.error("model.overrides", f"{exc}; use ModelConfig fields (hidden_size, num_layers, ...)") from None
+        return config, load_tokenizer(), None
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        """AdamW with weight decay on matrices and embeddings, not on norm gains (as HF Trainer does)."""
+        o = self.recipe.optimizer
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": o.weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ]
+        fused = o.fused if o.fused is not None else self.device.type == "cuda"
+        return torch.optim.AdamW(groups, lr=self.schedule.lr(0), betas=o.betas, eps=o.eps, fused=fused)
+
+    def _prepare_run_dir(self, resume: bool) -> bool:
+        """Whether there is a `last` checkpoint to resume from; writes the resolved recipe on a fresh start."""
+        recipe_file = self.run_dir / RECIPE_FILE
+        if not resume:
+            if recipe_file.exists():
+                raise SutraError(f"{self.run_dir} already holds a run; continue it with `sutra train --resume {self.run_dir}` or set another run_dir (--set run_dir=...)")
+            if self.dist.is_main:
+                atomic_write_text(recipe_file, self.recipe.to_yaml())
+            self.dist.barrier()
+            return False
+        if self.dist.is_main:
+            self.store.collect_garbage()
+        self.dist.barrier()
+        return self.store.resolve("last") is not None
+
+    # ---- checkpoints -----------------------------------------------------------------------------
+
+    def _save(self, epoch: int, val: dict | None, final: bool, last: bool) -> None:
+        """Rank 0 writes this step's checkpoint if some name should point at it: `e{epoch}-best` when the
+        validation perplexity beats the epoch's best so far, `e{epoch}-final`, `last`."""
+        if self.dist.is_main:
+            best = self.store.info(f"e{epoch}-best")
+            names = [f"e{epoch}-best"] if val is not None and (best is None or val["val_ppl"] < best["val_ppl"]) else []
+            names += [f"e{epoch}-final"] * final + ["last"] * last
+            if names:
+                training = {
+                    **asdict(self.progress), "epoch": self.progress.step / self.schedule.steps_per_epoch, "recipe": self.recipe.name,
+                    "world_size": self.dist.world_size, "loader": self.train_loader.state_dict(), **(val or {}),
+                }
+                trainer_state = {"optimizer": self.optimizer.state_dict(), "rng_cpu": torch.get_rng_state()}
+                if self.device.type == "cuda":
+                    trainer_state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+                self.store.write(self.progress.step, self.model, self.tokenizer, training, trainer_state)
+                for name in names:
+                    self.store.point(name, self.progress.step)
+                self.store.collect_garbage()  # e.g. the previous e{epoch}-best
+        self.dist.barrier()
+
+    def _restore(self, name: str, full: bool) -> None:
+        """Weights and optimizer from checkpoint `name`; with `full`, also step counters, RNG and data position."""
+        from safetensors.torch import load_file
+
+        checkpoint = self.store.resolve(name)
+        self.model.load_state_dict(load_file(checkpoint / "model.safetensors", device=str(self.device)))
+        state = load_trainer_state(checkpoint)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if not full:
+            return
+        training = self.store.info(name)
+        self.progress = Progress(**{k: training[k] for k in asdict(Progress())})
+        self.train_loader.load_state_dict(training["loader"])
+        torch.set_rng_state(state["rng_cpu"])
+        if self.device.type == "cuda" and "rng_cuda" in state:
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+
+    # ---- the loop ----------------------------------------------------------------------------
+
+    def run(self, stop_after: int | None = None) -> None:
+        from tqdm import tqdm
+
+        total, spe = self.schedule.total_steps, self.schedule.steps_per_epoch
+        self._announce()
+        if self.progress.step == 0:
+            self._log({"step": 0, "epoch": 0.0, "tokens": 0, **self._evaluate()})
+        bar = tqdm(total=total, initial=self.progress.step, unit="step", dynamic_ncols=True, disable=not self.dist.is_main, file=sys.stderr)
+        window = _Window()
+        while self.progress.step < total:
+            step = self.progress.step
+            started = time.perf_counter()
+            loss, grad_norm, flops = self._train_step(step)
+            window.add(loss, self.tokens_per_step, flops, time.perf_counter() - started)
+            self.progress.step += 1
+            self.progress.tokens += self.tokens_per_step
+            done = self.progress.step
+            bar.update(1)
+            bar.set_postfix_str(self._postfix(loss, window), refresh=False)
+            if done % self.recipe.logging.every_steps == 0 or done == total:
+                self._log({"step": done, "epoch": done / spe, "tokens": self.progress.tokens, **window.summary(self.peak_tflops),
+                           "lr": self.schedule.lr(step), "grad_norm": grad_norm, "skipped_steps": self.progress.skipped_steps})
+                window = _Window()
+            self._after_step(done)
+            if stop_after is not None and done >= stop_after and done < total:
+                self._save((done - 1) // spe + 1, None, final=False, last=True)
+                bar.close()
+                self._say(f"stopped after step {done} of {total}; continue with `sutra train --resume {self.run_dir}`")
+                return
+        bar.close()
+        self._say(self._summary())
+
+    def _after_step(self, done: int) -> None:
+        """Evaluate and checkpoint where due; every process takes the same branches (they meet in barriers)."""
+        spe = self.schedule.steps_per_epoch
+        epoch_end = done % spe == 0
+        epoch = (done - 1) // spe + 1  # 1-based epoch of the step just done
+        val = None
+        if epoch_end or done % self.recipe.eval.every_steps == 0:
+            val = self._evaluate()
+            self._log({"step": done, "epoch": done / spe, "tokens": self.progress.tokens, **val})
+        if epoch_end:
+            self._say(f"epoch {epoch} done at step {done}: val loss {val['val_loss']:.4f}, ppl {val['val_ppl']:.2f}")
+            self._start_epoch(epoch)  # the loader counts epochs from 0: this is the next one
+        last_due = epoch_end or done % self.recipe.checkpoint.every_steps == 0
+        if val is not None or last_due:
+            self._save(epoch, val, final=epoch_end, last=last_due)
+
+    def _start_epoch(self, epoch: int) -> None:
+        """Put the loader at the start of `epoch`'s permutation (skipping the windows that fill no whole step)."""
+        state = self.train_loader.state_dict()
+        if (state["epoch"], state["cursor"]) != (epoch, 0):
+            self.train_loader.load_state_dict({**state, "epoch": epoch, "cursor": 0})
+
+    def _train_step(self, step: int) -> tuple[float, float, float]:
+        """One optimizer step; returns (loss, gradient norm, FLOPs done on this process)."""
+        lr = self.schedule.lr(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=self.device)
+        flops = 0.0
+        try:
+            for micro in range(self.accum):
+                batch = self.train_loader.next_batch()
+                flops += self._flops(batch.doc_ids)
+                inputs, targets, doc_ids = (self._to_device(x) for x in (batch.inputs, batch.targets, batch.doc_ids))
+                mask = self.model.attention_mask(doc_ids) if self.recipe.train.attention == "document" else None
+                last_micro = micro == self.accum - 1
+                with nullcontext() if (self.ddp is None or last_micro) else self.ddp.no_sync():
+                    with self._autocast():
+                        loss = self.forward(inputs, targets, mask=mask)
+                    (loss / self.accum).backward()
+                loss_sum += loss.detach()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.optimizer.grad_clip)
+        except torch.OutOfMemoryError:
+            raise self._out_of_memory() from None
+        except RuntimeError as exc:
+            if "can't allocate memory" in str(exc):
+                raise self._out_of_memory() from None
+            raise
+        mean_loss = self.dist.sum_(loss_sum) / self.recipe.train.grad_accum
+        loss_value, norm_value = torch.stack([mean_loss, grad_norm.float()]).tolist()  # the step's one host sync
+        if math.isfinite(loss_value) and math.isfinite(norm_value):
+            self.optimizer.step()
+            self.bad_streak = 0
+        else:
+            self.progress.skipped_steps += 1
+            self.bad_streak += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.bad_streak >= self.recipe.stability.max_bad_steps:
+            self._roll_back(step)
+        return loss_value, norm_value, flops
+
+    def _roll_back(self, step: int) -> None:
+        """Restore weights and optimizer from `last`; the data position moves on, past the bad batches."""
+        s = self.recipe.stability
+        hint = "lower the learning rate (schedule), raise warmup_steps, or check the data"
+        if self.store.resolve("last") is None:
+            raise SutraError(f"step {step + 1}: {self.bad_streak} consecutive steps with a non-finite loss or gradient before any checkpoint; {hint}")
+        if self.progress.rollbacks >= s.max_rollbacks:
+            raise SutraError(f"step {step + 1}: training keeps diverging after {self.progress.rollbacks} rollbacks (stability.max_rollbacks); {hint}")
+        self._restore("last", full=False)
+        self.progress.rollbacks += 1
+        message = (f"step {step + 1}: {self.bad_streak} consecutive non-finite steps; rolled weights and optimizer back to "
+                   f"'last' (step {self.store.info('last')['step']}), continuing with the next batches (rollback {self.progress.rollbacks} of at most {s.max_rollbacks})")
+        self.bad_streak = 0
+        self._say(message)
+        self._log({"step": step + 1, "event": "rollback", "message": message})
+
+    def _out_of_memory(self) -> SutraError:
+        t = self.recipe.train
+        return SutraError(
+            f"out of memory on {self.device} with train.micro_batch={t.micro_batch} x data.seq_len={self.recipe.data.seq_len}: "
+            f"lower train.micro_batch and raise train.grad_accum by the same factor to keep the global batch "
+            f"(e.g. --set train.micro_batch={max(1, t.micro_batch // 2)} --set train.grad_accum={t.grad_accum * 2}), or shorten data.seq_len; "
+            f"train.attention=document and train.precision=bf16 also use less memory"
+        )
+
+    @torch.no_grad()
+    def _evaluate(self) -> dict:
+        """Mean validation loss over the held-out split (or its first eval.max_windows windows), all processes together."""
+        self.model.eval()
+        totals = torch.zeros(2, dtype=torch.float64, device=self.device)
+        for batch in self.val_loader.iter_eval(self.recipe.eval.max_windows):
+            inputs, targets, doc_ids = (self._to_device(x) for x in (batch.inputs, batch.targets, batch.doc_ids))
+            mask = self.model.attention_mask(doc_ids) if self.recipe.train.attention == "document" else None
+            with self._autocast():
+                loss = self.compiled(inputs, targets, mask=mask)
+            totals[0] += loss.double() * targets.numel()
+            totals[1] += targets.numel()
+        self.model.train()
+        val_loss = float(self.dist.sum_(totals)[0] / totals[1])
+        return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 700.0))}
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.recipe.train.precision == "bf16")
+
+    def _flops(self, doc_ids: torch.Tensor) -> float:
+        from sutra.model.llama import flops_per_token
+
+        if self.recipe.train.attention == "document":
+            attended = document_attended_per_token(doc_ids)
+        else:
+            attended = causal_attended_per_token(doc_ids.shape[1])
+        return flops_per_token(self.config, attended) * doc_ids.numel()
+
+    def _postfix(self, loss: float, window: "_Window") -> str:
+        summary = window.summary(self.peak_tflops)
+        mfu = f" mfu {summary['mfu']:.1%}" if summary["mfu"] is not None else f" {summary['tflops']:.2f} TFLOP/s"
+        return f"loss {loss:.4f} {summary['tokens_per_s']:,.0f} tok/s{mfu}"
+
+    def _log(self, record: dict) -> None:
+        if self.log:
+            self.log.write(record)
+
+    def _say(self, message: str) -> None:
+        if self.dist.is_main:
+            from tqdm import tqdm
+
+            tqdm.write(message, file=sys.stderr)  # above the progress bar, not through it
+
+    def _announce(self) -> None:
+        r, s = self.recipe, self.schedule
+        mode = f"resuming at step {self.progress.step}" if self.progress.step else "starting"
+        self._say(
+            f"{mode}: {r.name} -> {self.run_dir} | {self.config.name} ({self.config.num_parameters:,} parameters) on {self.device} x{self.dist.world_size} | "
+            f"{s.epochs} epochs x {s.steps_per_epoch} steps of {self.tokens_per_step:,} tokens | attention {r.train.attention}"
+        )
+        if self.unused_windows_per_epoch:
+            self._say(f"each epoch leaves {self.unused_windows_per_epoch} of {self.train_loader.windows_per_epoch} training windows unused (they fill no whole step)")
+
+    def _summary(self) -> str:
+        lines = [f"done: {self.progress.step} steps, {self.progress.tokens:,} tokens, {self.progress.skipped_steps} skipped steps, {self.progress.rollbacks} rollbacks"]
+        for name in self.store.names():
+            info = self.store.info(name)
+            ppl = f", val ppl {info['val_ppl']:.2f}" if "val_ppl" in info else ""
+            lines.append(f"  {self.run_dir / name}: step {info['step']}{ppl}")
+        return "\n".join(lines)
+
+    def close(self) -> None:
+        if self.log:
+            self.log.close()
+
+
+class _Window:
+    """Training throughput and loss between two log lines (time spent in steps only)."""
+
+    def __init__(self):
+        self.losses, self.tokens, self.flops, self.seconds = [], 0, 0.0, 0.0
+
+    def add(self, loss: float, tokens: int, flops: float, seconds: float) -> None:
+        if math.isfinite(loss):
+            self.losses.append(loss)
+        self.tokens, self.flops, self.seconds = self.tokens + tokens, self.flops + flops, self.seconds + seconds
+
+    def summary(self, peak_tflops: float | None) -> dict:
+        seconds = max(self.seconds, 1e-9)
+        tflops = self.flops / seconds / 1e12  # per process
+        return {
+            "loss": sum(self.losses) / len(self.losses) if self.losses else float("nan"),
+            "tokens_per_s": self.tokens / seconds,
+            "tflops": tflops,
+            "mfu": tflops / peak_tflops if peak_tflops else None,
+        }
+
+
+def train(recipe_path: str | None, overrides: list[str], resume_dir: str | None, stop_after: int | None = None) -> None:
+    """`sutra train`: a fresh run from a recipe, or `--resume RUN_DIR` from its `last` checkpoint."""
+    if resume_dir is not None:
+        if overrides:
+            raise SutraError("--set cannot change a run being resumed; its recipe is fixed in RUN_DIR/recipe.yaml")
+        if not (Path(resume_dir) / RECIPE_FILE).is_file():
+            raise SutraError(f"{resume_dir}: not a run directory (no {RECIPE_FILE}); start a run with `sutra train RECIPE.yaml`")
+        recipe = load_recipe(Path(resume_dir) / RECIPE_FILE)
+        recipe.run_dir = str(resume_dir)
+    else:
+        recipe = load_recipe(recipe_path, overrides)
+    dist_info = setup_distributed(recipe.train.device)
+    try:
+        trainer = Trainer(recipe, resume=resume_dir is not None, dist_info=dist_info)
+        try:
+            trainer.run(stop_after)
+        finally:
+            trainer.close()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

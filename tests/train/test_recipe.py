@@ -1,0 +1,93 @@
+"""Recipes: typed validation with file:line:field messages, --set overrides, shipped recipes load."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sutra.errors import SutraError
+from sutra.train.recipe import load_recipe
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    return path
+
+
+BASE = """\
+name: t
+data:
+  path: /some/data
+schedule:
+  kind: cosine
+  warmup_steps: 10
+  epochs:
+    - {peak_lr: 3e-4, min_lr: 3e-5}
+"""
+
+
+def test_valid_recipe_is_typed_and_overridable(tmp_path):
+    recipe = load_recipe(write(tmp_path, BASE), ["train.micro_batch=2", "optimizer.betas=[0.9, 0.95]", "schedule.epochs=[{peak_lr: 1e-3, min_lr: 0}]"])
+    assert recipe.train.micro_batch == 2
+    assert recipe.optimizer.betas == (0.9, 0.95)
+    assert recipe.schedule.epochs[0].peak_lr == 1e-3  # "1e-3" is a string to YAML; accepted as a number
+    assert recipe.resolved_run_dir == Path("runs/t")
+    # the resolved recipe round-trips through YAML
+    again = load_recipe(write(tmp_path, recipe.to_yaml()))
+    assert again == recipe
+
+
+@pytest.mark.parametrize(
+    "text, overrides, message",
+    [
+        (BASE + "trian:\n  epochs: 1\n", [], "r.yaml:9: trian: unknown key"),
+        (BASE.replace("warmup_steps: 10", "warmup_stepz: 10"), [], "r.yaml:6: schedule.warmup_stepz: unknown key"),
+        (BASE.replace("3e-4", "-3e-4"), [], "r.yaml:8: schedule.epochs[0]: peak_lr must be a positive number"),
+        (BASE.replace("3e-5", "3e-3"), [], "min_lr must be between 0 and peak_lr"),
+        (BASE, ["train.micro_batch=0"], "--set train.micro_batch=0: train.micro_batch: must be at least 1"),
+        (BASE, ["train.micro_batch=two"], "--set train.micro_batch=two: train.micro_batch: expected an integer"),
+        (BASE, ["train.epochs=3"], "needs one {peak_lr, min_lr} entry per epoch: 1 entries for train.epochs=3"),
+        (BASE, ["train.attention=sliding"], "expected 'causal' or 'document'"),
+        (BASE, ["optimizer.betas=[0.9]"], "optimizer.betas: expected a list of 2 values"),
+        (BASE, ["micro_batch"], "expected KEY=VALUE"),
+        (BASE.replace("  path: /some/data\n", ""), [], "data.path: is required"),
+        (BASE + "schedule: [1, 2]\n", [], "expected a mapping"),
+        ("name: [unclosed\n", [], "r.yaml:2: not valid YAML"),
+        (BASE, ["schedule.kind=wsd"], "schedule.peak_lr: the wsd schedule needs peak_lr"),
+    ],
+)
+def test_bad_recipes_name_file_line_and_field(tmp_path, text, overrides, message):
+    with pytest.raises(SutraError) as info:
+        load_recipe(write(tmp_path, text), overrides)
+    assert message in str(info.value)
+
+
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(SutraError, match="recipe not found"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("name", ["smollm2-70m-sutra.yaml", "tiny-cpu.yaml"])
+def test_shipped_recipes_validate(name):
+    recipe = load_recipe(REPO / "recipes" / name)
+    raw = yaml.safe_load((REPO / "recipes" / name).read_text())
+    assert recipe.assumptions, "every recipe states its assumptions"
+    assert set(raw) <= set(recipe.to_dict())
+
+
+def test_card_recipe_matches_the_model_card():
+    recipe = load_recipe(REPO / "recipes" / "smollm2-70m-sutra.yaml")
+    assert recipe.model.preset == "smollm2-70m"
+    assert (recipe.train.micro_batch, recipe.train.grad_accum, recipe.data.seq_len) == (4, 8, 8192)
+    assert recipe.train.micro_batch * recipe.train.grad_accum * recipe.data.seq_len == 262_144
+    assert [(e.peak_lr, e.min_lr) for e in recipe.schedule.epochs] == [(3e-4, 3e-5), (1e-4, 1e-5), (3e-5, 3e-6)]
+    assert recipe.optimizer.weight_decay == 0.1 and recipe.optimizer.fused is True
+    assert recipe.train.attention == "causal" and recipe.train.precision == "bf16" and recipe.train.compile and recipe.train.tf32
+
+
+def test_card_recipe_switches_to_wsd_by_override():
+    recipe = load_recipe(REPO / "recipes" / "smollm2-70m-sutra.yaml", ["schedule.kind=wsd", "schedule.peak_lr=3e-4", "schedule.min_lr=3e-6"])
+    assert recipe.schedule.kind == "wsd" and recipe.schedule.peak_lr == 3e-4
