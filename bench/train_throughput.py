@@ -95,6 +95,16 @@ def make_optimizer(model, device):
     return torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1, fused=device.type == "cuda")
 
 
+def training_step(model, optimizer, compute_loss):
+    """One step as every variant runs it: the loss under bf16 autocast, backward, clip, AdamW."""
+    loss = compute_loss()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
 def run_transformers(state, config, tokens, targets, device, args):
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -106,17 +116,12 @@ def run_transformers(state, config, tokens, targets, device, args):
     model.to(device).train()
     opt = make_optimizer(model, device)
 
-    def step():
+    def compute_loss():
         with torch.autocast(device.type, dtype=torch.bfloat16):
             logits = model(input_ids=tokens).logits
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
+        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
 
-    return model, step
+    return model, lambda: training_step(model, opt, compute_loss)
 
 
 def run_sutra(state, config, tokens, targets, doc_ids, device, args):
@@ -126,17 +131,12 @@ def run_sutra(state, config, tokens, targets, doc_ids, device, args):
     opt = make_optimizer(model, device)
     forward = torch.compile(model) if args.compile else model
 
-    def step():
+    def compute_loss():
         mask = model.attention_mask(doc_ids) if doc_ids is not None else None
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            loss = forward(tokens, targets, mask=mask)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
+            return forward(tokens, targets, mask=mask)
 
-    return model, step
+    return model, lambda: training_step(model, opt, compute_loss)
 
 
 def main() -> int:
