@@ -24,6 +24,7 @@ from sutra.io import atomic_directory, atomic_write_json
 ASSET_MODULES = (
     "sutra.tokenizer",
     "sutra.model.teacher",
+    "sutra.data.corpora",
 )
 
 MARKER = "asset.json"

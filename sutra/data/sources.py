@@ -19,9 +19,10 @@ from sutra.errors import SutraError
 
 UNIT_BYTES = 4 << 20
 UNIT_ROWS = 1024
-JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")  # .json only when named or globbed: in directories it is usually metadata
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
 COMPRESSIONS = (".gz", ".zst")
+CORPORA = ("stdlib-docs", "debian-docs")  # offline corpus assets (sutra.data.corpora) usable as a SOURCE by name
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -44,13 +45,14 @@ class Source:
     plan: list = field(default_factory=list)  # payload-free units; compressed/hub sources stream theirs
 
 
-def _kind(path: Path) -> str | None:
+def _kind(path: Path, allow_json: bool) -> str | None:
     name = path.name.lower()
+    jsonl = JSONL_SUFFIXES if allow_json else JSONL_SUFFIXES[:-1]
     for compression in COMPRESSIONS:
         if name.endswith(compression):
             name = name[: -len(compression)]
-            return "jsonl-compressed" if name.endswith(JSONL_SUFFIXES) else None
-    if name.endswith(JSONL_SUFFIXES):
+            return "jsonl-compressed" if name.endswith(jsonl) else None
+    if name.endswith(jsonl):
         return "jsonl"
     if name.endswith(".parquet"):
         return "parquet"
@@ -70,29 +72,33 @@ def expand(specs: list[str]) -> list[tuple[str, Path | str]]:
             matches = sorted(Path(p) for p in glob.glob(spec, recursive=True))
             if not matches:
                 raise SutraError(f"{spec}: the pattern matches no files")
-            found += [item for m in matches for item in _walk(m, explicit=False)]
+            found += [item for m in matches for item in _walk(m, explicit=False, allow_json=True)]
         elif path.exists():
-            found += _walk(path, explicit=True)
+            found += _walk(path, explicit=True, allow_json=True)
+        elif spec in CORPORA:
+            from sutra import assets
+
+            found += [("jsonl", p) for p in sorted(assets.ensure(spec).glob("*.jsonl"))]
         elif HUB_ID.match(spec):
             found.append(("hub", spec))
         else:
-            raise SutraError(f"{spec}: no such file or directory (and not a hub dataset id like 'owner/name')")
+            raise SutraError(f"{spec}: no such file or directory (nor a corpus asset: {', '.join(CORPORA)}; nor a hub dataset id like 'owner/name')")
     return found
 
 
-def _walk(path: Path, explicit: bool) -> list[tuple[str, Path]]:
+def _walk(path: Path, explicit: bool, allow_json: bool) -> list[tuple[str, Path]]:
     if path.is_dir():
         if (path / "dataset_dict.json").is_file():  # datasets.DatasetDict.save_to_disk: every split
             splits = json.loads((path / "dataset_dict.json").read_text()).get("splits", [])
-            return [item for split in splits for item in _walk(path / split, explicit=True)]
+            return [item for split in splits for item in _walk(path / split, explicit=True, allow_json=False)]
         if (path / "state.json").is_file():  # datasets.Dataset.save_to_disk
             files = json.loads((path / "state.json").read_text()).get("_data_files", [])
             return [("arrow", path / f["filename"]) for f in files]
         items = []
         for child in sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)):
-            items += _walk(child, explicit=False)
+            items += _walk(child, explicit=False, allow_json=False)
         return items
-    kind = _kind(path)
+    kind = _kind(path, allow_json)
     if kind is None:
         if explicit:
             raise SutraError(f"{path}: unsupported file type; use JSONL (.jsonl/.json, optionally .gz/.zst), Parquet, Arrow or text (.txt/.md/.rst)")
