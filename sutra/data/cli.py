@@ -2,6 +2,8 @@
 
 import sys
 
+from sutra.data.sources import UNIT_BYTES  # stdlib-only module: keeps `sutra --help` instant
+
 
 def register(subparsers) -> None:
     data = subparsers.add_parser("data", help="tokenize corpora into shards, inspect them, and mix them")
@@ -25,7 +27,7 @@ def register(subparsers) -> None:
     p.add_argument("--min-val-docs", type=int, default=5, help="raise the validation share so about this many documents land in it")
     p.add_argument("--shard-tokens", type=int, default=32_000_000, help="train tokens per shard (also the resume granularity)")
     p.add_argument("--max-chars", type=int, default=4_000_000, help="drop longer documents (reported as too_long)")
-    p.add_argument("--unit-bytes", type=int, default=4 << 20, help="input bytes per work unit (part of what fixes the output)")
+    p.add_argument("--unit-bytes", type=int, default=UNIT_BYTES, help="input bytes per work unit (part of what fixes the output)")
     p.add_argument("--workers", type=int, default=0, help="tokenizer processes (default: one per CPU core)")
     p.add_argument("--strict", action="store_true", help="stop with an error at the first bad record instead of dropping it")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset prepared from other inputs at --out")

@@ -11,6 +11,7 @@ Either name can be given to `sutra data prepare` as a SOURCE.
 
 import ast
 import gzip
+import html
 import json
 import re
 import shutil
@@ -23,6 +24,7 @@ import zlib
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
+from urllib.parse import unquote
 
 from sutra import assets
 from sutra.errors import SutraError
@@ -162,16 +164,16 @@ class _HTMLText(HTMLParser):
         return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
-def html_to_text(html: str) -> str:
+def html_to_text(page: str) -> str:
     parser = _HTMLText()
-    parser.feed(html)
+    parser.feed(page)
     parser.close()
     return parser.text()
 
 
-def html_title(html: str) -> str:
-    match = re.search(r"<title>(.*?)</title>", html, re.S | re.I)
-    return re.sub(r"\s+", " ", match.group(1)).strip() if match else ""
+def html_title(page: str) -> str:
+    match = re.search(r"<title>(.*?)</title>", page, re.S | re.I)
+    return re.sub(r"\s+", " ", html.unescape(match.group(1))).strip() if match else ""
 
 
 def wordnet_glosses(lines: Iterable[str], pos: str) -> Iterator[str]:
@@ -219,11 +221,13 @@ def r_lazyload_vectors(data_dir: Path) -> dict[str, list[str]]:
 def html_pages(pattern: str, *exclude: str) -> Callable[[Path], Iterator[tuple[str, str]]]:
     """An extractor of (title, text) for every HTML page under `pattern` whose path matches no `exclude` regex."""
     def extract(root: Path):
+        seen = set()  # packages symlink directories (python3/html -> python3.11/html)
         for path in sorted(root.glob(pattern)):
             relative = str(path.relative_to(root))
-            if not any(re.search(x, relative) for x in exclude):
-                html = path.read_text(encoding="utf-8", errors="replace")
-                yield html_title(html) or relative, html_to_text(html)
+            if path.resolve() not in seen and not any(re.search(x, relative) for x in exclude):
+                seen.add(path.resolve())
+                page = path.read_text(encoding="utf-8", errors="replace")
+                yield html_title(page) or relative, html_to_text(page)
     return extract
 
 
@@ -321,7 +325,7 @@ def debian_documents(work: Path) -> Iterator[dict]:
             raise SutraError(f"dpkg-deb -x {deb} failed: {result.stderr.strip()}; delete it to download it again")
         for title, text in extract(root):
             if text.strip():
-                yield {"text": text, "source": f"debian:{deb.name.removesuffix('.deb')}", "title": title, "license": license_name}
+                yield {"text": text, "source": f"debian:{unquote(deb.name.removesuffix('.deb'))}", "title": title, "license": license_name}
         shutil.rmtree(root)
 
 

@@ -17,7 +17,7 @@ from typing import Iterator
 
 from sutra.errors import SutraError
 
-UNIT_BYTES = 4 << 20
+UNIT_BYTES = 1 << 20  # small enough that the last units keep every worker busy
 UNIT_ROWS = 1024
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")  # .json only when named or globbed: in directories it is usually metadata
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")

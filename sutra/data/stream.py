@@ -20,7 +20,8 @@ MIX_VERSION = 1
 
 class TokenStream:
     def __init__(self, pieces: list[np.ndarray], boundaries: np.ndarray, vocab_size: int, tokenizer_fingerprint: str, identity: str):
-        self.pieces = [p for p in pieces if len(p)]
+        # plain ndarray views: slicing an np.memmap subclass costs several times more per window
+        self.pieces = [np.asarray(p) for p in pieces if len(p)]
         lengths = [len(p) for p in self.pieces]
         self._starts = [0, *np.cumsum(lengths, dtype=np.int64).tolist()]
         self._starts_array = np.asarray(self._starts[:-1], dtype=np.int64)
@@ -46,13 +47,15 @@ class TokenStream:
 
     def doc_ids(self, starts: np.ndarray, width: int) -> np.ndarray:
         """Per-token document number inside each window, restarting at 0 (int32, like `gather`)."""
-        markers = np.zeros((len(starts), width), dtype=np.int32)
+        ids = np.zeros((len(starts), width), dtype=np.int32)
         first = np.searchsorted(self.boundaries, starts, side="right")
         last = np.searchsorted(self.boundaries, starts + (width - 1), side="right")
         for row, (lo, hi, start) in enumerate(zip(first.tolist(), last.tolist(), starts.tolist())):
-            if hi > lo:
-                markers[row, self.boundaries[lo:hi] - start] = 1
-        return np.cumsum(markers, axis=1, dtype=np.int32)
+            # fill each document's span (few per window): cheaper than a cumsum over every token
+            edges = [b - start for b in self.boundaries[lo:hi].tolist()] + [width]
+            for doc, (begin, end) in enumerate(zip(edges, edges[1:]), start=1):
+                ids[row, begin:end] = doc
+        return ids
 
 
 def select_ranges(available: int, budget: int, block_tokens: int) -> list[tuple[int, int]]:

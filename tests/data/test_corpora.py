@@ -108,3 +108,15 @@ def test_stdlib_docs_asset_prepares_to_300k_tokens(tmp_path, tokenizer):
 def test_debian_docs_without_apt_is_a_clear_error(tmp_path):
     result = run_sutra("assets", "fetch", "debian-docs", env={"SUTRA_HOME": str(tmp_path), "PATH": str(tmp_path)})
     assert result.returncode == 2 and "debian-docs needs apt-get" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_html_pages_skip_symlinked_copies_and_excluded_pages(tmp_path):
+    from sutra.data.corpora import html_pages
+
+    docs = tmp_path / "usr/share/doc/python3.11/html"
+    (docs / "library").mkdir(parents=True)
+    (docs / "library" / "os.html").write_text(SPHINX_PAGE)
+    (docs / "genindex.html").write_text("<html><body>index of everything</body></html>")
+    (tmp_path / "usr/share/doc/python3").symlink_to("python3.11")
+    pages = list(html_pages("usr/share/doc/python3*/html/**/*.html", r"genindex")(tmp_path))
+    assert [title for title, _ in pages] == ["9. Classes — Python 3.11 documentation"]
