@@ -25,6 +25,7 @@ ASSET_MODULES = (
     "sutra.tokenizer",
     "sutra.model.teacher",
     "sutra.data.corpora",
+    "sutra.eval.store",
 )
 
 MARKER = "asset.json"

@@ -15,6 +15,7 @@ from sutra.errors import SutraError
 # Modules with a `register(subparsers)` function, in the order their commands are listed.
 COMMAND_MODULES = (
     "sutra.commands",
+    "sutra.eval.cli",
     "sutra.synth.cli",
     "sutra.data.cli",
     "sutra.train.cli",

@@ -1,0 +1,72 @@
+"""`sutra eval`: the card's benchmarks through lm-eval v0.4.11, and validation perplexity."""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="benchmarks (lm-evaluation-harness v0.4.11) and validation perplexity of a model")
+    p.add_argument("spec", metavar="SPEC", help="Sutra checkpoint dir, HF Llama dir, built-in model, or hub id")
+    p.add_argument("--tasks", default=None, help="'card' (the card's 11 benchmarks) or names, e.g. hellaswag,piqa")
+    p.add_argument("--limit", default=None, help="lm-eval's --limit: first N documents per task (or a fraction < 1)")
+    p.add_argument("--batch-size", type=int, default=16, help="continuations scored per forward pass (default 16)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="default: bfloat16 on CUDA, float32 on CPU")
+    p.add_argument("--data", default="store", choices=["store", "hub"], help="benchmark data: the offline store (default) or the hub, as lm-eval loads it")
+    p.add_argument("--perplexity", metavar="DATA_DIR", default=None, help="also report token perplexity on this prepared dataset's val split")
+    p.add_argument("--seq-len", type=int, default=None, help="perplexity window (default: 2048 or the model's context if smaller)")
+    p.add_argument("--max-windows", type=int, default=None, help="perplexity: score only the first N validation windows")
+    p.add_argument("--out", default=None, help="write the results JSON here")
+    p.set_defaults(func=cmd_eval)
+
+
+def _parse_limit(text: str | None):
+    from sutra.errors import SutraError
+
+    if text is None:
+        return None
+    try:
+        value = float(text) if "." in text else int(text)
+    except ValueError:
+        raise SutraError(f"--limit {text!r}: give a number of documents (e.g. 50) or a fraction below 1 (e.g. 0.1)") from None
+    if value <= 0:
+        raise SutraError(f"--limit {text}: must be positive")
+    return value
+
+
+def cmd_eval(args) -> int:
+    import sys
+
+    import torch
+
+    from sutra.commands import pick_device
+    from sutra.errors import SutraError
+    from sutra.eval.tasks import parse_tasks
+    from sutra.io import atomic_write_json
+
+    if not args.tasks and not args.perplexity:
+        raise SutraError("nothing to evaluate: give --tasks card|TASK,... and/or --perplexity DATA_DIR")
+    tasks = parse_tasks(args.tasks) if args.tasks else []
+    limit = _parse_limit(args.limit)
+    device = pick_device(args.device)
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    results: dict = {}
+    if tasks:
+        from sutra.eval.harness import evaluate, label
+
+        results = evaluate(args.spec, tasks, limit=limit, batch_size=args.batch_size, device=device, dtype=dtype, data=args.data)
+        for entry in results["tasks"].values():
+            name = entry["metric"] if entry["filter"] == "none" else f"{entry['metric']} ({entry['filter']})"
+            print(f"{label(entry):<34} {name:<28} {100 * entry['value']:6.2f}")
+    if args.perplexity:
+        from sutra.eval.perplexity import perplexity
+        from sutra.model.checkpoint import load_model
+
+        loaded = load_model(args.spec, device=device, dtype=dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32))
+        results.setdefault("model", {"spec": args.spec, "source": loaded.source})
+        results["perplexity"] = perplexity(loaded, args.perplexity, seq_len=args.seq_len, batch_size=max(1, args.batch_size // 4), max_windows=args.max_windows)
+        ppl = results["perplexity"]
+        print(f"validation perplexity {ppl['perplexity']:.3f} over {ppl['tokens']:,} tokens ({ppl['windows']} windows of {ppl['seq_len']})")
+    if args.out:
+        results.setdefault("format", "sutra-eval-results")
+        results.setdefault("tasks", {})
+        atomic_write_json(args.out, results)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0

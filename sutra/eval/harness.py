@@ -1,0 +1,187 @@
+"""Run the card's benchmarks through lm-evaluation-harness v0.4.11 and record honest results.
+
+lm-eval does everything that defines a number (prompts, few-shot sampling, filters, metrics,
+`--limit`); this module picks the data source (offline store or the hub), plugs the model in,
+and turns lm-eval's output into Sutra's results file: for every task the number the card
+reports, plus the split and item count it was computed on, so nothing is reported under the
+card's name that the card did not measure.
+"""
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from sutra.errors import SutraError
+from sutra.eval.tasks import TASKS, CardTask
+
+FORMAT = "sutra-eval-results"
+DATA_SOURCES = ("store", "hub")
+
+
+def _offline_environment() -> None:
+    """Make datasets/transformers never reach for the hub (the store is local JSONL)."""
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import datasets
+
+    datasets.config.HF_HUB_OFFLINE = True
+
+
+def task_manager(tasks: list[CardTask], data: str, workdir: Path):
+    from lm_eval.tasks import TaskManager
+
+    if data == "hub":
+        return TaskManager()
+    from sutra.eval.store import write_overrides
+
+    write_overrides(tasks, workdir)
+    # Only our overrides are indexed (each includes its stock YAML by absolute path): indexing
+    # all ~14,000 stock tasks would add ~15 s to every run.
+    return TaskManager(include_path=str(workdir), include_defaults=False)
+
+
+def run_lm_eval(lm, tasks: list[CardTask], data: str = "store", limit: int | float | None = None, log_samples: bool = False) -> dict:
+    """lm-eval's simple_evaluate on `lm` for `tasks`, reading the offline store unless data == 'hub'."""
+    import lm_eval
+
+    if data not in DATA_SOURCES:
+        raise SutraError(f"unknown data source '{data}'; use one of {', '.join(DATA_SOURCES)}")
+    if data == "store":
+        _offline_environment()
+    with tempfile.TemporaryDirectory(prefix="sutra-eval-tasks-") as workdir:
+        manager = task_manager(tasks, data, Path(workdir))
+        return lm_eval.simple_evaluate(
+            model=lm,
+            tasks=[t.name for t in tasks],
+            task_manager=manager,
+            limit=limit,
+            num_fewshot=None,  # each task keeps its own (gsm8k 5-shot, the rest 0)
+            bootstrap_iters=1000,  # every reported metric is a mean: its stderr is closed-form
+            log_samples=log_samples,
+        )
+
+
+def _subtasks(output: dict, name: str) -> list[str]:
+    """The leaf tasks behind a task or group name (mmlu -> its 57 subjects)."""
+    groups = output.get("group_subtasks", {})
+    if name not in groups or not groups[name]:
+        return [name]
+    return [leaf for child in groups[name] for leaf in _subtasks(output, child)]
+
+
+def summarize(output: dict, tasks: list[CardTask], data: str = "store") -> dict[str, dict]:
+    """Per card task: the reported value, split, item count and every metric lm-eval gave."""
+    from sutra.eval.store import NOTES
+
+    summary = {}
+    for task in tasks:
+        metrics = output["results"][task.name]
+        leaves = _subtasks(output, task.name)
+        configs = [output["configs"][leaf] for leaf in leaves]
+        splits = sorted({c.get("test_split") or c.get("validation_split") for c in configs})
+        items = sum(output["n-samples"][leaf]["effective"] for leaf in leaves)
+        available = sum(output["n-samples"][leaf]["original"] for leaf in leaves)
+        split = "+".join(splits)
+        entry = {
+            "task": task.name,
+            "title": task.title,
+            "metric": task.metric,
+            "filter": task.filter,
+            "value": metrics.get(task.result_key),
+            "stderr": metrics.get(f"{task.metric}_stderr,{task.filter}"),
+            "split": split,
+            "items": items,
+            "items_in_split": available,
+            "card_split": task.card_split,
+            "card_items": task.card_items,
+            "num_fewshot": output["n-shot"].get(task.name, output["n-shot"].get(leaves[0])),
+            "fewshot_split": configs[0].get("fewshot_split") if task.num_fewshot else None,
+            "note": NOTES.get(task.name) if data == "store" else None,
+            "matches_card": split == task.card_split and items == task.card_items and not (data == "store" and task.name in NOTES),
+            "metrics": {k: v for k, v in metrics.items() if k != "alias" and not isinstance(v, str)},
+            "version": output.get("versions", {}).get(task.name),
+        }
+        if value_is_missing(entry):
+            raise SutraError(f"lm-eval returned no '{task.result_key}' for {task.name}; got {sorted(entry['metrics'])}")
+        summary[task.name] = entry
+    return summary
+
+
+def value_is_missing(entry: dict) -> bool:
+    return not isinstance(entry["value"], (int, float))
+
+
+def label(entry: dict) -> str:
+    """The row name for a result: the card's title, plus the split and size when they differ from the card's."""
+    if entry.get("matches_card", False):
+        return entry["title"]
+    return f"{entry['title']} ({entry['split']}, {entry['items']})"
+
+
+def evaluate(
+    spec: str,
+    tasks: list[CardTask],
+    limit: int | float | None = None,
+    batch_size: int = 16,
+    device=None,
+    dtype=None,
+    data: str = "store",
+) -> dict:
+    """Evaluate a model spec on card tasks; return the results document `sutra eval` writes."""
+    import lm_eval
+    import torch
+
+    from sutra.eval.adapter import SutraLM
+    from sutra.model.checkpoint import load_model
+
+    if data == "store":  # fail on a missing store before loading a model
+        from sutra.eval.store import fetch_hint, missing_from_store
+
+        missing = missing_from_store(tasks)
+        if missing:
+            raise SutraError(f"the offline benchmark store lacks {', '.join(missing)}; fetch it with {fetch_hint(missing)}, or use --data hub when online")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    loaded = load_model(spec, device=device, dtype=dtype)
+    started = time.time()
+    output = run_lm_eval(SutraLM(loaded, batch_size=batch_size), tasks, data=data, limit=limit)
+    config = loaded.model.config
+    return {
+        "format": FORMAT,
+        "version": 1,
+        "model": {
+            "spec": spec,
+            "source": loaded.source,
+            "kind": loaded.kind,
+            "parameters": config.num_parameters,
+            "config": config.to_dict(),
+            "dtype": str(dtype).removeprefix("torch."),
+            "device": device.type,
+        },
+        "engine": {"name": "lm-evaluation-harness", "version": lm_eval.__version__, "model": "sutra.eval.adapter.SutraLM"},
+        "data": data,
+        "limit": limit,
+        "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": round(time.time() - started, 1),
+        "tasks": summarize(output, tasks, data),
+    }
+
+
+def read_results(path: str | os.PathLike) -> dict:
+    """A results file written by `sutra eval`, checked enough to build tables and cards from."""
+    import json
+
+    path = Path(path)
+    try:
+        results = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SutraError(f"{path}: no such results file; write one with 'sutra eval SPEC --tasks card --out {path}'") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SutraError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(results, dict) or results.get("format") != FORMAT or not isinstance(results.get("tasks"), dict):
+        raise SutraError(f"{path}: not a 'sutra eval' results file (format {results.get('format') if isinstance(results, dict) else None!r})")
+    for name, entry in results["tasks"].items():
+        if name not in TASKS or value_is_missing(entry):
+            raise SutraError(f"{path}: task '{name}' is unknown or has no numeric 'value'")
+    return results

@@ -1,0 +1,49 @@
+"""Token-level perplexity on a prepared dataset's validation split (the number the card tracks per epoch).
+
+Every validation window is scored once, in order, through the training data path
+(sutra.data.loader.TokenLoader, split "val"): attention stays inside each document, as in
+training, and perplexity = exp(summed next-token cross-entropy / scored tokens).
+"""
+
+import math
+import time
+
+import torch
+
+from sutra.errors import SutraError
+
+
+@torch.inference_mode()
+def perplexity(loaded, data_dir: str, seq_len: int | None = None, batch_size: int = 8, max_windows: int | None = None) -> dict:
+    from sutra.data.loader import TokenLoader
+
+    model = loaded.model
+    seq_len = min(seq_len or 2048, model.config.max_seq_len)
+    loader = TokenLoader(data_dir, split="val", seq_len=seq_len, micro_batch=batch_size)
+    if loader.tokenizer_fingerprint != loaded.tokenizer.fingerprint:
+        raise SutraError(
+            f"{data_dir}: prepared with tokenizer {loader.tokenizer_fingerprint} but the model uses {loaded.tokenizer.fingerprint}; "
+            "prepare the data with the model's tokenizer"
+        )
+    if loader.windows_per_epoch == 0:
+        raise SutraError(f"{data_dir}: the validation split has fewer than {seq_len + 1} tokens; use a smaller --seq-len")
+    device = model.embed.weight.device
+    total_nll, tokens, windows = 0.0, 0, 0
+    started = time.time()
+    for batch in loader.iter_eval(max_windows=max_windows):
+        batch = batch.to(device)
+        loss = model(batch.inputs, batch.targets, doc_ids=batch.doc_ids)
+        total_nll += float(loss) * batch.targets.numel()
+        tokens += batch.targets.numel()
+        windows += batch.inputs.shape[0]
+    return {
+        "data": str(data_dir),
+        "split": "val",
+        "perplexity": math.exp(total_nll / tokens),
+        "loss": total_nll / tokens,
+        "tokens": tokens,
+        "windows": windows,
+        "windows_in_split": loader.windows_per_epoch,
+        "seq_len": seq_len,
+        "seconds": round(time.time() - started, 1),
+    }

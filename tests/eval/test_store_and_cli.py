@@ -1,0 +1,63 @@
+"""The offline benchmark store, the task overrides, and `sutra eval`'s answers to bad input."""
+
+import json
+
+import yaml
+
+from conftest import run_sutra
+from eval_helpers import benchmarks  # noqa: F401 (fixture)
+from sutra.eval.store import OVERRIDES, write_overrides
+from sutra.eval.tasks import CARD_TASKS, parse_tasks
+
+
+def rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_store_holds_every_split_in_the_stock_schema(benchmarks):
+    meta = json.loads((benchmarks / "asset.json").read_text())["splits"]
+    assert meta["arc_easy"] == {"test": 2376, "validation": 570}
+    assert meta["hellaswag"]["validation"] == 10042 and meta["gsm8k"]["test"] == 1319 and meta["mmlu"]["test"] == 14042
+    arc = rows(benchmarks / "arc_challenge" / "test.jsonl")
+    assert len(arc) == 1172 and all(r["answerKey"] in r["choices"]["label"] for r in arc)
+    assert not any(r["question"].startswith("Question:") for r in arc)
+    boolq = rows(benchmarks / "boolq" / "validation.jsonl")
+    assert {r["label"] for r in boolq} == {0, 1}  # aps/super_glue's int label, not the bool `answer`
+    assert all(isinstance(r["answer"], str) for r in rows(benchmarks / "winogrande" / "validation.jsonl"))
+    assert "####" in rows(benchmarks / "gsm8k" / "test.jsonl")[0]["answer"]
+    assert len(list((benchmarks / "mmlu").iterdir())) == 57
+
+
+def test_overrides_include_the_stock_yaml_and_change_only_the_data(benchmarks, tmp_path):
+    write_overrides([t for t in CARD_TASKS if t.name != "truthfulqa_mc2"], tmp_path)
+    sciq = yaml.safe_load((tmp_path / "sciq.yaml").read_text())
+    assert sciq["include"].endswith("lm_eval/tasks/sciq/sciq.yaml")
+    assert sciq["test_split"] is None and set(sciq["dataset_kwargs"]["data_files"]) == {"validation"}
+    allowed = {"include", "task", "dataset_path", "dataset_name", "dataset_kwargs", "training_split", "test_split", "fewshot_split", "tag"}
+    for name in list(OVERRIDES)[:-1] + ["mmlu_anatomy"]:
+        config = yaml.safe_load((tmp_path / f"{name}.yaml").read_text())
+        assert set(config) <= allowed, name
+        assert all(json.loads(open(f).readline()) for f in config["dataset_kwargs"]["data_files"].values())
+
+
+def test_unknown_task_is_one_clear_line():
+    result = run_sutra("eval", "smollm2-135m-instruct", "--tasks", "hellaswag,nosuchtask")
+    assert result.returncode == 2
+    assert "unknown task(s): nosuchtask" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_checkpoint_is_one_clear_line(tmp_path, benchmarks):
+    result = run_sutra("eval", str(tmp_path / "nope"), "--tasks", "piqa", "--limit", "1")
+    assert result.returncode == 2 and "unknown model" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_store_names_tasks_and_fetch_command(tmp_path):
+    result = run_sutra("eval", "smollm2-135m-instruct", "--tasks", "piqa,truthfulqa_mc2", env={"SUTRA_HOME": str(tmp_path)})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "lacks piqa, truthfulqa_mc2" in result.stderr
+    assert "sutra assets fetch benchmarks" in result.stderr and "sutra assets fetch truthfulqa-bigbench" in result.stderr
+
+
+def test_card_means_the_eleven_in_card_order():
+    assert [t.name for t in parse_tasks("card")][:3] == ["arc_easy", "arc_challenge", "boolq"]
+    assert len(parse_tasks("card")) == 11
