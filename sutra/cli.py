@@ -16,6 +16,7 @@ from sutra.errors import SutraError
 COMMAND_MODULES = (
     "sutra.commands",
     "sutra.eval.cli",
+    "sutra.report.cli",
     "sutra.synth.cli",
     "sutra.data.cli",
     "sutra.train.cli",

@@ -1,0 +1,166 @@
+"""A Hugging Face model card (README.md) like the seed's, from a checkpoint, its results and its run.
+
+Front matter: language, license, library_name, tags, pipeline_tag, base_model, datasets and a
+`model-index` with one result per evaluated task. Body: model details from the checkpoint's
+config, training from the run directory (metrics.jsonl, recipe.yaml) when given, the benchmark
+tables, usage and limitations. Anything the inputs do not say is left out, never guessed.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import yaml
+
+from sutra.errors import SutraError
+from sutra.eval.harness import label
+from sutra.eval.tasks import TASKS
+from sutra.report.tables import Column, comparison_table, progression_table
+
+TAGS = ["pretraining", "educational", "pedagogical", "sutra", "smollm2", "llama"]
+
+
+def model_index(name: str, results: dict) -> list[dict]:
+    entries = []
+    for entry in results["tasks"].values():
+        task = TASKS[entry["task"]]
+        dataset = {"type": task.dataset_type, "name": label(entry)}
+        if task.dataset_config:
+            dataset["config"] = task.dataset_config
+        dataset["split"] = entry["split"]
+        metric_name = task.metric_title if entry["filter"] == "none" else f"{task.metric_title}, {entry['filter']}"
+        entries.append({
+            "task": {"type": "text-generation", "name": "Text Generation"},
+            "dataset": dataset,
+            "metrics": [{"type": task.metric, "value": round(100 * entry["value"], 2), "name": metric_name}],
+        })
+    return [{"name": name, "results": entries}]
+
+
+def model_details(spec: str) -> list[tuple[str, str]]:
+    from sutra.model.checkpoint import read_model_config, resolve_spec
+
+    config = read_model_config(spec)
+    _, directory = resolve_spec(spec)
+    return [
+        ("Architecture", "LlamaForCausalLM"),
+        ("Parameters", f"{config.num_parameters / 1e6:.1f}M"),
+        ("Hidden Size", str(config.hidden_size)),
+        ("Layers", str(config.num_layers)),
+        ("Attention Heads", f"{config.num_heads} ({config.num_kv_heads} KV heads)"),
+        ("Context Length", f"{config.max_seq_len:,}"),
+        ("Vocabulary", f"{config.vocab_size:,}"),
+        *([("Precision", precision)] if (precision := _weights_dtype(directory)) else []),
+    ]
+
+
+def _weights_dtype(directory: Path) -> str | None:
+    from safetensors import safe_open
+
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        return None
+    with safe_open(str(files[0]), framework="pt") as f:
+        first = next(iter(f.keys()), None)
+        code = f.get_slice(first).get_dtype() if first else None
+    return {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}.get(code, code)
+
+
+def read_run(run_dir: str) -> dict:
+    """What a run directory says about training: metrics.jsonl lines and the resolved recipe."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise SutraError(f"{run}: no such run directory")
+    metrics = []
+    metrics_file = run / "metrics.jsonl"
+    if metrics_file.is_file():
+        for number, line in enumerate(metrics_file.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                metrics.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise SutraError(f"{metrics_file}:{number}: not a JSON line; fix or remove it") from None
+    recipe_file = run / "recipe.yaml"
+    recipe = yaml.safe_load(recipe_file.read_text()) if recipe_file.is_file() else None
+    return {"metrics": metrics, "recipe": recipe}
+
+
+def training_summary(run: dict) -> list[tuple[str, str]]:
+    metrics = run["metrics"]
+    rows = []
+    steps = [m["step"] for m in metrics if isinstance(m.get("step"), (int, float))]
+    if steps:
+        rows.append(("Optimizer steps", f"{int(max(steps)):,}"))
+    tokens = [m["tokens"] for m in metrics if isinstance(m.get("tokens"), (int, float))]
+    if tokens:
+        rows.append(("Tokens", _count(max(tokens))))
+    lrs = [m["lr"] for m in metrics if isinstance(m.get("lr"), (int, float))]
+    if lrs:
+        rows.append(("Learning rate", f"{max(lrs):.0e} → {lrs[-1]:.0e} (peak → final)"))
+    losses = [m["loss"] for m in metrics if isinstance(m.get("loss"), (int, float))]
+    if losses:
+        rows.append(("Final training loss", f"{losses[-1]:.4f}"))
+    ppls = [m.get("val_ppl") or (math.exp(m["val_loss"]) if isinstance(m.get("val_loss"), (int, float)) else None) for m in metrics]
+    ppls = [p for p in ppls if isinstance(p, (int, float))]
+    if ppls:
+        rows.append(("Best validation perplexity", f"{min(ppls):.2f}"))
+    return rows
+
+
+def _count(n: float) -> str:
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= size:
+            return f"{n / size:.2f}{suffix}"
+    return str(int(n))
+
+
+def _kv_table(rows: list[tuple[str, str]], head: tuple[str, str]) -> str:
+    return "\n".join([f"| {head[0]} | {head[1]} |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]) + "\n"
+
+
+def render_card(spec: str, results: dict, name: str, base_model: str | None, datasets: list[str], run: dict | None,
+                progression: list[Column], comparison: list[Column], repo_id: str | None) -> str:
+    front = {
+        "language": ["en"],
+        "license": "apache-2.0",
+        "library_name": "transformers",
+        "tags": TAGS,
+        "pipeline_tag": "text-generation",
+        **({"base_model": base_model} if base_model else {}),
+        **({"datasets": datasets} if datasets else {}),
+        "model-index": model_index(name, results),
+    }
+    parts = ["---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n", f"# {name}\n"]
+    parts.append("## Model Details\n\n" + _kv_table(model_details(spec), ("Property", "Value")))
+    if run:
+        summary = training_summary(run)
+        if summary:
+            parts.append("## Training\n\n" + _kv_table(summary, ("Quantity", "Value")))
+        if run["recipe"]:
+            parts.append("Training configuration (resolved recipe):\n\n```yaml\n" + yaml.safe_dump(run["recipe"], sort_keys=False) + "```\n")
+    engine = results.get("engine", {})
+    parts.append(
+        "## Benchmark Results\n\n"
+        f"All benchmarks evaluated with lm-evaluation-harness v{engine.get('version', '0.4.11')}; all tasks are 0-shot except GSM8K (5-shot). "
+        "A task shown with a split and size in brackets was not measured on the card's full split.\n\n"
+    )
+    this = Column(name, results, "results")
+    parts.append(progression_table(progression or [this]).markdown())
+    if comparison:
+        parts.append("\n### Comparison\n\n" + comparison_table(comparison).markdown())
+    model_id = repo_id or name
+    parts.append(
+        "\n## Usage\n\n```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+        f'model = AutoModelForCausalLM.from_pretrained("{model_id}")\ntokenizer = AutoTokenizer.from_pretrained("{model_id}")\n\n'
+        'inputs = tokenizer("The theory of relativity states that", return_tensors="pt")\n'
+        "outputs = model.generate(**inputs, max_new_tokens=100)\n"
+        "print(tokenizer.decode(outputs[0], skip_special_tokens=True))\n```\n"
+    )
+    parts.append(
+        "\n## Limitations\n\n"
+        "- A small base model (not instruction-tuned): it continues text rather than following instructions.\n"
+        "- Most of these benchmarks sit near chance at this scale; differences of 1–2 points are within noise.\n"
+        "- Trained primarily on English educational content.\n"
+    )
+    return "\n".join(parts)

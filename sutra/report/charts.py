@@ -1,0 +1,68 @@
+"""The card's pictures: per-task bars across checkpoints, and perplexity against the benchmark average."""
+
+from pathlib import Path
+
+from sutra.io import atomic_write_bytes
+from sutra.report.tables import Column, _tasks_in, average_tasks, mean_percent
+
+
+def _save(figure, path: Path) -> Path:
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def task_bars(columns: list[Column], path: Path) -> Path:
+    """Grouped bars: one group per task, one bar per checkpoint."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = _tasks_in(columns)
+    width = 0.8 / len(columns)
+    figure, axis = plt.subplots(figsize=(max(6, 1.1 * len(tasks) * max(1, len(columns) / 3)), 4))
+    for i, column in enumerate(columns):
+        values = [100 * (column.value(t) or 0.0) for t in tasks]
+        axis.bar([x + i * width for x in range(len(tasks))], values, width, label=column.name)
+    axis.set_xticks([x + 0.4 - width / 2 for x in range(len(tasks))])
+    axis.set_xticklabels([column_title(columns, t) for t in tasks], rotation=30, ha="right")
+    axis.set_ylabel("score (%)")
+    axis.set_title("Benchmarks across checkpoints (lm-eval v0.4.11)")
+    axis.legend(fontsize="small")
+    path = _save(figure, path)
+    plt.close(figure)
+    return path
+
+
+def column_title(columns: list[Column], task: str) -> str:
+    return next(c.results["tasks"][task]["title"] for c in columns if task in c.results["tasks"])
+
+
+def perplexity_vs_average(columns: list[Column], path: Path) -> Path | None:
+    """Validation perplexity and benchmark average per checkpoint, oldest first, on two axes.
+
+    None when no input carries a perplexity (`sutra eval ... --perplexity DATA_DIR`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [c for c in reversed(columns) if c.perplexity is not None]  # card order is newest first
+    averaged = average_tasks(points)
+    if not points or not averaged:
+        return None
+    names = [c.name for c in points]
+    figure, left = plt.subplots(figsize=(max(5, 1.2 * len(points)), 4))
+    left.plot(names, [c.perplexity for c in points], "o-", color="tab:blue")
+    left.set_ylabel("validation perplexity", color="tab:blue")
+    right = left.twinx()
+    right.plot(names, [100 * mean_percent(c, averaged) for c in points], "s--", color="tab:orange")
+    right.set_ylabel(f"benchmark average ({len(averaged)} tasks, %)", color="tab:orange")
+    left.set_title("Perplexity vs benchmark average")
+    path = _save(figure, path)
+    plt.close(figure)
+    return path

@@ -1,0 +1,66 @@
+"""`sutra report` (the card's tables and charts) and `sutra card` (a Hugging Face model card)."""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("report", help="benchmark tables (Markdown, CSV) and charts from 'sutra eval' results")
+    p.add_argument("inputs", nargs="+", metavar="RESULTS_OR_RUN", help="results.json, NAME=results.json, or a directory of results files")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=cmd_report)
+
+    p = subparsers.add_parser("card", help="write a Hugging Face model card (README.md) for a checkpoint")
+    p.add_argument("spec", metavar="SPEC", help="the checkpoint the card describes")
+    p.add_argument("--results", required=True, help="this model's 'sutra eval' results.json")
+    p.add_argument("--out", required=True, help="README.md to write")
+    p.add_argument("--name", default=None, help="model name (default: the checkpoint directory's name)")
+    p.add_argument("--run", default=None, metavar="RUN_DIR", help="training run directory (metrics.jsonl, recipe.yaml)")
+    p.add_argument("--base-model", default=None, help="e.g. HuggingFaceTB/SmolLM2-70M")
+    p.add_argument("--dataset", action="append", default=[], help="training dataset id (repeatable)")
+    p.add_argument("--progression", nargs="+", default=[], metavar="NAME=RESULTS", help="checkpoints for the progression table")
+    p.add_argument("--compare", nargs="+", default=[], metavar="NAME=RESULTS", help="rows of the dataset comparison table")
+    p.add_argument("--repo-id", default=None, help="hub id shown in the usage snippet")
+    p.set_defaults(func=cmd_card)
+
+
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from sutra.io import atomic_write_text
+    from sutra.report.charts import perplexity_vs_average, task_bars
+    from sutra.report.tables import comparison_table, load_columns, progression_table
+
+    columns = load_columns(args.inputs)
+    out = Path(args.out)
+    written = []
+    for stem, table in (("progression", progression_table(columns)), ("comparison", comparison_table(columns))):
+        atomic_write_text(out / f"{stem}.md", table.markdown())
+        atomic_write_text(out / f"{stem}.csv", table.csv())
+        written += [out / f"{stem}.md", out / f"{stem}.csv"]
+    written.append(task_bars(columns, out / "tasks.png"))
+    chart = perplexity_vs_average(columns, out / "perplexity_vs_average.png")
+    if chart:
+        written.append(chart)
+    else:
+        print("sutra: perplexity chart skipped: no input has a perplexity (run 'sutra eval SPEC --perplexity DATA_DIR')")
+    for path in written:
+        print(path)
+    return 0
+
+
+def cmd_card(args) -> int:
+    from pathlib import Path
+
+    from sutra.eval.harness import read_results
+    from sutra.io import atomic_write_text
+    from sutra.model.checkpoint import resolve_spec
+    from sutra.report.card import read_run, render_card
+    from sutra.report.tables import load_columns
+
+    results = read_results(args.results)
+    name = args.name or resolve_spec(args.spec)[1].name
+    text = render_card(
+        args.spec, results, name, args.base_model, args.dataset, read_run(args.run) if args.run else None,
+        load_columns(args.progression) if args.progression else [], load_columns(args.compare) if args.compare else [], args.repo_id,
+    )
+    atomic_write_text(args.out, text)
+    print(args.out)
+    return 0

@@ -1,0 +1,150 @@
+"""The card's benchmark tables from `sutra eval` results: Markdown and CSV.
+
+(a) progression: tasks as rows, checkpoints as columns (E3-best, E3-final, E2-best, ... in the
+    card's order), closed by the card's "Average (10)" row (every card task but OpenBookQA);
+(b) comparison: one row per result (e.g. per pretraining dataset), tasks + Avg as columns.
+Values are percentages with two decimals. A task computed on another split or on fewer items
+than the card's is named with its split and size, and a note says why, so no number appears
+under the card's name that the card did not measure.
+"""
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sutra.errors import SutraError
+from sutra.eval.harness import label, read_results
+from sutra.eval.store import NOTES
+from sutra.eval.tasks import AVERAGE_TASKS, CARD_TASKS
+
+STRICT_ROW = "gsm8k:strict-match"  # gsm8k's second filter, shown but never averaged
+
+
+@dataclass
+class Column:
+    name: str
+    results: dict
+    source: str
+    perplexity: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    def value(self, task: str) -> float | None:
+        if task == STRICT_ROW:
+            entry = self.results["tasks"].get("gsm8k")
+            return entry["metrics"].get("exact_match,strict-match") if entry else None
+        entry = self.results["tasks"].get(task)
+        return entry["value"] if entry else None
+
+
+def _checkpoint_order(name: str) -> tuple:
+    """E3-best before E3-final before E2-best ...; other names keep their given order after them."""
+    match = re.fullmatch(r"E(\d+)-(best|final)", name)
+    return (0, -int(match.group(1)), match.group(2) != "best") if match else (1,)
+
+
+def load_columns(inputs: list[str]) -> list[Column]:
+    """`NAME=results.json` or `results.json` (named by its stem), or a directory of results files."""
+    columns = []
+    for item in inputs:
+        name, _, path = item.rpartition("=") if "=" in item else ("", "", item)
+        target = Path(path)
+        files = sorted(target.rglob("*.json")) if target.is_dir() else [target]
+        found = [f for f in files if target.is_file() or _is_results(f)]
+        if not found:
+            raise SutraError(f"{target}: no 'sutra eval' results files in this directory; write them with 'sutra eval SPEC --tasks card --out FILE'")
+        for file in found:
+            results = read_results(file)
+            column_name = name if name and len(found) == 1 else (f"{name}/{file.stem}" if name else file.stem)
+            ppl = (results.get("perplexity") or {}).get("perplexity")
+            columns.append(Column(column_name, results, str(file), ppl))
+    names = [c.name for c in columns]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise SutraError(f"two inputs are both named {', '.join(duplicates)}; name them as NAME=results.json")
+    return sorted(columns, key=lambda c: _checkpoint_order(c.name))
+
+
+def _is_results(path: Path) -> bool:
+    try:
+        read_results(path)
+        return True
+    except SutraError:
+        return False
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+    notes: list[str]
+
+    def markdown(self) -> str:
+        lines = ["| " + " | ".join(self.header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(self.header))) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        if self.notes:
+            lines += [""] + [f"- {note}" for note in self.notes]
+        return "\n".join(lines) + "\n"
+
+    def csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(self.header)
+        writer.writerows(self.rows)
+        return out.getvalue()
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.2f}"
+
+
+def _tasks_in(columns: list[Column]) -> list[str]:
+    present = {name for column in columns for name in column.results["tasks"]}
+    return [t.name for t in CARD_TASKS if t.name in present]
+
+
+def _row_label(task: str, columns: list[Column], notes: list[str]) -> str:
+    """The card title, or title (split, items) when any column's number is not the card's measurement."""
+    entries = [c.results["tasks"][task] for c in columns if task in c.results["tasks"]]
+    labels = sorted({label(e) for e in entries})
+    note = NOTES.get(task) if any(e.get("note") for e in entries) else None
+    text = labels[0] if len(labels) == 1 else f"{entries[0]['title']} (sizes differ: {'; '.join(labels)})"
+    if note:
+        notes.append(f"{entries[0]['title']}: {note}.")
+        text += " *"
+    return text
+
+
+def average_tasks(columns: list[Column]) -> list[str]:
+    """The card's ten averaged tasks that every column has."""
+    return [t for t in AVERAGE_TASKS if all(t in c.results["tasks"] for c in columns)]
+
+
+def mean_percent(column: Column, tasks: list[str]) -> float | None:
+    return sum(column.value(t) for t in tasks) / len(tasks) if tasks else None
+
+
+def progression_table(columns: list[Column]) -> Table:
+    notes: list[str] = []
+    rows = []
+    for task in _tasks_in(columns):
+        rows.append([_row_label(task, columns, notes)] + [_percent(c.value(task)) for c in columns])
+        if task == "gsm8k":
+            rows[-1][0] += " (flexible-extract)"
+            rows.append(["GSM8K (strict-match)"] + [_percent(c.value(STRICT_ROW)) for c in columns])
+    averaged = average_tasks(columns)
+    if averaged:
+        rows.append([f"Average ({len(averaged)})"] + [_percent(mean_percent(c, averaged)) for c in columns])
+        if len(averaged) < len(AVERAGE_TASKS):
+            notes.append(f"Average ({len(averaged)}) is over {', '.join(averaged)}; the card's Average (10) needs all of {', '.join(AVERAGE_TASKS)}.")
+    return Table(["Benchmark"] + [c.name for c in columns], rows, notes)
+
+
+def comparison_table(columns: list[Column]) -> Table:
+    notes: list[str] = []
+    tasks = [t for t in _tasks_in(columns) if all(t in c.results["tasks"] for c in columns)]
+    header = ["Dataset"] + [_row_label(t, columns, notes) for t in tasks] + ["Avg"]
+    rows = [[c.name] + [_percent(c.value(t)) for t in tasks] + [_percent(mean_percent(c, tasks))] for c in columns]
+    notes.append(f"Avg is the mean of the {len(tasks)} task columns shown.")
+    return Table(header, rows, notes)

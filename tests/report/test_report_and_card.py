@@ -1,0 +1,112 @@
+"""`sutra report` tables/charts and `sutra card` from results files shaped as `sutra eval` writes them."""
+
+import csv
+import json
+
+import pytest
+import torch
+import yaml
+
+from conftest import run_sutra
+from sutra.eval.tasks import TASKS
+
+
+def entry(task: str, value: float, split: str | None = None, items: int | None = None, strict: float | None = None) -> dict:
+    card = TASKS[task]
+    split, items = split or card.card_split, items or card.card_items
+    metrics = {card.result_key: value}
+    if strict is not None:
+        metrics["exact_match,strict-match"] = strict
+    return {
+        "task": task, "title": card.title, "metric": card.metric, "filter": card.filter, "value": value, "stderr": 0.01,
+        "split": split, "items": items, "items_in_split": items, "card_split": card.card_split, "card_items": card.card_items,
+        "num_fewshot": card.num_fewshot, "note": None, "matches_card": split == card.card_split and items == card.card_items,
+        "metrics": metrics,
+    }
+
+
+def write_results(path, scores: dict, perplexity: float | None = None):
+    tasks = {}
+    for task, value in scores.items():
+        if task == "sciq":
+            tasks[task] = entry(task, value, split="validation")
+        elif task == "gsm8k":
+            tasks[task] = entry(task, value, strict=value / 2)
+        else:
+            tasks[task] = entry(task, value)
+    results = {"format": "sutra-eval-results", "version": 1, "engine": {"version": "0.4.11"}, "tasks": tasks}
+    if perplexity:
+        results["perplexity"] = {"perplexity": perplexity, "tokens": 1000}
+    path.write_text(json.dumps(results))
+    return path
+
+
+ALL_TEN = {"arc_easy": 0.33, "arc_challenge": 0.2235, "boolq": 0.3966, "hellaswag": 0.2614, "piqa": 0.5484, "sciq": 0.452,
+           "winogrande": 0.5004, "truthfulqa_mc2": 0.4802, "gsm8k": 0.0053, "mmlu": 0.2296}
+
+
+def test_report_builds_both_tables_in_card_order_and_both_charts(tmp_path):
+    older = write_results(tmp_path / "e1.json", {**ALL_TEN, "hellaswag": 0.2603}, perplexity=39.5)
+    newer = write_results(tmp_path / "e3.json", {**ALL_TEN, "openbookqa": 0.276}, perplexity=37.72)
+    result = run_sutra("report", f"E1-final={older}", f"E3-best={newer}", "--out", str(tmp_path / "report"), check=True)
+    progression = (tmp_path / "report" / "progression.md").read_text()
+    header = progression.splitlines()[0]
+    assert header.index("E3-best") < header.index("E1-final")
+    assert "| Average (10) | 34.27 |" in progression  # the seed card's E3-best average
+    assert "SciQ (validation, 1000)" in progression and "| SciQ |" not in progression
+    assert "GSM8K (strict-match)" in progression
+    rows = list(csv.reader((tmp_path / "report" / "comparison.csv").open()))
+    assert rows[0][0] == "Dataset" and rows[0][-1] == "Avg" and {r[0] for r in rows[1:]} == {"E3-best", "E1-final"}
+    for chart in ("tasks.png", "perplexity_vs_average.png"):
+        assert (tmp_path / "report" / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert str(tmp_path / "report" / "progression.md") in result.stdout
+
+
+def test_report_refuses_a_file_that_is_not_results(tmp_path):
+    bad = tmp_path / "r.json"
+    bad.write_text('{"hello": 1}')
+    result = run_sutra("report", str(bad), "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "not a 'sutra eval' results file" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def checkpoint(tmp_path, tokenizer):
+    from sutra.model import Llama, ModelConfig
+    from sutra.model.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path / "SmolLM2-tiny", Llama(ModelConfig(64, 96, 2, 4, 2, max_seq_len=512)), tokenizer)
+
+
+def test_card_front_matter_parses_with_one_model_index_entry_per_task(tmp_path, checkpoint):
+    results = write_results(tmp_path / "r.json", {"hellaswag": 0.2614, "piqa": 0.5484, "sciq": 0.452, "gsm8k": 0.0053})
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(m) for m in [
+        {"step": 10, "tokens": 5_000_000, "loss": 4.1, "lr": 3e-4},
+        {"step": 20, "tokens": 10_200_000, "loss": 3.7, "lr": 3e-5, "val_loss": 3.6, "val_ppl": 36.6},
+    ]))
+    (run / "recipe.yaml").write_text("optimizer: adamw\nweight_decay: 0.1\n")
+    readme = tmp_path / "README.md"
+    run_sutra("card", str(checkpoint), "--results", str(results), "--run", str(run), "--base-model", "HuggingFaceTB/SmolLM2-70M",
+              "--dataset", "codelion/sutra-10B", "--out", str(readme), check=True)
+    text = readme.read_text()
+    front = yaml.safe_load(text.split("---\n")[1])
+    assert front["pipeline_tag"] == "text-generation" and front["base_model"] == "HuggingFaceTB/SmolLM2-70M"
+    index = front["model-index"][0]
+    assert index["name"] == "SmolLM2-tiny"
+    by_type = {r["dataset"]["type"]: r for r in index["results"]}
+    assert set(by_type) == {"hellaswag", "piqa", "sciq", "gsm8k"}
+    assert by_type["hellaswag"]["metrics"][0] == {"type": "acc_norm", "value": 26.14, "name": "Normalized Accuracy (0-shot)"}
+    assert by_type["sciq"]["dataset"]["name"] == "SciQ (validation, 1000)" and by_type["sciq"]["dataset"]["split"] == "validation"
+    assert "Exact Match (5-shot), flexible-extract" == by_type["gsm8k"]["metrics"][0]["name"]
+    assert "| Hidden Size | 64 |" in text and "| Precision | float32 |" in text
+    assert "| Tokens | 10.20M |" in text and "| Best validation perplexity | 36.60 |" in text
+    assert "weight_decay: 0.1" in text and "trust_remote_code" not in text
+
+
+def test_card_without_run_leaves_training_out(tmp_path, checkpoint):
+    results = write_results(tmp_path / "r.json", {"piqa": 0.55})
+    readme = tmp_path / "README.md"
+    run_sutra("card", str(checkpoint), "--results", str(results), "--out", str(readme), check=True)
+    assert "## Training" not in readme.read_text() and "## Benchmark Results" in readme.read_text()
