@@ -1,0 +1,57 @@
+"""`sutra eval --perplexity`: token-level perplexity over every validation window of a prepared dataset."""
+
+import json
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from conftest import run_sutra
+from eval_helpers import tiny_model  # noqa: F401 (fixture)
+from sutra.data.loader import TokenLoader
+from sutra.eval.perplexity import perplexity
+from sutra.model.checkpoint import load_model
+
+TEXTS = [f"Lesson {i}: water evaporates, condenses into clouds and falls as rain; plants use light to make sugar." * (1 + i % 3) for i in range(12)]
+
+
+def prepared(directory, tokenizer):
+    from sutra.data.writer import ShardWriter
+
+    writer = ShardWriter(directory)
+    for split, texts in (("train", TEXTS[:8]), ("val", TEXTS[8:])):
+        ids = [tokens + [tokenizer.document_separator_id] for tokens in tokenizer.encode_batch(texts)]
+        writer.add(split, np.concatenate(ids), np.array([len(x) for x in ids]))
+    writer.flush()
+    writer.finish(tokenizer)
+    return directory
+
+
+def test_perplexity_is_exp_of_mean_token_loss_over_every_window(tiny_model, tokenizer, tmp_path):
+    data = prepared(tmp_path / "data", tokenizer)
+    loaded = load_model(str(tiny_model[0]))
+    result = perplexity(loaded, str(data), seq_len=32, batch_size=3)
+    loader = TokenLoader(data, split="val", seq_len=32, micro_batch=100)
+    assert result["windows"] == loader.windows_per_epoch > 0 and result["tokens"] == 32 * result["windows"]
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in loader.iter_eval():  # independent of the model's chunked loss: full logits
+            logits = loaded.model(batch.inputs, doc_ids=batch.doc_ids)
+            total += float(F.cross_entropy(logits.flatten(0, 1).float(), batch.targets.flatten(), reduction="sum"))
+            count += batch.targets.numel()
+    assert math.isclose(result["perplexity"], math.exp(total / count), rel_tol=1e-5)
+
+
+def test_cli_writes_perplexity_with_token_count(tiny_model, tokenizer, tmp_path):
+    data = prepared(tmp_path / "data", tokenizer)
+    out = tmp_path / "r.json"
+    result = run_sutra("eval", str(tiny_model[0]), "--perplexity", str(data), "--seq-len", "32", "--out", str(out), check=True)
+    written = json.loads(out.read_text())["perplexity"]
+    assert "validation perplexity" in result.stdout and f"{written['tokens']:,} tokens" in result.stdout
+    assert written["split"] == "val" and written["perplexity"] > 1
+
+
+def test_nothing_to_evaluate_is_a_clear_error(tiny_model):
+    result = run_sutra("eval", str(tiny_model[0]))
+    assert result.returncode == 2 and "nothing to evaluate" in result.stderr
