@@ -151,7 +151,7 @@ def load_tokenizer(source: str | os.PathLike | None = None) -> Tokenizer:
         return Tokenizer(path)
     if path.is_file() and path.name.endswith(".json"):
         return Tokenizer(path.parent)
-    if source in assets.registry():
+    if assets.is_fetched(source) or source in assets.registry():  # fetched: skip loading the registry
         return Tokenizer(assets.ensure(source))
     if path.exists() or source.startswith((".", "/")):
         raise SutraError(f"{source}: not a tokenizer directory or tokenizer.json")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import run_sutra
+from sutra_testing import run_sutra
 
 
 def test_help_lists_commands_and_every_subcommand_has_help():
