@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_sutra
+from sutra_testing import run_sutra
 from sutra.data.corpora import html_to_text, module_docstrings, r_lazyload_vectors, strip_gutenberg, wordnet_glosses
 
 SPHINX_PAGE = """<!DOCTYPE html><html><head><title>9. Classes &#8212; Python 3.11 documentation</title>

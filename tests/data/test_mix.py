@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run_sutra
+from sutra_testing import run_sutra
 from data_helpers import make_documents, write_token_dataset
 from sutra.data.loader import TokenLoader
 from sutra.data.mix import make_mix, parse_tokens

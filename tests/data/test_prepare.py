@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, run_sutra
+from sutra_testing import REPO, run_sutra
 from data_helpers import make_documents
 from sutra.data.filters import Filters
 from sutra.data.prepare import PrepareConfig, prepare
