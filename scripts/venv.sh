@@ -28,7 +28,7 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
       }
     fi
   fi
-  echo "sutra setup: installing sutra and its dependencies (first run takes a few minutes)"
-  "$PY" -m pip install -q -e "$REPO[test]"
+  echo "sutra setup: installing sutra and its dependencies (the first run builds llama.cpp for the local teacher server: about 15 minutes on 2 cores)"
+  "$PY" -m pip install -q -e "$REPO[test,synth]"
   echo "$WANT" > "$STAMP"
 fi
