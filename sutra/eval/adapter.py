@@ -10,10 +10,11 @@ decides, except that a string already starting with the BOS text gets nothing ad
 SmolLM2 tokenizer's post-processor adds nothing, so sequences start with the first text token.
 
 Where the speed comes from (the numbers do not change):
-  * each distinct context is run once and its KV cache is copied to every continuation of it,
-    so the four endings of a HellaSwag item share one pass over the context;
-  * contexts are batched by exact token length, so their continuations all start at one
-    position of the cache and no padding ever enters attention;
+  * each distinct context is run once. With several multi-token continuations its KV cache is
+    copied to every continuation (the four endings of a HellaSwag item share one pass over the
+    context); such contexts are batched by exact token length, so their continuations start at
+    one cache position and no padding ever enters attention. Otherwise (one continuation, or
+    only one-token ones, as in BoolQ and MMLU) one right-padded row serves them all;
   * the output head and log-softmax run only at the positions that are scored;
   * generation (gsm8k) uses the KV-cached generator and stops at the first stop string.
 """
@@ -40,12 +41,16 @@ class _StopString(Exception):
 
 
 @contextmanager
-def _head_at_last_position(model):
-    """Within the block, model(tokens) returns logits for the last position only.
+def _head_at(model, positions: torch.Tensor):
+    """Within the block, model(tokens) returns logits only at `positions` (B, K) of each row.
 
-    The hook trims the final norm's output, so the (vocab x hidden) head runs on one position
-    instead of all of them."""
-    handle = model.norm.register_forward_hook(lambda module, args, output: output[:, -1:])
+    The hook gathers those rows of the final norm's output, so the (vocab x hidden) head and
+    the log-softmax run on the scored positions instead of all of them."""
+
+    def gather(module, args, output):
+        return output.gather(1, positions[..., None].expand(-1, -1, output.shape[-1]))
+
+    handle = model.norm.register_forward_hook(gather)
     try:
         yield
     finally:
@@ -101,26 +106,35 @@ class SutraLM(TemplateLM):
         by_context: dict[tuple, list[int]] = defaultdict(list)
         for index, (context, _) in enumerate(scored):
             by_context[context].append(index)
+        # A context with one continuation, or whose continuations are all one token, needs one row:
+        # those batch across lengths with right padding. Several longer continuations share the
+        # context through its KV cache, which needs contexts of equal length in a batch.
+        single, shared = [], []
+        for context, indices in by_context.items():
+            lengths = [len(scored[i][1]) for i in indices]
+            (single if len(indices) == 1 or max(lengths) == 1 else shared).append(context)
+        single.sort(key=lambda c: -(len(c) + max(len(scored[i][1]) for i in by_context[c])))
         by_length: dict[int, list[tuple]] = defaultdict(list)
-        for context in by_context:
+        for context in shared:
             by_length[len(context)].append(context)
+        work = [(self._score_rows, batch) for batch in self._batches(single, by_context)]
+        work += [(self._score_shared, batch) for length in sorted(by_length, reverse=True) for batch in self._batches(by_length[length], by_context)]
 
         results: list[tuple[float, bool] | None] = [None] * len(requests)
         progress = tqdm(total=len(requests), disable=disable_tqdm, desc="Sutra loglikelihood")
-        for length in sorted(by_length, reverse=True):
-            for batch in self._batches(by_length[length], by_context):
-                rows = [index for context in batch for index in by_context[context]]
-                for index, answer in zip(rows, self._score_batch(batch, by_context, scored)):
-                    results[index] = answer
-                    request_strings = requests[index][0]
-                    if request_strings is not None:
-                        self.cache_hook.add_partial("loglikelihood", request_strings, answer)
-                progress.update(len(rows))
+        for score, batch in work:
+            rows = [index for context in batch for index in by_context[context]]
+            for index, answer in zip(rows, score(batch, by_context, scored)):
+                results[index] = answer
+                request_strings = requests[index][0]
+                if request_strings is not None:
+                    self.cache_hook.add_partial("loglikelihood", request_strings, answer)
+            progress.update(len(rows))
         progress.close()
         return results
 
     def _batches(self, contexts: list[tuple], by_context: dict):
-        """Groups of equal-length contexts with at most batch_size continuations (one context at least)."""
+        """Consecutive contexts holding at most batch_size continuations together (one context at least)."""
         batch, rows = [], 0
         for context in contexts:
             n = len(by_context[context])
@@ -133,7 +147,22 @@ class SutraLM(TemplateLM):
             yield batch
 
     @torch.inference_mode()
-    def _score_batch(self, batch: list[tuple], by_context: dict, scored: list) -> list[tuple[float, bool]]:
+    def _score_rows(self, batch: list[tuple], by_context: dict, scored: list) -> list[tuple[float, bool]]:
+        """One right-padded row per context: context + its longest continuation but the last token."""
+        device = self.device
+        longest = [max((scored[i][1] for i in by_context[c]), key=len) for c in batch]
+        rows = [list(c) + list(cont[:-1]) for c, cont in zip(batch, longest)]
+        tokens = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long, device=device)
+        positions = torch.zeros(len(rows), max(map(len, longest)), dtype=torch.long, device=device)
+        for r, (row, context, cont) in enumerate(zip(rows, batch, longest)):
+            tokens[r, : len(row)] = torch.tensor(row)
+            positions[r, : len(cont)] = torch.arange(len(context) - 1, len(context) - 1 + len(cont))
+        with _head_at(self.model, positions):
+            logits = self.model(tokens)
+        return [self._answer(logits[r, : len(scored[i][1])], scored[i][1]) for r, c in enumerate(batch) for i in by_context[c]]
+
+    @torch.inference_mode()
+    def _score_shared(self, batch: list[tuple], by_context: dict, scored: list) -> list[tuple[float, bool]]:
         model, device = self.model, self.device
         context_len = len(batch[0])
         row_context = [b for b, context in enumerate(batch) for _ in by_context[context]]
@@ -141,7 +170,7 @@ class SutraLM(TemplateLM):
         longest = max(len(c) for c in continuations)
 
         cache = KVCache(model.config, len(batch), context_len + longest - 1, device, model.embed.weight.dtype)
-        with _head_at_last_position(model):
+        with _head_at(model, torch.full((len(batch), 1), context_len - 1, device=device)):
             last_logits = model(torch.tensor(batch, device=device), cache=cache, start_pos=0)[:, -1]
         first = last_logits[row_context]  # (rows, V): predicts each continuation's first token
 
@@ -152,14 +181,16 @@ class SutraLM(TemplateLM):
             for r, continuation in enumerate(continuations):
                 inputs[r, : len(continuation) - 1] = torch.tensor(continuation[:-1])
             rest = model(inputs, cache=cache, start_pos=context_len)  # right padding only trails
-        answers = []
-        for r, continuation in enumerate(continuations):
-            logits = first[r : r + 1] if len(continuation) == 1 else torch.cat([first[r : r + 1], rest[r, : len(continuation) - 1]])
-            log_probs = F.log_softmax(logits.float(), dim=-1)
-            targets = torch.tensor(continuation, device=device)
-            total = float(log_probs.gather(1, targets[:, None]).sum())
-            answers.append((total, bool((log_probs.argmax(dim=-1) == targets).all())))
-        return answers
+        return [
+            self._answer(first[r : r + 1] if len(c) == 1 else torch.cat([first[r : r + 1], rest[r, : len(c) - 1]]), c)
+            for r, c in enumerate(continuations)
+        ]
+
+    def _answer(self, logits: torch.Tensor, continuation: tuple) -> tuple[float, bool]:
+        """(summed log-probability of the continuation, whether greedy decoding gives it); logits (len, V)."""
+        log_probs = F.log_softmax(logits.float(), dim=-1)
+        targets = torch.tensor(continuation, device=log_probs.device)
+        return float(log_probs.gather(1, targets[:, None]).sum()), bool((log_probs.argmax(dim=-1) == targets).all())
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """Whole-text loglikelihood in disjoint max_length windows, as HFLM computes it."""
