@@ -1,17 +1,38 @@
 """`sutra train` and `sutra plot`."""
 
+import argparse
+
 from sutra.errors import SutraError
+
+TRAIN_EPILOG = """\
+several GPUs (DistributedDataParallel; the global batch micro_batch x grad_accum x seq_len is the same
+for any process count, so train.grad_accum must be a multiple of it):
+  torchrun --nproc_per_node=8 -m sutra train RECIPE.yaml
+several nodes: run this on every node, with the run directory on a filesystem all nodes share:
+  torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=NODE0_HOST:29500 \\
+           --rdzv_id=RUN_NAME -m sutra train RECIPE.yaml
+  (NCCL picks the network; without InfiniBand set NCCL_IB_DISABLE=1 and NCCL_SOCKET_IFNAME=<interface>)
+a run resumes on any number of processes: [torchrun ...] -m sutra train --resume RUN_DIR
+
+run directory: recipe.yaml (resolved), metrics.jsonl, tensorboard/, and the checkpoints `last`,
+e{N}-best (lowest validation perplexity of epoch N) and e{N}-final, each usable as a model spec.
+MFU = achieved FLOP/s / the GPU's dense bf16 peak, with FLOPs per token = 6 x matmul parameters
++ 12 x layers x hidden x mean keys attended per query ((T+1)/2 causal; the real spans with
+train.attention=document).
+"""
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="pretrain a model from a YAML recipe (resumable; works under torchrun)",
-        description="Train from RECIPE.yaml into its run directory, or continue a run with --resume RUN_DIR. "
-        "Multi-GPU: torchrun --nproc_per_node=N -m sutra train RECIPE.yaml (same global batch for any N).",
+        description="Train from RECIPE.yaml into its run directory, or continue a run with --resume RUN_DIR.",
+        epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("recipe", nargs="?", metavar="RECIPE.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field, e.g. --set train.micro_batch=2 (repeatable)")
+    p.add_argument("--init-from", metavar="SPEC", help="continue pretraining from these weights (checkpoint dir, HF dir, smollm2-135m-instruct); "
+                   "the recipe's model preset and overrides are dropped (the shape comes from SPEC)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its `last` checkpoint, bit for bit")
     p.add_argument("--stop-after", type=int, metavar="STEP", help="stop cleanly after this optimizer step, writing `last` (resume later)")
     p.set_defaults(func=cmd_train)
@@ -29,7 +50,8 @@ def cmd_train(args) -> int:
         raise SutraError(f"--stop-after must be at least 1, got {args.stop_after}")
     from sutra.train.trainer import train
 
-    train(args.recipe, args.overrides, args.resume, args.stop_after)
+    overrides = args.overrides + ([f"model.init_from={args.init_from}", "model.preset=null", "model.overrides={}"] if args.init_from else [])
+    train(args.recipe, overrides, args.resume, args.stop_after)
     return 0
 
 

@@ -21,7 +21,7 @@ from sutra.errors import SutraError
 
 @dataclass
 class ModelSection:
-    preset: str | None = "tiny"  # a name from sutra.model.config.PRESETS; ignored shape-wise with init_from
+    preset: str | None = None  # a name from sutra.model.config.PRESETS (or give init_from)
     overrides: dict[str, object] = field(default_factory=dict)  # ModelConfig fields changed from the preset
     init_from: str | None = None  # a model spec to continue pretraining from (its shape and tokenizer win)
 
@@ -152,8 +152,10 @@ class Recipe:
             raise self.error("schedule.warmup_steps" if self.schedule.warmup_steps < 0 else "stability.max_rollbacks", "must not be negative")
         if not self.data.path:
             raise self.error("data.path", "is required: a prepared dataset directory (see `sutra data prepare`)")
-        if self.model.preset is None and self.model.init_from is None:
-            raise self.error("model.preset", "give a model preset or model.init_from")
+        if (self.model.preset is None) == (self.model.init_from is None):
+            raise self.error("model.preset", "give either a model preset or model.init_from (whose shape and tokenizer are used)")
+        if self.model.init_from is not None and self.model.overrides:
+            raise self.error("model.overrides", "cannot change the shape of the model.init_from weights")
         if not self.optimizer.grad_clip > 0:
             raise self.error("optimizer.grad_clip", f"must be positive, got {self.optimizer.grad_clip}")
         if self.optimizer.weight_decay < 0 or not self.optimizer.eps > 0:

@@ -152,7 +152,8 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device] if self.device.type == "cuda" else None
-            self.ddp = DistributedDataParallel(compiled, device_ids=ids, broadcast_buffers=False)  # buffers are RoPE tables, equal everywhere
+            # buffers are RoPE tables, equal everywhere; bucket views save a gradient-sized copy
+            self.ddp = DistributedDataParallel(compiled, device_ids=ids, broadcast_buffers=False, gradient_as_bucket_view=True)
         self.compiled = compiled
         self.forward = self.ddp or compiled
         self.peak_tflops = r.logging.peak_tflops or device_peak_tflops(self.device)
@@ -191,7 +192,9 @@ class Trainer:
         """Whether there is a `last` checkpoint to resume from; writes the resolved recipe on a fresh start."""
         recipe_file = self.run_dir / RECIPE_FILE
         if not resume:
-            if recipe_file.exists():
+            taken = recipe_file.exists()
+            self.dist.barrier()  # every process looks before rank 0 writes the recipe
+            if taken:
                 raise SutraError(f"{self.run_dir} already holds a run; continue it with `sutra train --resume {self.run_dir}` or set another run_dir (--set run_dir=...)")
             if self.dist.is_main:
                 atomic_write_text(recipe_file, self.recipe.to_yaml())
@@ -251,7 +254,8 @@ class Trainer:
         self._announce()
         if self.progress.step == 0:
             self._log({"step": 0, "epoch": 0.0, "tokens": 0, **self._evaluate()})
-        bar = tqdm(total=total, initial=self.progress.step, unit="step", dynamic_ncols=True, disable=not self.dist.is_main, file=sys.stderr)
+        bar = tqdm(total=total, initial=self.progress.step, unit="step", dynamic_ncols=True, disable=not self.dist.is_main, file=sys.stderr,
+                   mininterval=0.5 if sys.stderr.isatty() else 30)  # a log file gets a line every 30 s, not every step
         window = _Window()
         while self.progress.step < total:
             step = self.progress.step
@@ -468,6 +472,10 @@ def train(recipe_path: str | None, overrides: list[str], resume_dir: str | None,
         recipe.run_dir = str(resume_dir)
     else:
         recipe = load_recipe(recipe_path, overrides)
+        # the saved recipe must resume from any working directory
+        recipe.data.path = str(Path(recipe.data.path).expanduser().absolute())
+        if recipe.model.init_from and Path(recipe.model.init_from).exists():
+            recipe.model.init_from = str(Path(recipe.model.init_from).absolute())
     dist_info = setup_distributed(recipe.train.device)
     try:
         trainer = Trainer(recipe, resume=resume_dir is not None, dist_info=dist_info)

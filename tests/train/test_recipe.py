@@ -26,6 +26,8 @@ schedule:
   warmup_steps: 10
   epochs:
     - {peak_lr: 3e-4, min_lr: 3e-5}
+model:
+  preset: tiny
 """
 
 
@@ -43,7 +45,7 @@ def test_valid_recipe_is_typed_and_overridable(tmp_path):
 @pytest.mark.parametrize(
     "text, overrides, message",
     [
-        (BASE + "trian:\n  epochs: 1\n", [], "r.yaml:9: trian: unknown key"),
+        (BASE + "trian:\n  epochs: 1\n", [], "r.yaml:11: trian: unknown key"),
         (BASE.replace("warmup_steps: 10", "warmup_stepz: 10"), [], "r.yaml:6: schedule.warmup_stepz: unknown key"),
         (BASE.replace("3e-4", "-3e-4"), [], "r.yaml:8: schedule.epochs[0]: peak_lr must be a positive number"),
         (BASE.replace("3e-5", "3e-3"), [], "min_lr must be between 0 and peak_lr"),
@@ -57,6 +59,8 @@ def test_valid_recipe_is_typed_and_overridable(tmp_path):
         (BASE + "schedule: [1, 2]\n", [], "expected a mapping"),
         ("name: [unclosed\n", [], "r.yaml:2: not valid YAML"),
         (BASE, ["schedule.kind=wsd"], "schedule.peak_lr: the wsd schedule needs peak_lr"),
+        (BASE, ["model.init_from=some/checkpoint"], "give either a model preset or model.init_from"),
+        (BASE, ["model.preset=null"], "--set model.preset=null: model.preset: give either a model preset or model.init_from"),
     ],
 )
 def test_bad_recipes_name_file_line_and_field(tmp_path, text, overrides, message):

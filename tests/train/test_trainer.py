@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_sutra
+from sutra_testing import run_sutra
 from sutra.errors import SutraError
 from sutra.train.recipe import load_recipe
 from sutra.train.trainer import Distributed, Trainer, train
@@ -150,3 +150,16 @@ def test_cli_reports_user_errors_in_one_line(tmp_path, tiny_dataset):
     assert "--set schedule.epochs=" in result.stderr and "peak_lr must be a positive number" in result.stderr
     result = run_sutra("train", "--resume", str(tmp_path / "nowhere"))
     assert result.returncode == 2 and "not a run directory" in result.stderr
+
+
+def test_init_from_continues_pretraining_from_a_checkpoint(finished_run, tmp_path, tiny_dataset):
+    from sutra.cli import main
+
+    recipe = micro_recipe(tiny_dataset, tmp_path / "run", train={"epochs": 1, "steps_per_epoch": 2}, schedule={"warmup_steps": 1, "epochs": [{"peak_lr": 1e-3, "min_lr": 1e-4}]})
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    assert main(["train", str(path), "--init-from", str(finished_run / "e2-final")]) == 0
+    start = next(r for r in records(tmp_path / "run") if "val_loss" in r)
+    source = next(r for r in records(finished_run) if r.get("step") == 8 and "val_loss" in r)
+    assert start["step"] == 0 and start["val_loss"] == pytest.approx(source["val_loss"], rel=1e-6), "step 0 evaluates the loaded weights"
+    assert load_recipe(tmp_path / "run" / "recipe.yaml").model.init_from == str(finished_run / "e2-final")
+    assert (tmp_path / "run" / "e1-final" / "model.safetensors").is_file()

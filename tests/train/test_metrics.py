@@ -1,0 +1,31 @@
+"""FLOPs accounting for MFU, and metrics.jsonl truncation on resume."""
+
+import json
+
+import pytest
+import torch
+
+from sutra.model.config import get_preset
+from sutra.model.llama import flops_per_token
+from sutra.train.metrics import MetricsLog, causal_attended_per_token, document_attended_per_token, read_metrics
+
+
+def test_document_spans_count_only_keys_inside_each_document():
+    doc_ids = torch.tensor([[0, 0, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=torch.int32)
+    # row 0: documents of 2 and 3 tokens -> (1+2) + (1+2+3) = 9 pairs; row 1: one document -> 15 pairs
+    assert document_attended_per_token(doc_ids) == pytest.approx((9 + 15) / 10)
+    assert document_attended_per_token(torch.zeros(4, 8192, dtype=torch.int32)) == causal_attended_per_token(8192)
+
+
+def test_card_shape_flops_per_token_at_8192_match_the_reference_note():
+    # training-anchors.md: 6N + 6LdT = 1,019.2M FLOPs per token for SmolLM2-70M at T = 8192
+    assert flops_per_token(get_preset("smollm2-70m"), causal_attended_per_token(8192)) == pytest.approx(1.0192e9, rel=1e-3)
+
+
+def test_resume_drops_records_past_the_checkpoint_and_a_torn_last_line(tmp_path):
+    lines = [json.dumps({"step": s, "loss": 10.0 - s}) + "\n" for s in range(1, 6)]
+    (tmp_path / "metrics.jsonl").write_text("".join(lines) + '{"step": 6, "lo')
+    log = MetricsLog(tmp_path, tensorboard=False, resume_step=3)
+    log.write({"step": 4, "loss": 1.5})
+    log.close()
+    assert [(r["step"], r["loss"]) for r in read_metrics(tmp_path)] == [(1, 9.0), (2, 8.0), (3, 7.0), (4, 1.5)]
