@@ -22,7 +22,11 @@ RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 class BackendError(SutraError):
-    """The backend could not answer (after retries) or refused the request."""
+    """The backend could not answer (after retries) or refuses to serve us at all: stop the run."""
+
+
+class RequestRejected(BackendError):
+    """The server refused this one request (e.g. longer than its context): reject the item, go on."""
 
 
 @dataclass
@@ -145,9 +149,15 @@ class OpenAIBackend:
                         text = await response.text()
                         if response.status == 200:
                             return _parse_completion(url, text)
-                        if json_schema and response.status in (400, 422) and len(self._json_modes) > 1:
-                            self._json_modes.pop(0)  # this server speaks another JSON dialect: try the next, no backoff
+                        refused_dialect = response.status in (400, 422) or "response_format" in text  # llama-cpp-python says 500
+                        if json_schema and refused_dialect and len(self._json_modes) > 1:
+                            # This server speaks another JSON dialect: try the next, without backoff. Another
+                            # request in flight may have moved on already.
+                            if self._json_modes[0] == mode:
+                                self._json_modes.pop(0)
                             continue
+                        if response.status in (400, 413, 422):
+                            raise RequestRejected(f"{url}: HTTP {response.status}: {_short(text)}")
                         if response.status not in RETRYABLE_STATUS:
                             raise BackendError(f"{url}: HTTP {response.status}: {_short(text)}" + _status_hint(response.status))
                         last_error = f"HTTP {response.status}: {_short(text)}"
@@ -258,7 +268,7 @@ class TransformersBackend:
         prompt_ids = loaded.tokenizer.encode(prompt)
         room = loaded.model.config.max_seq_len - len(prompt_ids)
         if room < 1:
-            raise BackendError(f"the prompt has {len(prompt_ids)} tokens, more than {self.spec}'s context; shorten the source or the template")
+            raise RequestRejected(f"the prompt has {len(prompt_ids)} tokens, more than {self.spec}'s context")
         ids = generate(loaded.model, prompt_ids, min(max_tokens, room), temperature, top_k=50, top_p=0.95, seed=seed,
                        stop_ids=loaded.eos_token_ids)
         stopped = bool(ids) and ids[-1] in loaded.eos_token_ids

@@ -154,7 +154,8 @@ def _print_summary(summary, out: Path) -> int:
 
     rejected = ", ".join(f"{k} {v}" for k, v in summary.rejected.most_common()) or "none"
     print(f"accepted {summary.accepted} item(s), {summary.accepted_tokens:,} tokens in {summary.elapsed:.1f} s "
-          f"(tried {summary.attempted}; rejected: {rejected}); data in {out}, stats in {stats_path(out)}")
+          f"(tried {summary.attempted}; rejected: {rejected}; {summary.trimmed_truncated} cut at max-new-tokens and trimmed "
+          f"to their last sentence); data in {out}, stats in {stats_path(out)}")
     if summary.stop_reason:
         print(f"sutra: stopped before the target ({summary.stop_reason.replace('_', ' ')}); see {stats_path(out)} for reject reasons, "
               "then rerun to continue (raise --max-attempts or lower --min-quality)", file=sys.stderr)
@@ -185,8 +186,7 @@ def cmd_rephrase(args) -> int:
     if report.problems:
         print(f"sutra: skipped {sum(report.problems.values())} unreadable source record(s) "
               f"({', '.join(f'{k} {v}' for k, v in report.problems.most_common())}), e.g. {', '.join(report.examples)}", file=sys.stderr)
-    code = _print_summary(summary, args.out)
-    return 0 if args.n is None and summary.stop_reason == "exhausted" else code
+    return _print_summary(summary, args.out)
 
 
 def cmd_clean(args) -> int:

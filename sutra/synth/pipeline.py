@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Iterable
 
 from sutra.errors import SutraError
-from sutra.synth.backends import BackendError
+from sutra.synth.backends import BackendError, RequestRejected
 from sutra.synth.clean import CleanConfig, Deduplicator, degenerate_reason, strip_boilerplate, trim_to_last_sentence
 from sutra.synth.journal import SCHEMA_FIELDS, ShardFiles
 from sutra.synth.judge import DIMENSIONS, Judge, combine, heuristic_signals, information_density
@@ -51,8 +51,6 @@ class Summary:
     accepted_tokens: int = 0
     rejected: Counter = field(default_factory=Counter)
     attempted: int = 0
-    resumed_items: int = 0
-    repaired_lines: int = 0
     trimmed_truncated: int = 0
     generated_tokens: int = 0
     elapsed: float = 0.0
@@ -72,6 +70,12 @@ class Engine:
 
     async def _process(self, job: Job) -> tuple[dict | None, dict]:
         """(record, journal entry); record is None for a reject. BackendError propagates."""
+        try:
+            return await self._generate_and_judge(job)
+        except RequestRejected as exc:
+            return None, self._entry(job, reason="request_refused", detail=str(exc))
+
+    async def _generate_and_judge(self, job: Job) -> tuple[dict | None, dict]:
         s = self.settings
         seed = (s.seed * 1_000_003 + job.index) % 2**31
         completion = await self.generator.complete(job.messages, s.max_new_tokens, s.temperature, seed=seed)
@@ -167,7 +171,6 @@ class Engine:
                     progress(summary, time.monotonic() - started)
         summary.elapsed = time.monotonic() - started
         if failure:
-            summary.stop_reason = "backend"
             raise SutraError(
                 f"{failure} -- {summary.accepted} item(s) accepted in this session are kept in {self.files.out}; "
                 "rerun the same command to resume"

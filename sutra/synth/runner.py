@@ -64,6 +64,8 @@ async def open_backends(options: BackendOptions, log_dir: Path):
             urls = [server.base_url]
             print(f"sutra: teacher server (llama.cpp, SmolLM2-135M-Instruct GGUF) at {server.base_url}", file=sys.stderr)
         common = dict(concurrency=options.concurrency, timeout=options.timeout, retries=options.retries, json_mode=options.json_mode)
+        if kind == "llama-cpp":  # llama-cpp-python serves one request at a time: queue here, not against its timeout
+            common["concurrency"] = 1
         if kind == "transformers":
             generator = TransformersBackend(options.local_model)
         else:
@@ -142,17 +144,18 @@ async def _run_engine(jobs, settings_manifest: dict, run: RunOptions, backends: 
     max_attempts = run.max_attempts
     if max_attempts is None and remaining_items is not None:
         max_attempts = 5 * remaining_items + 2 * run.settings.concurrency
-    progress = ProgressBar(target_tokens if target_tokens is not None else target_items, done_items, "token" if target_tokens is not None else "item")
+    progress = None
     try:
         async with open_backends(backends, run.out / META_DIR) as (generator, judge_backend):
+            progress = ProgressBar(target_tokens if target_tokens is not None else target_items, done_items,
+                                   "token" if target_tokens is not None else "item")
             judge = Judge(judge_backend, prompts, retries=run.judge_retries)
             annotate = annotate_factory(judge_backend) if annotate_factory else None
             engine = Engine(files, generator, judge, tokenizer, run.settings, annotate=annotate, dedup=dedup)
-            engine.summary.resumed_items = len(state.records) + len(state.entries)
-            engine.summary.repaired_lines = state.repaired_lines
             summary = await engine.run(jobs, state.done_ids, remaining_items, remaining_tokens, max_attempts, progress)
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
         files.close()
         write_stats(run.out)
     return summary

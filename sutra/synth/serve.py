@@ -36,7 +36,8 @@ class LlamaCppServer:
                  n_ctx: int = 2048, threads: int | None = None, log_path: str | Path | None = None):
         self.model_path = Path(model_path) if model_path else None
         self.host, self.port, self.n_ctx = host, port or free_port(), n_ctx
-        self.threads = threads or max(1, min(4, os.cpu_count() or 1))
+        # Half the cores: llama.cpp threads spin-wait, and oversubscribing a shared CPU slows it ~10x.
+        self.threads = threads or max(1, min(8, (os.cpu_count() or 2) // 2))
         self.log_path = Path(log_path) if log_path else None
         self.process: subprocess.Popen | None = None
 

@@ -50,3 +50,33 @@ def scripted():
     yield start
     for server in servers:
         server.kill()
+
+
+@pytest.fixture
+def synth(capsys, monkeypatch):
+    """Run `sutra ARGS...` in this process (no interpreter start-up per call): (exit code, stdout, stderr)."""
+    from sutra.cli import main
+
+    def run(*args: str, env: dict | None = None, check: bool = False):
+        for key, value in (env or {}).items():
+            monkeypatch.setenv(key, value)
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        if check and code != 0:
+            raise AssertionError(f"sutra {' '.join(map(str, args))} failed ({code}):\n{out}\n{err}")
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def teacher_server():
+    """The real llama.cpp server with the SmolLM2-135M-Instruct GGUF teacher, on loopback, one thread."""
+    from sutra.synth.serve import INSTALL_HINT, LlamaCppServer, llama_cpp_available
+
+    if not llama_cpp_available():
+        pytest.skip(f"llama.cpp's server (llama_cpp) cannot be imported; install it with {INSTALL_HINT}")
+    server = LlamaCppServer(n_ctx=2048, threads=1)
+    with server:
+        yield server

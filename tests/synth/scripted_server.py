@@ -1,11 +1,13 @@
 """A small, real OpenAI-compatible HTTP server for fast synth tests (the llama.cpp teacher is
 tested separately): it answers /v1/models and /v1/chat/completions on 127.0.0.1 with
-deterministic, varied educational-looking text, six-score judge JSON and annotation JSON.
+deterministic, varied educational-looking text, six-score judge JSON (in a 0-10 scale with the
+small-model mistakes the judge must repair), annotation JSON and graph-expansion JSON.
 
-    python scripted_server.py PORT [--fail-first N] [--judge bad|good] [--delay S] [--log FILE]
+    python scripted_server.py PORT [--fail-first N] [--judge bad|good] [--delay S] [--log FILE] [--only-json-object]
 
 --fail-first N answers the first N chat requests with HTTP 503 (or 429 every other one);
---log appends one JSON line per chat request (the Authorization header's presence, the model).
+--log appends one JSON line per chat request (its Authorization header, model and response_format);
+--only-json-object answers 422 to any other response_format dialect, as llama-cpp-python does.
 """
 
 import argparse
@@ -57,6 +59,9 @@ def make_app(args) -> web.Application:
             with open(args.log, "a") as f:
                 f.write(json.dumps({"auth": request.headers.get("Authorization"), "model": body.get("model"),
                                     "response_format": body.get("response_format")}) + "\n")
+        dialect = (body.get("response_format") or {}).get("type", "json_object")
+        if args.only_json_object and dialect != "json_object":  # like llama-cpp-python's server
+            return web.json_response({"detail": f"response_format type {dialect} not supported"}, status=422)
         if state["chat"] <= args.fail_first:
             status = 429 if state["chat"] % 2 == 0 else 503
             return web.Response(status=status, text="busy", headers={"Retry-After": "0"} if status == 429 else {})
@@ -74,6 +79,9 @@ def make_app(args) -> web.Application:
         elif "Label this text" in prompt:
             content = json.dumps({"concept_name": "Fractions", "domain": "mathematics", "complexity_level": 3,
                                   "prerequisites": ["counting"], "builds_to": ["ratios"], "cross_domain_connections": []})
+        elif "Propose" in prompt:
+            content = json.dumps({"concepts": [{"name": "Equivalent Fractions", "complexity": 3, "related": ["Rhythm and Meter in Music"]},
+                                               {"name": "Fractions", "complexity": 3}]})
         else:
             content = _text(prompt, seed)
         return web.json_response({
@@ -95,5 +103,6 @@ if __name__ == "__main__":
     parser.add_argument("--judge", default="good", choices=["good", "bad"])
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--log", default=None)
+    parser.add_argument("--only-json-object", action="store_true")
     args = parser.parse_args()
     web.run_app(make_app(args), host="127.0.0.1", port=args.port, print=None)

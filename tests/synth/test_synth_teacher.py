@@ -1,0 +1,65 @@
+"""Synthesis against the real local teacher: llama.cpp's OpenAI-compatible server serving the
+SmolLM2-135M-Instruct GGUF on loopback. Generation is kept short (a 135M model on a shared
+2-core CPU makes about 20 tokens/s)."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sutra.synth.serve import LlamaCppServer, free_port
+from sutra_testing import REPO
+from synth_helpers import check_schema, journal, records, wait_for
+
+SHORT = ["--max-new-tokens", "64", "--words", "40", "--min-tokens", "15", "--min-quality", "0", "--concurrency", "1"]
+
+
+@pytest.mark.slow
+def test_end_to_end_with_the_teacher_server(teacher_server, synth, tmp_path, tokenizer):
+    out = tmp_path / "synth"
+    _, stdout, _ = synth("synth", "run", "--graph", "default", "--n", "2", "--out", out, "--base-url", teacher_server.base_url, *SHORT, check=True)
+    rows = records(out)
+    assert len(rows) == 2 and "accepted 2 item(s)" in stdout
+    for row in rows:
+        check_schema(row, tokenizer)
+    # The grammar-constrained JSON mode makes the 135M judge answer in one go.
+    assert all(e.get("judge_attempts") == 1 for e in journal(out) if e["status"] == "accepted")
+
+
+@pytest.mark.slow
+def test_server_killed_mid_run_then_run_killed_and_resumed(synth, tmp_path):
+    """The must-show fault test: the teacher server dies mid-run and comes back (the run rides it
+    out with retries), then the run itself is killed and resumed: no item lost, none duplicated."""
+    from sutra.synth.serve import llama_cpp_available
+
+    if not llama_cpp_available():
+        pytest.skip("llama.cpp's server (llama_cpp) cannot be imported")
+    port = free_port()
+    server = LlamaCppServer(port=port, n_ctx=2048, threads=1).start()
+    out = tmp_path / "synth"
+    url = server.base_url
+    run = subprocess.Popen([sys.executable, "-m", "sutra", "synth", "run", "--n", "4", "--out", str(out), "--base-url", url, *SHORT, "--retries", "10"],
+                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len(records(out)) >= 1, 240)
+        server.kill()
+        time.sleep(2)
+        server = LlamaCppServer(port=port, n_ctx=2048, threads=1).start()
+        wait_for(lambda: len(records(out)) >= 2, 240)
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        assert run.returncode == -signal.SIGKILL
+        kept = (out / "train_000.jsonl").read_bytes()
+        kept = kept[: kept.rfind(b"\n") + 1]
+        _, _, stderr = synth("synth", "run", "--n", "4", "--out", out, "--base-url", url, *SHORT, check=True)
+        assert "resuming train_000.jsonl" in stderr
+    finally:
+        run.kill()
+        server.stop()
+    rows = records(out)
+    assert len(rows) == 4 and len({r["id"] for r in rows}) == 4
+    assert (out / "train_000.jsonl").read_bytes().startswith(kept)
+    indices = [e["index"] for e in journal(out)]
+    assert len(indices) == len(set(indices))
