@@ -1,17 +1,48 @@
 #!/usr/bin/env bash
-# For sessions that get a GPU: the CUDA-only tests and the training-throughput benchmark, inside
-# about 8 minutes, using the machine's own python (its PyTorch/transformers), run from the repo root.
-#   bash bench/gpu_check.sh            # results also written to $OUT (or ./gpu-check-out) if set
+# For sessions that get a GPU: CUDA checks in one go, using the machine's own python (its
+# PyTorch/transformers), run from the repo root. Sections (default all, about 8 minutes):
+#   bench    bench/train_throughput.py: transformers vs Sutra causal vs Sutra document, 4 x 8192
+#   tests    the CUDA-only tests (pytest -m cuda)
+#   train    a real `sutra train` of smollm2-70m (document attention, compile) on a prepared
+#            dataset, then `sutra generate` from its e1-final checkpoint; needs GPU_DATA (a
+#            prepared dataset) and SUTRA_HOME holding the smollm2-tokenizer asset, since the GPU
+#            machine reaches no package index. Make them here with:
+#              sutra data prepare stdlib-docs --out .gpu/data/stdlib-docs --min-val-docs 24
+#              mkdir -p .gpu/home/assets && cp -r ~/.cache/sutra/assets/smollm2-tokenizer .gpu/home/assets/
+#   profile  bench/profile_step.py: the top CUDA kernels of a document-masked step
+#   SECTIONS="tests train" bash bench/gpu_check.sh      # results also go to $OUT (or ./gpu-check-out)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu-check-out}"; mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
+SECTIONS="${SECTIONS:-bench tests train profile}"
+GPU_DATA="${GPU_DATA:-.gpu/data/stdlib-docs}"
+export SUTRA_HOME="${SUTRA_HOME:-$PWD/.gpu/home}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 "$PY" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' | tee -a "$OUT/gpu.txt"
 status=0
-echo "== training throughput (transformers vs sutra causal vs sutra document), smollm2-70m 4 x 8192"
-timeout 330 "$PY" bench/train_throughput.py 2>&1 | tee "$OUT/train_throughput.log" || status=1
-echo "== CUDA tests"
-timeout 200 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/model/test_cuda.py 2>&1 | tee "$OUT/cuda_tests.log" || status=1
+section() { [[ " $SECTIONS " == *" $1 "* ]]; }
+if section bench; then
+  echo "== training throughput (transformers vs sutra causal vs sutra document), smollm2-70m 4 x 8192"
+  timeout 330 "$PY" bench/train_throughput.py 2>&1 | tee "$OUT/train_throughput.log" || status=1
+fi
+if section tests; then
+  echo "== CUDA tests"
+  timeout 200 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/model/test_cuda.py 2>&1 | tee "$OUT/cuda_tests.log" || status=1
+fi
+if section train; then
+  echo "== sutra train: smollm2-70m, 4 x 8192, document attention, compiled, on $GPU_DATA"
+  RUN="$OUT/run"; TRAIN_EXTRA="${TRAIN_EXTRA:-}"
+  timeout 240 "$PY" -m sutra train recipes/smollm2-70m-sutra.yaml --set data.path="$GPU_DATA" --set run_dir="$RUN" \
+    --set train.grad_accum=1 --set train.attention=document --set schedule.warmup_steps=4 \
+    --set eval.every_steps=7 --set eval.max_windows=4 --set logging.every_steps=2 $TRAIN_EXTRA \
+    2>&1 | tee "$OUT/train.log" || status=1
+  timeout 60 "$PY" -m sutra generate "$RUN/e1-final" --prompt "The Python list" --max-new-tokens 16 2>&1 | tee -a "$OUT/train.log" || status=1
+  cp "$RUN/metrics.jsonl" "$OUT/metrics.jsonl" 2>/dev/null; rm -rf "$RUN"
+fi
+if section profile; then
+  echo "== profile of a document-masked step"
+  timeout 200 "$PY" bench/profile_step.py --attention document 2>&1 | tee "$OUT/profile.log" || status=1
+fi
 exit $status
