@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from conftest import run_sutra
+from sutra_testing import run_sutra
 from eval_helpers import tiny_model  # noqa: F401 (fixture)
 from sutra.data.loader import TokenLoader
 from sutra.eval.perplexity import perplexity

@@ -4,7 +4,7 @@ import json
 
 import yaml
 
-from conftest import run_sutra
+from sutra_testing import run_sutra
 from eval_helpers import benchmarks  # noqa: F401 (fixture)
 from sutra.eval.store import OVERRIDES, write_overrides
 from sutra.eval.tasks import CARD_TASKS, parse_tasks

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import run_sutra
+from sutra_testing import run_sutra
 from sutra.eval.tasks import TASKS
 
 
