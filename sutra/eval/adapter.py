@@ -20,7 +20,6 @@ Where the speed comes from (the numbers do not change):
 """
 
 from collections import defaultdict
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -36,25 +35,12 @@ from sutra.model.llama import KVCache
 MAX_GEN_TOKS = 256  # HFLM's default when a task sets no max_gen_toks (gsm8k sets none)
 
 
-class _StopString(Exception):
-    """Raised from the generator's token callback once a stop string has been produced."""
-
-
-@contextmanager
-def _head_at(model, positions: torch.Tensor):
-    """Within the block, model(tokens) returns logits only at `positions` (B, K) of each row.
-
-    The hook gathers those rows of the final norm's output, so the (vocab x hidden) head and
-    the log-softmax run on the scored positions instead of all of them."""
-
-    def gather(module, args, output):
-        return output.gather(1, positions[..., None].expand(-1, -1, output.shape[-1]))
-
-    handle = model.norm.register_forward_hook(gather)
-    try:
-        yield
-    finally:
-        handle.remove()
+def _logits_at(model, tokens: torch.Tensor, positions: torch.Tensor, **kwargs) -> torch.Tensor:
+    """Logits only at `positions` (B, K) of each row, so the (vocab x hidden) head and the
+    log-softmax run on the scored positions instead of all of them."""
+    hidden = model.hidden_states(tokens, **kwargs)
+    hidden = hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
+    return F.linear(hidden, model.lm_head_weight)
 
 
 class SutraLM(TemplateLM):
@@ -157,8 +143,7 @@ class SutraLM(TemplateLM):
         for r, (row, context, cont) in enumerate(zip(rows, batch, longest)):
             tokens[r, : len(row)] = torch.tensor(row)
             positions[r, : len(cont)] = torch.arange(len(context) - 1, len(context) - 1 + len(cont))
-        with _head_at(self.model, positions):
-            logits = self.model(tokens)
+        logits = _logits_at(self.model, tokens, positions)
         return [self._answer(logits[r, : len(scored[i][1])], scored[i][1]) for r, c in enumerate(batch) for i in by_context[c]]
 
     @torch.inference_mode()
@@ -170,13 +155,13 @@ class SutraLM(TemplateLM):
         longest = max(len(c) for c in continuations)
 
         cache = KVCache(model.config, len(batch), context_len + longest - 1, device, model.embed.weight.dtype)
-        with _head_at(model, torch.full((len(batch), 1), context_len - 1, device=device)):
-            last_logits = model(torch.tensor(batch, device=device), cache=cache, start_pos=0)[:, -1]
+        last_position = torch.full((len(batch), 1), context_len - 1, device=device)
+        last_logits = _logits_at(model, torch.tensor(batch, device=device), last_position, cache=cache, start_pos=0)[:, -1]
         first = last_logits[row_context]  # (rows, V): predicts each continuation's first token
 
         if longest > 1:  # continuation tokens but the last, against a copy of their context's cache
             rows = torch.tensor(row_context, device=device)
-            cache.keys, cache.values = cache.keys[:, rows], cache.values[:, rows]
+            cache.select(rows)
             inputs = torch.zeros(len(continuations), longest - 1, dtype=torch.long, device=device)
             for r, continuation in enumerate(continuations):
                 inputs[r, : len(continuation) - 1] = torch.tensor(continuation[:-1])
@@ -226,14 +211,10 @@ class SutraLM(TemplateLM):
     def _generate_text(self, prompt: list[int], max_new_tokens: int, until: list[str], temperature: float) -> str:
         generated: list[int] = []
 
-        def on_token(token_id: int) -> None:
+        def on_token(token_id: int) -> bool:
             generated.append(token_id)
-            if any(stop in self.sutra_tokenizer.decode(generated, skip_special_tokens=True) for stop in until):
-                raise _StopString
+            return any(stop in self.sutra_tokenizer.decode(generated, skip_special_tokens=True) for stop in until)
 
-        try:
-            generate(self.model, prompt, max_new_tokens, temperature=temperature, seed=1234, stop_ids=self.loaded.eos_token_ids, on_token=on_token)
-        except _StopString:
-            pass
+        generate(self.model, prompt, max_new_tokens, temperature=temperature, seed=1234, stop_ids=self.loaded.eos_token_ids, on_token=on_token)
         text = self.sutra_tokenizer.decode(generated, skip_special_tokens=True)
         return postprocess_generated_text(text, until, think_end_token=None)

@@ -35,9 +35,10 @@ def generate(
     top_p: float | None = None,
     seed: int | None = None,
     stop_ids: Iterable[int] = (),
-    on_token: Callable[[int], None] | None = None,
+    on_token: Callable[[int], bool | None] | None = None,
 ) -> list[int]:
-    """Generated token ids (without the prompt), stopping after a stop id or max_new_tokens."""
+    """Generated token ids (without the prompt), stopping after a stop id, after max_new_tokens,
+    or when `on_token(token_id)` returns True (e.g. a stop string was produced)."""
     if not prompt_ids:
         raise SutraError("the prompt is empty; give at least one token of text")
     context = model.config.max_seq_len
@@ -59,9 +60,7 @@ def generate(
         position += tokens.shape[1]
         next_id = sample_next(logits, temperature, top_k, top_p, generator)
         out.append(next_id)
-        if on_token:
-            on_token(next_id)
-        if next_id in stop:
+        if (on_token and on_token(next_id)) or next_id in stop:
             break
         tokens = torch.tensor([[next_id]], device=device)
     return out

@@ -42,6 +42,10 @@ class KVCache:
         self.values = torch.zeros(shape, device=device, dtype=dtype)
         self.max_len = max_len
 
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep (and repeat) batch rows, e.g. one copy of a shared context per continuation."""
+        self.keys, self.values = self.keys[:, rows], self.values[:, rows]
+
     def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor):
         end = start + k.shape[2]
         self.keys[layer, :, :, start:end] = k
@@ -75,19 +79,19 @@ class Attention(nn.Module):
 def attend(q, k, v, mask):
     """mask: None (causal), "none" (attend to everything: one new token against a cache),
     a boolean tensor (True = may attend) for SDPA, or a FlexAttention BlockMask."""
-    if mask is None:
-        if q.is_cuda and k.shape[1] != q.shape[1]:
-            # Expanded K/V let SDPA pick its fastest (cuDNN) kernel, which lacks native GQA.
-            repeats = q.shape[1] // k.shape[1]
-            k, v = k.repeat_interleave(repeats, dim=1), v.repeat_interleave(repeats, dim=1)
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-    if isinstance(mask, str):
-        return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
-    if isinstance(mask, torch.Tensor):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-    from sutra.model.masks import flex_attention
+    if not isinstance(mask, (type(None), str, torch.Tensor)):
+        from sutra.model.masks import flex_attention
 
-    return flex_attention(q, k, v, block_mask=mask, enable_gqa=True)
+        return flex_attention(q, k, v, block_mask=mask, enable_gqa=True)
+    if k.shape[1] != q.shape[1]:
+        # Expanded K/V: SDPA's fastest kernels (cuDNN on GPU, the fused CPU one) lack native GQA.
+        repeats = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(repeats, dim=1), v.repeat_interleave(repeats, dim=1)
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    if isinstance(mask, str):
+        return F.scaled_dot_product_attention(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 class MLP(nn.Module):
@@ -150,8 +154,8 @@ class Llama(nn.Module):
 
         return document_mask(doc_ids)
 
-    def forward(self, tokens, targets=None, *, doc_ids=None, mask=None, cache: KVCache | None = None, start_pos: int = 0):
-        """tokens (B, T) -> logits (B, T, V), or the mean cross-entropy against `targets` (B, T).
+    def hidden_states(self, tokens, *, doc_ids=None, mask=None, cache: KVCache | None = None, start_pos: int = 0):
+        """tokens (B, T) -> final normed hidden states (B, T, hidden), before the output head.
 
         doc_ids (B, T) restricts attention to each token's own document; `mask` is the same
         thing prebuilt with `attention_mask`. With a KV cache, tokens sit at start_pos...
@@ -167,7 +171,13 @@ class Llama(nn.Module):
         x = self.embed(tokens)
         for block in self.blocks:
             x = block(x, cos, sin, mask, cache, start_pos)
-        x = self.norm(x)
+        return self.norm(x)
+
+    def forward(self, tokens, targets=None, **kwargs):
+        """tokens (B, T) -> logits (B, T, V), or the mean cross-entropy against `targets` (B, T).
+
+        Keyword arguments are those of `hidden_states`."""
+        x = self.hidden_states(tokens, **kwargs)
         if targets is not None:
             return linear_cross_entropy(x.flatten(0, 1), self.lm_head_weight, targets.flatten())
         return F.linear(x, self.lm_head_weight)
