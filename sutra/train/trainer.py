@@ -14,7 +14,9 @@ norm, needed to skip non-finite steps before they touch the weights); none per m
 
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -89,6 +91,8 @@ class Trainer:
         self.store = CheckpointStore(self.run_dir)
         self.progress = Progress()
         self.bad_streak = 0
+        self.terminate_requested = False  # set by SIGTERM (e.g. a preempting scheduler); all ranks stop together
+        self.stopping = False
         resumable = self._prepare_run_dir(resume)
         if resumable:
             self._restore("last", full=True)
@@ -248,6 +252,19 @@ class Trainer:
     # ---- the loop ----------------------------------------------------------------------------
 
     def run(self, stop_after: int | None = None) -> None:
+        """Train to the end, or until step `stop_after` or a SIGTERM, saving `last` before returning."""
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, self._request_stop) if in_main_thread else None
+        try:
+            self._run(stop_after)
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _request_stop(self, signum, frame) -> None:
+        self.terminate_requested = True
+
+    def _run(self, stop_after: int | None) -> None:
         from tqdm import tqdm
 
         total, spe = self.schedule.total_steps, self.schedule.steps_per_epoch
@@ -272,10 +289,11 @@ class Trainer:
                            "lr": self.schedule.lr(step), "grad_norm": grad_norm, "skipped_steps": self.progress.skipped_steps})
                 window = _Window()
             self._after_step(done)
-            if stop_after is not None and done >= stop_after and done < total:
+            reason = "SIGTERM" if self.stopping else "--stop-after" if stop_after is not None and done >= stop_after else None
+            if reason and done < total:
                 self._save((done - 1) // spe + 1, None, final=False, last=True)
                 bar.close()
-                self._say(f"stopped after step {done} of {total}; continue with `sutra train --resume {self.run_dir}`")
+                self._say(f"stopped after step {done} of {total} ({reason}), `last` saved; continue with `sutra train --resume {self.run_dir}`")
                 return
         bar.close()
         self._say(self._summary())
@@ -328,8 +346,10 @@ class Trainer:
             if "can't allocate memory" in str(exc):
                 raise self._out_of_memory() from None
             raise
-        mean_loss = self.dist.sum_(loss_sum) / self.recipe.train.grad_accum
-        loss_value, norm_value = torch.stack([mean_loss, grad_norm.float()]).tolist()  # the step's one host sync
+        # one all-reduce carries the loss and every rank's stop request; one host sync reads them with the norm
+        totals = self.dist.sum_(torch.stack([loss_sum, torch.full((), float(self.terminate_requested), device=self.device)]))
+        loss_value, norm_value, stop_votes = torch.stack([totals[0] / self.recipe.train.grad_accum, grad_norm.float(), totals[1]]).tolist()
+        self.stopping = stop_votes > 0
         if math.isfinite(loss_value) and math.isfinite(norm_value):
             self.optimizer.step()
             self.bad_streak = 0

@@ -25,9 +25,10 @@ def start(tmp_path: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "sutra", "train", *args], cwd=REPO, env=ENV, stdout=log, stderr=log)
 
 
-def train_steps(run_dir: Path) -> list[int]:
+def train_steps(run_dir: Path, since: float = 0.0) -> list[int]:
+    """Steps logged so far, counting only a file the current process has rewritten (after `since`)."""
     path = run_dir / "metrics.jsonl"
-    if not path.exists():
+    if not path.exists() or path.stat().st_mtime < since:
         return []
     return [json.loads(line)["step"] for line in path.read_text().splitlines(keepends=True) if line.endswith("\n") and '"loss"' in line]
 
@@ -37,14 +38,19 @@ def write_in_progress(run_dir: Path) -> bool:
     return root.is_dir() and any(name.startswith(".") for name in os.listdir(root))
 
 
-def kill_when(process: subprocess.Popen, condition, what: str) -> None:
+def kill_when(process: subprocess.Popen, condition, what: str, sig=signal.SIGKILL) -> int:
     deadline = time.monotonic() + 300
     while not condition():
         assert process.poll() is None, f"the run ended before {what}"
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.002)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.send_signal(sig)
+    return process.wait()
+
+
+def reached(run_dir: Path, step: int):
+    started = time.time()
+    return lambda: max(train_steps(run_dir, since=started), default=0) >= step
 
 
 def finish(process: subprocess.Popen, tmp_path: Path) -> None:
@@ -69,7 +75,10 @@ def test_sigkill_at_random_steps_and_mid_checkpoint_then_resume_is_bitwise_exact
 
     # 1: a random step of epoch 1
     first = rng.randint(1, 3)
-    kill_when(start(tmp_path, str(path), "--set", f"run_dir={killed}"), lambda: len(train_steps(killed)) >= first, f"step {first}")
+    kill_when(start(tmp_path, str(path), "--set", f"run_dir={killed}"), reached(killed, first), f"step {first}")
+    # a scheduler's SIGTERM: the step in flight finishes and `last` is saved there, nothing is lost
+    assert kill_when(start(tmp_path, "--resume", str(killed)), reached(killed, first + 1), "a step after resuming", signal.SIGTERM) == 0
+    assert json.loads((killed / "last" / "sutra.json").read_text())["training"]["step"] == max(train_steps(killed))
     # 2: while a checkpoint directory is being written (a temporary entry exists under checkpoints/)
     torn = False
     for _ in range(4):
@@ -78,9 +87,11 @@ def test_sigkill_at_random_steps_and_mid_checkpoint_then_resume_is_bitwise_exact
             torn = True
             break
     assert torn, "never caught a checkpoint write in progress"
-    # 3: a random step of epoch 2, then run to the end
-    third = rng.randint(5, 7)
-    kill_when(start(tmp_path, "--resume", str(killed)), lambda: max(train_steps(killed), default=0) >= third, f"step {third}")
+    # 3: a random later step, then run to the end
+    resume_step = json.loads((killed / "last" / "sutra.json").read_text())["training"]["step"]
+    if resume_step < 7:
+        third = rng.randint(resume_step + 1, 7)
+        kill_when(start(tmp_path, "--resume", str(killed)), reached(killed, third), f"step {third}")
     finish(start(tmp_path, "--resume", str(killed)), tmp_path)
 
     weights, optimizer = final_state(reference)

@@ -1,0 +1,113 @@
+"""Training runs in-process on a micro model: run directory, best/final checkpoints, generate and plot
+from them, NaN skip and rollback, continued pretraining with --init-from."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from sutra_testing import run_sutra
+from sutra.train.recipe import load_recipe
+from sutra.train.trainer import Distributed, Trainer, train
+from train_helpers import micro_recipe, tiny_dataset, write_recipe  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.slow  # a few short runs: over 20 s on a busy 2-core machine
+
+CPU = Distributed(rank=0, world_size=1, device=torch.device("cpu"))
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_dataset) -> Path:
+    """Two epochs of 4 steps, evaluated every 2 steps, TensorBoard on."""
+    tmp = tmp_path_factory.mktemp("run")
+    recipe = micro_recipe(tiny_dataset, tmp / "run", train={"steps_per_epoch": 4}, eval={"every_steps": 2, "max_windows": 4}, logging={"every_steps": 1, "tensorboard": True})
+    train(str(write_recipe(tmp / "micro.yaml", recipe)), [], None)
+    return tmp / "run"
+
+
+def test_run_directory_has_recipe_metrics_tensorboard_and_epoch_checkpoints(finished_run):
+    names = sorted(p.name for p in finished_run.iterdir())
+    assert {"recipe.yaml", "metrics.jsonl", "tensorboard", "checkpoints", "last", "e1-best", "e1-final", "e2-best", "e2-final"} <= set(names)
+    assert list((finished_run / "tensorboard").glob("events.out.tfevents.*"))
+    train_records = [r for r in records(finished_run) if "loss" in r]
+    assert [r["step"] for r in train_records] == list(range(1, 9))
+    for r in train_records:
+        assert {"tokens", "loss", "lr", "grad_norm", "tokens_per_s", "tflops", "mfu"} <= set(r)
+        assert r["tokens"] == r["step"] * 2 * 2 * 32 and math.isfinite(r["loss"]) and r["tokens_per_s"] > 0
+    val = [r for r in records(finished_run) if "val_loss" in r]
+    assert [r["step"] for r in val] == [0, 2, 4, 6, 8]
+    assert val[-1]["val_loss"] < val[0]["val_loss"] - 0.3, "validation loss should fall"
+    assert all(r["val_ppl"] == pytest.approx(math.exp(r["val_loss"])) for r in val)
+    # the cosine restarts: epoch 2 starts warming up to its own (lower) peak
+    lrs = {r["step"]: r["lr"] for r in train_records}
+    assert lrs[1] == pytest.approx(1e-2 / 2) and lrs[4] == pytest.approx(1e-3) and lrs[5] == pytest.approx(3e-3 / 2)
+
+
+def test_best_and_final_checkpoints_follow_validation_perplexity(finished_run):
+    val = {r["step"]: r["val_ppl"] for r in records(finished_run) if "val_ppl" in r}
+    for epoch, steps in ((1, (2, 4)), (2, (6, 8))):
+        best = json.loads((finished_run / f"e{epoch}-best" / "sutra.json").read_text())["training"]
+        final = json.loads((finished_run / f"e{epoch}-final" / "sutra.json").read_text())["training"]
+        assert best["step"] == min(steps, key=lambda s: val[s]) and best["val_ppl"] == pytest.approx(val[best["step"]])
+        assert final["step"] == steps[-1]
+    # only checkpoints some name points at are kept
+    kept = {p.name for p in (finished_run / "checkpoints").iterdir()}
+    assert kept == {Path(p.readlink()).name for p in finished_run.iterdir() if p.is_symlink()}
+
+
+def test_checkpoints_load_as_model_specs_and_generate(finished_run):
+    from sutra.model.checkpoint import load_model
+
+    loaded = load_model(str(finished_run / "e1-final"))
+    assert loaded.model.config.hidden_size == 64 and loaded.tokenizer.vocab_size == 49152
+    result = run_sutra("generate", str(finished_run / "e2-best"), "--prompt", "Return a new", "--max-new-tokens", "5", check=True)
+    assert result.stdout.startswith("Return a new")
+
+
+def test_plot_draws_a_png(finished_run, tmp_path):
+    from sutra.train.plot import plot_run
+
+    out = plot_run(finished_run, tmp_path / "curves.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+def test_nan_steps_are_skipped_then_rolled_back_to_last(tmp_path, tiny_dataset):
+    recipe_path = write_recipe(tmp_path / "r.yaml", micro_recipe(
+        tiny_dataset, tmp_path / "run", train={"epochs": 1, "steps_per_epoch": 6}, schedule={"epochs": [{"peak_lr": 1e-2, "min_lr": 1e-3}]},
+        checkpoint={"every_steps": 3}, stability={"max_bad_steps": 2, "max_rollbacks": 1}, eval={"every_steps": 100, "max_windows": 4},
+    ))
+    trainer = Trainer(load_recipe(recipe_path), resume=False, dist_info=CPU)
+    trainer.run(stop_after=3)
+    saved = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with torch.no_grad():
+        trainer.model.norm.weight.fill_(float("nan"))  # as if a bad update had slipped through
+    trainer.run(stop_after=5)
+    assert trainer.progress.skipped_steps == 2 and trainer.progress.rollbacks == 1
+    assert all(torch.equal(saved[k], v) for k, v in trainer.model.state_dict().items()), "weights are those of `last`"
+    events = [r for r in records(tmp_path / "run") if r.get("event") == "rollback"]
+    assert len(events) == 1 and "rolled weights and optimizer back to 'last' (step 3)" in events[0]["message"]
+    trainer.run()  # training goes on with finite losses
+    trainer.close()
+    assert trainer.progress.step == 6 and trainer.progress.skipped_steps == 2
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_init_from_continues_pretraining_from_a_checkpoint(finished_run, tmp_path, tiny_dataset):
+    from sutra.cli import main
+
+    recipe = micro_recipe(tiny_dataset, tmp_path / "run", train={"epochs": 1, "steps_per_epoch": 2}, eval={"max_windows": 4},
+                          schedule={"warmup_steps": 1, "epochs": [{"peak_lr": 1e-3, "min_lr": 1e-4}]})
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    assert main(["train", str(path), "--init-from", str(finished_run / "e2-final")]) == 0
+    start = next(r for r in records(tmp_path / "run") if "val_loss" in r)
+    source = next(r for r in records(finished_run) if r.get("step") == 8 and "val_loss" in r)
+    assert start["step"] == 0 and start["val_loss"] == pytest.approx(source["val_loss"], rel=1e-6), "step 0 evaluates the loaded weights"
+    assert load_recipe(tmp_path / "run" / "recipe.yaml").model.init_from == str(finished_run / "e2-final")
+    assert (tmp_path / "run" / "e1-final" / "model.safetensors").is_file()
+
