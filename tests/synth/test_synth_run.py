@@ -12,7 +12,7 @@ import time
 import pytest
 
 from sutra.synth.serve import free_port
-from sutra_testing import REPO
+from sutra_testing import REPO, run_sutra
 from synth_helpers import check_schema, journal, records, wait_for
 
 FAST = ["--min-tokens", "30", "--concurrency", "2"]
@@ -40,7 +40,7 @@ def test_run_writes_13_field_jsonl_and_stats_that_data_prepare_reads(scripted, s
     assert 1 <= tried <= 2 and dialects == ["json_schema"] * tried + ["json_object"] * (len(dialects) - tried)
     assert all("schema" in f for f in judged[tried:])
 
-    _, prepared, _ = synth("data", "prepare", out, "--out", tmp_path / "prepared", "--val-fraction", "0", "--workers", "1", check=True)
+    prepared = run_sutra("data", "prepare", str(out), "--out", str(tmp_path / "prepared"), "--val-fraction", "0", "--workers", "1", check=True).stdout
     assert (tmp_path / "prepared" / "manifest.json").is_file()
     assert "input records                6" in prepared and "dropped                      0" in prepared
 

@@ -63,3 +63,23 @@ def test_server_killed_mid_run_then_run_killed_and_resumed(synth, tmp_path):
     assert (out / "train_000.jsonl").read_bytes().startswith(kept)
     indices = [e["index"] for e in journal(out)]
     assert len(indices) == len(set(indices))
+
+
+@pytest.mark.slow
+def test_serve_teacher_command_serves_on_loopback():
+    import urllib.request
+
+    from sutra.synth.serve import llama_cpp_available
+
+    if not llama_cpp_available():
+        pytest.skip("llama.cpp's server (llama_cpp) cannot be imported")
+    port = free_port()
+    command = subprocess.Popen([sys.executable, "-m", "sutra", "synth", "serve-teacher", "--port", str(port), "--threads", "1"],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert f"at http://127.0.0.1:{port}/v1" in command.stdout.readline()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=10) as response:
+            assert response.status == 200
+    finally:
+        command.send_signal(signal.SIGINT)
+        command.wait(timeout=30)
