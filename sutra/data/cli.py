@@ -103,7 +103,8 @@ def cmd_stats(args) -> int:
     return 0
 
 
-def print_stats(stats: dict, out=sys.stdout) -> None:
+def print_stats(stats: dict, out=None) -> None:
+    out = out or sys.stdout
     def line(label, value):
         print(f"{label:<28} {value}", file=out)
 

@@ -28,6 +28,7 @@ from sutra.data.shards import MAX_VOCAB, TOKEN_DTYPE
 from sutra.data.writer import ShardWriter
 from sutra.errors import SutraError
 from sutra.io import atomic_write_json
+from sutra.tokenizer import load_tokenizer
 
 SHOWN_PROBLEMS = 20
 STAT_FIELDS = {"domain": "tokens_by_domain", "content_type": "tokens_by_content_type"}
@@ -227,19 +228,9 @@ def _ordered_results(pool, units, ahead: int):
         yield pending.popleft().result()
 
 
-def _load_tokenizer(source):
-    from sutra import assets
-    from sutra.tokenizer import DEFAULT_TOKENIZER, Tokenizer, load_tokenizer
-
-    # load_tokenizer(None) imports every asset module (torch included, seconds); skip that when the default is fetched
-    if source is None and assets.is_fetched(DEFAULT_TOKENIZER):
-        return Tokenizer(assets.path(DEFAULT_TOKENIZER))
-    return load_tokenizer(source)
-
-
 def prepare(config: PrepareConfig, log=sys.stderr) -> dict:
     """Run (or resume, or recognise as done) a prepare; return its stats."""
-    tokenizer = _load_tokenizer(config.tokenizer)
+    tokenizer = load_tokenizer(config.tokenizer)
     if tokenizer.vocab_size > MAX_VOCAB:
         raise SutraError(f"tokenizer {tokenizer.directory} has {tokenizer.vocab_size:,} tokens; uint16 shards hold at most {MAX_VOCAB:,} — use a smaller vocabulary")
     inputs = src.expand(list(config.sources))

@@ -128,11 +128,12 @@ def clean_files(inputs: list[str], out: str | Path, config: CleanConfig, dedup_t
     earlier record to OUT/train_000.jsonl, and a report of removals by reason to OUT/.synth/clean-report.json."""
     from sutra.errors import SutraError
     from sutra.io import atomic_write_json
-    from sutra.synth.journal import META_DIR, count_tokenizer, read_jsonl
+    from sutra.synth.journal import META_DIR, read_jsonl
+    from sutra.tokenizer import load_tokenizer
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = count_tokenizer()
+    tokenizer = load_tokenizer()
     dedup = Deduplicator(threshold=dedup_threshold)
     removed, read, kept = Counter(), 0, 0
     target = out / "train_000.jsonl"

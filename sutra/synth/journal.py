@@ -27,15 +27,6 @@ SCHEMA_FIELDS = (
 )
 
 
-def count_tokenizer():
-    """The SmolLM2 tokenizer that token_count uses. Asking the asset directory directly, rather
-    than load_tokenizer()'s registry lookup, keeps torch from being imported by every synth command."""
-    from sutra import assets
-    from sutra.tokenizer import DEFAULT_TOKENIZER, Tokenizer
-
-    return Tokenizer(assets.ensure(DEFAULT_TOKENIZER))
-
-
 @dataclass
 class ResumeState:
     records: list[dict] = field(default_factory=list)  # accepted so far, in order

@@ -13,12 +13,13 @@ from sutra.synth.backends import OpenAIBackend, TransformersBackend, env_or
 from sutra.synth.clean import Deduplicator
 from sutra.synth.diversity import Planner, prior_coverage
 from sutra.synth.graph import DOMAINS, KnowledgeGraph
-from sutra.synth.journal import META_DIR, ShardFiles, count_tokenizer, read_jsonl
+from sutra.synth.journal import META_DIR, ShardFiles, read_jsonl
 from sutra.synth.judge import Judge, MalformedAnswer, ask_json, extract_json_object
 from sutra.synth.pipeline import Engine, EngineSettings, Job, ProgressBar, Summary, item_id
 from sutra.synth.prompts import PromptSet, level_description
 from sutra.synth.serve import LlamaCppServer, llama_cpp_available
 from sutra.synth.sources import SourceReport, chunk_document, iter_documents
+from sutra.tokenizer import load_tokenizer
 from sutra.synth.stats import write_stats
 
 
@@ -132,7 +133,7 @@ async def _run_engine(jobs, settings_manifest: dict, run: RunOptions, backends: 
     target_items, target_tokens = share(run.n_items, shard, num_shards), share(run.n_tokens, shard, num_shards)
     files = ShardFiles(run.out, shard)
     state = files.open({**settings_manifest, "shard": f"{shard}/{num_shards}"})
-    tokenizer = count_tokenizer()
+    tokenizer = load_tokenizer()
     dedup = Deduplicator(threshold=run.dedup_threshold)
     for record in state.records:
         dedup.add(record["id"], record["text"])
@@ -269,7 +270,7 @@ def rephrase(sources: list[str], run: RunOptions, backends: BackendOptions, prom
              chunk_tokens: int = 768) -> tuple[Summary, SourceReport]:
 
     report = SourceReport()
-    jobs = rephrase_jobs(sources, prompts, count_tokenizer(), chunk_tokens, content_types, styles, run.shard, report)
+    jobs = rephrase_jobs(sources, prompts, load_tokenizer(), chunk_tokens, content_types, styles, run.shard, report)
     manifest = {"kind": "rephrase", "sources": [str(Path(s).resolve()) for s in sources], "content_types": content_types,
                 "styles": styles, "chunk_tokens": chunk_tokens}
     summary = asyncio.run(_run_engine(jobs, manifest, run, backends, prompts, annotate_factory=annotator(prompts, run.judge_retries)))
