@@ -12,14 +12,14 @@ import sys
 from sutra import __version__
 from sutra.errors import SutraError
 
-# Modules with a `register(subparsers)` function, in the order their commands are listed.
+# Modules with a `register(subparsers)` function, listed in pipeline order.
 COMMAND_MODULES = (
-    "sutra.commands",
-    "sutra.eval.cli",
-    "sutra.report.cli",
+    "sutra.commands",  # assets, model, generate, export, import
     "sutra.synth.cli",
     "sutra.data.cli",
     "sutra.train.cli",
+    "sutra.eval.cli",
+    "sutra.report.cli",
 )
 
 
