@@ -38,7 +38,7 @@ def main() -> int:
     forward = torch.compile(model)
     generator = torch.Generator().manual_seed(0)
     window = torch.randint(0, config.vocab_size, (args.batch, args.seq + 1), generator=generator).to(device)
-    doc_ids = document_ids(args.batch, args.seq, 200, 1800, generator)[0].to(device) if args.attention == "document" else None
+    doc_ids = document_ids(args.batch, args.seq, 200, 1800, generator).to(device) if args.attention == "document" else None
 
     def compute_loss():
         mask = model.attention_mask(doc_ids) if doc_ids is not None else None

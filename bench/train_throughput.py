@@ -28,8 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sutra.model import Llama, get_preset  # noqa: E402
 from sutra.model.hf import hf_config, sutra_to_hf_state  # noqa: E402
 from sutra.model.llama import flops_per_token  # noqa: E402
-
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
+from sutra.train.metrics import device_peak_tflops, document_attended_per_token  # noqa: E402
 
 
 def parse_args():
@@ -49,26 +48,17 @@ def parse_args():
     return args
 
 
-def document_ids(batch: int, seq: int, lo: int, hi: int, generator) -> tuple[torch.Tensor, float]:
-    """Per-token document ids for packed rows, and the mean number of keys a token attends to."""
-    rows, attended = [], 0.0
+def document_ids(batch: int, seq: int, lo: int, hi: int, generator) -> torch.Tensor:
+    """Per-token document ids (B, T) for packed rows of documents of lo..hi tokens."""
+    rows = []
     for _ in range(batch):
         ids, doc = [], 0
         while len(ids) < seq:
             length = int(torch.randint(lo, hi + 1, (1,), generator=generator))
-            length = min(length, seq - len(ids))
-            ids += [doc] * length
-            attended += length * (length + 1) / 2
+            ids += [doc] * min(length, seq - len(ids))
             doc += 1
         rows.append(ids)
-    return torch.tensor(rows, dtype=torch.int32), attended / (batch * seq)
-
-
-def peak_tflops(device) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    return torch.tensor(rows, dtype=torch.int32)
 
 
 def time_steps(step, steps: int, warmup: int, device) -> tuple[float, float]:
@@ -150,10 +140,11 @@ def main() -> int:
     generator = torch.Generator().manual_seed(0)
     window = torch.randint(0, config.vocab_size, (args.batch, args.seq + 1), generator=generator)
     tokens, targets = window[:, :-1].to(device), window[:, 1:].to(device)
-    doc_ids, mean_doc_attended = document_ids(args.batch, args.seq, args.doc_min, args.doc_max, generator)
+    doc_ids = document_ids(args.batch, args.seq, args.doc_min, args.doc_max, generator)
+    mean_doc_attended = document_attended_per_token(doc_ids)
     doc_ids = doc_ids.to(device)
     tokens_per_step = args.batch * args.seq
-    peak = peak_tflops(device)
+    peak = device_peak_tflops(device)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {device_name}; model {args.preset} ({config.num_parameters:,} params); batch {args.batch} x {args.seq}; "
           f"compile {args.compile}; torch {torch.__version__}", flush=True)
