@@ -138,7 +138,7 @@ def cmd_generate(args) -> int:
             sys.stdout.write(stream.push(token_id))
             sys.stdout.flush()
 
-    sys.stdout.write(args.prompt)
+    sys.stdout.write(args.prompt + ("\n" if args.chat else ""))  # a chat reply starts on its own line
     generate(
         loaded.model, prompt_ids, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed,
         stop_ids=stop, on_token=show,
