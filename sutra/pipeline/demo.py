@@ -1,0 +1,194 @@
+"""`sutra demo`: the whole chain on the embedded default, from offline assets to a model card.
+
+assets -> synthesize a few entries with the local teacher -> prepare stdlib-docs + those entries ->
+save the untrained model -> train -> evaluate both (perplexity + benchmarks) -> sample completions ->
+report (card, tables, charts). Every stage's output lives under --out and is reused on re-run.
+"""
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sutra.errors import SutraError
+from sutra.io import atomic_write_text
+from sutra.pipeline.stages import banner, evaluate, recipe_path, reuse, sutra, train_run
+
+ASSETS = ("smollm2-tokenizer", "smollm2-135m-instruct", "stdlib-docs", "benchmarks")
+CORPUS = "stdlib-docs"
+TASKS = "arc_easy,hellaswag,piqa,winogrande,boolq"
+PROMPTS = ("The Python standard library", "To open a file for reading, use", "A function is")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big a demo to run: the CPU default fits 15 minutes on 2 cores; `gpu` is picked when CUDA is there."""
+
+    name: str
+    recipe: str
+    overrides: tuple[str, ...]
+    train_steps: int
+    synth_items: int
+    synth_max_new_tokens: int
+    eval_limit: int
+    perplexity_windows: int
+
+
+SCALES = {
+    # On a 2-core CPU: ~40 s synthesis, ~6 min training (400 steps x 512 tokens), ~1.5 min evaluation;
+    # the rest of the 15 minutes is left for fetching the assets on a fresh machine.
+    "cpu": Scale("cpu", "tiny-cpu.yaml", (), 400, 3, 200, 50, 32),
+    # For tests: a handful of steps and items.
+    "quick": Scale("quick", "tiny-cpu.yaml", (), 8, 1, 120, 2, 4),
+    # The 70M shape on one GPU: 2,000 steps of 16 x 1,024 tokens (~33M tokens).
+    "gpu": Scale("gpu", "tiny-cpu.yaml", ("model.preset=smollm2-70m", "data.seq_len=1024", "train.micro_batch=16", "train.device=cuda",
+                                          "train.precision=bf16", "train.compile=true", "eval.max_windows=128"), 2000, 8, 400, 200, 128),
+}
+
+
+def pick_scale(name: str) -> Scale:
+    if name != "auto":
+        return SCALES[name]
+    import torch
+
+    return SCALES["gpu" if torch.cuda.is_available() else "cpu"]
+
+
+def _synth_entries(synth_dir: Path) -> list[dict]:
+    return [json.loads(line) for path in sorted(synth_dir.glob("*.jsonl")) for line in path.read_text().splitlines() if line.strip()]
+
+
+def synthesize(synth_dir: Path, scale: Scale) -> list[dict]:
+    if len(_synth_entries(synth_dir)) >= scale.synth_items:
+        print(f"   reusing {synth_dir}", flush=True)
+    else:
+        # Exit 1 means it stopped short of the target (reject reasons printed); what it accepted is still usable.
+        sutra("synth", "run", "--graph", "default", "--n", scale.synth_items, "--max-new-tokens", scale.synth_max_new_tokens,
+              "--out", synth_dir, allowed_codes=(0, 1))
+    entries = _synth_entries(synth_dir)
+    if not entries:
+        raise SutraError(f"{synth_dir}: the teacher produced no accepted entries; see {synth_dir}/.synth/stats.md, then re-run")
+    for entry in entries:
+        print(f"   quality {entry['quality_score']:.2f}  {entry['domain']} / {entry['concept_name']} ({entry['content_type']}, "
+              f"{entry['token_count']} tokens)", flush=True)
+    return entries
+
+
+def save_untrained(out: Path, recipe: Path, overrides: list[str]) -> Path:
+    """The recipe's model at its seeded initialisation: the 'before' of every number the demo reports."""
+    if reuse(out):
+        return out
+    import torch
+
+    from sutra.model.checkpoint import save_checkpoint
+    from sutra.model.config import get_preset
+    from sutra.model.llama import Llama
+    from sutra.tokenizer import load_tokenizer
+    from sutra.train.recipe import load_recipe
+
+    config = load_recipe(recipe, overrides)
+    torch.manual_seed(config.train.seed)
+    model = Llama(get_preset(config.model.preset))
+    save_checkpoint(out, model, load_tokenizer(), extra={"step": 0, "note": "untrained initialisation"})
+    print(f"   saved {out}", flush=True)
+    return out
+
+
+def write_samples(spec: Path, out: Path, max_new_tokens: int = 40, temperature: float = 0.7, top_p: float = 0.9, seed: int = 0) -> Path:
+    if reuse(out):
+        print(out.read_text(), end="")
+        return out
+    import torch
+
+    from sutra.model.checkpoint import load_model
+    from sutra.model.generate import generate
+
+    loaded = load_model(str(spec), device="cpu", dtype=torch.float32)
+    lines = [f"# Sample completions from {spec}", "", f"Temperature {temperature}, top-p {top_p}, seed {seed}, {max_new_tokens} new tokens.", ""]
+    for prompt in PROMPTS:
+        ids = generate(loaded.model, loaded.tokenizer.encode(prompt), max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                       seed=seed, stop_ids=loaded.eos_token_ids)
+        lines += [f"**{prompt}**{loaded.tokenizer.decode(ids)}", ""]
+    text = "\n".join(lines)
+    atomic_write_text(out, text)
+    print(text, end="")
+    return out
+
+
+def training_speed(run_dir: Path) -> float:
+    """Mean training tokens/s over the run's logged windows."""
+    speeds = [r["tokens_per_s"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "tokens_per_s" in r]
+    if not speeds:
+        raise SutraError(f"{run_dir}/metrics.jsonl: no training speed logged")
+    return sum(speeds) / len(speeds)
+
+
+def run_demo(out: Path, scale: Scale) -> dict:
+    started = time.perf_counter()
+    out = out.resolve()
+    synth_dir, data_dir, run_dir, results_dir, report_dir = (out / n for n in ("synth", "data", "run", "results", "report"))
+    recipe = recipe_path(scale.recipe)
+    steps = scale.train_steps
+    overrides = [*scale.overrides, f"data.path={data_dir}", f"train.steps_per_epoch={steps}", f"schedule.warmup_steps={max(1, steps // 10)}",
+                 f"eval.every_steps={max(1, steps // 5)}", f"checkpoint.every_steps={max(1, steps // 5)}", f"name=demo-{scale.name}"]
+    print(f"sutra demo: scale '{scale.name}', output in {out}", flush=True)
+
+    banner("1/8 offline assets: tokenizer, teacher, corpus, benchmark store")
+    sutra("assets", "fetch", *ASSETS)
+    banner(f"2/8 synthesize {scale.synth_items} Sutra entries with the local teacher")
+    synthesize(synth_dir, scale)
+    banner(f"3/8 prepare the corpus: {CORPUS} + the synthesized entries")
+    if not reuse(data_dir / "manifest.json"):
+        sutra("data", "prepare", CORPUS, synth_dir, "--out", data_dir, "--min-val-docs", 24)
+    banner("4/8 the untrained model (the baseline)")
+    untrained = save_untrained(out / "untrained", recipe, overrides)
+    banner(f"5/8 train ({steps} steps)")
+    train_run(recipe, run_dir, overrides)
+    best = run_dir / "e1-best"
+    banner(f"6/8 evaluate: validation perplexity and {TASKS} (--limit {scale.eval_limit})")
+    extra = ("--max-windows", scale.perplexity_windows, "--seq-len", 512)
+    trained_results = evaluate(best, results_dir / "trained.json", TASKS, scale.eval_limit, data_dir, extra)
+    untrained_results = evaluate(untrained, results_dir / "untrained.json", TASKS, scale.eval_limit, data_dir, extra)
+    banner("7/8 sample completions")
+    samples = write_samples(best, report_dir / "samples.md")
+    banner("8/8 report: model card, tables, charts")
+    columns = [f"untrained={untrained_results}", f"trained={trained_results}"]
+    sutra("report", *columns, "--out", report_dir)
+    sutra("plot", run_dir, "--out", report_dir / "loss.png")
+    sutra("card", best, "--results", trained_results, "--run", run_dir, "--name", f"sutra-demo-{scale.name}",
+          "--progression", *columns, "--out", report_dir / "README.md")
+    return summarize(out, run_dir, trained_results, untrained_results, samples, time.perf_counter() - started)
+
+
+def summarize(out: Path, run_dir: Path, trained_path: Path, untrained_path: Path, samples: Path, seconds: float) -> dict:
+    from sutra.report.tables import load_columns
+
+    untrained, trained = load_columns([f"untrained={untrained_path}", f"trained={trained_path}"])
+    tasks = list(trained.results["tasks"])
+    average = sum(trained.value(t) for t in tasks) / len(tasks)
+    summary = {
+        "val_perplexity": trained.perplexity,
+        "untrained_val_perplexity": untrained.perplexity,
+        "benchmark_average": 100 * average,
+        "benchmark_tasks": tasks,
+        "limit": trained.results.get("limit"),
+        "train_tokens_per_s": training_speed(run_dir),
+        "seconds": round(seconds, 1),
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    report = out / "report"
+    print(f"""
+== done in {seconds / 60:.1f} min. Everything is under {out}:
+   synthesized entries   {out / 'synth'}
+   prepared corpus       {out / 'data'}
+   training run          {run_dir} (checkpoints e1-best, e1-final; metrics.jsonl; tensorboard/)
+   evaluation results    {trained_path}, {untrained_path}
+   model card            {report / 'README.md'}
+   tables                {report / 'progression.md'}, {report / 'comparison.md'} (+ .csv)
+   charts                {report / 'loss.png'}, {report / 'tasks.png'}, {report / 'perplexity_vs_average.png'}
+   samples               {samples}
+
+   validation perplexity {summary['val_perplexity']:.2f} (untrained: {summary['untrained_val_perplexity']:.2f})
+   benchmark average     {summary['benchmark_average']:.2f}% over {len(tasks)} tasks ({', '.join(tasks)}; --limit {summary['limit']})
+   training speed        {summary['train_tokens_per_s']:,.0f} tokens/s""", flush=True)
+    return summary

@@ -1,0 +1,50 @@
+"""`sutra demo --scale quick`: the whole chain runs offline, leaves the report, and a re-run reuses every stage."""
+
+import json
+import re
+
+import pytest
+import yaml
+from sutra_testing import run_sutra
+
+from sutra.pipeline.demo import SCALES, pick_scale
+
+STAGES_REUSED = ("synth", "data/manifest.json", "untrained", "run/e1-final", "results/trained.json", "results/untrained.json",
+                 "report/samples.md")
+
+
+def test_cpu_scale_without_cuda_and_explicit_scales():
+    import torch
+
+    assert pick_scale("auto") is SCALES["gpu" if torch.cuda.is_available() else "cpu"]
+    assert pick_scale("quick").train_steps < pick_scale("cpu").train_steps < pick_scale("gpu").train_steps
+
+
+@pytest.mark.slow
+def test_demo_leaves_the_report_and_reuses_finished_stages(tmp_path):
+    out = tmp_path / "demo"
+    first = run_sutra("demo", "--scale", "quick", "--out", str(out), check=True)
+    report = out / "report"
+
+    card = (report / "README.md").read_text()
+    front_matter = yaml.safe_load(card.split("---\n")[1])
+    scores = front_matter["model-index"][0]["results"]
+    assert len(scores) == 5 and all(0 <= r["metrics"][0]["value"] <= 100 for r in scores)
+    table = (report / "progression.md").read_text()
+    for title in ("ARC-Easy", "HellaSwag", "PIQA", "WinoGrande", "BoolQ"):
+        row = next(line for line in table.splitlines() if line.startswith(f"| {title}"))
+        assert re.fullmatch(r"\| .+ \| \d+\.\d\d \| \d+\.\d\d \|", row), row
+    for chart in ("loss.png", "tasks.png", "perplexity_vs_average.png"):
+        assert (report / chart).read_bytes().startswith(b"\x89PNG"), chart
+    assert (report / "samples.md").read_text().count("**") == 6
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["val_perplexity"] < summary["untrained_val_perplexity"]
+    assert summary["train_tokens_per_s"] > 0 and summary["limit"] == 2
+    assert "validation perplexity" in first.stdout and "benchmark average" in first.stdout and "tokens/s" in first.stdout
+    assert "quality 0." in first.stdout  # the synthesized entries' quality scores are shown
+
+    second = run_sutra("demo", "--scale", "quick", "--out", str(out), check=True)
+    for stage in STAGES_REUSED:
+        assert f"reusing {out / stage}" in second.stdout, stage
+    assert "$ sutra synth run" not in second.stdout and "$ sutra train" not in second.stdout and "$ sutra eval" not in second.stdout
