@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "sutra.train.cli",
     "sutra.eval.cli",
     "sutra.report.cli",
+    "sutra.pipeline.cli",  # demo, compare
 )
 
 
