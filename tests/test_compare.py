@@ -32,8 +32,12 @@ def test_bad_experiment_is_one_clear_error(tmp_path):
     bad.write_text("name: x\nrecipe: tiny-cpu.yaml\narms:\n  - {name: a, dataset: stdlib-docs, budget: 5}\n")
     result = run_sutra("compare", str(bad))
     assert result.returncode == 2
-    assert "arms[0]: unknown field(s) budget" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"sutra: error: {bad}:4: arms[0].budget: unknown key")
+    assert result.stderr.count("\n") == 1
+
+    bad.write_text("name: x\nrecipe: tiny-cpu.yaml\ntokens: lots\narms:\n  - {name: a, dataset: stdlib-docs}\n")
+    result = run_sutra("compare", str(bad))
+    assert result.returncode == 2 and f"{bad}:3: tokens: 'lots': expected a positive token count" in result.stderr
 
 
 @pytest.mark.slow

@@ -5,7 +5,6 @@ An arm is finished when its results file exists; re-running skips it. Unfinished
 prepared data and resume their training run (see sutra.pipeline.stages).
 """
 
-import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 class Arm:
     name: str  # the table's row label
     dataset: str  # a prepared dataset dir, or any `sutra data prepare` source: asset name, files, hub dataset id
-    tokens: str | int | None = None  # training tokens; None: the experiment's default
+    tokens: str | None = None  # training tokens, e.g. "1B" or "2K"; None: the experiment's default
     prepare_args: list[str] = field(default_factory=list)  # extra `sutra data prepare` flags, e.g. [--split, train]
 
 
@@ -38,56 +37,47 @@ class Experiment:
     name: str
     recipe: str  # the shared training recipe, relative to the experiment file
     arms: list[Arm]
-    tokens: str | int = "1B"  # training tokens per arm
+    tokens: str = "1B"  # training tokens per arm
     overrides: list[str] = field(default_factory=list)  # `--set` overrides applied to every arm
     eval: EvalSettings = field(default_factory=EvalSettings)
     out: str | None = None  # None: runs/compare-<name>
-    source: Path = Path(".")  # the experiment file, for messages and relative paths
-
-
-def _build(cls, raw, where: str):
-    if not isinstance(raw, dict):
-        raise SutraError(f"{where}: expected a mapping of {', '.join(f.name for f in dataclasses.fields(cls) if f.name != 'source')}")
-    known = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise SutraError(f"{where}: unknown field(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}")
-    try:
-        return cls(**raw)
-    except TypeError as exc:
-        raise SutraError(f"{where}: {exc}") from None
+    sources: dict[str, str] = field(default_factory=dict, repr=False)  # field -> "file:line"; "" -> the file
 
 
 def load_experiment(path: str | Path) -> Experiment:
+    """Parse and check an experiment file before any arm starts; errors name the file, line and field."""
     from sutra.data.mix import parse_tokens
+    from sutra.train.recipe import _build, _key_lines, _where  # the recipe loader's typed YAML-to-dataclass builder
 
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SutraError(f"{path}: experiment file not found") from None
+        text = path.read_text()
+        raw, lines = yaml.safe_load(text), _key_lines(yaml.compose(text))
+    except OSError as exc:
+        raise SutraError(f"{path}: cannot read the experiment file ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         raise SutraError(f"{path}: not valid YAML ({exc})") from None
-    experiment = _build(Experiment, raw, str(path))
-    experiment.source = path
-    experiment.eval = _build(EvalSettings, (raw.get("eval") or {}), f"{path}: eval")
-    if not isinstance(experiment.arms, list) or not experiment.arms:
-        raise SutraError(f"{path}: arms: give at least one arm (name + dataset)")
-    experiment.arms = [_build(Arm, arm, f"{path}: arms[{i}]") for i, arm in enumerate(experiment.arms)]
+    sources = {key: f"{path}:{line}" for key, line in lines.items()} | {"": str(path)}
+    experiment = _build(Experiment, raw, "", sources)
+    experiment.sources = sources
+    if not experiment.arms:
+        raise SutraError(f"{_where(sources, 'arms')}: give at least one arm (name + dataset)")
     names = [arm.name for arm in experiment.arms]
     for i, arm in enumerate(experiment.arms):
-        if not isinstance(arm.name, str) or not ARM_NAME.fullmatch(arm.name):
-            raise SutraError(f"{path}: arms[{i}].name {arm.name!r}: use letters, digits, '.', '_' or '-' (it names the arm's directory)")
-        if names.count(arm.name) > 1:
-            raise SutraError(f"{path}: arms[{i}].name '{arm.name}' is used twice; arm names must differ")
-        parse_tokens(str(arm.tokens or experiment.tokens))
+        if not ARM_NAME.fullmatch(arm.name) or names.count(arm.name) > 1:
+            raise SutraError(f"{_where(sources, f'arms[{i}].name')}: '{arm.name}' must be unique and use only letters, digits, '.', '_' "
+                             "or '-' (it names the arm's directory)")
+        try:
+            parse_tokens(arm.tokens or experiment.tokens)
+        except SutraError as exc:
+            raise SutraError(f"{_where(sources, f'arms[{i}].tokens' if arm.tokens else 'tokens')}: {exc}") from None
     if not recipe_file(experiment).is_file():
-        raise SutraError(f"{path}: recipe {experiment.recipe}: no such file (paths are relative to the experiment file)")
+        raise SutraError(f"{_where(sources, 'recipe')}: {recipe_file(experiment)}: no such file (paths are relative to the experiment file)")
     return experiment
 
 
 def recipe_file(experiment: Experiment) -> Path:
-    return experiment.source.parent / experiment.recipe
+    return Path(experiment.sources[""]).parent / experiment.recipe
 
 
 def arm_overrides(experiment: Experiment, arm: Arm, data_path: Path) -> tuple[list[str], int]:
@@ -98,7 +88,7 @@ def arm_overrides(experiment: Experiment, arm: Arm, data_path: Path) -> tuple[li
     overrides = [*experiment.overrides, f"data.path={data_path}", f"name={experiment.name}-{arm.name}"]
     recipe = load_recipe(recipe_file(experiment), overrides)
     tokens_per_step = recipe.train.micro_batch * recipe.train.grad_accum * recipe.data.seq_len
-    steps = math.ceil(parse_tokens(str(arm.tokens or experiment.tokens)) / (tokens_per_step * recipe.train.epochs))
+    steps = math.ceil(parse_tokens(arm.tokens or experiment.tokens) / (tokens_per_step * recipe.train.epochs))
     return [*overrides, f"train.steps_per_epoch={steps}"], recipe.train.epochs
 
 

@@ -161,15 +161,14 @@ def run_demo(out: Path, scale: Scale) -> dict:
 
 
 def summarize(out: Path, run_dir: Path, trained_path: Path, untrained_path: Path, samples: Path, seconds: float) -> dict:
-    from sutra.report.tables import load_columns
+    from sutra.report.tables import load_columns, mean_percent
 
     untrained, trained = load_columns([f"untrained={untrained_path}", f"trained={trained_path}"])
     tasks = list(trained.results["tasks"])
-    average = sum(trained.value(t) for t in tasks) / len(tasks)
     summary = {
         "val_perplexity": trained.perplexity,
         "untrained_val_perplexity": untrained.perplexity,
-        "benchmark_average": 100 * average,
+        "benchmark_average": 100 * mean_percent(trained, tasks),
         "benchmark_tasks": tasks,
         "limit": trained.results.get("limit"),
         "train_tokens_per_s": training_speed(run_dir),
