@@ -47,32 +47,32 @@ class Experiment:
 def load_experiment(path: str | Path) -> Experiment:
     """Parse and check an experiment file before any arm starts; errors name the file, line and field."""
     from sutra.data.mix import parse_tokens
-    from sutra.train.recipe import _build, _key_lines, _where  # the recipe loader's typed YAML-to-dataclass builder
+    from sutra.train.recipe import build_dataclass, where_key, yaml_key_lines  # the recipe loader's typed YAML-to-dataclass builder
 
     path = Path(path)
     try:
         text = path.read_text()
-        raw, lines = yaml.safe_load(text), _key_lines(yaml.compose(text))
+        raw, lines = yaml.safe_load(text), yaml_key_lines(yaml.compose(text))
     except OSError as exc:
         raise SutraError(f"{path}: cannot read the experiment file ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         raise SutraError(f"{path}: not valid YAML ({exc})") from None
     sources = {key: f"{path}:{line}" for key, line in lines.items()} | {"": str(path)}
-    experiment = _build(Experiment, raw, "", sources)
+    experiment = build_dataclass(Experiment, raw, "", sources)
     experiment.sources = sources
     if not experiment.arms:
-        raise SutraError(f"{_where(sources, 'arms')}: give at least one arm (name + dataset)")
+        raise SutraError(f"{where_key(sources, 'arms')}: give at least one arm (name + dataset)")
     names = [arm.name for arm in experiment.arms]
     for i, arm in enumerate(experiment.arms):
         if not ARM_NAME.fullmatch(arm.name) or names.count(arm.name) > 1:
-            raise SutraError(f"{_where(sources, f'arms[{i}].name')}: '{arm.name}' must be unique and use only letters, digits, '.', '_' "
+            raise SutraError(f"{where_key(sources, f'arms[{i}].name')}: '{arm.name}' must be unique and use only letters, digits, '.', '_' "
                              "or '-' (it names the arm's directory)")
         try:
             parse_tokens(arm.tokens or experiment.tokens)
         except SutraError as exc:
-            raise SutraError(f"{_where(sources, f'arms[{i}].tokens' if arm.tokens else 'tokens')}: {exc}") from None
+            raise SutraError(f"{where_key(sources, f'arms[{i}].tokens' if arm.tokens else 'tokens')}: {exc}") from None
     if not recipe_file(experiment).is_file():
-        raise SutraError(f"{_where(sources, 'recipe')}: {recipe_file(experiment)}: no such file (paths are relative to the experiment file)")
+        raise SutraError(f"{where_key(sources, 'recipe')}: {recipe_file(experiment)}: no such file (paths are relative to the experiment file)")
     return experiment
 
 

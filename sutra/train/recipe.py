@@ -116,7 +116,7 @@ class Recipe:
 
     def where(self, key: str) -> str:
         """'file:line: key' (or '--set key=...: key') for error messages."""
-        return _where(self.sources, key)
+        return where_key(self.sources, key)
 
     def error(self, key: str, message: str) -> SutraError:
         return SutraError(f"{self.where(key)}: {message}")
@@ -198,7 +198,7 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
         raise SutraError(f"{path}: cannot read recipe ({exc})") from None
     try:
         raw = yaml.safe_load(text)
-        lines = _key_lines(yaml.compose(text))
+        lines = yaml_key_lines(yaml.compose(text))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f":{mark.line + 1}" if mark else ""
@@ -215,7 +215,7 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
         for replaced in [k for k in sources if k.startswith((f"{key}.", f"{key}["))]:
             del sources[replaced]  # the file's lines no longer describe what is under `key`
         sources[key] = f"--set {item}"
-    recipe = _build(Recipe, raw, "", sources)
+    recipe = build_dataclass(Recipe, raw, "", sources)
     recipe.sources = sources
     return recipe.validate()
 
@@ -241,23 +241,23 @@ def _set_dotted(raw: dict, key: str, value, item: str) -> None:
     node[parts[-1]] = value
 
 
-def _key_lines(node, prefix: str = "") -> dict[str, int]:
+def yaml_key_lines(node, prefix: str = "") -> dict[str, int]:
     """Dotted key -> 1-based line of that key in the YAML text."""
     lines = {}
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = f"{prefix}{key_node.value}"
             lines[key] = key_node.start_mark.line + 1
-            lines.update(_key_lines(value_node, key + "."))
+            lines.update(yaml_key_lines(value_node, key + "."))
     elif isinstance(node, yaml.SequenceNode):
         base = prefix[:-1]
         for i, item in enumerate(node.value):
             lines[f"{base}[{i}]"] = item.start_mark.line + 1
-            lines.update(_key_lines(item, f"{base}[{i}]."))
+            lines.update(yaml_key_lines(item, f"{base}[{i}]."))
     return lines
 
 
-def _where(sources: dict, key: str) -> str:
+def where_key(sources: dict, key: str) -> str:
     """The source of `key`, or of its nearest section that has one, for error messages."""
     probe = key
     while probe and probe not in sources:
@@ -266,17 +266,17 @@ def _where(sources: dict, key: str) -> str:
     return f"{source}: {key}" if source else key
 
 
-def _build(cls, raw, key: str, sources: dict):
+def build_dataclass(cls, raw, key: str, sources: dict):
     if raw is None:  # an empty section: all defaults
         raw = {}
     if not isinstance(raw, dict):
-        raise SutraError(f"{_where(sources, key or '(top level)')}: expected a mapping of {cls.__name__} fields, got {raw!r}")
+        raise SutraError(f"{where_key(sources, key or '(top level)')}: expected a mapping of {cls.__name__} fields, got {raw!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.name != "sources"]
     unknown = [k for k in raw if k not in names]
     if unknown:
         bad = f"{key}.{unknown[0]}" if key else str(unknown[0])
-        raise SutraError(f"{_where(sources, bad)}: unknown key; known keys here: {', '.join(names)}")
+        raise SutraError(f"{where_key(sources, bad)}: unknown key; known keys here: {', '.join(names)}")
     values = {}
     for name in names:
         if name in raw:
@@ -284,12 +284,12 @@ def _build(cls, raw, key: str, sources: dict):
     try:
         return cls(**values)
     except TypeError as exc:  # a required field without a default (EpochLR)
-        raise SutraError(f"{_where(sources, key)}: {exc}") from None
+        raise SutraError(f"{where_key(sources, key)}: {exc}") from None
 
 
 def _convert(hint, value, key: str, sources: dict):
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    fail = lambda expected: SutraError(f"{_where(sources, key)}: expected {expected}, got {value!r}")  # noqa: E731
+    fail = lambda expected: SutraError(f"{where_key(sources, key)}: expected {expected}, got {value!r}")  # noqa: E731
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -300,7 +300,7 @@ def _convert(hint, value, key: str, sources: dict):
             raise fail(" or ".join(repr(a) for a in args))
         return value
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key, sources)
+        return build_dataclass(hint, value, key, sources)
     if origin is list:
         if not isinstance(value, list):
             raise fail("a list")
