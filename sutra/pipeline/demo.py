@@ -152,7 +152,7 @@ def run_demo(out: Path, scale: Scale) -> dict:
     banner("7/8 sample completions")
     samples = write_samples(best, report_dir / "samples.md")
     banner("8/8 report: model card, tables, charts")
-    columns = [f"untrained={untrained_results}", f"trained={trained_results}"]
+    columns = [f"trained={trained_results}", f"untrained={untrained_results}"]  # the card's order: newest first
     sutra("report", *columns, "--out", report_dir)
     sutra("plot", run_dir, "--out", report_dir / "loss.png")
     sutra("card", best, "--results", trained_results, "--run", run_dir, "--name", f"sutra-demo-{scale.name}",

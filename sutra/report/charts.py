@@ -59,6 +59,9 @@ def perplexity_vs_average(columns: list[Column], path: Path) -> Path | None:
     figure, left = plt.subplots(figsize=(max(5, 1.2 * len(points)), 4))
     left.plot(names, [c.perplexity for c in points], "o-", color="tab:blue")
     left.set_ylabel("validation perplexity", color="tab:blue")
+    perplexities = [c.perplexity for c in points]
+    if max(perplexities) > 20 * min(perplexities):  # e.g. an untrained model next to trained ones
+        left.set_yscale("log")
     right = left.twinx()
     right.plot(names, [100 * mean_percent(c, averaged) for c in points], "s--", color="tab:orange")
     right.set_ylabel(f"benchmark average ({len(averaged)} tasks, %)", color="tab:orange")
