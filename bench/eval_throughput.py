@@ -2,7 +2,8 @@
 
 Both models run through lm-eval's simple_evaluate on the same offline-store tasks and --limit;
 only the time spent inside their loglikelihood/generate calls is counted (task building and
-metrics are the same code for both). Scores must be identical for the ratio to count.
+metrics are the same code for both), after one untimed item per task warms each model up.
+Scores must be identical for the ratio to count.
 
     .venv/bin/python bench/eval_throughput.py [--spec smollm2-135m-instruct] [--tasks ...] [--limit 20]
 
@@ -58,10 +59,12 @@ def main() -> None:
     kind, directory = resolve_spec(args.spec)
     with tempfile.TemporaryDirectory() as scratch:
         hf_dir = directory if kind == "hf" else export_hf(args.spec, f"{scratch}/hf")
-        ours = timed(SutraLM(load_model(args.spec, device=args.device, dtype=dtype), batch_size=args.batch_size))
-        ours_out = run_lm_eval(ours, tasks, limit=limit)
-        baseline = timed(HFLM(pretrained=str(hf_dir), batch_size=args.batch_size, device=args.device, dtype="float32"))
-        baseline_out = run_lm_eval(baseline, tasks, limit=limit)
+        ours = SutraLM(load_model(args.spec, device=args.device, dtype=dtype), batch_size=args.batch_size)
+        run_lm_eval(ours, tasks, limit=1)
+        ours_out = run_lm_eval(timed(ours), tasks, limit=limit)
+        baseline = HFLM(pretrained=str(hf_dir), batch_size=args.batch_size, device=args.device, dtype="float32")
+        run_lm_eval(baseline, tasks, limit=1)
+        baseline_out = run_lm_eval(timed(baseline), tasks, limit=limit)
     ours_scores = {k: v["metrics"] for k, v in summarize(ours_out, tasks).items()}
     baseline_scores = {k: v["metrics"] for k, v in summarize(baseline_out, tasks).items()}
     ours_rps = ours.bench["requests"] / ours.bench["seconds"]

@@ -10,16 +10,17 @@ decides, except that a string already starting with the BOS text gets nothing ad
 SmolLM2 tokenizer's post-processor adds nothing, so sequences start with the first text token.
 
 Where the speed comes from (the numbers do not change):
-  * each distinct context is run once. With several multi-token continuations its KV cache is
-    copied to every continuation (the four endings of a HellaSwag item share one pass over the
-    context); such contexts are batched by exact token length, so their continuations start at
-    one cache position and no padding ever enters attention. Otherwise (one continuation, or
-    only one-token ones, as in BoolQ and MMLU) one right-padded row serves them all;
+  * requests that share a token prefix are packed into one row: the prefix once, then each
+    request's own tokens, with a mask that lets each see only the prefix and itself and RoPE
+    positions as if it ran alone. A HellaSwag item's context is run once for its four endings,
+    WinoGrande's two sentences share everything before the blank, BoolQ's " yes"/" no" and MMLU's
+    letters share whole inputs. Groups of any length then fill rows first-fit, so little padding
+    runs and each forward is large (on a CPU, each forward also rereads every weight);
   * the output head and log-softmax run only at the positions that are scored;
   * generation (gsm8k) uses the KV-cached generator and stops at the first stop string.
 """
 
-from collections import defaultdict
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -30,17 +31,44 @@ from tqdm import tqdm
 
 from sutra.model.checkpoint import LoadedModel
 from sutra.model.generate import generate
-from sutra.model.llama import KVCache
 
 MAX_GEN_TOKS = 256  # HFLM's default when a task sets no max_gen_toks (gsm8k sets none)
 
 
-def _logits_at(model, tokens: torch.Tensor, positions: torch.Tensor, **kwargs) -> torch.Tensor:
-    """Logits only at `positions` (B, K) of each row, so the (vocab x hidden) head and the
-    log-softmax run on the scored positions instead of all of them."""
-    hidden = model.hidden_states(tokens, **kwargs)
-    hidden = hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
-    return F.linear(hidden, model.lm_head_weight)
+MIN_SHARED_PREFIX = 8  # tokens two requests must share before they are packed into one row
+SCORE_CHUNK = 2048  # scored positions per output-head chunk, bounding the (positions x vocab) logits
+
+
+def _common_prefix(a: tuple, b: tuple) -> int:
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
+
+
+@dataclass
+class PackedGroup:
+    """Requests that share a token prefix: the prefix once, then each request's remaining tokens.
+
+    A token sees the shared prefix and the earlier tokens of its own request (segment), and sits at
+    the RoPE position it would have alone, so every scored logit is the one a separate row gives."""
+
+    tokens: list[int] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    segments: list[int] = field(default_factory=list)  # 0: the shared prefix; k: the k-th request
+    scored: list[tuple[int, list[int]]] = field(default_factory=list)  # (request index, token indexes)
+
+    @classmethod
+    def pack(cls, members: list[int], inputs: list[tuple], continuations: list[tuple]) -> "PackedGroup":
+        """members are sorted by their input tokens, so the first and last bound the shared prefix."""
+        shared = _common_prefix(inputs[members[0]], inputs[members[-1]])
+        group = cls(list(inputs[members[0]][:shared]), list(range(shared)), [0] * shared)
+        for segment, index in enumerate(members, 1):
+            sequence, start = inputs[index], len(group.tokens) - shared
+            group.tokens += sequence[shared:]
+            group.positions += range(shared, len(sequence))
+            group.segments += [segment] * (len(sequence) - shared)
+            first = len(sequence) - len(continuations[index])
+            group.scored.append((index, [p if p < shared else start + p for p in range(first, len(sequence))]))
+        return group
 
 
 class SutraLM(TemplateLM):
@@ -83,99 +111,115 @@ class SutraLM(TemplateLM):
     # ---- loglikelihood ------------------------------------------------------------------------
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        # The window HFLM scores is (context + continuation)[-(max_length + 1):]; what precedes the
-        # continuation inside it is the effective context. Equal effective contexts run once.
-        scored = []
+        # HFLM scores the window (context + continuation)[-(max_length + 1):]: the model reads all of it
+        # but its last token, and the continuation's tokens are the targets.
+        inputs, continuations = [], []
         for _, context, continuation in requests:
-            window = (context + continuation)[-(self.max_length + 1) :]
-            scored.append((tuple(window[: -len(continuation)]), tuple(continuation)))
-        by_context: dict[tuple, list[int]] = defaultdict(list)
-        for index, (context, _) in enumerate(scored):
-            by_context[context].append(index)
-        # A context with one continuation, or whose continuations are all one token, needs one row:
-        # those batch across lengths with right padding. Several longer continuations share the
-        # context through its KV cache, which needs contexts of equal length in a batch.
-        single, shared = [], []
-        for context, indices in by_context.items():
-            lengths = [len(scored[i][1]) for i in indices]
-            (single if len(indices) == 1 or max(lengths) == 1 else shared).append(context)
-        single.sort(key=lambda c: -(len(c) + max(len(scored[i][1]) for i in by_context[c])))
-        by_length: dict[int, list[tuple]] = defaultdict(list)
-        for context in shared:
-            by_length[len(context)].append(context)
-        work = [(self._score_rows, batch) for batch in self._batches(single, by_context)]
-        work += [(self._score_shared, batch) for length in sorted(by_length, reverse=True) for batch in self._batches(by_length[length], by_context)]
+            inputs.append(tuple((context + continuation)[-(self.max_length + 1) :][:-1]))
+            continuations.append(tuple(continuation))
+        groups = sorted(self._pack_groups(inputs, continuations), key=lambda group: -len(group.tokens))
 
         results: list[tuple[float, bool] | None] = [None] * len(requests)
         progress = tqdm(total=len(requests), disable=disable_tqdm, desc="Sutra loglikelihood")
-        for score, batch in work:
-            rows = [index for context in batch for index in by_context[context]]
-            for index, answer in zip(rows, score(batch, by_context, scored)):
+        for rows in self._batches(groups):
+            for index, answer in self._score(rows, continuations):
                 results[index] = answer
-                request_strings = requests[index][0]
-                if request_strings is not None:
-                    self.cache_hook.add_partial("loglikelihood", request_strings, answer)
-            progress.update(len(rows))
+                if requests[index][0] is not None:
+                    self.cache_hook.add_partial("loglikelihood", requests[index][0], answer)
+                progress.update(1)
         progress.close()
         return results
 
-    def _batches(self, contexts: list[tuple], by_context: dict):
-        """Consecutive contexts holding at most batch_size continuations together (one context at least)."""
-        batch, rows = [], 0
-        for context in contexts:
-            n = len(by_context[context])
-            if batch and rows + n > self.batch_size:
-                yield batch
-                batch, rows = [], 0
-            batch.append(context)
-            rows += n
-        if batch:
-            yield batch
+    def _pack_groups(self, inputs: list[tuple], continuations: list[tuple]) -> list[PackedGroup]:
+        """Requests sharing a long enough token prefix (a question's choices, WinoGrande's two
+        sentences up to the blank, MMLU's subject header) become one group, at most batch_size
+        each. Sorting the inputs puts sharers next to each other."""
+        order = sorted(range(len(inputs)), key=lambda i: inputs[i])
+        groups, members, shared = [], [], 0
+        for index in order:
+            if members:
+                common = min(shared, _common_prefix(inputs[members[0]], inputs[index]))
+                # join while the group stays within the context and joining saves tokens overall
+                if (
+                    len(members) < self.batch_size
+                    and common >= MIN_SHARED_PREFIX
+                    and (len(members) - 1) * (shared - common) < common
+                    and common + sum(len(inputs[i]) - common for i in members + [index]) <= self.max_length
+                ):
+                    members.append(index)
+                    shared = common
+                    continue
+                groups.append(PackedGroup.pack(members, inputs, continuations))
+            members, shared = [index], len(inputs[index])
+        if members:
+            groups.append(PackedGroup.pack(members, inputs, continuations))
+        return groups
+
+    def _batches(self, groups: list[PackedGroup]):
+        """Rows for each forward: at most batch_size rows (as HFLM), as wide as the longest group
+        left. Groups fill them first-fit, longest first, so short groups share a row instead of each
+        padding its own; groups sorted longest first keep the widest batch first."""
+        remaining = groups
+        while remaining:
+            width, shortest = len(remaining[0].tokens), len(remaining[-1].tokens)
+            rows, free, leftover = [], [], []
+            for g, group in enumerate(remaining):
+                if len(rows) == self.batch_size and max(free) < shortest:
+                    leftover += remaining[g:]  # the batch is full: nothing left can fit
+                    break
+                fits = next((r for r, room in enumerate(free) if room >= len(group.tokens)), None)
+                if fits is not None:
+                    rows[fits].append(group)
+                    free[fits] -= len(group.tokens)
+                elif len(rows) < self.batch_size:
+                    rows.append([group])
+                    free.append(width - len(group.tokens))
+                else:
+                    leftover.append(group)
+            yield rows
+            remaining = leftover
 
     @torch.inference_mode()
-    def _score_rows(self, batch: list[tuple], by_context: dict, scored: list) -> list[tuple[float, bool]]:
-        """One right-padded row per context: context + its longest continuation but the last token."""
-        device = self.device
-        longest = [max((scored[i][1] for i in by_context[c]), key=len) for c in batch]
-        rows = [list(c) + list(cont[:-1]) for c, cont in zip(batch, longest)]
-        tokens = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long, device=device)
-        positions = torch.zeros(len(rows), max(map(len, longest)), dtype=torch.long, device=device)
-        for r, (row, context, cont) in enumerate(zip(rows, batch, longest)):
-            tokens[r, : len(row)] = torch.tensor(row)
-            positions[r, : len(cont)] = torch.arange(len(context) - 1, len(context) - 1 + len(cont))
-        logits = _logits_at(self.model, tokens, positions)
-        return [self._answer(logits[r, : len(scored[i][1])], scored[i][1]) for r, c in enumerate(batch) for i in by_context[c]]
+    def _score(self, rows: list[list[PackedGroup]], continuations: list[tuple]):
+        """(request index, (loglikelihood, is_greedy)) for every request in the rows' groups."""
+        device, shape = self.device, (len(rows), len(rows[0][0].tokens))
+        tokens, positions = torch.zeros(shape, dtype=torch.long), torch.zeros(shape, dtype=torch.long)
+        group_ids, segments = torch.full(shape, -1), torch.zeros(shape, dtype=torch.long)  # padding: group -1
+        scored = []  # (request index, row, token indexes in the row)
+        for r, row in enumerate(rows):
+            offset = 0
+            for g, group in enumerate(row):
+                span = slice(offset, offset + len(group.tokens))
+                tokens[r, span], positions[r, span] = torch.tensor(group.tokens), torch.tensor(group.positions)
+                group_ids[r, span], segments[r, span] = g, torch.tensor(group.segments)
+                scored += [(index, r, [offset + i for i in indexes]) for index, indexes in group.scored]
+                offset = span.stop
+        kwargs = {}
+        if group_ids.max() > 0 or segments.any():  # packed: each token sees its prefix and itself only
+            group_ids, segments = group_ids.to(device), segments.to(device)
+            causal = torch.ones(shape[1], shape[1], dtype=torch.bool, device=device).tril()
+            same_group = group_ids[:, None, :] == group_ids[:, :, None]
+            visible = (segments[:, None, :] == 0) | (segments[:, None, :] == segments[:, :, None])
+            kwargs = {"positions": positions.to(device), "mask": (causal & same_group & visible)[:, None]}
+        # else one group per row, each a single sequence: right padding only trails, the causal default holds
+        hidden = self.model.hidden_states(tokens.to(device), **kwargs)
 
-    @torch.inference_mode()
-    def _score_shared(self, batch: list[tuple], by_context: dict, scored: list) -> list[tuple[float, bool]]:
-        model, device = self.model, self.device
-        context_len = len(batch[0])
-        row_context = [b for b, context in enumerate(batch) for _ in by_context[context]]
-        continuations = [scored[index][1] for context in batch for index in by_context[context]]
-        longest = max(len(c) for c in continuations)
-
-        cache = KVCache(model.config, len(batch), context_len + longest - 1, device, model.embed.weight.dtype)
-        last_position = torch.full((len(batch), 1), context_len - 1, device=device)
-        last_logits = _logits_at(model, torch.tensor(batch, device=device), last_position, cache=cache, start_pos=0)[:, -1]
-        first = last_logits[row_context]  # (rows, V): predicts each continuation's first token
-
-        if longest > 1:  # continuation tokens but the last, against a copy of their context's cache
-            rows = torch.tensor(row_context, device=device)
-            cache.select(rows)
-            inputs = torch.zeros(len(continuations), longest - 1, dtype=torch.long, device=device)
-            for r, continuation in enumerate(continuations):
-                inputs[r, : len(continuation) - 1] = torch.tensor(continuation[:-1])
-            rest = model(inputs, cache=cache, start_pos=context_len)  # right padding only trails
-        return [
-            self._answer(first[r : r + 1] if len(c) == 1 else torch.cat([first[r : r + 1], rest[r, : len(c) - 1]]), c)
-            for r, c in enumerate(continuations)
-        ]
-
-    def _answer(self, logits: torch.Tensor, continuation: tuple) -> tuple[float, bool]:
-        """(summed log-probability of the continuation, whether greedy decoding gives it); logits (len, V)."""
-        log_probs = F.log_softmax(logits.float(), dim=-1)
-        targets = torch.tensor(continuation, device=log_probs.device)
-        return float(log_probs.gather(1, targets[:, None]).sum()), bool((log_probs.argmax(dim=-1) == targets).all())
+        row_index = torch.tensor([r for _, r, indexes in scored for _ in indexes], device=device)
+        column_index = torch.tensor([i for _, _, indexes in scored for i in indexes], device=device)
+        targets = torch.tensor([t for index, _, _ in scored for t in continuations[index]], device=device)
+        log_probs, greedy = [], []
+        for start in range(0, len(targets), SCORE_CHUNK):  # output head and log-softmax on scored positions only
+            chunk = slice(start, start + SCORE_CHUNK)
+            logits = F.linear(hidden[row_index[chunk], column_index[chunk]], self.model.lm_head_weight)
+            chunk_log_probs = F.log_softmax(logits.float(), dim=-1)
+            log_probs.append(chunk_log_probs.gather(1, targets[chunk, None])[:, 0])
+            greedy.append(chunk_log_probs.argmax(dim=-1) == targets[chunk])
+        log_probs, greedy = torch.cat(log_probs).tolist(), torch.cat(greedy).tolist()
+        start = 0
+        for index, _, indexes in scored:
+            end = start + len(indexes)
+            yield index, (float(sum(log_probs[start:end])), all(greedy[start:end]))
+            start = end
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """Whole-text loglikelihood in disjoint max_length windows, as HFLM computes it."""

@@ -27,7 +27,7 @@ def rope_tables(config: ModelConfig, device=None) -> tuple[torch.Tensor, torch.T
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: (B, heads, T, head_dim); cos/sin: (T, head_dim)."""
+    """x: (B, heads, T, head_dim); cos/sin: (T, head_dim), or (B, 1, T, head_dim) for per-row positions."""
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
@@ -41,10 +41,6 @@ class KVCache:
         self.keys = torch.zeros(shape, device=device, dtype=dtype)
         self.values = torch.zeros(shape, device=device, dtype=dtype)
         self.max_len = max_len
-
-    def select(self, rows: torch.Tensor) -> None:
-        """Keep (and repeat) batch rows, e.g. one copy of a shared context per continuation."""
-        self.keys, self.values = self.keys[:, rows], self.values[:, rows]
 
     def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor):
         end = start + k.shape[2]
@@ -154,20 +150,25 @@ class Llama(nn.Module):
 
         return document_mask(doc_ids)
 
-    def hidden_states(self, tokens, *, doc_ids=None, mask=None, cache: KVCache | None = None, start_pos: int = 0):
+    def hidden_states(self, tokens, *, doc_ids=None, mask=None, positions=None, cache: KVCache | None = None, start_pos: int = 0):
         """tokens (B, T) -> final normed hidden states (B, T, hidden), before the output head.
 
         doc_ids (B, T) restricts attention to each token's own document; `mask` is the same
-        thing prebuilt with `attention_mask`. With a KV cache, tokens sit at start_pos...
+        thing prebuilt with `attention_mask`, or any boolean (B, 1, T, T) mask. `positions` (B, T)
+        gives each token its own RoPE position (e.g. several continuations packed after one shared
+        context, each starting where the context ends). With a KV cache, tokens sit at start_pos...
         """
         B, T = tokens.shape
-        if start_pos + T > self.config.max_seq_len:
+        if positions is None and start_pos + T > self.config.max_seq_len:
             raise ValueError(f"sequence of {start_pos + T} tokens exceeds the context of {self.config.max_seq_len}")
         if mask is None and doc_ids is not None:
             mask = self.attention_mask(doc_ids)
         if cache is not None and start_pos > 0:
             mask = "none" if T == 1 else _offset_causal_mask(T, start_pos, tokens.device)
-        cos, sin = self.rope_cos[start_pos : start_pos + T], self.rope_sin[start_pos : start_pos + T]
+        if positions is not None:
+            cos, sin = self.rope_cos[positions][:, None], self.rope_sin[positions][:, None]
+        else:
+            cos, sin = self.rope_cos[start_pos : start_pos + T], self.rope_sin[start_pos : start_pos + T]
         x = self.embed(tokens)
         for block in self.blocks:
             x = block(x, cos, sin, mask, cache, start_pos)

@@ -1,0 +1,55 @@
+"""The adapter's packing: requests that share a prefix run as one row, yet score as if each ran alone."""
+
+import random
+
+import torch
+import torch.nn.functional as F
+
+from eval_helpers import tiny_model  # noqa: F401 (fixture)
+from sutra.eval.adapter import SutraLM
+from sutra.model.checkpoint import load_model
+
+
+def alone(model, context: list[int], continuation: list[int]) -> tuple[float, bool]:
+    """One request in its own row, the plain way: full logits, log-softmax, gather."""
+    tokens = torch.tensor([context + continuation[:-1]])
+    log_probs = F.log_softmax(model(tokens)[0, len(context) - 1 :].float(), dim=-1)
+    targets = torch.tensor(continuation)
+    return float(log_probs.gather(1, targets[:, None]).sum()), bool((log_probs.argmax(-1) == targets).all())
+
+
+def test_packed_requests_score_as_if_each_ran_alone(tiny_model):
+    checkpoint, _ = tiny_model
+    lm = SutraLM(load_model(str(checkpoint)), batch_size=5)
+    rng = random.Random(0)
+    words = lambda n: [rng.randrange(1000, 30000) for _ in range(n)]  # noqa: E731
+    question, sentence_start = words(20), words(12)
+    requests = [(question, words(n)) for n in (1, 3, 7, 2)]  # one context, four choices (HellaSwag)
+    requests += [(sentence_start + option, words(6)) for option in (words(2), words(3))]  # WinoGrande
+    requests += [(question + words(5), [42]), (question + words(5), [43])]  # BoolQ-like one-token choices
+    requests += [(words(30), words(4)), (words(3), words(2)), (words(3), [7])]  # nothing shared
+    requests += [requests[0], requests[1]]  # exact duplicates
+    rng.shuffle(requests)
+
+    forwarded = []
+    hidden_states = lm.model.hidden_states
+    lm.model.hidden_states = lambda tokens, **kw: forwarded.append(tokens.numel()) or hidden_states(tokens, **kw)
+    answers = lm._loglikelihood_tokens([(None, c, k) for c, k in requests], disable_tqdm=True)
+    del lm.model.hidden_states
+
+    for (context, continuation), (score, greedy) in zip(requests, answers):
+        expected_score, expected_greedy = alone(lm.model, context, continuation)
+        assert abs(score - expected_score) < 1e-4
+        assert greedy == expected_greedy
+    # shared prefixes ran once: fewer tokens than the requests hold, in batches of at most 5 rows
+    assert sum(forwarded) < sum(len(c) + len(k) - 1 for c, k in requests)
+    assert len(forwarded) < len(requests)
+
+
+def test_context_truncated_from_the_left_as_hflm_does(tiny_model):
+    checkpoint, _ = tiny_model
+    lm = SutraLM(load_model(str(checkpoint)), max_length=16)
+    context, continuation = list(range(1000, 1030)), [5, 6, 7]
+    ((score, _),) = lm._loglikelihood_tokens([(None, context, continuation)], disable_tqdm=True)
+    window = (context + continuation)[-17:]
+    assert abs(score - alone(lm.model, window[:-3], continuation)[0]) < 1e-4
