@@ -17,9 +17,11 @@ Where the speed comes from (the numbers do not change):
     letters share whole inputs. Groups of any length then fill rows first-fit, so little padding
     runs and each forward is large (on a CPU, each forward also rereads every weight);
   * the output head and log-softmax run only at the positions that are scored;
-  * generation (gsm8k) uses the KV-cached generator and stops at the first stop string.
+  * generation (gsm8k) runs batched through the KV-cached generator; a row leaves the batch at
+    its first stop string, so the batch shrinks instead of waiting for its longest answer.
 """
 
+import json
 from dataclasses import dataclass, field
 
 import torch
@@ -30,7 +32,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
 from sutra.model.checkpoint import LoadedModel
-from sutra.model.generate import generate
+from sutra.model.generate import generate_batch
 
 MAX_GEN_TOKS = 256  # HFLM's default when a task sets no max_gen_toks (gsm8k sets none)
 
@@ -240,25 +242,35 @@ class SutraLM(TemplateLM):
     # ---- generation ---------------------------------------------------------------------------
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        results = []
-        for request in tqdm(requests, disable=disable_tqdm, desc="Sutra generate"):
-            context, gen_kwargs = request.args
-            kwargs = normalize_gen_kwargs(dict(gen_kwargs), MAX_GEN_TOKS)
+        """Requests with the same generation settings run in batches, longest prompt first (as HFLM)."""
+        by_settings: dict[str, list[int]] = {}
+        for index, request in enumerate(requests):
+            by_settings.setdefault(json.dumps(request.args[1], sort_keys=True, default=str), []).append(index)
+        results: list[str | None] = [None] * len(requests)
+        progress = tqdm(total=len(requests), disable=disable_tqdm, desc="Sutra generate")
+        for indices in by_settings.values():
+            kwargs = normalize_gen_kwargs(dict(requests[indices[0]].args[1]), MAX_GEN_TOKS)
             until = handle_stop_sequences(kwargs.pop("until", None), eos=self._eos_text)
             max_new_tokens = kwargs.pop("max_gen_toks")
-            prompt = self.tok_encode(context)[-(self.max_length - max_new_tokens) :]
-            text = self._generate_text(prompt, max_new_tokens, until, temperature=kwargs.get("temperature", 0.0) if kwargs.get("do_sample") else 0.0)
-            results.append(text)
-            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
+            temperature = kwargs.get("temperature", 0.0) if kwargs.get("do_sample") else 0.0
+            prompts = {i: self.tok_encode(requests[i].args[0])[-(self.max_length - max_new_tokens) :] for i in indices}
+            order = sorted(indices, key=lambda i: -len(prompts[i]))
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                for index, text in zip(batch, self._generate_texts([prompts[i] for i in batch], max_new_tokens, until, temperature)):
+                    results[index] = text
+                    self.cache_hook.add_partial("generate_until", requests[index].args, text)
+                progress.update(len(batch))
+        progress.close()
         return results
 
-    def _generate_text(self, prompt: list[int], max_new_tokens: int, until: list[str], temperature: float) -> str:
-        generated: list[int] = []
+    def _generate_texts(self, prompts: list[list[int]], max_new_tokens: int, until: list[str], temperature: float) -> list[str]:
+        decode = lambda ids: self.sutra_tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+        generated: list[list[int]] = [[] for _ in prompts]
 
-        def on_token(token_id: int) -> bool:
-            generated.append(token_id)
-            return any(stop in self.sutra_tokenizer.decode(generated, skip_special_tokens=True) for stop in until)
+        def on_token(row: int, token_id: int) -> bool:
+            generated[row].append(token_id)
+            return any(stop in decode(generated[row]) for stop in until)
 
-        generate(self.model, prompt, max_new_tokens, temperature=temperature, seed=1234, stop_ids=self.loaded.eos_token_ids, on_token=on_token)
-        text = self.sutra_tokenizer.decode(generated, skip_special_tokens=True)
-        return postprocess_generated_text(text, until, think_end_token=None)
+        generate_batch(self.model, prompts, max_new_tokens, temperature=temperature, seed=1234, stop_ids=self.loaded.eos_token_ids, on_token=on_token)
+        return [postprocess_generated_text(decode(ids), until, think_end_token=None) for ids in generated]

@@ -25,7 +25,6 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-@torch.inference_mode()
 def generate(
     model: Llama,
     prompt_ids: list[int],
@@ -39,12 +38,33 @@ def generate(
 ) -> list[int]:
     """Generated token ids (without the prompt), stopping after a stop id, after max_new_tokens,
     or when `on_token(token_id)` returns True (e.g. a stop string was produced)."""
-    if not prompt_ids:
-        raise SutraError("the prompt is empty; give at least one token of text")
-    context = model.config.max_seq_len
-    if len(prompt_ids) >= context:
-        raise SutraError(f"the prompt has {len(prompt_ids)} tokens but the model's context is {context}; shorten it")
-    max_new_tokens = min(max_new_tokens, context - len(prompt_ids))
+    row_callback = (lambda _, token_id: on_token(token_id)) if on_token else None
+    return generate_batch(model, [prompt_ids], max_new_tokens, temperature, top_k, top_p, seed, stop_ids, row_callback)[0]
+
+
+@torch.inference_mode()
+def generate_batch(
+    model: Llama,
+    prompts: list[list[int]],
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    stop_ids: Iterable[int] = (),
+    on_token: Callable[[int, int], bool | None] | None = None,
+) -> list[list[int]]:
+    """`generate` for several prompts at once; `on_token(prompt_index, token_id)`.
+
+    Prompts are left-padded to one length, so every row's next token lands in the same cache
+    column; each row keeps its own RoPE positions and never attends to its padding. A finished
+    row leaves the batch, so the others go on with fewer rows."""
+    if not prompts or not all(prompts):
+        raise SutraError("a prompt is empty; give at least one token of text")
+    context, longest = model.config.max_seq_len, max(map(len, prompts))
+    if longest >= context:
+        raise SutraError(f"the prompt has {longest} tokens but the model's context is {context}; shorten it")
+    max_new_tokens = min(max_new_tokens, context - longest)
     device = model.embed.weight.device
     generator = torch.Generator(device=device)
     if seed is not None:
@@ -52,17 +72,39 @@ def generate(
     else:
         generator.seed()
     stop = set(stop_ids)
-    cache = KVCache(model.config, 1, len(prompt_ids) + max_new_tokens, device, model.embed.weight.dtype)
-    tokens = torch.tensor([prompt_ids], device=device)
-    position, out = 0, []
+
+    padding = torch.tensor([longest - len(p) for p in prompts], device=device)
+    tokens = torch.tensor([[0] * (longest - len(p)) + p for p in prompts], device=device)
+    columns = torch.arange(longest + max_new_tokens, device=device)
+    cache = KVCache(model.config, len(prompts), longest + max_new_tokens, device, model.embed.weight.dtype)
+    rows, out = list(range(len(prompts))), [[] for _ in prompts]
+    position = 0
     for _ in range(max_new_tokens):
-        logits = model(tokens, cache=cache, start_pos=position)[0, -1]
+        kwargs = {}
+        if padding.any():  # positions count from each row's first real token, whose padding stays unseen
+            end = position + tokens.shape[1]
+            queries, keys = columns[position:end], columns[:end]
+            visible = (keys[None, None, :] >= padding[:, None, None]) & (keys[None, None, :] <= queries[None, :, None])
+            padded_query = queries[None, :, None] < padding[:, None, None]
+            kwargs = {"positions": (queries[None, :] - padding[:, None]).clamp(min=0), "mask": (visible | padded_query & (keys == queries[:, None]))[:, None]}
+        logits = model(tokens, cache=cache, start_pos=position, **kwargs)[:, -1]
         position += tokens.shape[1]
-        next_id = sample_next(logits, temperature, top_k, top_p, generator)
-        out.append(next_id)
-        if (on_token and on_token(next_id)) or next_id in stop:
+        if temperature <= 0:
+            next_ids = logits.argmax(dim=-1).tolist()
+        else:
+            next_ids = [sample_next(row_logits, temperature, top_k, top_p, generator) for row_logits in logits]
+        keep = []
+        for r, (row, next_id) in enumerate(zip(rows, next_ids)):
+            out[row].append(next_id)
+            if not ((on_token and on_token(row, next_id)) or next_id in stop):
+                keep.append(r)
+        if not keep:
             break
-        tokens = torch.tensor([[next_id]], device=device)
+        if len(keep) < len(rows):
+            index = torch.tensor(keep, device=device)
+            cache.select(index)
+            padding, rows, next_ids = padding[index], [rows[r] for r in keep], [next_ids[r] for r in keep]
+        tokens = torch.tensor(next_ids, device=device)[:, None]
     return out
 
 

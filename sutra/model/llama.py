@@ -42,6 +42,10 @@ class KVCache:
         self.values = torch.zeros(shape, device=device, dtype=dtype)
         self.max_len = max_len
 
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep these batch rows only (e.g. the generations still running)."""
+        self.keys, self.values = self.keys[:, rows], self.values[:, rows]
+
     def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor):
         end = start + k.shape[2]
         self.keys[layer, :, :, start:end] = k
@@ -163,7 +167,7 @@ class Llama(nn.Module):
             raise ValueError(f"sequence of {start_pos + T} tokens exceeds the context of {self.config.max_seq_len}")
         if mask is None and doc_ids is not None:
             mask = self.attention_mask(doc_ids)
-        if cache is not None and start_pos > 0:
+        if cache is not None and start_pos > 0 and mask is None:
             mask = "none" if T == 1 else _offset_causal_mask(T, start_pos, tokens.device)
         if positions is not None:
             cos, sin = self.rope_cos[positions][:, None], self.rope_sin[positions][:, None]

@@ -3,7 +3,7 @@ import torch
 
 from sutra.errors import SutraError
 from sutra.model import Llama, ModelConfig
-from sutra.model.generate import StreamDecoder, generate
+from sutra.model.generate import StreamDecoder, generate, generate_batch
 
 CONFIG = ModelConfig(64, 128, 2, 4, 2, vocab_size=300, max_seq_len=64)
 
@@ -45,6 +45,23 @@ def test_generation_stops_at_eos_and_at_the_context(model):
         generate(model, list(range(64)), 5)
     with pytest.raises(SutraError, match="empty"):
         generate(model, [], 5)
+
+
+def test_batched_generation_equals_each_prompt_alone_and_finished_rows_leave(model):
+    """Left padding, per-row positions and rows leaving the batch change no token."""
+    prompts = [[5, 17, 42, 99, 3, 8, 1], [7], [2, 2, 9], [11, 12, 13, 14, 15, 16, 17]]
+    expected = [_greedy_without_cache(model, p, 10) for p in prompts]
+    assert generate_batch(model, prompts, 10) == expected
+
+    stop_after = {0: 2, 1: 7, 2: 1, 3: 10}  # row 2 leaves first, then row 0, then row 1
+    seen = {row: 0 for row in stop_after}
+
+    def on_token(row, token_id):
+        seen[row] += 1
+        return seen[row] == stop_after[row]
+
+    out = generate_batch(model, prompts, 10, on_token=on_token)
+    assert out == [ids[: stop_after[row]] for row, ids in enumerate(expected)]
 
 
 def test_stream_decoder_waits_for_complete_characters(tokenizer):
