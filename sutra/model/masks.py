@@ -30,6 +30,7 @@ def dense_document_mask(doc_ids: torch.Tensor) -> torch.Tensor:
 
 
 _flex_mask_mods: dict = {}
+_compiled_create_block_mask = None
 
 
 def flex_document_mask(doc_ids: torch.Tensor):
@@ -37,6 +38,9 @@ def flex_document_mask(doc_ids: torch.Tensor):
     refilled each call, so a compiled model sees the same function every step and never recompiles."""
     from torch.nn.attention.flex_attention import create_block_mask
 
+    global _compiled_create_block_mask
+    if _compiled_create_block_mask is None:  # compiled, it never materialises the B x T x T mask
+        _compiled_create_block_mask = torch.compile(create_block_mask)
     B, T = doc_ids.shape
     key = (B, T, doc_ids.device, doc_ids.dtype)
     if key not in _flex_mask_mods:
@@ -48,8 +52,7 @@ def flex_document_mask(doc_ids: torch.Tensor):
         _flex_mask_mods[key] = (buffer, document_causal)
     buffer, mask_mod = _flex_mask_mods[key]
     buffer.copy_(doc_ids)
-    # _compile builds the block mask with a compiled kernel instead of materialising B x T x T
-    return create_block_mask(mask_mod, B, None, T, T, device=doc_ids.device, _compile=True)
+    return _compiled_create_block_mask(mask_mod, B, None, T, T, device=doc_ids.device)
 
 
 def document_mask(doc_ids: torch.Tensor):

@@ -6,7 +6,7 @@ from sutra.errors import SutraError
 from sutra.model import Llama, ModelConfig, get_preset
 from sutra.model.llama import count_parameters, flops_per_token
 from sutra.model.loss import IGNORE_INDEX, linear_cross_entropy
-from sutra.model.masks import dense_document_mask
+from sutra.model.masks import dense_document_mask, flex_document_mask
 
 SMALL = ModelConfig(64, 128, 2, 4, 2, vocab_size=512, max_seq_len=128)
 
@@ -91,6 +91,31 @@ def test_document_mask_equals_running_each_document_alone():
     assert torch.allclose(packed, torch.cat(pieces, dim=1), atol=1e-4)
     mask = dense_document_mask(doc_ids)
     assert mask.shape == (1, 1, 30, 30) and mask[0, 0, 12, 11].item() is False and mask[0, 0, 13, 12].item() is True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")])])
+def test_flex_document_mask_matches_dense_sdpa_forward_and_backward(device):
+    """The FlexAttention block mask (compiled, as training uses it on CUDA) means what the dense mask
+    means. CPU FlexAttention has no backward, so there only the forward is compared."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.manual_seed(0)
+    config = ModelConfig(128, 256, 2, 4, 2, vocab_size=1024, max_seq_len=512)
+    tokens = torch.randint(0, config.vocab_size, (2, 257), device=device)
+    doc = torch.repeat_interleave(torch.arange(5), torch.tensor([37, 100, 1, 64, 54])).to(torch.int32)
+    doc_ids = torch.stack([doc, doc.max() - doc.flip(0)]).to(device)
+    model = Llama(config).to(device).requires_grad_(device == "cuda")
+    losses, grads = [], []
+    for mask in (flex_document_mask(doc_ids), dense_document_mask(doc_ids)):
+        loss = model(tokens[:, :-1], tokens[:, 1:], mask=mask)
+        losses.append(loss.item())
+        if device == "cuda":
+            loss.backward()
+            grads.append(model.blocks[0].attn.wqkv.weight.grad.clone())
+            model.zero_grad()
+    assert abs(losses[0] - losses[1]) < 1e-4
+    if grads:
+        assert torch.allclose(grads[0], grads[1], atol=1e-4)
 
 
 def test_flops_per_token_matches_the_reference_numbers():
