@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--limit", type=float, default=20)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="both models; only float32 can give identical scores (bfloat16 rounds differently in each)")
     args = parser.parse_args()
 
     from lm_eval.models.huggingface import HFLM
@@ -55,14 +57,14 @@ def main() -> None:
 
     tasks = parse_tasks(args.tasks)
     limit = int(args.limit) if args.limit >= 1 else args.limit
-    dtype = torch.float32  # identical scores need one precision on both sides
+    dtype = getattr(torch, args.dtype)
     kind, directory = resolve_spec(args.spec)
     with tempfile.TemporaryDirectory() as scratch:
         hf_dir = directory if kind == "hf" else export_hf(args.spec, f"{scratch}/hf")
         ours = SutraLM(load_model(args.spec, device=args.device, dtype=dtype), batch_size=args.batch_size)
         run_lm_eval(ours, tasks, limit=1)
         ours_out = run_lm_eval(timed(ours), tasks, limit=limit)
-        baseline = HFLM(pretrained=str(hf_dir), batch_size=args.batch_size, device=args.device, dtype="float32")
+        baseline = HFLM(pretrained=str(hf_dir), batch_size=args.batch_size, device=args.device, dtype=args.dtype)
         run_lm_eval(baseline, tasks, limit=1)
         baseline_out = run_lm_eval(timed(baseline), tasks, limit=limit)
     ours_scores = {k: v["metrics"] for k, v in summarize(ours_out, tasks).items()}
@@ -78,6 +80,7 @@ def main() -> None:
         "tasks": [t.name for t in tasks],
         "limit": limit,
         "batch_size": args.batch_size,
+        "dtype": args.dtype,
         "device": args.device if args.device != "cpu" else f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})",
         "requests": ours.bench["requests"],
         "sutra_requests_per_s": round(ours_rps, 3),

@@ -10,6 +10,11 @@
 #              sutra data prepare stdlib-docs --out .gpu/data/stdlib-docs --min-val-docs 24
 #              mkdir -p .gpu/home/assets && cp -r ~/.cache/sutra/assets/smollm2-tokenizer .gpu/home/assets/
 #   profile  bench/profile_step.py: the top CUDA kernels of a document-masked step
+#   eval     installs lm-eval from .gpu/wheels, runs the CUDA eval tests, then bench/eval_throughput.py
+#            (Sutra adapter vs lm-eval's hf model) on smollm2-135m-shaped random weights: fp32 on the
+#            five parity tasks (identical scores expected), bf16 likewise, and gsm8k generation
+# Fill .gpu/ first with `bash bench/gpu_prepare.sh` and carry it. All sections together exceed one
+# 10-minute call: pick them, e.g. SECTIONS="bench tests" then SECTIONS="eval".
 #   SECTIONS="tests train" bash bench/gpu_check.sh      # results also go to $OUT (or ./gpu-check-out)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +34,7 @@ if section bench; then
 fi
 if section tests; then
   echo "== CUDA tests"
-  timeout 200 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/model tests/eval 2>&1 | tee "$OUT/cuda_tests.log" || status=1
+  timeout 200 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/model 2>&1 | tee "$OUT/cuda_tests.log" || status=1
 fi
 if section train; then
   echo "== sutra train: smollm2-70m, 4 x 8192, document attention, compiled, on $GPU_DATA"
@@ -44,5 +49,16 @@ fi
 if section profile; then
   echo "== profile of a document-masked step"
   timeout 200 "$PY" bench/profile_step.py --attention document 2>&1 | tee "$OUT/profile.log" || status=1
+fi
+if section eval; then
+  echo "== eval: CUDA eval tests, then the adapter against lm-eval's hf model"
+  "$PY" -m pip install --quiet --no-index --no-deps .gpu/wheels/*.whl 2>&1 | tail -3
+  timeout 120 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/eval 2>&1 | tee "$OUT/eval_tests.log" || status=1
+  RANDOM_MODEL=.gpu/smollm2-135m-random  # random weights: the scores mean nothing, but both models must agree
+  "$PY" -c "import sys, torch; from sutra.model import Llama, get_preset; from sutra.model.checkpoint import save_checkpoint; from sutra.tokenizer import load_tokenizer
+torch.manual_seed(0); save_checkpoint(sys.argv[1], Llama(get_preset('smollm2-135m')), load_tokenizer())" "$RANDOM_MODEL" || status=1
+  for args in "--dtype float32" "--dtype bfloat16" "--dtype bfloat16 --tasks gsm8k --limit 32"; do
+    timeout 200 "$PY" bench/eval_throughput.py --spec "$RANDOM_MODEL" --limit 200 --batch-size 32 $args 2>&1 | grep -v "^\[Task\|it/s\]" | tail -4 | tee -a "$OUT/eval_throughput.log" || status=1
+  done
 fi
 exit $status

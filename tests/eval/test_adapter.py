@@ -2,6 +2,7 @@
 
 import random
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -18,9 +19,8 @@ def alone(model, context: list[int], continuation: list[int]) -> tuple[float, bo
     return float(log_probs.gather(1, targets[:, None]).sum()), bool((log_probs.argmax(-1) == targets).all())
 
 
-def test_packed_requests_score_as_if_each_ran_alone(tiny_model):
-    checkpoint, _ = tiny_model
-    lm = SutraLM(load_model(str(checkpoint)), batch_size=5)
+def sharing_requests() -> list[tuple[list[int], list[int]]]:
+    """(context, continuation) token lists that share prefixes the ways real tasks do, shuffled."""
     rng = random.Random(0)
     words = lambda n: [rng.randrange(1000, 30000) for _ in range(n)]  # noqa: E731
     question, sentence_start = words(20), words(12)
@@ -30,6 +30,13 @@ def test_packed_requests_score_as_if_each_ran_alone(tiny_model):
     requests += [(words(30), words(4)), (words(3), words(2)), (words(3), [7])]  # nothing shared
     requests += [requests[0], requests[1]]  # exact duplicates
     rng.shuffle(requests)
+    return requests
+
+
+def test_packed_requests_score_as_if_each_ran_alone(tiny_model):
+    checkpoint, _ = tiny_model
+    lm = SutraLM(load_model(str(checkpoint)), batch_size=5)
+    requests = sharing_requests()
 
     forwarded = []
     hidden_states = lm.model.hidden_states
@@ -53,3 +60,17 @@ def test_context_truncated_from_the_left_as_hflm_does(tiny_model):
     ((score, _),) = lm._loglikelihood_tokens([(None, context, continuation)], disable_tqdm=True)
     window = (context + continuation)[-17:]
     assert abs(score - alone(lm.model, window[:-3], continuation)[0]) < 1e-4
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_fp32_scores_equal_cpu_and_bf16_stays_close(tiny_model):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    checkpoint, _ = tiny_model
+    requests = [(None, c, k) for c, k in sharing_requests()]
+    scores = {
+        name: [s for s, _ in SutraLM(load_model(str(checkpoint), device=device, dtype=dtype), batch_size=5)._loglikelihood_tokens(requests, disable_tqdm=True)]
+        for name, device, dtype in [("cpu", "cpu", torch.float32), ("fp32", "cuda", torch.float32), ("bf16", "cuda", torch.bfloat16)]
+    }
+    assert all(abs(a - b) < 1e-3 for a, b in zip(scores["cpu"], scores["fp32"]))
+    assert all(abs(a - b) < 0.05 * abs(a) + 0.1 for a, b in zip(scores["cpu"], scores["bf16"]))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sutra.model import Llama, ModelConfig
-from sutra.model.generate import generate
+from sutra.model.generate import generate, generate_batch
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -57,5 +57,8 @@ def test_kv_cached_generation_on_cuda_equals_cpu():
     torch.manual_seed(0)
     model = Llama(CONFIG).eval()
     prompt = [3, 14, 15, 92, 65]
-    cpu_ids = generate(model, prompt, 16)
-    assert generate(model.cuda(), prompt, 16) == cpu_ids
+    prompts = [prompt, [7], [2, 2, 9, 4, 4, 1, 8, 8, 3]]  # left padding on CUDA too
+    cpu_ids, cpu_batch = generate(model, prompt, 16), generate_batch(model, prompts, 16)
+    model.cuda()
+    assert generate(model, prompt, 16) == cpu_ids
+    assert generate_batch(model, prompts, 16) == cpu_batch
