@@ -134,7 +134,7 @@ class SutraLM(TemplateLM):
 
     def _pack_groups(self, inputs: list[tuple], continuations: list[tuple]) -> list[PackedGroup]:
         """Requests sharing a long enough token prefix (a question's choices, WinoGrande's two
-        sentences up to the blank, MMLU's subject header) become one group, at most batch_size
+        sentences up to the blank, MMLU's four one-token answers) become one group, at most batch_size
         each. Sorting the inputs puts sharers next to each other."""
         order = sorted(range(len(inputs)), key=lambda i: inputs[i])
         groups, members, shared = [], [], 0
