@@ -11,6 +11,7 @@ from sutra.eval.adapter import SutraLM
 from sutra.model.checkpoint import load_model
 
 
+@torch.no_grad()
 def alone(model, context: list[int], continuation: list[int]) -> tuple[float, bool]:
     """One request in its own row, the plain way: full logits, log-softmax, gather."""
     tokens = torch.tensor([context + continuation[:-1]])
