@@ -209,9 +209,13 @@ def cmd_stats(args) -> int:
 
 
 def cmd_serve_teacher(args) -> int:
+    import signal
+
     from sutra.synth.serve import LlamaCppServer
 
     server = LlamaCppServer(args.gguf, port=args.port, n_ctx=args.n_ctx, threads=args.threads)
+    # SIGTERM (kill, docker stop, systemd) must stop the llama.cpp child too, not orphan it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     with server:
         print(f"serving {server.model_path.name} at {server.base_url} (OpenAI-compatible); Ctrl-C to stop", flush=True)
         server.process.wait()
