@@ -57,9 +57,9 @@ def perplexity_vs_average(columns: list[Column], path: Path) -> Path | None:
         return None
     names = [c.name for c in points]
     figure, left = plt.subplots(figsize=(max(5, 1.2 * len(points)), 4))
-    left.plot(names, [c.perplexity for c in points], "o-", color="tab:blue")
-    left.set_ylabel("validation perplexity", color="tab:blue")
     perplexities = [c.perplexity for c in points]
+    left.plot(names, perplexities, "o-", color="tab:blue")
+    left.set_ylabel("validation perplexity", color="tab:blue")
     if max(perplexities) > 20 * min(perplexities):  # e.g. an untrained model next to trained ones
         left.set_yscale("log")
     right = left.twinx()

@@ -1,5 +1,6 @@
 """`sutra synth ...` commands. Heavy imports happen inside the handlers."""
 
+import signal
 import sys
 from pathlib import Path
 
@@ -209,8 +210,6 @@ def cmd_stats(args) -> int:
 
 
 def cmd_serve_teacher(args) -> int:
-    import signal
-
     from sutra.synth.serve import LlamaCppServer
 
     server = LlamaCppServer(args.gguf, port=args.port, n_ctx=args.n_ctx, threads=args.threads)

@@ -19,8 +19,8 @@ from sutra.synth.pipeline import Engine, EngineSettings, Job, ProgressBar, Summa
 from sutra.synth.prompts import PromptSet, level_description
 from sutra.synth.serve import LlamaCppServer, llama_cpp_available
 from sutra.synth.sources import SourceReport, chunk_document, iter_documents
-from sutra.tokenizer import load_tokenizer
 from sutra.synth.stats import write_stats
+from sutra.tokenizer import load_tokenizer
 
 
 @dataclass

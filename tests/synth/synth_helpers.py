@@ -1,21 +1,18 @@
 """Readers for a synth output directory, shared by the synth tests."""
 
-import json
 import time
 import uuid
 
-from sutra.synth.journal import SCHEMA_FIELDS
+from sutra.synth.journal import SCHEMA_FIELDS, read_jsonl
 from sutra.synth.judge import DIMENSIONS
 
 
 def records(out, shard=0):
-    path = out / f"train_{shard:03d}.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return read_jsonl(out / f"train_{shard:03d}.jsonl")[0]
 
 
 def journal(out, shard=0):
-    path = out / ".synth" / f"shard_{shard:03d}.log"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return read_jsonl(out / ".synth" / f"shard_{shard:03d}.log")[0]
 
 
 def check_schema(record, tokenizer):

@@ -77,14 +77,20 @@ def test_a_killed_run_resumes_without_losing_or_repeating_items(scripted, synth,
     assert "accepted 0 item(s)" in stdout and len(records(out)) == 8
 
 
-@pytest.mark.slow
-def test_the_run_rides_out_a_server_that_is_killed_and_restarted(scripted, tmp_path):
+def _kill_server_mid_run(scripted, out, retries: int):
+    """A 6-item run against a slow scripted server that is killed once 2 items are in: (port, the run)."""
     port = free_port()
     server = scripted("--delay", "0.3", port=port)
-    out = tmp_path / "synth"
-    run = _start_run(out, server.url, 6, "--concurrency", "1", "--retries", "8")
+    run = _start_run(out, server.url, 6, "--concurrency", "1", "--retries", str(retries))
     wait_for(lambda: len(records(out)) >= 2)
     server.kill()
+    return port, run
+
+
+@pytest.mark.slow
+def test_the_run_rides_out_a_server_that_is_killed_and_restarted(scripted, tmp_path):
+    out = tmp_path / "synth"
+    port, run = _kill_server_mid_run(scripted, out, retries=8)
     time.sleep(2.0)
     scripted("--delay", "0.3", port=port)
     stdout, stderr = run.communicate(timeout=180)
@@ -96,19 +102,15 @@ def test_the_run_rides_out_a_server_that_is_killed_and_restarted(scripted, tmp_p
 
 @pytest.mark.slow
 def test_a_server_that_stays_down_stops_the_run_cleanly_and_keeps_finished_items(scripted, synth, tmp_path):
-    port = free_port()
-    server = scripted("--delay", "0.3", port=port)
     out = tmp_path / "synth"
-    run = _start_run(out, server.url, 6, "--concurrency", "1", "--retries", "1")
-    wait_for(lambda: len(records(out)) >= 2)
-    server.kill()
+    port, run = _kill_server_mid_run(scripted, out, retries=1)
     stdout, stderr = run.communicate(timeout=120)
     assert run.returncode == 2
     assert "Traceback" not in stderr and "rerun the same command to resume" in stderr
     done = len(records(out))
     assert done >= 2
-    scripted(port=port)
-    synth("synth", "run", "--n", "6", "--out", out, "--base-url", server.url, *FAST, check=True)
+    restarted = scripted(port=port)
+    synth("synth", "run", "--n", "6", "--out", out, "--base-url", restarted.url, *FAST, check=True)
     assert len({r["id"] for r in records(out)}) == len(records(out)) == 6
 
 
