@@ -34,7 +34,7 @@ if section bench; then
 fi
 if section tests; then
   echo "== CUDA tests"
-  timeout 200 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/model 2>&1 | tee "$OUT/cuda_tests.log" || status=1
+  timeout 200 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/model tests/train 2>&1 | tee "$OUT/cuda_tests.log" || status=1
 fi
 if section train; then
   echo "== sutra train: smollm2-70m, 4 x 8192, document attention, compiled, on $GPU_DATA"

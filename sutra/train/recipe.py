@@ -38,7 +38,7 @@ class OptimizerSection:
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-    fused: bool | None = None  # None: fused on CUDA, the foreach kernel elsewhere
+    fused: bool = True  # CPU and CUDA; only the fused kernel skips a non-finite step without a host sync
     grad_clip: float = 1.0
 
 

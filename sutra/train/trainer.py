@@ -8,8 +8,10 @@ An epoch is `steps_per_epoch` optimizer steps (by default one full pass: the win
 whole steps; the few left over are counted and reported); the loader is realigned to the next
 epoch's permutation at each epoch end, so epochs line up with the per-epoch LR schedule.
 
-Host synchronisation: one small device-to-host copy per optimizer step (loss and gradient
-norm, needed to skip non-finite steps before they touch the weights); none per micro-batch.
+Host synchronisation: none in the hot loop. A step with a non-finite loss or gradient is skipped
+on the device (fused AdamW's `found_inf`, as GradScaler uses it), and each step's loss, gradient
+norm and stop votes are copied to the host behind its kernels and read one step later, while the
+device runs the next step. Everything is read before a log line, evaluation or checkpoint.
 """
 
 import math
@@ -18,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -82,6 +85,21 @@ class Progress:
     rollbacks: int = 0
 
 
+@dataclass
+class _InFlight:
+    """An enqueued step whose loss, gradient norm and stop votes are still on their way to the host."""
+
+    step: int
+    numbers: torch.Tensor  # on the host (pinned when the model is on CUDA)
+    copied: "torch.cuda.Event | None"
+
+    def read(self) -> tuple[float, float, float]:
+        if self.copied is not None:
+            self.copied.synchronize()  # waits for this step's kernels, not for those queued after it
+        loss, grad_norm, stop_votes = self.numbers.tolist()
+        return loss, grad_norm, stop_votes
+
+
 class Trainer:
     def __init__(self, recipe: Recipe, resume: bool, dist_info: Distributed):
         self.recipe, self.dist = recipe, dist_info
@@ -91,6 +109,9 @@ class Trainer:
         self.store = CheckpointStore(self.run_dir)
         self.progress = Progress()
         self.bad_streak = 0
+        self.in_flight: deque[_InFlight] = deque()  # steps enqueued but not yet read (at most two)
+        self.window = _Window()
+        self.last_grad_norm = float("nan")
         self.terminate_requested = False  # set by SIGTERM (e.g. a preempting scheduler); all ranks stop together
         self.stopping = False
         resumable = self._prepare_run_dir(resume)
@@ -189,8 +210,7 @@ class Trainer:
             {"params": [p for p in params if p.ndim >= 2], "weight_decay": o.weight_decay},
             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
         ]
-        fused = o.fused if o.fused is not None else self.device.type == "cuda"
-        return torch.optim.AdamW(groups, lr=self.schedule.lr(0), betas=o.betas, eps=o.eps, fused=fused)
+        return torch.optim.AdamW(groups, lr=self.schedule.lr(0), betas=o.betas, eps=o.eps, fused=o.fused)
 
     def _prepare_run_dir(self, resume: bool) -> bool:
         """Whether there is a `last` checkpoint to resume from; writes the resolved recipe on a fresh start."""
@@ -273,30 +293,39 @@ class Trainer:
             self._log({"step": 0, "epoch": 0.0, "tokens": 0, **self._evaluate()})
         bar = tqdm(total=total, initial=self.progress.step, unit="step", dynamic_ncols=True, disable=not self.dist.is_main, file=sys.stderr,
                    mininterval=0.5 if sys.stderr.isatty() else 30)  # a log file gets a line every 30 s, not every step
-        window = _Window()
+        self.window = _Window()
         while self.progress.step < total:
             step = self.progress.step
             started = time.perf_counter()
-            loss, grad_norm, flops = self._train_step(step)
-            window.add(loss, self.tokens_per_step, flops, time.perf_counter() - started)
+            flops = self._train_step(step)
+            self.window.add_step(self.tokens_per_step, flops)
             self.progress.step += 1
             self.progress.tokens += self.tokens_per_step
             done = self.progress.step
+            self._settle(keep=1)  # the previous step's numbers: the device runs this step meanwhile
+            stop_reason = "SIGTERM" if self.stopping else "--stop-after" if stop_after is not None and done >= stop_after else None
+            log_due = done % self.recipe.logging.every_steps == 0 or done == total
+            if stop_reason or log_due or self._checkpoint_due(done):
+                self._settle(keep=0)
+            self.window.seconds += time.perf_counter() - started
             bar.update(1)
-            bar.set_postfix_str(self._postfix(loss, window), refresh=False)
-            if done % self.recipe.logging.every_steps == 0 or done == total:
-                self._log({"step": done, "epoch": done / spe, "tokens": self.progress.tokens, **window.summary(self.peak_tflops),
-                           "lr": self.schedule.lr(step), "grad_norm": grad_norm, "skipped_steps": self.progress.skipped_steps})
-                window = _Window()
+            bar.set_postfix_str(self._postfix(), refresh=False)
+            if log_due:
+                self._log({"step": done, "epoch": done / spe, "tokens": self.progress.tokens, **self.window.summary(self.peak_tflops),
+                           "lr": self.schedule.lr(step), "grad_norm": self.last_grad_norm, "skipped_steps": self.progress.skipped_steps})
+                self.window = _Window()
             self._after_step(done)
-            reason = "SIGTERM" if self.stopping else "--stop-after" if stop_after is not None and done >= stop_after else None
-            if reason and done < total:
+            if stop_reason and done < total:
                 self._save((done - 1) // spe + 1, None, final=False, last=True)
                 bar.close()
-                self._say(f"stopped after step {done} of {total} ({reason}), `last` saved; continue with `sutra train --resume {self.run_dir}`")
+                self._say(f"stopped after step {done} of {total} ({stop_reason}), `last` saved; continue with `sutra train --resume {self.run_dir}`")
                 return
         bar.close()
         self._say(self._summary())
+
+    def _checkpoint_due(self, done: int) -> bool:
+        """Whether step `done` evaluates or checkpoints (an epoch end does both)."""
+        return done % self.schedule.steps_per_epoch == 0 or done % self.recipe.eval.every_steps == 0 or done % self.recipe.checkpoint.every_steps == 0
 
     def _after_step(self, done: int) -> None:
         """Evaluate and checkpoint where due; every process takes the same branches (they meet in barriers)."""
@@ -304,6 +333,8 @@ class Trainer:
         epoch_end = done % spe == 0
         epoch = (done - 1) // spe + 1  # 1-based epoch of the step just done
         val = None
+        if not self._checkpoint_due(done):
+            return
         if epoch_end or done % self.recipe.eval.every_steps == 0:
             val = self._evaluate()
             self._log({"step": done, "epoch": done / spe, "tokens": self.progress.tokens, **val})
@@ -311,8 +342,7 @@ class Trainer:
             self._say(f"epoch {epoch} done at step {done}: val loss {val['val_loss']:.4f}, ppl {val['val_ppl']:.2f}")
             self._start_epoch(epoch)  # the loader counts epochs from 0: this is the next one
         last_due = epoch_end or done % self.recipe.checkpoint.every_steps == 0
-        if val is not None or last_due:
-            self._save(epoch, val, final=epoch_end, last=last_due)
+        self._save(epoch, val, final=epoch_end, last=last_due)
 
     def _start_epoch(self, epoch: int) -> None:
         """Put the loader at the start of `epoch`'s permutation (skipping the windows that fill no whole step)."""
@@ -320,8 +350,8 @@ class Trainer:
         if (state["epoch"], state["cursor"]) != (epoch, 0):
             self.train_loader.load_state_dict({**state, "epoch": epoch, "cursor": 0})
 
-    def _train_step(self, step: int) -> tuple[float, float, float]:
-        """One optimizer step; returns (loss, gradient norm, FLOPs done on this process)."""
+    def _train_step(self, step: int) -> float:
+        """Enqueue one optimizer step (its numbers join self.in_flight); returns the FLOPs done on this process."""
         lr = self.schedule.lr(step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -346,20 +376,42 @@ class Trainer:
             if "can't allocate memory" in str(exc):
                 raise self._out_of_memory() from None
             raise
-        # one all-reduce carries the loss and every rank's stop request; one host sync reads them with the norm
+        # one all-reduce carries the loss and every rank's stop request; the gradient norm is already global
         totals = self.dist.sum_(torch.stack([loss_sum, torch.full((), float(self.terminate_requested), device=self.device)]))
-        loss_value, norm_value, stop_votes = torch.stack([totals[0] / self.recipe.train.grad_accum, grad_norm.float(), totals[1]]).tolist()
-        self.stopping = stop_votes > 0
-        if math.isfinite(loss_value) and math.isfinite(norm_value):
+        numbers = torch.stack([totals[0] / self.recipe.train.grad_accum, grad_norm.float(), totals[1]])
+        found_inf = (~torch.isfinite(numbers[:2]).all()).float()
+        if self.optimizer.param_groups[0]["fused"]:  # (a resumed optimizer state carries its own)
+            self.optimizer.found_inf = found_inf  # the fused kernel then leaves weights, moments and step count alone
             self.optimizer.step()
-            self.bad_streak = 0
-        else:
+        elif not found_inf.item():  # the foreach kernel cannot skip on the device: a host sync each step
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        copied = None
+        if self.device.type == "cuda":
+            numbers, copied = numbers.to("cpu", non_blocking=True), torch.cuda.Event()
+            copied.record()
+        self.in_flight.append(_InFlight(step, numbers, copied))
+        return flops
+
+    def _settle(self, keep: int) -> None:
+        """Read the numbers of enqueued steps, oldest first, until `keep` are left in flight: count the
+        skipped ones, note stop votes, and roll back after max_bad_steps in a row (reading the rest first)."""
+        roll_back_at = None
+        while len(self.in_flight) > (keep if roll_back_at is None else 0):
+            entry = self.in_flight.popleft()
+            loss, grad_norm, stop_votes = entry.read()
+            self.stopping = self.stopping or stop_votes > 0
+            self.window.add_loss(loss)
+            self.last_grad_norm = grad_norm
+            if math.isfinite(loss) and math.isfinite(grad_norm):
+                self.bad_streak = 0
+                continue
             self.progress.skipped_steps += 1
             self.bad_streak += 1
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.bad_streak >= self.recipe.stability.max_bad_steps:
-            self._roll_back(step)
-        return loss_value, norm_value, flops
+            if self.bad_streak >= self.recipe.stability.max_bad_steps and roll_back_at is None:
+                roll_back_at = entry.step
+        if roll_back_at is not None:
+            self._roll_back(roll_back_at)
 
     def _roll_back(self, step: int) -> None:
         """Restore weights and optimizer from `last`; the data position moves on, past the bad batches."""
@@ -421,10 +473,10 @@ class Trainer:
             attended = causal_attended_per_token(doc_ids.shape[1])
         return flops_per_token(self.config, attended) * doc_ids.numel()
 
-    def _postfix(self, loss: float, window: "_Window") -> str:
-        summary = window.summary(self.peak_tflops)
+    def _postfix(self) -> str:
+        summary = self.window.summary(self.peak_tflops)
         mfu = f" mfu {summary['mfu']:.1%}" if summary["mfu"] is not None else f" {summary['tflops']:.2f} TFLOP/s"
-        return f"loss {loss:.4f} {summary['tokens_per_s']:,.0f} tok/s{mfu}"
+        return f"loss {self.window.last_loss:.4f} {summary['tokens_per_s']:,.0f} tok/s{mfu}"
 
     def _log(self, record: dict) -> None:
         if self.log:
@@ -464,11 +516,15 @@ class _Window:
 
     def __init__(self):
         self.losses, self.tokens, self.flops, self.seconds = [], 0, 0.0, 0.0
+        self.last_loss = float("nan")
 
-    def add(self, loss: float, tokens: int, flops: float, seconds: float) -> None:
+    def add_step(self, tokens: int, flops: float) -> None:
+        self.tokens, self.flops = self.tokens + tokens, self.flops + flops
+
+    def add_loss(self, loss: float) -> None:
+        self.last_loss = loss
         if math.isfinite(loss):
             self.losses.append(loss)
-        self.tokens, self.flops, self.seconds = self.tokens + tokens, self.flops + flops, self.seconds + seconds
 
     def summary(self, peak_tflops: float | None) -> dict:
         seconds = max(self.seconds, 1e-9)

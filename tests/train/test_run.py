@@ -98,6 +98,31 @@ def test_nan_steps_are_skipped_then_rolled_back_to_last(tmp_path, tiny_dataset):
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_non_finite_gradient_leaves_weights_and_optimizer_untouched(tmp_path, tiny_dataset, fused):
+    """The fused kernel skips the step on the device (no host sync); the foreach kernel after reading it."""
+    recipe = micro_recipe(tiny_dataset, tmp_path / "run", optimizer={"fused": fused}, stability={"max_bad_steps": 3})
+    trainer = Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", recipe)), resume=False, dist_info=CPU)
+    trainer._train_step(0)
+    trainer._settle(keep=0)
+    weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    moments = [{k: v.clone() for k, v in state.items()} for state in trainer.optimizer.state.values()]
+    poison = trainer.model.norm.weight.register_hook(lambda grad: grad * float("nan"))
+    trainer._train_step(1)
+    poison.remove()
+    trainer._settle(keep=1)
+    assert trainer.progress.skipped_steps == 0 and len(trainer.in_flight) == 1, "read one step late"
+    trainer._settle(keep=0)
+    assert trainer.progress.skipped_steps == 1 and trainer.bad_streak == 1 and math.isnan(trainer.last_grad_norm)
+    assert all(torch.equal(weights[k], v) for k, v in trainer.model.state_dict().items())
+    after = list(trainer.optimizer.state.values())
+    assert all(torch.equal(before[k], state[k]) for before, state in zip(moments, after) for k in before), "moments and step count kept"
+    trainer._train_step(2)
+    trainer._settle(keep=0)
+    assert trainer.bad_streak == 0 and not torch.equal(weights["norm.weight"], trainer.model.norm.weight)
+    trainer.close()
+
+
 def test_init_from_continues_pretraining_from_a_checkpoint(finished_run, tmp_path, tiny_dataset):
     from sutra.cli import main
 
