@@ -10,12 +10,13 @@ decides, except that a string already starting with the BOS text gets nothing ad
 SmolLM2 tokenizer's post-processor adds nothing, so sequences start with the first text token.
 
 Where the speed comes from (the numbers do not change):
-  * requests that share a token prefix are packed into one row: the prefix once, then each
-    request's own tokens, with a mask that lets each see only the prefix and itself and RoPE
-    positions as if it ran alone. A HellaSwag item's context is run once for its four endings,
-    WinoGrande's two sentences share everything before the blank, BoolQ's " yes"/" no" and MMLU's
-    letters share whole inputs. Groups of any length then fill rows first-fit, so little padding
-    runs and each forward is large (on a CPU, each forward also rereads every weight);
+  * requests that share token prefixes run as one prefix tree: every shared token once, laid out
+    depth first, with a mask that lets a token see only its ancestors and RoPE positions at its
+    depth, so each request is scored as if it ran alone. A HellaSwag item's context runs once for
+    its four endings, WinoGrande's two sentences share everything before the blank, BoolQ's
+    " yes"/" no" and MMLU's letters share whole inputs, and MMLU's questions of one subject share
+    its header. Trees of any size then fill rows first-fit, so little padding runs and each
+    forward is large (on a CPU, each forward also rereads every weight);
   * the output head and log-softmax run only at the positions that are scored;
   * generation (gsm8k) runs batched through the KV-cached generator; a row leaves the batch at
     its first stop string, so the batch shrinks instead of waiting for its longest answer.
@@ -37,7 +38,8 @@ from sutra.model.generate import generate_batch
 MAX_GEN_TOKS = 256  # HFLM's default when a task sets no max_gen_toks (gsm8k sets none)
 
 
-MIN_SHARED_PREFIX = 8  # tokens two requests must share before they are packed into one row
+MIN_SHARED_PREFIX = 8  # tokens a request must share with the previous one to join its prefix tree
+TREE_TOKENS = 2048  # at most, so a packed row's (width x width) mask stays small
 SCORE_CHUNK = 2048  # scored positions per output-head chunk, bounding the (positions x vocab) logits
 
 
@@ -47,30 +49,43 @@ def _common_prefix(a: tuple, b: tuple) -> int:
 
 
 @dataclass
-class PackedGroup:
-    """Requests that share a token prefix: the prefix once, then each request's remaining tokens.
+class PrefixTree:
+    """Requests' input tokens as one prefix tree, one token per node, laid out depth first.
 
-    A token sees the shared prefix and the earlier tokens of its own request (segment), and sits at
-    the RoPE position it would have alone, so every scored logit is the one a separate row gives."""
+    A node's subtree is the contiguous run [node, ends[node]), so a token attends to the nodes j
+    with j <= i < ends[j]: exactly its ancestors, i.e. the tokens before it in its own request.
+    At the RoPE position of its depth, every scored logit is the one a separate row gives."""
 
     tokens: list[int] = field(default_factory=list)
-    positions: list[int] = field(default_factory=list)
-    segments: list[int] = field(default_factory=list)  # 0: the shared prefix; k: the k-th request
-    scored: list[tuple[int, list[int]]] = field(default_factory=list)  # (request index, token indexes)
+    positions: list[int] = field(default_factory=list)  # depth: the token's index within its request
+    ends: list[int] = field(default_factory=list)
+    scored: list[tuple[int, list[int]]] = field(default_factory=list)  # (request index, node indexes)
 
     @classmethod
-    def pack(cls, members: list[int], inputs: list[tuple], continuations: list[tuple]) -> "PackedGroup":
-        """members are sorted by their input tokens, so the first and last bound the shared prefix."""
-        shared = _common_prefix(inputs[members[0]], inputs[members[-1]])
-        group = cls(list(inputs[members[0]][:shared]), list(range(shared)), [0] * shared)
-        for segment, index in enumerate(members, 1):
-            sequence, start = inputs[index], len(group.tokens) - shared
-            group.tokens += sequence[shared:]
-            group.positions += range(shared, len(sequence))
-            group.segments += [segment] * (len(sequence) - shared)
-            first = len(sequence) - len(continuations[index])
-            group.scored.append((index, [p if p < shared else start + p for p in range(first, len(sequence))]))
-        return group
+    def build(cls, members: list[int], inputs: list[tuple], continuations: list[tuple]) -> "PrefixTree":
+        """members are sorted by their input tokens, so each shares the longest prefix with the one before."""
+        tree, path, previous = cls(), [], ()
+        for index in members:
+            sequence = inputs[index]
+            shared = _common_prefix(previous, sequence)
+            for node in path[shared:]:  # the previous request's branch is closed
+                tree.ends[node] = len(tree.tokens)
+            del path[shared:]
+            for depth in range(shared, len(sequence)):
+                path.append(len(tree.tokens))
+                tree.tokens.append(sequence[depth])
+                tree.positions.append(depth)
+                tree.ends.append(-1)  # set when its branch closes
+            tree.scored.append((index, path[len(sequence) - len(continuations[index]) :]))
+            previous = sequence
+        for node in path:
+            tree.ends[node] = len(tree.tokens)
+        return tree
+
+    @property
+    def is_chain(self) -> bool:
+        """One request (or copies of it): plain causal attention sees the same tokens."""
+        return self.positions[-1] == len(self.tokens) - 1
 
 
 class SutraLM(TemplateLM):
@@ -119,11 +134,11 @@ class SutraLM(TemplateLM):
         for _, context, continuation in requests:
             inputs.append(tuple((context + continuation)[-(self.max_length + 1) :][:-1]))
             continuations.append(tuple(continuation))
-        groups = sorted(self._pack_groups(inputs, continuations), key=lambda group: -len(group.tokens))
+        trees = sorted(self._prefix_trees(inputs, continuations), key=lambda tree: -len(tree.tokens))
 
         results: list[tuple[float, bool] | None] = [None] * len(requests)
         progress = tqdm(total=len(requests), disable=disable_tqdm, desc="Sutra loglikelihood")
-        for rows in self._batches(groups):
+        for rows in self._batches(trees):
             for index, answer in self._score(rows, continuations):
                 results[index] = answer
                 if requests[index][0] is not None:
@@ -132,78 +147,80 @@ class SutraLM(TemplateLM):
         progress.close()
         return results
 
-    def _pack_groups(self, inputs: list[tuple], continuations: list[tuple]) -> list[PackedGroup]:
-        """Requests sharing a long enough token prefix (a question's choices, WinoGrande's two
-        sentences up to the blank, MMLU's four one-token answers) become one group, at most batch_size
-        each. Sorting the inputs puts sharers next to each other."""
+    def _prefix_trees(self, inputs: list[tuple], continuations: list[tuple]) -> list[PrefixTree]:
+        """Requests sharing a long enough token prefix with their neighbour in sorted order (a
+        question's choices, WinoGrande's two sentences up to the blank, MMLU's answers and its
+        subject's header, a few-shot prefix) become one tree, while that costs less than running the
+        request on its own. Attention over a packed row is dense, so a wider tree makes every one of
+        its tokens dearer: a 15-token header is not worth joining a 500-token question to."""
+        config = self.model.config
+        d, kv = config.hidden_size, config.num_kv_heads * config.head_dim
+        # the width at which a layer's dense attention (2 x width x d multiply-adds per token) costs as much as its matmuls
+        attention_width = (d * (d + 2 * kv) + d * d + 3 * d * config.intermediate_size) / (2 * d)
+        cost = lambda tokens: tokens * (1 + tokens / attention_width)  # noqa: E731
         order = sorted(range(len(inputs)), key=lambda i: inputs[i])
-        groups, members, shared = [], [], 0
+        trees, members, size = [], [], 0
         for index in order:
             if members:
-                common = min(shared, _common_prefix(inputs[members[0]], inputs[index]))
-                # join while the group stays within the context and joining saves tokens overall
-                if (
-                    len(members) < self.batch_size
-                    and common >= MIN_SHARED_PREFIX
-                    and (len(members) - 1) * (shared - common) < common
-                    and common + sum(len(inputs[i]) - common for i in members + [index]) <= self.max_length
-                ):
+                shared = _common_prefix(inputs[members[-1]], inputs[index])
+                added = len(inputs[index]) - shared  # an exact copy adds nothing and always joins
+                worth_it = cost(size + added) < cost(size) + cost(len(inputs[index]))
+                if added == 0 or (shared >= MIN_SHARED_PREFIX and size + added <= min(TREE_TOKENS, self.max_length) and worth_it):
                     members.append(index)
-                    shared = common
+                    size += added
                     continue
-                groups.append(PackedGroup.pack(members, inputs, continuations))
-            members, shared = [index], len(inputs[index])
+                trees.append(PrefixTree.build(members, inputs, continuations))
+            members, size = [index], len(inputs[index])
         if members:
-            groups.append(PackedGroup.pack(members, inputs, continuations))
-        return groups
+            trees.append(PrefixTree.build(members, inputs, continuations))
+        return trees
 
-    def _batches(self, groups: list[PackedGroup]):
-        """Rows for each forward: at most batch_size rows (as HFLM), as wide as the longest group
-        left. Groups fill them first-fit, longest first, so short groups share a row instead of each
-        padding its own; groups sorted longest first keep the widest batch first."""
-        remaining = groups
+    def _batches(self, trees: list[PrefixTree]):
+        """Rows for each forward: at most batch_size rows (as HFLM), as wide as the longest tree
+        left. Trees fill them first-fit, longest first, so short trees share a row instead of each
+        padding its own; trees sorted longest first keep the widest batch first."""
+        remaining = trees
         while remaining:
             width, shortest = len(remaining[0].tokens), len(remaining[-1].tokens)
             rows, free, leftover = [], [], []
-            for g, group in enumerate(remaining):
+            for g, tree in enumerate(remaining):
                 if len(rows) == self.batch_size and max(free) < shortest:
                     leftover += remaining[g:]  # the batch is full: nothing left can fit
                     break
-                fits = next((r for r, room in enumerate(free) if room >= len(group.tokens)), None)
+                fits = next((r for r, room in enumerate(free) if room >= len(tree.tokens)), None)
                 if fits is not None:
-                    rows[fits].append(group)
-                    free[fits] -= len(group.tokens)
+                    rows[fits].append(tree)
+                    free[fits] -= len(tree.tokens)
                 elif len(rows) < self.batch_size:
-                    rows.append([group])
-                    free.append(width - len(group.tokens))
+                    rows.append([tree])
+                    free.append(width - len(tree.tokens))
                 else:
-                    leftover.append(group)
+                    leftover.append(tree)
             yield rows
             remaining = leftover
 
     @torch.inference_mode()
-    def _score(self, rows: list[list[PackedGroup]], continuations: list[tuple]):
-        """(request index, (loglikelihood, is_greedy)) for every request in the rows' groups."""
+    def _score(self, rows: list[list[PrefixTree]], continuations: list[tuple]):
+        """(request index, (loglikelihood, is_greedy)) for every request in the rows' trees."""
         device, shape = self.device, (len(rows), len(rows[0][0].tokens))
         tokens, positions = torch.zeros(shape, dtype=torch.long), torch.zeros(shape, dtype=torch.long)
-        group_ids, segments = torch.full(shape, -1), torch.zeros(shape, dtype=torch.long)  # padding: group -1
+        ends = torch.arange(1, shape[1] + 1).repeat(shape[0], 1)  # padding attends to itself only
         scored = []  # (request index, row, token indexes in the row)
         for r, row in enumerate(rows):
             offset = 0
-            for g, group in enumerate(row):
-                span = slice(offset, offset + len(group.tokens))
-                tokens[r, span], positions[r, span] = torch.tensor(group.tokens), torch.tensor(group.positions)
-                group_ids[r, span], segments[r, span] = g, torch.tensor(group.segments)
-                scored += [(index, r, [offset + i for i in indexes]) for index, indexes in group.scored]
+            for tree in row:
+                span = slice(offset, offset + len(tree.tokens))
+                tokens[r, span], positions[r, span] = torch.tensor(tree.tokens), torch.tensor(tree.positions)
+                ends[r, span] = torch.tensor(tree.ends) + offset
+                scored += [(index, r, [offset + i for i in nodes]) for index, nodes in tree.scored]
                 offset = span.stop
         kwargs = {}
-        if group_ids.max() > 0 or segments.any():  # packed: each token sees its prefix and itself only
-            group_ids, segments = group_ids.to(device), segments.to(device)
-            causal = torch.ones(shape[1], shape[1], dtype=torch.bool, device=device).tril()
-            same_group = group_ids[:, None, :] == group_ids[:, :, None]
-            visible = (segments[:, None, :] == 0) | (segments[:, None, :] == segments[:, :, None])
-            kwargs = {"positions": positions.to(device), "mask": (causal & same_group & visible)[:, None]}
-        # else one group per row, each a single sequence: right padding only trails, the causal default holds
+        if any(len(row) > 1 or not row[0].is_chain for row in rows):  # packed: each token sees its ancestors only
+            index = torch.arange(shape[1], device=device)
+            ends = ends.to(device)
+            visible = (index[None, :] <= index[:, None])[None] & (index[None, :, None] < ends[:, None, :])
+            kwargs = {"positions": positions.to(device), "mask": visible[:, None]}
+        # else one request per row: right padding only trails, the causal default holds
         hidden = self.model.hidden_states(tokens.to(device), **kwargs)
 
         row_index = torch.tensor([r for _, r, indexes in scored for _ in indexes], device=device)

@@ -29,6 +29,8 @@ def sharing_requests() -> list[tuple[list[int], list[int]]]:
     requests += [(sentence_start + option, words(6)) for option in (words(2), words(3))]  # WinoGrande
     requests += [(question + words(5), [42]), (question + words(5), [43])]  # BoolQ-like one-token choices
     requests += [(words(30), words(4)), (words(3), words(2)), (words(3), [7])]  # nothing shared
+    header = words(10)  # MMLU: one subject's header, then questions, each with four one-token answers
+    requests += [(header + body, [letter]) for body in (words(9), words(4) + question[:6]) for letter in (330, 331, 332, 333)]
     requests += [requests[0], requests[1]]  # exact duplicates
     rng.shuffle(requests)
     return requests
@@ -75,3 +77,31 @@ def test_cuda_fp32_scores_equal_cpu_and_bf16_stays_close(tiny_model):
     }
     assert all(abs(a - b) < 1e-3 for a, b in zip(scores["cpu"], scores["fp32"]))
     assert all(abs(a - b) < 0.05 * abs(a) + 0.1 for a, b in zip(scores["cpu"], scores["bf16"]))
+
+
+def test_prefix_tree_holds_each_shared_token_once_and_sees_only_ancestors():
+    from sutra.eval.adapter import PrefixTree
+
+    inputs = [(1, 2, 3, 4), (1, 2, 3, 5, 6), (1, 2, 7), (1, 2, 3, 4)]
+    continuations = [(4,), (5, 6), (7,), (4,)]
+    tree = PrefixTree.build(sorted(range(4), key=lambda i: inputs[i]), inputs, continuations)
+    assert tree.tokens == [1, 2, 3, 4, 5, 6, 7] and tree.positions == [0, 1, 2, 3, 3, 4, 2]
+    assert tree.ends == [7, 7, 6, 4, 6, 6, 7]
+    assert dict(tree.scored) == {0: [3], 3: [3], 1: [4, 5], 2: [6]}
+    ancestors = lambda i: [j for j in range(len(tree.tokens)) if j <= i < tree.ends[j]]  # noqa: E731
+    assert ancestors(5) == [0, 1, 2, 4, 5] and ancestors(6) == [0, 1, 6]
+    assert not tree.is_chain and PrefixTree.build([0, 3], inputs, continuations).is_chain
+
+
+def test_trees_join_where_sharing_outweighs_a_wider_row(tiny_model):
+    """A few-shot prefix (the same examples before every question) runs once for all questions;
+    a short header shared by long questions does not widen the rows (dense attention would cost more)."""
+    checkpoint, _ = tiny_model
+    lm = SutraLM(load_model(str(checkpoint)))
+    rng = random.Random(1)
+    words = lambda n: [rng.randrange(1000, 30000) for _ in range(n)]  # noqa: E731
+    prefix, header = words(100), words(10)
+    few_shot = [tuple(prefix + words(20)) for _ in range(8)] * 2  # each question twice (two one-token answers)
+    assert [len(tree.tokens) for tree in lm._prefix_trees(few_shot, [(1,)] * 16)] == [100 + 8 * 20]
+    long_questions = [tuple(header + words(200)) for _ in range(3)]
+    assert [len(tree.tokens) for tree in lm._prefix_trees(long_questions, [(1,)] * 3)] == [210] * 3
