@@ -10,6 +10,8 @@
 #              sutra data prepare stdlib-docs --out .gpu/data/stdlib-docs --min-val-docs 24
 #              mkdir -p .gpu/home/assets && cp -r ~/.cache/sutra/assets/smollm2-tokenizer .gpu/home/assets/
 #   profile  bench/profile_step.py: the top CUDA kernels of a document-masked step
+#   autotune the document-masked step compiled as usual, then with mode max-autotune-no-cudagraphs
+#            (inductor tunes FlexAttention's and the matmuls' kernels), on the same warm GPU
 #   eval     installs lm-eval from .gpu/wheels, runs the CUDA eval tests, then bench/eval_throughput.py
 #            (Sutra adapter vs lm-eval's hf model) on smollm2-135m-shaped random weights: fp32 on the
 #            five parity tasks (identical scores expected), bf16 likewise, and gsm8k generation
@@ -49,6 +51,12 @@ fi
 if section profile; then
   echo "== profile of a document-masked step"
   timeout 200 "$PY" bench/profile_step.py --attention document 2>&1 | tee "$OUT/profile.log" || status=1
+fi
+if section autotune; then
+  echo "== document-masked step: default compile vs max-autotune-no-cudagraphs"
+  for mode in "" "--compile-mode max-autotune-no-cudagraphs"; do
+    timeout 280 "$PY" bench/train_throughput.py --only sutra-document $mode 2>&1 | tail -2 | tee -a "$OUT/autotune.log" || status=1
+  done
 fi
 if section eval; then
   echo "== eval: CUDA eval tests, then the adapter against lm-eval's hf model"

@@ -1,12 +1,14 @@
 """Training throughput: transformers LlamaForCausalLM vs Sutra (causal) vs Sutra (document-masked).
 
 All three run the same training step in the same process on the same device: forward, backward,
-grad clipping at 1.0 and one fused AdamW update (wd 0.1), bf16 autocast, TF32, on the same
-batch, starting from the same weights. On CUDA the default shape is the card's: smollm2-70m,
-micro-batch 4 x 8192. On CPU it is the tiny preset at 2 x 256. Document lengths for the masked
+grad clipping at 1.0 and one fused AdamW update (wd 0.1), on the same batch, starting from the
+same weights. On CUDA the default is the card's: smollm2-70m, micro-batch 4 x 8192, bf16 autocast,
+TF32. On CPU it is recipes/tiny-cpu.yaml's: the tiny preset, fp32 (a CPU without bf16 units
+emulates bf16 matmuls, slower than fp32), at 4 x 256. Document lengths for the masked
 run are drawn uniformly from --doc-min..--doc-max tokens (as in gpu-anchors-h100.md).
 
     python bench/train_throughput.py [--preset P] [--batch B] [--seq T] [--steps N] [--no-compile]
+                                     [--compile-mode max-autotune-no-cudagraphs]
 
 FLOPs convention (printed with MFU): 6 x matmul parameters + 12 x layers x hidden x mean keys
 attended per token, i.e. 6N + 6·L·d·T for causal, and only the attended document spans for the
@@ -35,13 +37,16 @@ def parse_args():
     cuda = torch.cuda.is_available()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="smollm2-70m" if cuda else "tiny")
-    p.add_argument("--batch", type=int, default=4 if cuda else 2)
+    p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq", type=int, default=8192 if cuda else 256)
     p.add_argument("--steps", type=int, default=10 if cuda else 4)
     p.add_argument("--warmup", type=int, default=3 if cuda else 1)
     p.add_argument("--doc-min", type=int, default=200)
     p.add_argument("--doc-max", type=int, default=1800)
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16" if cuda else "fp32", help="bf16: autocast, as train.precision=bf16")
     p.add_argument("--no-compile", action="store_true", help="eager Sutra models (compile is on by default on CUDA)")
+    p.add_argument("--compile-mode", default=None, help="torch.compile mode for the Sutra models, e.g. max-autotune-no-cudagraphs "
+                   "(inductor then also tunes FlexAttention's block sizes)")
     p.add_argument("--only", default="transformers,sutra-causal,sutra-document")
     args = p.parse_args()
     args.compile = cuda and not args.no_compile
@@ -82,11 +87,11 @@ def time_steps(step, steps: int, warmup: int, device) -> tuple[float, float]:
 
 
 def make_optimizer(model, device):
-    return torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1, fused=device.type == "cuda")
+    return torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1, fused=True)
 
 
 def training_step(model, optimizer, compute_loss):
-    """One step as every variant runs it: the loss under bf16 autocast, backward, clip, AdamW."""
+    """One step as every variant runs it: the loss (under autocast for bf16), backward, clip, AdamW."""
     loss = compute_loss()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -107,7 +112,7 @@ def run_transformers(state, config, tokens, targets, device, args):
     opt = make_optimizer(model, device)
 
     def compute_loss():
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
             logits = model(input_ids=tokens).logits
         return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
 
@@ -119,11 +124,11 @@ def run_sutra(state, config, tokens, targets, doc_ids, device, args):
     model.load_state_dict(state)
     model.to(device).train()
     opt = make_optimizer(model, device)
-    forward = torch.compile(model) if args.compile else model
+    forward = torch.compile(model, mode=args.compile_mode) if args.compile else model
 
     def compute_loss():
         mask = model.attention_mask(doc_ids) if doc_ids is not None else None
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
             return forward(tokens, targets, mask=mask)
 
     return model, lambda: training_step(model, opt, compute_loss)
@@ -147,7 +152,7 @@ def main() -> int:
     peak = device_peak_tflops(device)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {device_name}; model {args.preset} ({config.num_parameters:,} params); batch {args.batch} x {args.seq}; "
-          f"compile {args.compile}; torch {torch.__version__}", flush=True)
+          f"{args.precision}; compile {args.compile} (mode {args.compile_mode or 'default'}); torch {torch.__version__}", flush=True)
 
     runs = {
         "transformers": (lambda: run_transformers(state, config, tokens, targets, device, args), (args.seq + 1) / 2),
@@ -197,7 +202,9 @@ def main() -> int:
         "preset": args.preset,
         "batch": args.batch,
         "seq": args.seq,
+        "precision": args.precision,
         "compile": args.compile,
+        "compile_mode": (args.compile_mode or "default") if args.compile else None,
         "torch": torch.__version__,
         "flops_convention": "6*matmul_params + 12*L*d*mean_keys_attended",
         "mean_keys_attended_document": round(mean_doc_attended, 1),

@@ -33,18 +33,23 @@ class LinearCrossEntropy(torch.autograd.Function):
                 h = hidden[start : start + chunk_size].to(dtype)
                 t = targets[start : start + chunk_size]
                 ok = valid[start : start + chunk_size]
+                # everything in place on the chunk's logits: on a CPU each fresh (rows x vocab)
+                # tensor costs page faults, and each pass over it costs as much as a small matmul
                 logits = (h @ w.t()).float()
-                lse = torch.logsumexp(logits, dim=-1)
                 safe_t = t.clamp(min=0)
-                target_logit = logits.gather(1, safe_t[:, None]).squeeze(1)
-                loss = loss + ((lse - target_logit) * ok).sum()
-                # d(loss)/d(logits) = (softmax - onehot) / count, zero on ignored rows
-                grad = (logits - lse[:, None]).exp_()
-                grad.scatter_add_(1, safe_t[:, None], torch.full_like(target_logit[:, None], -1.0))
-                grad.mul_((ok.to(torch.float32) / count)[:, None])
-                grad = grad.to(dtype)
-                grad_hidden[start : start + chunk_size] = (grad @ w).to(hidden.dtype)
-                grad_weight.add_(grad.t() @ h)
+                target_logit = logits.gather(1, safe_t[:, None])
+                peak = logits.amax(dim=-1, keepdim=True)
+                unnormalised = logits.sub_(peak).exp_()  # softmax x its row sum
+                row_sum = unnormalised.sum(dim=-1, keepdim=True)
+                loss = loss + ((peak + row_sum.log() - target_logit).squeeze(1) * ok).sum()
+                # d(loss)/d(logits) = (softmax - onehot) / count, zero on ignored rows: the row scales
+                # and the onehot go into the small factors instead of a pass over the big gradient
+                scale = (ok.to(torch.float32) / count)[:, None]
+                grad = unnormalised.to(dtype)
+                grad_hidden[start : start + chunk_size] = (((grad @ w) / row_sum - w[safe_t]) * scale).to(hidden.dtype)
+                h_scaled = h * scale
+                grad_weight.add_(grad.t() @ (h_scaled / row_sum).to(dtype))
+                grad_weight.index_add_(0, safe_t, -h_scaled.float())
         ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
         return loss / count
 

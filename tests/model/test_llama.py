@@ -68,6 +68,22 @@ def test_chunked_loss_matches_full_cross_entropy_and_gradients():
         assert torch.allclose(linear_cross_entropy(hidden, weight, targets, chunk_size=8), reference, atol=1e-5)
 
 
+def test_chunked_loss_gradients_under_bf16_autocast_stay_close_to_fp32():
+    torch.manual_seed(0)
+    hidden = torch.randn(37, 16, requires_grad=True)
+    weight = torch.randn(50, 16, requires_grad=True)
+    targets = torch.randint(0, 50, (37,))
+    targets[[3, 10]] = IGNORE_INDEX
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        linear_cross_entropy(hidden, weight, targets, chunk_size=8).backward()
+    grads = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    F.cross_entropy(hidden @ weight.t(), targets, ignore_index=IGNORE_INDEX).backward()
+    for ours, reference in zip(grads, (hidden.grad, weight.grad)):
+        assert (ours - reference).abs().max() < 0.02 * reference.abs().max()
+    assert grads[0][[3, 10]].abs().max() == 0, "ignored positions get no gradient"
+
+
 def test_model_loss_equals_cross_entropy_of_logits_under_bf16_autocast():
     torch.manual_seed(0)
     model = Llama(SMALL)
