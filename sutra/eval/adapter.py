@@ -154,9 +154,9 @@ class SutraLM(TemplateLM):
         request on its own. Attention over a packed row is dense, so a wider tree makes every one of
         its tokens dearer: a 15-token header is not worth joining a 500-token question to."""
         config = self.model.config
-        d, kv = config.hidden_size, config.num_kv_heads * config.head_dim
+        layer_matmul = (config.num_matmul_parameters - config.vocab_size * config.hidden_size) / config.num_layers
         # the width at which a layer's dense attention (2 x width x d multiply-adds per token) costs as much as its matmuls
-        attention_width = (d * (d + 2 * kv) + d * d + 3 * d * config.intermediate_size) / (2 * d)
+        attention_width = layer_matmul / (2 * config.hidden_size)
         cost = lambda tokens: tokens * (1 + tokens / attention_width)  # noqa: E731
         order = sorted(range(len(inputs)), key=lambda i: inputs[i])
         trees, members, size = [], [], 0
@@ -164,8 +164,11 @@ class SutraLM(TemplateLM):
             if members:
                 shared = _common_prefix(inputs[members[-1]], inputs[index])
                 added = len(inputs[index]) - shared  # an exact copy adds nothing and always joins
-                worth_it = cost(size + added) < cost(size) + cost(len(inputs[index]))
-                if added == 0 or (shared >= MIN_SHARED_PREFIX and size + added <= min(TREE_TOKENS, self.max_length) and worth_it):
+                if added == 0 or (
+                    shared >= MIN_SHARED_PREFIX
+                    and size + added <= min(TREE_TOKENS, self.max_length)
+                    and cost(size + added) < cost(size) + cost(len(inputs[index]))
+                ):
                     members.append(index)
                     size += added
                     continue

@@ -49,7 +49,7 @@ class LinearCrossEntropy(torch.autograd.Function):
                 grad_hidden[start : start + chunk_size] = (((grad @ w) / row_sum - w[safe_t]) * scale).to(hidden.dtype)
                 h_scaled = h * scale
                 grad_weight.add_(grad.t() @ (h_scaled / row_sum).to(dtype))
-                grad_weight.index_add_(0, safe_t, -h_scaled.float())
+                grad_weight.index_add_(0, safe_t, -h_scaled)
         ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
         return loss / count
 

@@ -333,8 +333,6 @@ class Trainer:
         epoch_end = done % spe == 0
         epoch = (done - 1) // spe + 1  # 1-based epoch of the step just done
         val = None
-        if not self._checkpoint_due(done):
-            return
         if epoch_end or done % self.recipe.eval.every_steps == 0:
             val = self._evaluate()
             self._log({"step": done, "epoch": done / spe, "tokens": self.progress.tokens, **val})
@@ -342,7 +340,8 @@ class Trainer:
             self._say(f"epoch {epoch} done at step {done}: val loss {val['val_loss']:.4f}, ppl {val['val_ppl']:.2f}")
             self._start_epoch(epoch)  # the loader counts epochs from 0: this is the next one
         last_due = epoch_end or done % self.recipe.checkpoint.every_steps == 0
-        self._save(epoch, val, final=epoch_end, last=last_due)
+        if val is not None or last_due:
+            self._save(epoch, val, final=epoch_end, last=last_due)
 
     def _start_epoch(self, epoch: int) -> None:
         """Put the loader at the start of `epoch`'s permutation (skipping the windows that fill no whole step)."""

@@ -49,37 +49,42 @@ def test_invalid_configs_are_rejected():
         get_preset("gpt5")
 
 
-def test_chunked_loss_matches_full_cross_entropy_and_gradients():
+def loss_case():
+    """Hidden states and head weight that need gradients, and targets with two ignored positions."""
     torch.manual_seed(0)
-    hidden = torch.randn(37, 16, requires_grad=True)
-    weight = torch.randn(50, 16, requires_grad=True)
     targets = torch.randint(0, 50, (37,))
     targets[[3, 10]] = IGNORE_INDEX
-    loss = linear_cross_entropy(hidden, weight, targets, chunk_size=8)
-    loss.backward()
-    grads = hidden.grad.clone(), weight.grad.clone()
+    return torch.randn(37, 16, requires_grad=True), torch.randn(50, 16, requires_grad=True), targets
+
+
+def reference_loss_and_grads(hidden, weight, targets):
+    """fp32 cross-entropy of the full logits, and its gradients (any earlier ones are dropped first)."""
     hidden.grad = weight.grad = None
     reference = F.cross_entropy(hidden @ weight.t(), targets, ignore_index=IGNORE_INDEX)
     reference.backward()
+    return reference, hidden.grad, weight.grad
+
+
+def test_chunked_loss_matches_full_cross_entropy_and_gradients():
+    hidden, weight, targets = loss_case()
+    loss = linear_cross_entropy(hidden, weight, targets, chunk_size=8)
+    loss.backward()
+    grads = hidden.grad.clone(), weight.grad.clone()
+    reference, *reference_grads = reference_loss_and_grads(hidden, weight, targets)
     assert torch.allclose(loss, reference, atol=1e-5)
-    assert torch.allclose(grads[0], hidden.grad, atol=1e-5)
-    assert torch.allclose(grads[1], weight.grad, atol=1e-5)
+    assert torch.allclose(grads[0], reference_grads[0], atol=1e-5)
+    assert torch.allclose(grads[1], reference_grads[1], atol=1e-5)
     with torch.no_grad():  # the evaluation path gives the same number
         assert torch.allclose(linear_cross_entropy(hidden, weight, targets, chunk_size=8), reference, atol=1e-5)
 
 
 def test_chunked_loss_gradients_under_bf16_autocast_stay_close_to_fp32():
-    torch.manual_seed(0)
-    hidden = torch.randn(37, 16, requires_grad=True)
-    weight = torch.randn(50, 16, requires_grad=True)
-    targets = torch.randint(0, 50, (37,))
-    targets[[3, 10]] = IGNORE_INDEX
+    hidden, weight, targets = loss_case()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         linear_cross_entropy(hidden, weight, targets, chunk_size=8).backward()
     grads = hidden.grad.clone(), weight.grad.clone()
-    hidden.grad = weight.grad = None
-    F.cross_entropy(hidden @ weight.t(), targets, ignore_index=IGNORE_INDEX).backward()
-    for ours, reference in zip(grads, (hidden.grad, weight.grad)):
+    _, *reference_grads = reference_loss_and_grads(hidden, weight, targets)
+    for ours, reference in zip(grads, reference_grads):
         assert (ours - reference).abs().max() < 0.02 * reference.abs().max()
     assert grads[0][[3, 10]].abs().max() == 0, "ignored positions get no gradient"
 
