@@ -65,9 +65,10 @@ def reference_loss_and_grads(hidden, weight, targets):
     return reference, hidden.grad, weight.grad
 
 
-def test_chunked_loss_matches_full_cross_entropy_and_gradients():
+@pytest.mark.parametrize("chunk_size", [8, 64])  # several chunks, then one: a CPU's reused logits buffer regrows
+def test_chunked_loss_matches_full_cross_entropy_and_gradients(chunk_size):
     hidden, weight, targets = loss_case()
-    loss = linear_cross_entropy(hidden, weight, targets, chunk_size=8)
+    loss = linear_cross_entropy(hidden, weight, targets, chunk_size=chunk_size)
     loss.backward()
     grads = hidden.grad.clone(), weight.grad.clone()
     reference, *reference_grads = reference_loss_and_grads(hidden, weight, targets)
@@ -75,7 +76,7 @@ def test_chunked_loss_matches_full_cross_entropy_and_gradients():
     assert torch.allclose(grads[0], reference_grads[0], atol=1e-5)
     assert torch.allclose(grads[1], reference_grads[1], atol=1e-5)
     with torch.no_grad():  # the evaluation path gives the same number
-        assert torch.allclose(linear_cross_entropy(hidden, weight, targets, chunk_size=8), reference, atol=1e-5)
+        assert torch.allclose(linear_cross_entropy(hidden, weight, targets, chunk_size=chunk_size), reference, atol=1e-5)
 
 
 def test_chunked_loss_gradients_under_bf16_autocast_stay_close_to_fp32():
