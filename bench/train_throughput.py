@@ -5,7 +5,8 @@ grad clipping at 1.0 and one fused AdamW update (wd 0.1), on the same batch, sta
 same weights. On CUDA the default is the card's: smollm2-70m, micro-batch 4 x 8192, bf16 autocast,
 TF32. On CPU it is recipes/tiny-cpu.yaml's: the tiny preset, fp32 (a CPU without bf16 units
 emulates bf16 matmuls, slower than fp32), at 4 x 256. Document lengths for the masked
-run are drawn uniformly from --doc-min..--doc-max tokens (as in gpu-anchors-h100.md).
+run are drawn uniformly from --doc-min..--doc-max tokens (as in gpu-anchors-h100.md). On a CPU the
+variants are timed interleaved, one step of each in turn, so the machine's slow spells fall on all.
 
     python bench/train_throughput.py [--preset P] [--batch B] [--seq T] [--steps N] [--no-compile]
                                      [--compile-mode max-autotune-no-cudagraphs]
@@ -39,7 +40,7 @@ def parse_args():
     p.add_argument("--preset", default="smollm2-70m" if cuda else "tiny")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq", type=int, default=8192 if cuda else 256)
-    p.add_argument("--steps", type=int, default=10 if cuda else 4)
+    p.add_argument("--steps", type=int, default=10 if cuda else 8)
     p.add_argument("--warmup", type=int, default=3 if cuda else 1)
     p.add_argument("--doc-min", type=int, default=200)
     p.add_argument("--doc-max", type=int, default=1800)
@@ -66,24 +67,31 @@ def document_ids(batch: int, seq: int, lo: int, hi: int, generator) -> torch.Ten
     return torch.tensor(rows, dtype=torch.int32)
 
 
-def time_steps(step, steps: int, warmup: int, device) -> tuple[float, float]:
-    """Seconds per step (median of timed steps) and the loss of the first step."""
-    first_loss = float(step())
-    for _ in range(warmup - 1):
-        step()
-    times = []
+def time_interleaved(steps_by_name: dict, steps: int, warmup: int, device) -> dict:
+    """Per variant: median seconds per step, first loss and peak CUDA memory. Each timed round runs
+    one step of every variant in turn, so a slow spell of a shared machine falls on all of them."""
+    stats = {}
+    for name, step in steps_by_name.items():  # compile and warm up
+        stats[name] = {"first_loss": float(step()), "times": [], "peak": 0}
+        for _ in range(warmup - 1):
+            step()
     for _ in range(steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        loss = step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        else:
-            float(loss)
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return times[len(times) // 2], first_loss
+        for name, step in steps_by_name.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            loss = step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+                stats[name]["peak"] = max(stats[name]["peak"], torch.cuda.max_memory_allocated(device))
+            else:
+                float(loss)
+            stats[name]["times"].append(time.perf_counter() - start)
+    for entry in stats.values():
+        times = sorted(entry.pop("times"))
+        entry["seconds"] = times[len(times) // 2]
+    return stats
 
 
 def make_optimizer(model, device):
@@ -134,6 +142,38 @@ def run_sutra(state, config, tokens, targets, doc_ids, device, args):
     return model, lambda: training_step(model, opt, compute_loss)
 
 
+def measure(names, runs, tokens_per_step, config, peak, device, args) -> dict:
+    """Build and time these variants together: name -> figures, or {"error": ...} (one failing
+    variant must not hide the others)."""
+    results, steps = {}, {}
+    try:
+        for name in names:
+            steps[name] = runs[name][0]()[1]
+        timed = time_interleaved(steps, args.steps, args.warmup, device)
+    except Exception as exc:
+        error = "out of memory" if isinstance(exc, torch.OutOfMemoryError) else f"{type(exc).__name__}: {str(exc)[:300]}"
+        return {name: {"error": error} for name in names}
+    finally:
+        steps = None
+        gc.collect()
+    for name in names:
+        tps = tokens_per_step / timed[name]["seconds"]
+        tflops = tps * flops_per_token(config, runs[name][1]) / 1e12
+        results[name] = {
+            "tokens_per_s": round(tps),
+            "step_s": round(timed[name]["seconds"], 4),
+            "first_loss": round(timed[name]["first_loss"], 4),
+            "tflops": round(tflops, 1),
+            "mfu": round(tflops / peak, 4) if peak else None,
+            "peak_mem_gib": round(timed[name]["peak"] / 2**30, 2) if device.type == "cuda" else None,
+        }
+        if args.compile and name.startswith("sutra"):
+            from torch._dynamo.utils import counters
+
+            results[name]["compiled_graphs"] = counters["stats"]["unique_graphs"]
+    return results
+
+
 def main() -> int:
     args = parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -159,41 +199,18 @@ def main() -> int:
         "sutra-causal": (lambda: run_sutra(state, config, tokens, targets, None, device, args), (args.seq + 1) / 2),
         "sutra-document": (lambda: run_sutra(state, config, tokens, targets, doc_ids, device, args), mean_doc_attended),
     }
+    names = args.only.split(",")
+    # a CPU times the variants interleaved; a GPU, whose timings are steady, one at a time, so each
+    # variant's peak memory is its own
+    groups = [names] if device.type == "cpu" else [[name] for name in names]
     results = {}
-    for name in args.only.split(","):
-        build, attended = runs[name]
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        try:
-            model, step = build()
-            seconds, first_loss = time_steps(step, args.steps, args.warmup, device)
-        except Exception as exc:  # report and go on: one failing variant must not hide the others
-            message = "out of memory" if isinstance(exc, torch.OutOfMemoryError) else f"{type(exc).__name__}: {str(exc)[:300]}"
-            print(f"{name:15s} FAILED {message}", flush=True)
-            results[name] = {"error": message}
-            model = step = None
-            gc.collect()
-            continue
-        tps = tokens_per_step / seconds
-        tflops = tps * flops_per_token(config, attended) / 1e12
-        entry = {
-            "tokens_per_s": round(tps),
-            "step_s": round(seconds, 4),
-            "first_loss": round(first_loss, 4),
-            "tflops": round(tflops, 1),
-            "mfu": round(tflops / peak, 4) if peak else None,
-            "peak_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
-        }
-        if args.compile and name.startswith("sutra"):
-            from torch._dynamo.utils import counters
-
-            entry["compiled_graphs"] = counters["stats"]["unique_graphs"]
-        results[name] = entry
-        print(f"{name:15s} {entry['tokens_per_s']:>10,} tok/s  {entry['tflops']:7.1f} TFLOP/s  mfu {entry['mfu']}  "
-              f"peak {entry['peak_mem_gib']} GiB  first loss {entry['first_loss']}", flush=True)
-        del model, step
-        gc.collect()
+    for group in groups:
+        results.update(measure(group, runs, tokens_per_step, config, peak, device, args))
+        for name in group:
+            entry = results[name]
+            print(f"{name:15s} " + (f"FAILED {entry['error']}" if "error" in entry else
+                  f"{entry['tokens_per_s']:>10,} tok/s  {entry['tflops']:7.1f} TFLOP/s  mfu {entry['mfu']}  "
+                  f"peak {entry['peak_mem_gib']} GiB  first loss {entry['first_loss']}"), flush=True)
 
     base = results.get("transformers", {}).get("tokens_per_s")
     summary = {
