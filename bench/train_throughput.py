@@ -67,14 +67,11 @@ def document_ids(batch: int, seq: int, lo: int, hi: int, generator) -> torch.Ten
     return torch.tensor(rows, dtype=torch.int32)
 
 
-def time_interleaved(steps_by_name: dict, steps: int, warmup: int, device) -> dict:
-    """Per variant: median seconds per step, first loss and peak CUDA memory. Each timed round runs
-    one step of every variant in turn, so a slow spell of a shared machine falls on all of them."""
-    stats = {}
-    for name, step in steps_by_name.items():  # compile and warm up
-        stats[name] = {"first_loss": float(step()), "times": [], "peak": 0}
-        for _ in range(warmup - 1):
-            step()
+def time_interleaved(steps_by_name: dict, steps: int, device) -> dict:
+    """Per variant: (median seconds per step, peak CUDA memory in bytes). Each round runs one step
+    of every variant in turn, so a slow spell of a shared machine falls on all of them."""
+    times = {name: [] for name in steps_by_name}
+    peaks = dict.fromkeys(steps_by_name, 0)
     for _ in range(steps):
         for name, step in steps_by_name.items():
             if device.type == "cuda":
@@ -84,14 +81,11 @@ def time_interleaved(steps_by_name: dict, steps: int, warmup: int, device) -> di
             loss = step()
             if device.type == "cuda":
                 torch.cuda.synchronize()
-                stats[name]["peak"] = max(stats[name]["peak"], torch.cuda.max_memory_allocated(device))
+                peaks[name] = max(peaks[name], torch.cuda.max_memory_allocated(device))
             else:
                 float(loss)
-            stats[name]["times"].append(time.perf_counter() - start)
-    for entry in stats.values():
-        times = sorted(entry.pop("times"))
-        entry["seconds"] = times[len(times) // 2]
-    return stats
+            times[name].append(time.perf_counter() - start)
+    return {name: (sorted(t)[len(t) // 2], peaks[name]) for name, t in times.items()}
 
 
 def make_optimizer(model, device):
@@ -142,30 +136,44 @@ def run_sutra(state, config, tokens, targets, doc_ids, device, args):
     return model, lambda: training_step(model, opt, compute_loss)
 
 
+def describe(exc: Exception) -> str:
+    return "out of memory" if isinstance(exc, torch.OutOfMemoryError) else f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
 def measure(names, runs, tokens_per_step, config, peak, device, args) -> dict:
-    """Build and time these variants together: name -> figures, or {"error": ...} (one failing
-    variant must not hide the others)."""
-    results, steps = {}, {}
-    try:
-        for name in names:
-            steps[name] = runs[name][0]()[1]
-        timed = time_interleaved(steps, args.steps, args.warmup, device)
-    except Exception as exc:
-        error = "out of memory" if isinstance(exc, torch.OutOfMemoryError) else f"{type(exc).__name__}: {str(exc)[:300]}"
-        return {name: {"error": error} for name in names}
-    finally:
-        steps = None
-        gc.collect()
+    """Build, warm up and time these variants together: name -> figures, or {"error": ...} (one
+    failing variant must not hide the others)."""
+    results, steps, first_loss = {}, {}, {}
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     for name in names:
-        tps = tokens_per_step / timed[name]["seconds"]
+        try:
+            step = runs[name][0]()[1]
+            first_loss[name] = float(step())  # the first step compiles
+            for _ in range(args.warmup - 1):
+                step()
+            steps[name] = step
+        except Exception as exc:
+            results[name] = {"error": describe(exc)}
+            step = None
+            gc.collect()
+    try:
+        timed = time_interleaved(steps, args.steps, device)
+    except Exception as exc:
+        return results | {name: {"error": describe(exc)} for name in steps}
+    finally:
+        step = steps = None
+        gc.collect()
+    for name, (seconds, peak_bytes) in timed.items():
+        tps = tokens_per_step / seconds
         tflops = tps * flops_per_token(config, runs[name][1]) / 1e12
         results[name] = {
             "tokens_per_s": round(tps),
-            "step_s": round(timed[name]["seconds"], 4),
-            "first_loss": round(timed[name]["first_loss"], 4),
+            "step_s": round(seconds, 4),
+            "first_loss": round(first_loss[name], 4),
             "tflops": round(tflops, 1),
             "mfu": round(tflops / peak, 4) if peak else None,
-            "peak_mem_gib": round(timed[name]["peak"] / 2**30, 2) if device.type == "cuda" else None,
+            "peak_mem_gib": round(peak_bytes / 2**30, 2) if device.type == "cuda" else None,
         }
         if args.compile and name.startswith("sutra"):
             from torch._dynamo.utils import counters
