@@ -26,7 +26,6 @@ import json
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from lm_eval.api.model import TemplateLM
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
@@ -34,13 +33,13 @@ from tqdm import tqdm
 
 from sutra.model.checkpoint import LoadedModel
 from sutra.model.generate import generate_batch
+from sutra.model.loss import target_log_probs
 
 MAX_GEN_TOKS = 256  # HFLM's default when a task sets no max_gen_toks (gsm8k sets none)
 
 
 MIN_SHARED_PREFIX = 8  # tokens a request must share with the previous one to join its prefix tree
 TREE_TOKENS = 2048  # at most, so a packed row's (width x width) mask stays small
-SCORE_CHUNK = 2048  # scored positions per output-head chunk, bounding the (positions x vocab) logits
 
 
 def _common_prefix(a: tuple, b: tuple) -> int:
@@ -229,14 +228,9 @@ class SutraLM(TemplateLM):
         row_index = torch.tensor([r for _, r, indexes in scored for _ in indexes], device=device)
         column_index = torch.tensor([i for _, _, indexes in scored for i in indexes], device=device)
         targets = torch.tensor([t for index, _, _ in scored for t in continuations[index]], device=device)
-        log_probs, greedy = [], []
-        for start in range(0, len(targets), SCORE_CHUNK):  # output head and log-softmax on scored positions only
-            chunk = slice(start, start + SCORE_CHUNK)
-            logits = F.linear(hidden[row_index[chunk], column_index[chunk]], self.model.lm_head_weight)
-            chunk_log_probs = F.log_softmax(logits.float(), dim=-1)
-            log_probs.append(chunk_log_probs.gather(1, targets[chunk, None])[:, 0])
-            greedy.append(chunk_log_probs.argmax(dim=-1) == targets[chunk])
-        log_probs, greedy = torch.cat(log_probs).tolist(), torch.cat(greedy).tolist()
+        # the output head and log-softmax at scored positions only
+        log_probs, greedy = target_log_probs(hidden[row_index, column_index], self.model.lm_head_weight, targets)
+        log_probs, greedy = log_probs.tolist(), greedy.tolist()
         start = 0
         for index, _, indexes in scored:
             end = start + len(indexes)

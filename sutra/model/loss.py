@@ -85,12 +85,27 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     return LinearCrossEntropy.apply(hidden, weight, targets, chunk_size)
 
 
-def _eval_cross_entropy(hidden, weight, targets, chunk_size):
+def target_log_probs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int = 2048):
+    """log softmax(hidden @ weight.T)[row, target] for every row, and whether the target is the row's
+    argmax. hidden (N, d), weight (V, d), targets (N,) all valid ids.
+
+    Chunk by chunk, with the log-softmax written over each chunk's logits: no second (rows x vocab)
+    tensor. It is PyTorch's own log_softmax kernel, as lm-eval's `hf` model uses, so the sums agree
+    with it to rounding (a hand-written logsumexp drifted by 3e-5 per token)."""
     dtype = _compute_dtype(hidden)
-    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-    for start in range(0, hidden.shape[0], chunk_size):
-        logits = (hidden[start : start + chunk_size].to(dtype) @ weight.to(dtype).t()).float()
-        total = total + torch.nn.functional.cross_entropy(
-            logits, targets[start : start + chunk_size], ignore_index=IGNORE_INDEX, reduction="sum"
-        )
-    return total / (targets != IGNORE_INDEX).sum().clamp(min=1)
+    log_probs, greedy = [], []
+    with torch.autocast(hidden.device.type, enabled=False):
+        w = weight.to(dtype)
+        for start in range(0, hidden.shape[0], chunk_size):
+            t = targets[start : start + chunk_size]
+            logits = _logits_into(hidden[start : start + chunk_size].to(dtype), w).float()
+            chunk_log_probs = torch.log_softmax(logits, dim=-1, out=logits)
+            log_probs.append(chunk_log_probs.gather(1, t[:, None])[:, 0])
+            greedy.append(chunk_log_probs.argmax(dim=-1) == t)
+    return torch.cat(log_probs), torch.cat(greedy)
+
+
+def _eval_cross_entropy(hidden, weight, targets, chunk_size):
+    valid = targets != IGNORE_INDEX
+    log_probs, _ = target_log_probs(hidden, weight, targets.clamp(min=0), chunk_size)
+    return -(log_probs * valid).sum() / valid.sum().clamp(min=1)
