@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from sutra.errors import SutraError
 from sutra.model import Llama, ModelConfig, get_preset
 from sutra.model.llama import count_parameters, flops_per_token
-from sutra.model.loss import IGNORE_INDEX, linear_cross_entropy
+from sutra.model.loss import IGNORE_INDEX, linear_cross_entropy, target_log_probs
 from sutra.model.masks import dense_document_mask, flex_document_mask
 
 SMALL = ModelConfig(64, 128, 2, 4, 2, vocab_size=512, max_seq_len=128)
@@ -77,6 +77,18 @@ def test_chunked_loss_matches_full_cross_entropy_and_gradients(chunk_size):
     assert torch.allclose(grads[1], reference_grads[1], atol=1e-5)
     with torch.no_grad():  # the evaluation path gives the same number
         assert torch.allclose(linear_cross_entropy(hidden, weight, targets, chunk_size=chunk_size), reference, atol=1e-5)
+
+
+def test_target_log_probs_equal_log_softmax_in_chunks():
+    hidden, weight, targets = loss_case()
+    targets = targets.clamp(min=0)
+    targets[5] = (hidden[5] @ weight.t()).argmax()  # one target that is its row's argmax
+    reference = torch.log_softmax(hidden @ weight.t(), dim=-1).detach()
+    for chunk_size in (8, 64):  # several chunks, then one (the reused buffer regrows)
+        log_probs, greedy = target_log_probs(hidden.detach(), weight.detach(), targets, chunk_size)
+        # a GEMM's last bits depend on its row count, so not bitwise across chunkings
+        assert torch.allclose(log_probs, reference.gather(1, targets[:, None])[:, 0], rtol=0, atol=1e-5)
+        assert torch.equal(greedy, reference.argmax(dim=-1) == targets) and greedy[5]
 
 
 def test_chunked_loss_gradients_under_bf16_autocast_stay_close_to_fp32():
