@@ -34,7 +34,7 @@ def main() -> int:
     config = get_preset(args.preset)
     torch.manual_seed(0)
     model = Llama(config).to(device).train()
-    opt = make_optimizer(model, device)
+    opt = make_optimizer(model)
     forward = torch.compile(model)
     generator = torch.Generator().manual_seed(0)
     window = torch.randint(0, config.vocab_size, (args.batch, args.seq + 1), generator=generator).to(device)

@@ -88,7 +88,7 @@ def time_interleaved(steps_by_name: dict, steps: int, device) -> dict:
     return {name: (sorted(t)[len(t) // 2], peaks[name]) for name, t in times.items()}
 
 
-def make_optimizer(model, device):
+def make_optimizer(model):
     return torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1, fused=True)
 
 
@@ -111,21 +111,21 @@ def run_transformers(state, config, tokens, targets, device, args):
     model.load_state_dict(sutra_to_hf_state(state, config), strict=False)
     model.tie_weights()
     model.to(device).train()
-    opt = make_optimizer(model, device)
+    opt = make_optimizer(model)
 
     def compute_loss():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
             logits = model(input_ids=tokens).logits
         return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
 
-    return model, lambda: training_step(model, opt, compute_loss)
+    return lambda: training_step(model, opt, compute_loss)
 
 
 def run_sutra(state, config, tokens, targets, doc_ids, device, args):
     model = Llama(config)
     model.load_state_dict(state)
     model.to(device).train()
-    opt = make_optimizer(model, device)
+    opt = make_optimizer(model)
     forward = torch.compile(model, mode=args.compile_mode) if args.compile else model
 
     def compute_loss():
@@ -133,7 +133,7 @@ def run_sutra(state, config, tokens, targets, doc_ids, device, args):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
             return forward(tokens, targets, mask=mask)
 
-    return model, lambda: training_step(model, opt, compute_loss)
+    return lambda: training_step(model, opt, compute_loss)
 
 
 def describe(exc: Exception) -> str:
@@ -148,7 +148,7 @@ def measure(names, runs, tokens_per_step, config, peak, device, args) -> dict:
         torch.cuda.empty_cache()
     for name in names:
         try:
-            step = runs[name][0]()[1]
+            step = runs[name][0]()
             first_loss[name] = float(step())  # the first step compiles
             for _ in range(args.warmup - 1):
                 step()
