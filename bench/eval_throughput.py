@@ -50,6 +50,8 @@ def main() -> None:
                         help="timed runs of each model, alternating which goes first; each model's fastest counts "
                         "(a shared CPU's slow spells otherwise decide the ratio)")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
 
     from lm_eval.models.huggingface import HFLM
 

@@ -50,6 +50,8 @@ def parse_args():
                    "(inductor then also tunes FlexAttention's block sizes)")
     p.add_argument("--only", default="transformers,sutra-causal,sutra-document")
     args = p.parse_args()
+    if args.steps < 1 or args.warmup < 1:
+        p.error(f"--steps and --warmup must be at least 1, got {args.steps} and {args.warmup}")
     args.compile = cuda and not args.no_compile
     return args
 
