@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # For sessions that get a GPU: CUDA checks in one go, using the machine's own python (its
 # PyTorch/transformers), run from the repo root. Sections (default all, about 8 minutes):
-#   bench    bench/train_throughput.py: transformers vs Sutra causal vs Sutra document, 4 x 8192
+#   bench    bench/train_throughput.py: transformers vs Sutra causal vs Sutra document (flex and
+#            varlen kernels), 4 x 8192
 #   tests    the CUDA-only tests (pytest -m cuda)
 #   train    a real `sutra train` of smollm2-70m (document attention, compile) on a prepared
 #            dataset, then `sutra generate` from its e1-final checkpoint; needs GPU_DATA (a
@@ -9,7 +10,7 @@
 #            machine reaches no package index. Make them here with:
 #              sutra data prepare stdlib-docs --out .gpu/data/stdlib-docs --min-val-docs 24
 #              mkdir -p .gpu/home/assets && cp -r ~/.cache/sutra/assets/smollm2-tokenizer .gpu/home/assets/
-#   profile  bench/profile_step.py: the top CUDA kernels of a document-masked step
+#   profile  bench/profile_step.py: the top CUDA kernels of a document-masked step, per kernel
 #   autotune the document-masked step compiled as usual, then with mode max-autotune-no-cudagraphs
 #            (inductor tunes FlexAttention's and the matmuls' kernels), on the same warm GPU
 #   eval     installs lm-eval from .gpu/wheels, runs the CUDA eval tests, then bench/eval_throughput.py
@@ -32,7 +33,7 @@ status=0
 section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 if section bench; then
   echo "== training throughput (transformers vs sutra causal vs sutra document), smollm2-70m 4 x 8192"
-  timeout 330 "$PY" bench/train_throughput.py 2>&1 | tee "$OUT/train_throughput.log" || status=1
+  timeout 420 "$PY" bench/train_throughput.py 2>&1 | tee "$OUT/train_throughput.log" || status=1
 fi
 if section tests; then
   echo "== CUDA tests"
@@ -49,8 +50,10 @@ if section train; then
   cp "$RUN/metrics.jsonl" "$OUT/metrics.jsonl" 2>/dev/null; rm -rf "$RUN"
 fi
 if section profile; then
-  echo "== profile of a document-masked step"
-  timeout 200 "$PY" bench/profile_step.py --attention document 2>&1 | tee "$OUT/profile.log" || status=1
+  for kernel in flex varlen; do
+    echo "== profile of a document-masked step ($kernel)"
+    timeout 150 "$PY" bench/profile_step.py --attention document --document-kernel $kernel 2>&1 | tee -a "$OUT/profile.log" || status=1
+  done
 fi
 if section autotune; then
   echo "== document-masked step: default compile vs max-autotune-no-cudagraphs"

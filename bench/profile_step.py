@@ -1,6 +1,6 @@
 """Where a Sutra training step spends its GPU time: the top CUDA kernels of a few profiled steps.
 
-    python bench/profile_step.py [--attention causal|document] [--preset P] [--batch B] [--seq T]
+    python bench/profile_step.py [--attention causal|document] [--document-kernel flex|varlen] [--preset P] [--batch B] [--seq T]
 
 Same step and document lengths as bench/train_throughput.py; prints a kernel table sorted by
 CUDA time, then one JSON line with the share of attention, matmul and other kernels.
@@ -24,6 +24,7 @@ from sutra.model import Llama, get_preset  # noqa: E402
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--attention", choices=["causal", "document"], default="document")
+    p.add_argument("--document-kernel", choices=["flex", "varlen"], default="flex")
     p.add_argument("--preset", default="smollm2-70m")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq", type=int, default=8192)
@@ -38,10 +39,12 @@ def main() -> int:
     forward = torch.compile(model)
     generator = torch.Generator().manual_seed(0)
     window = torch.randint(0, config.vocab_size, (args.batch, args.seq + 1), generator=generator).to(device)
-    doc_ids = document_ids(args.batch, args.seq, 200, 1800, generator).to(device) if args.attention == "document" else None
+    doc_ids = document_ids(args.batch, args.seq, 200, 1800, generator) if args.attention == "document" else None
+    if doc_ids is not None and args.document_kernel == "flex":
+        doc_ids = doc_ids.to(device)  # varlen spans come from host ids, as in training
 
     def compute_loss():
-        mask = model.attention_mask(doc_ids) if doc_ids is not None else None
+        mask = model.attention_mask(doc_ids, args.document_kernel) if doc_ids is not None else None
         with torch.autocast("cuda", dtype=torch.bfloat16):
             return forward(window[:, :-1], window[:, 1:], mask=mask)
 
@@ -67,7 +70,7 @@ def main() -> int:
         key = e.key.lower()
         group = next((g for g, words in groups.items() if any(w in key for w in words)), "other")
         shares[group] += e.self_device_time_total
-    print(json.dumps({"bench": "profile_step", "attention_mode": args.attention, "gpu_ms_per_step": round(total / 1e3 / args.steps, 2),
+    print(json.dumps({"bench": "profile_step", "attention_mode": args.attention, "document_kernel": args.document_kernel, "gpu_ms_per_step": round(total / 1e3 / args.steps, 2),
                       **{f"{k}_share": round(v / total, 3) for k, v in shares.items()}}))
     return 0
 

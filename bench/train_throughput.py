@@ -1,5 +1,8 @@
 """Training throughput: transformers LlamaForCausalLM vs Sutra (causal) vs Sutra (document-masked).
 
+On CUDA the document-masked model runs twice, once per attention kernel: sutra-document with a
+FlexAttention block mask, sutra-varlen with PyTorch's variable-length flash attention.
+
 All three run the same training step in the same process on the same device: forward, backward,
 grad clipping at 1.0 and one fused AdamW update (wd 0.1), on the same batch, starting from the
 same weights. On CUDA the default is the card's: smollm2-70m, micro-batch 4 x 8192, bf16 autocast,
@@ -48,7 +51,8 @@ def parse_args():
     p.add_argument("--no-compile", action="store_true", help="eager Sutra models (compile is on by default on CUDA)")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode for the Sutra models, e.g. max-autotune-no-cudagraphs "
                    "(inductor then also tunes FlexAttention's block sizes)")
-    p.add_argument("--only", default="transformers,sutra-causal,sutra-document")
+    p.add_argument("--only", default="transformers,sutra-causal,sutra-document" + (",sutra-varlen" if cuda else ""),
+                   help="variants to run; sutra-varlen is sutra-document through varlen flash attention (CUDA only)")
     args = p.parse_args()
     if args.steps < 1 or args.warmup < 1:
         p.error(f"--steps and --warmup must be at least 1, got {args.steps} and {args.warmup}")
@@ -123,7 +127,7 @@ def run_transformers(state, config, tokens, targets, device, args):
     return lambda: training_step(model, opt, compute_loss)
 
 
-def run_sutra(state, config, tokens, targets, doc_ids, device, args):
+def run_sutra(state, config, tokens, targets, doc_ids, device, args, kernel="flex"):
     model = Llama(config)
     model.load_state_dict(state)
     model.to(device).train()
@@ -131,7 +135,7 @@ def run_sutra(state, config, tokens, targets, doc_ids, device, args):
     forward = torch.compile(model, mode=args.compile_mode) if args.compile else model
 
     def compute_loss():
-        mask = model.attention_mask(doc_ids) if doc_ids is not None else None
+        mask = model.attention_mask(doc_ids, kernel) if doc_ids is not None else None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
             return forward(tokens, targets, mask=mask)
 
@@ -197,7 +201,7 @@ def main() -> int:
     tokens, targets = window[:, :-1].to(device), window[:, 1:].to(device)
     doc_ids = document_ids(args.batch, args.seq, args.doc_min, args.doc_max, generator)
     mean_doc_attended = document_attended_per_token(doc_ids)
-    doc_ids = doc_ids.to(device)
+    host_doc_ids, doc_ids = doc_ids, doc_ids.to(device)  # varlen spans come from host ids, as in training
     tokens_per_step = args.batch * args.seq
     peak = device_peak_tflops(device)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
@@ -208,6 +212,7 @@ def main() -> int:
         "transformers": (lambda: run_transformers(state, config, tokens, targets, device, args), (args.seq + 1) / 2),
         "sutra-causal": (lambda: run_sutra(state, config, tokens, targets, None, device, args), (args.seq + 1) / 2),
         "sutra-document": (lambda: run_sutra(state, config, tokens, targets, doc_ids, device, args), mean_doc_attended),
+        "sutra-varlen": (lambda: run_sutra(state, config, tokens, targets, host_doc_ids, device, args, "varlen"), mean_doc_attended),
     }
     names = args.only.split(",")
     # a CPU times the variants interleaved; a GPU, whose timings are steady, one at a time, so each
@@ -237,7 +242,7 @@ def main() -> int:
         "mean_keys_attended_document": round(mean_doc_attended, 1),
         "results": results,
     }
-    for name in ("sutra-causal", "sutra-document"):
+    for name in ("sutra-causal", "sutra-document", "sutra-varlen"):
         ours = results.get(name, {}).get("tokens_per_s")
         if base and ours:
             summary[f"{name}_vs_transformers"] = round(ours / base, 3)

@@ -4,7 +4,7 @@ token embedding -> N x [RMSNorm -> grouped-query attention with RoPE -> residual
                         RMSNorm -> SwiGLU MLP -> residual] -> RMSNorm -> tied output head
 
 Speed choices: one fused QKV projection and one fused gate/up projection (HF import/export
-maps the names), attention through PyTorch SDPA (or FlexAttention for document masks on CUDA),
+maps the names), attention through PyTorch SDPA (or, for document masks on CUDA, FlexAttention or varlen flash attention),
 and a loss that never materialises the full fp32 logits (sutra/model/loss.py).
 """
 
@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from sutra.model.config import ModelConfig
 from sutra.model.loss import linear_cross_entropy
+from sutra.model.masks import DocumentSpans, document_mask, flex_attention, varlen_document_attention
 
 
 def rope_tables(config: ModelConfig, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,10 +79,11 @@ class Attention(nn.Module):
 
 def attend(q, k, v, mask):
     """mask: None (causal), "none" (attend to everything: one new token against a cache),
-    a boolean tensor (True = may attend) for SDPA, or a FlexAttention BlockMask."""
+    a boolean tensor (True = may attend) for SDPA, DocumentSpans for varlen flash attention,
+    or a FlexAttention BlockMask."""
+    if isinstance(mask, DocumentSpans):
+        return varlen_document_attention(q, k, v, mask)
     if not isinstance(mask, (type(None), str, torch.Tensor)):
-        from sutra.model.masks import flex_attention
-
         return flex_attention(q, k, v, block_mask=mask, enable_gqa=True)
     if k.shape[1] != q.shape[1]:
         # Expanded K/V: SDPA's fastest kernels (cuDNN on GPU, the fused CPU one) lack native GQA.
@@ -146,13 +148,13 @@ class Llama(nn.Module):
     def lm_head_weight(self) -> torch.Tensor:
         return self.embed.weight  # tied input/output embeddings
 
-    def attention_mask(self, doc_ids: torch.Tensor):
-        """The document-causal mask for `doc_ids` (B, T): FlexAttention on CUDA, a dense SDPA mask elsewhere.
+    def attention_mask(self, doc_ids: torch.Tensor, kernel: str = "flex"):
+        """The document-causal mask for `doc_ids` (B, T), on this model's device: for CUDA, the
+        input of `kernel` (flex: a FlexAttention BlockMask; varlen: DocumentSpans, best built from
+        host-side ids, which costs no device sync); a dense SDPA mask elsewhere.
 
         Built outside forward so a compiled model receives it as an input."""
-        from sutra.model.masks import document_mask
-
-        return document_mask(doc_ids)
+        return document_mask(doc_ids, self.embed.weight.device, kernel)
 
     def hidden_states(self, tokens, *, doc_ids=None, mask=None, positions=None, cache: KVCache | None = None, start_pos: int = 0):
         """tokens (B, T) -> final normed hidden states (B, T, hidden), before the output head.

@@ -1,11 +1,20 @@
 """Document-causal attention masks: a token attends to earlier tokens of its own document only.
 
-On CUDA this is a FlexAttention BlockMask, so fully masked blocks are skipped and the work
-follows the real document spans. Elsewhere it is a dense boolean mask for SDPA with the same
-meaning, which keeps the semantics testable on CPU.
+On CUDA this is one of two kernels' inputs, with the same meaning:
+  * flex:   a FlexAttention BlockMask, so fully masked blocks are skipped and the work follows
+            the real document spans;
+  * varlen: the documents' offsets in the flattened batch (cu_seqlens) for PyTorch's
+            variable-length flash attention, which runs each document as its own causal sequence.
+Elsewhere it is a dense boolean mask for SDPA with the same meaning, which keeps the semantics
+testable on CPU.
 """
 
+import inspect
+from dataclasses import dataclass
+
 import torch
+
+DOCUMENT_KERNELS = ("flex", "varlen")
 
 _compiled_flex = None
 
@@ -55,7 +64,65 @@ def flex_document_mask(doc_ids: torch.Tensor):
     return _compiled_create_block_mask(mask_mod, B, None, T, T, device=doc_ids.device)
 
 
-def document_mask(doc_ids: torch.Tensor):
-    if doc_ids.is_cuda:
-        return flex_document_mask(doc_ids)
-    return dense_document_mask(doc_ids)
+@dataclass(frozen=True)
+class DocumentSpans:
+    """Every document of a (B, T) batch as a span of the flattened B * T tokens."""
+
+    cu_seqlens: torch.Tensor  # int32 (documents + 1,): where each document starts, then B * T
+    max_len: int  # the longest document, which sizes the kernel's grid
+
+
+def document_spans(doc_ids: torch.Tensor, device) -> DocumentSpans:
+    """Spans of `doc_ids` (B, T), computed where the ids lie (on the host they cost the device no
+    sync), then moved to `device`. A row's start always starts a span: rows never attend each other."""
+    B, T = doc_ids.shape
+    starts = torch.ones(B, T, dtype=torch.bool, device=doc_ids.device)
+    starts[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
+    cu_seqlens = torch.cat([starts.flatten().nonzero().flatten(), torch.tensor([B * T], device=doc_ids.device)]).to(torch.int32)
+    max_len = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
+    if cu_seqlens.device.type == "cpu" and torch.device(device).type == "cuda":
+        cu_seqlens = cu_seqlens.pin_memory()
+    return DocumentSpans(cu_seqlens.to(device, non_blocking=True), max_len)
+
+
+def _varlen_options(kernel) -> dict:
+    """Causal and grouped-query keywords in the spelling of this PyTorch's varlen_attn (2.9 took
+    is_causal; later releases take window_size=(-1, 0) and, from some release on, enable_gqa)."""
+    params = inspect.signature(kernel).parameters
+    options = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+    return options | ({"enable_gqa": True} if "enable_gqa" in params else {})
+
+
+try:  # PyTorch >= 2.9
+    from torch.nn.attention.varlen import varlen_attn
+except ImportError:
+    varlen_attn = None
+# the kernel and its keywords, read once here, outside any compiled code
+VARLEN = (varlen_attn, _varlen_options(varlen_attn) if varlen_attn else {})
+
+
+def varlen_document_attention(q, k, v, spans: DocumentSpans):
+    """q (B, heads, T, D), k/v (B, kv_heads, T, D) -> (B, heads, T, D), each document causal on
+    its own, through PyTorch's varlen_attn (CUDA, bf16/fp16 only)."""
+    kernel, options = VARLEN
+    if kernel is None:
+        raise RuntimeError(f"train.document_kernel=varlen needs PyTorch 2.9 or later (this is {torch.__version__}); use flex")
+    B, H, T, D = q.shape
+    if k.shape[1] != H and "enable_gqa" not in options:
+        k, v = k.repeat_interleave(H // k.shape[1], dim=1), v.repeat_interleave(H // k.shape[1], dim=1)
+    q, k, v = (x.transpose(1, 2).reshape(B * T, x.shape[1], D) for x in (q, k, v))
+    y = kernel(q, k, v, spans.cu_seqlens, spans.cu_seqlens, spans.max_len, spans.max_len, **options)
+    return y.view(B, T, H, D).transpose(1, 2)
+
+
+def document_mask(doc_ids: torch.Tensor, device, kernel: str = "flex"):
+    """The document-causal mask of `doc_ids` (B, T) for a model on `device`: `kernel` (flex or
+    varlen) picks the CUDA form; any other device gets the dense mask."""
+    if kernel not in DOCUMENT_KERNELS:
+        raise ValueError(f"unknown document attention kernel {kernel!r}; use one of {', '.join(DOCUMENT_KERNELS)}")
+    device = torch.device(device)
+    if device.type != "cuda":
+        return dense_document_mask(doc_ids.to(device))
+    if kernel == "varlen":
+        return document_spans(doc_ids, device)
+    return flex_document_mask(doc_ids.to(device))

@@ -67,6 +67,9 @@ class TrainSection:
     micro_batch: int = 4  # windows per forward pass on each process
     grad_accum: int = 1  # micro-batches per optimizer step with ONE process; N processes each do grad_accum / N
     attention: Literal["causal", "document"] = "document"
+    # CUDA kernel for document attention: flex (FlexAttention block mask) or varlen (PyTorch's
+    # variable-length flash attention over each document; bf16 only). Other devices use SDPA.
+    document_kernel: Literal["flex", "varlen"] = "flex"
     precision: Literal["bf16", "fp32"] = "bf16"
     tf32: bool = True
     compile: bool | None = None  # None: compile on CUDA, eager elsewhere
@@ -156,6 +159,8 @@ class Recipe:
             raise self.error("model.preset", "give either a model preset or model.init_from (whose shape and tokenizer are used)")
         if self.model.init_from is not None and self.model.overrides:
             raise self.error("model.overrides", "cannot change the shape of the model.init_from weights")
+        if self.train.document_kernel == "varlen" and self.train.precision != "bf16":
+            raise self.error("train.document_kernel", "varlen runs flash attention, which needs train.precision=bf16; use flex with fp32")
         if not self.optimizer.grad_clip > 0:
             raise self.error("optimizer.grad_clip", f"must be positive, got {self.optimizer.grad_clip}")
         if self.optimizer.weight_decay < 0 or not self.optimizer.eps > 0:

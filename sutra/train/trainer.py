@@ -360,8 +360,8 @@ class Trainer:
             for micro in range(self.accum):
                 batch = self.train_loader.next_batch()
                 flops += self._flops(batch.doc_ids)
-                inputs, targets, doc_ids = (self._to_device(x) for x in (batch.inputs, batch.targets, batch.doc_ids))
-                mask = self.model.attention_mask(doc_ids) if self.recipe.train.attention == "document" else None
+                inputs, targets = self._to_device(batch.inputs), self._to_device(batch.targets)
+                mask = self._attention_mask(batch.doc_ids)
                 last_micro = micro == self.accum - 1
                 with nullcontext() if (self.ddp is None or last_micro) else self.ddp.no_sync():
                     with self._autocast():
@@ -443,8 +443,8 @@ class Trainer:
         self.model.eval()
         totals = torch.zeros(2, dtype=torch.float64, device=self.device)
         for batch in self.val_loader.iter_eval(self.recipe.eval.max_windows):
-            inputs, targets, doc_ids = (self._to_device(x) for x in (batch.inputs, batch.targets, batch.doc_ids))
-            mask = self.model.attention_mask(doc_ids) if self.recipe.train.attention == "document" else None
+            inputs, targets = self._to_device(batch.inputs), self._to_device(batch.targets)
+            mask = self._attention_mask(batch.doc_ids)
             with self._autocast():
                 loss = self.compiled(inputs, targets, mask=mask)
             totals[0] += loss.double() * targets.numel()
@@ -459,6 +459,14 @@ class Trainer:
         if self.device.type == "cuda":
             return tensor.pin_memory().to(self.device, non_blocking=True)
         return tensor
+
+    def _attention_mask(self, doc_ids: torch.Tensor):
+        """None for causal attention; else the document mask of the batch's host-side `doc_ids`
+        (varlen spans are computed on the host, the other masks on the device)."""
+        t = self.recipe.train
+        if t.attention != "document":
+            return None
+        return self.model.attention_mask(doc_ids if t.document_kernel == "varlen" else self._to_device(doc_ids), t.document_kernel)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.recipe.train.precision == "bf16")

@@ -6,7 +6,8 @@ from sutra.errors import SutraError
 from sutra.model import Llama, ModelConfig, get_preset
 from sutra.model.llama import count_parameters, flops_per_token
 from sutra.model.loss import IGNORE_INDEX, linear_cross_entropy, target_log_probs
-from sutra.model.masks import dense_document_mask, flex_document_mask
+from sutra.model import masks
+from sutra.model.masks import DocumentSpans, dense_document_mask, document_spans, flex_document_mask
 
 SMALL = ModelConfig(64, 128, 2, 4, 2, vocab_size=512, max_seq_len=128)
 
@@ -125,6 +126,46 @@ def test_document_mask_equals_running_each_document_alone():
     assert torch.allclose(packed, torch.cat(pieces, dim=1), atol=1e-4)
     mask = dense_document_mask(doc_ids)
     assert mask.shape == (1, 1, 30, 30) and mask[0, 0, 12, 11].item() is False and mask[0, 0, 13, 12].item() is True
+
+
+def test_document_spans_start_at_every_document_and_every_row():
+    doc_ids = torch.tensor([[0, 0, 0, 1, 1, 2], [2, 2, 3, 3, 3, 3]])  # row 2 continues row 1's last document id
+    spans = document_spans(doc_ids, "cpu")
+    assert spans.cu_seqlens.dtype == torch.int32
+    assert spans.cu_seqlens.tolist() == [0, 3, 5, 6, 8, 12] and spans.max_len == 4
+
+
+def reference_varlen_attn(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, *, window_size=(-1, -1), is_causal=False, enable_gqa=False):
+    """PyTorch's varlen_attn contract, computed one document at a time with SDPA (CPU, with autograd)."""
+    assert is_causal or tuple(window_size) == (-1, 0), "document attention must be causal"
+    assert torch.equal(cu_seq_q, cu_seq_k) and max_q == max_k == int((cu_seq_q[1:] - cu_seq_q[:-1]).max())
+    assert enable_gqa or k.shape[1] == q.shape[1], "without enable_gqa the kernel needs as many K/V heads as query heads"
+    pieces = []
+    for start, end in zip(cu_seq_q[:-1].tolist(), cu_seq_q[1:].tolist()):
+        qs, ks, vs = (x[start:end].transpose(0, 1)[None] for x in (q, k, v))
+        pieces.append(F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, enable_gqa=enable_gqa)[0].transpose(0, 1))
+    return torch.cat(pieces)
+
+
+@pytest.mark.parametrize("options", [{"window_size": (-1, 0), "enable_gqa": True}, {"is_causal": True}], ids=["gqa", "expanded-kv"])
+def test_varlen_spans_mean_what_the_dense_document_mask_means(monkeypatch, options):
+    """The varlen path's reshapes, K/V expansion and spans, through the whole model forward and
+    backward, with a CPU stand-in for the CUDA kernel; tests/model/test_cuda.py runs the real one."""
+    monkeypatch.setattr(masks, "VARLEN", (reference_varlen_attn, options))
+    torch.manual_seed(0)
+    model = Llama(SMALL)
+    tokens = torch.randint(0, 512, (2, 41))
+    doc_ids = torch.tensor([[0] * 12 + [1] * 7 + [2] * 21, [0] * 40])
+    losses, grads = [], []
+    for mask in (document_spans(doc_ids, "cpu"), dense_document_mask(doc_ids)):
+        loss = model(tokens[:, :-1], tokens[:, 1:], mask=mask)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(model.blocks[1].attn.wqkv.weight.grad.clone())
+        model.zero_grad()
+    assert abs(losses[0] - losses[1]) < 1e-5
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+    assert isinstance(model.attention_mask(doc_ids, "varlen"), torch.Tensor), "off CUDA every kernel choice is the dense mask"
 
 
 @pytest.mark.slow

@@ -53,6 +53,7 @@ def test_valid_recipe_is_typed_and_overridable(tmp_path):
         (BASE, ["train.micro_batch=two"], "--set train.micro_batch=two: train.micro_batch: expected an integer"),
         (BASE, ["train.epochs=3"], "needs one {peak_lr, min_lr} entry per epoch: 1 entries for train.epochs=3"),
         (BASE, ["train.attention=sliding"], "expected 'causal' or 'document'"),
+        (BASE, ["train.document_kernel=varlen", "train.precision=fp32"], "train.document_kernel: varlen runs flash attention, which needs train.precision=bf16"),
         (BASE, ["optimizer.betas=[0.9]"], "optimizer.betas: expected a list of 2 values"),
         (BASE, ["micro_batch"], "expected KEY=VALUE"),
         (BASE.replace("  path: /some/data\n", ""), [], "data.path: is required"),

@@ -139,11 +139,11 @@ def test_init_from_continues_pretraining_from_a_checkpoint(finished_run, tmp_pat
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("attention", ["causal", "document"])
-def test_cuda_hot_loop_never_waits_for_the_device(tmp_path, tiny_dataset, attention):
+@pytest.mark.parametrize("attention, kernel", [("causal", "flex"), ("document", "flex"), ("document", "varlen")])
+def test_cuda_hot_loop_never_waits_for_the_device(tmp_path, tiny_dataset, attention, kernel):
     """Between log, eval and checkpoint steps the host only enqueues work: any synchronising CUDA
     call (an .item(), a blocking copy) raises under sync-debug mode "error"."""
-    train = {"steps_per_epoch": 8, "device": "cuda", "precision": "bf16", "attention": attention}
+    train = {"steps_per_epoch": 8, "device": "cuda", "precision": "bf16", "attention": attention, "document_kernel": kernel}
     recipe = micro_recipe(tiny_dataset, tmp_path / "run", train=train, logging={"every_steps": 100})
     trainer = Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", recipe)), resume=False, dist_info=Distributed(0, 1, torch.device("cuda")))
     trainer._train_step(0)  # warm-up: lazy CUDA initialisation, the block mask's compilation
