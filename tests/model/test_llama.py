@@ -168,6 +168,19 @@ def test_varlen_spans_mean_what_the_dense_document_mask_means(monkeypatch, optio
     assert isinstance(model.attention_mask(doc_ids, "varlen"), torch.Tensor), "off CUDA every kernel choice is the dense mask"
 
 
+@pytest.mark.skipif(masks.VARLEN[0] is None, reason="PyTorch < 2.9 has no varlen_attn")
+def test_the_real_varlen_kernel_accepts_our_call_forward_and_backward_on_meta_tensors():
+    """PyTorch's own varlen_attn (its keywords, shape rules and autograd), run on meta tensors: the
+    CUDA kernel itself only runs on a GPU, but the call must already fit this PyTorch's API."""
+    model = Llama(SMALL).to("meta").to(torch.bfloat16)
+    tokens = torch.zeros(2, 40, dtype=torch.long, device="meta")
+    spans = DocumentSpans(torch.zeros(5, dtype=torch.int32, device="meta"), 21)
+    hidden = model.hidden_states(tokens, mask=spans)
+    assert hidden.shape == (2, 40, SMALL.hidden_size) and hidden.dtype == torch.bfloat16
+    hidden.float().sum().backward()
+    assert model.blocks[0].attn.wqkv.weight.grad.shape == model.blocks[0].attn.wqkv.weight.shape
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")])])
 def test_flex_document_mask_matches_dense_sdpa_forward_and_backward(device):
