@@ -3,6 +3,7 @@
 from typing import Callable, Iterable
 
 import torch
+import torch.nn.functional as F
 
 from sutra.errors import SutraError
 from sutra.model.llama import KVCache, Llama
@@ -87,7 +88,8 @@ def generate_batch(
             visible = (keys[None, None, :] >= padding[:, None, None]) & (keys[None, None, :] <= queries[None, :, None])
             padded_query = queries[None, :, None] < padding[:, None, None]
             kwargs = {"positions": (queries[None, :] - padding[:, None]).clamp(min=0), "mask": (visible | padded_query & (keys == queries[:, None]))[:, None]}
-        logits = model(tokens, cache=cache, start_pos=position, **kwargs)[:, -1]
+        hidden = model.hidden_states(tokens, cache=cache, start_pos=position, **kwargs)[:, -1]
+        logits = F.linear(hidden, model.lm_head_weight)  # the prompt's other positions need no logits
         position += tokens.shape[1]
         if temperature <= 0:
             next_ids = logits.argmax(dim=-1).tolist()
