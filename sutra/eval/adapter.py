@@ -18,8 +18,9 @@ Where the speed comes from (the numbers do not change):
     its header. Trees of any size then fill rows first-fit, so little padding runs and each
     forward is large (on a CPU, each forward also rereads every weight);
   * the output head and log-softmax run only at the positions that are scored;
-  * generation (gsm8k) runs batched through the KV-cached generator; a row leaves the batch at
-    its first stop string, so the batch shrinks instead of waiting for its longest answer.
+  * generation (gsm8k) runs through the KV-cached generator with continuous batching: each prompt
+    is prefilled alone (never padded), and a row whose answer reaches a stop string takes the next
+    prompt at once instead of waiting for the batch's longest answer.
 """
 
 import json
@@ -256,7 +257,8 @@ class SutraLM(TemplateLM):
     # ---- generation ---------------------------------------------------------------------------
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        """Requests with the same generation settings run in batches, longest prompt first (as HFLM)."""
+        """Requests with the same generation settings run together, longest prompt first (as HFLM),
+        at most batch_size rows decoding at once."""
         by_settings: dict[str, list[int]] = {}
         for index, request in enumerate(requests):
             by_settings.setdefault(json.dumps(request.args[1], sort_keys=True, default=str), []).append(index)
@@ -269,22 +271,23 @@ class SutraLM(TemplateLM):
             temperature = kwargs.get("temperature", 0.0) if kwargs.get("do_sample") else 0.0
             prompts = {i: self.tok_encode(requests[i].args[0])[-(self.max_length - max_new_tokens) :] for i in indices}
             order = sorted(indices, key=lambda i: -len(prompts[i]))
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start : start + self.batch_size]
-                for index, text in zip(batch, self._generate_texts([prompts[i] for i in batch], max_new_tokens, until, temperature)):
-                    results[index] = text
-                    self.cache_hook.add_partial("generate_until", requests[index].args, text)
-                progress.update(len(batch))
+            for index, text in zip(order, self._generate_texts([prompts[i] for i in order], max_new_tokens, until, temperature, progress)):
+                results[index] = text
+                self.cache_hook.add_partial("generate_until", requests[index].args, text)
         progress.close()
         return results
 
-    def _generate_texts(self, prompts: list[list[int]], max_new_tokens: int, until: list[str], temperature: float) -> list[str]:
+    def _generate_texts(self, prompts: list[list[int]], max_new_tokens: int, until: list[str], temperature: float, progress) -> list[str]:
         decode = lambda ids: self.sutra_tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
         generated: list[list[int]] = [[] for _ in prompts]
+        eos = set(self.loaded.eos_token_ids)
 
         def on_token(row: int, token_id: int) -> bool:
             generated[row].append(token_id)
-            return any(stop in decode(generated[row]) for stop in until)
+            stopped = any(stop in decode(generated[row]) for stop in until)
+            if stopped or token_id in eos or len(generated[row]) == max_new_tokens:
+                progress.update(1)
+            return stopped
 
-        generate_batch(self.model, prompts, max_new_tokens, temperature=temperature, seed=1234, stop_ids=self.loaded.eos_token_ids, on_token=on_token)
+        generate_batch(self.model, prompts, max_new_tokens, temperature=temperature, seed=1234, stop_ids=eos, on_token=on_token, max_rows=self.batch_size)
         return [postprocess_generated_text(decode(ids), until, think_end_token=None) for ids in generated]

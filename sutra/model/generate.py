@@ -1,5 +1,8 @@
-"""Text generation with a KV cache: the prompt is processed once, then one position per token."""
+"""Text generation with a KV cache: the prompt is processed once, then one position per token;
+several prompts at once by continuous batching."""
 
+import copy
+from collections import deque
 from typing import Callable, Iterable
 
 import torch
@@ -43,6 +46,30 @@ def generate(
     return generate_batch(model, [prompt_ids], max_new_tokens, temperature, top_k, top_p, seed, stop_ids, row_callback)[0]
 
 
+class SlotKVCache(KVCache):
+    """A KV cache whose rows ("slots") hold independent sequences of different lengths.
+
+    A prompt is prefilled alone into a free slot (`slot(i)`, a view sharing this storage), so no
+    prompt is padded; during a decode step (`write_columns` set) each row's one new token goes to
+    that row's own next column, and attention reads the first `width` columns."""
+
+    write_columns: torch.Tensor | None = None
+    width: int = 0
+
+    def slot(self, index: int) -> "SlotKVCache":
+        view = copy.copy(self)
+        view.keys, view.values = self.keys[:, index : index + 1], self.values[:, index : index + 1]
+        return view
+
+    def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor):
+        if self.write_columns is None:
+            return super().update(layer, start, k, v)
+        rows = torch.arange(k.shape[0], device=k.device)
+        self.keys[layer, rows, :, self.write_columns] = k[:, :, 0]
+        self.values[layer, rows, :, self.write_columns] = v[:, :, 0]
+        return self.keys[layer, :, :, : self.width], self.values[layer, :, :, : self.width]
+
+
 @torch.inference_mode()
 def generate_batch(
     model: Llama,
@@ -54,12 +81,15 @@ def generate_batch(
     seed: int | None = None,
     stop_ids: Iterable[int] = (),
     on_token: Callable[[int, int], bool | None] | None = None,
+    max_rows: int | None = None,
 ) -> list[list[int]]:
-    """`generate` for several prompts at once; `on_token(prompt_index, token_id)`.
+    """`generate` for several prompts, at most `max_rows` (default: all) decoding at once;
+    `on_token(prompt_index, token_id)`.
 
-    Prompts are left-padded to one length, so every row's next token lands in the same cache
-    column; each row keeps its own RoPE positions and never attends to its padding. A finished
-    row leaves the batch, so the others go on with fewer rows."""
+    Continuous batching: prompts enter in the order given, each prefilled alone into a free row
+    of the cache, and a row whose generation ends takes the next prompt at once, so a long answer
+    never holds a batch of finished ones. Each row keeps its own positions and attends only to its
+    own tokens, so every output equals that prompt's generation alone."""
     if not prompts or not all(prompts):
         raise SutraError("a prompt is empty; give at least one token of text")
     context, longest = model.config.max_seq_len, max(map(len, prompts))
@@ -74,40 +104,47 @@ def generate_batch(
         generator.seed()
     stop = set(stop_ids)
 
-    padding = torch.tensor([longest - len(p) for p in prompts], device=device)
-    tokens = torch.tensor([[0] * (longest - len(p)) + p for p in prompts], device=device)
-    columns = torch.arange(longest + max_new_tokens, device=device)
-    cache = KVCache(model.config, len(prompts), longest + max_new_tokens, device, model.embed.weight.dtype)
-    rows, out = list(range(len(prompts))), [[] for _ in prompts]
-    position = 0
-    for _ in range(max_new_tokens):
-        kwargs = {}
-        if padding.any():  # positions count from each row's first real token, whose padding stays unseen
-            end = position + tokens.shape[1]
-            queries, keys = columns[position:end], columns[:end]
-            visible = (keys[None, None, :] >= padding[:, None, None]) & (keys[None, None, :] <= queries[None, :, None])
-            padded_query = queries[None, :, None] < padding[:, None, None]
-            kwargs = {"positions": (queries[None, :] - padding[:, None]).clamp(min=0), "mask": (visible | padded_query & (keys == queries[:, None]))[:, None]}
-        hidden = model.hidden_states(tokens, cache=cache, start_pos=position, **kwargs)[:, -1]
-        logits = F.linear(hidden, model.lm_head_weight)  # the prompt's other positions need no logits
-        position += tokens.shape[1]
+    def next_tokens(hidden: torch.Tensor) -> list[int]:
+        logits = F.linear(hidden, model.lm_head_weight)
         if temperature <= 0:
-            next_ids = logits.argmax(dim=-1).tolist()
-        else:
-            next_ids = [sample_next(row_logits, temperature, top_k, top_p, generator) for row_logits in logits]
-        keep = []
-        for r, (row, next_id) in enumerate(zip(rows, next_ids)):
-            out[row].append(next_id)
-            if not ((on_token and on_token(row, next_id)) or next_id in stop):
-                keep.append(r)
-        if not keep:
-            break
-        if len(keep) < len(rows):
-            index = torch.tensor(keep, device=device)
-            cache.select(index)
-            padding, rows, next_ids = padding[index], [rows[r] for r in keep], [next_ids[r] for r in keep]
-        tokens = torch.tensor(next_ids, device=device)[:, None]
-    return out
+            return logits.argmax(dim=-1).tolist()
+        return [sample_next(row_logits, temperature, top_k, top_p, generator) for row_logits in logits]
+
+    out: list[list[int]] = [[] for _ in prompts]
+
+    def finished(prompt_index: int, token_id: int) -> bool:
+        out[prompt_index].append(token_id)
+        return bool(on_token and on_token(prompt_index, token_id)) or token_id in stop or len(out[prompt_index]) >= max_new_tokens
+
+    waiting = deque(range(len(prompts)))
+    cache = SlotKVCache(model.config, min(max_rows or len(prompts), len(prompts)), longest + max_new_tokens, device, model.embed.weight.dtype)
+    rows: list[int | None] = [None] * cache.keys.shape[1]  # the prompt each cache row generates for
+    lengths, last = [0] * len(rows), [0] * len(rows)  # tokens in each row's cache; the token it feeds next
+    while True:
+        for r in range(len(rows)):
+            while rows[r] is None and waiting:  # prefill the next prompt into this free row
+                index = waiting.popleft()
+                tokens = torch.tensor([prompts[index]], device=device)
+                token = next_tokens(model.hidden_states(tokens, cache=cache.slot(r))[:, -1])[0]  # no logits for the rest
+                if not finished(index, token):
+                    rows[r], lengths[r], last[r] = index, len(prompts[index]), token
+        active = [r for r, index in enumerate(rows) if index is not None]
+        if not active:
+            return out
+        if len(active) < len(rows):  # no prompt is waiting: finished rows leave the batch
+            cache.select(torch.tensor(active, device=device))
+            rows, lengths, last = [rows[r] for r in active], [lengths[r] for r in active], [last[r] for r in active]
+        columns = torch.tensor(lengths, device=device)
+        cache.write_columns, cache.width = columns, max(lengths) + 1
+        visible = torch.arange(cache.width, device=device)[None, :] <= columns[:, None]
+        hidden = model.hidden_states(torch.tensor(last, device=device)[:, None], cache=cache, positions=columns[:, None], mask=visible[:, None, None])
+        cache.write_columns = None
+        for r, token in enumerate(next_tokens(hidden[:, -1])):
+            lengths[r] += 1
+            if finished(rows[r], token):
+                rows[r] = None
+            else:
+                last[r] = token
 
 
 class StreamDecoder:

@@ -60,11 +60,12 @@ def test_tiny_model_parity_on_real_items(tiny_model, benchmarks):
 
 @pytest.mark.slow
 def test_tiny_model_generation_parity_gsm8k(tiny_model, benchmarks):
-    """gsm8k 5-shot: the KV-cached generator, stop strings and both filters give HFLM's answers."""
+    """gsm8k 5-shot: the KV-cached generator (2 rows for 4 prompts, so finished rows take the next
+    prompt), stop strings and both filters give HFLM's answers."""
     checkpoint, hf_dir = tiny_model
     tasks = parse_tasks("gsm8k")
-    ours = run_lm_eval(SutraLM(load_model(str(checkpoint))), tasks, limit=2, log_samples=True)
-    theirs = run_lm_eval(hflm(hf_dir), tasks, limit=2, log_samples=True)
+    ours = run_lm_eval(SutraLM(load_model(str(checkpoint)), batch_size=2), tasks, limit=4, log_samples=True)
+    theirs = run_lm_eval(hflm(hf_dir), tasks, limit=4, log_samples=True)
     assert_same_outputs(ours, theirs, tasks)
 
 

@@ -47,21 +47,23 @@ def test_generation_stops_at_eos_and_at_the_context(model):
         generate(model, [], 5)
 
 
-def test_batched_generation_equals_each_prompt_alone_and_finished_rows_leave(model):
-    """Left padding, per-row positions and rows leaving the batch change no token."""
-    prompts = [[5, 17, 42, 99, 3, 8, 1], [7], [2, 2, 9], [11, 12, 13, 14, 15, 16, 17]]
+@pytest.mark.parametrize("max_rows", [None, 2, 1])
+def test_batched_generation_equals_each_prompt_alone_as_rows_finish_and_refill(model, max_rows):
+    """Prompts of different lengths share the cache unpadded; a finished row takes the next prompt
+    (max_rows 2 and 1) or leaves the batch (no prompt waiting); no token changes."""
+    prompts = [[5, 17, 42, 99, 3, 8, 1], [7], [2, 2, 9], [11, 12, 13, 14, 15, 16, 17], [40, 41], [9, 8, 7, 6, 5]]
     expected = [_greedy_without_cache(model, p, 10) for p in prompts]
-    assert generate_batch(model, prompts, 10) == expected
+    assert generate_batch(model, prompts, 10, max_rows=max_rows) == expected
 
-    stop_after = {0: 2, 1: 7, 2: 1, 3: 10}  # row 2 leaves first, then row 0, then row 1
-    seen = {row: 0 for row in stop_after}
+    stop_after = {0: 2, 1: 7, 2: 1, 3: 10, 4: 1, 5: 4}  # prompt 2 ends at its first token, then prompt 4 too
+    seen = {index: 0 for index in stop_after}
 
-    def on_token(row, token_id):
-        seen[row] += 1
-        return seen[row] == stop_after[row]
+    def on_token(index, token_id):
+        seen[index] += 1
+        return seen[index] == stop_after[index]
 
-    out = generate_batch(model, prompts, 10, on_token=on_token)
-    assert out == [ids[: stop_after[row]] for row, ids in enumerate(expected)]
+    out = generate_batch(model, prompts, 10, on_token=on_token, max_rows=max_rows)
+    assert out == [ids[: stop_after[index]] for index, ids in enumerate(expected)]
 
 
 def test_stream_decoder_waits_for_complete_characters(tokenizer):
