@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from eval_helpers import tiny_model  # noqa: F401 (fixture)
 from sutra.eval.adapter import SutraLM
 from sutra.model.checkpoint import load_model
+from sutra.model.generate import generate_batch
 
 
 @torch.no_grad()
@@ -63,6 +64,20 @@ def test_context_truncated_from_the_left_as_hflm_does(tiny_model):
     ((score, _),) = lm._loglikelihood_tokens([(None, context, continuation)], disable_tqdm=True)
     window = (context + continuation)[-17:]
     assert abs(score - alone(lm.model, window[:-3], continuation)[0]) < 1e-4
+
+
+def test_bfloat16_weights_score_close_to_float32_and_generate(tiny_model):
+    """The bf16 path a GPU runs (`sutra eval` defaults to bf16 on CUDA), here on the CPU: the same
+    packed scoring and the continuous-batching generator, with bf16 weights and activations."""
+    checkpoint, _ = tiny_model
+    requests = [(None, c, k) for c, k in sharing_requests()]
+    lms = {dtype: SutraLM(load_model(str(checkpoint), dtype=dtype), batch_size=5) for dtype in (torch.float32, torch.bfloat16)}
+    assert lms[torch.bfloat16].model.embed.weight.dtype == torch.bfloat16
+    scores = {dtype: [s for s, _ in lm._loglikelihood_tokens(requests, disable_tqdm=True)] for dtype, lm in lms.items()}
+    assert all(abs(a - b) < 0.05 * abs(a) + 0.1 for a, b in zip(scores[torch.float32], scores[torch.bfloat16]))
+    assert scores[torch.float32] != scores[torch.bfloat16], "bf16 rounds differently: it really ran in bf16"
+    out = generate_batch(lms[torch.bfloat16].model, [[5, 6, 7], [9] * 12, [3, 1]], 6, max_rows=2)
+    assert [len(ids) for ids in out] == [6, 6, 6]
 
 
 @pytest.mark.cuda
