@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # For sessions that get a GPU: CUDA checks in one go, using the machine's own python (its
-# PyTorch/transformers), run from the repo root. Sections (default all, about 8 minutes):
+# PyTorch/transformers), run from the repo root. Sections (default: bench tests train profile):
 #   bench    bench/train_throughput.py: transformers vs Sutra causal vs Sutra document (flex and
 #            varlen kernels), 4 x 8192
 #   tests    the CUDA-only tests (pytest -m cuda)
@@ -16,8 +16,9 @@
 #   eval     installs lm-eval from .gpu/wheels, runs the CUDA eval tests, then bench/eval_throughput.py
 #            (Sutra adapter vs lm-eval's hf model) on smollm2-135m-shaped random weights: fp32 on the
 #            five parity tasks (identical scores expected), bf16 likewise, and gsm8k generation
-# Fill .gpu/ first with `bash bench/gpu_prepare.sh` and carry it. All sections together exceed one
-# 10-minute call: pick them, e.g. SECTIONS="bench tests" then SECTIONS="eval".
+# Fill .gpu/ first with `bash bench/gpu_prepare.sh` and carry it. The default sections together
+# exceed one 10-minute call (bench alone compiles three Sutra variants, about 5 minutes): pick them,
+# e.g. SECTIONS=bench, then SECTIONS="tests profile", then SECTIONS=eval.
 #   SECTIONS="tests train" bash bench/gpu_check.sh      # results also go to $OUT (or ./gpu-check-out)
 set -uo pipefail
 cd "$(dirname "$0")/.."
