@@ -168,6 +168,43 @@ def test_varlen_spans_mean_what_the_dense_document_mask_means(monkeypatch, optio
     assert isinstance(model.attention_mask(doc_ids, "varlen"), torch.Tensor), "off CUDA every kernel choice is the dense mask"
 
 
+@torch.library.custom_op("sutra_test::varlen_attn", mutates_args=())
+def _varlen_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, max_len: int, enable_gqa: bool) -> torch.Tensor:
+    return reference_varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, is_causal=True, enable_gqa=enable_gqa)
+
+
+@_varlen_op.register_fake
+def _(q, k, v, cu_seqlens, max_len, enable_gqa):
+    return torch.empty_like(q)
+
+
+def opaque_varlen_attn(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, *, window_size=(-1, -1), enable_gqa=False):
+    """The stand-in as an opaque custom op, as PyTorch's varlen_attn is to torch.compile."""
+    assert tuple(window_size) == (-1, 0)
+    return _varlen_op(q, k, v, cu_seq_q, max_q, enable_gqa)
+
+
+def test_varlen_spans_compile_and_stay_compiled_as_documents_change(monkeypatch):
+    """Under torch.compile (dynamo + AOTAutograd, as training compiles the model) the spans flow in
+    as an input: new document layouts and lengths reuse the compiled graph, not one per batch."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(masks, "VARLEN", (opaque_varlen_attn, masks._varlen_options(opaque_varlen_attn)))
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    model = Llama(SMALL).eval()
+    compiled = torch.compile(model, backend="aot_eager")
+    tokens = torch.randint(0, 512, (2, 40))
+    layouts = [[12, 7, 21, 40], [40, 1, 1, 38], [5] * 8 + [3, 37], [20, 20, 40], [39, 1, 40]]
+    with torch.no_grad():
+        for lengths in layouts:
+            doc_ids = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths)).view(2, 40)
+            expected = model(tokens, mask=dense_document_mask(doc_ids))
+            assert torch.allclose(compiled(tokens, mask=document_spans(doc_ids, "cpu")), expected, atol=1e-5)
+    assert counters["stats"]["unique_graphs"] <= 2, "the first layout, then one graph with dynamic spans"
+
+
 @pytest.mark.skipif(masks.VARLEN[0] is None, reason="PyTorch < 2.9 has no varlen_attn")
 def test_the_real_varlen_kernel_accepts_our_call_forward_and_backward_on_meta_tensors():
     """PyTorch's own varlen_attn (its keywords, shape rules and autograd), run on meta tensors: the
