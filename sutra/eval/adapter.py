@@ -280,14 +280,11 @@ class SutraLM(TemplateLM):
     def _generate_texts(self, prompts: list[list[int]], max_new_tokens: int, until: list[str], temperature: float, progress) -> list[str]:
         decode = lambda ids: self.sutra_tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
         generated: list[list[int]] = [[] for _ in prompts]
-        eos = set(self.loaded.eos_token_ids)
 
-        def on_token(row: int, token_id: int) -> bool:
-            generated[row].append(token_id)
-            stopped = any(stop in decode(generated[row]) for stop in until)
-            if stopped or token_id in eos or len(generated[row]) == max_new_tokens:
-                progress.update(1)
-            return stopped
+        def on_token(index: int, token_id: int) -> bool:
+            generated[index].append(token_id)
+            return any(stop in decode(generated[index]) for stop in until)
 
-        generate_batch(self.model, prompts, max_new_tokens, temperature=temperature, seed=1234, stop_ids=eos, on_token=on_token, max_rows=self.batch_size)
+        generate_batch(self.model, prompts, max_new_tokens, temperature=temperature, seed=1234, stop_ids=self.loaded.eos_token_ids,
+                       on_token=on_token, max_rows=self.batch_size, on_finish=lambda _: progress.update(1))
         return [postprocess_generated_text(decode(ids), until, think_end_token=None) for ids in generated]

@@ -1,7 +1,6 @@
 """Text generation with a KV cache: the prompt is processed once, then one position per token;
 several prompts at once by continuous batching."""
 
-import copy
 from collections import deque
 from typing import Callable, Iterable
 
@@ -46,30 +45,6 @@ def generate(
     return generate_batch(model, [prompt_ids], max_new_tokens, temperature, top_k, top_p, seed, stop_ids, row_callback)[0]
 
 
-class SlotKVCache(KVCache):
-    """A KV cache whose rows ("slots") hold independent sequences of different lengths.
-
-    A prompt is prefilled alone into a free slot (`slot(i)`, a view sharing this storage), so no
-    prompt is padded; during a decode step (`write_columns` set) each row's one new token goes to
-    that row's own next column, and attention reads the first `width` columns."""
-
-    write_columns: torch.Tensor | None = None
-    width: int = 0
-
-    def slot(self, index: int) -> "SlotKVCache":
-        view = copy.copy(self)
-        view.keys, view.values = self.keys[:, index : index + 1], self.values[:, index : index + 1]
-        return view
-
-    def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor):
-        if self.write_columns is None:
-            return super().update(layer, start, k, v)
-        rows = torch.arange(k.shape[0], device=k.device)
-        self.keys[layer, rows, :, self.write_columns] = k[:, :, 0]
-        self.values[layer, rows, :, self.write_columns] = v[:, :, 0]
-        return self.keys[layer, :, :, : self.width], self.values[layer, :, :, : self.width]
-
-
 @torch.inference_mode()
 def generate_batch(
     model: Llama,
@@ -82,64 +57,70 @@ def generate_batch(
     stop_ids: Iterable[int] = (),
     on_token: Callable[[int, int], bool | None] | None = None,
     max_rows: int | None = None,
+    on_finish: Callable[[int], None] | None = None,
 ) -> list[list[int]]:
     """`generate` for several prompts, at most `max_rows` (default: all) decoding at once;
-    `on_token(prompt_index, token_id)`.
+    `on_token(prompt_index, token_id)`, and `on_finish(prompt_index)` when a prompt's generation ends.
 
     Continuous batching: prompts enter in the order given, each prefilled alone into a free row
     of the cache, and a row whose generation ends takes the next prompt at once, so a long answer
-    never holds a batch of finished ones. Each row keeps its own positions and attends only to its
-    own tokens, so every output equals that prompt's generation alone."""
+    never holds a batch of finished ones. Each row keeps its own positions, attends only to its own
+    tokens, stops at its own context limit and samples from its own generator (seeded seed + its
+    index), so every output is that prompt's generation alone."""
     if not prompts or not all(prompts):
         raise SutraError("a prompt is empty; give at least one token of text")
     context, longest = model.config.max_seq_len, max(map(len, prompts))
     if longest >= context:
         raise SutraError(f"the prompt has {longest} tokens but the model's context is {context}; shorten it")
-    max_new_tokens = min(max_new_tokens, context - longest)
+    limits = [min(max_new_tokens, context - len(p)) for p in prompts]
     device = model.embed.weight.device
-    generator = torch.Generator(device=device)
-    if seed is not None:
-        generator.manual_seed(seed)
-    else:
-        generator.seed()
+    generators = [torch.Generator(device=device) for _ in prompts] if temperature > 0 else []
+    for index, generator in enumerate(generators):
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(seed + index)
     stop = set(stop_ids)
 
-    def next_tokens(hidden: torch.Tensor) -> list[int]:
+    def next_tokens(hidden: torch.Tensor, indices: list[int]) -> list[int]:
         logits = F.linear(hidden, model.lm_head_weight)
         if temperature <= 0:
             return logits.argmax(dim=-1).tolist()
-        return [sample_next(row_logits, temperature, top_k, top_p, generator) for row_logits in logits]
+        return [sample_next(row, temperature, top_k, top_p, generators[i]) for row, i in zip(logits, indices)]
 
     out: list[list[int]] = [[] for _ in prompts]
 
-    def finished(prompt_index: int, token_id: int) -> bool:
-        out[prompt_index].append(token_id)
-        return bool(on_token and on_token(prompt_index, token_id)) or token_id in stop or len(out[prompt_index]) >= max_new_tokens
+    def finished(index: int, token_id: int) -> bool:
+        out[index].append(token_id)
+        done = bool(on_token and on_token(index, token_id)) or token_id in stop or len(out[index]) >= limits[index]
+        if done and on_finish:
+            on_finish(index)
+        return done
 
-    waiting = deque(range(len(prompts)))
-    cache = SlotKVCache(model.config, min(max_rows or len(prompts), len(prompts)), longest + max_new_tokens, device, model.embed.weight.dtype)
+    waiting = deque(i for i in range(len(prompts)) if limits[i] > 0)  # max_new_tokens <= 0: nothing to generate
+    if not waiting:
+        return out
+    cache = KVCache(model.config, min(max_rows or len(waiting), len(waiting)), max(len(prompts[i]) + limits[i] for i in waiting), device, model.embed.weight.dtype)
     rows: list[int | None] = [None] * cache.keys.shape[1]  # the prompt each cache row generates for
     lengths, last = [0] * len(rows), [0] * len(rows)  # tokens in each row's cache; the token it feeds next
     while True:
         for r in range(len(rows)):
             while rows[r] is None and waiting:  # prefill the next prompt into this free row
                 index = waiting.popleft()
-                tokens = torch.tensor([prompts[index]], device=device)
-                token = next_tokens(model.hidden_states(tokens, cache=cache.slot(r))[:, -1])[0]  # no logits for the rest
-                if not finished(index, token):
-                    rows[r], lengths[r], last[r] = index, len(prompts[index]), token
+                hidden = model.hidden_states(torch.tensor([prompts[index]], device=device), cache=cache.row(r))
+                if not finished(index, next_tokens(hidden[:, -1], [index])[0]):  # no logits for the prompt's other positions
+                    rows[r], lengths[r], last[r] = index, len(prompts[index]), out[index][-1]
         active = [r for r, index in enumerate(rows) if index is not None]
         if not active:
             return out
         if len(active) < len(rows):  # no prompt is waiting: finished rows leave the batch
             cache.select(torch.tensor(active, device=device))
             rows, lengths, last = [rows[r] for r in active], [lengths[r] for r in active], [last[r] for r in active]
-        columns = torch.tensor(lengths, device=device)
-        cache.write_columns, cache.width = columns, max(lengths) + 1
-        visible = torch.arange(cache.width, device=device)[None, :] <= columns[:, None]
-        hidden = model.hidden_states(torch.tensor(last, device=device)[:, None], cache=cache, positions=columns[:, None], mask=visible[:, None, None])
-        cache.write_columns = None
-        for r, token in enumerate(next_tokens(hidden[:, -1])):
+        cache.columns, cache.width = torch.tensor(lengths, device=device), max(lengths) + 1
+        visible = torch.arange(cache.width, device=device)[None, :] <= cache.columns[:, None]
+        hidden = model.hidden_states(torch.tensor(last, device=device)[:, None], cache=cache, positions=cache.columns[:, None], mask=visible[:, None, None])
+        cache.columns = None
+        for r, token in enumerate(next_tokens(hidden[:, -1], rows)):
             lengths[r] += 1
             if finished(rows[r], token):
                 rows[r] = None

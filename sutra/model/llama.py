@@ -8,6 +8,8 @@ maps the names), attention through PyTorch SDPA (or, for document masks on CUDA,
 and a loss that never materialises the full fp32 logits (sutra/model/loss.py).
 """
 
+import copy
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -35,23 +37,38 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class KVCache:
-    """Keys and values of every layer for one generation, so each new token costs one position."""
+    """Keys and values of every layer for several sequences (rows) of their own lengths, so each
+    new token costs one position.
 
-    def __init__(self, config: ModelConfig, batch_size: int, max_len: int, device, dtype):
-        shape = (config.num_layers, batch_size, config.num_kv_heads, max_len, config.head_dim)
+    A prompt is written into a row from column 0 (`row(i)` is a view of one row). A decode step,
+    with `columns` set, writes each row's one new token at that row's own column and returns the
+    first `width` columns; the caller's mask hides each row's columns past its own length."""
+
+    def __init__(self, config: ModelConfig, rows: int, max_len: int, device, dtype):
+        shape = (config.num_layers, rows, config.num_kv_heads, max_len, config.head_dim)
         self.keys = torch.zeros(shape, device=device, dtype=dtype)
         self.values = torch.zeros(shape, device=device, dtype=dtype)
-        self.max_len = max_len
+        self.columns: torch.Tensor | None = None  # (rows,) during a decode step
+        self.width = 0
+
+    def row(self, index: int) -> "KVCache":
+        view = copy.copy(self)
+        view.keys, view.values = self.keys[:, index : index + 1], self.values[:, index : index + 1]
+        return view
 
     def select(self, rows: torch.Tensor) -> None:
-        """Keep these batch rows only (e.g. the generations still running)."""
+        """Keep these rows only (e.g. the generations still running)."""
         self.keys, self.values = self.keys[:, rows], self.values[:, rows]
 
-    def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor):
-        end = start + k.shape[2]
-        self.keys[layer, :, :, start:end] = k
-        self.values[layer, :, :, start:end] = v
-        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        if self.columns is None:  # a prompt, from column 0
+            T = k.shape[2]
+            self.keys[layer, :, :, :T], self.values[layer, :, :, :T] = k, v
+            return k, v
+        rows = torch.arange(k.shape[0], device=k.device)
+        self.keys[layer, rows, :, self.columns] = k[:, :, 0]
+        self.values[layer, rows, :, self.columns] = v[:, :, 0]
+        return self.keys[layer, :, :, : self.width], self.values[layer, :, :, : self.width]
 
 
 class Attention(nn.Module):
@@ -62,7 +79,7 @@ class Attention(nn.Module):
         self.wqkv = nn.Linear(config.hidden_size, (self.num_heads + 2 * self.num_kv_heads) * self.head_dim, bias=False)
         self.wo = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=False)
 
-    def forward(self, x, cos, sin, mask=None, cache: KVCache | None = None, start_pos: int = 0):
+    def forward(self, x, cos, sin, mask=None, cache: KVCache | None = None):
         B, T, _ = x.shape
         q, k, v = self.wqkv(x).split(
             [self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim, self.num_kv_heads * self.head_dim], dim=-1
@@ -72,18 +89,17 @@ class Attention(nn.Module):
         v = v.view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
-            k, v = cache.update(self.layer_index, start_pos, k, v)
+            k, v = cache.update(self.layer_index, k, v)
         y = attend(q, k, v, mask)
         return self.wo(y.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim))
 
 
 def attend(q, k, v, mask):
-    """mask: None (causal), "none" (attend to everything: one new token against a cache),
-    a boolean tensor (True = may attend) for SDPA, DocumentSpans for varlen flash attention,
-    or a FlexAttention BlockMask."""
+    """mask: None (causal), a boolean tensor (True = may attend) for SDPA, DocumentSpans for
+    varlen flash attention, or a FlexAttention BlockMask."""
     if isinstance(mask, DocumentSpans):
         return varlen_document_attention(q, k, v, mask)
-    if not isinstance(mask, (type(None), str, torch.Tensor)):
+    if not isinstance(mask, (type(None), torch.Tensor)):
         return flex_attention(q, k, v, block_mask=mask, enable_gqa=True)
     if k.shape[1] != q.shape[1] and q.device.type != "cpu":
         # Expanded K/V on GPUs: SDPA's cuDNN and masked kernels lack native GQA. The CPU kernels
@@ -94,8 +110,6 @@ def attend(q, k, v, mask):
     gqa = k.shape[1] != q.shape[1]
     if mask is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-    if isinstance(mask, str):
-        return F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
 
 
@@ -119,8 +133,8 @@ class Block(nn.Module):
         self.mlp_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, cos, sin, mask=None, cache=None, start_pos=0):
-        x = x + self.attn(self.attn_norm(x), cos, sin, mask, cache, start_pos)
+    def forward(self, x, cos, sin, mask=None, cache=None):
+        x = x + self.attn(self.attn_norm(x), cos, sin, mask, cache)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -159,28 +173,27 @@ class Llama(nn.Module):
         Built outside forward so a compiled model receives it as an input."""
         return document_mask(doc_ids, self.embed.weight.device, kernel)
 
-    def hidden_states(self, tokens, *, doc_ids=None, mask=None, positions=None, cache: KVCache | None = None, start_pos: int = 0):
+    def hidden_states(self, tokens, *, doc_ids=None, mask=None, positions=None, cache: KVCache | None = None):
         """tokens (B, T) -> final normed hidden states (B, T, hidden), before the output head.
 
         doc_ids (B, T) restricts attention to each token's own document; `mask` is the same
         thing prebuilt with `attention_mask`, or any boolean (B, 1, T, T) mask. `positions` (B, T)
         gives each token its own RoPE position (e.g. several continuations packed after one shared
-        context, each starting where the context ends). With a KV cache, tokens sit at start_pos...
+        context, each starting where the context ends). `cache` keeps the keys and values for
+        generation (see KVCache).
         """
         B, T = tokens.shape
-        if positions is None and start_pos + T > self.config.max_seq_len:
-            raise ValueError(f"sequence of {start_pos + T} tokens exceeds the context of {self.config.max_seq_len}")
+        if positions is None and T > self.config.max_seq_len:
+            raise ValueError(f"sequence of {T} tokens exceeds the context of {self.config.max_seq_len}")
         if mask is None and doc_ids is not None:
             mask = self.attention_mask(doc_ids)
-        if cache is not None and start_pos > 0 and mask is None:
-            mask = "none" if T == 1 else _offset_causal_mask(T, start_pos, tokens.device)
         if positions is not None:
             cos, sin = self.rope_cos[positions][:, None], self.rope_sin[positions][:, None]
         else:
-            cos, sin = self.rope_cos[start_pos : start_pos + T], self.rope_sin[start_pos : start_pos + T]
+            cos, sin = self.rope_cos[:T], self.rope_sin[:T]
         x = self.embed(tokens)
         for block in self.blocks:
-            x = block(x, cos, sin, mask, cache, start_pos)
+            x = block(x, cos, sin, mask, cache)
         return self.norm(x)
 
     def forward(self, tokens, targets=None, **kwargs):
@@ -192,12 +205,6 @@ class Llama(nn.Module):
             return linear_cross_entropy(x.flatten(0, 1), self.lm_head_weight, targets.flatten())
         return F.linear(x, self.lm_head_weight)
 
-
-def _offset_causal_mask(T: int, start_pos: int, device) -> torch.Tensor:
-    """Causal mask for T new queries at start_pos against start_pos + T cached keys."""
-    q = torch.arange(start_pos, start_pos + T, device=device)[:, None]
-    k = torch.arange(start_pos + T, device=device)[None, :]
-    return k <= q
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -21,7 +21,9 @@ def _logits_into(h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return h @ w.t()
     shape = (h.shape[0], w.shape[0])
     buffer = _reused_logits.get(h.dtype)
-    if buffer is None or buffer.shape[1] != shape[1] or buffer.shape[0] < shape[0]:
+    # an inference tensor (made under torch.inference_mode, e.g. by evaluation) refuses writes outside it
+    stale = buffer is not None and buffer.is_inference() and not torch.is_inference_mode_enabled()
+    if buffer is None or stale or buffer.shape[1] != shape[1] or buffer.shape[0] < shape[0]:
         _reused_logits.pop(h.dtype, None)  # free the old one before the new one is allocated
         buffer = _reused_logits[h.dtype] = torch.empty(shape, dtype=h.dtype)
     return torch.matmul(h, w.t(), out=buffer[: shape[0]])

@@ -82,7 +82,11 @@ def document_spans(doc_ids: torch.Tensor, device) -> DocumentSpans:
     max_len = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
     if cu_seqlens.device.type == "cpu" and torch.device(device).type == "cuda":
         cu_seqlens = cu_seqlens.pin_memory()
-    return DocumentSpans(cu_seqlens.to(device, non_blocking=True), max_len)
+    cu_seqlens = cu_seqlens.to(device, non_blocking=True)
+    # The document count changes every batch: a compiled model takes it as a dynamic size from the
+    # start, so only max_len's first change recompiles (then it is dynamic too).
+    torch._dynamo.mark_dynamic(cu_seqlens, 0)
+    return DocumentSpans(cu_seqlens, max_len)
 
 
 def _varlen_options(kernel) -> dict:
@@ -93,10 +97,11 @@ def _varlen_options(kernel) -> dict:
     return options | ({"enable_gqa": True} if "enable_gqa" in params else {})
 
 
-try:  # PyTorch >= 2.9
+try:  # PyTorch >= 2.9; its backward came later, hence VARLEN_MIN_TORCH for training
     from torch.nn.attention.varlen import varlen_attn
 except ImportError:
     varlen_attn = None
+VARLEN_MIN_TORCH = (2, 10)
 # the kernel and its keywords, read once here, outside any compiled code
 VARLEN = (varlen_attn, _varlen_options(varlen_attn) if varlen_attn else {})
 
@@ -106,7 +111,7 @@ def varlen_document_attention(q, k, v, spans: DocumentSpans):
     its own, through PyTorch's varlen_attn (CUDA, bf16/fp16 only)."""
     kernel, options = VARLEN
     if kernel is None:
-        raise RuntimeError(f"train.document_kernel=varlen needs PyTorch 2.9 or later (this is {torch.__version__}); use flex")
+        raise RuntimeError(f"train.document_kernel=varlen needs PyTorch's varlen_attn (this is {torch.__version__}); use flex")
     B, H, T, D = q.shape
     if k.shape[1] != H and "enable_gqa" not in options:
         k, v = k.repeat_interleave(H // k.shape[1], dim=1), v.repeat_interleave(H // k.shape[1], dim=1)

@@ -66,6 +66,21 @@ def test_batched_generation_equals_each_prompt_alone_as_rows_finish_and_refill(m
     assert out == [ids[: stop_after[index]] for index, ids in enumerate(expected)]
 
 
+def test_each_prompt_keeps_its_own_context_limit_sampler_and_finish(model):
+    """A long prompt near the context does not shorten a short one; sampling with a seed does not
+    depend on how many rows decode together; max_new_tokens 0 generates nothing."""
+    long, short = list(range(1, 60)), [5, 17, 42]  # context 64: the long prompt has room for 5 tokens
+    finished = []
+    out = generate_batch(model, [long, short], 20, on_finish=finished.append)
+    assert out == [_greedy_without_cache(model, long, 5), _greedy_without_cache(model, short, 20)]
+    assert sorted(finished) == [0, 1]
+    prompts = [short, [7], [2, 2, 9], long]
+    sampled = {rows: generate_batch(model, prompts, 8, temperature=1.0, seed=11, max_rows=rows) for rows in (None, 2, 1)}
+    assert sampled[None] == sampled[2] == sampled[1]
+    assert sampled[1][0] == generate(model, short, 8, temperature=1.0, seed=11), "prompt i samples from seed + i"
+    assert generate_batch(model, prompts, 0) == [[], [], [], []]
+
+
 def test_stream_decoder_waits_for_complete_characters(tokenizer):
     ids = tokenizer.encode("héllo 🤗 wörld")
     decoder = StreamDecoder(tokenizer)

@@ -92,6 +92,17 @@ def test_target_log_probs_equal_log_softmax_in_chunks():
         assert torch.equal(greedy, reference.argmax(dim=-1) == targets) and greedy[5]
 
 
+def test_training_after_evaluation_in_one_process_can_reuse_the_logits_buffer():
+    """Evaluation scores under torch.inference_mode, which makes the reused CPU logits buffer an
+    inference tensor; a training step after it (e.g. the next arm of `sutra compare`) must still run."""
+    hidden, weight, targets = loss_case()
+    with torch.inference_mode():
+        target_log_probs(hidden.detach(), weight.detach(), targets.clamp(min=0), 64)
+    loss = linear_cross_entropy(hidden, weight, targets, chunk_size=64)
+    loss.backward()
+    assert torch.allclose(loss, reference_loss_and_grads(hidden, weight, targets)[0], atol=1e-5)
+
+
 def test_chunked_loss_gradients_under_bf16_autocast_stay_close_to_fp32():
     hidden, weight, targets = loss_case()
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -196,7 +207,8 @@ def test_varlen_spans_compile_and_stay_compiled_as_documents_change(monkeypatch)
     model = Llama(SMALL).eval()
     compiled = torch.compile(model, backend="aot_eager")
     tokens = torch.randint(0, 512, (2, 40))
-    layouts = [[12, 7, 21, 40], [40, 1, 1, 38], [5] * 8 + [3, 37], [20, 20, 40], [39, 1, 40]]
+    # the second layout changes only the longest document, the third only the document count
+    layouts = [[12, 7, 21, 40], [20, 20, 39, 1], [39, 1, 20, 10, 10], [5] * 8 + [3, 37], [40, 1, 1, 38]]
     with torch.no_grad():
         for lengths in layouts:
             doc_ids = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths)).view(2, 40)

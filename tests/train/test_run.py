@@ -146,11 +146,12 @@ def test_cuda_hot_loop_never_waits_for_the_device(tmp_path, tiny_dataset, attent
     train = {"steps_per_epoch": 8, "device": "cuda", "precision": "bf16", "attention": attention, "document_kernel": kernel}
     recipe = micro_recipe(tiny_dataset, tmp_path / "run", train=train, logging={"every_steps": 100})
     trainer = Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", recipe)), resume=False, dist_info=Distributed(0, 1, torch.device("cuda")))
-    trainer._train_step(0)  # warm-up: lazy CUDA initialisation, the block mask's compilation
-    trainer._settle(keep=0)
+    for step in range(3):  # warm-up: lazy CUDA initialisation, compilation, and the recompile a new document layout may bring
+        trainer._train_step(step)
+        trainer._settle(keep=0)
     torch.cuda.set_sync_debug_mode("error")
     try:
-        for step in range(1, 4):
+        for step in range(3, 6):
             trainer._train_step(step)
             trainer._settle(keep=1)
     finally:

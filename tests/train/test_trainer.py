@@ -63,6 +63,18 @@ def test_bad_input_stops_before_any_work_with_one_message(tmp_path, tiny_dataset
     assert not (tmp_path / "run").exists(), "nothing is written before the checks pass"
 
 
+def test_varlen_on_a_pytorch_without_its_backward_stops_before_any_work(tmp_path, tiny_dataset, monkeypatch):
+    """The version check runs before anything touches the GPU, so a CPU machine can test it."""
+    from sutra.model import masks
+
+    monkeypatch.setattr(masks, "VARLEN_MIN_TORCH", (99, 0))
+    train = {"attention": "document", "document_kernel": "varlen", "precision": "bf16"}
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", micro_recipe(tiny_dataset, tmp_path / "run", train=train)))
+    with pytest.raises(SutraError, match=r"train.document_kernel: varlen needs PyTorch 99.0 or later for its backward .*use flex"):
+        Trainer(recipe, resume=False, dist_info=Distributed(0, 1, torch.device("cuda")))
+    assert not (tmp_path / "run").exists()
+
+
 def test_cli_reports_user_errors_in_one_line(tmp_path, tiny_dataset):
     path = write_recipe(tmp_path / "r.yaml", micro_recipe(tiny_dataset, tmp_path / "run"))
     result = run_sutra("train", str(path), "--set", "schedule.epochs=[{peak_lr: -1, min_lr: 0}, {peak_lr: 1, min_lr: 0}]")
