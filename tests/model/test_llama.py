@@ -94,7 +94,7 @@ def test_target_log_probs_equal_log_softmax_in_chunks():
 
 def test_training_after_evaluation_in_one_process_can_reuse_the_logits_buffer():
     """Evaluation scores under torch.inference_mode, which makes the reused CPU logits buffer an
-    inference tensor; a training step after it (e.g. the next arm of `sutra compare`) must still run."""
+    inference tensor; a training step after it in the same process (a notebook, say) must still run."""
     hidden, weight, targets = loss_case()
     with torch.inference_mode():
         target_log_probs(hidden.detach(), weight.detach(), targets.clamp(min=0), 64)
