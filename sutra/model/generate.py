@@ -102,30 +102,29 @@ def generate_batch(
         return out
     cache = KVCache(model.config, min(max_rows or len(waiting), len(waiting)), max(len(prompts[i]) + limits[i] for i in waiting), device, model.embed.weight.dtype)
     rows: list[int | None] = [None] * cache.keys.shape[1]  # the prompt each cache row generates for
-    lengths, last = [0] * len(rows), [0] * len(rows)  # tokens in each row's cache; the token it feeds next
     while True:
         for r in range(len(rows)):
             while rows[r] is None and waiting:  # prefill the next prompt into this free row
                 index = waiting.popleft()
                 hidden = model.hidden_states(torch.tensor([prompts[index]], device=device), cache=cache.row(r))
                 if not finished(index, next_tokens(hidden[:, -1], [index])[0]):  # no logits for the prompt's other positions
-                    rows[r], lengths[r], last[r] = index, len(prompts[index]), out[index][-1]
+                    rows[r] = index
         active = [r for r, index in enumerate(rows) if index is not None]
         if not active:
             return out
         if len(active) < len(rows):  # no prompt is waiting: finished rows leave the batch
             cache.select(torch.tensor(active, device=device))
-            rows, lengths, last = [rows[r] for r in active], [lengths[r] for r in active], [last[r] for r in active]
-        cache.columns, cache.width = torch.tensor(lengths, device=device), max(lengths) + 1
+            rows = [rows[r] for r in active]
+        # each row feeds its last token, at the column after its cache: prompt + tokens fed so far
+        columns = [len(prompts[i]) + len(out[i]) - 1 for i in rows]
+        cache.columns, cache.width = torch.tensor(columns, device=device), max(columns) + 1
         visible = torch.arange(cache.width, device=device)[None, :] <= cache.columns[:, None]
-        hidden = model.hidden_states(torch.tensor(last, device=device)[:, None], cache=cache, positions=cache.columns[:, None], mask=visible[:, None, None])
+        feed = torch.tensor([out[i][-1] for i in rows], device=device)[:, None]
+        hidden = model.hidden_states(feed, cache=cache, positions=cache.columns[:, None], mask=visible[:, None, None])
         cache.columns = None
         for r, token in enumerate(next_tokens(hidden[:, -1], rows)):
-            lengths[r] += 1
             if finished(rows[r], token):
                 rows[r] = None
-            else:
-                last[r] = token
 
 
 class StreamDecoder:

@@ -106,6 +106,13 @@ VARLEN_MIN_TORCH = (2, 10)
 VARLEN = (varlen_attn, _varlen_options(varlen_attn) if varlen_attn else {})
 
 
+def varlen_training_problem() -> str | None:
+    """Why this PyTorch cannot train through varlen_attn, or None when it can."""
+    if VARLEN[0] is None or tuple(int(x) for x in torch.__version__.split(".")[:2]) < VARLEN_MIN_TORCH:
+        return f"varlen needs PyTorch {'.'.join(map(str, VARLEN_MIN_TORCH))} or later for its backward (this is {torch.__version__}); use flex"
+    return None
+
+
 def varlen_document_attention(q, k, v, spans: DocumentSpans):
     """q (B, heads, T, D), k/v (B, kv_heads, T, D) -> (B, heads, T, D), each document causal on
     its own, through PyTorch's varlen_attn (CUDA, bf16/fp16 only)."""

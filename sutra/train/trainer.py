@@ -132,11 +132,10 @@ class Trainer:
             raise r.error("train.grad_accum", f"{t.grad_accum} micro-batches per step cannot be split over {world} processes; make it a multiple of {world}")
         self.accum = t.grad_accum // world
         if t.attention == "document" and t.document_kernel == "varlen" and self.device.type == "cuda":
-            from sutra.model.masks import VARLEN, VARLEN_MIN_TORCH
+            from sutra.model.masks import varlen_training_problem
 
-            if VARLEN[0] is None or tuple(int(x) for x in torch.__version__.split(".")[:2]) < VARLEN_MIN_TORCH:
-                raise r.error("train.document_kernel", f"varlen needs PyTorch {'.'.join(map(str, VARLEN_MIN_TORCH))} or later for its "
-                              f"backward (this is {torch.__version__}); use flex")
+            if problem := varlen_training_problem():
+                raise r.error("train.document_kernel", problem)
         data_path = Path(r.data.path).expanduser()
         if not data_path.exists():
             raise r.error("data.path", f"{data_path} does not exist; prepare it with `sutra data prepare` (or `sutra data mix`)")
