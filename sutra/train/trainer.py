@@ -318,7 +318,7 @@ class Trainer:
             if log_due:
                 self._log({"step": done, "epoch": done / spe, "tokens": self.progress.tokens, **self.window.summary(self.peak_tflops),
                            "lr": self.schedule.lr(step), "grad_norm": self.last_grad_norm, "skipped_steps": self.progress.skipped_steps})
-                self.window = _Window()
+                self.window = _Window(self.window.last_loss)
             self._after_step(done)
             if stop_reason and done < total:
                 self._save((done - 1) // spe + 1, None, final=False, last=True)
@@ -526,9 +526,9 @@ class Trainer:
 class _Window:
     """Training throughput and loss between two log lines (time spent in steps only)."""
 
-    def __init__(self):
+    def __init__(self, last_loss: float = float("nan")):
         self.losses, self.tokens, self.flops, self.seconds = [], 0, 0.0, 0.0
-        self.last_loss = float("nan")
+        self.last_loss = last_loss  # the progress bar's loss until this window settles its first step
 
     def add_step(self, tokens: int, flops: float) -> None:
         self.tokens, self.flops = self.tokens + tokens, self.flops + flops

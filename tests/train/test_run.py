@@ -137,6 +137,18 @@ def test_init_from_continues_pretraining_from_a_checkpoint(finished_run, tmp_pat
     assert (tmp_path / "run" / "e1-final" / "model.safetensors").is_file()
 
 
+def test_progress_bar_keeps_the_last_loss_across_a_log_line(tmp_path, tiny_dataset):
+    """Each log line starts a new window of numbers; the bar shows the last loss, not nan, until
+    the new window's first loss arrives."""
+    recipe = micro_recipe(tiny_dataset, tmp_path / "run", train={"epochs": 1, "steps_per_epoch": 2}, eval={"max_windows": 4},
+                          schedule={"warmup_steps": 1, "epochs": [{"peak_lr": 1e-3, "min_lr": 1e-4}]}, logging={"every_steps": 1})
+    trainer = Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", recipe)), resume=False, dist_info=CPU)
+    trainer.run()
+    last_logged = [r["loss"] for r in records(tmp_path / "run") if "loss" in r][-1]
+    assert trainer.window.losses == [] and trainer._postfix().startswith(f"loss {last_logged:.4f} ")
+    trainer.close()
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("attention, kernel", [("causal", "flex"), ("document", "flex"), ("document", "varlen")])
