@@ -111,7 +111,7 @@ def pick_device(name: str | None):
     except RuntimeError:
         raise SutraError(f"unknown device '{name}'; use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SutraError("--device cuda was asked for but no CUDA GPU is available")
+        raise SutraError(f"device '{name}' was asked for but no CUDA GPU is available")
     return device
 
 

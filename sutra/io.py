@@ -68,6 +68,9 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True):
             if child.is_file():
                 with open(child, "rb") as f:
                     os.fsync(f.fileno())
+            elif child.is_dir():
+                _fsync_dir(child)
+        _fsync_dir(tmp)  # its entries, so the renamed directory is complete after a power loss too
         if path.exists():
             if not overwrite:
                 raise FileExistsError(path)

@@ -73,6 +73,13 @@ class CheckpointStore:
     def names(self) -> list[str]:
         return sorted(p.name for p in self.run_dir.iterdir() if p.is_symlink() and not p.name.startswith("."))
 
+    def discard_after(self, step: int) -> None:
+        """Remove the names that point past `step`, or at nothing (their directories go with the next collect_garbage)."""
+        for name in self.names():
+            info = self.info(name)
+            if info is None or info["step"] > step:
+                (self.run_dir / name).unlink()
+
     def collect_garbage(self) -> None:
         """Remove unfinished writes and step directories that no name points at."""
         for stale in self.run_dir.glob(".*.link.tmp"):

@@ -48,6 +48,8 @@ def cmd_train(args) -> int:
         raise SutraError("give either a RECIPE.yaml to start a run or --resume RUN_DIR to continue one")
     if args.stop_after is not None and args.stop_after < 1:
         raise SutraError(f"--stop-after must be at least 1, got {args.stop_after}")
+    if args.resume is not None and args.init_from is not None:
+        raise SutraError("--init-from starts a run; a resumed run continues from its own `last` checkpoint (drop --init-from)")
     from sutra.train.trainer import train
 
     overrides = args.overrides + ([f"model.init_from={args.init_from}", "model.preset=null", "model.overrides={}"] if args.init_from else [])

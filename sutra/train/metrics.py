@@ -16,7 +16,8 @@ from sutra.io import atomic_write_text
 METRICS_FILE = "metrics.jsonl"
 
 # Dense bf16 peaks in TFLOP/s (the vendor figures without sparsity), matched against the CUDA device name.
-PEAK_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("A100", 312.0), ("L40S", 362.0), ("A10G", 125.0), ("L4", 121.0))
+PEAK_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("A100", 312.0), ("L40S", 362.0), ("L40", 181.0), ("A10G", 125.0), ("L4", 121.0))
+# (first match wins: "L40S" and "L40" come before "L4", which is in both names)
 
 
 def device_peak_tflops(device: torch.device) -> float | None:

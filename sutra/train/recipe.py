@@ -151,8 +151,15 @@ class Recipe:
         for key, value in {"train.steps_per_epoch": self.train.steps_per_epoch, "eval.max_windows": self.eval.max_windows}.items():
             if value is not None and value < 1:
                 raise self.error(key, f"must be at least 1 (or null), got {value}")
-        if self.stability.max_rollbacks < 0 or self.schedule.warmup_steps < 0:
-            raise self.error("schedule.warmup_steps" if self.schedule.warmup_steps < 0 else "stability.max_rollbacks", "must not be negative")
+        non_negative = {"schedule.warmup_steps": self.schedule.warmup_steps, "stability.max_rollbacks": self.stability.max_rollbacks,
+                        "data.seed": self.data.seed, "train.seed": self.train.seed}
+        for key, value in non_negative.items():
+            if value < 0:
+                raise self.error(key, f"must not be negative, got {value}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.train.device):
+            raise self.error("train.device", f"unknown device {self.train.device!r}; use auto, cpu, cuda or cuda:N")
+        if self.logging.peak_tflops is not None and not self.logging.peak_tflops > 0:
+            raise self.error("logging.peak_tflops", f"must be a positive number of TFLOP/s (or null to look it up), got {self.logging.peak_tflops}")
         if not self.data.path:
             raise self.error("data.path", "is required: a prepared dataset directory (see `sutra data prepare`)")
         if (self.model.preset is None) == (self.model.init_from is None):

@@ -39,15 +39,18 @@ class Schedule:
         progress = (position - warmup) / max(1, self.steps_per_epoch - 1 - warmup)
         return phase.min_lr + (phase.peak_lr - phase.min_lr) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
+    @property
+    def decay_start(self) -> int:
+        """WSD: the first step of the decay, which takes the run's last decay_fraction (at least one step)."""
+        return self.total_steps - max(1, round(self.section.decay_fraction * self.total_steps))
+
     def _warmup_stable_decay(self, step: int) -> float:
         """Warmup to the peak, hold it, and decay linearly to min_lr over the final fraction of the run."""
         s = self.section
         warmup = min(s.warmup_steps, self.total_steps - 1)
         if step < warmup:
             return s.peak_lr * (step + 1) / warmup
-        decay_steps = max(1, round(s.decay_fraction * self.total_steps))
-        decay_start = self.total_steps - decay_steps
-        if step < decay_start:
+        if step < self.decay_start:
             return s.peak_lr
-        progress = (step - decay_start + 1) / decay_steps
+        progress = (step - self.decay_start + 1) / (self.total_steps - self.decay_start)
         return s.peak_lr + (s.min_lr - s.peak_lr) * min(progress, 1.0)

@@ -21,8 +21,8 @@ import sys
 import threading
 import time
 from collections import deque
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -69,8 +69,8 @@ def setup_distributed(device_name: str) -> Distributed:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(None if device_name == "auto" else device_name)
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
+    if device.type == "cuda":  # torchrun's processes take a GPU each; one process may name its own
+        device = torch.device("cuda", device.index if device.index is not None and world_size == 1 else local_rank)
         torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None)
@@ -82,6 +82,7 @@ class Progress:
     step: int = 0  # optimizer steps done
     tokens: int = 0  # tokens consumed (global), skipped steps included
     skipped_steps: int = 0  # non-finite loss or gradient: update not applied
+    bad_streak: int = 0  # the latest skipped steps in a row (a resumed streak still counts toward max_bad_steps)
     rollbacks: int = 0
 
 
@@ -105,10 +106,9 @@ class Trainer:
         self.recipe, self.dist = recipe, dist_info
         self.run_dir = recipe.resolved_run_dir
         self.device = dist_info.device
-        self._check_and_build()
         self.store = CheckpointStore(self.run_dir)
+        self._check_and_build(resume)
         self.progress = Progress()
-        self.bad_streak = 0
         self.in_flight: deque[_InFlight] = deque()  # steps enqueued but not yet read (at most two)
         self.window = _Window()
         self.last_grad_norm = float("nan")
@@ -122,7 +122,7 @@ class Trainer:
 
     # ---- setup -------------------------------------------------------------------------------
 
-    def _check_and_build(self) -> None:
+    def _check_and_build(self, resume: bool) -> None:
         """Every check of the recipe against data, model and process count, then the model and optimizer."""
         from sutra.data.loader import TokenLoader
 
@@ -145,7 +145,7 @@ class Trainer:
         if self.val_loader.windows_per_epoch < 1:
             raise r.error("data.path", f"{data_path} has no validation window of {r.data.seq_len + 1} tokens; prepare it with a val split")
 
-        config, self.tokenizer, init_weights = self._model_source()
+        config, self.tokenizer, init_weights = self._model_source(resume)
         if r.data.seq_len > config.max_seq_len:
             raise r.error("data.seq_len", f"{r.data.seq_len} is longer than the model's context of {config.max_seq_len} tokens")
         if self.train_loader.vocab_size != config.vocab_size or self.train_loader.tokenizer_fingerprint != self.tokenizer.fingerprint:
@@ -161,9 +161,11 @@ class Trainer:
             raise r.error("train.steps_per_epoch", f"{t.steps_per_epoch} steps exceed the {full_pass} steps one pass over {data_path} gives")
         steps_per_epoch = t.steps_per_epoch or full_pass
         self.schedule = Schedule(r.schedule, steps_per_epoch, t.epochs)
-        warmup_span = steps_per_epoch if r.schedule.kind == "cosine" else self.schedule.total_steps
-        if r.schedule.warmup_steps >= warmup_span:
-            raise r.error("schedule.warmup_steps", f"{r.schedule.warmup_steps} warmup steps do not fit in {warmup_span} steps")
+        if r.schedule.kind == "cosine" and r.schedule.warmup_steps >= steps_per_epoch:
+            raise r.error("schedule.warmup_steps", f"{r.schedule.warmup_steps} warmup steps do not fit in an epoch of {steps_per_epoch} steps")
+        if r.schedule.kind == "wsd" and r.schedule.warmup_steps > self.schedule.decay_start:
+            raise r.error("schedule.warmup_steps", f"{r.schedule.warmup_steps} warmup steps run into the decay, which takes the last "
+                          f"{self.schedule.total_steps - self.schedule.decay_start} of {self.schedule.total_steps} steps (schedule.decay_fraction)")
         self.unused_windows_per_epoch = self.train_loader.windows_per_epoch - steps_per_epoch * step_windows
         self.tokens_per_step = step_windows * r.data.seq_len
 
@@ -188,8 +190,11 @@ class Trainer:
         self.forward = self.ddp or compiled
         self.peak_tflops = r.logging.peak_tflops or device_peak_tflops(self.device)
 
-    def _model_source(self):
-        """(config, tokenizer, model or None): from the preset, or the weights of model.init_from."""
+    def _model_source(self, resume: bool):
+        """(config, tokenizer, model or None): from the preset, or the weights of model.init_from.
+
+        A resumed init_from run takes them from its own `last`, so the source need not load any more
+        (a deleted run directory, a hub id while offline)."""
         from sutra.model.config import get_preset
         from sutra.tokenizer import load_tokenizer
 
@@ -197,7 +202,8 @@ class Trainer:
         if m.init_from:
             from sutra.model.checkpoint import load_model
 
-            loaded = load_model(m.init_from, device="cpu", dtype=torch.float32)
+            last = self.store.resolve("last") if resume else None
+            loaded = load_model(str(last) if last else m.init_from, device="cpu", dtype=torch.float32)
             return loaded.model.config, loaded.tokenizer, loaded.model
         try:
             config = get_preset(m.preset).replace(**m.overrides)
@@ -230,6 +236,10 @@ class Trainer:
             self.dist.barrier()
             return False
         if self.dist.is_main:
+            # a kill between pointing e{N}-best/final and `last` leaves names past `last`: the resumed
+            # run redoes those steps (as metrics.jsonl is cut back), so they must not keep old weights
+            last = self.store.info("last")
+            self.store.discard_after(last["step"] if last else -1)
             self.store.collect_garbage()
         self.dist.barrier()
         return self.store.resolve("last") is not None
@@ -238,15 +248,19 @@ class Trainer:
 
     def _save(self, epoch: int, val: dict | None, final: bool, last: bool) -> None:
         """Rank 0 writes this step's checkpoint if some name should point at it: `e{epoch}-best` when the
-        validation perplexity beats the epoch's best so far, `e{epoch}-final`, `last`."""
+        validation perplexity beats the epoch's best so far, `e{epoch}-final`, and `last` when asked or
+        with any other name (resume takes the newest state), but not inside a streak of skipped steps
+        unless asked (a rollback to `last` must go back before the streak). `last` is pointed last:
+        a kill before it leaves the other names past `last`, which a resume discards."""
         if self.dist.is_main:
             best = self.store.info(f"e{epoch}-best")
-            names = [f"e{epoch}-best"] if val is not None and (best is None or val["val_ppl"] < best["val_ppl"]) else []
-            names += [f"e{epoch}-final"] * final + ["last"] * last
+            better = val is not None and math.isfinite(val["val_ppl"]) and (best is None or val["val_ppl"] < best["val_ppl"])
+            names = [f"e{epoch}-best"] * better + [f"e{epoch}-final"] * final
+            names += ["last"] * (last or (bool(names) and self.progress.bad_streak == 0))
             if names:
                 training = {
                     **asdict(self.progress), "epoch": self.progress.step / self.schedule.steps_per_epoch, "recipe": self.recipe.name,
-                    "world_size": self.dist.world_size, "loader": self.train_loader.state_dict(), **(val or {}),
+                    "world_size": self.dist.world_size, "loader": self.train_loader.state_dict(), "log_window": asdict(self.window), **(val or {}),
                 }
                 trainer_state = {"optimizer": self.optimizer.state_dict(), "rng_cpu": torch.get_rng_state()}
                 if self.device.type == "cuda":
@@ -268,7 +282,8 @@ class Trainer:
         if not full:
             return
         training = self.store.info(name)
-        self.progress = Progress(**{k: training[k] for k in asdict(Progress())})
+        self.progress = Progress(**{k: training.get(k, default) for k, default in asdict(Progress()).items()})
+        self.window = _Window(**training.get("log_window", {}))  # the next log line averages the steps before the stop too
         self.train_loader.load_state_dict(training["loader"])
         torch.set_rng_state(state["rng_cpu"])
         if self.device.type == "cuda" and "rng_cuda" in state:
@@ -298,7 +313,6 @@ class Trainer:
             self._log({"step": 0, "epoch": 0.0, "tokens": 0, **self._evaluate()})
         bar = tqdm(total=total, initial=self.progress.step, unit="step", dynamic_ncols=True, disable=not self.dist.is_main, file=sys.stderr,
                    mininterval=0.5 if sys.stderr.isatty() else 30)  # a log file gets a line every 30 s, not every step
-        self.window = _Window()
         while self.progress.step < total:
             step = self.progress.step
             started = time.perf_counter()
@@ -313,12 +327,12 @@ class Trainer:
             if stop_reason or log_due or self._checkpoint_due(done):
                 self._settle(keep=0)
             self.window.seconds += time.perf_counter() - started
+            bar.set_postfix_str(self._postfix(), refresh=False)  # before update(), which draws the bar
             bar.update(1)
-            bar.set_postfix_str(self._postfix(), refresh=False)
             if log_due:
                 self._log({"step": done, "epoch": done / spe, "tokens": self.progress.tokens, **self.window.summary(self.peak_tflops),
                            "lr": self.schedule.lr(step), "grad_norm": self.last_grad_norm, "skipped_steps": self.progress.skipped_steps})
-                self.window = _Window(self.window.last_loss)
+                self.window = _Window(last_loss=self.window.last_loss)
             self._after_step(done)
             if stop_reason and done < total:
                 self._save((done - 1) // spe + 1, None, final=False, last=True)
@@ -346,7 +360,7 @@ class Trainer:
             self._start_epoch(epoch)  # the loader counts epochs from 0: this is the next one
         last_due = epoch_end or done % self.recipe.checkpoint.every_steps == 0
         if val is not None or last_due:
-            self._save(epoch, val, final=epoch_end, last=last_due)
+            self._save(epoch, val, final=epoch_end, last=last_due and self.progress.bad_streak == 0)
 
     def _start_epoch(self, epoch: int) -> None:
         """Put the loader at the start of `epoch`'s permutation (skipping the windows that fill no whole step)."""
@@ -361,7 +375,7 @@ class Trainer:
             group["lr"] = lr
         loss_sum = torch.zeros((), device=self.device)
         flops = 0.0
-        try:
+        with self._memory_guard():
             for micro in range(self.accum):
                 batch = self.train_loader.next_batch()
                 flops += self._flops(batch.doc_ids)
@@ -374,22 +388,16 @@ class Trainer:
                     (loss / self.accum).backward()
                 loss_sum += loss.detach()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.optimizer.grad_clip)
-        except torch.OutOfMemoryError:
-            raise self._out_of_memory() from None
-        except RuntimeError as exc:
-            if "can't allocate memory" in str(exc):
-                raise self._out_of_memory() from None
-            raise
-        # one all-reduce carries the loss and every rank's stop request; the gradient norm is already global
-        totals = self.dist.sum_(torch.stack([loss_sum, torch.full((), float(self.terminate_requested), device=self.device)]))
-        numbers = torch.stack([totals[0] / self.recipe.train.grad_accum, grad_norm.float(), totals[1]])
-        found_inf = (~torch.isfinite(numbers[:2]).all()).float()
-        if self.optimizer.param_groups[0]["fused"]:  # (a resumed optimizer state carries its own)
-            self.optimizer.found_inf = found_inf  # the fused kernel then leaves weights, moments and step count alone
-            self.optimizer.step()
-        elif not found_inf.item():  # the foreach kernel cannot skip on the device: a host sync each step
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+            # one all-reduce carries the loss and every rank's stop request; the gradient norm is already global
+            totals = self.dist.sum_(torch.stack([loss_sum, torch.full((), float(self.terminate_requested), device=self.device)]))
+            numbers = torch.stack([totals[0] / self.recipe.train.grad_accum, grad_norm.float(), totals[1]])
+            found_inf = (~torch.isfinite(numbers[:2]).all()).float()
+            if self.optimizer.param_groups[0]["fused"]:  # (a resumed optimizer state carries its own)
+                self.optimizer.found_inf = found_inf  # the fused kernel then leaves weights, moments and step count alone
+                self.optimizer.step()  # (its first call allocates the moments)
+            elif not found_inf.item():  # the foreach kernel cannot skip on the device: a host sync each step
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         copied = None
         if self.device.type == "cuda":
             numbers, copied = numbers.to("cpu", non_blocking=True), torch.cuda.Event()
@@ -408,11 +416,11 @@ class Trainer:
             self.window.add_loss(loss)
             self.last_grad_norm = grad_norm
             if math.isfinite(loss) and math.isfinite(grad_norm):
-                self.bad_streak = 0
+                self.progress.bad_streak = 0
                 continue
             self.progress.skipped_steps += 1
-            self.bad_streak += 1
-            if self.bad_streak >= self.recipe.stability.max_bad_steps and roll_back_at is None:
+            self.progress.bad_streak += 1
+            if self.progress.bad_streak >= self.recipe.stability.max_bad_steps and roll_back_at is None:
                 roll_back_at = entry.step
         if roll_back_at is not None:
             self._roll_back(roll_back_at)
@@ -422,16 +430,28 @@ class Trainer:
         s = self.recipe.stability
         hint = "lower the learning rate (schedule), raise warmup_steps, or check the data"
         if self.store.resolve("last") is None:
-            raise SutraError(f"step {step + 1}: {self.bad_streak} consecutive steps with a non-finite loss or gradient before any checkpoint; {hint}")
+            raise SutraError(f"step {step + 1}: {self.progress.bad_streak} consecutive steps with a non-finite loss or gradient before any checkpoint; {hint}")
         if self.progress.rollbacks >= s.max_rollbacks:
             raise SutraError(f"step {step + 1}: training keeps diverging after {self.progress.rollbacks} rollbacks (stability.max_rollbacks); {hint}")
         self._restore("last", full=False)
         self.progress.rollbacks += 1
-        message = (f"step {step + 1}: {self.bad_streak} consecutive non-finite steps; rolled weights and optimizer back to "
+        message = (f"step {step + 1}: {self.progress.bad_streak} consecutive non-finite steps; rolled weights and optimizer back to "
                    f"'last' (step {self.store.info('last')['step']}), continuing with the next batches (rollback {self.progress.rollbacks} of at most {s.max_rollbacks})")
-        self.bad_streak = 0
+        self.progress.bad_streak = 0
         self._say(message)
         self._log({"step": step + 1, "event": "rollback", "message": message})
+
+    @contextmanager
+    def _memory_guard(self):
+        """Out of memory (CUDA's error, or a CPU allocation refused) becomes one message naming the knobs."""
+        try:
+            yield
+        except torch.OutOfMemoryError:
+            raise self._out_of_memory() from None
+        except RuntimeError as exc:
+            if "can't allocate memory" in str(exc):
+                raise self._out_of_memory() from None
+            raise
 
     def _out_of_memory(self) -> SutraError:
         t = self.recipe.train
@@ -447,13 +467,14 @@ class Trainer:
         """Mean validation loss over the held-out split (or its first eval.max_windows windows), all processes together."""
         self.model.eval()
         totals = torch.zeros(2, dtype=torch.float64, device=self.device)
-        for batch in self.val_loader.iter_eval(self.recipe.eval.max_windows):
-            inputs, targets = self._to_device(batch.inputs), self._to_device(batch.targets)
-            mask = self._attention_mask(batch.doc_ids)
-            with self._autocast():
-                loss = self.compiled(inputs, targets, mask=mask)
-            totals[0] += loss.double() * targets.numel()
-            totals[1] += targets.numel()
+        with self._memory_guard():
+            for batch in self.val_loader.iter_eval(self.recipe.eval.max_windows):
+                inputs, targets = self._to_device(batch.inputs), self._to_device(batch.targets)
+                mask = self._attention_mask(batch.doc_ids)
+                with self._autocast():
+                    loss = self.compiled(inputs, targets, mask=mask)
+                totals[0] += loss.double() * targets.numel()
+                totals[1] += targets.numel()
         self.model.train()
         val_loss = float(self.dist.sum_(totals)[0] / totals[1])
         return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 700.0))}
@@ -523,12 +544,16 @@ class Trainer:
             self.log.close()
 
 
+@dataclass
 class _Window:
-    """Training throughput and loss between two log lines (time spent in steps only)."""
+    """Training throughput and loss between two log lines (time spent in steps only); checkpointed,
+    so a log line after a resume is the one an uninterrupted run writes."""
 
-    def __init__(self, last_loss: float = float("nan")):
-        self.losses, self.tokens, self.flops, self.seconds = [], 0, 0.0, 0.0
-        self.last_loss = last_loss  # the progress bar's loss until this window settles its first step
+    losses: list[float] = field(default_factory=list)
+    tokens: int = 0
+    flops: float = 0.0
+    seconds: float = 0.0
+    last_loss: float = float("nan")  # the progress bar's loss (carried into the next window until it has its own)
 
     def add_step(self, tokens: int, flops: float) -> None:
         self.tokens, self.flops = self.tokens + tokens, self.flops + flops
@@ -564,7 +589,10 @@ def train(recipe_path: str | None, overrides: list[str], resume_dir: str | None,
         recipe.data.path = str(Path(recipe.data.path).expanduser().absolute())
         if recipe.model.init_from and Path(recipe.model.init_from).exists():
             recipe.model.init_from = str(Path(recipe.model.init_from).absolute())
-    dist_info = setup_distributed(recipe.train.device)
+    try:
+        dist_info = setup_distributed(recipe.train.device)
+    except SutraError as exc:
+        raise recipe.error("train.device", str(exc)) from None
     try:
         trainer = Trainer(recipe, resume=resume_dir is not None, dist_info=dist_info)
         try:

@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-import yaml
 
 from sutra.errors import SutraError
 from sutra.train.recipe import load_recipe
@@ -62,6 +61,10 @@ def test_valid_recipe_is_typed_and_overridable(tmp_path):
         (BASE, ["schedule.kind=wsd"], "schedule.peak_lr: the wsd schedule needs peak_lr"),
         (BASE, ["model.init_from=some/checkpoint"], "give either a model preset or model.init_from"),
         (BASE, ["model.preset=null"], "--set model.preset=null: model.preset: give either a model preset or model.init_from"),
+        (BASE, ["data.seed=-1"], "--set data.seed=-1: data.seed: must not be negative, got -1"),
+        (BASE, ["train.seed=-2"], "train.seed: must not be negative"),
+        (BASE, ["train.device=mps"], "train.device: unknown device 'mps'; use auto, cpu, cuda or cuda:N"),
+        (BASE, ["logging.peak_tflops=-5"], "logging.peak_tflops: must be a positive number of TFLOP/s"),
     ],
 )
 def test_bad_recipes_name_file_line_and_field(tmp_path, text, overrides, message):
@@ -76,11 +79,12 @@ def test_missing_recipe_file(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["smollm2-70m-sutra.yaml", "tiny-cpu.yaml"])
-def test_shipped_recipes_validate(name):
+def test_shipped_recipes_validate_and_round_trip(name, tmp_path):
     recipe = load_recipe(REPO / "recipes" / name)
-    raw = yaml.safe_load((REPO / "recipes" / name).read_text())
     assert recipe.assumptions, "every recipe states its assumptions"
-    assert set(raw) <= set(recipe.to_dict())
+    # a run directory's recipe.yaml is the resolved recipe, and resuming reads it back
+    (tmp_path / "resolved.yaml").write_text(recipe.to_yaml())
+    assert load_recipe(tmp_path / "resolved.yaml").to_dict() == recipe.to_dict()
 
 
 def test_card_recipe_matches_the_model_card():

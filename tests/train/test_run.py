@@ -3,12 +3,15 @@ from them, NaN skip and rollback, continued pretraining with --init-from, and (o
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from sutra_testing import run_sutra
+from sutra.errors import SutraError
 from sutra.train.recipe import load_recipe
 from sutra.train.trainer import Distributed, Trainer, train
 from train_helpers import micro_recipe, tiny_dataset, write_recipe  # noqa: F401 (fixture)
@@ -98,6 +101,98 @@ def test_nan_steps_are_skipped_then_rolled_back_to_last(tmp_path, tiny_dataset):
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
+def resume(run_dir: Path) -> Trainer:
+    return Trainer(load_recipe(run_dir / "recipe.yaml"), resume=True, dist_info=CPU)
+
+
+def poison_steps(trainer: Trainer, steps: set[int]) -> None:
+    """Non-finite gradients at these (0-based) steps."""
+    trainer.model.norm.weight.register_hook(lambda grad: grad * float("nan") if trainer.progress.step in steps else grad)
+
+
+def test_a_stop_inside_a_bad_streak_and_between_log_lines_resumes_as_if_uninterrupted(tmp_path, tiny_dataset):
+    """The streak of skipped steps and the numbers of the unfinished log window are checkpointed: the
+    resumed run rolls back where the uninterrupted one does and writes the same log lines."""
+    recipe = micro_recipe(tiny_dataset, tmp_path / "unused", train={"epochs": 1, "steps_per_epoch": 6}, schedule={"epochs": [{"peak_lr": 1e-2, "min_lr": 1e-3}]},
+                          checkpoint={"every_steps": 2}, stability={"max_bad_steps": 2, "max_rollbacks": 3}, eval={"every_steps": 100, "max_windows": 2},
+                          logging={"every_steps": 2})
+    runs = {}
+    for name, stop in (("reference", None), ("stopped", 3)):
+        recipe["run_dir"] = str(tmp_path / name)
+        trainer = Trainer(load_recipe(write_recipe(tmp_path / f"{name}.yaml", recipe)), resume=False, dist_info=CPU)
+        poison_steps(trainer, {2, 3})
+        trainer.run(stop_after=stop)
+        trainer.close()
+        if stop:
+            assert trainer.progress.bad_streak == 1 and trainer.progress.rollbacks == 0
+            trainer = resume(tmp_path / name)
+            assert trainer.progress.bad_streak == 1 and trainer.window.losses, "restored mid-streak and mid-window"
+            poison_steps(trainer, {2, 3})
+            trainer.run()
+            trainer.close()
+        runs[name] = trainer
+    assert runs["stopped"].progress == runs["reference"].progress and runs["reference"].progress.rollbacks == 1
+    losses = {name: [(r["step"], r["loss"]) for r in records(tmp_path / name) if "loss" in r] for name in runs}
+    assert losses["stopped"] == losses["reference"] and [step for step, _ in losses["reference"]] == [2, 4, 6]
+
+
+def test_checkpoint_names_follow_perplexity_and_the_streak(tmp_path, tiny_dataset):
+    """`last` comes with any other name (a resume takes the newest state) but not inside a streak of
+    skipped steps unless asked; a non-finite validation perplexity is never an epoch's best."""
+    recipe = micro_recipe(tiny_dataset, tmp_path / "run", train={"epochs": 1, "steps_per_epoch": 6}, schedule={"epochs": [{"peak_lr": 1e-2, "min_lr": 1e-3}]})
+    trainer = Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", recipe)), resume=False, dist_info=CPU)
+    step_of = lambda name: (trainer.store.info(name) or {}).get("step")  # noqa: E731
+    trainer.progress.step = 1
+    trainer._save(1, {"val_loss": float("nan"), "val_ppl": float("nan")}, final=False, last=False)
+    assert trainer.store.names() == []
+    trainer._save(1, {"val_loss": 5.0, "val_ppl": 148.4}, final=False, last=False)
+    assert (step_of("e1-best"), step_of("last")) == (1, 1)
+    trainer.progress.step, trainer.progress.bad_streak = 2, 1
+    trainer._save(1, {"val_loss": 4.0, "val_ppl": 54.6}, final=False, last=False)
+    assert (step_of("e1-best"), step_of("last")) == (2, 1), "a rollback to `last` must go back before the streak"
+    trainer.progress.step = 3
+    trainer._save(1, {"val_loss": float("inf"), "val_ppl": float("inf")}, final=False, last=True)
+    assert (step_of("e1-best"), step_of("last")) == (2, 3), "a stop saves `last` wherever it is"
+    trainer.close()
+
+
+def test_resume_discards_names_a_kill_left_past_last(tmp_path, tiny_dataset):
+    """Killed after e1-best/e1-final were pointed at a step but before `last` was: the resumed run
+    redoes that step, so the names (and their weights) from before the kill must go."""
+    run = tmp_path / "run"
+    recipe = micro_recipe(tiny_dataset, run, train={"epochs": 1, "steps_per_epoch": 4}, schedule={"epochs": [{"peak_lr": 1e-2, "min_lr": 1e-3}]},
+                          eval={"every_steps": 4, "max_windows": 2}, checkpoint={"every_steps": 2})
+    trainer = Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", recipe)), resume=False, dist_info=CPU)
+    trainer.run(stop_after=2)
+    step_2 = shutil.copytree(trainer.store.step_dir(2), tmp_path / "step-2")
+    trainer.run()
+    trainer.close()
+    shutil.copytree(step_2, trainer.store.step_dir(2))
+    trainer.store.point("last", 2)  # as the kill left it
+    trainer = resume(run)
+    assert trainer.progress.step == 2 and trainer.store.names() == ["last"] and not trainer.store.step_dir(4).exists()
+    with torch.no_grad():
+        trainer.model.norm.weight.mul_(1.01)  # a replay that is not bitwise the same (another process count, CUDA)
+    trainer.run()
+    trainer.close()
+    saved = load_file(run / "e1-final" / "model.safetensors")
+    assert all(torch.equal(saved[k], v) for k, v in trainer.model.state_dict().items()), "e1-final holds this run's weights"
+
+
+@pytest.mark.parametrize("where", ["optimizer", "evaluation"])
+def test_out_of_memory_anywhere_in_a_step_names_the_knobs(tmp_path, tiny_dataset, where, monkeypatch):
+    """A stand-in raises PyTorch's OutOfMemoryError (a real one would need the memory exhausted)."""
+    trainer = Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", micro_recipe(tiny_dataset, tmp_path / "run"))), resume=False, dist_info=CPU)
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 6.00 GiB")
+
+    monkeypatch.setattr(trainer.optimizer if where == "optimizer" else trainer, "step" if where == "optimizer" else "compiled", out_of_memory)
+    with pytest.raises(SutraError, match=r"out of memory on cpu with train.micro_batch=2 x data.seq_len=32: lower train.micro_batch"):
+        trainer.run()
+    trainer.close()
+
+
 @pytest.mark.parametrize("fused", [True, False])
 def test_a_non_finite_gradient_leaves_weights_and_optimizer_untouched(tmp_path, tiny_dataset, fused):
     """The fused kernel skips the step on the device (no host sync); the foreach kernel after reading it."""
@@ -113,13 +208,13 @@ def test_a_non_finite_gradient_leaves_weights_and_optimizer_untouched(tmp_path, 
     trainer._settle(keep=1)
     assert trainer.progress.skipped_steps == 0 and len(trainer.in_flight) == 1, "read one step late"
     trainer._settle(keep=0)
-    assert trainer.progress.skipped_steps == 1 and trainer.bad_streak == 1 and math.isnan(trainer.last_grad_norm)
+    assert trainer.progress.skipped_steps == 1 and trainer.progress.bad_streak == 1 and math.isnan(trainer.last_grad_norm)
     assert all(torch.equal(weights[k], v) for k, v in trainer.model.state_dict().items())
     after = list(trainer.optimizer.state.values())
     assert all(torch.equal(before[k], state[k]) for before, state in zip(moments, after) for k in before), "moments and step count kept"
     trainer._train_step(2)
     trainer._settle(keep=0)
-    assert trainer.bad_streak == 0 and not torch.equal(weights["norm.weight"], trainer.model.norm.weight)
+    assert trainer.progress.bad_streak == 0 and not torch.equal(weights["norm.weight"], trainer.model.norm.weight)
     trainer.close()
 
 
@@ -135,6 +230,20 @@ def test_init_from_continues_pretraining_from_a_checkpoint(finished_run, tmp_pat
     assert start["step"] == 0 and start["val_loss"] == pytest.approx(source["val_loss"], rel=1e-6), "step 0 evaluates the loaded weights"
     assert load_recipe(tmp_path / "run" / "recipe.yaml").model.init_from == str(finished_run / "e2-final")
     assert (tmp_path / "run" / "e1-final" / "model.safetensors").is_file()
+
+
+def test_a_continued_pretraining_run_resumes_without_its_source(finished_run, tmp_path, tiny_dataset):
+    source = shutil.copytree(finished_run / "e2-final", tmp_path / "source")
+    recipe = micro_recipe(tiny_dataset, tmp_path / "run", model={"preset": None, "overrides": {}, "init_from": str(source)}, train={"epochs": 1, "steps_per_epoch": 2},
+                          eval={"max_windows": 4}, schedule={"warmup_steps": 1, "epochs": [{"peak_lr": 1e-3, "min_lr": 1e-4}]})
+    trainer = Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", recipe)), resume=False, dist_info=CPU)
+    trainer.run(stop_after=1)
+    trainer.close()
+    shutil.rmtree(source)  # e.g. a garbage-collected run, or a hub id while offline
+    trainer = resume(tmp_path / "run")
+    trainer.run()
+    trainer.close()
+    assert trainer.progress.step == 2 and trainer.config.hidden_size == 64
 
 
 def test_progress_bar_keeps_the_last_loss_across_a_log_line(tmp_path, tiny_dataset):

@@ -50,7 +50,9 @@ def corrupt_fingerprint(tiny_dataset: Path, tmp_path: Path) -> Path:
         ({"data": "other-tokenizer"}, 1, "re-prepare the data with the model's tokenizer"),
         ({"train": {"steps_per_epoch": 10_000}}, 1, "train.steps_per_epoch: 10000 steps exceed the"),
         ({"model": {"preset": "tiny", "overrides": {"hidden_sise": 3}}}, 1, "model.overrides"),
-        ({"schedule": {"warmup_steps": 8}}, 1, "schedule.warmup_steps: 8 warmup steps do not fit in 8 steps"),
+        ({"schedule": {"warmup_steps": 8}}, 1, "schedule.warmup_steps: 8 warmup steps do not fit in an epoch of 8 steps"),
+        ({"schedule": {"kind": "wsd", "peak_lr": 1e-3, "warmup_steps": 14}}, 1,
+         "schedule.warmup_steps: 14 warmup steps run into the decay, which takes the last 3 of 16 steps"),
     ],
 )
 def test_bad_input_stops_before_any_work_with_one_message(tmp_path, tiny_dataset, change, world_size, message):
@@ -82,4 +84,6 @@ def test_cli_reports_user_errors_in_one_line(tmp_path, tiny_dataset):
     assert "--set schedule.epochs=" in result.stderr and "peak_lr must be a positive number" in result.stderr
     result = run_sutra("train", "--resume", str(tmp_path / "nowhere"))
     assert result.returncode == 2 and "not a run directory" in result.stderr
+    result = run_sutra("train", "--resume", str(tmp_path / "nowhere"), "--init-from", "smollm2-135m-instruct")
+    assert result.returncode == 2 and "a resumed run continues from its own `last` checkpoint (drop --init-from)" in result.stderr
 
