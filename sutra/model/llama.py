@@ -30,7 +30,7 @@ def rope_tables(config: ModelConfig, device=None) -> tuple[torch.Tensor, torch.T
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: (B, heads, T, head_dim); cos/sin: (T, head_dim), or (B, 1, T, head_dim) for per-row positions."""
+    """x: (B, T, heads, head_dim); cos/sin: (T, 1, head_dim), or (B, T, 1, head_dim) for per-row positions."""
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
@@ -84,10 +84,13 @@ class Attention(nn.Module):
         q, k, v = self.wqkv(x).split(
             [self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim, self.num_kv_heads * self.head_dim], dim=-1
         )
-        q = q.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
-        k = k.view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        # RoPE before the transpose to (B, heads, T, D), as torchtitan does, so q and k keep the
+        # projection's token-major memory: compiled FlexAttention gives its output and gradients
+        # the query's strides, so the output projection and RoPE's backward need no transposing
+        # copy, and varlen attention takes q/k/v as (B * T, heads, D) views
+        q = apply_rope(q.view(B, T, self.num_heads, self.head_dim), cos, sin).transpose(1, 2)
+        k = apply_rope(k.view(B, T, self.num_kv_heads, self.head_dim), cos, sin).transpose(1, 2)
         v = v.view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_index, k, v)
         y = attend(q, k, v, mask)
@@ -188,9 +191,9 @@ class Llama(nn.Module):
         if mask is None and doc_ids is not None:
             mask = self.attention_mask(doc_ids)
         if positions is not None:
-            cos, sin = self.rope_cos[positions][:, None], self.rope_sin[positions][:, None]
+            cos, sin = self.rope_cos[positions][:, :, None], self.rope_sin[positions][:, :, None]
         else:
-            cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+            cos, sin = self.rope_cos[:T, None], self.rope_sin[:T, None]
         x = self.embed(tokens)
         for block in self.blocks:
             x = block(x, cos, sin, mask, cache)
@@ -204,7 +207,6 @@ class Llama(nn.Module):
         if targets is not None:
             return linear_cross_entropy(x.flatten(0, 1), self.lm_head_weight, targets.flatten())
         return F.linear(x, self.lm_head_weight)
-
 
 
 def count_parameters(model: nn.Module) -> int:
