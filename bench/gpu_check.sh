@@ -45,7 +45,7 @@ if section train; then
   RUN="$OUT/run"; TRAIN_EXTRA="${TRAIN_EXTRA:-}"
   timeout 240 "$PY" -m sutra train recipes/smollm2-70m-sutra.yaml --set data.path="$GPU_DATA" --set run_dir="$RUN" \
     --set train.grad_accum=1 --set train.attention=document --set schedule.warmup_steps=4 \
-    --set eval.every_steps=7 --set eval.max_windows=4 --set logging.every_steps=2 $TRAIN_EXTRA \
+    --set eval.every_steps=7 --set eval.max_windows=4 --set logging.every_steps=7 $TRAIN_EXTRA \
     2>&1 | tee "$OUT/train.log" || status=1
   timeout 60 "$PY" -m sutra generate "$RUN/e1-final" --prompt "The Python list" --max-new-tokens 16 2>&1 | tee -a "$OUT/train.log" || status=1
   cp "$RUN/metrics.jsonl" "$OUT/metrics.jsonl" 2>/dev/null; rm -rf "$RUN"
