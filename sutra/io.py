@@ -54,12 +54,17 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
 
 @contextmanager
 def atomic_directory(path: str | os.PathLike, overwrite: bool = True):
-    """Yield a temporary sibling directory; on success it replaces `path` in one rename.
+    """Yield a temporary sibling directory; on success it becomes `path` in one rename.
 
+    An existing `path` is first renamed aside, so a reader may find neither for an instant, and a
+    crash between the two renames leaves the old directory aside, which the next call puts back.
     If the block raises, the temporary directory is removed and `path` is untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    old = path.with_name(f".{path.name}.old")
+    if not path.exists() and old.is_dir():  # a crash between the two renames of a replacement below
+        os.replace(old, path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
     try:
@@ -74,7 +79,6 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True):
         if path.exists():
             if not overwrite:
                 raise FileExistsError(path)
-            old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
             os.replace(tmp, path)

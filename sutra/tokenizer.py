@@ -138,6 +138,12 @@ class Tokenizer:
             src = self.directory / name
             if src.is_file():
                 (out / name).write_bytes(src.read_bytes())
+        config_file = out / "tokenizer_config.json"
+        if config_file.is_file():  # transformers 5 writes its own class name, which 4.x lacks
+            config = json.loads(config_file.read_text())
+            if config.get("tokenizer_class") == "TokenizersBackend":
+                config["tokenizer_class"] = "PreTrainedTokenizerFast"
+                config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
 def load_tokenizer(source: str | os.PathLike | None = None) -> Tokenizer:

@@ -22,10 +22,16 @@ class WrongType(Exception):
 
 
 def field_value(record: dict, path: str):
-    """The value at a dotted path (quality_assessment.clarity), or MISSING."""
-    value = record
-    for key in path.split("."):
-        if not isinstance(value, dict) or key not in value:
+    """The value at a dotted path (quality_assessment.clarity), or MISSING (absent or null).
+
+    Raises WrongType when a step of the path is there but is no object (e.g. a JSON string)."""
+    value, keys = record, path.split(".")
+    for depth, key in enumerate(keys):
+        if value is None:
+            return MISSING
+        if not isinstance(value, dict):
+            raise WrongType(f"'{'.'.join(keys[:depth])}' is {type(value).__name__}, not an object with a '{key}' field")
+        if key not in value:
             return MISSING
         value = value[key]
     return MISSING if value is None else value
@@ -33,6 +39,14 @@ def field_value(record: dict, path: str):
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _parses_as_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,9 @@ class Condition:
             except ValueError:
                 raise WrongType(f"'{self.field}' is a number but the condition compares it with '{self.value}'") from None
         if isinstance(value, str):
+            if self.op in ("<", "<=", ">", ">=") and _parses_as_number(self.value):
+                # "10" >= "4" is False as strings: a numeric condition needs a number
+                raise WrongType(f"'{self.field}' is the string {value!r}; {self.op} {self.value} compares numbers")
             return OPERATORS[self.op](value, self.value)
         raise WrongType(f"'{self.field}' is {type(value).__name__}; {self.op} needs a number, string or boolean")
 

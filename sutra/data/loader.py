@@ -82,12 +82,14 @@ class TokenLoader:
         return Batch(tokens[:, :-1], tokens[:, 1:], doc_ids)
 
     def iter_eval(self, max_windows: int | None = None):
-        """Every window (or the first `max_windows`) once, in order; each rank gets a contiguous
-        slice of about 1/world_size of them, in batches of micro_batch (the last may be smaller)."""
+        """Every window once, in order, or `max_windows` of them spread evenly over the split (its
+        start alone would be one source or one mix component); each rank gets a contiguous slice of
+        about 1/world_size of them, in batches of micro_batch (the last may be smaller)."""
         total = self.windows_per_epoch if max_windows is None else min(max_windows, self.windows_per_epoch)
+        windows = np.arange(total) * self.windows_per_epoch // total
         lo, hi = self.rank * total // self.world_size, (self.rank + 1) * total // self.world_size
         for first in range(lo, hi, self.micro_batch):
-            yield self._batch(np.arange(first, min(first + self.micro_batch, hi)))
+            yield self._batch(windows[first:min(first + self.micro_batch, hi)])
 
     def state_dict(self) -> dict:
         return {

@@ -43,6 +43,19 @@ def parse_component(text: str) -> tuple[Path, float | None]:
     return Path(path), value
 
 
+def split_budget(available: list[int], shares: list[float], tokens: int | None) -> list[int]:
+    """Tokens per dataset: exactly `tokens` in these shares (rounded down, the rest to the largest
+    remainders), or without a budget as much as possible without repeating any dataset."""
+    if tokens is None:
+        most = min(n / s for n, s in zip(available, shares))
+        return [min(int(most * s + 1e-6), n) for s, n in zip(shares, available)]  # (float slack)
+    budgets = [int(tokens * s) for s in shares]
+    by_remainder = sorted(range(len(shares)), key=lambda i: tokens * shares[i] - budgets[i], reverse=True)
+    for i in by_remainder[: tokens - sum(budgets)]:
+        budgets[i] += 1
+    return budgets
+
+
 def make_mix(components: list[str], out: Path, tokens: int | None = None, block_tokens: int = 1 << 20) -> dict:
     """Write a mix manifest to `out` and return it."""
     if not components:
@@ -59,10 +72,10 @@ def make_mix(components: list[str], out: Path, tokens: int | None = None, block_
     if weights[0] is None:
         weights = [float(n) for n in available]
     shares = [w / sum(weights) for w in weights]
-    # Without a budget, take as much as possible without repeating any dataset.
-    total = tokens if tokens is not None else int(min(n / s for n, s in zip(available, shares)) + 1e-6)  # float slack
-    budgets = [round(total * s) for s in shares[:-1]]
-    budgets.append(total - sum(budgets))
+    budgets = split_budget(available, shares, tokens)
+    if 0 in budgets:
+        raise SutraError(f"a budget of {tokens} tokens leaves {parsed[budgets.index(0)][0]} none; give a larger --tokens")
+    total = sum(budgets)
     out = Path(out)
     entries = []
     for (path, _), manifest, share, budget, dataset_tokens in zip(parsed, manifests, shares, budgets, available):

@@ -233,7 +233,7 @@ def prepare(config: PrepareConfig, log=sys.stderr) -> dict:
     tokenizer = load_tokenizer(config.tokenizer)
     if tokenizer.vocab_size > MAX_VOCAB:
         raise SutraError(f"tokenizer {tokenizer.directory} has {tokenizer.vocab_size:,} tokens; uint16 shards hold at most {MAX_VOCAB:,} — use a smaller vocabulary")
-    inputs = src.expand(list(config.sources))
+    inputs = src.expand(list(config.sources), config.hub_split)
     recipe = _recipe(config, inputs, tokenizer)
     out = Path(config.out)
     progress = _claim_output(out, recipe, config.overwrite)

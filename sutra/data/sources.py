@@ -63,8 +63,9 @@ def _kind(path: Path, allow_json: bool) -> str | None:
     return None
 
 
-def expand(specs: list[str]) -> list[tuple[str, Path | str]]:
-    """(kind, path-or-hub-id) for every input named by `specs`, in a stable order."""
+def expand(specs: list[str], split: str = "train") -> list[tuple[str, Path | str]]:
+    """(kind, path-or-hub-id) for every input named by `specs`, in a stable order; `split` picks
+    the split of a saved DatasetDict directory (a hub id's is picked when it streams)."""
     found = []
     for spec in specs:
         path = Path(spec)
@@ -72,9 +73,9 @@ def expand(specs: list[str]) -> list[tuple[str, Path | str]]:
             matches = sorted(Path(p) for p in glob.glob(spec, recursive=True))
             if not matches:
                 raise SutraError(f"{spec}: the pattern matches no files")
-            found += [item for m in matches for item in _walk(m, explicit=False, allow_json=True)]
+            found += [item for m in matches for item in _walk(m, split, explicit=False, allow_json=True)]
         elif path.exists():
-            found += _walk(path, explicit=True, allow_json=True)
+            found += _walk(path, split, explicit=True, allow_json=True)
         elif spec in CORPORA:
             from sutra import assets
 
@@ -86,17 +87,19 @@ def expand(specs: list[str]) -> list[tuple[str, Path | str]]:
     return found
 
 
-def _walk(path: Path, explicit: bool, allow_json: bool) -> list[tuple[str, Path]]:
+def _walk(path: Path, split: str, explicit: bool, allow_json: bool) -> list[tuple[str, Path]]:
     if path.is_dir():
-        if (path / "dataset_dict.json").is_file():  # datasets.DatasetDict.save_to_disk: every split
+        if (path / "dataset_dict.json").is_file():  # datasets.DatasetDict.save_to_disk: the asked split only
             splits = json.loads((path / "dataset_dict.json").read_text()).get("splits", [])
-            return [item for split in splits for item in _walk(path / split, explicit=True, allow_json=False)]
+            if split not in splits:
+                raise SutraError(f"{path}: a saved DatasetDict without a '{split}' split (it has {', '.join(splits) or 'none'}); pick one with --split")
+            return _walk(path / split, split, explicit=True, allow_json=False)
         if (path / "state.json").is_file():  # datasets.Dataset.save_to_disk
             files = json.loads((path / "state.json").read_text()).get("_data_files", [])
             return [("arrow", path / f["filename"]) for f in files]
         items = []
         for child in sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)):
-            items += _walk(child, explicit=False, allow_json=False)
+            items += _walk(child, split, explicit=False, allow_json=False)
         return items
     kind = _kind(path, allow_json)
     if kind is None:
@@ -110,22 +113,33 @@ def _problem(name: str, line: int, reason: str, detail: str) -> Unit:
     return Unit("problem", name, first=line, payload=(reason, detail))
 
 
-def _line_chunks(stream, unit_bytes: int) -> Iterator[tuple[bytes, int]]:
-    """Cut a byte stream after the last newline of every `unit_bytes` block: (chunk, lines in it)."""
-    carry = b""
+def _line_chunks(stream, unit_bytes: int, piece_bytes: int = 1 << 16) -> Iterator[tuple[bytes, int]]:
+    """Cut a byte stream into chunks of about `unit_bytes` that end after a newline (the last may
+    not): (chunk, lines in it). Read in small pieces, so a stream that fails midway (a truncated
+    .gz) still yields every whole line before the failure, and searched piece by piece, so a
+    line of any length costs linear time."""
+    pending, last_newline = bytearray(), 0  # pending[:last_newline] are whole lines
+    read = getattr(stream, "read1", stream.read)  # read1: what is decoded so far, before a later error
     while True:
-        block = stream.read(unit_bytes)
-        if not block:
+        try:
+            piece = read(min(piece_bytes, unit_bytes))
+        except Exception:
+            if last_newline:
+                yield bytes(pending[:last_newline]), pending.count(b"\n", 0, last_newline)
+            raise
+        if not piece:
             break
-        block = carry + block
-        cut = block.rfind(b"\n") + 1
-        if cut == 0:
-            carry = block
-            continue
-        chunk, carry = block[:cut], block[cut:]
-        yield chunk, chunk.count(b"\n")
-    if carry:
-        yield carry, 1
+        found = piece.rfind(b"\n")
+        if found >= 0:
+            last_newline = len(pending) + found + 1
+        pending += piece
+        if last_newline >= unit_bytes:
+            chunk = bytes(pending[:last_newline])
+            del pending[:last_newline]
+            last_newline = 0
+            yield chunk, chunk.count(b"\n")
+    if pending:
+        yield bytes(pending), pending.count(b"\n") + (not pending.endswith(b"\n"))
 
 
 def _open_compressed(path: Path):
@@ -144,7 +158,7 @@ def _compressed_units(path: Path, unit_bytes: int, with_payload: bool) -> Iterat
                 yield Unit("lines", str(path), first=line, stop=lines, payload=chunk if with_payload else None)
                 line += lines
     except (OSError, EOFError, ValueError) as exc:  # gzip: EOFError/BadGzipFile; zstd: ZstdError (a ValueError)
-        yield _problem(str(path), line, "truncated_or_corrupt_file", f"{type(exc).__name__}: {exc}")
+        yield _problem(str(path), line, "truncated_or_corrupt_file", f"{type(exc).__name__}: {exc}; the file's lines from here on are lost (how many is unknown)")
 
 
 def plan(inputs: list[tuple[str, Path | str]], unit_bytes: int = UNIT_BYTES) -> list[Source]:
@@ -308,6 +322,8 @@ def _jsonl_records(name: str, first_line: int, data: bytes):
     for number, raw in enumerate(lines, start=first_line):
         location = f"{name}:{number}"
         raw = raw.rstrip(b"\r")
+        if number == 1:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")  # the byte-order mark some editors write
         if not raw.strip():
             yield location, None, ("blank_line", "no JSON on this line")
             continue
@@ -318,8 +334,8 @@ def _jsonl_records(name: str, first_line: int, data: bytes):
             continue
         try:
             record = json.loads(text)
-        except ValueError as exc:
-            yield location, None, ("malformed_json", str(exc))
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than json can parse
+            yield location, None, ("malformed_json", str(exc) if isinstance(exc, ValueError) else "nested too deeply")
             continue
         if not isinstance(record, dict):
             yield location, None, ("malformed_json", f"a JSON {type(record).__name__}, not an object")

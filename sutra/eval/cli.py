@@ -12,7 +12,7 @@ def register(subparsers) -> None:
     p.add_argument("--data", default="store", choices=["store", "hub"], help="benchmark data: the offline store (default) or the hub, as lm-eval loads it")
     p.add_argument("--perplexity", metavar="DATA_DIR", default=None, help="also report token perplexity on this prepared dataset's val split")
     p.add_argument("--seq-len", type=int, default=None, help="perplexity window (default: 2048 or the model's context if smaller)")
-    p.add_argument("--max-windows", type=int, default=None, help="perplexity: score only the first N validation windows")
+    p.add_argument("--max-windows", type=int, default=None, help="perplexity: score N validation windows spread evenly over the split")
     p.add_argument("--out", default=None, help="write the results JSON here")
     p.set_defaults(func=cmd_eval)
 

@@ -40,8 +40,19 @@ class LoadedModel:
     info: dict  # the checkpoint's sutra.json (training metadata), or {} for HF directories
 
 
+def check_model_output(out, source: str | None = None) -> None:
+    """Refuse to write a model over anything but a model directory (a Sutra checkpoint or a Hugging
+    Face export), or over the model being read."""
+    out = Path(out)
+    if source is not None and out.exists() and out.resolve() == Path(source).resolve():
+        raise SutraError(f"{out}: is the model being read; write to another directory")
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not any((out / name).is_file() for name in (CONFIG_FILE, "config.json"))):
+        raise SutraError(f"{out}: exists and is not a model directory, so it is not replaced; choose another output or remove it")
+
+
 def save_checkpoint(out_dir, model: Llama, tokenizer: Tokenizer, extra: dict | None = None, dtype: torch.dtype | None = None) -> Path:
-    """Write a checkpoint atomically: readers see the old directory or the complete new one."""
+    """Write a checkpoint atomically: a new directory appears complete, and a replaced one is swapped
+    by two renames (see sutra.io.atomic_directory)."""
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
@@ -121,6 +132,15 @@ def read_model_config(spec: str) -> ModelConfig:
     return config_from_hf(_read_json(directory / "config.json"), str(directory))
 
 
+def _hf_weight_files(directory: Path) -> list[Path]:
+    """The weight files of a Hugging Face directory: its shard index's, else model*.safetensors
+    (not an adapter or a stray file beside them)."""
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        return [directory / name for name in sorted(set(_read_json(index).get("weight_map", {}).values()))]
+    return sorted(directory.glob("model*.safetensors"))
+
+
 def load_model(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LoadedModel:
     kind, directory = resolve_spec(spec)
     if kind == "sutra":
@@ -135,13 +155,17 @@ def load_model(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype
         info = {}
         hf = _read_json(directory / "config.json")
         config = config_from_hf(hf, str(directory))
-        files = sorted(directory.glob("*.safetensors"))
+        files = _hf_weight_files(directory)
         if not files:
-            raise SutraError(f"{directory}: no *.safetensors weights (pickled .bin weights are not loaded, for safety)")
+            raise SutraError(f"{directory}: no model*.safetensors weights (pickled .bin weights are not loaded, for safety)")
         state = hf_to_sutra_state(_read_safetensors(files), config)
         tokenizer = load_tokenizer(directory)
-        eos = hf.get("eos_token_id")
-        eos = eos if isinstance(eos, list) else [eos if eos is not None else tokenizer.eos_id]
+        # every end-of-turn id the model declares: config.json's and generation_config.json's
+        eos = []
+        for declared in (hf.get("eos_token_id"), _read_json(directory / "generation_config.json").get("eos_token_id")
+                         if (directory / "generation_config.json").is_file() else None):
+            eos += [e for e in (declared if isinstance(declared, list) else [declared]) if e is not None and e not in eos]
+        eos = eos or [tokenizer.eos_id]
     if tokenizer.vocab_size > config.vocab_size:
         raise SutraError(
             f"{directory}: tokenizer has {tokenizer.vocab_size} tokens but the model only {config.vocab_size}; use the tokenizer the model was trained with"

@@ -69,10 +69,12 @@ def generate_batch(
     index), so every output is that prompt's generation alone."""
     if not prompts or not all(prompts):
         raise SutraError("a prompt is empty; give at least one token of text")
+    if temperature < 0 or (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):
+        raise SutraError(f"sampling needs temperature >= 0, top_k >= 1 and 0 < top_p <= 1 (got {temperature}, {top_k}, {top_p})")
     context, longest = model.config.max_seq_len, max(map(len, prompts))
-    if longest >= context:
+    if longest > context:
         raise SutraError(f"the prompt has {longest} tokens but the model's context is {context}; shorten it")
-    limits = [min(max_new_tokens, context - len(p)) for p in prompts]
+    limits = [min(max_new_tokens, context - len(p) + 1) for p in prompts]  # (the last token is never fed back)
     device = model.embed.weight.device
     generators = [torch.Generator(device=device) for _ in prompts] if temperature > 0 else []
     for index, generator in enumerate(generators):

@@ -76,9 +76,9 @@ def config_from_hf(hf: dict, source: str) -> ModelConfig:
         num_heads=heads,
         num_kv_heads=hf.get("num_key_value_heads") or heads,
         vocab_size=hf["vocab_size"],
-        max_seq_len=hf.get("max_position_embeddings", 8192),
+        max_seq_len=hf.get("max_position_embeddings", 2048),  # (transformers' LlamaConfig defaults)
         rope_theta=float(theta),
-        rms_norm_eps=hf.get("rms_norm_eps", 1e-5),
+        rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
         tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
         initializer_range=hf.get("initializer_range"),
         name=hf.get("_name_or_path") or "imported",

@@ -80,7 +80,7 @@ class TrainSection:
 @dataclass
 class EvalSection:
     every_steps: int = 500
-    max_windows: int | None = 256  # validation windows per evaluation; None: the whole split
+    max_windows: int | None = 256  # validation windows per evaluation, spread evenly over the split; None: all of it
 
 
 @dataclass

@@ -464,7 +464,7 @@ class Trainer:
 
     @torch.no_grad()
     def _evaluate(self) -> dict:
-        """Mean validation loss over the held-out split (or its first eval.max_windows windows), all processes together."""
+        """Mean validation loss over the held-out split (or eval.max_windows windows spread over it), all processes together."""
         self.model.eval()
         totals = torch.zeros(2, dtype=torch.float64, device=self.device)
         with self._memory_guard():

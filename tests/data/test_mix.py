@@ -1,4 +1,5 @@
 import json
+import random
 
 import numpy as np
 import pytest
@@ -6,7 +7,7 @@ import pytest
 from sutra_testing import run_sutra
 from data_helpers import make_documents, write_token_dataset
 from sutra.data.loader import TokenLoader
-from sutra.data.mix import make_mix, parse_tokens
+from sutra.data.mix import make_mix, parse_tokens, split_budget
 from sutra.data.stream import open_stream, select_ranges
 from sutra.errors import SutraError
 
@@ -84,3 +85,18 @@ def test_mix_cli_and_errors(two_datasets, tmp_path, tokenizer):
     write_token_dataset(changed, tokenizer, {"train": make_documents(11, seed=1), "val": make_documents(2, seed=2)})
     with pytest.raises(SutraError, match="changed since the mix was written"):
         TokenLoader(tmp_path / "c.json")
+
+
+def test_budgets_never_pass_a_dataset_and_always_sum_to_the_total():
+    rng = random.Random(0)
+    for _ in range(5000):
+        available = [rng.randint(1, 10**6) for _ in range(rng.randint(1, 5))]
+        weights = [rng.random() + 0.01 for _ in available]
+        shares = [w / sum(weights) for w in weights]
+        budgets = split_budget(available, shares, None)
+        assert all(0 <= b <= n for b, n in zip(budgets, available)), "without --tokens nothing repeats"
+        assert sum(budgets) >= min(n / s for n, s in zip(available, shares)) - len(available), "and little is left out"
+        tokens = rng.randint(0, 10**7)
+        budgets = split_budget(available, shares, tokens)
+        assert sum(budgets) == tokens and min(budgets) >= 0
+        assert all(abs(b - tokens * s) < 1 for b, s in zip(budgets, shares))

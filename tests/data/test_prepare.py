@@ -12,7 +12,7 @@ import pytest
 
 from sutra_testing import REPO, run_sutra
 from data_helpers import make_documents
-from sutra.data.filters import Filters
+from sutra.data.filters import Filters, WrongType
 from sutra.data.prepare import PrepareConfig, prepare
 from sutra.data.stream import open_stream
 from sutra.errors import SutraError
@@ -68,7 +68,7 @@ def test_every_input_format_gives_the_same_shards(tmp_path, documents):
     import pyarrow as pa
     import pyarrow.parquet as pq
     import zstandard
-    from datasets import Dataset
+    from datasets import Dataset, DatasetDict
 
     docs = documents[:60]
     records = [{"text": d, "n": i} for i, d in enumerate(docs)]
@@ -78,11 +78,14 @@ def test_every_input_format_gives_the_same_shards(tmp_path, documents):
     (tmp_path / "b.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(jsonl.read_bytes()))
     pq.write_table(pa.Table.from_pylist(records), tmp_path / "c.parquet", row_group_size=17)
     Dataset.from_list(records).save_to_disk(str(tmp_path / "saved"))
+    held_out = [{"text": d, "n": -1} for d in documents[60:70]]
+    DatasetDict({"train": Dataset.from_list(records), "test": Dataset.from_list(held_out)}).save_to_disk(str(tmp_path / "saved-dict"))
     (tmp_path / "texts").mkdir()
     for i, d in enumerate(docs):
         (tmp_path / "texts" / f"{i:03d}.txt").write_text(d)
     inputs = {"jsonl": [jsonl], "gz dir": [tmp_path / "gz"], "zst": [tmp_path / "b.jsonl.zst"], "parquet": [tmp_path / "c.parquet"],
-              "save_to_disk": [tmp_path / "saved"], "text glob": [str(tmp_path / "texts" / "*.txt")]}
+              "save_to_disk": [tmp_path / "saved"], "DatasetDict (its train split)": [tmp_path / "saved-dict"],
+              "text glob": [str(tmp_path / "texts" / "*.txt")]}
     outputs = {}
     for name, sources in inputs.items():
         out = tmp_path / f"out-{name.replace(' ', '-')}"
@@ -90,6 +93,10 @@ def test_every_input_format_gives_the_same_shards(tmp_path, documents):
         assert stats["documents"]["train"] + stats["documents"]["val"] == 60 and stats["dropped"] == {}, name
         outputs[name] = shard_bytes(out)
     assert all(o == outputs["jsonl"] for o in outputs.values())
+    stats = run_prepare([tmp_path / "saved-dict"], tmp_path / "out-test-split", workers=1, val_fraction=0.0, hub_split="test")
+    assert stats["documents"]["train"] == 10
+    with pytest.raises(SutraError, match="a saved DatasetDict without a 'validation' split \\(it has train, test\\); pick one with --split"):
+        run_prepare([tmp_path / "saved-dict"], tmp_path / "out-none", workers=1, hub_split="validation")
 
 
 def test_sutra_schema_filters(tmp_path, tokenizer):
@@ -121,6 +128,14 @@ def test_filter_rules():
     assert f.reject({"information_density": "high", "token_count": 10, "quality_assessment": {"clarity": 0.9}}) is None
     assert f.reject({"information_density": "low", "token_count": 10, "quality_assessment": {"clarity": 0.9}}) == "where:information_density==high"
     assert f.reject({"information_density": "high", "token_count": 10}) == "where:quality_assessment.clarity>0.5 (no 'quality_assessment.clarity' field)"
+    # wrong types are raised (and counted as such), not silently filtered
+    numeric = Filters.from_args(where=["complexity_level>=4"])
+    assert numeric.reject({"complexity_level": 10}) is None
+    with pytest.raises(WrongType, match="'complexity_level' is the string '10'; >= 4 compares numbers"):
+        numeric.reject({"complexity_level": "10"})
+    with pytest.raises(WrongType, match="'quality_assessment' is str, not an object with a 'clarity' field"):
+        f.reject({"information_density": "high", "token_count": 10, "quality_assessment": '{"clarity": 0.9}'})
+    assert f.reject({"information_density": "high", "token_count": 10, "quality_assessment": None}).endswith("(no 'quality_assessment.clarity' field)")
     with pytest.raises(SutraError, match="FIELD OP VALUE"):
         Filters.from_args(where=["no operator here"])
     with pytest.raises(SutraError, match="A-B"):
@@ -135,17 +150,24 @@ def test_bad_records_are_reported_counted_and_strict_stops(tmp_path):
         json.dumps({"text": "ok", "quality_score": "high"}), good[3],
     ]
     data = "\n".join(lines).encode() + b"\n" + b'{"text": "bad byte \xff here"}\n' + good[4].encode() + b"\n"
+    data += b"[" * 100_000 + b"]" * 100_000 + b"\n"  # deeper than json can parse
     (tmp_path / "bad.jsonl").write_bytes(data)
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + good[5].encode() + b"\n")  # an editor's byte-order mark: kept
     (tmp_path / "truncated.jsonl.gz").write_bytes(gzip.compress(("\n".join(good) + "\n").encode() * 50)[:-30])
     (tmp_path / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
-    stats = run_prepare([tmp_path / "bad.jsonl", tmp_path / "truncated.jsonl.gz", tmp_path / "broken.parquet"], tmp_path / "out", val_fraction=0.0)
-    assert stats["dropped"] == {"blank_line": 1, "empty": 1, "invalid_utf8": 2, "malformed_json": 2, "missing_text": 1,
+    stats = run_prepare([tmp_path / "bad.jsonl", tmp_path / "truncated.jsonl.gz", tmp_path / "broken.parquet", tmp_path / "bom.jsonl"],
+                        tmp_path / "out", val_fraction=0.0)
+    assert stats["dropped"] == {"blank_line": 1, "empty": 1, "invalid_utf8": 2, "malformed_json": 3, "missing_text": 1,
                                 "too_long": 1, "truncated_or_corrupt_file": 2, "wrong_type": 1}
     log = (tmp_path / "out" / "dropped.tsv").read_text().splitlines()
-    assert len(log) == stats["dropped_total"] == 11
+    assert len(log) == stats["dropped_total"] == 12
+    assert f"{tmp_path / 'bad.jsonl'}:16\tmalformed_json\tnested too deeply" in log
     assert f"{tmp_path / 'bad.jsonl'}:2\tmalformed_json" in log[0] and log[1].startswith(f"{tmp_path / 'bad.jsonl'}:4\twrong_type")
     assert any(line.startswith(f"{tmp_path / 'bad.jsonl'}:14\tinvalid_utf8") for line in log)
     assert any("truncated.jsonl.gz:" in line and "truncated_or_corrupt_file" in line for line in log)
+    # every whole line before a truncated .gz file's cut is kept (it is read in pieces, not one unit at once)
+    kept = run_prepare([tmp_path / "truncated.jsonl.gz"], tmp_path / "out-gz", val_fraction=0.0)
+    assert kept["documents"]["train"] >= 150 and kept["dropped"] == {"truncated_or_corrupt_file": 1}  # all that zlib can decode (was 0)
 
     # the filter sees the record with a string quality_score: a wrong type, reported, not a silent filter
     with pytest.raises(SutraError, match=r"no documents survived.* 2 dropped as wrong_type.* 5 filtered by min_quality \(no 'quality_score' field\)"):

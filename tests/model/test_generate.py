@@ -40,9 +40,14 @@ def test_generation_stops_at_eos_and_at_the_context(model):
     prompt = [1, 2, 3]
     first = generate(model, prompt, 5)[0]
     assert generate(model, prompt, 5, stop_ids={first}) == [first]
-    assert len(generate(model, list(range(60)), 50)) == 4  # context 64
+    # context 64: the last token is never fed back, so 60 prompt tokens leave room for 5 and 64 for 1
+    assert len(generate(model, list(range(60)), 50)) == 5
+    assert generate(model, list(range(64)), 5) == _greedy_without_cache(model, list(range(64)), 1)
     with pytest.raises(SutraError, match="context"):
-        generate(model, list(range(64)), 5)
+        generate(model, list(range(65)), 5)
+    for bad in ({"temperature": -1.0}, {"temperature": 1.0, "top_p": 0.0}, {"temperature": 1.0, "top_k": -2}):
+        with pytest.raises(SutraError, match="sampling needs temperature >= 0, top_k >= 1 and 0 < top_p <= 1"):
+            generate(model, prompt, 5, **bad)
     with pytest.raises(SutraError, match="empty"):
         generate(model, [], 5)
 
@@ -69,10 +74,10 @@ def test_batched_generation_equals_each_prompt_alone_as_rows_finish_and_refill(m
 def test_each_prompt_keeps_its_own_context_limit_sampler_and_finish(model):
     """A long prompt near the context does not shorten a short one; sampling with a seed does not
     depend on how many rows decode together; max_new_tokens 0 generates nothing."""
-    long, short = list(range(1, 60)), [5, 17, 42]  # context 64: the long prompt has room for 5 tokens
+    long, short = list(range(1, 60)), [5, 17, 42]  # context 64: the long prompt has room for 6 tokens
     finished = []
     out = generate_batch(model, [long, short], 20, on_finish=finished.append)
-    assert out == [_greedy_without_cache(model, long, 5), _greedy_without_cache(model, short, 20)]
+    assert out == [_greedy_without_cache(model, long, 6), _greedy_without_cache(model, short, 20)]
     assert sorted(finished) == [0, 1]
     prompts = [short, [7], [2, 2, 9], long]
     sampled = {rows: generate_batch(model, prompts, 8, temperature=1.0, seed=11, max_rows=rows) for rows in (None, 2, 1)}

@@ -44,6 +44,26 @@ def test_export_loads_in_transformers_with_equal_logits(random_checkpoint, tmp_p
     tokens = torch.randint(0, 49152, (2, 40))
     with torch.no_grad():
         assert (hf(tokens).logits - model.eval()(tokens)).abs().max().item() <= 1e-4
+    # the tokenizer loads by the class name every transformers release has
+    from transformers import AutoTokenizer
+
+    assert json.loads((out / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert AutoTokenizer.from_pretrained(str(out))("Hello, world")["input_ids"] == load_model(str(out)).tokenizer.encode("Hello, world")
+
+
+def test_export_and_import_replace_only_model_directories(random_checkpoint, tmp_path):
+    checkpoint, _ = random_checkpoint
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("keep me")
+    with pytest.raises(SutraError, match="exists and is not a model directory"):
+        export_hf(str(checkpoint), str(notes))
+    assert (notes / "todo.txt").read_text() == "keep me"
+    with pytest.raises(SutraError, match="is the model being read"):
+        export_hf(str(checkpoint), str(checkpoint))
+    export_hf(str(checkpoint), str(tmp_path / "hf"))
+    export_hf(str(checkpoint), str(tmp_path / "hf"), dtype="bfloat16")  # a previous export is replaced
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["torch_dtype"] == "bfloat16"
 
 
 def test_import_from_transformers_gives_equal_logits(tmp_path, tokenizer):
@@ -65,6 +85,26 @@ def test_import_from_transformers_gives_equal_logits(tmp_path, tokenizer):
     save_checkpoint(tmp_path / "sutra", loaded.model, loaded.tokenizer)
     with torch.no_grad():
         assert torch.equal(load_model(str(tmp_path / "sutra")).model(tokens), loaded.model(tokens))
+
+
+def test_hf_directories_read_as_transformers_reads_them(random_checkpoint, tmp_path):
+    """Missing config keys take LlamaConfig's defaults, every declared end-of-turn id stops generation,
+    and only the model's weight files are read (not an adapter beside them)."""
+    checkpoint, model = random_checkpoint
+    out = export_hf(str(checkpoint), str(tmp_path / "hf"))
+    config = json.loads((out / "config.json").read_text())
+    del config["rms_norm_eps"], config["max_position_embeddings"]
+    (out / "config.json").write_text(json.dumps(config))
+    generation = json.loads((out / "generation_config.json").read_text())
+    (out / "generation_config.json").write_text(json.dumps({**generation, "eos_token_id": [config["eos_token_id"], 7]}))
+    save_file({"model.embed_tokens.weight": torch.zeros(3, 3)}, str(out / "adapter_model.safetensors"))
+    loaded = load_model(str(out))
+    hf = _hf_model(out)
+    assert (loaded.model.config.rms_norm_eps, loaded.model.config.max_seq_len) == (hf.config.rms_norm_eps, hf.config.max_position_embeddings) == (1e-6, 2048)
+    assert loaded.eos_token_ids == [config["eos_token_id"], 7]
+    tokens = torch.randint(0, 49152, (1, 24))
+    with torch.no_grad():
+        assert (hf(tokens).logits - loaded.model(tokens)).abs().max().item() <= 1e-4
 
 
 @pytest.mark.slow
