@@ -86,8 +86,24 @@ def read_run(run_dir: str) -> dict:
     return {"metrics": metrics, "recipe": recipe}
 
 
-def training_summary(run: dict) -> list[tuple[str, str]]:
-    metrics = run["metrics"]
+def checkpoint_training(spec: str) -> dict:
+    """The `training` record a Sutra checkpoint carries (its step, epoch, val_ppl ...), or {}."""
+    from sutra.model.checkpoint import CONFIG_FILE, resolve_spec
+
+    kind, directory = resolve_spec(spec)
+    if kind != "sutra":
+        return {}
+    return json.loads((directory / CONFIG_FILE).read_text()).get("training") or {}
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def training_summary(run: dict, checkpoint: dict) -> list[tuple[str, str]]:
+    """The run's training up to this checkpoint (a run's e1-best is not its end)."""
+    upto = checkpoint.get("step")
+    metrics = [m for m in run["metrics"] if upto is None or not isinstance(m.get("step"), (int, float)) or m["step"] <= upto]
     rows = []
     steps = [m["step"] for m in metrics if isinstance(m.get("step"), (int, float))]
     if steps:
@@ -98,13 +114,15 @@ def training_summary(run: dict) -> list[tuple[str, str]]:
     lrs = [m["lr"] for m in metrics if isinstance(m.get("lr"), (int, float))]
     if lrs:
         rows.append(("Learning rate", f"{max(lrs):.0e} → {lrs[-1]:.0e} (peak → final)"))
-    losses = [m["loss"] for m in metrics if isinstance(m.get("loss"), (int, float))]
+    losses = [m["loss"] for m in metrics if _finite(m.get("loss"))]
     if losses:
         rows.append(("Final training loss", f"{losses[-1]:.4f}"))
-    ppls = [m.get("val_ppl") or (math.exp(m["val_loss"]) if isinstance(m.get("val_loss"), (int, float)) else None) for m in metrics]
-    ppls = [p for p in ppls if isinstance(p, (int, float))]
+    ppls = [m.get("val_ppl") if _finite(m.get("val_ppl")) else math.exp(min(m["val_loss"], 700)) if _finite(m.get("val_loss")) else None for m in metrics]
+    ppls = [p for p in ppls if _finite(p)]
     if ppls:
         rows.append(("Best validation perplexity", f"{min(ppls):.2f}"))
+    if _finite(checkpoint.get("val_ppl")):
+        rows.append(("Validation perplexity of this checkpoint", f"{checkpoint['val_ppl']:.2f} (step {checkpoint['step']:,})"))
     return rows
 
 
@@ -120,10 +138,17 @@ def _kv_table(rows: list[tuple[str, str]], head: tuple[str, str]) -> str:
 
 
 def render_card(spec: str, results: dict, name: str, base_model: str | None, datasets: list[str], run: dict | None,
-                progression: list[Column], comparison: list[Column], repo_id: str | None) -> str:
+                progression: list[Column], comparison: list[Column], repo_id: str | None, license: str = "apache-2.0") -> str:
+    from sutra.model.checkpoint import read_model_config
+
+    config = read_model_config(spec)
+    evaluated = results.get("model", {}).get("config")
+    if evaluated is not None and evaluated != config.to_dict():
+        raise SutraError(f"the results are for another model ({results['model'].get('spec')}, a different shape) than {spec}; evaluate {spec} or pass its results")
+    checkpoint = checkpoint_training(spec)
     front = {
         "language": ["en"],
-        "license": "apache-2.0",
+        "license": license,
         "library_name": "transformers",
         "tags": TAGS,
         "pipeline_tag": "text-generation",
@@ -134,15 +159,18 @@ def render_card(spec: str, results: dict, name: str, base_model: str | None, dat
     parts = ["---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n", f"# {name}\n"]
     parts.append("## Model Details\n\n" + _kv_table(model_details(spec), ("Property", "Value")))
     if run:
-        summary = training_summary(run)
+        summary = training_summary(run, checkpoint)
         if summary:
             parts.append("## Training\n\n" + _kv_table(summary, ("Quantity", "Value")))
         if run["recipe"]:
             parts.append("Training configuration (resolved recipe):\n\n```yaml\n" + yaml.safe_dump(run["recipe"], sort_keys=False) + "```\n")
-    engine = results.get("engine", {})
+    version = results.get("engine", {}).get("version")
+    shots = sorted({(entry.get("num_fewshot") or 0, entry["title"]) for entry in results["tasks"].values()})
+    few = [f"{title} ({n}-shot)" for n, title in shots if n]
     parts.append(
         "## Benchmark Results\n\n"
-        f"All benchmarks evaluated with lm-evaluation-harness v{engine.get('version', '0.4.11')}; all tasks are 0-shot except GSM8K (5-shot). "
+        f"All benchmarks evaluated with lm-evaluation-harness{f' v{version}' if version else ''}; "
+        f"{'all tasks are 0-shot except ' + ', '.join(few) if few else 'all tasks are 0-shot'}. "
         "A task shown with a split and size in brackets was not measured on the card's full split.\n\n"
     )
     this = Column(name, results, "results")
@@ -157,10 +185,13 @@ def render_card(spec: str, results: dict, name: str, base_model: str | None, dat
         "outputs = model.generate(**inputs, max_new_tokens=100)\n"
         "print(tokenizer.decode(outputs[0], skip_special_tokens=True))\n```\n"
     )
-    parts.append(
-        "\n## Limitations\n\n"
-        "- A small base model (not instruction-tuned): it continues text rather than following instructions.\n"
-        "- Most of these benchmarks sit near chance at this scale; differences of 1–2 points are within noise.\n"
-        "- Trained primarily on English educational content.\n"
-    )
+    limits = []
+    if checkpoint:  # pretrained by Sutra (from scratch or continued): a base model
+        limits.append("- A base model pretrained on next-token prediction (not instruction-tuned): it continues text rather than following instructions.")
+    if config.num_parameters < 1e9:
+        limits.append("- Most of these benchmarks sit near chance at this scale; differences of 1–2 points are within noise.")
+    if datasets:
+        limits.append(f"- It knows what its training data ({', '.join(datasets)}) holds, and reflects that data's language and biases.")
+    if limits:
+        parts.append("\n## Limitations\n\n" + "\n".join(limits) + "\n")
     return "\n".join(parts)

@@ -26,12 +26,13 @@ def task_bars(columns: list[Column], path: Path) -> Path:
     width = 0.8 / len(columns)
     figure, axis = plt.subplots(figsize=(max(6, 1.1 * len(tasks) * max(1, len(columns) / 3)), 4))
     for i, column in enumerate(columns):
-        values = [100 * (column.value(t) or 0.0) for t in tasks]
+        values = [100 * column.value(t) if column.value(t) is not None else float("nan") for t in tasks]  # no bar, not a 0
         axis.bar([x + i * width for x in range(len(tasks))], values, width, label=column.name)
     axis.set_xticks([x + 0.4 - width / 2 for x in range(len(tasks))])
     axis.set_xticklabels([column_title(columns, t) for t in tasks], rotation=30, ha="right")
     axis.set_ylabel("score (%)")
-    axis.set_title("Benchmarks across checkpoints (lm-eval v0.4.11)")
+    versions = sorted({v for c in columns if (v := c.results.get("engine", {}).get("version"))})
+    axis.set_title(f"Benchmarks across checkpoints (lm-eval {', '.join('v' + v for v in versions) or 'version not recorded'})")
     axis.legend(fontsize="small")
     path = _save(figure, path)
     plt.close(figure)

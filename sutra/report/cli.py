@@ -18,6 +18,7 @@ def register(subparsers) -> None:
     p.add_argument("--progression", nargs="+", default=[], metavar="NAME=RESULTS", help="checkpoints for the progression table")
     p.add_argument("--compare", nargs="+", default=[], metavar="NAME=RESULTS", help="rows of the dataset comparison table")
     p.add_argument("--repo-id", default=None, help="hub id shown in the usage snippet")
+    p.add_argument("--license", default="apache-2.0", help="the license in the front matter (default: the seed card's apache-2.0)")
     p.set_defaults(func=cmd_card)
 
 
@@ -60,6 +61,7 @@ def cmd_card(args) -> int:
     text = render_card(
         args.spec, results, name, args.base_model, args.dataset, read_run(args.run) if args.run else None,
         load_columns(args.progression) if args.progression else [], load_columns(args.compare) if args.compare else [], args.repo_id,
+        args.license,
     )
     atomic_write_text(args.out, text)
     print(args.out)

@@ -110,3 +110,36 @@ def test_card_without_run_leaves_training_out(tmp_path, checkpoint):
     readme = tmp_path / "README.md"
     run_sutra("card", str(checkpoint), "--results", str(results), "--out", str(readme), check=True)
     assert "## Training" not in readme.read_text() and "## Benchmark Results" in readme.read_text()
+
+
+def test_card_of_a_run_checkpoint_describes_that_checkpoint(tmp_path, tokenizer):
+    """A run's e1-best is carded with the training up to its own step; a NaN evaluation is no best;
+    results of another model are refused; shots, license and limitations come from the inputs."""
+    from sutra.model import Llama, ModelConfig
+    from sutra.model.checkpoint import save_checkpoint
+
+    config = ModelConfig(64, 96, 2, 4, 2, max_seq_len=512)
+    best = save_checkpoint(tmp_path / "e1-best", Llama(config), tokenizer, extra={"training": {"step": 20, "val_ppl": 36.6}})
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(m) for m in [
+        {"step": 0, "tokens": 0, "val_loss": float("nan"), "val_ppl": float("nan")},
+        {"step": 20, "tokens": 10_200_000, "loss": 3.7, "lr": 3e-4, "val_loss": 3.6, "val_ppl": 36.6},
+        {"step": 40, "tokens": 20_400_000, "loss": 3.1, "lr": 3e-5, "val_loss": 3.0, "val_ppl": 20.1},
+    ]))
+    results = json.loads(write_results(tmp_path / "r.json", {"piqa": 0.55, "gsm8k": 0.01}).read_text())
+    results["model"] = {"spec": "other", "config": {**config.to_dict(), "num_layers": 3}}
+    (tmp_path / "other.json").write_text(json.dumps(results))
+    refused = run_sutra("card", str(best), "--results", str(tmp_path / "other.json"), "--out", str(tmp_path / "x.md"))
+    assert refused.returncode == 2 and "the results are for another model (other, a different shape)" in refused.stderr
+    results["model"] = {"spec": str(best), "config": config.to_dict()}
+    (tmp_path / "r.json").write_text(json.dumps(results))
+    readme = tmp_path / "README.md"
+    run_sutra("card", str(best), "--results", str(tmp_path / "r.json"), "--run", str(run), "--dataset", "codelion/sutra-10B",
+              "--license", "mit", "--out", str(readme), check=True)
+    text = readme.read_text()
+    assert yaml.safe_load(text.split("---\n")[1])["license"] == "mit"
+    assert "| Optimizer steps | 20 |" in text and "| Best validation perplexity | 36.60 |" in text and "nan" not in text
+    assert "| Validation perplexity of this checkpoint | 36.60 (step 20) |" in text
+    assert "lm-evaluation-harness v0.4.11; all tasks are 0-shot except GSM8K (5-shot)." in text
+    assert "not instruction-tuned" in text and "codelion/sutra-10B" in text.split("## Limitations")[1]
