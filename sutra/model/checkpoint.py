@@ -132,9 +132,9 @@ def read_model_config(spec: str) -> ModelConfig:
     return config_from_hf(_read_json(directory / "config.json"), str(directory))
 
 
-def _hf_weight_files(directory: Path) -> list[Path]:
-    """The weight files of a Hugging Face directory: its shard index's, else model*.safetensors
-    (not an adapter or a stray file beside them)."""
+def weight_files(directory: Path) -> list[Path]:
+    """The weight files of a model directory: its shard index's, else model*.safetensors (not an
+    adapter or a stray file beside them)."""
     index = directory / "model.safetensors.index.json"
     if index.is_file():
         return [directory / name for name in sorted(set(_read_json(index).get("weight_map", {}).values()))]
@@ -155,7 +155,7 @@ def load_model(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype
         info = {}
         hf = _read_json(directory / "config.json")
         config = config_from_hf(hf, str(directory))
-        files = _hf_weight_files(directory)
+        files = weight_files(directory)
         if not files:
             raise SutraError(f"{directory}: no model*.safetensors weights (pickled .bin weights are not loaded, for safety)")
         state = hf_to_sutra_state(_read_safetensors(files), config)

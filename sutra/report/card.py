@@ -57,7 +57,9 @@ def model_details(spec: str) -> list[tuple[str, str]]:
 def _weights_dtype(directory: Path) -> str | None:
     from safetensors import safe_open
 
-    files = sorted(directory.glob("*.safetensors"))
+    from sutra.model.checkpoint import weight_files
+
+    files = weight_files(directory)
     if not files:
         return None
     with safe_open(str(files[0]), framework="pt") as f:
