@@ -135,11 +135,11 @@ class OpenAIBackend:
         if seed is not None:
             payload["seed"] = seed
         url, last_error = None, "no attempt"
+        modes, dialect = (list(self._json_modes) if json_schema else ["none"]), 0
         async with self._semaphore:
             attempt = 0
             while attempt <= self.retries:
-                mode = self._json_modes[0] if json_schema else "none"
-                body = {**payload, **_response_format(mode, json_schema)}
+                body = {**payload, **_response_format(modes[dialect], json_schema)}
                 url = self._pick_url(avoid=url if attempt else None)
                 self._in_flight[url] += 1
                 retry_after = None
@@ -148,13 +148,16 @@ class OpenAIBackend:
                     async with session.post(f"{url}/chat/completions", json=body) as response:
                         text = await response.text()
                         if response.status == 200:
-                            return _parse_completion(url, text)
+                            completion = _parse_completion(url, text)
+                            for refused in modes[:dialect]:  # the server speaks a later dialect: use it from now on
+                                if refused in self._json_modes and len(self._json_modes) > 1:
+                                    self._json_modes.remove(refused)
+                            return completion
                         refused_dialect = response.status in (400, 422) or "response_format" in text  # llama-cpp-python says 500
-                        if json_schema and refused_dialect and len(self._json_modes) > 1:
-                            # This server speaks another JSON dialect: try the next, without backoff. Another
-                            # request in flight may have moved on already.
-                            if self._json_modes[0] == mode:
-                                self._json_modes.pop(0)
+                        if refused_dialect and dialect + 1 < len(modes):
+                            # Perhaps another JSON dialect, perhaps something else (a prompt too long): try the
+                            # next dialect for this request, without backoff; only its success drops this one.
+                            dialect += 1
                             continue
                         if response.status in (400, 413, 422):
                             raise RequestRejected(f"{url}: HTTP {response.status}: {_short(text)}")

@@ -52,7 +52,7 @@ def add_generation_args(p) -> None:
     p.add_argument("--max-tokens", type=int, default=4096, help="longest accepted text, in tokens")
     p.add_argument("--dedup-threshold", type=float, default=0.8, help="MinHash Jaccard above which texts are near duplicates")
     p.add_argument("--judge-retries", type=int, default=2, help="re-asks when the judge's JSON is malformed")
-    p.add_argument("--max-attempts", type=int, default=None, help="stop after this many items tried (default 5x the target)")
+    p.add_argument("--max-attempts", type=int, default=None, help="stop after this many items tried (default 5x the items the target needs)")
     add_backend_args(p)
 
 

@@ -73,8 +73,8 @@ class KnowledgeGraph:
             data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
         except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
             raise SutraError(f"{path}: cannot parse the graph ({str(exc).splitlines()[0]}); fix the file's syntax") from None
-        if not isinstance(data, dict) or not isinstance(data.get("concepts"), list):
-            raise SutraError(f"{path}: expected a mapping with a 'concepts' list at the top level")
+        if not isinstance(data, dict) or not isinstance(data.get("concepts"), list) or not data["concepts"]:
+            raise SutraError(f"{path}: expected a mapping with a non-empty 'concepts' list at the top level")
         return cls([_concept_from_dict(entry, path, i) for i, entry in enumerate(data["concepts"])], str(path))
 
     def to_dict(self) -> dict:

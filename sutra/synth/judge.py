@@ -6,6 +6,7 @@ dimensions; their formula is not public. Ours: 0.7 x judge mean + 0.3 x heuristi
 """
 
 import json
+import math
 import re
 from dataclasses import dataclass
 
@@ -73,6 +74,8 @@ def parse_assessment(answer: str) -> dict[str, float]:
             scores[d] = float(str(lowered[d]).strip().rstrip("%"))
         except ValueError:
             raise MalformedAnswer(f"{d} is not a number: {lowered[d]!r}") from None
+        if not math.isfinite(scores[d]):
+            raise MalformedAnswer(f"{d} is not a finite number: {lowered[d]!r}")
     top = max(scores.values())
     scale = 1.0 if top <= 1 else 10.0 if top <= 10 else 100.0 if top <= 100 else None
     if scale is None or min(scores.values()) < 0:

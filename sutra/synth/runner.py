@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,8 +77,9 @@ async def open_backends(options: BackendOptions, log_dir: Path):
         judge_model = options.judge_model or env_or(None, "SUTRA_JUDGE_MODEL")
         if judge_urls or (judge_model and kind != "transformers"):
             judge = OpenAIBackend(judge_urls or urls, judge_model,
-                                  options.judge_api_key or env_or(None, "SUTRA_JUDGE_API_KEY") or options.api_key
-                                  or env_or(None, "SUTRA_SYNTH_API_KEY", "OPENAI_API_KEY"), **common)
+                                  # the generator's key goes to the generator's servers only
+                                  options.judge_api_key or env_or(None, "SUTRA_JUDGE_API_KEY")
+                                  or (None if judge_urls else options.api_key or env_or(None, "SUTRA_SYNTH_API_KEY", "OPENAI_API_KEY")), **common)
         else:
             judge = generator
         try:
@@ -143,7 +145,10 @@ async def _run_engine(jobs, settings_manifest: dict, run: RunOptions, backends: 
     remaining_items = None if target_items is None else max(0, target_items - len(state.records))
     remaining_tokens = None if target_tokens is None else max(0, target_tokens - done_items)
     max_attempts = run.max_attempts
-    if max_attempts is None and remaining_items is not None:
+    if max_attempts is None and remaining_tokens is not None:  # a token target: items needed at the length seen so far
+        per_item = done_items / len(state.records) if state.records else run.settings.max_new_tokens / 2
+        max_attempts = 5 * math.ceil(remaining_tokens / max(per_item, 1)) + 2 * run.settings.concurrency
+    elif max_attempts is None and remaining_items is not None:
         max_attempts = 5 * remaining_items + 2 * run.settings.concurrency
     progress = None
     try:
@@ -262,7 +267,8 @@ def rephrase_jobs(sources: list[str], prompts: PromptSet, tokenizer, chunk_token
                     style_instruction=prompts.styles[style],
                 )
                 digest = hashlib.sha1(chunk.encode()).hexdigest()
-                yield Job(index, item_id("rephrase", digest, content_type, style), messages, content_type, style, None, {"source": where})
+                # the position too: a chunk that repeats (boilerplate) is its own item, not a clash of ids
+                yield Job(index, item_id("rephrase", digest, content_type, style, index), messages, content_type, style, None, {"source": where})
             index += 1
 
 

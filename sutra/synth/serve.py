@@ -64,6 +64,14 @@ class LlamaCppServer:
         self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         if self.log_path:
             log.close()
+        try:  # anything that ends the wait (Ctrl-C, SIGTERM) stops the child: no orphaned server
+            self._wait_until_up(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_until_up(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -71,11 +79,10 @@ class LlamaCppServer:
             try:
                 with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as response:
                     if response.status == 200:
-                        return self
+                        return
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.25)
-        self.stop()
         raise SutraError(f"llama.cpp server did not answer on {self.base_url} within {timeout:.0f} s{self._log_tail()}")
 
     def _log_tail(self) -> str:

@@ -7,7 +7,8 @@ small-model mistakes the judge must repair), annotation JSON and graph-expansion
 
 --fail-first N answers the first N chat requests with HTTP 503 (or 429 every other one);
 --log appends one JSON line per chat request (its Authorization header, model and response_format);
---only-json-object answers 422 to any other response_format dialect, as llama-cpp-python does.
+--only-json-object answers 422 to any other response_format dialect, as llama-cpp-python does;
+--too-long TEXT answers 400 "maximum context length" to a prompt that contains TEXT.
 """
 
 import argparse
@@ -62,6 +63,8 @@ def make_app(args) -> web.Application:
         dialect = (body.get("response_format") or {}).get("type", "json_object")
         if args.only_json_object and dialect != "json_object":  # like llama-cpp-python's server
             return web.json_response({"detail": f"response_format type {dialect} not supported"}, status=422)
+        if args.too_long and args.too_long in body["messages"][-1]["content"]:
+            return web.json_response({"error": {"message": "This model's maximum context length is 2048 tokens"}}, status=400)
         if state["chat"] <= args.fail_first:
             status = 429 if state["chat"] % 2 == 0 else 503
             return web.Response(status=status, text="busy", headers={"Retry-After": "0"} if status == 429 else {})
@@ -104,5 +107,6 @@ if __name__ == "__main__":
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--log", default=None)
     parser.add_argument("--only-json-object", action="store_true")
+    parser.add_argument("--too-long", default=None, help="answer 400 (context length exceeded) to prompts containing this text")
     args = parser.parse_args()
     web.run_app(make_app(args), host="127.0.0.1", port=args.port, print=None)

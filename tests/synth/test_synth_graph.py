@@ -79,6 +79,9 @@ def test_unparseable_graph_file_gives_one_clear_error(tmp_path):
     path.write_text("concepts: [\n  {id: a, name: A\n")
     with pytest.raises(SutraError, match="broken.yaml: cannot parse the graph"):
         KnowledgeGraph.load(path)
+    path.write_text("concepts: []\n")
+    with pytest.raises(SutraError, match="broken.yaml: expected a mapping with a non-empty 'concepts' list"):
+        KnowledgeGraph.load(path)
 
 
 def test_neighbourhood_uses_both_edge_directions():

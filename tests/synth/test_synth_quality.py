@@ -22,7 +22,9 @@ def test_judge_answers_are_repaired_or_refused():
     ten_scale = parse_assessment("Sure:\n```json\n{'Clarity': 7, 'accuracy': '8', 'pedagogy': 6, 'engagement': 5, 'depth': 4, 'creativity': 5,}\n```")
     assert ten_scale == exact
     for broken in ("I think it is good.", '{"clarity": 0.7}', '{"clarity": "high", "accuracy": 1, "pedagogy": 1, "engagement": 1, "depth": 1, "creativity": 1}',
-                   '{"clarity": -1, "accuracy": 1, "pedagogy": 1, "engagement": 1, "depth": 1, "creativity": 1}'):
+                   '{"clarity": -1, "accuracy": 1, "pedagogy": 1, "engagement": 1, "depth": 1, "creativity": 1}',
+                   '{"clarity": 8, "accuracy": NaN, "pedagogy": 7, "engagement": 6, "depth": 5, "creativity": 5}',  # max/min skip NaN
+                   '{"clarity": 8, "accuracy": "nan", "pedagogy": 7, "engagement": 6, "depth": 5, "creativity": "inf"}'):
         with pytest.raises(MalformedAnswer):
             parse_assessment(broken)
 

@@ -144,6 +144,21 @@ def test_malformed_judge_answers_are_counted_rejects(scripted, synth, tmp_path):
     stats = json.loads((out / ".synth" / "stats.json").read_text())
     assert stats["rejected"] == {"judge_invalid_json": 3}
     assert all(e["judge_error"] for e in journal(out))
+    # a token target stops too: 5x the items it needs at the default length (1000 / 384 -> 3), plus 2 x concurrency
+    code, _, stderr = synth("synth", "run", "--tokens", "1000", "--out", tmp_path / "by-tokens", "--base-url", server.url, *FAST, "--judge-retries", "0")
+    assert code == 1 and "stopped before the target (max attempts)" in stderr
+    assert json.loads((tmp_path / "by-tokens" / ".synth" / "stats.json").read_text())["rejected"] == {"judge_invalid_json": 19}
+
+
+def test_a_separate_judge_server_never_gets_the_generator_key(scripted, synth, tmp_path):
+    logs = [tmp_path / "generator.log", tmp_path / "judge.log"]
+    generator, judge = scripted("--log", str(logs[0])), scripted("--log", str(logs[1]))
+    secret = "sk-generator-only-4242"
+    synth("synth", "run", "--n", "2", "--out", tmp_path / "synth", "--base-url", generator.url, "--judge-base-url", judge.url, *FAST,
+          env={"SUTRA_SYNTH_API_KEY": secret}, check=True)
+    sent = [[json.loads(line)["auth"] for line in log.read_text().splitlines()] for log in logs]
+    assert sent[0] and all(auth == f"Bearer {secret}" for auth in sent[0])
+    assert sent[1] and not any(secret in (auth or "") for auth in sent[1])
 
 
 def test_shards_split_the_plan_deterministically(scripted, synth, tmp_path):
@@ -182,6 +197,13 @@ def test_rephrase_rewrites_sources_and_counts_unreadable_records(scripted, synth
     for row in rows:
         check_schema(row, tokenizer)
         assert row["domain"] == "Mathematics" and row["concept_name"] == "Fractions"  # the scripted annotator's labels
+    # the same document three times, one content type and style, all in flight at once: three items, no id clash
+    repeated = tmp_path / "repeated.jsonl"
+    repeated.write_text(json.dumps({"text": "Ohm's law relates voltage, current and resistance in a circuit."}) + "\n" * 1)
+    repeated.write_text(repeated.read_text() * 3)
+    synth("synth", "rephrase", repeated, "--out", tmp_path / "again", "--base-url", server.url, "--min-tokens", "30", "--concurrency", "3",
+          "--content-types", "tutorial", "--styles", "faq", check=True)
+    assert len({e["id"] for e in journal(tmp_path / "again")}) == 3
 
 
 def test_graph_expand_adds_only_validated_concepts(scripted, synth, tmp_path):
@@ -201,3 +223,28 @@ def test_bad_graph_and_bad_flags_fail_before_any_request(synth, tmp_path):
     code, _, stderr = synth("synth", "run", "--n", "1", "--shard", "3/2", "--out", tmp_path / "o")
     assert code == 2 and "--shard '3/2'" in stderr
     assert not os.path.exists(tmp_path / "o" / "train_000.jsonl")
+
+
+def test_a_rejected_request_does_not_switch_off_the_json_dialect(scripted, tmp_path):
+    """A 400 for a prompt that is too long is not a refused dialect: the next request still asks for
+    OpenAI's json_schema (only a later dialect's success drops one)."""
+    import asyncio
+
+    from sutra.synth.backends import OpenAIBackend, RequestRejected
+
+    log = tmp_path / "requests.log"
+    server = scripted("--too-long", "OVERSIZED", "--log", str(log))
+    schema = {"type": "object", "properties": {"clarity": {"type": "number"}}}
+
+    async def run():
+        backend = OpenAIBackend([server.url], retries=0)
+        try:
+            with pytest.raises(RequestRejected, match="maximum context length"):
+                await backend.complete([{"role": "user", "content": "Rate this OVERSIZED text"}], 16, json_schema=schema)
+            await backend.complete([{"role": "user", "content": "Rate this text"}], 16, json_schema=schema)
+        finally:
+            await backend.close()
+
+    asyncio.run(run())
+    dialects = [(json.loads(line)["response_format"] or {}).get("type") for line in log.read_text().splitlines()]
+    assert dialects == ["json_schema", "json_object", None, "json_schema"], "every dialect tried once, then back to the first"
