@@ -157,9 +157,8 @@ def cmd_export(args) -> int:
 def cmd_import(args) -> int:
     from sutra.model.checkpoint import check_model_output, load_model, save_checkpoint
 
-    check_model_output(args.out)
+    check_model_output(args.out, args.spec)
     loaded = load_model(args.spec)
-    check_model_output(args.out, loaded.source)
     print(save_checkpoint(args.out, loaded.model, loaded.tokenizer, extra={"eos_token_ids": loaded.eos_token_ids, "imported_from": loaded.source}))
     return 0
 

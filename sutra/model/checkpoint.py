@@ -40,14 +40,14 @@ class LoadedModel:
     info: dict  # the checkpoint's sutra.json (training metadata), or {} for HF directories
 
 
-def check_model_output(out, source: str | None = None) -> None:
-    """Refuse to write a model over anything but a model directory (a Sutra checkpoint or a Hugging
-    Face export), or over the model being read."""
+def check_model_output(out, spec: str) -> None:
+    """Before reading model `spec`: refuse to write a model over anything but a model directory (a
+    Sutra checkpoint or a Hugging Face export), or over the very model `spec` names."""
     out = Path(out)
-    if source is not None and out.exists() and out.resolve() == Path(source).resolve():
-        raise SutraError(f"{out}: is the model being read; write to another directory")
     if out.is_file() or (out.is_dir() and any(out.iterdir()) and not any((out / name).is_file() for name in (CONFIG_FILE, "config.json"))):
         raise SutraError(f"{out}: exists and is not a model directory, so it is not replaced; choose another output or remove it")
+    if out.exists() and out.resolve() == resolve_spec(spec)[1].resolve():
+        raise SutraError(f"{out}: is the model being read; write to another directory")
 
 
 def save_checkpoint(out_dir, model: Llama, tokenizer: Tokenizer, extra: dict | None = None, dtype: torch.dtype | None = None) -> Path:
@@ -132,6 +132,12 @@ def read_model_config(spec: str) -> ModelConfig:
     return config_from_hf(_read_json(directory / "config.json"), str(directory))
 
 
+def read_training_record(spec: str) -> dict:
+    """The `training` record a Sutra checkpoint carries (step, epoch, val_ppl ...), or {}."""
+    kind, directory = resolve_spec(spec)
+    return (_read_json(directory / CONFIG_FILE).get("training") or {}) if kind == "sutra" else {}
+
+
 def weight_files(directory: Path) -> list[Path]:
     """The weight files of a model directory: its shard index's, else model*.safetensors (not an
     adapter or a stray file beside them)."""
@@ -161,10 +167,13 @@ def load_model(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype
         state = hf_to_sutra_state(_read_safetensors(files), config)
         tokenizer = load_tokenizer(directory)
         # every end-of-turn id the model declares: config.json's and generation_config.json's
+        generation_file = directory / "generation_config.json"
+        generation = _read_json(generation_file) if generation_file.is_file() else {}
         eos = []
-        for declared in (hf.get("eos_token_id"), _read_json(directory / "generation_config.json").get("eos_token_id")
-                         if (directory / "generation_config.json").is_file() else None):
-            eos += [e for e in (declared if isinstance(declared, list) else [declared]) if e is not None and e not in eos]
+        for declared in (hf.get("eos_token_id"), generation.get("eos_token_id")):
+            for token_id in declared if isinstance(declared, list) else [declared]:
+                if token_id is not None and token_id not in eos:
+                    eos.append(token_id)
         eos = eos or [tokenizer.eos_id]
     if tokenizer.vocab_size > config.vocab_size:
         raise SutraError(

@@ -12,9 +12,8 @@ from sutra.model.hf import hf_config, sutra_to_hf_state
 def export_hf(spec: str, out: str, dtype: str = "float32") -> Path:
     from safetensors.torch import save_file
 
-    check_model_output(out)
+    check_model_output(out, spec)
     loaded = load_model(spec)
-    check_model_output(out, loaded.source)
     config, tokenizer = loaded.model.config, loaded.tokenizer
     torch_dtype = getattr(torch, dtype)
     state = sutra_to_hf_state({k: v.to(torch_dtype) for k, v in loaded.model.state_dict().items()}, config)

@@ -37,10 +37,9 @@ def model_index(name: str, results: dict) -> list[dict]:
     return [{"name": name, "results": entries}]
 
 
-def model_details(spec: str) -> list[tuple[str, str]]:
-    from sutra.model.checkpoint import read_model_config, resolve_spec
+def model_details(spec: str, config) -> list[tuple[str, str]]:
+    from sutra.model.checkpoint import resolve_spec
 
-    config = read_model_config(spec)
     _, directory = resolve_spec(spec)
     return [
         ("Architecture", "LlamaForCausalLM"),
@@ -88,16 +87,6 @@ def read_run(run_dir: str) -> dict:
     return {"metrics": metrics, "recipe": recipe}
 
 
-def checkpoint_training(spec: str) -> dict:
-    """The `training` record a Sutra checkpoint carries (its step, epoch, val_ppl ...), or {}."""
-    from sutra.model.checkpoint import CONFIG_FILE, resolve_spec
-
-    kind, directory = resolve_spec(spec)
-    if kind != "sutra":
-        return {}
-    return json.loads((directory / CONFIG_FILE).read_text()).get("training") or {}
-
-
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
@@ -141,13 +130,13 @@ def _kv_table(rows: list[tuple[str, str]], head: tuple[str, str]) -> str:
 
 def render_card(spec: str, results: dict, name: str, base_model: str | None, datasets: list[str], run: dict | None,
                 progression: list[Column], comparison: list[Column], repo_id: str | None, license: str = "apache-2.0") -> str:
-    from sutra.model.checkpoint import read_model_config
+    from sutra.model.checkpoint import read_model_config, read_training_record
 
     config = read_model_config(spec)
     evaluated = results.get("model", {}).get("config")
     if evaluated is not None and evaluated != config.to_dict():
         raise SutraError(f"the results are for another model ({results['model'].get('spec')}, a different shape) than {spec}; evaluate {spec} or pass its results")
-    checkpoint = checkpoint_training(spec)
+    checkpoint = read_training_record(spec)
     front = {
         "language": ["en"],
         "license": license,
@@ -159,7 +148,7 @@ def render_card(spec: str, results: dict, name: str, base_model: str | None, dat
         "model-index": model_index(name, results),
     }
     parts = ["---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n", f"# {name}\n"]
-    parts.append("## Model Details\n\n" + _kv_table(model_details(spec), ("Property", "Value")))
+    parts.append("## Model Details\n\n" + _kv_table(model_details(spec, config), ("Property", "Value")))
     if run:
         summary = training_summary(run, checkpoint)
         if summary:
