@@ -135,8 +135,9 @@ class OpenAIBackend:
         if seed is not None:
             payload["seed"] = seed
         url, last_error = None, "no attempt"
-        modes, dialect = (list(self._json_modes) if json_schema else ["none"]), 0
         async with self._semaphore:
+            # the dialects as they stand when this request may go (not while it waited for a slot)
+            modes, dialect = (list(self._json_modes) if json_schema else ["none"]), 0
             attempt = 0
             while attempt <= self.retries:
                 body = {**payload, **_response_format(modes[dialect], json_schema)}
