@@ -39,6 +39,11 @@ def test_bad_experiment_is_one_clear_error(tmp_path):
     result = run_sutra("compare", str(bad))
     assert result.returncode == 2 and f"{bad}:3: tokens: 'lots': expected a positive token count" in result.stderr
 
+    # evaluation settings are checked before any arm trains
+    bad.write_text(f"name: x\nrecipe: {REPO / 'recipes' / 'tiny-cpu.yaml'}\narms:\n  - {{name: a, dataset: stdlib-docs}}\neval:\n  tasks: arc_easy,hellaswagg\n")
+    result = run_sutra("compare", str(bad))
+    assert result.returncode == 2 and f"{bad}:6: eval.tasks: unknown task(s): hellaswagg" in result.stderr
+
 
 @pytest.mark.slow
 def test_compare_writes_the_table_and_skips_finished_arms(tmp_path):

@@ -9,8 +9,7 @@ from sutra_testing import run_sutra
 
 from sutra.pipeline.demo import SCALES, pick_scale
 
-STAGES_REUSED = ("synth", "data/manifest.json", "untrained", "run/e1-final", "results/trained.json", "results/untrained.json",
-                 "report/samples.md")
+STAGES_REUSED = ("synth", "data", "untrained", "run", "results/trained.json", "results/untrained.json", "report/samples.md")
 
 
 def test_cpu_scale_without_cuda_and_explicit_scales():
@@ -48,3 +47,9 @@ def test_demo_leaves_the_report_and_reuses_finished_stages(tmp_path):
     for stage in STAGES_REUSED:
         assert f"reusing {out / stage}" in second.stdout, stage
     assert "$ sutra synth run" not in second.stdout and "$ sutra train" not in second.stdout and "$ sutra eval" not in second.stdout
+
+    # another scale into the same directory would mix two configurations' outputs: refused, nothing deleted
+    other = run_sutra("demo", "--scale", "cpu", "--out", str(out))
+    assert other.returncode == 2 and "$ sutra synth run" not in other.stdout
+    assert f"sutra: error: {out / 'synth'} was made with other settings (command: " in other.stderr and "nothing was deleted" in other.stderr
+    assert (out / "run" / "e1-final").is_dir()

@@ -1,8 +1,9 @@
 """`sutra compare EXPERIMENT.yaml`: one model and training recipe on several datasets at a fixed token
 budget each, every arm evaluated on the same tasks, then the card's comparison table and a chart.
 
-An arm is finished when its results file exists; re-running skips it. Unfinished arms reuse their
-prepared data and resume their training run (see sutra.pipeline.stages).
+A re-run reuses every stage of an arm finished with the same settings, resumes an unfinished
+training run, and stops with a clear message where the experiment file changed what a finished
+stage was made with (see sutra.pipeline.stages.StageLog).
 """
 
 import math
@@ -13,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from sutra.errors import SutraError
-from sutra.pipeline.stages import banner, evaluate, reuse, sutra, train_run
+from sutra.pipeline.stages import StageLog, banner, evaluate, sutra, train_run
 
 ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -47,6 +48,7 @@ class Experiment:
 def load_experiment(path: str | Path) -> Experiment:
     """Parse and check an experiment file before any arm starts; errors name the file, line and field."""
     from sutra.data.mix import parse_tokens
+    from sutra.eval.tasks import parse_tasks
     from sutra.train.recipe import build_dataclass, where_key, yaml_key_lines  # the recipe loader's typed YAML-to-dataclass builder
 
     path = Path(path)
@@ -73,6 +75,13 @@ def load_experiment(path: str | Path) -> Experiment:
             raise SutraError(f"{where_key(sources, f'arms[{i}].tokens' if arm.tokens else 'tokens')}: {exc}") from None
     if not recipe_file(experiment).is_file():
         raise SutraError(f"{where_key(sources, 'recipe')}: {recipe_file(experiment)}: no such file (paths are relative to the experiment file)")
+    # checked now, not after hours of training
+    try:
+        parse_tasks(experiment.eval.tasks)
+    except SutraError as exc:
+        raise SutraError(f"{where_key(sources, 'eval.tasks')}: {exc}") from None
+    if experiment.eval.limit is not None and experiment.eval.limit <= 0:
+        raise SutraError(f"{where_key(sources, 'eval.limit')}: {experiment.eval.limit}: must be positive (a number of documents, or a fraction below 1)")
     return experiment
 
 
@@ -92,28 +101,28 @@ def arm_overrides(experiment: Experiment, arm: Arm, data_path: Path) -> tuple[li
     return [*overrides, f"train.steps_per_epoch={steps}"], recipe.train.epochs
 
 
-def prepared_dataset(arm: Arm, arm_dir: Path) -> Path:
+def prepared_dataset(log: StageLog, arm: Arm, arm_dir: Path) -> tuple[Path, tuple[str, ...]]:
+    """The arm's prepared dataset and the stage that made it (none for an already prepared directory)."""
     given = Path(arm.dataset)
     if (given / "manifest.json").is_file():
-        return given
-    data = arm_dir / "data"
-    if not reuse(data / "manifest.json"):
-        sutra("data", "prepare", arm.dataset, "--out", data, "--min-val-docs", 24, *arm.prepare_args)
-    return data
+        return given, ()
+    args = ("data", "prepare", arm.dataset, "--out", arm_dir / "data", "--min-val-docs", 24, *arm.prepare_args)
+    log.run(f"{arm.name}/data", arm_dir / "data", {"command": list(map(str, args))}, lambda: sutra(*args))
+    return arm_dir / "data", (f"{arm.name}/data",)
 
 
 def run_experiment(experiment: Experiment, out: Path | None = None) -> Path:
-    out = Path(out or experiment.out or Path("runs") / f"compare-{experiment.name}")
+    out = Path(out or experiment.out or Path("runs") / f"compare-{experiment.name}").absolute()
+    log = StageLog(out)
     results = {}
     for i, arm in enumerate(experiment.arms, 1):
         arm_dir = out / "arms" / arm.name
         results[arm.name] = arm_dir / "results.json"
         banner(f"arm {i}/{len(experiment.arms)}: {arm.name} ({arm.dataset}, {arm.tokens or experiment.tokens} tokens)")
-        if reuse(results[arm.name]):
-            continue
-        overrides, epochs = arm_overrides(experiment, arm, prepared_dataset(arm, arm_dir))
-        final = train_run(recipe_file(experiment), arm_dir / "run", overrides, epochs)
-        evaluate(final, results[arm.name], experiment.eval.tasks, experiment.eval.limit)
+        data, data_stage = prepared_dataset(log, arm, arm_dir)
+        overrides, epochs = arm_overrides(experiment, arm, data)
+        final = train_run(log, f"{arm.name}/run", recipe_file(experiment), arm_dir / "run", overrides, data_stage, epochs)
+        evaluate(log, f"{arm.name}/results", final, results[arm.name], experiment.eval.tasks, experiment.eval.limit, (f"{arm.name}/run",))
     return write_comparison(out, results)
 
 

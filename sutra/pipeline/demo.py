@@ -2,7 +2,8 @@
 
 assets -> synthesize a few entries with the local teacher -> prepare stdlib-docs + those entries ->
 save the untrained model -> train -> evaluate both (perplexity + benchmarks) -> sample completions ->
-report (card, tables, charts). Every stage's output lives under --out and is reused on re-run.
+report (card, tables, charts). Every stage's output lives under --out; a re-run reuses the stages
+finished with the same settings (see sutra.pipeline.stages.StageLog).
 """
 
 import json
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from sutra.errors import SutraError
 from sutra.io import atomic_write_text
-from sutra.pipeline.stages import banner, evaluate, recipe_path, reuse, sutra, train_run
+from sutra.pipeline.stages import StageLog, banner, evaluate, file_digest, recipe_path, sutra, train_run
 
 ASSETS = ("smollm2-tokenizer", "smollm2-135m-instruct", "stdlib-docs", "benchmarks")
 CORPUS = "stdlib-docs"
@@ -58,13 +59,10 @@ def _synth_entries(synth_dir: Path) -> list[dict]:
     return [json.loads(line) for path in sorted(synth_dir.glob("*.jsonl")) for line in path.read_text().splitlines() if line.strip()]
 
 
-def synthesize(synth_dir: Path, scale: Scale) -> list[dict]:
-    if len(_synth_entries(synth_dir)) >= scale.synth_items:
-        print(f"   reusing {synth_dir}", flush=True)
-    else:
-        # Exit 1 means it stopped short of the target (reject reasons printed); what it accepted is still usable.
-        sutra("synth", "run", "--graph", "default", "--n", scale.synth_items, "--max-new-tokens", scale.synth_max_new_tokens,
-              "--out", synth_dir, allowed_codes=(0, 1))
+def synthesize(log: StageLog, synth_dir: Path, scale: Scale) -> list[dict]:
+    args = ("synth", "run", "--graph", "default", "--n", scale.synth_items, "--max-new-tokens", scale.synth_max_new_tokens, "--out", synth_dir)
+    # Exit 1 means it stopped short of the target (reject reasons printed); what it accepted is still usable.
+    log.run("synth", synth_dir, {"command": list(map(str, args))}, lambda: sutra(*args, allowed_codes=(0, 1)))
     entries = _synth_entries(synth_dir)
     if not entries:
         raise SutraError(f"{synth_dir}: the teacher produced no accepted entries; see {synth_dir}/.synth/stats.md, then re-run")
@@ -74,10 +72,8 @@ def synthesize(synth_dir: Path, scale: Scale) -> list[dict]:
     return entries
 
 
-def save_untrained(out: Path, recipe: Path, overrides: list[str]) -> Path:
+def save_untrained(out: Path, recipe: Path, overrides: list[str]) -> None:
     """The recipe's model at its seeded initialisation: the 'before' of every number the demo reports."""
-    if reuse(out):
-        return out
     import torch
 
     from sutra.model.checkpoint import save_checkpoint
@@ -91,13 +87,9 @@ def save_untrained(out: Path, recipe: Path, overrides: list[str]) -> Path:
     model = Llama(get_preset(config.model.preset))
     save_checkpoint(out, model, load_tokenizer(), extra={"step": 0, "note": "untrained initialisation"})
     print(f"   saved {out}", flush=True)
-    return out
 
 
-def write_samples(spec: Path, out: Path, max_new_tokens: int = 40, temperature: float = 0.7, top_p: float = 0.9, seed: int = 0) -> Path:
-    if reuse(out):
-        print(out.read_text(), end="")
-        return out
+def write_samples(spec: Path, out: Path, max_new_tokens: int = 40, temperature: float = 0.7, top_p: float = 0.9, seed: int = 0) -> None:
     import torch
 
     from sutra.model.checkpoint import load_model
@@ -109,10 +101,7 @@ def write_samples(spec: Path, out: Path, max_new_tokens: int = 40, temperature: 
         ids = generate(loaded.model, loaded.tokenizer.encode(prompt), max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                        seed=seed, stop_ids=loaded.eos_token_ids)
         lines += [f"**{prompt}**{loaded.tokenizer.decode(ids)}", ""]
-    text = "\n".join(lines)
-    atomic_write_text(out, text)
-    print(text, end="")
-    return out
+    atomic_write_text(out, "\n".join(lines))
 
 
 def training_speed(run_dir: Path) -> float:
@@ -135,22 +124,27 @@ def run_demo(out: Path, scale: Scale) -> dict:
 
     banner("1/8 offline assets: tokenizer, teacher, corpus, benchmark store")
     sutra("assets", "fetch", *ASSETS)
+    log = StageLog(out)
     banner(f"2/8 synthesize {scale.synth_items} Sutra entries with the local teacher")
-    synthesize(synth_dir, scale)
+    synthesize(log, synth_dir, scale)
     banner(f"3/8 prepare the corpus: {CORPUS} + the synthesized entries")
-    if not reuse(data_dir / "manifest.json"):
-        sutra("data", "prepare", CORPUS, synth_dir, "--out", data_dir, "--min-val-docs", 24)
+    prepare = ("data", "prepare", CORPUS, synth_dir, "--out", data_dir, "--min-val-docs", 24)
+    log.run("data", data_dir, {"command": list(map(str, prepare))}, lambda: sutra(*prepare), needs=("synth",))
     banner("4/8 the untrained model (the baseline)")
-    untrained = save_untrained(out / "untrained", recipe, overrides)
+    untrained = log.run("untrained", out / "untrained", {"recipe": recipe, "recipe_digest": file_digest(recipe), "overrides": overrides},
+                        lambda: save_untrained(out / "untrained", recipe, overrides))
     banner(f"5/8 train ({steps} steps)")
-    train_run(recipe, run_dir, overrides)
+    train_run(log, "run", recipe, run_dir, overrides, needs=("data",))
     best = run_dir / "e1-best"
     banner(f"6/8 evaluate: validation perplexity and {TASKS} (--limit {scale.eval_limit})")
     extra = ("--max-windows", scale.perplexity_windows, "--seq-len", 512)
-    trained_results = evaluate(best, results_dir / "trained.json", TASKS, scale.eval_limit, data_dir, extra)
-    untrained_results = evaluate(untrained, results_dir / "untrained.json", TASKS, scale.eval_limit, data_dir, extra)
+    trained_results = evaluate(log, "eval-trained", best, results_dir / "trained.json", TASKS, scale.eval_limit, ("run", "data"), data_dir, extra)
+    untrained_results = evaluate(log, "eval-untrained", untrained, results_dir / "untrained.json", TASKS, scale.eval_limit, ("untrained", "data"),
+                                 data_dir, extra)
     banner("7/8 sample completions")
-    samples = write_samples(best, report_dir / "samples.md")
+    samples = log.run("samples", report_dir / "samples.md", {"prompts": PROMPTS}, lambda: write_samples(best, report_dir / "samples.md"),
+                      needs=("run",))
+    print(samples.read_text(), end="")
     banner("8/8 report: model card, tables, charts")
     columns = [f"trained={trained_results}", f"untrained={untrained_results}"]  # the card's order: newest first
     sutra("report", *columns, "--out", report_dir)

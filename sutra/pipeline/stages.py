@@ -1,16 +1,21 @@
-"""Running pipeline stages as `python -m sutra ...` subprocesses, each reused when its output exists.
+"""Running pipeline stages as `python -m sutra ...` subprocesses, each reused when it was finished
+with the same settings from the same upstream outputs.
 
 A subprocess per stage keeps every stage's own progress bars and error messages, and a stage that
 is killed leaves only what that stage itself leaves (each writes atomically and resumes).
 """
 
+import hashlib
+import json
 import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sutra.errors import SutraError
+from sutra.io import atomic_write_json
 
 REPO_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
@@ -31,12 +36,59 @@ def sutra(*args, allowed_codes: tuple[int, ...] = (0,)) -> int:
     return code
 
 
-def reuse(path: Path) -> bool:
-    """True (and says so) when a stage's output is already there."""
-    if path.exists():
-        print(f"   reusing {path}", flush=True)
-        return True
-    return False
+class StageLog:
+    """`OUT/stages.json`: each stage's settings, the upstream outputs it was made from, and whether
+    it finished. A re-run reuses a finished stage, continues an unfinished one, and stops with a
+    clear message (deleting nothing) when an output was made with other settings or from upstream
+    outputs that have been made again since: reusing it would report numbers that belong to
+    another configuration."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.path = out / "stages.json"
+        try:
+            self.records: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        except (OSError, ValueError) as exc:
+            raise SutraError(f"{self.path}: unreadable stage record ({exc}); delete {self.out} or choose another output directory") from None
+
+    def run(self, name: str, output: Path, settings: dict, make: Callable[[], object], needs: tuple[str, ...] = ()) -> Path:
+        """Reuse, continue or make stage `name`, whose work is `output` (a file or directory)."""
+        settings = json.loads(json.dumps(settings, default=str).replace(str(self.out), "{out}"))  # the same after moving OUT
+        inputs = {need: self.records[need]["made"] for need in needs}
+        record = self.records.get(name)
+        if record is not None:
+            changed = [f"{key}: {record['settings'].get(key)!r} -> {settings.get(key)!r}" for key in settings.keys() | record["settings"].keys()
+                       if settings.get(key) != record["settings"].get(key)]
+            if changed and output.exists():
+                raise self._stale(output, f"was made with other settings ({'; '.join(sorted(changed))})")
+            remade = [need for need in needs if record["inputs"].get(need) != inputs[need]]
+            if remade and output.exists():
+                raise self._stale(output, f"was made from an earlier {', '.join(self._output(n) for n in remade)}, which has been made again since")
+            if record["made"] and output.exists():
+                print(f"   reusing {output}", flush=True)
+                return output
+        elif output.exists():
+            raise self._stale(output, f"exists but has no record in {self.path}, so what it was made from is unknown")
+        self.records[name] = {"output": str(output), "settings": settings, "inputs": inputs, "made": None}
+        self._save()
+        make()
+        self.records[name]["made"] = time.time_ns()  # later stages record this to notice when it is made again
+        self._save()
+        return output
+
+    def _output(self, name: str) -> str:
+        return self.records[name]["output"]
+
+    def _stale(self, output: Path, why: str) -> SutraError:
+        return SutraError(f"{output} {why}; delete it and the outputs made after it, or choose another output directory (nothing was deleted)")
+
+    def _save(self) -> None:
+        atomic_write_json(self.path, self.records)
+
+
+def file_digest(path: Path) -> str:
+    """A short content hash, so an edited recipe file counts as changed settings."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def recipe_path(name: str) -> Path:
@@ -46,20 +98,22 @@ def recipe_path(name: str) -> Path:
     return path
 
 
-def train_run(recipe: Path | str, run_dir: Path, overrides: list[str], epochs: int = 1) -> Path:
-    """Train into run_dir unless its final checkpoint exists; continue a killed run from `last`."""
-    final = run_dir / f"e{epochs}-final"
-    if not reuse(final):
-        if (run_dir / "last").is_dir():
+def train_run(log: StageLog, name: str, recipe: Path, run_dir: Path, overrides: list[str], needs: tuple[str, ...], epochs: int = 1) -> Path:
+    """Train into run_dir, or continue it when a kill left it unfinished; returns the final checkpoint."""
+
+    def make():
+        if (run_dir / "recipe.yaml").is_file():  # started before (with or without a checkpoint yet)
             sutra("train", "--resume", run_dir)
         else:
             sutra("train", recipe, *[arg for item in [*overrides, f"run_dir={run_dir}"] for arg in ("--set", item)])
-    return final
+
+    log.run(name, run_dir, {"recipe": recipe, "recipe_digest": file_digest(recipe), "overrides": overrides}, make, needs)
+    return run_dir / f"e{epochs}-final"
 
 
-def evaluate(spec: Path, out: Path, tasks: str, limit: float | None, perplexity_data: Path | None = None, extra: tuple = ()) -> Path:
-    if not reuse(out):
-        limit_args = ("--limit", limit) if limit is not None else ()
-        ppl = ("--perplexity", perplexity_data) if perplexity_data else ()
-        sutra("eval", spec, "--tasks", tasks, *limit_args, *ppl, *extra, "--out", out)
-    return out
+def evaluate(log: StageLog, name: str, spec: Path, out: Path, tasks: str, limit: float | None, needs: tuple[str, ...],
+             perplexity_data: Path | None = None, extra: tuple = ()) -> Path:
+    limit_args = ("--limit", limit) if limit is not None else ()
+    ppl = ("--perplexity", perplexity_data) if perplexity_data else ()
+    args = ("eval", spec, "--tasks", tasks, *limit_args, *ppl, *extra, "--out", out)
+    return log.run(name, out, {"command": list(map(str, args))}, lambda: sutra(*args), needs)

@@ -1,0 +1,126 @@
+"""The pipeline's stage record: a re-run reuses only what was finished with the same settings from the
+same upstream outputs, continues what was not finished, and refuses (deleting nothing) what is stale."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from sutra_testing import REPO
+
+from sutra.errors import SutraError
+from sutra.pipeline.stages import StageLog, train_run
+
+from train.train_helpers import micro_recipe, tiny_dataset, write_recipe  # noqa: F401 (tiny_dataset is a fixture)
+
+
+def writer(path, text, calls):
+    def make():
+        calls.append(path.name)
+        path.write_text(text)
+    return make
+
+
+def test_finished_stages_are_reused_and_changed_settings_are_refused(tmp_path, capsys):
+    out, calls = tmp_path / "out", []
+    a, b = out / "a.txt", out / "b.txt"
+    out.mkdir()
+    log = StageLog(out)
+    log.run("a", a, {"n": 1}, writer(a, "a1", calls))
+    log.run("b", b, {"path": str(out / "a.txt")}, writer(b, "b1", calls), needs=("a",))
+
+    log = StageLog(out)  # a re-run reads the record back
+    log.run("a", a, {"n": 1}, writer(a, "a2", calls))
+    log.run("b", b, {"path": str(out / "a.txt")}, writer(b, "b2", calls), needs=("a",))
+    assert calls == ["a.txt", "b.txt"] and a.read_text() == "a1"
+    assert f"reusing {a}" in capsys.readouterr().out
+
+    with pytest.raises(SutraError, match=r"a\.txt was made with other settings \(n: 1 -> 2\); delete it .* \(nothing was deleted\)"):
+        StageLog(out).run("a", a, {"n": 2}, writer(a, "a3", calls))
+    assert a.read_text() == "a1"
+
+    # the output directory moved: settings naming paths inside it still match
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    StageLog(moved).run("b", moved / "b.txt", {"path": str(moved / "a.txt")}, writer(moved / "b.txt", "b3", calls))
+    assert calls == ["a.txt", "b.txt"]
+
+
+def test_an_output_made_from_an_upstream_made_again_is_refused(tmp_path):
+    out, calls = tmp_path / "out", []
+    a, b = out / "a.txt", out / "b.txt"
+    out.mkdir()
+    log = StageLog(out)
+    log.run("a", a, {}, writer(a, "a1", calls))
+    log.run("b", b, {}, writer(b, "b1", calls), needs=("a",))
+
+    a.unlink()  # the user deletes the upstream output to make it again
+    log = StageLog(out)
+    log.run("a", a, {}, writer(a, "a2", calls))
+    with pytest.raises(SutraError, match=rf"{b} was made from an earlier {a}, which has been made again since"):
+        log.run("b", b, {}, writer(b, "b2", calls), needs=("a",))
+    assert b.read_text() == "b1"
+
+    b.unlink()  # deleting the stale output lets it be made again
+    StageLog(out).run("b", b, {}, writer(b, "b3", calls), needs=("a",))
+    assert b.read_text() == "b3" and calls == ["a.txt", "b.txt", "a.txt", "b.txt"]
+
+
+def test_an_unfinished_stage_continues_and_an_unrecorded_output_is_refused(tmp_path):
+    out = tmp_path / "out"
+    work = out / "work"
+    work.mkdir(parents=True)
+    (work / "part-0").write_text("x")
+    with pytest.raises(SutraError, match=r"exists but has no record in .*stages\.json"):
+        StageLog(out).run("w", work, {}, lambda: None)
+
+    (work / "part-0").unlink()
+    work.rmdir()
+
+    def killed():
+        work.mkdir()
+        (work / "part-0").write_text("x")
+        raise SutraError("stage failed")
+
+    with pytest.raises(SutraError, match="stage failed"):
+        StageLog(out).run("w", work, {}, killed)
+    StageLog(out).run("w", work, {}, lambda: (work / "part-1").write_text("y"))  # continued, not refused
+    assert sorted(p.name for p in work.iterdir()) == ["part-0", "part-1"]
+
+    (out / "stages.json").write_text("{not json")
+    with pytest.raises(SutraError, match="unreadable stage record"):
+        StageLog(out)
+
+
+def test_a_training_killed_before_its_first_checkpoint_is_continued(tmp_path, tiny_dataset):
+    """The kill leaves recipe.yaml but no `last`: the stage must resume it, not start it again
+    (a fresh start refuses a run directory that already holds a recipe)."""
+    out = tmp_path / "out"
+    run_dir = out / "run"
+    recipe = write_recipe(tmp_path / "micro.yaml", micro_recipe(
+        tiny_dataset, run_dir, train={"epochs": 1, "steps_per_epoch": 70}, schedule={"kind": "cosine", "warmup_steps": 2, "epochs": [{"peak_lr": 1e-2, "min_lr": 1e-3}]},
+        eval={"every_steps": 1000, "max_windows": 4}, checkpoint={"every_steps": 1000}))
+    script = f"""
+from pathlib import Path
+from sutra.pipeline.stages import StageLog, train_run
+train_run(StageLog(Path({str(out)!r})), "run", Path({str(recipe)!r}), Path({str(run_dir)!r}), [], ())
+"""
+    started = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "recipe.yaml").is_file() and started.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        if started.poll() is None:
+            os.killpg(started.pid, signal.SIGKILL)  # the stage's `sutra train` child too
+        stderr = started.communicate()[1]
+    assert (run_dir / "recipe.yaml").is_file() and not (run_dir / "last").exists(), stderr
+
+    log = StageLog(out)
+    final = train_run(log, "run", recipe, run_dir, [], ())
+    assert final == run_dir / "e1-final" and final.is_dir()
+    assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["train"]["steps_per_epoch"] == 70
+    assert log.records["run"]["made"] is not None
