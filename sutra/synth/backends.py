@@ -10,8 +10,9 @@ when no server is available).
 import asyncio
 import os
 import random
+import re
 from dataclasses import dataclass
-from urllib.parse import urlparse
+from urllib.parse import urlsplit, urlunsplit
 
 from sutra.errors import SutraError
 
@@ -19,10 +20,25 @@ from sutra.errors import SutraError
 # OpenAI/vLLM/Ollama understand json_schema; llama.cpp's Python server wants json_object + schema.
 JSON_MODES = ("json_schema", "json_object", "none")
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+# A password in a URL's userinfo (user:PASSWORD@host; up to the last @, as URL parsers read it), scheme or not.
+_URL_PASSWORD = re.compile(r"((?:^|[\s'\"(=]|//)[^\s'\"/?#@:]*):[^\s'\"/?#]+@")
+# The value of a query parameter whose name looks like a credential (?api_key=..., &access_token=..., &sig=...),
+# short of punctuation that ends it in a message ("URL: error").
+_SECRET_PARAM = re.compile(r"([?&;][^\s'\"=&#]*(?:key|token|secret|passw|pwd|auth|sig|credential)[^\s'\"=&#]*=)"
+                           r"[^\s'\"&#]*?(?=[:,;.)]*(?:[\s'\"&#]|$))", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`text` (a URL, or a message naming URLs) with URL passwords and secret-looking query values as ***."""
+    return _SECRET_PARAM.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", text))
 
 
 class BackendError(SutraError):
     """The backend could not answer (after retries) or refuses to serve us at all: stop the run."""
+
+    def __init__(self, message: str):
+        # these messages name server URLs (and echo server answers): printed, and journalled for rejects
+        super().__init__(redact(message))
 
 
 class RequestRejected(BackendError):
@@ -38,11 +54,16 @@ class Completion:
 
 
 def normalize_base_url(url: str) -> str:
-    url = url.strip().rstrip("/")
-    parsed = urlparse(url)
+    parsed = urlsplit(url.strip())
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise SutraError(f"base URL {url!r} is not an http(s) URL; use e.g. http://127.0.0.1:8765/v1")
-    return url if parsed.path else url + "/v1"
+        raise SutraError(f"base URL {redact(url.strip())!r} is not an http(s) URL; use e.g. http://127.0.0.1:8765/v1")
+    return urlunsplit(parsed._replace(path=parsed.path.rstrip("/") or "/v1"))
+
+
+def _endpoint(base_url: str, path: str) -> str:
+    """`path` under `base_url`, before its query string (so a key given as ?api_key=... stays a parameter)."""
+    parsed = urlsplit(base_url)
+    return urlunsplit(parsed._replace(path=parsed.path + path))
 
 
 def env_or(value: str | None, *names: str) -> str | None:
@@ -62,6 +83,10 @@ class OpenAIBackend:
         if json_mode != "auto" and json_mode not in JSON_MODES:
             raise SutraError(f"unknown json mode {json_mode!r}; use auto, {', '.join(JSON_MODES)}")
         self.base_urls = [normalize_base_url(u) for u in base_urls]
+        if api_key and any(urlsplit(u).password is not None for u in self.base_urls):
+            # aiohttp refuses to send both, which would read as an unreachable server
+            raise SutraError(f"base URL {redact(self.base_urls[0])} carries a password and an API key is set too "
+                             "(--api-key or the environment); give the credentials one way only")
         self.model = model
         self._api_key = api_key  # sent in the Authorization header only; never printed
         self.concurrency, self.timeout, self.retries = concurrency, timeout, retries
@@ -75,7 +100,7 @@ class OpenAIBackend:
 
     @property
     def name(self) -> str:
-        return f"{self.model or '?'} @ {', '.join(self.base_urls)}"
+        return redact(f"{self.model or '?'} @ {', '.join(self.base_urls)}")
 
     def _headers(self) -> dict:
         return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
@@ -106,7 +131,7 @@ class OpenAIBackend:
             last = None
             for attempt in range(attempts):
                 try:
-                    async with session.get(f"{url}/models", timeout=aiohttp.ClientTimeout(total=10)) as response:
+                    async with session.get(_endpoint(url, "/models"), timeout=aiohttp.ClientTimeout(total=10)) as response:
                         if response.status in (401, 403):
                             raise BackendError(f"{url}: HTTP {response.status}, the API key was refused; set --api-key or SUTRA_SYNTH_API_KEY")
                         if response.status == 200:
@@ -146,7 +171,7 @@ class OpenAIBackend:
                 retry_after = None
                 try:
                     self.stats["requests"] += 1
-                    async with session.post(f"{url}/chat/completions", json=body) as response:
+                    async with session.post(_endpoint(url, "/chat/completions"), json=body) as response:
                         text = await response.text()
                         if response.status == 200:
                             completion = _parse_completion(url, text)
@@ -201,16 +226,32 @@ def _response_format(mode: str, schema: dict | None) -> dict:
 
 
 def _parse_completion(url: str, body: str) -> Completion:
+    """The completion in a 200 answer; anything else is a _MalformedResponse (retried, then the run stops)."""
     import json
+
+    def malformed(problem: str) -> _MalformedResponse:
+        return _MalformedResponse(f"{redact(url)}: not an OpenAI chat completion ({problem}): {_short(body)}")
 
     try:
         data = json.loads(body)
-        choice = data["choices"][0]
-        text = choice["message"].get("content") or ""
-        usage = data.get("usage") or {}
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        raise _MalformedResponse(f"{url}: not an OpenAI chat completion: {_short(body)}") from None
-    return Completion(text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), choice.get("finish_reason") or "stop")
+    except ValueError:
+        raise malformed("not JSON") from None
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices:
+        raise malformed("no choices")
+    message = choices[0].get("message") if isinstance(choices[0], dict) else None
+    if not isinstance(message, dict):
+        raise malformed("choices[0] has no message")
+    text, finish = message.get("content"), choices[0].get("finish_reason")
+    if not isinstance(text, str | None):  # null is an empty answer (e.g. all of it went to reasoning): rejected as such later
+        raise malformed(f"message.content is {type(text).__name__}, not a string")
+    if not isinstance(finish, str | None):
+        raise malformed(f"finish_reason is {type(finish).__name__}, not a string")
+    usage = data.get("usage") or {}  # some servers leave usage out: it only feeds the tokens/s figure
+    counts = [usage.get(k) or 0 for k in ("prompt_tokens", "completion_tokens")] if isinstance(usage, dict) else None
+    if counts is None or not all(type(n) is int and n >= 0 for n in counts):
+        raise malformed("usage token counts are not whole numbers")
+    return Completion(text or "", counts[0], counts[1], finish or "stop")
 
 
 def _short(text: str, limit: int = 200) -> str:

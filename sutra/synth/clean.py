@@ -131,6 +131,9 @@ def clean_files(inputs: list[str], out: str | Path, config: CleanConfig, dedup_t
     from sutra.synth.journal import META_DIR, read_jsonl
     from sutra.tokenizer import load_tokenizer
 
+    missing = [name for name in inputs if not Path(name).is_file()]
+    if missing:
+        raise SutraError(f"{missing[0]}: no such JSONL file")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer()
@@ -138,28 +141,31 @@ def clean_files(inputs: list[str], out: str | Path, config: CleanConfig, dedup_t
     removed, read, kept = Counter(), 0, 0
     target = out / "train_000.jsonl"
     tmp = out / ".train_000.jsonl.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for name in inputs:
-            path = Path(name)
-            if not path.is_file():
-                raise SutraError(f"{path}: no such JSONL file")
-            records, _ = read_jsonl(path)
-            for number, record in enumerate(records, 1):
-                read += 1
-                text = record.get("text") if isinstance(record, dict) else None
-                if not isinstance(text, str):
-                    raise SutraError(f"{path}: record {number} has no 'text' string; is this a synth output file?")
-                tokens = record.get("token_count") or len(tokenizer.encode(text))
-                reason = degenerate_reason(text, tokens, config) or dedup.duplicate_reason(text)
-                if reason:
-                    removed[reason] += 1
-                    continue
-                dedup.add(f"{path}:{number}", text)
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-                kept += 1
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
+    # streamed to a temporary file (the kept records need not fit in memory), which a failure removes
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for name in inputs:
+                path = Path(name)
+                records, _ = read_jsonl(path)
+                for number, record in enumerate(records, 1):
+                    read += 1
+                    text = record.get("text") if isinstance(record, dict) else None
+                    if not isinstance(text, str):
+                        raise SutraError(f"{path}: record {number} has no 'text' string; is this a synth output file?")
+                    tokens = record.get("token_count") or len(tokenizer.encode(text))
+                    reason = degenerate_reason(text, tokens, config) or dedup.duplicate_reason(text)
+                    if reason:
+                        removed[reason] += 1
+                        continue
+                    dedup.add(f"{path}:{number}", text)
+                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    kept += 1
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     report = {"inputs": [str(i) for i in inputs], "read": read, "kept": kept, "removed": dict(removed.most_common())}
     atomic_write_json(out / META_DIR / "clean-report.json", report)
     return report

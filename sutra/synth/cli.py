@@ -1,16 +1,40 @@
 """`sutra synth ...` commands. Heavy imports happen inside the handlers."""
 
+import argparse
+import math
 import signal
 import sys
 from pathlib import Path
 
 
-def _positive(value: str) -> int:
-    import argparse
+def _whole(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {value!r}") from None
 
-    number = int(value)
+
+def _positive(value: str) -> int:
+    number = _whole(value)
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return number
+
+
+def _non_negative(value: str) -> int:
+    number = _whole(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return number
+
+
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {value!r}")
     return number
 
 
@@ -31,8 +55,8 @@ def add_backend_args(p) -> None:
     g.add_argument("--judge-api-key", default=None, help="prefer env SUTRA_JUDGE_API_KEY")
     g.add_argument("--local-model", default="smollm2-135m-instruct", help="model spec for --backend transformers")
     g.add_argument("--concurrency", type=_positive, default=4, help="requests in flight per base URL")
-    g.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
-    g.add_argument("--retries", type=int, default=6, help="retries on 429/5xx/timeouts/connection errors, with backoff")
+    g.add_argument("--timeout", type=_seconds, default=300.0, help="seconds per request")
+    g.add_argument("--retries", type=_non_negative, default=6, help="retries on 429/5xx/timeouts/connection errors, with backoff")
     g.add_argument("--json-mode", default="auto", choices=["auto", "json_schema", "json_object", "none"],
                    help="how to ask for JSON: OpenAI json_schema, llama.cpp json_object+schema, or prompt only")
     g.add_argument("--server-threads", type=_positive, default=None, help="threads for the local llama.cpp server")
@@ -51,8 +75,8 @@ def add_generation_args(p) -> None:
     p.add_argument("--min-tokens", type=int, default=50)
     p.add_argument("--max-tokens", type=int, default=4096, help="longest accepted text, in tokens")
     p.add_argument("--dedup-threshold", type=float, default=0.8, help="MinHash Jaccard above which texts are near duplicates")
-    p.add_argument("--judge-retries", type=int, default=2, help="re-asks when the judge's JSON is malformed")
-    p.add_argument("--max-attempts", type=int, default=None, help="stop after this many items tried (default 5x the items the target needs)")
+    p.add_argument("--judge-retries", type=_non_negative, default=2, help="re-asks when the judge's JSON is malformed")
+    p.add_argument("--max-attempts", type=_positive, default=None, help="stop after this many items tried (default 5x the items the target needs)")
     add_backend_args(p)
 
 
@@ -116,7 +140,7 @@ def register(subparsers) -> None:
     p.add_argument("--per-concept", type=_positive, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prompts", default=None, metavar="DIR")
-    p.add_argument("--judge-retries", type=int, default=2, help="re-asks when the answer is malformed JSON")
+    p.add_argument("--judge-retries", type=_non_negative, default=2, help="re-asks when the answer is malformed JSON")
     add_backend_args(p)
     p.set_defaults(func=cmd_graph_expand)
 
@@ -131,7 +155,7 @@ def _backend_options(args):
     )
 
 
-def _run_options(args, n_items=None, n_tokens=None):
+def _run_options(args, backends, n_items=None, n_tokens=None):
     from sutra.errors import SutraError
     from sutra.synth.clean import CleanConfig
     from sutra.synth.pipeline import EngineSettings
@@ -143,7 +167,7 @@ def _run_options(args, n_items=None, n_tokens=None):
         raise SutraError(f"--dedup-threshold {args.dedup_threshold}: must be in (0, 1]")
     settings = EngineSettings(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed, min_quality=args.min_quality,
-        target_tokens_per_item=min(args.max_new_tokens, 450), concurrency=args.concurrency * max(1, len(args.base_url)),
+        target_tokens_per_item=min(args.max_new_tokens, 450), concurrency=backends.items_in_flight(),
         clean=CleanConfig(min_tokens=args.min_tokens, max_tokens=args.max_tokens),
     )
     return RunOptions(out=args.out, n_items=n_items, n_tokens=n_tokens, shard=parse_shard(args.shard), seed=args.seed,
@@ -170,8 +194,9 @@ def cmd_run(args) -> int:
 
     prompts = PromptSet(args.prompts)
     content_types, styles = prompts.check_choices(args.content_types, args.styles)
-    run = _run_options(args, n_items=args.n, n_tokens=args.tokens)
-    summary = synthesize(args.graph, run, _backend_options(args), prompts, content_types, styles, args.words, args.balance_with)
+    backends = _backend_options(args)
+    run = _run_options(args, backends, n_items=args.n, n_tokens=args.tokens)
+    summary = synthesize(args.graph, run, backends, prompts, content_types, styles, args.words, args.balance_with)
     return _print_summary(summary, args.out)
 
 
@@ -181,8 +206,9 @@ def cmd_rephrase(args) -> int:
 
     prompts = PromptSet(args.prompts)
     content_types, styles = prompts.check_choices(args.content_types, args.styles)
-    run = _run_options(args, n_items=args.n)
-    summary, report = rephrase(args.sources, run, _backend_options(args), prompts, content_types, styles, args.chunk_tokens)
+    backends = _backend_options(args)
+    run = _run_options(args, backends, n_items=args.n)
+    summary, report = rephrase(args.sources, run, backends, prompts, content_types, styles, args.chunk_tokens)
     print(f"sources: {report.documents} document(s) read")
     if report.problems:
         print(f"sutra: skipped {sum(report.problems.values())} unreadable source record(s) "

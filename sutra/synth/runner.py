@@ -41,17 +41,29 @@ class BackendOptions:
     server_threads: int | None = None
     server_ctx: int = 2048
 
+    def generator_urls(self) -> list[str]:
+        return _urls(self.base_urls, "SUTRA_SYNTH_BASE_URL", "OPENAI_BASE_URL")
+
+    def judge_urls(self) -> list[str]:
+        return _urls(self.judge_base_urls, "SUTRA_JUDGE_BASE_URL")
+
+    def items_in_flight(self) -> int:
+        """`concurrency` per server, counting URLs (one flag may list several), a separate judge's too:
+        an item waits on the generator, then on the judge, so both sets of servers need items."""
+        return self.concurrency * max(1, len(self.generator_urls()) + len(self.judge_urls()))
+
 
 def _urls(values: list[str], *env_names: str) -> list[str]:
+    """Flag values, else the first environment variable set; each may be a comma-separated list."""
     joined = ",".join(values) if values else env_or(None, *env_names) or ""
-    return [u for u in joined.split(",") if u.strip()]
+    return [u.strip() for u in joined.split(",") if u.strip()]
 
 
 @contextlib.asynccontextmanager
 async def open_backends(options: BackendOptions, log_dir: Path):
     """(generator, judge) backends; starts a loopback llama.cpp teacher server when that is the choice."""
     with contextlib.ExitStack() as stack:
-        urls = _urls(options.base_urls, "SUTRA_SYNTH_BASE_URL", "OPENAI_BASE_URL")
+        urls = options.generator_urls()
         kind = options.backend
         if kind == "auto":
             kind = "openai" if urls else "llama-cpp" if llama_cpp_available() else "transformers"
@@ -73,7 +85,7 @@ async def open_backends(options: BackendOptions, log_dir: Path):
         else:
             generator = OpenAIBackend(urls, options.model or env_or(None, "SUTRA_SYNTH_MODEL"),
                                       options.api_key or env_or(None, "SUTRA_SYNTH_API_KEY", "OPENAI_API_KEY"), **common)
-        judge_urls = _urls(options.judge_base_urls, "SUTRA_JUDGE_BASE_URL")
+        judge_urls = options.judge_urls()
         judge_model = options.judge_model or env_or(None, "SUTRA_JUDGE_MODEL")
         if judge_urls or (judge_model and kind != "transformers"):
             judge = OpenAIBackend(judge_urls or urls, judge_model,

@@ -3,12 +3,14 @@ tested separately): it answers /v1/models and /v1/chat/completions on 127.0.0.1 
 deterministic, varied educational-looking text, six-score judge JSON (in a 0-10 scale with the
 small-model mistakes the judge must repair), annotation JSON and graph-expansion JSON.
 
-    python scripted_server.py PORT [--fail-first N] [--judge bad|good] [--delay S] [--log FILE] [--only-json-object]
+    python scripted_server.py PORT [--fail-first N] [--judge bad|good] [--delay S] [--log FILE] [--only-json-object] [--odd]
 
 --fail-first N answers the first N chat requests with HTTP 503 (or 429 every other one);
---log appends one JSON line per chat request (its Authorization header, model and response_format);
+--log appends one JSON line per chat request as it arrives (its time, path and query, Authorization
+header, model and response_format);
 --only-json-object answers 422 to any other response_format dialect, as llama-cpp-python does;
---too-long TEXT answers 400 "maximum context length" to a prompt that contains TEXT.
+--too-long TEXT answers 400 "maximum context length" to a prompt that contains TEXT;
+--odd answers a prompt that is a key of ODD_ANSWERS with that odd (mostly malformed) completion body.
 """
 
 import argparse
@@ -16,6 +18,7 @@ import asyncio
 import hashlib
 import json
 import random
+import time
 
 from aiohttp import web
 
@@ -33,6 +36,18 @@ SENTENCES = [
     "You can test your understanding of {c} by inventing a new example and solving it.",
     "The vocabulary of {c} is small, but each word has a precise meaning.",
 ]
+# Bodies with HTTP 200 that are not quite OpenAI chat completions; the last two are odd but valid.
+ODD_ANSWERS = {
+    "not-an-object": [1, 2],
+    "no-choices": {"choices": []},
+    "no-message": {"choices": [{"text": "a legacy completion"}]},
+    "content-not-text": {"choices": [{"message": {"content": 5}}]},
+    "finish-not-text": {"choices": [{"message": {"content": "x"}, "finish_reason": 3}]},
+    "usage-not-numbers": {"choices": [{"message": {"content": "x"}}], "usage": {"prompt_tokens": "many", "completion_tokens": 2}},
+    "usage-not-object": {"choices": [{"message": {"content": "x"}}], "usage": [3, 4]},
+    "null-usage": {"choices": [{"message": {"content": "x"}, "finish_reason": "length"}], "usage": None},
+    "null-content": {"choices": [{"message": {"content": None}}], "usage": {"prompt_tokens": 3, "completion_tokens": None}},
+}
 WORDS = "river lantern orbit meadow copper violin glacier harbor maple signal prism canyon ember falcon quartz willow".split()
 
 
@@ -58,8 +73,10 @@ def make_app(args) -> web.Application:
         state["chat"] += 1
         if args.log:
             with open(args.log, "a") as f:
-                f.write(json.dumps({"auth": request.headers.get("Authorization"), "model": body.get("model"),
-                                    "response_format": body.get("response_format")}) + "\n")
+                f.write(json.dumps({"t": time.time(), "path": request.path_qs, "auth": request.headers.get("Authorization"),
+                                    "model": body.get("model"), "response_format": body.get("response_format")}) + "\n")
+        if args.odd and body["messages"][-1]["content"] in ODD_ANSWERS:
+            return web.json_response(ODD_ANSWERS[body["messages"][-1]["content"]])
         dialect = (body.get("response_format") or {}).get("type", "json_object")
         if args.only_json_object and dialect != "json_object":  # like llama-cpp-python's server
             return web.json_response({"detail": f"response_format type {dialect} not supported"}, status=422)
@@ -108,5 +125,6 @@ if __name__ == "__main__":
     parser.add_argument("--log", default=None)
     parser.add_argument("--only-json-object", action="store_true")
     parser.add_argument("--too-long", default=None, help="answer 400 (context length exceeded) to prompts containing this text")
+    parser.add_argument("--odd", action="store_true", help="answer a prompt named in ODD_ANSWERS with that body")
     args = parser.parse_args()
     web.run_app(make_app(args), host="127.0.0.1", port=args.port, print=None)

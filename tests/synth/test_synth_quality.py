@@ -89,6 +89,20 @@ def test_clean_command_reports_counts_by_reason(tmp_path, tokenizer):
         clean_files([str(tmp_path / "bad.jsonl")], tmp_path / "out2", CleanConfig())
 
 
+def test_a_failed_clean_keeps_the_earlier_output_and_leaves_no_temporary_file(tmp_path):
+    out, good, bad = tmp_path / "out", tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
+    good.write_text(json.dumps({"text": GOOD}) + "\n")
+    clean_files([str(good)], out, CleanConfig(min_tokens=30))
+    before = (out / "train_000.jsonl").read_bytes()
+    bad.write_text(json.dumps({"text": GOOD.replace("pizza", "cake")}) + "\n" + '{"no": "text"}\n')
+    with pytest.raises(SutraError, match="bad.jsonl: record 2 has no 'text'"):  # after good.jsonl's record was written
+        clean_files([str(good), str(bad)], out, CleanConfig(min_tokens=30))
+    with pytest.raises(SutraError, match="missing.jsonl: no such JSONL file"):
+        clean_files([str(good), str(tmp_path / "missing.jsonl")], out, CleanConfig(min_tokens=30))
+    assert (out / "train_000.jsonl").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == [".synth", "train_000.jsonl"]
+
+
 def test_planner_balances_every_axis_and_is_deterministic():
     graph = KnowledgeGraph.load("default")
     prompts = PromptSet()

@@ -251,3 +251,112 @@ def test_a_rejected_request_does_not_switch_off_the_json_dialect(scripted, tmp_p
     asyncio.run(run())
     dialects = [(json.loads(line)["response_format"] or {}).get("type") for line in log.read_text().splitlines()]
     assert dialects == ["json_schema", "json_object", None, "json_schema"], "every dialect tried once, then back to the first"
+
+
+@pytest.mark.parametrize("how", ["one flag", "environment"])
+def test_every_url_of_a_comma_separated_list_gets_its_concurrency(scripted, synth, tmp_path, how):
+    """--concurrency 1 with two servers named in one --base-url (or SUTRA_SYNTH_BASE_URL) keeps two
+    items in flight: requests overlap (each takes DELAY, so serial ones arrive at least DELAY apart)."""
+    delay = 0.6
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    servers = [scripted("--delay", str(delay), "--log", str(log)) for log in logs]
+    urls = f"{servers[0].url},{servers[1].url}"
+    where = ["--base-url", urls] if how == "one flag" else []
+    synth("synth", "run", "--n", "2", "--out", tmp_path / "synth", *where, "--min-tokens", "30", "--concurrency", "1",
+          env={} if where else {"SUTRA_SYNTH_BASE_URL": urls}, check=True)
+    arrivals = sorted(json.loads(line)["t"] for log in logs for line in log.read_text().splitlines())
+    assert len(arrivals) >= 4  # a generation and a judgement per item
+    assert min(b - a for a, b in zip(arrivals, arrivals[1:])) < delay / 2
+
+
+def test_redact_hides_url_passwords_and_secret_query_values():
+    from sutra.synth.backends import redact
+
+    assert redact("http://bob:hunter2@h:8/v1?api_key=S1&n=2&access_token=S2") == "http://bob:***@h:8/v1?api_key=***&n=2&access_token=***"
+    assert redact("no answer from 'https://u:p@ss@a/v1', http://b:80/v1?sig=zz#x") == "no answer from 'https://u:***@a/v1', http://b:80/v1?sig=***#x"
+    assert redact("bob:pw@host/v1") == "bob:***@host/v1"  # no scheme: still a password
+    assert redact("http://h/v1?key=sk-1: HTTP 400") == "http://h/v1?key=***: HTTP 400"  # the message's colon stays
+    for harmless in ("http://127.0.0.1:8765/v1", "http://h/v1?model=x&page=2", "see http://h:80/a@b"):
+        assert redact(harmless) == harmless
+
+
+def test_credentials_in_base_urls_reach_the_server_but_are_never_shown(scripted, synth, tmp_path, monkeypatch):
+    import base64
+
+    for name in ("SUTRA_SYNTH_API_KEY", "OPENAI_API_KEY"):  # the URL carries the credentials here
+        monkeypatch.delenv(name, raising=False)
+    log = tmp_path / "requests.log"
+    server = scripted("--fail-first", "1", "--too-long", "Rate this", "--log", str(log))
+    url = f"http://bob:hunter2@127.0.0.1:{server.port}/v1?api_key=sk-query-4242"
+    shown = f"http://bob:***@127.0.0.1:{server.port}/v1?api_key=***"
+    # a 503 with no retries stops the run: the error names the server
+    code, stdout, stderr = synth("synth", "run", "--n", "1", "--out", tmp_path / "o1", "--base-url", url, *FAST, "--retries", "0")
+    assert code == 2 and f"no answer from {shown} after 1 attempts (last error: HTTP 503" in stderr
+    # a judge request refused (400) rejects the item: the journal names the server
+    code, more_out, more_err = synth("synth", "run", "--n", "1", "--out", tmp_path / "o2", "--base-url", url, *FAST, "--max-attempts", "1")
+    assert code == 1 and journal(tmp_path / "o2")[0]["detail"].startswith(f"{shown}: HTTP 400")
+    code, _, bad_scheme = synth("synth", "run", "--n", "1", "--out", tmp_path / "o3", "--base-url", "ftp://bob:hunter2@127.0.0.1/v1")
+    assert code == 2 and "'ftp://bob:***@127.0.0.1/v1' is not an http(s) URL" in bad_scheme
+    code, _, both = synth("synth", "run", "--n", "1", "--out", tmp_path / "o4", "--base-url", url, env={"SUTRA_SYNTH_API_KEY": "sk-4242"})
+    assert code == 2 and "carries a password and an API key is set too" in both
+    printed = stdout + stderr + more_out + more_err + bad_scheme + both
+    written = "".join(p.read_text(errors="replace") for p in tmp_path.glob("o*/**/*") if p.is_file())
+    assert not any(secret in printed + written for secret in ("hunter2", "sk-query-4242"))
+    requests = [json.loads(line) for line in log.read_text().splitlines()]
+    assert requests and all(r["auth"] == "Basic " + base64.b64encode(b"bob:hunter2").decode() for r in requests)
+    assert all(r["path"] == "/v1/chat/completions?api_key=sk-query-4242" for r in requests)
+
+
+def test_odd_completions_are_retried_then_stop_with_what_was_wrong(scripted, tmp_path):
+    import asyncio
+
+    from sutra.synth.backends import BackendError, OpenAIBackend
+    from scripted_server import ODD_ANSWERS
+
+    log = tmp_path / "requests.log"
+    server = scripted("--odd", "--log", str(log))
+    problems = {
+        "usage-not-numbers": "usage token counts are not whole numbers", "usage-not-object": "usage token counts are not whole numbers",
+        "content-not-text": "message.content is int, not a string", "finish-not-text": "finish_reason is int, not a string",
+        "not-an-object": "no choices", "no-choices": "no choices", "no-message": "choices[0] has no message",
+    }
+
+    async def ask(backend, prompt):
+        return await backend.complete([{"role": "user", "content": prompt}], 16)
+
+    async def run():
+        backend = OpenAIBackend([server.url], model="m", retries=1, backoff=0)
+        try:
+            for kind, problem in problems.items():
+                with pytest.raises(BackendError) as caught:
+                    await ask(backend, kind)
+                assert f"after 2 attempts (last error: {server.url}: not an OpenAI chat completion ({problem})" in str(caught.value), kind
+            return await ask(backend, "null-usage"), await ask(backend, "null-content")
+        finally:
+            await backend.close()
+
+    no_usage, no_content = asyncio.run(run())
+    # odd but valid: missing counts are 0, a null content is an empty answer (rejected as "empty" downstream)
+    assert (no_usage.text, no_usage.prompt_tokens, no_usage.completion_tokens, no_usage.finish_reason) == ("x", 0, 0, "length")
+    assert (no_content.text, no_content.prompt_tokens, no_content.completion_tokens, no_content.finish_reason) == ("", 3, 0, "stop")
+    assert len(log.read_text().splitlines()) == 2 * len(problems) + 2  # each malformed answer was retried once
+    assert set(problems) | {"null-usage", "null-content"} == set(ODD_ANSWERS)
+
+
+@pytest.mark.parametrize("command, flag, value, message", [
+    ("run", "--timeout", "0", "must be a positive number of seconds, got '0'"),
+    ("run", "--timeout", "-5", "must be a positive number of seconds"),
+    ("run", "--timeout", "nan", "must be a positive number of seconds"),
+    ("run", "--retries", "-1", "must be 0 or more, got -1"),
+    ("run", "--judge-retries", "-1", "must be 0 or more"),
+    ("expand", "--judge-retries", "-2", "must be 0 or more"),
+    ("run", "--retries", "two", "must be a whole number, got 'two'"),
+    ("run", "--max-attempts", "0", "must be at least 1, got 0"),
+])
+def test_bad_timeouts_and_retry_counts_are_refused_by_the_parser(capsys, tmp_path, command, flag, value, message):
+    from sutra.cli import main
+
+    base = ["synth", "run", "--n", "1", "--out", str(tmp_path)] if command == "run" else ["synth", "graph", "expand", "--out", str(tmp_path / "g.yaml")]
+    with pytest.raises(SystemExit) as exited:
+        main([*base, "--base-url", f"http://127.0.0.1:{free_port()}/v1", flag, value])
+    assert exited.value.code == 2 and f"argument {flag}: {message}" in capsys.readouterr().err
