@@ -14,6 +14,7 @@ from pathlib import Path
 from sutra.errors import SutraError
 from sutra.io import atomic_write_text
 from sutra.pipeline.stages import StageLog, banner, evaluate, file_digest, recipe_path, sutra, train_run
+from sutra.synth.cli import STOPPED_SHORT
 
 ASSETS = ("smollm2-tokenizer", "smollm2-135m-instruct", "stdlib-docs", "benchmarks")
 CORPUS = "stdlib-docs"
@@ -61,8 +62,8 @@ def _synth_entries(synth_dir: Path) -> list[dict]:
 
 def synthesize(log: StageLog, synth_dir: Path, scale: Scale) -> list[dict]:
     args = ("synth", "run", "--graph", "default", "--n", scale.synth_items, "--max-new-tokens", scale.synth_max_new_tokens, "--out", synth_dir)
-    # Exit 1 means it stopped short of the target (reject reasons printed); what it accepted is still usable.
-    log.run("synth", synth_dir, {"command": list(map(str, args))}, lambda: sutra(*args, allowed_codes=(0, 1)))
+    # stopping short of the target (reject reasons printed) still leaves usable accepted entries
+    log.run("synth", synth_dir, {"command": list(map(str, args))}, lambda: sutra(*args, allowed_codes=(0, STOPPED_SHORT)))
     entries = _synth_entries(synth_dir)
     if not entries:
         raise SutraError(f"{synth_dir}: the teacher produced no accepted entries; see {synth_dir}/.synth/stats.md, then re-run")

@@ -7,6 +7,12 @@ import sys
 from pathlib import Path
 
 
+# `synth run`/`rephrase` exit status when they stop short of the target: what they accepted is
+# written and usable (the demo goes on with it), unlike a failure (2) or a crash (1)
+STOPPED_SHORT = 3
+EXIT_STATUS = f"exit status: 0 target reached; {STOPPED_SHORT} stopped short (what was accepted is written); 2 bad input or a failed server"
+
+
 def _whole(value: str) -> int:
     try:
         return int(value)
@@ -84,7 +90,7 @@ def register(subparsers) -> None:
     synth = subparsers.add_parser("synth", help="synthesize pedagogical text: knowledge graph, generation, judging, rephrasing, cleaning")
     sub = synth.add_subparsers(dest="synth_command", metavar="ACTION", required=True)
 
-    p = sub.add_parser("run", help="generate from the knowledge graph into 13-field JSONL shards (resumable)")
+    p = sub.add_parser("run", help="generate from the knowledge graph into 13-field JSONL shards (resumable)", epilog=EXIT_STATUS)
     p.add_argument("--graph", default="default", help="graph file (.yaml/.json) or 'default' (the seed graph)")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--n", type=_positive, help="accepted items to produce (over all shards)")
@@ -94,7 +100,7 @@ def register(subparsers) -> None:
     add_generation_args(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("rephrase", help="rewrite existing documents into pedagogical types and styles, with metadata")
+    p = sub.add_parser("rephrase", help="rewrite existing documents into pedagogical types and styles, with metadata", epilog=EXIT_STATUS)
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="anything 'sutra data prepare' reads: JSONL(.gz/.zst), Parquet, Arrow, text files, directories, globs")
     p.add_argument("--n", type=_positive, default=None, help="stop after this many accepted items (default: all chunks)")
     p.add_argument("--chunk-tokens", type=_positive, default=768, help="longest source piece sent in one request")
@@ -184,7 +190,7 @@ def _print_summary(summary, out: Path) -> int:
     if summary.stop_reason:
         print(f"sutra: stopped before the target ({summary.stop_reason.replace('_', ' ')}); see {stats_path(out)} for reject reasons, "
               "then rerun to continue (raise --max-attempts or lower --min-quality)", file=sys.stderr)
-        return 1
+        return STOPPED_SHORT
     return 0
 
 

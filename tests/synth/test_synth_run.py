@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from sutra.synth.cli import STOPPED_SHORT
 from sutra.synth.serve import free_port
 from sutra_testing import REPO, run_sutra
 from synth_helpers import check_schema, journal, records, wait_for
@@ -142,14 +143,14 @@ def test_malformed_judge_answers_are_counted_rejects(scripted, synth, tmp_path):
     server = scripted("--judge", "bad")
     out = tmp_path / "synth"
     code, _, stderr = synth("synth", "run", "--n", "2", "--out", out, "--base-url", server.url, *FAST, "--max-attempts", "3", "--judge-retries", "1")
-    assert code == 1 and "stopped before the target (max attempts)" in stderr
+    assert code == STOPPED_SHORT and "stopped before the target (max attempts)" in stderr
     assert records(out) == []
     stats = json.loads((out / ".synth" / "stats.json").read_text())
     assert stats["rejected"] == {"judge_invalid_json": 3}
     assert all(e["judge_error"] for e in journal(out))
     # a token target stops too: 5x the items it needs at the default length (1000 / 384 -> 3), plus 2 x concurrency
     code, _, stderr = synth("synth", "run", "--tokens", "1000", "--out", tmp_path / "by-tokens", "--base-url", server.url, *FAST, "--judge-retries", "0")
-    assert code == 1 and "stopped before the target (max attempts)" in stderr
+    assert code == STOPPED_SHORT and "stopped before the target (max attempts)" in stderr
     assert json.loads((tmp_path / "by-tokens" / ".synth" / "stats.json").read_text())["rejected"] == {"judge_invalid_json": 19}
 
 
@@ -294,7 +295,7 @@ def test_credentials_in_base_urls_reach_the_server_but_are_never_shown(scripted,
     assert code == 2 and f"no answer from {shown} after 1 attempts (last error: HTTP 503" in stderr
     # a judge request refused (400) rejects the item: the journal names the server
     code, more_out, more_err = synth("synth", "run", "--n", "1", "--out", tmp_path / "o2", "--base-url", url, *FAST, "--max-attempts", "1")
-    assert code == 1 and journal(tmp_path / "o2")[0]["detail"].startswith(f"{shown}: HTTP 400")
+    assert code == STOPPED_SHORT and journal(tmp_path / "o2")[0]["detail"].startswith(f"{shown}: HTTP 400")
     code, _, bad_scheme = synth("synth", "run", "--n", "1", "--out", tmp_path / "o3", "--base-url", "ftp://bob:hunter2@127.0.0.1/v1")
     assert code == 2 and "'ftp://bob:***@127.0.0.1/v1' is not an http(s) URL" in bad_scheme
     code, _, both = synth("synth", "run", "--n", "1", "--out", tmp_path / "o4", "--base-url", url, env={"SUTRA_SYNTH_API_KEY": "sk-4242"})
