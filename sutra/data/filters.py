@@ -65,6 +65,12 @@ class Condition:
     def __str__(self) -> str:
         return f"{self.field}{self.op}{self.value}"
 
+    @property
+    def holds_when_missing(self) -> bool:
+        """A record without the field (or with null) does not equal any value, so it passes `!=`
+        and fails every other operator."""
+        return self.op == "!="
+
     def holds(self, value) -> bool:
         if self.op == CONTAINS:  # list membership or substring
             if isinstance(value, list):
@@ -106,6 +112,11 @@ class Filters:
         )
 
     @property
+    def active(self) -> bool:
+        """Whether any filter is set (else every good record is kept)."""
+        return bool(self.fields)
+
+    @property
     def fields(self) -> set[str]:
         """Top-level record fields the filters read."""
         used = {c.field.split(".")[0] for c in self.where}
@@ -137,9 +148,12 @@ class Filters:
             lo, hi = self.complexity
             checks.append(("complexity", "complexity_level", lambda v: lo <= _number(v, "complexity_level") <= hi))
         checks += [(f"where:{c}", c.field, c.holds) for c in self.where]
+        missing_passes = {f"where:{c}" for c in self.where if c.holds_when_missing}
         for name, path, test in checks:
             value = field_value(record, path)
             if value is MISSING:
+                if name in missing_passes:
+                    continue
                 return f"{name} (no '{path}' field)"
             if not test(value):
                 return name

@@ -9,6 +9,7 @@ uninterrupted one. manifest.json is written last.
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -68,7 +69,8 @@ class PrepareConfig:
 class UnitResult:
     tokens: np.ndarray  # kept documents, each followed by the separator
     lengths: np.ndarray  # tokens per kept document (separator included)
-    is_val: np.ndarray  # per kept document
+    hashes: np.ndarray  # uint64 text hash per kept document; the parent turns it into is_val
+    is_val: np.ndarray | None = None  # per kept document, set by the parent once the validation share is known
     records: int = 0
     problems: list = field(default_factory=list)  # (location, reason, detail)
     filtered: Counter = field(default_factory=Counter)
@@ -88,12 +90,12 @@ def _init_worker(tokenizer_file: str, settings: dict) -> None:
     _worker.update(settings, backend=Tokenizer.from_file(tokenizer_file))
 
 
-def process_unit(unit: src.Unit) -> UnitResult:
+def _screen(unit: src.Unit):
+    """(location, record, UTF-8 text, problem, rejecting filter) for every record of `unit`: the
+    keep/drop decision that counting and processing share."""
     w = _worker
-    texts, hashes, labels = [], [], []
-    result = UnitResult(np.zeros(0, TOKEN_DTYPE), np.zeros(0, np.int64), np.zeros(0, bool))
     for location, record, problem in src.read_unit(unit, w["text_field"], w["columns"]):
-        result.records += 1
+        data = rejected = None
         if problem is None:
             problem, data = _check_text(record.get(w["text_field"]), w["text_field"], w["max_chars"])
         if problem is None:
@@ -101,6 +103,20 @@ def process_unit(unit: src.Unit) -> UnitResult:
                 rejected = w["filters"].reject(record)
             except WrongType as exc:
                 problem = ("wrong_type", str(exc))
+        yield location, record, data, problem, rejected
+
+
+def count_kept(unit: src.Unit) -> int:
+    """Documents of `unit` that survive the checks and filters (parsed and filtered, not tokenized)."""
+    return sum(problem is None and not rejected for _, _, _, problem, rejected in _screen(unit))
+
+
+def process_unit(unit: src.Unit) -> UnitResult:
+    w = _worker
+    texts, hashes, labels = [], [], []
+    result = UnitResult(np.zeros(0, TOKEN_DTYPE), np.zeros(0, np.int64), np.zeros(0, np.uint64))
+    for location, record, data, problem, rejected in _screen(unit):
+        result.records += 1
         if problem is not None:
             result.problems.append((location, *problem))
         elif rejected:
@@ -119,7 +135,7 @@ def process_unit(unit: src.Unit) -> UnitResult:
         tokens[position:position + length - 1] = encoding.ids
         tokens[position + length - 1] = w["separator"]
         position += length
-    result.is_val = np.fromiter((h < w["val_threshold"] for h in hashes), dtype=bool, count=len(hashes))
+    result.hashes = np.array(hashes, dtype=np.uint64)
     result.labelled_tokens = {key: Counter() for key in STAT_FIELDS.values()}
     for label, length in zip(labels, result.lengths.tolist()):
         for key, value in label.items():
@@ -214,18 +230,48 @@ def _claim_output(out: Path, recipe: dict, overwrite: bool) -> dict | None:
     return None
 
 
-def _ordered_results(pool, units, ahead: int):
-    """Results of process_unit over `units`, in order, with at most `ahead` units in flight."""
+def _ordered_results(pool, units, ahead: int, work=process_unit):
+    """Results of `work` over `units`, in order, with at most `ahead` units in flight."""
     if pool is None:
-        yield from map(process_unit, units)
+        yield from map(work, units)
         return
     pending = deque()
-    for unit in units:
-        pending.append(pool.submit(process_unit, unit))
-        if len(pending) >= ahead:
+    try:
+        for unit in units:
+            pending.append(pool.submit(work, unit))
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
             yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
+    finally:  # a consumer that stops early leaves no queued work ahead of its next batch
+        for future in pending:
+            future.cancel()
+
+
+def _val_fraction(config: PrepareConfig, sources: list, pool, ahead: int, log) -> float:
+    """The validation share: --val-fraction, raised so that about --min-val-docs of the documents
+    that are kept land in it. With filters, what they keep is unknown until the records are read,
+    so they are counted first (parsed and filtered, not tokenized), only until enough are found
+    that --val-fraction alone gives --min-val-docs."""
+    fraction = config.val_fraction
+    if fraction == 0 or config.min_val_docs == 0:
+        return fraction
+    if config.filters.active:
+        enough, documents = math.ceil(config.min_val_docs / fraction), 0
+        for kept in _ordered_results(pool, src.iter_units(sources, config.unit_bytes, config.hub_split), ahead, work=count_kept):
+            documents += kept
+            if documents >= enough:
+                return fraction
+        basis = "documents the filters keep"
+    else:  # every record is a document but the few bad ones: the planned count (None while a hub id streams)
+        documents = None if any(s.records is None for s in sources) else sum(s.records for s in sources)
+        basis = "input records"
+    if documents:
+        fraction = max(fraction, min(0.5, config.min_val_docs / documents))
+    if fraction != config.val_fraction:
+        print(f"sutra: validation share raised from --val-fraction {config.val_fraction:g} to {fraction:.4f}, so that about "
+              f"{fraction * documents:.0f} of the {documents:,} {basis} land in it (--min-val-docs {config.min_val_docs})", file=log)
+    return fraction
 
 
 def prepare(config: PrepareConfig, log=sys.stderr) -> dict:
@@ -244,18 +290,14 @@ def prepare(config: PrepareConfig, log=sys.stderr) -> dict:
         stale.unlink()
 
     sources = src.plan(inputs, config.unit_bytes)
-    known = None if any(s.records is None for s in sources) else sum(s.records for s in sources)
-    fraction = config.val_fraction
-    if fraction > 0 and known:
-        fraction = max(fraction, min(0.5, config.min_val_docs / known))
     settings = {
         "text_field": config.text_field, "columns": {config.text_field, *STAT_FIELDS, *config.filters.fields},
         "filters": config.filters, "max_chars": config.max_chars, "separator": tokenizer.document_separator_id,
-        "val_threshold": int(fraction * 2**64),
     }
 
     progress = progress or {"next_unit": 0, "next_shard": 0, "shards": None, "stats": _new_stats(), "dropped_log_bytes": 0}
     stats, next_unit = progress["stats"], progress["next_unit"]
+    fraction = progress.get("val_fraction")  # fixed once per dataset: a resumed run keeps the share it started with
     writer = ShardWriter(out, progress["next_shard"], progress["shards"])
     if next_unit:
         print(f"sutra: resuming {out} at shard {writer.next_index} (input unit {next_unit})", file=log)
@@ -269,7 +311,7 @@ def prepare(config: PrepareConfig, log=sys.stderr) -> dict:
         os.fsync(dropped_log.fileno())
         atomic_write_json(out / "progress.json", {
             "recipe": recipe, "next_unit": unit_index, "next_shard": writer.next_index, "shards": writer.shards,
-            "stats": stats, "dropped_log_bytes": dropped_log.tell(),
+            "stats": stats, "dropped_log_bytes": dropped_log.tell(), "val_fraction": fraction,
         })
 
     if not next_unit:
@@ -282,9 +324,14 @@ def prepare(config: PrepareConfig, log=sys.stderr) -> dict:
         _init_worker(*worker_args)
     else:
         pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=worker_args)
+    ahead = 2 * workers + 2
     try:
+        if fraction is None:
+            fraction = _val_fraction(config, sources, pool, ahead, log)
+        val_threshold = int(fraction * 2**64)
         units = islice(src.iter_units(sources, config.unit_bytes, config.hub_split), next_unit, None)
-        for unit_index, result in enumerate(_ordered_results(pool, units, 2 * workers + 2), start=next_unit):
+        for unit_index, result in enumerate(_ordered_results(pool, units, ahead), start=next_unit):
+            result.is_val = result.hashes < val_threshold  # kept documents only: filtered and dropped ones never reach a split
             for location, reason, detail in result.problems:
                 if config.strict:
                     raise SutraError(f"{location}: {reason}: {detail} (--strict stops at the first bad record)")

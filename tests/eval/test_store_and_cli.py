@@ -5,7 +5,7 @@ import json
 import yaml
 
 from sutra_testing import run_sutra
-from eval_helpers import benchmarks  # noqa: F401 (fixture)
+from eval_helpers import benchmarks, tiny_model  # noqa: F401 (fixtures)
 from sutra.eval.store import OVERRIDES, write_overrides
 from sutra.eval.tasks import CARD_TASKS, parse_tasks
 
@@ -61,3 +61,10 @@ def test_missing_store_names_tasks_and_fetch_command(tmp_path):
 def test_card_means_the_eleven_in_card_order():
     assert [t.name for t in parse_tasks("card")][:3] == ["arc_easy", "arc_challenge", "boolq"]
     assert len(parse_tasks("card")) == 11
+
+
+def test_hub_benchmark_data_offline_is_one_clear_line(tiny_model):
+    offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}  # what an unreachable hub looks like, without touching the network
+    result = run_sutra("eval", str(tiny_model[0]), "--tasks", "piqa", "--limit", "1", "--data", "hub", env=offline)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "--data hub: could not fetch the benchmark data" in result.stderr and "use --data store" in result.stderr

@@ -1,0 +1,36 @@
+"""argparse types for counts, sizes and durations: a bad value is argparse's one-line error naming
+the flag, rather than a silent fallback or a division by zero deep inside a command."""
+
+import argparse
+import math
+
+
+def whole(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {value!r}") from None
+
+
+def positive_int(value: str) -> int:
+    number = whole(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return number
+
+
+def non_negative_int(value: str) -> int:
+    number = whole(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return number
+
+
+def positive_seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {value!r}")
+    return number
