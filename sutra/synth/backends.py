@@ -28,9 +28,15 @@ _SECRET_PARAM = re.compile(r"([?&;][^\s'\"=&#]*(?:key|token|secret|passw|pwd|aut
                            r"[^\s'\"&#]*?(?=[:,;.)]*(?:[\s'\"&#]|$))", re.IGNORECASE)
 
 
+# A user name alone before the host (http://TOKEN@host): services put tokens there too.
+_URL_USER_ONLY = re.compile(r"//[^\s'\"/?#@:]+@")
+
+
 def redact(text: str) -> str:
-    """`text` (a URL, or a message naming URLs) with URL passwords and secret-looking query values as ***."""
-    return _SECRET_PARAM.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", text))
+    """`text` (a URL, or a message naming URLs) with URL passwords, a lone user name (often a token)
+    and secret-looking query values as ***."""
+    text = _URL_USER_ONLY.sub("//***@", _URL_PASSWORD.sub(r"\1:***@", text))
+    return _SECRET_PARAM.sub(r"\1***", text)
 
 
 class BackendError(SutraError):
@@ -135,9 +141,12 @@ class OpenAIBackend:
                         if response.status in (401, 403):
                             raise BackendError(f"{url}: HTTP {response.status}, the API key was refused; set --api-key or SUTRA_SYNTH_API_KEY")
                         if response.status == 200:
-                            data = await response.json(content_type=None)
-                            if self.model is None and data.get("data"):
-                                self.model = data["data"][0]["id"]
+                            listed = await response.json(content_type=None)
+                            # an odd listing names no model (one may still come from --model)
+                            models = listed.get("data") if isinstance(listed, dict) else None
+                            first = models[0] if isinstance(models, list) and models else None
+                            if self.model is None and isinstance(first, dict) and isinstance(first.get("id"), str):
+                                self.model = first["id"]
                             break
                         last = f"HTTP {response.status}"
                         if response.status == 404:  # some servers do not list models; chat may still work

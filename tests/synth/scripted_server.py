@@ -66,6 +66,8 @@ def make_app(args) -> web.Application:
     state = {"chat": 0}
 
     async def models(request):
+        if args.models_body is not None:
+            return web.Response(text=args.models_body, content_type="application/json")
         return web.json_response({"object": "list", "data": [{"id": "scripted-teacher", "object": "model"}]})
 
     async def chat(request):
@@ -125,6 +127,7 @@ if __name__ == "__main__":
     parser.add_argument("--log", default=None)
     parser.add_argument("--only-json-object", action="store_true")
     parser.add_argument("--too-long", default=None, help="answer 400 (context length exceeded) to prompts containing this text")
+    parser.add_argument("--models-body", default=None, help="answer /v1/models with this body instead of the listing")
     parser.add_argument("--odd", action="store_true", help="answer a prompt named in ODD_ANSWERS with that body")
     args = parser.parse_args()
     web.run_app(make_app(args), host="127.0.0.1", port=args.port, print=None)

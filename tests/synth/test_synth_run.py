@@ -277,8 +277,18 @@ def test_redact_hides_url_passwords_and_secret_query_values():
     assert redact("no answer from 'https://u:p@ss@a/v1', http://b:80/v1?sig=zz#x") == "no answer from 'https://u:***@a/v1', http://b:80/v1?sig=***#x"
     assert redact("bob:pw@host/v1") == "bob:***@host/v1"  # no scheme: still a password
     assert redact("http://h/v1?key=sk-1: HTTP 400") == "http://h/v1?key=***: HTTP 400"  # the message's colon stays
-    for harmless in ("http://127.0.0.1:8765/v1", "http://h/v1?model=x&page=2", "see http://h:80/a@b"):
+    assert redact("at https://ghp_T0KEN@h/v1: refused") == "at https://***@h/v1: refused"  # a token as the user name
+    for harmless in ("http://127.0.0.1:8765/v1", "http://h/v1?model=x&page=2", "see http://h:80/a@b", "http://h/a@b"):
         assert redact(harmless) == harmless
+
+
+@pytest.mark.parametrize("listing", ['[{"id": "m"}]', '{"data": [1]}', '{"data": [{"id": 7}]}', '{"data": "m"}', 'null'])
+def test_an_odd_model_listing_names_no_model_but_a_given_model_still_runs(scripted, synth, tmp_path, listing):
+    server = scripted("--models-body", listing)
+    code, _, stderr = synth("synth", "run", "--n", "1", "--out", tmp_path / "o1", "--base-url", server.url, *FAST)
+    assert code == 2 and "the server lists no models; pass --model" in stderr and "Traceback" not in stderr
+    code, _, stderr = synth("synth", "run", "--n", "1", "--out", tmp_path / "o2", "--base-url", server.url, "--model", "scripted-teacher", *FAST)
+    assert code == 0, stderr
 
 
 def test_credentials_in_base_urls_reach_the_server_but_are_never_shown(scripted, synth, tmp_path, monkeypatch):
