@@ -50,6 +50,8 @@ def load_columns(inputs: list[str]) -> list[Column]:
     for item in inputs:
         name, _, path = item.rpartition("=") if "=" in item else ("", "", item)
         target = Path(path)
+        if not (target.is_dir() or target.is_file()):
+            raise SutraError(f"{target}: no such results file or directory; write one with 'sutra eval SPEC --tasks card --out FILE'")
         files = sorted(target.rglob("*.json")) if target.is_dir() else [target]
         found = [f for f in files if target.is_file() or _is_results(f)]
         if not found:

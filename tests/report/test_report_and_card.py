@@ -67,6 +67,8 @@ def test_report_refuses_a_file_that_is_not_results(tmp_path):
     bad.write_text('{"hello": 1}')
     result = run_sutra("report", str(bad), "--out", str(tmp_path / "o"))
     assert result.returncode == 2 and "not a 'sutra eval' results file" in result.stderr and "Traceback" not in result.stderr
+    missing = run_sutra("report", f"E1={tmp_path / 'typo.json'}", "--out", str(tmp_path / "o"))
+    assert missing.returncode == 2 and f"{tmp_path / 'typo.json'}: no such results file or directory" in missing.stderr
 
 
 @pytest.fixture
