@@ -2,6 +2,7 @@
 
 import argparse
 
+from sutra.argtypes import positive_int
 from sutra.errors import SutraError
 
 TRAIN_EPILOG = """\
@@ -34,7 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("--init-from", metavar="SPEC", help="continue pretraining from these weights (checkpoint dir, HF dir, smollm2-135m-instruct); "
                    "the recipe's model preset and overrides are dropped (the shape comes from SPEC)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its `last` checkpoint, bit for bit")
-    p.add_argument("--stop-after", type=int, metavar="STEP", help="stop cleanly after this optimizer step, writing `last` (resume later)")
+    p.add_argument("--stop-after", type=positive_int, metavar="STEP", help="stop cleanly after this optimizer step, writing `last` (resume later)")
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser("plot", help="draw a run's loss, perplexity and learning-rate curves to PNG")
@@ -46,8 +47,6 @@ def register(subparsers) -> None:
 def cmd_train(args) -> int:
     if (args.recipe is None) == (args.resume is None):
         raise SutraError("give either a RECIPE.yaml to start a run or --resume RUN_DIR to continue one")
-    if args.stop_after is not None and args.stop_after < 1:
-        raise SutraError(f"--stop-after must be at least 1, got {args.stop_after}")
     if args.resume is not None and args.init_from is not None:
         raise SutraError("--init-from starts a run; a resumed run continues from its own `last` checkpoint (drop --init-from)")
     from sutra.train.trainer import train
