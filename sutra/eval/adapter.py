@@ -32,6 +32,7 @@ from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, po
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
+from sutra.errors import SutraError
 from sutra.model.checkpoint import LoadedModel
 from sutra.model.generate import generate_batch
 from sutra.model.loss import target_log_probs
@@ -131,7 +132,12 @@ class SutraLM(TemplateLM):
         # HFLM scores the window (context + continuation)[-(max_length + 1):]: the model reads all of it
         # but its last token, and the continuation's tokens are the targets.
         inputs, continuations = [], []
-        for _, context, continuation in requests:
+        for strings, context, continuation in requests:
+            if not context or not continuation or len(continuation) > self.max_length:  # HFLM asserts these; unchecked, they misalign the scores
+                raise SutraError(
+                    f"a loglikelihood request needs at least 1 context token and 1 to {self.max_length} (the model's context) continuation tokens; "
+                    f"got {len(context)} and {len(continuation)} for {strings!r}"
+                )
             inputs.append(tuple((context + continuation)[-(self.max_length + 1) :][:-1]))
             continuations.append(tuple(continuation))
         trees = sorted(self._prefix_trees(inputs, continuations), key=lambda tree: -len(tree.tokens))
@@ -268,6 +274,8 @@ class SutraLM(TemplateLM):
             kwargs = normalize_gen_kwargs(dict(requests[indices[0]].args[1]), MAX_GEN_TOKS)
             until = handle_stop_sequences(kwargs.pop("until", None), eos=self._eos_text)
             max_new_tokens = kwargs.pop("max_gen_toks")
+            if max_new_tokens >= self.max_length:  # HFLM refuses too: no room would be left for the prompt
+                raise SutraError(f"generating up to {max_new_tokens} tokens (max_gen_toks) leaves no room for the prompt in the model's context of {self.max_length} tokens")
             temperature = kwargs.get("temperature", 0.0) if kwargs.get("do_sample") else 0.0
             prompts = {i: self.tok_encode(requests[i].args[0])[-(self.max_length - max_new_tokens) :] for i in indices}
             order = sorted(indices, key=lambda i: -len(prompts[i]))
@@ -283,7 +291,9 @@ class SutraLM(TemplateLM):
 
         def on_token(index: int, token_id: int) -> bool:
             generated[index].append(token_id)
-            return any(stop in decode(generated[index]) for stop in until)
+            # On the text with special tokens, as HFLM's stopping criterion reads it: a stop string that is a
+            # special token (gsm8k's "<|im_end|>") never shows in the returned text, which is decoded without them.
+            return any(stop in self.sutra_tokenizer.decode(generated[index]) for stop in until)
 
         generate_batch(self.model, prompts, max_new_tokens, temperature=temperature, seed=1234, stop_ids=self.loaded.eos_token_ids,
                        on_token=on_token, max_rows=self.batch_size, on_finish=lambda _: progress.update(1))

@@ -136,11 +136,9 @@ def evaluate(
     from sutra.model.checkpoint import load_model
 
     if data == "store":  # fail on a missing store before loading a model
-        from sutra.eval.store import fetch_hint, missing_from_store
+        from sutra.eval.store import check_store
 
-        missing = missing_from_store(tasks)
-        if missing:
-            raise SutraError(f"the offline benchmark store lacks {', '.join(missing)}; fetch it with {fetch_hint(missing)}, or use --data hub when online")
+        check_store(tasks)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     loaded = load_model(spec, device=device, dtype=dtype)

@@ -42,7 +42,8 @@ def perplexity(loaded, data_dir: str, seq_len: int | None = None, batch_size: in
     return {
         "data": str(data_dir),
         "split": "val",
-        "perplexity": math.exp(total_nll / tokens),
+        # capped as the trainer's val_ppl is (exp overflows past 709): a diverged model reads ~1e304, not a traceback
+        "perplexity": math.exp(min(total_nll / tokens, 700.0)),
         "loss": total_nll / tokens,
         "tokens": tokens,
         "windows": windows,

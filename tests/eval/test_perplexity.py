@@ -77,3 +77,13 @@ def test_hub_dataset_id_as_perplexity_data_says_to_prepare_it_first(tiny_model):
     result = run_sutra("eval", str(tiny_model[0]), "--perplexity", "someone/some-dataset")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "sutra data prepare someone/some-dataset --out DIR" in result.stderr and "Parquet" in result.stderr
+
+
+def test_a_diverged_models_perplexity_is_capped_as_the_trainers_not_a_traceback(tiny_model, tokenizer, tmp_path):
+    # huge logits: over 709 nats a token, where math.exp used to raise OverflowError
+    data = prepared(tmp_path / "data", tokenizer)
+    loaded = load_model(str(tiny_model[0]))
+    with torch.no_grad():
+        loaded.model.embed.weight.mul_(1000)
+    result = perplexity(loaded, str(data), seq_len=32)
+    assert result["loss"] > 709 and result["perplexity"] == math.exp(700.0)

