@@ -33,6 +33,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
 from sutra.errors import SutraError
+from sutra.eval.journal import AnswerJournal
 from sutra.model.checkpoint import LoadedModel
 from sutra.model.generate import generate_batch
 from sutra.model.loss import target_log_probs
@@ -90,8 +91,11 @@ class PrefixTree:
 
 
 class SutraLM(TemplateLM):
-    def __init__(self, loaded: LoadedModel, batch_size: int = 16, max_length: int | None = None):
+    def __init__(self, loaded: LoadedModel, batch_size: int = 16, max_length: int | None = None, journal: AnswerJournal | None = None):
         super().__init__()
+        self.journal = journal
+        if journal is not None:
+            self.cache_hook = journal  # every answer goes to cache_hook.add_partial as it comes
         self.loaded = loaded
         self.model = loaded.model.eval()
         self.sutra_tokenizer = loaded.tokenizer
@@ -125,6 +129,27 @@ class SutraLM(TemplateLM):
         if add_special_tokens is None:  # the tokenizer's default, unless BOS is already in the text
             add_special_tokens = not string.startswith(self._bos_text)
         return self.sutra_tokenizer.backend.encode(string, add_special_tokens=add_special_tokens).ids
+
+    # ---- the three request kinds, answered from the journal where an interrupted run left them ----
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        return self._answer("loglikelihood", requests, lambda todo: super(SutraLM, self).loglikelihood(todo, disable_tqdm))
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        return self._answer("loglikelihood_rolling", requests, lambda todo: self._loglikelihood_rolling(todo, disable_tqdm))
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        return self._answer("generate_until", requests, lambda todo: self._generate_until(todo, disable_tqdm))
+
+    def _answer(self, method: str, requests, run) -> list:
+        if self.journal is None:
+            return run(requests)
+        answers = [self.journal.get(method, request.args) for request in requests]
+        todo = [i for i, answer in enumerate(answers) if answer is None]
+        if todo:
+            for i, answer in zip(todo, run([requests[i] for i in todo])):
+                answers[i] = answer
+        return answers
 
     # ---- loglikelihood ------------------------------------------------------------------------
 
@@ -244,7 +269,7 @@ class SutraLM(TemplateLM):
             yield index, (float(sum(log_probs[start:end])), all(greedy[start:end]))
             start = end
 
-    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+    def _loglikelihood_rolling(self, requests, disable_tqdm: bool) -> list[float]:
         """Whole-text loglikelihood in disjoint max_length windows, as HFLM computes it."""
         results = []
         for request in tqdm(requests, disable=disable_tqdm, desc="Sutra rolling loglikelihood"):
@@ -262,7 +287,7 @@ class SutraLM(TemplateLM):
 
     # ---- generation ---------------------------------------------------------------------------
 
-    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+    def _generate_until(self, requests, disable_tqdm: bool) -> list[str]:
         """Requests with the same generation settings run together, longest prompt first (as HFLM),
         at most batch_size rows decoding at once."""
         by_settings: dict[str, list[int]] = {}
@@ -279,14 +304,18 @@ class SutraLM(TemplateLM):
             temperature = kwargs.get("temperature", 0.0) if kwargs.get("do_sample") else 0.0
             prompts = {i: self.tok_encode(requests[i].args[0])[-(self.max_length - max_new_tokens) :] for i in indices}
             order = sorted(indices, key=lambda i: -len(prompts[i]))
-            for index, text in zip(order, self._generate_texts([prompts[i] for i in order], max_new_tokens, until, temperature, progress)):
-                results[index] = text
-                self.cache_hook.add_partial("generate_until", requests[index].args, text)
+
+            def finished(position: int, text: str, order=order) -> None:  # as each row ends, so a kill keeps it
+                results[order[position]] = text
+                self.cache_hook.add_partial("generate_until", requests[order[position]].args, text)
+                progress.update(1)
+
+            self._generate_texts([prompts[i] for i in order], max_new_tokens, until, temperature, finished)
         progress.close()
         return results
 
-    def _generate_texts(self, prompts: list[list[int]], max_new_tokens: int, until: list[str], temperature: float, progress) -> list[str]:
-        decode = lambda ids: self.sutra_tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+    def _generate_texts(self, prompts: list[list[int]], max_new_tokens: int, until: list[str], temperature: float, finished) -> None:
+        """Generate for every prompt; finished(position, text) as each one ends."""
         generated: list[list[int]] = [[] for _ in prompts]
 
         def on_token(index: int, token_id: int) -> bool:
@@ -295,6 +324,14 @@ class SutraLM(TemplateLM):
             # special token (gsm8k's "<|im_end|>") never shows in the returned text, which is decoded without them.
             return any(stop in self.sutra_tokenizer.decode(generated[index]) for stop in until)
 
+        unfinished = set(range(len(prompts)))
+
+        def on_finish(position: int) -> None:
+            unfinished.discard(position)
+            text = self.sutra_tokenizer.decode(generated[position], skip_special_tokens=True)
+            finished(position, postprocess_generated_text(text, until, think_end_token=None))
+
         generate_batch(self.model, prompts, max_new_tokens, temperature=temperature, seed=1234, stop_ids=self.loaded.eos_token_ids,
-                       on_token=on_token, max_rows=self.batch_size, on_finish=lambda _: progress.update(1))
-        return [postprocess_generated_text(decode(ids), until, think_end_token=None) for ids in generated]
+                       on_token=on_token, max_rows=self.batch_size, on_finish=on_finish)
+        for position in sorted(unfinished):  # nothing to generate (max_gen_toks 0)
+            on_finish(position)

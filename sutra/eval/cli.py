@@ -15,7 +15,8 @@ def register(subparsers) -> None:
     p.add_argument("--perplexity", metavar="DATA_DIR", default=None, help="also report token perplexity on this prepared dataset's val split")
     p.add_argument("--seq-len", type=positive_int, default=None, help="perplexity window (default: 2048 or the model's context if smaller)")
     p.add_argument("--max-windows", type=positive_int, default=None, help="perplexity: score N validation windows spread evenly over the split")
-    p.add_argument("--out", default=None, help="write the results JSON here")
+    p.add_argument("--out", default=None, help="write the results JSON here; answers are journalled beside it as they come, "
+                                                "so a killed run given the same --out resumes where it stopped")
     p.set_defaults(func=cmd_eval)
 
 
@@ -40,6 +41,7 @@ def cmd_eval(args) -> int:
 
     from sutra.commands import pick_device
     from sutra.errors import SutraError
+    from sutra.eval.journal import journal_path
     from sutra.eval.tasks import parse_tasks
     from sutra.io import atomic_write_json
 
@@ -48,13 +50,14 @@ def cmd_eval(args) -> int:
     tasks = parse_tasks(args.tasks) if args.tasks else []
     limit = _parse_limit(args.limit)
     device = pick_device(args.device)
+    journal = journal_path(args.out) if args.out and tasks else None  # a killed run resumes from it
     dtype = getattr(torch, args.dtype) if args.dtype else None
     results: dict = {}
     if tasks:
         from sutra.eval.harness import evaluate, label
 
         try:
-            results = evaluate(args.spec, tasks, limit=limit, batch_size=args.batch_size, device=device, dtype=dtype, data=args.data)
+            results = evaluate(args.spec, tasks, limit=limit, batch_size=args.batch_size, device=device, dtype=dtype, data=args.data, journal=journal)
         except ConnectionError as exc:  # datasets/huggingface_hub when --data hub cannot reach the hub (offline)
             if args.data != "hub":
                 raise
@@ -77,5 +80,7 @@ def cmd_eval(args) -> int:
         results.setdefault("format", "sutra-eval-results")
         results.setdefault("tasks", {})
         atomic_write_json(args.out, results)
+        if journal:
+            journal.unlink(missing_ok=True)  # its answers are in the results now
         print(f"wrote {args.out}", file=sys.stderr)
     return 0

@@ -127,8 +127,12 @@ def evaluate(
     device=None,
     dtype=None,
     data: str = "store",
+    journal: Path | None = None,
 ) -> dict:
-    """Evaluate a model spec on card tasks; return the results document `sutra eval` writes."""
+    """Evaluate a model spec on card tasks; return the results document `sutra eval` writes.
+
+    With `journal`, every answer is kept there as it comes and a journal an interrupted run left
+    for the same model, dtype and device is answered from (see sutra.eval.journal)."""
     import lm_eval
     import torch
 
@@ -143,7 +147,16 @@ def evaluate(
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     loaded = load_model(spec, device=device, dtype=dtype)
     started = time.time()
-    output = run_lm_eval(SutraLM(loaded, batch_size=batch_size), tasks, data=data, limit=limit)
+    answers = None
+    if journal is not None:
+        from sutra.eval.journal import AnswerJournal, weights_digest
+
+        answers = AnswerJournal(journal, {"weights": weights_digest(loaded.model), "dtype": str(dtype), "device": device.type})
+    try:
+        output = run_lm_eval(SutraLM(loaded, batch_size=batch_size, journal=answers), tasks, data=data, limit=limit)
+    finally:
+        if answers is not None:
+            answers.close()
     config = loaded.model.config
     return {
         "format": FORMAT,

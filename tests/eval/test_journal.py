@@ -1,0 +1,111 @@
+"""A killed `sutra eval --out FILE` resumes from the answers journalled beside FILE: journalled
+requests are not asked again, and the results are those of an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from eval_helpers import benchmarks, tiny_model  # noqa: F401 (fixtures)
+from sutra_testing import REPO, run_sutra
+from sutra.errors import SutraError
+from sutra.eval.adapter import SutraLM
+from sutra.eval.harness import run_lm_eval, summarize
+from sutra.eval.journal import AnswerJournal, journal_path, weights_digest
+from sutra.eval.tasks import parse_tasks
+from sutra.model.checkpoint import load_model
+
+IDENTITY = {"weights": "w", "dtype": "torch.float32", "device": "cpu"}
+
+
+def answer_lines(path):
+    return [line for line in path.read_text().splitlines()[1:]]
+
+
+def test_the_journal_keeps_answers_skips_a_torn_last_line_and_drops_another_models(tmp_path, capsys):
+    path = tmp_path / ".r.json.answers.jsonl"
+    journal = AnswerJournal(path, IDENTITY)
+    journal.add_partial("loglikelihood", ("ctx", " cont"), (-1.25, True))
+    journal.add_partial("generate_until", ("Q:", {"until": ["\n"]}), "42")
+    journal.close()
+    with open(path, "a") as f:
+        f.write('{"key": "abc", "ans')  # a kill mid-line
+
+    again = AnswerJournal(path, IDENTITY)
+    assert again.resumed == 2 and "resuming the evaluation with 2 answers" in capsys.readouterr().err
+    assert again.get("loglikelihood", ["ctx", " cont"]) == (-1.25, True)
+    assert again.get("generate_until", ("Q:", {"until": ["\n"]})) == "42" and again.get("loglikelihood", ("ctx", " other")) is None
+    again.add_partial("loglikelihood", ("a", " b"), (-0.5, False))  # appended on a line of its own, after the torn one is dropped
+    again.close()
+    assert len(answer_lines(path)) == 3 and all(json.loads(line) for line in path.read_text().splitlines())
+
+    other = AnswerJournal(path, {**IDENTITY, "weights": "v"})
+    assert other.resumed == 0 and "holds answers of another model" in capsys.readouterr().err
+    other.close()
+    assert answer_lines(path) == []
+
+    path.write_text(json.dumps({"identity": IDENTITY}) + "\nnot json\n{}\n")
+    with pytest.raises(SutraError, match=r"answers\.jsonl:2: not a journal line"):
+        AnswerJournal(path, IDENTITY)
+
+
+def test_journalled_requests_are_not_asked_again(tiny_model, benchmarks, tmp_path):
+    checkpoint, _ = tiny_model
+    tasks = parse_tasks("arc_easy,piqa")
+    loaded = load_model(str(checkpoint))
+    identity = {"weights": weights_digest(loaded.model), "dtype": "torch.float32", "device": "cpu"}
+    path = tmp_path / ".r.json.answers.jsonl"
+
+    journal = AnswerJournal(path, identity)
+    first = run_lm_eval(SutraLM(loaded, batch_size=4, journal=journal), tasks, limit=6)
+    journal.close()
+    lines = path.read_text().splitlines()
+    requests = len(lines) - 1
+    assert requests == 6 * 4 + 6 * 2  # arc_easy's four choices, piqa's two
+
+    half = requests // 2
+    path.write_text("\n".join(lines[: 1 + half]) + "\n")  # what a kill halfway leaves
+    journal = AnswerJournal(path, identity)
+    second = run_lm_eval(SutraLM(loaded, batch_size=4, journal=journal), tasks, limit=6)
+    journal.close()
+    assert journal.resumed == half
+    assert len(answer_lines(path)) == requests  # only the other half was asked of the model
+    assert {n: e["metrics"] for n, e in summarize(second, tasks).items()} == {n: e["metrics"] for n, e in summarize(first, tasks).items()}
+
+    # another model's journal is not used
+    with torch.no_grad():
+        loaded.model.embed.weight.mul_(2)
+    assert weights_digest(loaded.model) != identity["weights"]
+
+
+@pytest.mark.slow
+def test_a_killed_eval_resumes_where_it_stopped(tiny_model, benchmarks, tmp_path):
+    checkpoint, _ = tiny_model
+    args = ["eval", str(checkpoint), "--tasks", "hellaswag", "--limit", "40", "--batch-size", "4"]
+    reference = tmp_path / "reference.json"
+    run_sutra(*args, "--out", str(reference), check=True)
+    assert not journal_path(reference).exists()  # deleted once the results are written
+
+    out = tmp_path / "r.json"
+    journal = journal_path(out)
+    process = subprocess.Popen([sys.executable, "-m", "sutra", *args, "--out", str(out)], cwd=REPO, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline and not (journal.exists() and len(journal.read_text().splitlines()) > 9):
+        time.sleep(0.01)
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    stderr = process.communicate()[1]
+    assert not out.exists() and journal.exists(), stderr
+    journalled = len(answer_lines(journal))
+    assert 8 <= journalled < 160
+
+    resumed = run_sutra(*args, "--out", str(out), check=True)
+    assert f"resuming the evaluation with {journalled:,} answers" in resumed.stderr
+    assert not journal.exists()
+    assert json.loads(out.read_text())["tasks"]["hellaswag"]["metrics"] == json.loads(reference.read_text())["tasks"]["hellaswag"]["metrics"]
