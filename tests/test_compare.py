@@ -1,11 +1,20 @@
 """`sutra compare` on the tiny offline experiment: the comparison table and chart, and a re-run that skips finished arms."""
 
 import csv
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from sutra_testing import REPO, run_sutra
 
-from sutra.pipeline.compare import arm_overrides, load_experiment
+from sutra.errors import SutraError
+from sutra.pipeline.compare import Arm, arm_overrides, load_experiment, prepared_dataset
+from sutra.pipeline.stages import StageLog, exclusive
+
+from train.train_helpers import stdlib_documents, write_dataset
 
 TINY = REPO / "recipes" / "compare-tiny.yaml"
 
@@ -43,6 +52,69 @@ def test_bad_experiment_is_one_clear_error(tmp_path):
     bad.write_text(f"name: x\nrecipe: {REPO / 'recipes' / 'tiny-cpu.yaml'}\narms:\n  - {{name: a, dataset: stdlib-docs}}\neval:\n  tasks: arc_easy,hellaswagg\n")
     result = run_sutra("compare", str(bad))
     assert result.returncode == 2 and f"{bad}:6: eval.tasks: unknown task(s): hellaswagg" in result.stderr
+
+    # so are the overrides, before any arm prepares its data (hours for a hub dataset)
+    bad.write_text(f"name: x\nrecipe: {REPO / 'recipes' / 'tiny-cpu.yaml'}\noverrides: [train.micro_batch=abc]\narms:\n  - {{name: a, dataset: stdlib-docs}}\n")
+    result = run_sutra("compare", str(bad), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "$ sutra data prepare" not in result.stdout, result.stdout
+    assert result.stderr == f"sutra: error: {bad}:3: overrides: --set train.micro_batch=abc: train.micro_batch: expected an integer, got 'abc'\n"
+
+
+def test_a_bare_number_is_a_token_count(tmp_path):
+    """`tokens: 2000` reads as an integer in YAML; parse_tokens's own message suggests writing 1000000."""
+    experiment = tmp_path / "e.yaml"
+    experiment.write_text(f"name: x\nrecipe: {REPO / 'recipes' / 'tiny-cpu.yaml'}\ntokens: 2000\narms:\n  - {{name: a, dataset: stdlib-docs}}\n"
+                          "  - {name: b, dataset: stdlib-docs, tokens: 1.0e+3}\n")
+    loaded = load_experiment(experiment)
+    assert [arm_overrides(loaded, arm, tmp_path)[0][-1] for arm in loaded.arms] == ["train.steps_per_epoch=4", "train.steps_per_epoch=2"]
+
+
+def test_an_arm_dataset_prepared_again_is_not_reused(tmp_path, tokenizer):
+    """An arm's own prepared directory is no stage of the experiment: preparing it again (other tokens)
+    must refuse the arm's finished training, as a re-made data stage does, not reuse it."""
+    documents = stdlib_documents()
+    given = write_dataset(tmp_path / "given", tokenizer, documents[:40])
+    arm, out, calls = Arm("a", str(given)), tmp_path / "out", []
+    run = out / "arms" / "a" / "run"
+
+    def make():  # a cheap stand-in for `sutra train`
+        run.mkdir(parents=True)
+        calls.append(run)
+
+    def train():  # a re-run of the arm: its data, then its training stage, chained as run_experiment chains them
+        log = StageLog(out)
+        data, needs = prepared_dataset(log, arm, out / "arms" / "a")
+        log.run("a/run", run, {"data": str(data)}, make, needs)
+
+    train()
+    write_dataset(given, tokenizer, documents[:40])  # the same tokens again: still the same dataset
+    train()
+    assert len(calls) == 1
+    write_dataset(given, tokenizer, documents[40:80])
+    with pytest.raises(SutraError, match=rf"{run} was made from an earlier {given}, which has been made again since"):
+        train()
+    assert len(calls) == 1
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(tmp_path):
+    """Two runs on one OUT would make the same stages at once and overwrite each other's stages.json."""
+    out = tmp_path / "compare"
+    first = subprocess.Popen([sys.executable, "-m", "sutra", "compare", str(TINY), "--out", str(out)], cwd=REPO, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "stages.json").is_file() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (out / "stages.json").is_file(), first.stderr.read() if first.poll() is not None else "no stage started"
+        second = run_sutra("compare", str(TINY), "--out", str(out), timeout=120)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)  # its stage's child too
+        first.communicate()
+    assert second.returncode == 2 and "$ sutra" not in second.stdout, second.stdout
+    assert second.stderr == f"sutra: error: {out} is in use by sutra compare (pid {first.pid}); wait for it to finish or choose another output directory\n"
+    with exclusive(out, "compare"):  # a killed holder leaves no stale lock
+        pass
 
 
 @pytest.mark.slow

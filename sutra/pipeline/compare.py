@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from sutra.errors import SutraError
-from sutra.pipeline.stages import StageLog, banner, evaluate, sutra, train_run
+from sutra.pipeline.stages import StageLog, banner, evaluate, exclusive, file_digest, sutra, train_run
 
 ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -60,6 +60,10 @@ def load_experiment(path: str | Path) -> Experiment:
     except yaml.YAMLError as exc:
         raise SutraError(f"{path}: not valid YAML ({exc})") from None
     sources = {key: f"{path}:{line}" for key, line in lines.items()} | {"": str(path)}
+    # a bare YAML number is a token count too (`tokens: 1000000`, as parse_tokens's own message suggests)
+    for holder in [raw, *(raw.get("arms") if isinstance(raw, dict) and isinstance(raw.get("arms"), list) else [])]:
+        if isinstance(holder, dict) and isinstance(holder.get("tokens"), (int, float)) and not isinstance(holder["tokens"], bool):
+            holder["tokens"] = str(holder["tokens"])
     experiment = build_dataclass(Experiment, raw, "", sources)
     experiment.sources = sources
     if not experiment.arms:
@@ -75,6 +79,12 @@ def load_experiment(path: str | Path) -> Experiment:
             raise SutraError(f"{where_key(sources, f'arms[{i}].tokens' if arm.tokens else 'tokens')}: {exc}") from None
     if not recipe_file(experiment).is_file():
         raise SutraError(f"{where_key(sources, 'recipe')}: {recipe_file(experiment)}: no such file (paths are relative to the experiment file)")
+    # the recipe with the experiment's overrides, checked before any arm prepares its data (hours for a hub dataset)
+    try:
+        for arm in experiment.arms:
+            arm_overrides(experiment, arm, Path(arm.dataset))
+    except SutraError as exc:
+        raise SutraError(f"{where_key(sources, 'overrides' if experiment.overrides else 'recipe')}: {exc}") from None
     # checked now, not after hours of training
     try:
         parse_tasks(experiment.eval.tasks)
@@ -102,10 +112,12 @@ def arm_overrides(experiment: Experiment, arm: Arm, data_path: Path) -> tuple[li
 
 
 def prepared_dataset(log: StageLog, arm: Arm, arm_dir: Path) -> tuple[Path, tuple[str, ...]]:
-    """The arm's prepared dataset and the stage that made it (none for an already prepared directory)."""
+    """The arm's prepared dataset and the stage that made it (for an already prepared directory, its
+    recorded fingerprint: preparing it again must not leave the arm's old training reused)."""
     given = Path(arm.dataset)
     if (given / "manifest.json").is_file():
-        return given, ()
+        log.source(f"{arm.name}/data", given, file_digest(given / "manifest.json"))  # shard digests: changes with the tokens
+        return given, (f"{arm.name}/data",)
     args = ("data", "prepare", arm.dataset, "--out", arm_dir / "data", "--min-val-docs", 24, *arm.prepare_args)
     log.run(f"{arm.name}/data", arm_dir / "data", {"command": list(map(str, args))}, lambda: sutra(*args))
     return arm_dir / "data", (f"{arm.name}/data",)
@@ -113,17 +125,18 @@ def prepared_dataset(log: StageLog, arm: Arm, arm_dir: Path) -> tuple[Path, tupl
 
 def run_experiment(experiment: Experiment, out: Path | None = None) -> Path:
     out = Path(out or experiment.out or Path("runs") / f"compare-{experiment.name}").absolute()
-    log = StageLog(out)
-    results = {}
-    for i, arm in enumerate(experiment.arms, 1):
-        arm_dir = out / "arms" / arm.name
-        results[arm.name] = arm_dir / "results.json"
-        banner(f"arm {i}/{len(experiment.arms)}: {arm.name} ({arm.dataset}, {arm.tokens or experiment.tokens} tokens)")
-        data, data_stage = prepared_dataset(log, arm, arm_dir)
-        overrides, epochs = arm_overrides(experiment, arm, data)
-        final = train_run(log, f"{arm.name}/run", recipe_file(experiment), arm_dir / "run", overrides, data_stage, epochs)
-        evaluate(log, f"{arm.name}/results", final, results[arm.name], experiment.eval.tasks, experiment.eval.limit, (f"{arm.name}/run",))
-    return write_comparison(out, results)
+    with exclusive(out, "compare"):
+        log = StageLog(out)
+        results = {}
+        for i, arm in enumerate(experiment.arms, 1):
+            arm_dir = out / "arms" / arm.name
+            results[arm.name] = arm_dir / "results.json"
+            banner(f"arm {i}/{len(experiment.arms)}: {arm.name} ({arm.dataset}, {arm.tokens or experiment.tokens} tokens)")
+            data, data_stage = prepared_dataset(log, arm, arm_dir)
+            overrides, epochs = arm_overrides(experiment, arm, data)
+            final = train_run(log, f"{arm.name}/run", recipe_file(experiment), arm_dir / "run", overrides, data_stage, epochs)
+            evaluate(log, f"{arm.name}/results", final, results[arm.name], experiment.eval.tasks, experiment.eval.limit, (f"{arm.name}/run",))
+        return write_comparison(out, results)
 
 
 def write_comparison(out: Path, results: dict[str, Path]) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sutra.errors import SutraError
 from sutra.io import atomic_write_text
-from sutra.pipeline.stages import StageLog, banner, evaluate, file_digest, recipe_path, sutra, train_run
+from sutra.pipeline.stages import StageLog, banner, evaluate, exclusive, file_digest, recipe_path, sutra, train_run
 from sutra.synth.cli import STOPPED_SHORT
 
 ASSETS = ("smollm2-tokenizer", "smollm2-135m-instruct", "stdlib-docs", "benchmarks")
@@ -123,36 +123,37 @@ def run_demo(out: Path, scale: Scale) -> dict:
                  f"eval.every_steps={max(1, steps // 5)}", f"checkpoint.every_steps={max(1, steps // 5)}", f"name=demo-{scale.name}"]
     print(f"sutra demo: scale '{scale.name}', output in {out}", flush=True)
 
-    banner("1/8 offline assets: tokenizer, teacher, corpus, benchmark store")
-    sutra("assets", "fetch", *ASSETS)
-    log = StageLog(out)
-    banner(f"2/8 synthesize {scale.synth_items} Sutra entries with the local teacher")
-    synthesize(log, synth_dir, scale)
-    banner(f"3/8 prepare the corpus: {CORPUS} + the synthesized entries")
-    prepare = ("data", "prepare", CORPUS, synth_dir, "--out", data_dir, "--min-val-docs", 24)
-    log.run("data", data_dir, {"command": list(map(str, prepare))}, lambda: sutra(*prepare), needs=("synth",))
-    banner("4/8 the untrained model (the baseline)")
-    untrained = log.run("untrained", out / "untrained", {"recipe": recipe, "recipe_digest": file_digest(recipe), "overrides": overrides},
-                        lambda: save_untrained(out / "untrained", recipe, overrides))
-    banner(f"5/8 train ({steps} steps)")
-    train_run(log, "run", recipe, run_dir, overrides, needs=("data",))
-    best = run_dir / "e1-best"
-    banner(f"6/8 evaluate: validation perplexity and {TASKS} (--limit {scale.eval_limit})")
-    extra = ("--max-windows", scale.perplexity_windows, "--seq-len", 512)
-    trained_results = evaluate(log, "eval-trained", best, results_dir / "trained.json", TASKS, scale.eval_limit, ("run", "data"), data_dir, extra)
-    untrained_results = evaluate(log, "eval-untrained", untrained, results_dir / "untrained.json", TASKS, scale.eval_limit, ("untrained", "data"),
-                                 data_dir, extra)
-    banner("7/8 sample completions")
-    samples = log.run("samples", report_dir / "samples.md", {"prompts": PROMPTS}, lambda: write_samples(best, report_dir / "samples.md"),
-                      needs=("run",))
-    print(samples.read_text(), end="")
-    banner("8/8 report: model card, tables, charts")
-    columns = [f"trained={trained_results}", f"untrained={untrained_results}"]  # the card's order: newest first
-    sutra("report", *columns, "--out", report_dir)
-    sutra("plot", run_dir, "--out", report_dir / "loss.png")
-    sutra("card", best, "--results", trained_results, "--run", run_dir, "--name", f"sutra-demo-{scale.name}",
-          "--progression", *columns, "--out", report_dir / "README.md")
-    return summarize(out, run_dir, trained_results, untrained_results, samples, time.perf_counter() - started)
+    with exclusive(out, "demo"):  # before the first stage: two demos on one OUT would make the same stages at once
+        banner("1/8 offline assets: tokenizer, teacher, corpus, benchmark store")
+        sutra("assets", "fetch", *ASSETS)
+        log = StageLog(out)
+        banner(f"2/8 synthesize {scale.synth_items} Sutra entries with the local teacher")
+        synthesize(log, synth_dir, scale)
+        banner(f"3/8 prepare the corpus: {CORPUS} + the synthesized entries")
+        prepare = ("data", "prepare", CORPUS, synth_dir, "--out", data_dir, "--min-val-docs", 24)
+        log.run("data", data_dir, {"command": list(map(str, prepare))}, lambda: sutra(*prepare), needs=("synth",))
+        banner("4/8 the untrained model (the baseline)")
+        untrained = log.run("untrained", out / "untrained", {"recipe": recipe, "recipe_digest": file_digest(recipe), "overrides": overrides},
+                            lambda: save_untrained(out / "untrained", recipe, overrides))
+        banner(f"5/8 train ({steps} steps)")
+        train_run(log, "run", recipe, run_dir, overrides, needs=("data",))
+        best = run_dir / "e1-best"
+        banner(f"6/8 evaluate: validation perplexity and {TASKS} (--limit {scale.eval_limit})")
+        extra = ("--max-windows", scale.perplexity_windows, "--seq-len", 512)
+        trained_results = evaluate(log, "eval-trained", best, results_dir / "trained.json", TASKS, scale.eval_limit, ("run", "data"), data_dir, extra)
+        untrained_results = evaluate(log, "eval-untrained", untrained, results_dir / "untrained.json", TASKS, scale.eval_limit, ("untrained", "data"),
+                                     data_dir, extra)
+        banner("7/8 sample completions")
+        samples = log.run("samples", report_dir / "samples.md", {"prompts": PROMPTS}, lambda: write_samples(best, report_dir / "samples.md"),
+                          needs=("run",))
+        print(samples.read_text(), end="")
+        banner("8/8 report: model card, tables, charts")
+        columns = [f"trained={trained_results}", f"untrained={untrained_results}"]  # the card's order: newest first
+        sutra("report", *columns, "--out", report_dir)
+        sutra("plot", run_dir, "--out", report_dir / "loss.png")
+        sutra("card", best, "--results", trained_results, "--run", run_dir, "--name", f"sutra-demo-{scale.name}",
+              "--progression", *columns, "--out", report_dir / "README.md")
+        return summarize(out, run_dir, trained_results, untrained_results, samples, time.perf_counter() - started)
 
 
 def summarize(out: Path, run_dir: Path, trained_path: Path, untrained_path: Path, samples: Path, seconds: float) -> dict:

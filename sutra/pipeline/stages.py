@@ -5,13 +5,16 @@ A subprocess per stage keeps every stage's own progress bars and error messages,
 is killed leaves only what that stage itself leaves (each writes atomically and resumes).
 """
 
+import fcntl
 import hashlib
 import json
+import os
 import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sutra.errors import SutraError
@@ -34,6 +37,25 @@ def sutra(*args, allowed_codes: tuple[int, ...] = (0,)) -> int:
         raise SutraError(f"stage failed (exit {code}): sutra {shlex.join(command[3:])}; fix the error above and re-run (finished stages are reused)")
     print(f"   ({time.perf_counter() - started:.0f} s)", flush=True)
     return code
+
+
+@contextmanager
+def exclusive(out: Path, command: str) -> Iterator[None]:
+    """Hold OUT/.lock for a whole `sutra demo` or `sutra compare`: a second run on the same OUT would
+    make the same stages at once (two trainings into one run directory) and each would overwrite the
+    other's stages.json records. The kernel releases the lock when the holder dies, even by SIGKILL."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise SutraError(f"{out} is in use by {holder}; wait for it to finish or choose another output directory") from None
+        lock.truncate(0)
+        lock.write(f"sutra {command} (pid {os.getpid()})\n")
+        lock.flush()
+        yield
 
 
 class StageLog:
@@ -75,6 +97,12 @@ class StageLog:
         self.records[name]["made"] = time.time_ns()  # later stages record this to notice when it is made again
         self._save()
         return output
+
+    def source(self, name: str, path: Path, fingerprint: str) -> None:
+        """Record an input made outside the pipeline (an arm's own prepared dataset) by its content
+        fingerprint, so the stages that need it are refused, not reused, once it is prepared again."""
+        self.records[name] = {"output": str(path), "settings": {}, "inputs": {}, "made": fingerprint}
+        self._save()
 
     def _output(self, name: str) -> str:
         return self.records[name]["output"]

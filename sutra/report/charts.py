@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from sutra.io import atomic_write_bytes
-from sutra.report.tables import Column, _tasks_in, average_tasks, mean_percent
+from sutra.report.tables import Column, _tasks_in, average_tasks, mean_percent, task_label
 
 
 def _save(figure, path: Path) -> Path:
@@ -17,6 +17,15 @@ def _save(figure, path: Path) -> Path:
 
 def task_bars(columns: list[Column], path: Path) -> Path:
     """Grouped bars: one group per task, one bar per checkpoint."""
+    figure = task_figure(columns)
+    import matplotlib.pyplot as plt  # after task_figure chose the Agg backend
+
+    path = _save(figure, path)
+    plt.close(figure)
+    return path
+
+
+def task_figure(columns: list[Column]):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,18 +38,13 @@ def task_bars(columns: list[Column], path: Path) -> Path:
         values = [100 * column.value(t) if column.value(t) is not None else float("nan") for t in tasks]  # no bar, not a 0
         axis.bar([x + i * width for x in range(len(tasks))], values, width, label=column.name)
     axis.set_xticks([x + 0.4 - width / 2 for x in range(len(tasks))])
-    axis.set_xticklabels([column_title(columns, t) for t in tasks], rotation=30, ha="right")
+    # the tables' labels: a bar measured on another split or fewer items is not shown under the card's bare name
+    axis.set_xticklabels([task_label(t, columns) for t in tasks], rotation=30, ha="right")
     axis.set_ylabel("score (%)")
     versions = sorted({v for c in columns if (v := c.results.get("engine", {}).get("version"))})
     axis.set_title(f"Benchmarks across checkpoints (lm-eval {', '.join('v' + v for v in versions) or 'version not recorded'})")
     axis.legend(fontsize="small")
-    path = _save(figure, path)
-    plt.close(figure)
-    return path
-
-
-def column_title(columns: list[Column], task: str) -> str:
-    return next(c.results["tasks"][task]["title"] for c in columns if task in c.results["tasks"])
+    return figure
 
 
 def perplexity_vs_average(columns: list[Column], path: Path) -> Path | None:

@@ -2,7 +2,8 @@
 
 (a) progression: tasks as rows, checkpoints as columns (E3-best, E3-final, E2-best, ... in the
     card's order), closed by the card's "Average (10)" row (every card task but OpenBookQA);
-(b) comparison: one row per result (e.g. per pretraining dataset), tasks + Avg as columns.
+(b) comparison: one row per result (e.g. per pretraining dataset), tasks + Avg as columns, the
+    card's seven first in its order (HellaSwag, PIQA, WinoGrande, ARC-C, MMLU, TruthfulQA, GSM8K).
 Values are percentages with two decimals. A task computed on another split or on fewer items
 than the card's is named with its split and size, and a note says why, so no number appears
 under the card's name that the card did not measure.
@@ -20,6 +21,8 @@ from sutra.eval.store import NOTES
 from sutra.eval.tasks import AVERAGE_TASKS, CARD_TASKS
 
 STRICT_ROW = "gsm8k:strict-match"  # gsm8k's second filter, shown but never averaged
+# The card's "Comparison with 1B Token Baselines" columns, in its order; other tasks follow in card order.
+COMPARISON_ORDER = ("hellaswag", "piqa", "winogrande", "arc_challenge", "mmlu", "truthfulqa_mc2", "gsm8k")
 
 
 @dataclass
@@ -40,15 +43,17 @@ class Column:
 
 def _checkpoint_order(name: str) -> tuple:
     """E3-best before E3-final before E2-best ...; other names keep their given order after them."""
-    match = re.fullmatch(r"E(\d+)-(best|final)", name)
+    match = re.fullmatch(r"E(\d+)-(best|final)", name, re.IGNORECASE)  # Sutra's checkpoints are e1-best, e1-final, ...
     return (0, -int(match.group(1)), match.group(2) != "best") if match else (1,)
 
 
 def load_columns(inputs: list[str]) -> list[Column]:
-    """`NAME=results.json` or `results.json` (named by its stem), or a directory of results files."""
+    """`NAME=results.json` or `results.json` (named by its stem), or a directory of results files
+    (named by their paths in it, so arms/A/results.json and arms/B/results.json are A/results and B/results)."""
     columns = []
     for item in inputs:
-        name, _, path = item.rpartition("=") if "=" in item else ("", "", item)
+        # NAME ends at the first '=': a path may hold one (runs/lr=3e-4/...), and an existing path is never split
+        name, _, path = item.partition("=") if "=" in item and not Path(item).exists() else ("", "", item)
         target = Path(path)
         if not (target.is_dir() or target.is_file()):
             raise SutraError(f"{target}: no such results file or directory; write one with 'sutra eval SPEC --tasks card --out FILE'")
@@ -58,7 +63,8 @@ def load_columns(inputs: list[str]) -> list[Column]:
             raise SutraError(f"{target}: no 'sutra eval' results files in this directory; write them with 'sutra eval SPEC --tasks card --out FILE'")
         for file in found:
             results = read_results(file)
-            column_name = name if name and len(found) == 1 else (f"{name}/{file.stem}" if name else file.stem)
+            stem = file.stem if target.is_file() else file.relative_to(target).with_suffix("").as_posix()
+            column_name = name if name and len(found) == 1 else (f"{name}/{stem}" if name else stem)
             ppl = (results.get("perplexity") or {}).get("perplexity")
             columns.append(Column(column_name, results, str(file), ppl))
     names = [c.name for c in columns]
@@ -106,14 +112,21 @@ def _tasks_in(columns: list[Column]) -> list[str]:
     return [t.name for t in CARD_TASKS if t.name in present]
 
 
-def _row_label(task: str, columns: list[Column], notes: list[str]) -> str:
+def task_label(task: str, columns: list[Column]) -> str:
     """The card title, or title (split, items) when any column's number is not the card's measurement."""
     entries = [c.results["tasks"][task] for c in columns if task in c.results["tasks"]]
     labels = sorted({label(e) for e in entries})
+    return labels[0] if len(labels) == 1 else f"{entries[0]['title']} (sizes differ: {'; '.join(labels)})"
+
+
+def _row_label(task: str, columns: list[Column], notes: list[str], suffix: str = "") -> str:
+    """task_label + suffix (gsm8k's filter), marked * when a note says how the measurement differs."""
+    entries = [c.results["tasks"][task] for c in columns if task in c.results["tasks"]]
     note = NOTES.get(task) if any(e.get("note") for e in entries) else None
-    text = labels[0] if len(labels) == 1 else f"{entries[0]['title']} (sizes differ: {'; '.join(labels)})"
+    text = task_label(task, columns) + suffix
     if note:
-        notes.append(f"{entries[0]['title']}: {note}.")
+        if f"{entries[0]['title']}: {note}." not in notes:  # gsm8k's two rows share one note
+            notes.append(f"{entries[0]['title']}: {note}.")
         text += " *"
     return text
 
@@ -131,10 +144,10 @@ def progression_table(columns: list[Column]) -> Table:
     notes: list[str] = []
     rows = []
     for task in _tasks_in(columns):
-        rows.append([_row_label(task, columns, notes)] + [_percent(c.value(task)) for c in columns])
+        # gsm8k's two rows name their filter before the note mark, and both carry its split and size
+        rows.append([_row_label(task, columns, notes, " (flexible-extract)" if task == "gsm8k" else "")] + [_percent(c.value(task)) for c in columns])
         if task == "gsm8k":
-            rows[-1][0] += " (flexible-extract)"
-            rows.append(["GSM8K (strict-match)"] + [_percent(c.value(STRICT_ROW)) for c in columns])
+            rows.append([_row_label(task, columns, notes, " (strict-match)")] + [_percent(c.value(STRICT_ROW)) for c in columns])
     averaged = average_tasks(columns)
     if averaged:
         rows.append([f"Average ({len(averaged)})"] + [_percent(mean_percent(c, averaged)) for c in columns])
@@ -145,7 +158,8 @@ def progression_table(columns: list[Column]) -> Table:
 
 def comparison_table(columns: list[Column]) -> Table:
     notes: list[str] = []
-    tasks = [t for t in _tasks_in(columns) if all(t in c.results["tasks"] for c in columns)]
+    shared = [t for t in _tasks_in(columns) if all(t in c.results["tasks"] for c in columns)]
+    tasks = [t for t in COMPARISON_ORDER if t in shared] + [t for t in shared if t not in COMPARISON_ORDER]
     header = ["Dataset"] + [_row_label(t, columns, notes) for t in tasks] + ["Avg"]
     rows = [[c.name] + [_percent(c.value(t)) for t in tasks] + [_percent(mean_percent(c, tasks))] for c in columns]
     notes.append(f"Avg is the mean of the {len(tasks)} task columns shown.")

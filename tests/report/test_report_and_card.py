@@ -145,3 +145,52 @@ def test_card_of_a_run_checkpoint_describes_that_checkpoint(tmp_path, tokenizer)
     assert "| Validation perplexity of this checkpoint | 36.60 (step 20) |" in text
     assert "lm-evaluation-harness v0.4.11; all tasks are 0-shot except GSM8K (5-shot)." in text
     assert "not instruction-tuned" in text and "codelion/sutra-10B" in text.split("## Limitations")[1]
+
+
+COMPARISON_SEVEN = ("hellaswag", "piqa", "winogrande", "arc_challenge", "mmlu", "truthfulqa_mc2", "gsm8k")
+
+
+def test_tables_follow_the_card_layout(tmp_path):
+    """Sutra's own checkpoint names (e3-best, lowercase) in the card's column order; the comparison's
+    columns in the card's order; gsm8k's two rows both carry its split and note mark after the filter."""
+    scores = {task: ALL_TEN[task] for task in COMPARISON_SEVEN}
+    older, newer = write_results(tmp_path / "e1.json", scores), write_results(tmp_path / "e3.json", scores)
+    for path in (older, newer):
+        results = json.loads(path.read_text())
+        results["tasks"]["gsm8k"].update(note="few-shot examples drawn from test", matches_card=False)
+        path.write_text(json.dumps(results))
+    run_sutra("report", f"e1-final={older}", f"e2-best={older}", f"e3-best={newer}", "--out", str(tmp_path / "report"), check=True)
+    progression = (tmp_path / "report" / "progression.md").read_text().splitlines()
+    assert progression[0] == "| Benchmark | e3-best | e2-best | e1-final |"
+    assert "| GSM8K (test, 1319) (flexible-extract) * | 0.53 | 0.53 | 0.53 |" in progression
+    assert "| GSM8K (test, 1319) (strict-match) * | 0.27 | 0.27 | 0.27 |" in progression
+    header = next(csv.reader((tmp_path / "report" / "comparison.csv").open()))
+    assert header == ["Dataset", "HellaSwag", "PIQA", "WinoGrande", "ARC-Challenge", "MMLU", "TruthfulQA", "GSM8K (test, 1319) *", "Avg"]
+
+
+def test_report_reads_compare_arms_and_paths_holding_an_equals_sign(tmp_path):
+    for arm in ("Sutra-1B", "FineWiki-1B"):  # `sutra compare` writes arms/NAME/results.json
+        (tmp_path / "arms" / arm).mkdir(parents=True)
+        write_results(tmp_path / "arms" / arm / "results.json", {"piqa": 0.55})
+    run_sutra("report", str(tmp_path / "arms"), "--out", str(tmp_path / "report"), check=True)
+    rows = list(csv.reader((tmp_path / "report" / "comparison.csv").open()))
+    assert [r[0] for r in rows[1:]] == ["FineWiki-1B/results", "Sutra-1B/results"]
+
+    sweep = tmp_path / "lr=3e-4"  # e.g. a sweep's run directory, or `sutra demo --out` there
+    sweep.mkdir()
+    results = write_results(sweep / "results.json", {"piqa": 0.55})
+    for item, name in ((str(results), "results"), (f"E3-best={results}", "E3-best")):
+        run_sutra("report", item, "--out", str(tmp_path / "report"), check=True)
+        assert (tmp_path / "report" / "progression.md").read_text().splitlines()[0] == f"| Benchmark | {name} |"
+
+
+def test_task_chart_names_the_split_and_size_of_each_bar(tmp_path):
+    """As the tables do: bars measured on 2 items are not shown under the card's bare task name."""
+    from sutra.report.charts import task_figure
+    from sutra.report.tables import load_columns
+
+    results = json.loads(write_results(tmp_path / "r.json", {"arc_easy": 0.3, "sciq": 0.4}).read_text())
+    results["tasks"]["arc_easy"].update(items=2, matches_card=False)
+    (tmp_path / "r.json").write_text(json.dumps(results))
+    figure = task_figure(load_columns([f"E1-final={tmp_path / 'r.json'}"]))
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["ARC-Easy (test, 2)", "SciQ (validation, 1000)"]
