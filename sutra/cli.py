@@ -7,6 +7,7 @@ that `sutra --help` stays instant.
 import argparse
 import importlib
 import os
+import signal
 import sys
 
 from sutra import __version__
@@ -36,7 +37,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Set by `sutra demo`/`sutra compare` (sutra.pipeline.stages) for the stage commands they start.
+PIPELINE_PID_ENV = "SUTRA_PIPELINE_PID"
+
+
+def _end_with_pipeline() -> None:
+    """A pipeline stage gets SIGTERM when the `sutra demo`/`compare` process that started it dies,
+    even by SIGKILL (a training then saves `last` and stops): left running, it would race the copy
+    of itself that a re-run starts. Linux only (prctl PR_SET_PDEATHSIG)."""
+    pipeline = os.environ.pop(PIPELINE_PID_ENV, None)
+    if pipeline is None or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(pipeline):  # it died before the prctl call
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _end_with_pipeline()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -124,3 +124,49 @@ train_run(StageLog(Path({str(out)!r})), "run", Path({str(recipe)!r}), Path({str(
     assert final == run_dir / "e1-final" and final.is_dir()
     assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["train"]["steps_per_epoch"] == 70
     assert log.records["run"]["made"] is not None
+
+
+def _children(pid: int) -> list[int]:
+    path = f"/proc/{pid}/task/{pid}/children"
+    return [int(c) for c in open(path).read().split()] if os.path.exists(path) else []
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = next(line for line in open(f"/proc/{pid}/status") if line.startswith("State:"))
+    except FileNotFoundError:
+        return False
+    return "Z" not in state.split()[1]  # a zombie has ended (nobody reaped it yet)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux's")
+def test_a_stage_ends_when_its_pipeline_is_killed(tmp_path):
+    """A stage outliving a SIGKILLed pipeline would race the copy a re-run starts. The stage here is
+    a synth run waiting on a server that never answers (about 30 s of retries on its own)."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # never accepted: every request hangs
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    script = f"from sutra.pipeline.stages import sutra; sutra('synth', 'run', '--n', '1', '--out', {str(tmp_path / 'o')!r}, '--base-url', {url!r})"
+    pipeline = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not _children(pipeline.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (stage,) = _children(pipeline.pid)
+        time.sleep(1.0)
+        assert _running(stage)
+        pipeline.kill()
+        pipeline.wait()
+        deadline = time.monotonic() + 15
+        while _running(stage) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _running(stage)
+    finally:
+        for pid in _children(pipeline.pid):
+            os.kill(pid, signal.SIGKILL)
+        if pipeline.poll() is None:
+            pipeline.kill()
+        listener.close()

@@ -193,6 +193,6 @@ def read_results(path: str | os.PathLike) -> dict:
     if not isinstance(results, dict) or results.get("format") != FORMAT or not isinstance(results.get("tasks"), dict):
         raise SutraError(f"{path}: not a 'sutra eval' results file (format {results.get('format') if isinstance(results, dict) else None!r})")
     for name, entry in results["tasks"].items():
-        if name not in TASKS or value_is_missing(entry):
+        if name not in TASKS or not isinstance(entry, dict) or value_is_missing(entry):
             raise SutraError(f"{path}: task '{name}' is unknown or has no numeric 'value'")
     return results

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sutra.cli import PIPELINE_PID_ENV
 from sutra.errors import SutraError
 from sutra.io import atomic_write_json
 
@@ -32,7 +33,7 @@ def sutra(*args, allowed_codes: tuple[int, ...] = (0,)) -> int:
     command = [sys.executable, "-m", "sutra", *map(str, args)]
     print("$ sutra " + shlex.join(command[3:]), flush=True)
     started = time.perf_counter()
-    code = subprocess.run(command).returncode
+    code = subprocess.run(command, env={**os.environ, PIPELINE_PID_ENV: str(os.getpid())}).returncode  # the stage ends if we die
     if code not in allowed_codes:
         raise SutraError(f"stage failed (exit {code}): sutra {shlex.join(command[3:])}; fix the error above and re-run (finished stages are reused)")
     print(f"   ({time.perf_counter() - started:.0f} s)", flush=True)
@@ -143,5 +144,8 @@ def evaluate(log: StageLog, name: str, spec: Path, out: Path, tasks: str, limit:
              perplexity_data: Path | None = None, extra: tuple = ()) -> Path:
     limit_args = ("--limit", limit) if limit is not None else ()
     ppl = ("--perplexity", perplexity_data) if perplexity_data else ()
+    from sutra.eval.store import LAYOUT
+
     args = ("eval", spec, "--tasks", tasks, *limit_args, *ppl, *extra, "--out", out)
-    return log.run(name, out, {"command": list(map(str, args))}, lambda: sutra(*args), needs)
+    # the store's conversion layout: results scored on items an older Sutra converted differently are stale
+    return log.run(name, out, {"command": list(map(str, args)), "benchmark_store_layout": LAYOUT}, lambda: sutra(*args), needs)

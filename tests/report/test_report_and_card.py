@@ -67,6 +67,9 @@ def test_report_refuses_a_file_that_is_not_results(tmp_path):
     bad.write_text('{"hello": 1}')
     result = run_sutra("report", str(bad), "--out", str(tmp_path / "o"))
     assert result.returncode == 2 and "not a 'sutra eval' results file" in result.stderr and "Traceback" not in result.stderr
+    bad.write_text('{"format": "sutra-eval-results", "tasks": {"piqa": 0.5}}')  # an entry that is not a mapping
+    result = run_sutra("report", str(bad), "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "task 'piqa' is unknown or has no numeric 'value'" in result.stderr and "Traceback" not in result.stderr
     missing = run_sutra("report", f"E1={tmp_path / 'typo.json'}", "--out", str(tmp_path / "o"))
     assert missing.returncode == 2 and f"{tmp_path / 'typo.json'}: no such results file or directory" in missing.stderr
 
