@@ -48,6 +48,10 @@ def test_bad_experiment_is_one_clear_error(tmp_path):
     result = run_sutra("compare", str(bad))
     assert result.returncode == 2 and f"{bad}:3: tokens: 'lots': expected a positive token count" in result.stderr
 
+    bad.write_text("name: x\n")
+    result = run_sutra("compare", str(bad))
+    assert result.returncode == 2 and f"{bad}: (top level): missing required key(s): recipe, arms" in result.stderr
+
     # evaluation settings are checked before any arm trains
     bad.write_text(f"name: x\nrecipe: {REPO / 'recipes' / 'tiny-cpu.yaml'}\narms:\n  - {{name: a, dataset: stdlib-docs}}\neval:\n  tasks: arc_easy,hellaswagg\n")
     result = run_sutra("compare", str(bad))

@@ -289,14 +289,16 @@ def build_dataclass(cls, raw, key: str, sources: dict):
     if unknown:
         bad = f"{key}.{unknown[0]}" if key else str(unknown[0])
         raise SutraError(f"{where_key(sources, bad)}: unknown key; known keys here: {', '.join(names)}")
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in raw]
+    if required:
+        missing = ", ".join(f"{key}.{name}" if key else name for name in required)
+        raise SutraError(f"{where_key(sources, key or '(top level)')}: missing required key(s): {missing}")
     values = {}
     for name in names:
         if name in raw:
             values[name] = _convert(hints[name], raw[name], f"{key}.{name}" if key else name, sources)
-    try:
-        return cls(**values)
-    except TypeError as exc:  # a required field without a default (EpochLR)
-        raise SutraError(f"{where_key(sources, key)}: {exc}") from None
+    return cls(**values)
 
 
 def _convert(hint, value, key: str, sources: dict):

@@ -51,6 +51,7 @@ def test_valid_recipe_is_typed_and_overridable(tmp_path):
         (BASE, ["train.micro_batch=0"], "--set train.micro_batch=0: train.micro_batch: must be at least 1"),
         (BASE, ["train.micro_batch=two"], "--set train.micro_batch=two: train.micro_batch: expected an integer"),
         (BASE, ["train.epochs=3"], "needs one {peak_lr, min_lr} entry per epoch: 1 entries for train.epochs=3"),
+        (BASE, ["schedule.epochs=[{peak_lr: 1e-3}]"], "schedule.epochs[0]: missing required key(s): schedule.epochs[0].min_lr"),
         (BASE, ["train.attention=sliding"], "expected 'causal' or 'document'"),
         (BASE, ["train.document_kernel=varlen", "train.precision=fp32"], "train.document_kernel: varlen runs flash attention, which needs train.precision=bf16"),
         (BASE, ["optimizer.betas=[0.9]"], "optimizer.betas: expected a list of 2 values"),
