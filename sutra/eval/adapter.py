@@ -144,7 +144,9 @@ class SutraLM(TemplateLM):
     def _answer(self, method: str, requests, run) -> list:
         if self.journal is None:
             return run(requests)
-        answers = [self.journal.get(method, request.args) for request in requests]
+        # a sampled generation is drawn again, as lm-eval's own cache does (else repeats would be identical)
+        answers = [None if method == "generate_until" and request.args[1].get("do_sample") else self.journal.get(method, request.args)
+                   for request in requests]
         todo = [i for i, answer in enumerate(answers) if answer is None]
         if todo:
             for i, answer in zip(todo, run([requests[i] for i in todo])):

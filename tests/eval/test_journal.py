@@ -109,3 +109,17 @@ def test_a_killed_eval_resumes_where_it_stopped(tiny_model, benchmarks, tmp_path
     assert f"resuming the evaluation with {journalled:,} answers" in resumed.stderr
     assert not journal.exists()
     assert json.loads(out.read_text())["tasks"]["hellaswag"]["metrics"] == json.loads(reference.read_text())["tasks"]["hellaswag"]["metrics"]
+
+
+def test_only_greedy_generations_are_answered_from_the_journal(tiny_model, tmp_path):
+    from lm_eval.api.instance import Instance
+
+    loaded = load_model(str(tiny_model[0]))
+    journal = AnswerJournal(tmp_path / ".r.json.answers.jsonl", IDENTITY)
+    requests = [Instance("generate_until", {}, ("Q: 1+1\nA:", {"until": ["\n"], "max_gen_toks": 3, **sampling}), 0)
+                for sampling in ({}, {"do_sample": True, "temperature": 1.0})]
+    for request in requests:
+        journal.add_partial("generate_until", request.args, "JOURNALLED")
+    greedy, sampled = SutraLM(loaded, journal=journal).generate_until(requests, disable_tqdm=True)
+    journal.close()
+    assert greedy == "JOURNALLED" and sampled != "JOURNALLED"  # a sample is drawn again, as lm-eval's cache does
