@@ -47,6 +47,16 @@ def task_figure(columns: list[Column]):
     return figure
 
 
+def perplexity_label(points: list[Column]) -> str:
+    """What the perplexities were measured on, or a warning when that differs between points:
+    another dataset or window length puts a perplexity on another scale, not a better model."""
+    bases = {(Path(m["data"]).name if m.get("data") else None, m.get("seq_len")) for m in (c.results.get("perplexity") or {} for c in points)}
+    if len(bases) > 1:
+        return "validation perplexity (not comparable: measured on different data or windows)"
+    ((data, seq_len),) = bases
+    return f"validation perplexity ({data}, {seq_len}-token windows)" if data else "validation perplexity"
+
+
 def perplexity_vs_average(columns: list[Column], path: Path) -> Path | None:
     """Validation perplexity and benchmark average per checkpoint, oldest first, on two axes.
 
@@ -64,7 +74,7 @@ def perplexity_vs_average(columns: list[Column], path: Path) -> Path | None:
     figure, left = plt.subplots(figsize=(max(5, 1.2 * len(points)), 4))
     perplexities = [c.perplexity for c in points]
     left.plot(names, perplexities, "o-", color="tab:blue")
-    left.set_ylabel("validation perplexity", color="tab:blue")
+    left.set_ylabel(perplexity_label(points), color="tab:blue")
     if max(perplexities) > 20 * min(perplexities):  # e.g. an untrained model next to trained ones
         left.set_yscale("log")
     right = left.twinx()

@@ -197,3 +197,20 @@ def test_task_chart_names_the_split_and_size_of_each_bar(tmp_path):
     (tmp_path / "r.json").write_text(json.dumps(results))
     figure = task_figure(load_columns([f"E1-final={tmp_path / 'r.json'}"]))
     assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["ARC-Easy (test, 2)", "SciQ (validation, 1000)"]
+
+
+def test_perplexity_axis_names_what_it_was_measured_on_and_warns_when_that_differs(tmp_path):
+    from sutra.report.charts import perplexity_label
+    from sutra.report.tables import load_columns
+
+    def measured(name, data, seq_len):
+        path = write_results(tmp_path / f"{name}.json", ALL_TEN, perplexity=40.0)
+        results = json.loads(path.read_text())
+        results["perplexity"].update(data=data, seq_len=seq_len)
+        path.write_text(json.dumps(results))
+        return f"{name}={path}"
+
+    same = load_columns([measured("a", "/d/stdlib-docs", 512), measured("b", "/other/stdlib-docs", 512)])
+    assert perplexity_label(same) == "validation perplexity (stdlib-docs, 512-token windows)"
+    mixed = load_columns([measured("c", "/d/stdlib-docs", 512), measured("d", "/d/stdlib-docs", 2048)])
+    assert "not comparable" in perplexity_label(mixed)
