@@ -326,14 +326,9 @@ class SutraLM(TemplateLM):
             # special token (gsm8k's "<|im_end|>") never shows in the returned text, which is decoded without them.
             return any(stop in self.sutra_tokenizer.decode(generated[index]) for stop in until)
 
-        unfinished = set(range(len(prompts)))
-
         def on_finish(position: int) -> None:
-            unfinished.discard(position)
             text = self.sutra_tokenizer.decode(generated[position], skip_special_tokens=True)
             finished(position, postprocess_generated_text(text, until, think_end_token=None))
 
         generate_batch(self.model, prompts, max_new_tokens, temperature=temperature, seed=1234, stop_ids=self.loaded.eos_token_ids,
                        on_token=on_token, max_rows=self.batch_size, on_finish=on_finish)
-        for position in sorted(unfinished):  # nothing to generate (max_gen_toks 0)
-            on_finish(position)

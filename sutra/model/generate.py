@@ -100,6 +100,9 @@ def generate_batch(
         return done
 
     waiting = deque(i for i in range(len(prompts)) if limits[i] > 0)  # max_new_tokens <= 0: nothing to generate
+    for index in range(len(prompts)):
+        if limits[index] <= 0 and on_finish:  # ended before it began
+            on_finish(index)
     if not waiting:
         return out
     cache = KVCache(model.config, min(max_rows or len(waiting), len(waiting)), max(len(prompts[i]) + limits[i] for i in waiting), device, model.embed.weight.dtype)

@@ -83,7 +83,9 @@ def test_each_prompt_keeps_its_own_context_limit_sampler_and_finish(model):
     sampled = {rows: generate_batch(model, prompts, 8, temperature=1.0, seed=11, max_rows=rows) for rows in (None, 2, 1)}
     assert sampled[None] == sampled[2] == sampled[1]
     assert sampled[1][0] == generate(model, short, 8, temperature=1.0, seed=11), "prompt i samples from seed + i"
-    assert generate_batch(model, prompts, 0) == [[], [], [], []]
+    finished = []
+    assert generate_batch(model, prompts, 0, on_finish=finished.append) == [[], [], [], []]
+    assert finished == [0, 1, 2, 3]  # every prompt's generation ends, even one that never began
 
 
 def test_stream_decoder_waits_for_complete_characters(tokenizer):
