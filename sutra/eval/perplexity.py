@@ -13,6 +13,12 @@ import torch
 from sutra.errors import SutraError
 
 
+def perplexity_of(loss: float) -> float:
+    """exp(mean token cross-entropy), capped where exp would overflow (past 709): a diverged model
+    reads ~1e304, not an OverflowError. The trainer's val_ppl and `sutra eval` share it."""
+    return math.exp(min(loss, 700.0))
+
+
 @torch.inference_mode()
 def perplexity(loaded, data_dir: str, seq_len: int | None = None, batch_size: int = 8, max_windows: int | None = None) -> dict:
     from sutra.data.loader import TokenLoader
@@ -42,8 +48,7 @@ def perplexity(loaded, data_dir: str, seq_len: int | None = None, batch_size: in
     return {
         "data": str(data_dir),
         "split": "val",
-        # capped as the trainer's val_ppl is (exp overflows past 709): a diverged model reads ~1e304, not a traceback
-        "perplexity": math.exp(min(total_nll / tokens, 700.0)),
+        "perplexity": perplexity_of(total_nll / tokens),
         "loss": total_nll / tokens,
         "tokens": tokens,
         "windows": windows,

@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 
 from sutra.errors import SutraError
+from sutra.eval.perplexity import perplexity_of
 from sutra.io import atomic_write_text
 from sutra.train.checkpoints import CheckpointStore, load_trainer_state
 from sutra.train.metrics import MetricsLog, causal_attended_per_token, device_peak_tflops, document_attended_per_token
@@ -477,7 +478,7 @@ class Trainer:
                 totals[1] += targets.numel()
         self.model.train()
         val_loss = float(self.dist.sum_(totals)[0] / totals[1])
-        return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 700.0))}
+        return {"val_loss": val_loss, "val_ppl": perplexity_of(val_loss)}
 
     # ---- helpers -----------------------------------------------------------------------------
 
