@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from sutra.io import atomic_directory
+from sutra.io import atomic_directory, atomic_open
 
 
 def test_a_crash_between_the_two_renames_of_a_replacement_is_undone(tmp_path):
@@ -19,3 +19,15 @@ def test_a_crash_between_the_two_renames_of_a_replacement_is_undone(tmp_path):
     with atomic_directory(target) as tmp:
         (tmp / "weights").write_text("v2")
     assert (target / "weights").read_text() == "v2" and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_a_streamed_write_replaces_the_file_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "out.jsonl"
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        f.write("first\n")
+        assert not path.exists()  # nobody sees a half-written file
+    with pytest.raises(RuntimeError):
+        with atomic_open(path, "w", encoding="utf-8") as f:
+            f.write("second, cut short")
+            raise RuntimeError("interrupted")
+    assert path.read_text() == "first\n" and os.listdir(tmp_path) == ["out.jsonl"]

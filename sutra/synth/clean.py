@@ -7,7 +7,6 @@ wrong language, too short or too long. Duplicates: exact (normalised text hash) 
 
 import hashlib
 import json
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -127,7 +126,7 @@ def clean_files(inputs: list[str], out: str | Path, config: CleanConfig, dedup_t
     """Write the records of `inputs` that pass the degenerate checks and are not duplicates of an
     earlier record to OUT/train_000.jsonl, and a report of removals by reason to OUT/.synth/clean-report.json."""
     from sutra.errors import SutraError
-    from sutra.io import atomic_write_json
+    from sutra.io import atomic_open, atomic_write_json
     from sutra.synth.journal import META_DIR, read_jsonl
     from sutra.tokenizer import load_tokenizer
 
@@ -139,33 +138,24 @@ def clean_files(inputs: list[str], out: str | Path, config: CleanConfig, dedup_t
     tokenizer = load_tokenizer()
     dedup = Deduplicator(threshold=dedup_threshold)
     removed, read, kept = Counter(), 0, 0
-    target = out / "train_000.jsonl"
-    tmp = out / ".train_000.jsonl.tmp"
-    # streamed to a temporary file (the kept records need not fit in memory), which a failure removes
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for name in inputs:
-                path = Path(name)
-                records, _ = read_jsonl(path)
-                for number, record in enumerate(records, 1):
-                    read += 1
-                    text = record.get("text") if isinstance(record, dict) else None
-                    if not isinstance(text, str):
-                        raise SutraError(f"{path}: record {number} has no 'text' string; is this a synth output file?")
-                    tokens = record.get("token_count") or len(tokenizer.encode(text))
-                    reason = degenerate_reason(text, tokens, config) or dedup.duplicate_reason(text)
-                    if reason:
-                        removed[reason] += 1
-                        continue
-                    dedup.add(f"{path}:{number}", text)
-                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
-                    kept += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # streamed (the kept records need not fit in memory); a failure leaves the earlier output as it was
+    with atomic_open(out / "train_000.jsonl", "w", encoding="utf-8") as f:
+        for name in inputs:
+            path = Path(name)
+            records, _ = read_jsonl(path)
+            for number, record in enumerate(records, 1):
+                read += 1
+                text = record.get("text") if isinstance(record, dict) else None
+                if not isinstance(text, str):
+                    raise SutraError(f"{path}: record {number} has no 'text' string; is this a synth output file?")
+                tokens = record.get("token_count") or len(tokenizer.encode(text))
+                reason = degenerate_reason(text, tokens, config) or dedup.duplicate_reason(text)
+                if reason:
+                    removed[reason] += 1
+                    continue
+                dedup.add(f"{path}:{number}", text)
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                kept += 1
     report = {"inputs": [str(i) for i in inputs], "read": read, "kept": kept, "removed": dict(removed.most_common())}
     atomic_write_json(out / META_DIR / "clean-report.json", report)
     return report
