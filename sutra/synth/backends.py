@@ -26,8 +26,6 @@ _URL_PASSWORD = re.compile(r"((?:^|[\s'\"(=]|//)[^\s'\"/?#@:]*):[^\s'\"/?#]+@")
 # short of punctuation that ends it in a message ("URL: error").
 _SECRET_PARAM = re.compile(r"([?&;][^\s'\"=&#]*(?:key|token|secret|passw|pwd|auth|sig|credential)[^\s'\"=&#]*=)"
                            r"[^\s'\"&#]*?(?=[:,;.)]*(?:[\s'\"&#]|$))", re.IGNORECASE)
-
-
 # A user name alone before the host (http://TOKEN@host): services put tokens there too.
 _URL_USER_ONLY = re.compile(r"//[^\s'\"/?#@:]+@")
 
@@ -239,7 +237,7 @@ def _parse_completion(url: str, body: str) -> Completion:
     import json
 
     def malformed(problem: str) -> _MalformedResponse:
-        return _MalformedResponse(f"{redact(url)}: not an OpenAI chat completion ({problem}): {_short(body)}")
+        return _MalformedResponse(f"{url}: not an OpenAI chat completion ({problem}): {_short(body)}")  # redacted by the BackendError it ends in
 
     try:
         data = json.loads(body)
