@@ -137,22 +137,21 @@ class Filters:
 
         Raises WrongType when a filtered field has a type the filter cannot compare.
         """
-        checks = []
+        checks = []  # (name, field, test, whether a record without the field passes)
         if self.min_quality is not None:
-            checks.append(("min_quality", "quality_score", lambda v: _number(v, "quality_score") >= self.min_quality))
+            checks.append(("min_quality", "quality_score", lambda v: _number(v, "quality_score") >= self.min_quality, False))
         if self.domains:
-            checks.append(("domains", "domain", lambda v: _string(v, "domain").casefold() in self.domains))
+            checks.append(("domains", "domain", lambda v: _string(v, "domain").casefold() in self.domains, False))
         if self.content_types:
-            checks.append(("content_types", "content_type", lambda v: _string(v, "content_type").casefold() in self.content_types))
+            checks.append(("content_types", "content_type", lambda v: _string(v, "content_type").casefold() in self.content_types, False))
         if self.complexity:
             lo, hi = self.complexity
-            checks.append(("complexity", "complexity_level", lambda v: lo <= _number(v, "complexity_level") <= hi))
-        checks += [(f"where:{c}", c.field, c.holds) for c in self.where]
-        missing_passes = {f"where:{c}" for c in self.where if c.holds_when_missing}
-        for name, path, test in checks:
+            checks.append(("complexity", "complexity_level", lambda v: lo <= _number(v, "complexity_level") <= hi, False))
+        checks += [(f"where:{c}", c.field, c.holds, c.holds_when_missing) for c in self.where]
+        for name, path, test, missing_passes in checks:
             value = field_value(record, path)
             if value is MISSING:
-                if name in missing_passes:
+                if missing_passes:
                     continue
                 return f"{name} (no '{path}' field)"
             if not test(value):
