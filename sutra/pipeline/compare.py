@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from sutra.errors import SutraError
-from sutra.pipeline.stages import StageLog, banner, evaluate, exclusive, file_digest, sutra, train_run
+from sutra.pipeline.stages import StageLog, banner, evaluate, exclusive, file_digest, train_run
 
 ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -119,7 +119,7 @@ def prepared_dataset(log: StageLog, arm: Arm, arm_dir: Path) -> tuple[Path, tupl
         log.source(f"{arm.name}/data", given, file_digest(given / "manifest.json"))  # shard digests: changes with the tokens
         return given, (f"{arm.name}/data",)
     args = ("data", "prepare", arm.dataset, "--out", arm_dir / "data", "--min-val-docs", 24, *arm.prepare_args)
-    log.run(f"{arm.name}/data", arm_dir / "data", {"command": list(map(str, args))}, lambda: sutra(*args))
+    log.command(f"{arm.name}/data", arm_dir / "data", args)
     return arm_dir / "data", (f"{arm.name}/data",)
 
 

@@ -63,7 +63,7 @@ def _synth_entries(synth_dir: Path) -> list[dict]:
 def synthesize(log: StageLog, synth_dir: Path, scale: Scale) -> list[dict]:
     args = ("synth", "run", "--graph", "default", "--n", scale.synth_items, "--max-new-tokens", scale.synth_max_new_tokens, "--out", synth_dir)
     # stopping short of the target (reject reasons printed) still leaves usable accepted entries
-    log.run("synth", synth_dir, {"command": list(map(str, args))}, lambda: sutra(*args, allowed_codes=(0, STOPPED_SHORT)))
+    log.command("synth", synth_dir, args, allowed_codes=(0, STOPPED_SHORT))
     entries = _synth_entries(synth_dir)
     if not entries:
         raise SutraError(f"{synth_dir}: the teacher produced no accepted entries; see {synth_dir}/.synth/stats.md, then re-run")
@@ -131,7 +131,7 @@ def run_demo(out: Path, scale: Scale) -> dict:
         synthesize(log, synth_dir, scale)
         banner(f"3/8 prepare the corpus: {CORPUS} + the synthesized entries")
         prepare = ("data", "prepare", CORPUS, synth_dir, "--out", data_dir, "--min-val-docs", 24)
-        log.run("data", data_dir, {"command": list(map(str, prepare))}, lambda: sutra(*prepare), needs=("synth",))
+        log.command("data", data_dir, prepare, needs=("synth",))
         banner("4/8 the untrained model (the baseline)")
         untrained = log.run("untrained", out / "untrained", {"recipe": recipe, "recipe_digest": file_digest(recipe), "overrides": overrides},
                             lambda: save_untrained(out / "untrained", recipe, overrides))

@@ -99,6 +99,10 @@ class StageLog:
         self._save()
         return output
 
+    def command(self, name: str, output: Path, args: tuple, needs: tuple[str, ...] = (), allowed_codes: tuple[int, ...] = (0,), **settings) -> Path:
+        """A stage that is one `sutra` command; its settings are the command line (and `settings`)."""
+        return self.run(name, output, {"command": list(map(str, args)), **settings}, lambda: sutra(*args, allowed_codes=allowed_codes), needs)
+
     def source(self, name: str, path: Path, fingerprint: str) -> None:
         """Record an input made outside the pipeline (an arm's own prepared dataset) by its content
         fingerprint, so the stages that need it are refused, not reused, once it is prepared again."""
@@ -148,4 +152,4 @@ def evaluate(log: StageLog, name: str, spec: Path, out: Path, tasks: str, limit:
 
     args = ("eval", spec, "--tasks", tasks, *limit_args, *ppl, *extra, "--out", out)
     # the store's conversion layout: results scored on items an older Sutra converted differently are stale
-    return log.run(name, out, {"command": list(map(str, args)), "benchmark_store_layout": LAYOUT}, lambda: sutra(*args), needs)
+    return log.command(name, out, args, needs, benchmark_store_layout=LAYOUT)
