@@ -69,8 +69,7 @@ class PrepareConfig:
 class UnitResult:
     tokens: np.ndarray  # kept documents, each followed by the separator
     lengths: np.ndarray  # tokens per kept document (separator included)
-    hashes: np.ndarray  # uint64 text hash per kept document; the parent turns it into is_val
-    is_val: np.ndarray | None = None  # per kept document, set by the parent once the validation share is known
+    hashes: np.ndarray  # uint64 text hash per kept document: the parent splits on it once the validation share is known
     records: int = 0
     problems: list = field(default_factory=list)  # (location, reason, detail)
     filtered: Counter = field(default_factory=Counter)
@@ -174,9 +173,9 @@ def _new_stats() -> dict:
     }
 
 
-def _accumulate(stats: dict, result: UnitResult) -> None:
+def _accumulate(stats: dict, result: UnitResult, is_val: np.ndarray) -> None:
     stats["input_records"] += result.records
-    for split, mask in (("train", ~result.is_val), ("val", result.is_val)):
+    for split, mask in (("train", ~is_val), ("val", is_val)):
         stats["documents"][split] += int(mask.sum())
         stats["tokens"][split] += int(result.lengths[mask].sum())
     for key, counts in result.labelled_tokens.items():
@@ -331,7 +330,7 @@ def prepare(config: PrepareConfig, log=sys.stderr) -> dict:
         val_threshold = int(fraction * 2**64)
         units = islice(src.iter_units(sources, config.unit_bytes, config.hub_split), next_unit, None)
         for unit_index, result in enumerate(_ordered_results(pool, units, ahead), start=next_unit):
-            result.is_val = result.hashes < val_threshold  # kept documents only: filtered and dropped ones never reach a split
+            is_val = result.hashes < val_threshold  # kept documents only: filtered and dropped ones never reach a split
             for location, reason, detail in result.problems:
                 if config.strict:
                     raise SutraError(f"{location}: {reason}: {detail} (--strict stops at the first bad record)")
@@ -339,9 +338,9 @@ def prepare(config: PrepareConfig, log=sys.stderr) -> dict:
                 if shown < SHOWN_PROBLEMS:
                     print(f"sutra: dropped {location}: {reason}: {detail}", file=log)
                 shown += 1
-            _accumulate(stats, result)
-            val_tokens = np.repeat(result.is_val, result.lengths)
-            for split, mask, token_mask in (("train", ~result.is_val, ~val_tokens), ("val", result.is_val, val_tokens)):
+            _accumulate(stats, result, is_val)
+            val_tokens = np.repeat(is_val, result.lengths)
+            for split, mask, token_mask in (("train", ~is_val, ~val_tokens), ("val", is_val, val_tokens)):
                 if mask.any():
                     writer.add(split, result.tokens[token_mask], result.lengths[mask])
             if writer.pending_tokens["train"] >= config.shard_tokens:
