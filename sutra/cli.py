@@ -7,7 +7,6 @@ that `sutra --help` stays instant.
 import argparse
 import importlib
 import os
-import signal
 import sys
 
 from sutra import __version__
@@ -42,20 +41,13 @@ PIPELINE_PID_ENV = "SUTRA_PIPELINE_PID"
 
 
 def _end_with_pipeline() -> None:
-    """A pipeline stage gets SIGTERM when the `sutra demo`/`compare` process that started it dies,
-    even by SIGKILL (a training then saves `last` and stops): left running, it would race the copy
-    of itself that a re-run starts. Linux only (prctl PR_SET_PDEATHSIG)."""
+    """A pipeline stage gets SIGTERM when the `sutra demo`/`compare` process that started it dies
+    (a training then saves `last` and stops)."""
     pipeline = os.environ.pop(PIPELINE_PID_ENV, None)
-    if pipeline is None or not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
+    if pipeline is not None:
+        from sutra.processes import die_with_parent
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != int(pipeline):  # it died before the prctl call
-        os.kill(os.getpid(), signal.SIGTERM)
+        die_with_parent(int(pipeline))
 
 
 def main(argv: list[str] | None = None) -> int:

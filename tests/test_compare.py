@@ -12,7 +12,8 @@ from sutra_testing import REPO, run_sutra
 
 from sutra.errors import SutraError
 from sutra.pipeline.compare import Arm, arm_overrides, load_experiment, prepared_dataset
-from sutra.pipeline.stages import StageLog, exclusive
+from sutra.pipeline.stages import StageLog
+from sutra.processes import LOCK_FILE, exclusive
 
 from train.train_helpers import stdlib_documents, write_dataset
 
@@ -118,7 +119,8 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(tmp_pat
     assert second.returncode == 2 and "$ sutra" not in second.stdout, second.stdout
     assert second.stderr == f"sutra: error: {out} is in use by sutra compare (pid {first.pid}); wait for it to finish or choose another output directory\n"
     with exclusive(out, "compare"):  # a killed holder leaves no stale lock
-        pass
+        assert (out / LOCK_FILE).read_text() == f"sutra compare (pid {os.getpid()})\n"
+    assert not (out / LOCK_FILE).exists()  # a holder that finishes removes it
 
 
 @pytest.mark.slow

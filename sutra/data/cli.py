@@ -11,7 +11,7 @@ def register(subparsers) -> None:
 
     p = sub.add_parser("prepare", help="filter and tokenize corpora into uint16 shards with a document index",
                        description="Read JSONL (.gz/.zst), Parquet, Arrow/save_to_disk dirs, text files, directories, globs "
-                                   "or hub dataset ids; filter on metadata; tokenize in parallel; write shards, stats.json "
+                                   "or hub dataset ids (hidden files and directories inside a directory are skipped); filter on metadata; tokenize in parallel; write shards, stats.json "
                                    "and manifest.json (last). A killed run resumes when re-run with the same arguments.")
     p.add_argument("sources", nargs="+", metavar="SOURCE")
     p.add_argument("--out", required=True, metavar="DIR")

@@ -60,7 +60,10 @@ class Condition:
         match = CONDITION.match(text)
         if not match:
             raise SutraError(f"--where '{text}': expected FIELD OP VALUE with OP one of ==, !=, >=, <=, >, <, ~= (e.g. 'quality_assessment.depth>=0.7')")
-        return cls(*match.groups())
+        field, op, value = match.groups()
+        if not value and op not in ("==", "!="):  # an empty string is a value only to compare for (in)equality
+            raise SutraError(f"--where '{text}': no VALUE after {op} (e.g. '{field}{op}0.7')")
+        return cls(field, op, value)
 
     def __str__(self) -> str:
         return f"{self.field}{self.op}{self.value}"

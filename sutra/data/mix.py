@@ -6,6 +6,7 @@ split if the share is larger than the dataset, then evenly strided blocks (see
 stream.select_ranges), so a smaller share samples the whole dataset, not its beginning.
 """
 
+import math
 import os
 import re
 from pathlib import Path
@@ -38,8 +39,8 @@ def parse_component(text: str) -> tuple[Path, float | None]:
         value = float(weight)
     except ValueError:
         raise SutraError(f"'{text}': expected DIR=WEIGHT with a number after '='") from None
-    if value <= 0:
-        raise SutraError(f"'{text}': weights must be positive")
+    if not (math.isfinite(value) and value > 0):
+        raise SutraError(f"'{text}': weights must be positive numbers")
     return Path(path), value
 
 
@@ -74,9 +75,14 @@ def make_mix(components: list[str], out: Path, tokens: int | None = None, block_
     shares = [w / sum(weights) for w in weights]
     budgets = split_budget(available, shares, tokens)
     if 0 in budgets:
-        raise SutraError(f"a budget of {tokens} tokens leaves {parsed[budgets.index(0)][0]} none; give a larger --tokens")
+        starved = parsed[budgets.index(0)][0]
+        if tokens is None:
+            raise SutraError(f"the weight of {starved} is too small to give it any of the {sum(budgets):,} tokens this mix holds without repeating a dataset; raise it")
+        raise SutraError(f"a budget of {tokens:,} tokens leaves {starved} none; give a larger --tokens")
     total = sum(budgets)
     out = Path(out)
+    if out.is_dir():
+        raise SutraError(f"--out {out} is a directory; name the mix file to write, e.g. {out / 'mix.json'}")
     entries = []
     for (path, _), manifest, share, budget, dataset_tokens in zip(parsed, manifests, shares, budgets, available):
         entries.append({

@@ -11,7 +11,8 @@ import hashlib
 import json
 import math
 import os
-import shutil
+import re
+import signal
 import sys
 import time
 from collections import Counter, deque
@@ -25,10 +26,11 @@ import numpy as np
 
 from sutra.data import sources as src
 from sutra.data.filters import Filters, WrongType
-from sutra.data.shards import MAX_VOCAB, TOKEN_DTYPE
+from sutra.data.shards import FORMAT, MAX_VOCAB, TOKEN_DTYPE
 from sutra.data.writer import ShardWriter
 from sutra.errors import SutraError
 from sutra.io import atomic_write_json
+from sutra.processes import LOCK_FILE, die_with_parent, exclusive
 from sutra.tokenizer import load_tokenizer
 
 SHOWN_PROBLEMS = 20
@@ -81,19 +83,26 @@ class UnitResult:
 _worker: dict = {}
 
 
-def _init_worker(tokenizer_file: str, settings: dict) -> None:
+def _init_worker(tokenizer_file: str, settings: dict, parent_pid: int | None = None) -> None:
+    if parent_pid is not None:  # a pool process: the parent handles Ctrl-C, and a killed parent takes it along
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        die_with_parent(parent_pid)
     # one process per core already; a rayon pool in each would oversubscribe the CPUs
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     from tokenizers import Tokenizer
 
-    _worker.update(settings, backend=Tokenizer.from_file(tokenizer_file))
+    backend = Tokenizer.from_file(tokenizer_file)
+    # "<|endoftext|>" written in a document is text, not the separator: tokenized as a special
+    # token it would end a document that the index says goes on (and let data inject chat tokens)
+    backend.encode_special_tokens = True
+    _worker.update(settings, backend=backend)
 
 
 def _screen(unit: src.Unit):
     """(location, record, UTF-8 text, problem, rejecting filter) for every record of `unit`: the
     keep/drop decision that counting and processing share."""
     w = _worker
-    for location, record, problem in src.read_unit(unit, w["text_field"], w["columns"]):
+    for location, record, problem in src.read_unit(unit, w["text_field"], w["columns"], w["max_chars"]):
         data = rejected = None
         if problem is None:
             problem, data = _check_text(record.get(w["text_field"]), w["text_field"], w["max_chars"])
@@ -212,21 +221,84 @@ def _recipe(config: PrepareConfig, inputs, tokenizer) -> dict:
     }
 
 
+# What `prepare` writes into --out: --overwrite removes these and nothing else.
+OWN_FILE = re.compile(r"(?:train|val)-\d{5}\.(?:bin|idx)|manifest\.json|stats\.json|progress\.json|dropped\.tsv|\..+\.tmp")
+
+
+def _saved_state(out: Path) -> dict | None:
+    """The manifest (a finished dataset) or progress.json (an unfinished one) at `out`; None when
+    `out` holds neither. Either must carry a prepare recipe: a file of that name written by
+    something else does not make `out` a dataset that --overwrite may replace."""
+    for name in ("manifest.json", "progress.json"):
+        path = out / name
+        if not path.is_file():
+            continue
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            saved = None
+        if isinstance(saved, dict) and isinstance(saved.get("recipe"), dict) and (name == "progress.json" or saved.get("format") == FORMAT):
+            return {**saved, "complete": name == "manifest.json"}
+        raise SutraError(f"{path} is not a prepared dataset's {name}, so {out} is not one; choose an empty or new --out directory")
+    return None
+
+
+def _existing(out: Path) -> dict | None:
+    """`_saved_state(out)`, refusing an `out` that is a file or a non-empty directory of other things."""
+    if out.exists() and not out.is_dir():
+        raise SutraError(f"--out {out} is a file; name a directory for the prepared dataset")
+    saved = _saved_state(out)
+    if saved is None and out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
+        raise SutraError(f"{out} exists and is not a prepared dataset; choose an empty or new --out directory")
+    return saved
+
+
 def _claim_output(out: Path, recipe: dict, overwrite: bool) -> dict | None:
     """Make `out` ready for this recipe; return saved progress to resume from (or None)."""
-    manifest, progress = out / "manifest.json", out / "progress.json"
-    ours = manifest.is_file() or progress.is_file()
-    if ours:
-        saved = json.loads((manifest if manifest.is_file() else progress).read_text()).get("recipe")
-        if saved == recipe and not overwrite:
-            return json.loads(progress.read_text()) if progress.is_file() else {"complete": True}
-        if not overwrite:
+    saved = _existing(out)
+    if saved is not None:
+        if saved["recipe"] == recipe and not overwrite:
+            return saved
+        unstarted = not saved["complete"] and saved.get("next_unit") == 0  # no shard kept yet: nothing to lose
+        if not (overwrite or unstarted):
             raise SutraError(f"{out} holds a dataset prepared from other inputs or settings; pass --overwrite to replace it, or choose another --out")
-        shutil.rmtree(out)
-    elif out.exists() and any(out.iterdir()):
-        raise SutraError(f"{out} exists and is not a prepared dataset; choose an empty or new --out directory")
+        _remove_dataset(out)
     out.mkdir(parents=True, exist_ok=True)
     return None
+
+
+def _remove_dataset(out: Path) -> None:
+    """Remove a prepared dataset's files, refusing (before removing any) when `out` also holds
+    files `prepare` does not write: those may be the user's own, inputs included."""
+    entries = [p for p in out.iterdir() if p.name != LOCK_FILE]
+    foreign = sorted(p.name for p in entries if not (p.is_file() and OWN_FILE.fullmatch(p.name)))
+    if foreign:
+        raise SutraError(f"{out} holds files that `sutra data prepare` does not write ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
+                         f"they are not replaced: move them, or choose another --out")
+    for path in entries:
+        path.unlink()
+
+
+def _inputs(config: PrepareConfig, out: Path, log) -> list:
+    """The inputs SOURCE names, each once, leaving out anything inside --out (a re-run must not
+    read its own shards)."""
+    inputs, seen, repeated = [], set(), 0
+    inside_out = out.resolve()
+    for kind, path in src.expand(list(config.sources), config.hub_split):
+        key = path if kind == "hub" else Path(path).resolve()
+        if kind != "hub" and key.is_relative_to(inside_out):
+            continue
+        if key in seen:
+            repeated += 1
+            continue
+        seen.add(key)
+        inputs.append((kind, path))
+    if repeated:
+        print(f"sutra: {repeated} input file{'s' if repeated > 1 else ''} named more than once by the SOURCEs "
+              f"{'are' if repeated > 1 else 'is'} read once (to weight datasets, use `sutra data mix`)", file=log)
+    if not inputs:
+        raise SutraError(f"{', '.join(config.sources)}: no input files (outside --out {out})")
+    return inputs
 
 
 def _ordered_results(pool, units, ahead: int, work=process_unit):
@@ -276,13 +348,20 @@ def _val_fraction(config: PrepareConfig, sources: list, pool, ahead: int, log) -
 def prepare(config: PrepareConfig, log=sys.stderr) -> dict:
     """Run (or resume, or recognise as done) a prepare; return its stats."""
     tokenizer = load_tokenizer(config.tokenizer)
-    if tokenizer.vocab_size > MAX_VOCAB:
-        raise SutraError(f"tokenizer {tokenizer.directory} has {tokenizer.vocab_size:,} tokens; uint16 shards hold at most {MAX_VOCAB:,} — use a smaller vocabulary")
-    inputs = src.expand(list(config.sources), config.hub_split)
-    recipe = _recipe(config, inputs, tokenizer)
+    largest_id = max(tokenizer.backend.get_vocab(with_added_tokens=True).values(), default=0)
+    if largest_id >= MAX_VOCAB:
+        raise SutraError(f"tokenizer {tokenizer.directory} has token ids up to {largest_id:,}; uint16 shards hold ids below {MAX_VOCAB:,} — use a smaller vocabulary")
     out = Path(config.out)
+    _existing(out)  # refused before the lock file is made in a directory that is not ours
+    inputs = _inputs(config, out, log)
+    recipe = _recipe(config, inputs, tokenizer)
+    with exclusive(out, "data prepare"):
+        return _prepare_into(out, config, tokenizer, inputs, recipe, log)
+
+
+def _prepare_into(out: Path, config: PrepareConfig, tokenizer, inputs: list, recipe: dict, log) -> dict:
     progress = _claim_output(out, recipe, config.overwrite)
-    if progress and progress.get("complete"):
+    if progress and progress["complete"]:
         print(f"sutra: {out} is already prepared from these inputs; nothing to do", file=log)
         return json.loads((out / "stats.json").read_text())
     for stale in out.glob(".*.tmp"):  # temporary files of a killed run
@@ -322,7 +401,7 @@ def prepare(config: PrepareConfig, log=sys.stderr) -> dict:
         pool = None
         _init_worker(*worker_args)
     else:
-        pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=worker_args)
+        pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(*worker_args, os.getpid()))
     ahead = 2 * workers + 2
     try:
         if fraction is None:
@@ -354,6 +433,9 @@ def prepare(config: PrepareConfig, log=sys.stderr) -> dict:
             pool.shutdown(wait=True, cancel_futures=True)
         dropped_log.close()
 
+    if stats["documents"]["train"] == 0 and stats["documents"]["val"]:
+        raise SutraError(f"all {stats['documents']['val']:,} kept documents fell into the validation split (share {fraction:.4f}); "
+                         f"too few for one: lower --min-val-docs or --val-fraction (0 keeps every document for training), or add data")
     if stats["documents"]["train"] == 0:
         raise SutraError(f"no documents survived from {', '.join(config.sources)}: {_summary(stats)}")
     stats = {**stats, "val_fraction": fraction, "dropped_total": sum(stats["dropped"].values()),

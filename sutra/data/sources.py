@@ -83,11 +83,17 @@ def expand(specs: list[str], split: str = "train") -> list[tuple[str, Path | str
             from sutra import assets
 
             found += [("jsonl", p) for p in sorted(assets.ensure(spec).glob("*.jsonl"))]
-        elif HUB_ID.match(spec):
+        elif HUB_ID.match(spec) and not _looks_local(path):
             found.append(("hub", spec))
         else:
             raise SutraError(f"{spec}: no such file or directory (nor a corpus asset: {', '.join(CORPORA)}; nor a hub dataset id like 'owner/name')")
     return found
+
+
+def _looks_local(path: Path) -> bool:
+    """A missing path that names a data file ('data/train.jsonl') or lies in an existing directory
+    is a typo to report, not a hub dataset id to stream."""
+    return _kind(path, allow_json=True) is not None or path.parent.is_dir()
 
 
 def _walk(path: Path, split: str, explicit: bool, allow_json: bool) -> list[tuple[str, Path]]:
@@ -122,7 +128,7 @@ def _line_chunks(stream, unit_bytes: int, piece_bytes: int = 1 << 16) -> Iterato
     .gz) still yields every whole line before the failure, and searched piece by piece, so a
     line of any length costs linear time."""
     pending, last_newline = bytearray(), 0  # pending[:last_newline] are whole lines
-    read = getattr(stream, "read1", stream.read)  # read1: what is decoded so far, before a later error
+    read = stream.read1 if hasattr(stream, "read1") else stream.read  # read1: what is decoded so far, before a later error
     while True:
         try:
             piece = read(min(piece_bytes, unit_bytes))
@@ -145,12 +151,40 @@ def _line_chunks(stream, unit_bytes: int, piece_bytes: int = 1 << 16) -> Iterato
         yield bytes(pending), pending.count(b"\n") + (not pending.endswith(b"\n"))
 
 
-def _open_compressed(path: Path):
-    if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rb")
-    import zstandard
+class _ZstdFrames:
+    """The frames of a .zst file decompressed one after another. zstandard's own stream reader ends
+    quietly inside a truncated frame, losing the rest of the file unreported; this raises EOFError."""
 
-    return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
+    def __init__(self, path: Path, piece_bytes: int = 1 << 16):
+        import zstandard
+
+        self.file, self.piece_bytes = open(path, "rb"), piece_bytes
+        self.decompressor, self.frame, self.unread = zstandard.ZstdDecompressor(), None, b""
+
+    def read1(self, size: int = -1) -> bytes:  # any amount: the caller takes what comes
+        while True:
+            data, self.unread = self.unread or self.file.read(self.piece_bytes), b""
+            if not data:
+                if self.frame is not None and not self.frame.eof:
+                    raise EOFError("the file ends inside a zstd frame (truncated)")
+                return b""
+            if self.frame is None or self.frame.eof:
+                self.frame = self.decompressor.decompressobj()
+            output = self.frame.decompress(data)
+            if self.frame.eof:
+                self.unread = self.frame.unused_data  # the start of the next frame
+            if output:
+                return output
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.file.close()
+
+
+def _open_compressed(path: Path):
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else _ZstdFrames(path)
 
 
 def _compressed_units(path: Path, unit_bytes: int, with_payload: bool) -> Iterator[Unit]:
@@ -184,6 +218,10 @@ def _plan_one(kind: str, path, name: str, unit_bytes: int) -> Source:
     if kind == "text":
         return Source("text", name, 1, [Unit("text", name, stop=path.stat().st_size)])
     if kind == "jsonl":
+        with open(path, "rb") as f:
+            if f.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"["):
+                return Source("problem", name, 1, [_problem(name, 1, "json_array", "a JSON array, not JSON Lines (one object per line); "
+                                                            f"convert it with: jq -c '.[]' {name} > {Path(name).stem}.jsonl")])
         units, offset, line = [], 0, 1
         with open(path, "rb") as f:
             for chunk, lines in _line_chunks(f, unit_bytes):
@@ -271,8 +309,9 @@ def _hub_units(dataset_id: str, split: str) -> Iterator[Unit]:
                          f"this machine may be offline: download the dataset elsewhere and pass it as local data: {LOCAL_SOURCES}") from None
 
 
-def read_unit(unit: Unit, text_field: str, columns: set[str]) -> Iterator[tuple[str, object, tuple[str, str] | None]]:
-    """(location, record, problem) for every record of a unit; exactly one of record/problem is set."""
+def read_unit(unit: Unit, text_field: str, columns: set[str], max_chars: int | None = None) -> Iterator[tuple[str, object, tuple[str, str] | None]]:
+    """(location, record, problem) for every record of a unit; exactly one of record/problem is set.
+    A text file certain to exceed `max_chars` (over 4 bytes per character) is reported, not read."""
     if unit.kind == "problem":
         yield f"{unit.name}:{unit.first}" if unit.first else unit.name, None, unit.payload
     elif unit.kind in ("jsonl", "lines"):
@@ -286,8 +325,12 @@ def read_unit(unit: Unit, text_field: str, columns: set[str]) -> Iterator[tuple[
     elif unit.kind == "text":
         for path in unit.payload:
             try:
-                data = Path(path).read_bytes()
-                yield path, {text_field: data.decode("utf-8"), "source": path}, None
+                size = Path(path).stat().st_size
+                if max_chars is not None and size > 4 * max_chars:
+                    yield path, None, ("too_long", f"{size:,} bytes: over --max-chars {max_chars:,} characters")
+                    continue
+                text = Path(path).read_bytes().decode("utf-8").removeprefix("\ufeff")  # the byte-order mark some editors write
+                yield path, {text_field: text, "source": path}, None
             except UnicodeDecodeError as exc:
                 yield path, None, ("invalid_utf8", f"byte {exc.start}")
             except OSError as exc:

@@ -72,13 +72,18 @@ def select_ranges(available: int, budget: int, block_tokens: int) -> list[tuple[
     ranges = [(0, available)] * passes
     if remainder:
         blocks = -(-remainder // block_tokens)
-        if blocks * block_tokens > available:
-            ranges.append((0, remainder))
-        else:
+        if blocks * block_tokens <= available:
             stride = available / blocks
             for j in range(blocks):
                 start = int(j * stride)
                 ranges.append((start, start + min(block_tokens, remainder - j * block_tokens)))
+        else:  # blocks this large would overlap: smaller ones (at most 1/16 of the data), the tokens left out spread between them
+            blocks = max(blocks, -(-remainder // max(1, available // 16)))
+            left_out = available - remainder
+            for j in range(blocks):
+                taken = j * remainder // blocks
+                start = taken + j * left_out // blocks
+                ranges.append((start, start + (j + 1) * remainder // blocks - taken))
     return ranges
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import yaml
 
 from sutra.errors import SutraError
-from sutra.pipeline.stages import StageLog, banner, evaluate, exclusive, file_digest, train_run
+from sutra.pipeline.stages import StageLog, banner, evaluate, file_digest, train_run
+from sutra.processes import exclusive
 
 ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 

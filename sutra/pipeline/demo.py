@@ -13,7 +13,8 @@ from pathlib import Path
 
 from sutra.errors import SutraError
 from sutra.io import atomic_write_text
-from sutra.pipeline.stages import StageLog, banner, evaluate, exclusive, file_digest, recipe_path, sutra, train_run
+from sutra.pipeline.stages import StageLog, banner, evaluate, file_digest, recipe_path, sutra, train_run
+from sutra.processes import exclusive
 from sutra.synth.cli import STOPPED_SHORT
 
 ASSETS = ("smollm2-tokenizer", "smollm2-135m-instruct", "stdlib-docs", "benchmarks")

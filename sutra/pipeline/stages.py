@@ -5,7 +5,6 @@ A subprocess per stage keeps every stage's own progress bars and error messages,
 is killed leaves only what that stage itself leaves (each writes atomically and resumes).
 """
 
-import fcntl
 import hashlib
 import json
 import os
@@ -13,8 +12,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 from sutra.cli import PIPELINE_PID_ENV
@@ -38,25 +36,6 @@ def sutra(*args, allowed_codes: tuple[int, ...] = (0,)) -> int:
         raise SutraError(f"stage failed (exit {code}): sutra {shlex.join(command[3:])}; fix the error above and re-run (finished stages are reused)")
     print(f"   ({time.perf_counter() - started:.0f} s)", flush=True)
     return code
-
-
-@contextmanager
-def exclusive(out: Path, command: str) -> Iterator[None]:
-    """Hold OUT/.lock for a whole `sutra demo` or `sutra compare`: a second run on the same OUT would
-    make the same stages at once (two trainings into one run directory) and each would overwrite the
-    other's stages.json records. The kernel releases the lock when the holder dies, even by SIGKILL."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "another process"
-            raise SutraError(f"{out} is in use by {holder}; wait for it to finish or choose another output directory") from None
-        lock.truncate(0)
-        lock.write(f"sutra {command} (pid {os.getpid()})\n")
-        lock.flush()
-        yield
 
 
 class StageLog:

@@ -32,6 +32,11 @@ def test_select_ranges_gives_exact_spread_budgets():
     partial = select_ranges(1000, 300, 64)
     assert partial[-1][0] > 700 and all(b <= c for (_, b), (c, _) in zip(partial, partial[1:]))  # spread out, no overlap
     assert select_ranges(1000, 2500, 64)[:2] == [(0, 1000), (0, 1000)]
+    # a dataset smaller than one block is sampled across, not cut to its beginning
+    for available, budget in [(228_067, 50_000), (228_067, 1_200_000), (1000, 999), (10, 9)]:
+        ranges = select_ranges(available, budget, 1 << 20)
+        assert sum(b - a for a, b in ranges) == budget and all(b <= c for (_, b), (c, _) in zip(ranges, ranges[1:]) if c)
+        assert ranges[-1][1] > 0.8 * available
 
 
 def test_weighted_budget_mix_maps_onto_the_datasets(two_datasets, tokenizer):
@@ -75,6 +80,13 @@ def test_mix_cli_and_errors(two_datasets, tmp_path, tokenizer):
     assert bad.returncode == 2 and "give a weight to every dataset" in bad.stderr
     with pytest.raises(SutraError, match="positive token count"):
         parse_tokens("lots")
+    for weight in ("nan", "inf", "-1"):
+        with pytest.raises(SutraError, match="weights must be positive numbers"):
+            make_mix([f"{root / 'a'}={weight}", f"{root / 'b'}=1"], tmp_path / "w.json")
+    with pytest.raises(SutraError, match="weight of .* is too small"):
+        make_mix([f"{root / 'a'}=1e-300", f"{root / 'b'}=1"], tmp_path / "w.json")
+    with pytest.raises(SutraError, match="is a directory; name the mix file"):
+        make_mix([str(root / "a")], tmp_path)
     with pytest.raises(SutraError, match="no manifest.json"):
         make_mix([str(tmp_path)], tmp_path / "y.json")
 

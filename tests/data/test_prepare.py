@@ -197,7 +197,7 @@ def test_uint16_overflowing_tokenizer_and_bad_paths_are_refused(tmp_path):
     (tmp_path / "big").mkdir()
     big.save(str(tmp_path / "big" / "tokenizer.json"))
     source = write_jsonl(tmp_path / "a.jsonl", [{"text": "w1 w2"}])
-    with pytest.raises(SutraError, match="70,000 tokens; uint16 shards hold at most 65,536"):
+    with pytest.raises(SutraError, match="token ids up to 69,999; uint16 shards hold ids below 65,536"):
         run_prepare([source], tmp_path / "out", tokenizer=str(tmp_path / "big"))
     with pytest.raises(SutraError, match="no such file"):
         run_prepare([tmp_path / "missing.jsonl"], tmp_path / "out")
@@ -208,6 +208,19 @@ def test_uint16_overflowing_tokenizer_and_bad_paths_are_refused(tmp_path):
     (tmp_path / "occupied" / "notes.txt").write_text("mine")
     with pytest.raises(SutraError, match="not a prepared dataset"):
         run_prepare([source], tmp_path / "occupied")
+    assert [p.name for p in (tmp_path / "occupied").iterdir()] == ["notes.txt"]  # refused before any lock file is made there
+    with pytest.raises(SutraError, match="is a file; name a directory"):
+        run_prepare([source], source)
+    # few ids, but one past uint16: the largest id counts, not how many there are
+    sparse = Tokenizer(models.WordLevel({"w0": 0, "w1": 1, "w2": 70_000}, unk_token="w0"))
+    (tmp_path / "sparse").mkdir()
+    sparse.save(str(tmp_path / "sparse" / "tokenizer.json"))
+    with pytest.raises(SutraError, match="token ids up to 70,000"):
+        run_prepare([source], tmp_path / "out", tokenizer=str(tmp_path / "sparse"))
+    # a mistyped relative path is reported as missing, not streamed from the hub as 'owner/name'
+    assert run_sutra("data", "prepare", "data/typo.jsonl", "--out", str(tmp_path / "typo")).stderr.count("no such file or directory") == 1
+    with pytest.raises(SutraError, match="no VALUE after >="):
+        Filters.from_args(where=["quality_score>="])
 
 
 def test_rerun_is_byte_identical_whatever_the_worker_count(tmp_path, documents):
@@ -240,8 +253,14 @@ def test_killed_prepare_resumes_to_identical_bytes(tmp_path):
         except (ValueError, OSError):
             pass
         time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)
+    children = [int(pid) for task in Path(f"/proc/{process.pid}/task").iterdir() for pid in (task / "children").read_text().split()]
+    process.kill()  # the parent alone, as the OOM killer would: its tokenizer processes must not run on unattended
     process.wait()
+    deadline = time.time() + 30
+    while any(Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2] for pid in children):
+        assert time.time() < deadline, "worker processes outlived their killed parent"
+        time.sleep(0.1)
+    assert len(children) >= 2
     assert not (out / "manifest.json").exists(), "the run finished before it could be killed"
     resumed = run_sutra("data", "prepare", str(source), "--out", str(out), *options)
     assert resumed.returncode == 0 and "resuming" in resumed.stderr
@@ -294,3 +313,96 @@ def test_hub_dataset_id_offline_is_one_clear_line_naming_local_sources(tmp_path)
     error = [line for line in result.stderr.splitlines() if line.startswith("sutra: error:")]
     assert len(error) == 1 and "could not stream split 'train'" in error[0] and "offline" in error[0]
     assert "JSONL" in error[0] and "Parquet" in error[0] and "stdlib-docs" in error[0]
+
+
+def test_overwrite_replaces_only_a_prepared_dataset(tmp_path, documents):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    source = write_jsonl(corpus / "a.jsonl", [{"text": d} for d in documents[:20]])
+    (corpus / "manifest.json").write_text('{"name": "my own notes"}')  # not a prepared dataset's manifest
+    for overwrite in (False, True):
+        with pytest.raises(SutraError, match="is not a prepared dataset's manifest.json"):
+            run_prepare([corpus], corpus, overwrite=overwrite)
+    assert source.is_file()
+    (corpus / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(SutraError, match="is not a prepared dataset's manifest.json"):
+        run_prepare([source], corpus, overwrite=True)
+
+    out = tmp_path / "out"
+    run_prepare([source], out, val_fraction=0.0)
+    (out / "my-notes.txt").write_text("keep me")
+    before = all_bytes(out)
+    with pytest.raises(SutraError, match=r"holds files that `sutra data prepare` does not write \(my-notes.txt\)"):
+        run_prepare([source], out, val_fraction=0.0, shard_tokens=999, overwrite=True)
+    assert all_bytes(out) == before  # nothing removed
+    (out / "my-notes.txt").unlink()
+    stats = run_prepare([source], out, val_fraction=0.0, shard_tokens=999, overwrite=True)
+    assert stats["documents"]["train"] == 20 and json.loads((out / "manifest.json").read_text())["recipe"]["shard_tokens"] == 999
+
+
+def test_output_inside_the_input_and_repeated_inputs_are_read_once(tmp_path, documents):
+    nest = tmp_path / "nest"
+    nest.mkdir()
+    write_jsonl(nest / "docs.jsonl", [{"text": d} for d in documents[:30]])
+    first = run_prepare([nest], nest / "prepared", val_fraction=0.0)
+    before = all_bytes(nest / "prepared")
+    again = run_sutra("data", "prepare", str(nest / "docs.jsonl"), str(nest / "docs.jsonl"), f"{nest}/*.jsonl", "--out", str(tmp_path / "once"),
+                      "--val-fraction", "0", "--workers", "1")
+    assert again.returncode == 0 and "2 input files named more than once by the SOURCEs are read once" in again.stderr
+    assert json.loads((tmp_path / "once" / "stats.json").read_text())["input_records"] == 30
+    # the re-run recognises its dataset: its own shards are not inputs
+    assert run_prepare([nest], nest / "prepared", val_fraction=0.0) == first and all_bytes(nest / "prepared") == before
+
+
+def test_text_that_spells_special_tokens_stays_text(tmp_path, tokenizer):
+    text = "first half<|endoftext|>second half <|im_end|> tail"
+    out = tmp_path / "out"
+    run_prepare([write_jsonl(tmp_path / "a.jsonl", [{"text": text}])], out, val_fraction=0.0, workers=1)
+    ids = open_stream(out, "train").gather(np.array([0]), open_stream(out, "train").length)[0].tolist()
+    special = {tokenizer.document_separator_id, tokenizer.backend.token_to_id("<|im_end|>")}
+    assert [i for i in ids if i in special] == [tokenizer.document_separator_id] and ids[-1] == tokenizer.document_separator_id
+    assert tokenizer.decode(ids[:-1]) == text
+
+
+def test_damaged_inputs_are_reported_not_lost(tmp_path):
+    import zstandard
+
+    lines = [json.dumps({"text": f"zstd line {i}"}) + "\n" for i in range(400)]
+    frame = zstandard.ZstdCompressor().compress("".join(lines[:200]).encode())
+    cut = zstandard.ZstdCompressor().compress("".join(lines[200:]).encode())
+    (tmp_path / "cut.jsonl.zst").write_bytes(frame[:-3])  # one frame, cut short
+    (tmp_path / "two.jsonl.zst").write_bytes(frame + cut[: len(cut) // 2])  # a whole frame, then half of one
+    (tmp_path / "array.json").write_text(json.dumps([{"text": f"record {i}"} for i in range(30)], indent=2))
+    (tmp_path / "bom.txt").write_bytes("\ufeffA text file from an editor that writes a byte-order mark.".encode())
+    (tmp_path / "huge.txt").write_text("x" * 5000)
+    stats = run_prepare([tmp_path / n for n in ("cut.jsonl.zst", "two.jsonl.zst", "array.json", "bom.txt", "huge.txt")],
+                        tmp_path / "out", val_fraction=0.0, max_chars=1000)
+    assert stats["dropped"] == {"json_array": 1, "too_long": 1, "truncated_or_corrupt_file": 2}
+    assert stats["documents"]["train"] >= 201  # the whole frame of two.jsonl.zst and the text file
+    log = (tmp_path / "out" / "dropped.tsv").read_text()
+    assert "jq -c '.[]'" in log and "ends inside a zstd frame" in log and "5,000 bytes" in log
+    with open((tmp_path / "out" / "train-00000.bin"), "rb") as f:
+        assert "\ufeff".encode() not in f.read()
+
+
+def test_small_corpus_all_in_validation_is_named_and_a_corrected_rerun_takes_the_directory(tmp_path):
+    import hashlib
+
+    texts = (f"only document {i}" for i in range(100))
+    in_val = [t for t in texts if hashlib.blake2b(t.encode(), digest_size=8).digest()[-1] < 128][:3]  # hashes below 2**63
+    source = write_jsonl(tmp_path / "few.jsonl", [{"text": t} for t in in_val])
+    out = tmp_path / "out"
+    with pytest.raises(SutraError, match="all 3 kept documents fell into the validation split"):
+        run_prepare([source], out)  # --min-val-docs 5 raises the share to its cap, 0.5
+    stats = run_prepare([source], out, val_fraction=0.0)  # other settings; the failed run kept nothing, so no --overwrite
+    assert stats["documents"] == {"train": 3, "val": 0}
+
+
+def test_a_second_prepare_on_the_same_out_is_refused(tmp_path, documents):
+    from sutra.processes import exclusive
+
+    source = write_jsonl(tmp_path / "a.jsonl", [{"text": d} for d in documents[:10]])
+    with exclusive(tmp_path / "out", "data prepare"):
+        result = run_sutra("data", "prepare", str(source), "--out", str(tmp_path / "out"), "--workers", "1")
+    assert result.returncode == 2 and f"is in use by sutra data prepare (pid {os.getpid()})" in result.stderr
+    assert run_prepare([source], tmp_path / "out", val_fraction=0.0)["documents"]["train"] == 10

@@ -1,0 +1,61 @@
+"""Process lifetimes: one writer per output directory, and children that end with their parent."""
+
+import fcntl
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sutra.errors import SutraError
+
+LOCK_FILE = ".lock"
+
+
+@contextmanager
+def exclusive(out: Path, command: str) -> Iterator[None]:
+    """Hold OUT/.lock while `sutra COMMAND` writes OUT: a second run on the same OUT would make the
+    same files at once and each would overwrite the other's. The kernel releases the lock when the
+    holder dies, even by SIGKILL; a holder that finishes removes the file, leaving OUT as it made it."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_FILE
+    while True:
+        lock = open(path, "a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            lock.close()
+            raise SutraError(f"{out} is in use by {holder}; wait for it to finish or choose another output directory") from None
+        try:
+            if os.stat(path).st_ino == os.fstat(lock.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        lock.close()  # locked a file its finishing holder had just removed: lock the new one
+    try:
+        lock.truncate(0)
+        lock.write(f"sutra {command} (pid {os.getpid()})\n")
+        lock.flush()
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # while still locked, so nobody holds a lock on a file that is gone
+        lock.close()
+
+
+def die_with_parent(parent_pid: int, sig: int = signal.SIGTERM) -> None:
+    """Have the kernel send `sig` to this process when its parent dies, even by SIGKILL (Linux
+    prctl PR_SET_PDEATHSIG; elsewhere nothing): a child left running would race the copy of
+    itself that a re-run starts, or hold memory nobody reads."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, sig)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # it died before the prctl call
+        os.kill(os.getpid(), sig)
