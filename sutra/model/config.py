@@ -33,8 +33,11 @@ class ModelConfig:
             raise SutraError(f"model config: num_heads {self.num_heads} is not divisible by num_kv_heads {self.num_kv_heads}")
         if self.head_dim % 2:
             raise SutraError(f"model config: head_dim {self.head_dim} must be even for RoPE")
-        if not self.rope_theta > 0 or not self.rms_norm_eps > 0:
-            raise SutraError("model config: rope_theta and rms_norm_eps must be positive")
+        for key in ("rope_theta", "rms_norm_eps", "initializer_range"):
+            value = getattr(self, key)
+            if not (value is None and key == "initializer_range") and not (
+                    isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
+                raise SutraError(f"model config: {key} must be a positive number, got {value!r}")
         if not self.tie_embeddings:
             raise SutraError("model config: only tied input/output embeddings are supported (SmolLM2 ties them)")
 

@@ -16,6 +16,7 @@ from sutra.errors import SutraError
 from sutra.eval.harness import label
 from sutra.eval.tasks import TASKS
 from sutra.report.tables import Column, comparison_table, progression_table
+from sutra.train.metrics import finite
 
 TAGS = ["pretraining", "educational", "pedagogical", "sutra", "smollm2", "llama"]
 
@@ -87,10 +88,6 @@ def read_run(run_dir: str) -> dict:
     return {"metrics": metrics, "recipe": recipe}
 
 
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
 def training_summary(run: dict, checkpoint: dict) -> list[tuple[str, str]]:
     """The run's training up to this checkpoint (a run's e1-best is not its end)."""
     upto = checkpoint.get("step")
@@ -105,14 +102,14 @@ def training_summary(run: dict, checkpoint: dict) -> list[tuple[str, str]]:
     lrs = [m["lr"] for m in metrics if isinstance(m.get("lr"), (int, float))]
     if lrs:
         rows.append(("Learning rate", f"{max(lrs):.0e} → {lrs[-1]:.0e} (peak → final)"))
-    losses = [m["loss"] for m in metrics if _finite(m.get("loss"))]
+    losses = [m["loss"] for m in metrics if finite(m.get("loss"))]
     if losses:
         rows.append(("Final training loss", f"{losses[-1]:.4f}"))
-    ppls = [m.get("val_ppl") if _finite(m.get("val_ppl")) else math.exp(min(m["val_loss"], 700)) if _finite(m.get("val_loss")) else None for m in metrics]
-    ppls = [p for p in ppls if _finite(p)]
+    ppls = [m.get("val_ppl") if finite(m.get("val_ppl")) else math.exp(min(m["val_loss"], 700)) if finite(m.get("val_loss")) else None for m in metrics]
+    ppls = [p for p in ppls if finite(p)]
     if ppls:
         rows.append(("Best validation perplexity", f"{min(ppls):.2f}"))
-    if _finite(checkpoint.get("val_ppl")):
+    if finite(checkpoint.get("val_ppl")):
         rows.append(("Validation perplexity of this checkpoint", f"{checkpoint['val_ppl']:.2f} (step {checkpoint['step']:,})"))
     return rows
 

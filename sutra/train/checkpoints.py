@@ -71,6 +71,8 @@ class CheckpointStore:
             raise SutraError(f"{path / INFO_FILE}: unreadable checkpoint record ({exc}); remove the '{name}' link to continue") from None
 
     def names(self) -> list[str]:
+        if not self.run_dir.is_dir():
+            return []
         return sorted(p.name for p in self.run_dir.iterdir() if p.is_symlink() and not p.name.startswith("."))
 
     def discard_after(self, step: int) -> None:

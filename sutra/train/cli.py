@@ -51,7 +51,8 @@ def cmd_train(args) -> int:
         raise SutraError("--init-from starts a run; a resumed run continues from its own `last` checkpoint (drop --init-from)")
     from sutra.train.trainer import train
 
-    overrides = args.overrides + ([f"model.init_from={args.init_from}", "model.preset=null", "model.overrides={}"] if args.init_from else [])
+    overrides = args.overrides + ([(key, value, f"--init-from {args.init_from}") for key, value in
+                                   (("model.init_from", args.init_from), ("model.preset", None), ("model.overrides", {}))] if args.init_from else [])
     train(args.recipe, overrides, args.resume, args.stop_after)
     return 0
 

@@ -7,9 +7,8 @@ document masking. MFU divides achieved FLOP/s by the device's dense bf16 peak.
 """
 
 import json
+import math
 from pathlib import Path
-
-import torch
 
 from sutra.io import atomic_write_text
 
@@ -20,7 +19,9 @@ PEAK_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H10
 # (first match wins: "L40S" and "L40" come before "L4", which is in both names)
 
 
-def device_peak_tflops(device: torch.device) -> float | None:
+def device_peak_tflops(device) -> float | None:
+    import torch
+
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
@@ -31,13 +32,25 @@ def causal_attended_per_token(seq_len: int) -> float:
     return (seq_len + 1) / 2
 
 
-def document_attended_per_token(doc_ids: torch.Tensor) -> float:
-    """Mean keys per query under document-causal masking, from (B, T) per-window document ids.
+def document_attended_per_token(doc_ids) -> float:
+    """Mean keys per query under document-causal masking, from (B, T) per-window document ids (a tensor).
 
     A document of L tokens contributes 1 + 2 + ... + L = L(L+1)/2 query-key pairs."""
+    import torch
+
     B, T = doc_ids.shape
     spans = torch.bincount((doc_ids.long() + torch.arange(B)[:, None] * T).flatten()).double()
     return float((spans * (spans + 1) / 2).sum()) / (B * T)
+
+
+def finite(value) -> bool:
+    """A number that is neither NaN nor infinite (a record's null is not a number)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def finite_or_null(record: dict) -> dict:
+    """NaN and infinities as null: JSON has no such numbers (Python writes them, strict parsers refuse them)."""
+    return {key: None if isinstance(value, float) and not math.isfinite(value) else value for key, value in record.items()}
 
 
 class MetricsLog:
@@ -61,6 +74,7 @@ class MetricsLog:
         atomic_write_text(self.path, "".join(line for line in lines if (record := _parse(line)) and record["step"] <= step))
 
     def write(self, record: dict) -> None:
+        record = finite_or_null(record)
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
         if self.writer:

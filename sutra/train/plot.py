@@ -1,12 +1,11 @@
 """Loss, perplexity and learning-rate curves of a run, from its metrics.jsonl, to one PNG."""
 
 import io
-import math
 from pathlib import Path
 
 from sutra.errors import SutraError
 from sutra.io import atomic_write_bytes
-from sutra.train.metrics import METRICS_FILE, read_metrics
+from sutra.train.metrics import METRICS_FILE, finite, read_metrics
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -19,8 +18,8 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if not (run_dir / METRICS_FILE).is_file():
         raise SutraError(f"{run_dir}: no {METRICS_FILE}; is it a `sutra train` run directory?")
     records = read_metrics(run_dir)
-    train = [r for r in records if "loss" in r and math.isfinite(r["loss"])]
-    val = [r for r in records if "val_loss" in r]
+    train = [r for r in records if finite(r.get("loss"))]
+    val = [r for r in records if finite(r.get("val_loss"))]
     if not train and not val:
         raise SutraError(f"{run_dir / METRICS_FILE}: no training or validation records yet")
 

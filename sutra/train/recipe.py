@@ -1,7 +1,8 @@
 """Training recipes: YAML files validated into typed dataclasses before any work starts.
 
 A recipe has sections (model, data, optimizer, schedule, train, eval, checkpoint, stability,
-logging); `--set section.key=value` overrides any field with a YAML-parsed value. Every error
+logging); `--set section.key=value` overrides any field with a YAML-parsed value (a list item:
+`--set schedule.epochs[0].peak_lr=1e-3`). Every error
 names the file and line (or the --set argument) and the dotted field.
 """
 
@@ -90,7 +91,7 @@ class CheckpointSection:
 
 @dataclass
 class StabilitySection:
-    max_bad_steps: int = 5  # consecutive non-finite steps before rolling back to `last`
+    max_bad_steps: int = 5  # consecutive non-finite steps before rolling back to `last-good`
     max_rollbacks: int = 3  # then the run stops
 
 
@@ -124,9 +125,27 @@ class Recipe:
     def error(self, key: str, message: str) -> SutraError:
         return SutraError(f"{self.where(key)}: {message}")
 
+    def _typed_model_overrides(self) -> dict:
+        """model.overrides as ModelConfig field values (YAML reads 1e-6 as a string), checked with the preset."""
+        from sutra.model.config import ModelConfig, get_preset
+
+        hints = typing.get_type_hints(ModelConfig)
+        names = [f.name for f in dataclasses.fields(ModelConfig) if f.name != "name"]
+        typed = {}
+        for name, value in self.model.overrides.items():
+            key = f"model.overrides.{name}"
+            if name not in names:
+                raise self.error(key, f"not a model field; the fields are {', '.join(names)}")
+            typed[name] = _convert(hints[name], value, key, self.sources)
+        try:
+            get_preset(self.model.preset).replace(**typed)
+        except SutraError as exc:
+            raise self.error("model.overrides" if typed else "model.preset", str(exc)) from None
+        return typed
+
     @property
     def resolved_run_dir(self) -> Path:
-        return Path(self.run_dir or Path("runs") / self.name)
+        return Path(self.run_dir or Path("runs") / self.name).expanduser()
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -166,6 +185,8 @@ class Recipe:
             raise self.error("model.preset", "give either a model preset or model.init_from (whose shape and tokenizer are used)")
         if self.model.init_from is not None and self.model.overrides:
             raise self.error("model.overrides", "cannot change the shape of the model.init_from weights")
+        if self.model.preset is not None:
+            self.model.overrides = self._typed_model_overrides()
         if self.train.document_kernel == "varlen" and self.train.precision != "bf16":
             raise self.error("train.document_kernel", "varlen runs flash attention, which needs train.precision=bf16; use flex with fp32")
         if not self.optimizer.grad_clip > 0:
@@ -199,8 +220,24 @@ class Recipe:
                 raise self.error(key, f"min_lr must be between 0 and peak_lr ({peak}), got {floor}")
 
 
-def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recipe:
-    """Read, override and validate a recipe; raises SutraError naming file, line and field."""
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"'{key}' is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_recipe(path: str | Path, overrides: typing.Sequence[str | tuple[str, object, str]] = ()) -> Recipe:
+    """Read, override and validate a recipe; raises SutraError naming file, line and field.
+
+    An override is "KEY=VALUE" (a --set argument: VALUE is YAML) or (KEY, value, label) from another
+    option, whose value is used as it is and whose label names it in messages."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -209,7 +246,7 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
     except (OSError, UnicodeDecodeError) as exc:
         raise SutraError(f"{path}: cannot read recipe ({exc})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
         lines = yaml_key_lines(yaml.compose(text))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -222,11 +259,11 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
     sources = {key: f"{path}:{line}" for key, line in lines.items()}
     sources[""] = str(path)
     for item in overrides:
-        key, value = _parse_override(item)
-        _set_dotted(raw, key, value, item)
+        key, value, label = item if isinstance(item, tuple) else (*_parse_override(item), f"--set {item}")
+        _set_dotted(raw, key, value, label)
         for replaced in [k for k in sources if k.startswith((f"{key}.", f"{key}["))]:
             del sources[replaced]  # the file's lines no longer describe what is under `key`
-        sources[key] = f"--set {item}"
+        sources[key] = label
     recipe = build_dataclass(Recipe, raw, "", sources)
     recipe.sources = sources
     return recipe.validate()
@@ -242,15 +279,36 @@ def _parse_override(item: str) -> tuple[str, object]:
         raise SutraError(f"--set {item}: the value is not valid YAML") from None
 
 
-def _set_dotted(raw: dict, key: str, value, item: str) -> None:
-    parts = key.split(".")
+def _set_dotted(raw: dict, key: str, value, label: str) -> None:
+    """Set `key` (section.field, with [i] for a list item: schedule.epochs[0].peak_lr) in `raw`."""
+    path = []
+    for part in key.split("."):
+        match = re.fullmatch(r"([A-Za-z_]\w*)((?:\[\d+\])*)", part)
+        if not match:
+            raise SutraError(f"{label}: '{part}' is not a field name (KEY is section.field, with [i] for a list item)")
+        path += [match.group(1), *map(int, re.findall(r"\d+", match.group(2)))]
     node = raw
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise SutraError(f"--set {item}: '{part}' is not a section")
+    for step, following in zip(path[:-1], path[1:]):
+        if isinstance(step, int):
+            if not (isinstance(node, list) and step < len(node)):
+                raise SutraError(f"{label}: there is no item [{step}] to set (the list has {len(node) if isinstance(node, list) else 0})")
+            child = node[step]
+        else:
+            if not isinstance(node, dict):
+                raise SutraError(f"{label}: '{step}' is inside a value, not a section")
+            child = node.get(step)
+            if child is None:  # a missing or empty section
+                child = node[step] = {} if isinstance(following, str) else []
+        if isinstance(following, int) and not isinstance(child, list):
+            raise SutraError(f"{label}: '{step}' is not a list")
+        if isinstance(following, str) and not isinstance(child, dict):
+            raise SutraError(f"{label}: '{step}' is not a section" + (f" (it is a list: index it as {step}[0])" if isinstance(child, list) else ""))
         node = child
-    node[parts[-1]] = value
+    last = path[-1]
+    if isinstance(last, int):
+        if last >= len(node):
+            raise SutraError(f"{label}: there is no item [{last}] to set (the list has {len(node)})")
+    node[last] = value
 
 
 def yaml_key_lines(node, prefix: str = "") -> dict[str, int]:

@@ -36,7 +36,8 @@ class Schedule:
         warmup = min(self.section.warmup_steps, self.steps_per_epoch - 1)
         if position < warmup:
             return phase.peak_lr * (position + 1) / warmup
-        progress = (position - warmup) / max(1, self.steps_per_epoch - 1 - warmup)
+        peak = max(warmup - 1, 0)  # warmup's last step is at the peak already: the cosine starts there, not a step later
+        progress = (position - peak) / max(1, self.steps_per_epoch - 1 - peak)
         return phase.min_lr + (phase.peak_lr - phase.min_lr) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
     @property

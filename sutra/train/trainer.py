@@ -32,11 +32,12 @@ from sutra.errors import SutraError
 from sutra.eval.perplexity import perplexity_of
 from sutra.io import atomic_write_text
 from sutra.train.checkpoints import CheckpointStore, load_trainer_state
-from sutra.train.metrics import MetricsLog, causal_attended_per_token, device_peak_tflops, document_attended_per_token
+from sutra.train.metrics import MetricsLog, causal_attended_per_token, device_peak_tflops, document_attended_per_token, finite, finite_or_null
 from sutra.train.recipe import Recipe, load_recipe
 from sutra.train.schedule import Schedule
 
 RECIPE_FILE = "recipe.yaml"
+LAST_GOOD = "last-good"  # the newest checkpoint saved outside a streak of skipped steps: where a rollback goes
 
 
 @dataclass
@@ -85,6 +86,7 @@ class Progress:
     skipped_steps: int = 0  # non-finite loss or gradient: update not applied
     bad_streak: int = 0  # the latest skipped steps in a row (a resumed streak still counts toward max_bad_steps)
     rollbacks: int = 0
+    rollback_due: int | None = None  # a rollback found at a stop, made after the next step as without the stop
 
 
 @dataclass
@@ -130,7 +132,9 @@ class Trainer:
         r, t = self.recipe, self.recipe.train
         world = self.dist.world_size
         if t.grad_accum % world:
-            raise r.error("train.grad_accum", f"{t.grad_accum} micro-batches per step cannot be split over {world} processes; make it a multiple of {world}")
+            counts = ", ".join(str(n) for n in range(1, t.grad_accum + 1) if t.grad_accum % n == 0)
+            raise r.error("train.grad_accum", f"{t.grad_accum} micro-batches per step cannot be split over {world} processes; "
+                                              f"make it a multiple of {world}, or run on a process count that divides it ({counts})")
         self.accum = t.grad_accum // world
         if t.attention == "document" and t.document_kernel == "varlen" and self.device.type == "cuda":
             from sutra.model.masks import varlen_training_problem
@@ -206,13 +210,7 @@ class Trainer:
             last = self.store.resolve("last") if resume else None
             loaded = load_model(str(last) if last else m.init_from, device="cpu", dtype=torch.float32)
             return loaded.model.config, loaded.tokenizer, loaded.model
-        try:
-            config = get_preset(m.preset).replace(**m.overrides)
-        except SutraError as exc:
-            raise self.recipe.error("model", str(exc)) from None
-        except TypeError as exc:
-            raise self.recipe.error("model.overrides", f"{exc}; use ModelConfig fields (hidden_size, num_layers, ...)") from None
-        return config, load_tokenizer(), None
+        return get_preset(m.preset).replace(**m.overrides), load_tokenizer(), None  # (checked with the recipe)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         """AdamW with weight decay on matrices and embeddings, not on norm gains (as HF Trainer does)."""
@@ -228,10 +226,12 @@ class Trainer:
         """Whether there is a `last` checkpoint to resume from; writes the resolved recipe on a fresh start."""
         recipe_file = self.run_dir / RECIPE_FILE
         if not resume:
-            taken = recipe_file.exists()
+            started, checkpointed = recipe_file.exists(), bool(self.store.names())
             self.dist.barrier()  # every process looks before rank 0 writes the recipe
-            if taken:
+            if checkpointed:
                 raise SutraError(f"{self.run_dir} already holds a run; continue it with `sutra train --resume {self.run_dir}` or set another run_dir (--set run_dir=...)")
+            if started:  # an earlier start ended before its first checkpoint (an error, out of memory): nothing to keep
+                self._say(f"{self.run_dir} holds a run that ended before its first checkpoint; starting it again with this recipe")
             if self.dist.is_main:
                 atomic_write_text(recipe_file, self.recipe.to_yaml())
             self.dist.barrier()
@@ -251,18 +251,20 @@ class Trainer:
         """Rank 0 writes this step's checkpoint if some name should point at it: `e{epoch}-best` when the
         validation perplexity beats the epoch's best so far, `e{epoch}-final`, and `last` when asked or
         with any other name (resume takes the newest state), but not inside a streak of skipped steps
-        unless asked (a rollback to `last` must go back before the streak). `last` is pointed last:
-        a kill before it leaves the other names past `last`, which a resume discards."""
+        unless asked; `last-good` with `last` outside a streak (a rollback must go back before the
+        streak). `last` is pointed last: a kill before it leaves the other names past `last`, which a
+        resume discards."""
         if self.dist.is_main:
             best = self.store.info(f"e{epoch}-best")
             better = val is not None and math.isfinite(val["val_ppl"]) and (best is None or val["val_ppl"] < best["val_ppl"])
             names = [f"e{epoch}-best"] * better + [f"e{epoch}-final"] * final
-            names += ["last"] * (last or (bool(names) and self.progress.bad_streak == 0))
+            names += [LAST_GOOD, "last"] if self.progress.bad_streak == 0 and (last or names) else ["last"] * last
             if names:
                 training = {
                     **asdict(self.progress), "epoch": self.progress.step / self.schedule.steps_per_epoch, "recipe": self.recipe.name,
                     "world_size": self.dist.world_size, "loader": self.train_loader.state_dict(), "log_window": asdict(self.window), **(val or {}),
                 }
+                training = finite_or_null(training)
                 trainer_state = {"optimizer": self.optimizer.state_dict(), "rng_cpu": torch.get_rng_state()}
                 if self.device.type == "cuda":
                     trainer_state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
@@ -309,6 +311,9 @@ class Trainer:
         from tqdm import tqdm
 
         total, spe = self.schedule.total_steps, self.schedule.steps_per_epoch
+        if stop_after is not None and self.progress.step >= stop_after:
+            self._say(f"--stop-after {stop_after}: {self.run_dir} is already at step {self.progress.step}; nothing to do")
+            return
         self._announce()
         if self.progress.step == 0:
             self._log({"step": 0, "epoch": 0.0, "tokens": 0, **self._evaluate()})
@@ -325,8 +330,10 @@ class Trainer:
             self._settle(keep=1)  # the previous step's numbers: the device runs this step meanwhile
             stop_reason = "SIGTERM" if self.stopping else "--stop-after" if stop_after is not None and done >= stop_after else None
             log_due = done % self.recipe.logging.every_steps == 0 or done == total
-            if stop_reason or log_due or self._checkpoint_due(done):
+            if log_due or self._checkpoint_due(done):
                 self._settle(keep=0)
+            elif stop_reason:  # reads this step early, which the run without the stop does not: a rollback waits
+                self._settle(keep=0, defer_rollback=True)
             self.window.seconds += time.perf_counter() - started
             bar.set_postfix_str(self._postfix(), refresh=False)  # before update(), which draws the bar
             bar.update(1)
@@ -406,10 +413,12 @@ class Trainer:
         self.in_flight.append(_InFlight(step, numbers, copied))
         return flops
 
-    def _settle(self, keep: int) -> None:
+    def _settle(self, keep: int, defer_rollback: bool = False) -> None:
         """Read the numbers of enqueued steps, oldest first, until `keep` are left in flight: count the
-        skipped ones, note stop votes, and roll back after max_bad_steps in a row (reading the rest first)."""
-        roll_back_at = None
+        skipped ones, note stop votes, and roll back after max_bad_steps in a row (reading the rest first).
+        With `defer_rollback` (a stop), a rollback is recorded in the progress instead, and made at the
+        next call, after the next step, where a run without the stop would have found it."""
+        roll_back_at, self.progress.rollback_due = self.progress.rollback_due, None
         while len(self.in_flight) > (keep if roll_back_at is None else 0):
             entry = self.in_flight.popleft()
             loss, grad_norm, stop_votes = entry.read()
@@ -423,21 +432,24 @@ class Trainer:
             self.progress.bad_streak += 1
             if self.progress.bad_streak >= self.recipe.stability.max_bad_steps and roll_back_at is None:
                 roll_back_at = entry.step
-        if roll_back_at is not None:
+        if roll_back_at is not None and defer_rollback:
+            self.progress.rollback_due = roll_back_at
+        elif roll_back_at is not None:
             self._roll_back(roll_back_at)
 
     def _roll_back(self, step: int) -> None:
-        """Restore weights and optimizer from `last`; the data position moves on, past the bad batches."""
+        """Restore weights and optimizer from `last-good`; the data position moves on, past the bad batches."""
         s = self.recipe.stability
         hint = "lower the learning rate (schedule), raise warmup_steps, or check the data"
-        if self.store.resolve("last") is None:
-            raise SutraError(f"step {step + 1}: {self.progress.bad_streak} consecutive steps with a non-finite loss or gradient before any checkpoint; {hint}")
+        if self.store.resolve(LAST_GOOD) is None:
+            raise SutraError(f"step {step + 1}: {s.max_bad_steps} consecutive steps with a non-finite loss or gradient before any checkpoint; {hint} "
+                             f"(then start again: a run directory without a checkpoint is replaced)")
         if self.progress.rollbacks >= s.max_rollbacks:
             raise SutraError(f"step {step + 1}: training keeps diverging after {self.progress.rollbacks} rollbacks (stability.max_rollbacks); {hint}")
-        self._restore("last", full=False)
+        self._restore(LAST_GOOD, full=False)
         self.progress.rollbacks += 1
-        message = (f"step {step + 1}: {self.progress.bad_streak} consecutive non-finite steps; rolled weights and optimizer back to "
-                   f"'last' (step {self.store.info('last')['step']}), continuing with the next batches (rollback {self.progress.rollbacks} of at most {s.max_rollbacks})")
+        message = (f"step {step + 1}: {s.max_bad_steps} consecutive non-finite steps; rolled weights and optimizer back to "
+                   f"'{LAST_GOOD}' (step {self.store.info(LAST_GOOD)['step']}), continuing with the next batches (rollback {self.progress.rollbacks} of at most {s.max_rollbacks})")
         self.progress.bad_streak = 0
         self._say(message)
         self._log({"step": step + 1, "event": "rollback", "message": message})
@@ -459,8 +471,9 @@ class Trainer:
         return SutraError(
             f"out of memory on {self.device} with train.micro_batch={t.micro_batch} x data.seq_len={self.recipe.data.seq_len}: "
             f"lower train.micro_batch and raise train.grad_accum by the same factor to keep the global batch "
-            f"(e.g. --set train.micro_batch={max(1, t.micro_batch // 2)} --set train.grad_accum={t.grad_accum * 2}), or shorten data.seq_len; "
-            f"train.attention=document and train.precision=bf16 also use less memory"
+            f"(e.g. --set train.micro_batch={max(1, t.micro_batch // 2)} --set train.grad_accum={t.grad_accum * 2}), or shorten data.seq_len"
+            + ("; train.attention=document and train.precision=bf16 also use less memory" if self.device.type == "cuda" else "")
+            + f" (the run directory has no checkpoint yet, so the same run_dir can start again)" * (self.store.resolve("last") is None)
         )
 
     @torch.no_grad()
@@ -530,13 +543,14 @@ class Trainer:
             f"{s.epochs} epochs x {s.steps_per_epoch} steps of {self.tokens_per_step:,} tokens | attention {r.train.attention}"
         )
         if self.unused_windows_per_epoch:
-            self._say(f"each epoch leaves {self.unused_windows_per_epoch} of {self.train_loader.windows_per_epoch} training windows unused (they fill no whole step)")
+            reason = f"train.steps_per_epoch is {r.train.steps_per_epoch}" if r.train.steps_per_epoch else "they fill no whole step"
+            self._say(f"each epoch leaves {self.unused_windows_per_epoch} of {self.train_loader.windows_per_epoch} training windows unused ({reason})")
 
     def _summary(self) -> str:
         lines = [f"done: {self.progress.step} steps, {self.progress.tokens:,} tokens, {self.progress.skipped_steps} skipped steps, {self.progress.rollbacks} rollbacks"]
         for name in self.store.names():
             info = self.store.info(name)
-            ppl = f", val ppl {info['val_ppl']:.2f}" if "val_ppl" in info else ""
+            ppl = f", val ppl {info['val_ppl']:.2f}" if finite(info.get("val_ppl")) else ""
             lines.append(f"  {self.run_dir / name}: step {info['step']}{ppl}")
         return "\n".join(lines)
 
@@ -588,8 +602,8 @@ def train(recipe_path: str | None, overrides: list[str], resume_dir: str | None,
         recipe = load_recipe(recipe_path, overrides)
         # the saved recipe must resume from any working directory
         recipe.data.path = str(Path(recipe.data.path).expanduser().absolute())
-        if recipe.model.init_from and Path(recipe.model.init_from).exists():
-            recipe.model.init_from = str(Path(recipe.model.init_from).absolute())
+        if recipe.model.init_from and Path(recipe.model.init_from).expanduser().exists():
+            recipe.model.init_from = str(Path(recipe.model.init_from).expanduser().absolute())
     try:
         dist_info = setup_distributed(recipe.train.device)
     except SutraError as exc:

@@ -39,6 +39,13 @@ def test_valid_recipe_is_typed_and_overridable(tmp_path):
     # the resolved recipe round-trips through YAML
     again = load_recipe(write(tmp_path, recipe.to_yaml()))
     assert again == recipe
+    # list items, empty sections, typed model overrides, options given as typed values, ~ in run_dir
+    recipe = load_recipe(write(tmp_path, BASE + "eval:\n"), [
+        "schedule.epochs[0].peak_lr=1e-3", "eval.every_steps=3", "model.overrides.rms_norm_eps=1e-6", "run_dir=~/runs/t",
+        ("data.path", "/data #2", "--data /data #2"),  # not YAML: no comment is cut off, no number read
+    ])
+    assert (recipe.schedule.epochs[0].peak_lr, recipe.eval.every_steps, recipe.model.overrides) == (1e-3, 3, {"rms_norm_eps": 1e-6})
+    assert recipe.data.path == "/data #2" and recipe.resolved_run_dir == Path.home() / "runs/t"
 
 
 @pytest.mark.parametrize(
@@ -57,7 +64,13 @@ def test_valid_recipe_is_typed_and_overridable(tmp_path):
         (BASE, ["optimizer.betas=[0.9]"], "optimizer.betas: expected a list of 2 values"),
         (BASE, ["micro_batch"], "expected KEY=VALUE"),
         (BASE.replace("  path: /some/data\n", ""), [], "data.path: is required"),
-        (BASE + "schedule: [1, 2]\n", [], "expected a mapping"),
+        (BASE, ["schedule=[1, 2]"], "--set schedule=[1, 2]: schedule: expected a mapping"),
+        (BASE + "schedule: [1, 2]\n", [], "r.yaml:11: not valid YAML ('schedule' is given twice)"),
+        (BASE, ["model.overrides.rms_norm_eps=tiny"], "--set model.overrides.rms_norm_eps=tiny: model.overrides.rms_norm_eps: expected a number"),
+        (BASE, ["model.overrides.initializer_range=-2e-2"], "model.overrides: model config: initializer_range must be a positive number, got -0.02"),
+        (BASE, ["model.overrides.hidden=64"], "model.overrides.hidden: not a model field"),
+        (BASE, ["schedule.epochs[3].peak_lr=1"], "--set schedule.epochs[3].peak_lr=1: there is no item [3] to set (the list has 1)"),
+        (BASE, ["schedule.epochs.peak_lr=1"], "'epochs' is not a section (it is a list: index it as epochs[0])"),
         ("name: [unclosed\n", [], "r.yaml:2: not valid YAML"),
         (BASE, ["schedule.kind=wsd"], "schedule.peak_lr: the wsd schedule needs peak_lr"),
         (BASE, ["model.init_from=some/checkpoint"], "give either a model preset or model.init_from"),

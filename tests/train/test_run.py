@@ -94,7 +94,7 @@ def test_nan_steps_are_skipped_then_rolled_back_to_last(tmp_path, tiny_dataset):
     assert trainer.progress.skipped_steps == 2 and trainer.progress.rollbacks == 1
     assert all(torch.equal(saved[k], v) for k, v in trainer.model.state_dict().items()), "weights are those of `last`"
     events = [r for r in records(tmp_path / "run") if r.get("event") == "rollback"]
-    assert len(events) == 1 and "rolled weights and optimizer back to 'last' (step 3)" in events[0]["message"]
+    assert len(events) == 1 and "rolled weights and optimizer back to 'last-good' (step 3)" in events[0]["message"]
     trainer.run()  # training goes on with finite losses
     trainer.close()
     assert trainer.progress.step == 6 and trainer.progress.skipped_steps == 2
@@ -134,6 +134,43 @@ def test_a_stop_inside_a_bad_streak_and_between_log_lines_resumes_as_if_uninterr
     assert runs["stopped"].progress == runs["reference"].progress and runs["reference"].progress.rollbacks == 1
     losses = {name: [(r["step"], r["loss"]) for r in records(tmp_path / name) if "loss" in r] for name in runs}
     assert losses["stopped"] == losses["reference"] and [step for step, _ in losses["reference"]] == [2, 4, 6]
+
+
+def test_stops_around_a_streak_that_rolls_back_resume_to_the_same_weights(tmp_path, tiny_dataset):
+    """Good steps after `last`, then a streak of 3 skipped steps that rolls back. A stop inside the
+    streak saves `last` there, but the rollback still goes to the checkpoint before the streak
+    (`last-good`); a stop at the streak's third step finds the rollback early and leaves it to the
+    resumed run, which makes it after the next step as the uninterrupted run does."""
+    recipe = micro_recipe(tiny_dataset, tmp_path / "unused", train={"epochs": 1, "steps_per_epoch": 12}, schedule={"epochs": [{"peak_lr": 1e-2, "min_lr": 1e-3}]},
+                          checkpoint={"every_steps": 5}, stability={"max_bad_steps": 3, "max_rollbacks": 2}, eval={"every_steps": 100, "max_windows": 2},
+                          logging={"every_steps": 4})
+    poisoned = {6, 7, 8}  # 0-based: steps 7, 8 and 9; `last` is step 5, step 6 is a good one after it
+    runs = {}
+    for name, stop in (("reference", None), ("inside", 7), ("third", 9)):
+        recipe["run_dir"] = str(tmp_path / name)
+        trainer = Trainer(load_recipe(write_recipe(tmp_path / f"{name}.yaml", recipe)), resume=False, dist_info=CPU)
+        poison_steps(trainer, poisoned)
+        trainer.run(stop_after=stop)
+        trainer.close()
+        if stop:
+            assert trainer.progress.rollbacks == 0 and trainer.store.info("last")["step"] == stop and trainer.store.info("last-good")["step"] == 5
+            trainer = resume(tmp_path / name)
+            poison_steps(trainer, poisoned)
+            trainer.run()
+            trainer.close()
+        runs[name] = trainer
+    reference = runs["reference"].model.state_dict()
+    events = {name: [r["message"] for r in records(tmp_path / name) if r.get("event") == "rollback"] for name in runs}
+    assert events["reference"] == ["step 9: 3 consecutive non-finite steps; rolled weights and optimizer back to 'last-good' (step 5), "
+                                   "continuing with the next batches (rollback 1 of at most 2)"]
+    for name in ("inside", "third"):
+        assert runs[name].progress == runs["reference"].progress and events[name] == events["reference"], name
+        assert all(torch.equal(reference[k], v) for k, v in runs[name].model.state_dict().items()), name
+    assert runs["reference"].progress.rollbacks == 1 and runs["reference"].progress.skipped_steps == 3
+    # a skipped step's gradient norm is logged as null: metrics.jsonl stays JSON that strict parsers read
+    lines = (tmp_path / "reference" / "metrics.jsonl").read_text().splitlines()
+    logged = [json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} in metrics.jsonl")) for line in lines]
+    assert [r["grad_norm"] is None for r in logged if "loss" in r] == [False, True, False]
 
 
 def test_checkpoint_names_follow_perplexity_and_the_streak(tmp_path, tiny_dataset):
@@ -188,9 +225,17 @@ def test_out_of_memory_anywhere_in_a_step_names_the_knobs(tmp_path, tiny_dataset
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 6.00 GiB")
 
     monkeypatch.setattr(trainer.optimizer if where == "optimizer" else trainer, "step" if where == "optimizer" else "compiled", out_of_memory)
-    with pytest.raises(SutraError, match=r"out of memory on cpu with train.micro_batch=2 x data.seq_len=32: lower train.micro_batch"):
+    with pytest.raises(SutraError, match=r"out of memory on cpu with train.micro_batch=2 x data.seq_len=32: lower train.micro_batch.*"
+                                         r"the run directory has no checkpoint yet, so the same run_dir can start again"):
         trainer.run()
     trainer.close()
+    # as the message says: the advice is taken in the same run directory
+    again = Trainer(load_recipe(tmp_path / "r.yaml", ["train.micro_batch=1", "train.grad_accum=2"]), resume=False, dist_info=CPU)
+    again.run(stop_after=1)
+    again.close()
+    assert load_recipe(tmp_path / "run" / "recipe.yaml").train.micro_batch == 1 and [r["step"] for r in records(tmp_path / "run")] == [0, 1]
+    with pytest.raises(SutraError, match="already holds a run"):  # one with a checkpoint is kept
+        Trainer(load_recipe(tmp_path / "r.yaml"), resume=False, dist_info=CPU)
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -224,11 +269,12 @@ def test_init_from_continues_pretraining_from_a_checkpoint(finished_run, tmp_pat
     recipe = micro_recipe(tiny_dataset, tmp_path / "run", train={"epochs": 1, "steps_per_epoch": 2}, eval={"max_windows": 4},
                           schedule={"warmup_steps": 1, "epochs": [{"peak_lr": 1e-3, "min_lr": 1e-4}]})
     path = write_recipe(tmp_path / "r.yaml", recipe)
-    assert main(["train", str(path), "--init-from", str(finished_run / "e2-final")]) == 0
+    checkpoint = shutil.copytree(finished_run / "e2-final", tmp_path / "checkpoint #2")  # as typed, not YAML (# starts a comment there)
+    assert main(["train", str(path), "--init-from", str(checkpoint)]) == 0
     start = next(r for r in records(tmp_path / "run") if "val_loss" in r)
     source = next(r for r in records(finished_run) if r.get("step") == 8 and "val_loss" in r)
     assert start["step"] == 0 and start["val_loss"] == pytest.approx(source["val_loss"], rel=1e-6), "step 0 evaluates the loaded weights"
-    assert load_recipe(tmp_path / "run" / "recipe.yaml").model.init_from == str(finished_run / "e2-final")
+    assert load_recipe(tmp_path / "run" / "recipe.yaml").model.init_from == str(checkpoint)
     assert (tmp_path / "run" / "e1-final" / "model.safetensors").is_file()
 
 
@@ -241,6 +287,8 @@ def test_a_continued_pretraining_run_resumes_without_its_source(finished_run, tm
     trainer.close()
     shutil.rmtree(source)  # e.g. a garbage-collected run, or a hub id while offline
     trainer = resume(tmp_path / "run")
+    trainer.run(stop_after=1)  # already there: no step is trained
+    assert trainer.progress.step == 1 and trainer.store.info("last")["step"] == 1
     trainer.run()
     trainer.close()
     assert trainer.progress.step == 2 and trainer.config.hidden_size == 64

@@ -14,7 +14,7 @@ def test_cosine_restarts_each_epoch_from_its_peak_to_its_floor():
         first = epoch * 100
         lrs = [schedule.lr(first + i) for i in range(100)]
         assert lrs[0] == pytest.approx(phase.peak_lr / 10)  # warmup restarts
-        assert lrs[9] == pytest.approx(phase.peak_lr)  # warmup ends at the peak
+        assert lrs[9] == pytest.approx(phase.peak_lr) and lrs[10] < lrs[9]  # warmup ends at the peak, and the cosine leaves it at once
         assert lrs[-1] == pytest.approx(phase.min_lr)  # the epoch ends at its floor
         assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))  # monotone cosine decay
         assert lrs[9 + 45] == pytest.approx((phase.peak_lr + phase.min_lr) / 2, rel=0.05)  # halfway: the midpoint
