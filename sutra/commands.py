@@ -120,6 +120,7 @@ def pick_device(name: str | None):
 def cmd_generate(args) -> int:
     import torch
 
+    from sutra.errors import SutraError
     from sutra.model.checkpoint import load_model
     from sutra.model.generate import StreamDecoder, generate
 
@@ -128,6 +129,8 @@ def cmd_generate(args) -> int:
     loaded = load_model(args.spec, device=device, dtype=dtype)
     tokenizer = loaded.tokenizer
     if args.chat:
+        if not tokenizer.hf().chat_template:
+            raise SutraError(f"{args.spec}: its tokenizer has no chat template (a base model); drop --chat to continue the prompt as plain text")
         text = tokenizer.hf().apply_chat_template([{"role": "user", "content": args.prompt}], add_generation_prompt=True, tokenize=False)
         prompt_ids = tokenizer.encode(text)
     else:
@@ -135,16 +138,24 @@ def cmd_generate(args) -> int:
     stream = StreamDecoder(tokenizer)
     stop = set(loaded.eos_token_ids)
 
+    echoed = []
+
+    def echo_prompt() -> None:  # once generate has accepted the prompt and settings
+        if not echoed:
+            sys.stdout.write(args.prompt + ("\n" if args.chat else ""))  # a chat reply starts on its own line
+            echoed.append(True)
+
     def show(token_id: int) -> None:
+        echo_prompt()
         if token_id not in stop:
             sys.stdout.write(stream.push(token_id))
             sys.stdout.flush()
 
-    sys.stdout.write(args.prompt + ("\n" if args.chat else ""))  # a chat reply starts on its own line
     generate(
         loaded.model, prompt_ids, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed,
         stop_ids=stop, on_token=show,
     )
+    echo_prompt()
     sys.stdout.write("\n")
     return 0
 

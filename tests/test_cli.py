@@ -28,6 +28,7 @@ def test_model_info_prints_the_card_parameter_counts():
         # counts are checked by argparse, before the prompt is echoed (a negative count printed it and exited 0)
         (["generate", "smollm2-135m-instruct", "--prompt", "x", "--max-new-tokens", "-1"], "argument --max-new-tokens: must be at least 1, got -1"),
         (["generate", "smollm2-135m-instruct", "--prompt", "x", "--top-k", "0"], "argument --top-k: must be at least 1, got 0"),
+        (["generate", "smollm2-135m-instruct", "--prompt", "x", "--temperature", "nan"], "sampling needs temperature >= 0"),
         (["eval", "tiny", "--tasks", "piqa", "--batch-size", "many"], "argument --batch-size: must be a whole number, got 'many'"),
     ],
 )
@@ -41,6 +42,18 @@ def test_user_errors_are_one_line_without_traceback(args, message):
 def test_prompt_longer_than_the_context_is_refused():
     result = run_sutra("generate", "smollm2-135m-instruct", "--prompt", "word " * 9000, "--max-new-tokens", "1")
     assert result.returncode == 2 and "context is 8192" in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout == ""  # the prompt is echoed only once generation starts
+
+
+def test_chat_with_a_model_without_a_chat_template_is_refused(tmp_path, tokenizer):
+    from sutra.model import Llama, get_preset
+    from sutra.model.checkpoint import save_checkpoint
+
+    checkpoint = save_checkpoint(tmp_path / "base", Llama(get_preset("tiny")), tokenizer)
+    (checkpoint / "chat_template.jinja").unlink()  # as a base model's tokenizer has none
+    result = run_sutra("generate", str(checkpoint), "--prompt", "hi", "--chat", "--max-new-tokens", "2")
+    assert result.returncode == 2 and "has no chat template (a base model); drop --chat" in result.stderr and "Traceback" not in result.stderr
+    assert run_sutra("generate", str(checkpoint), "--prompt", "hi", "--max-new-tokens", "2", check=True).stdout.startswith("hi")
 
 
 def test_generate_completes_paris_and_export_import_round_trip(tmp_path):

@@ -76,11 +76,25 @@ def save_checkpoint(out_dir, model: Llama, tokenizer: Tokenizer, extra: dict | N
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise SutraError(f"{path}: missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SutraError(f"{path}: not valid JSON ({exc}); the checkpoint is corrupt, re-create or re-export it") from None
+    if not isinstance(data, dict):
+        raise SutraError(f"{path}: a JSON {type(data).__name__}, not an object; the checkpoint is corrupt, re-create or re-export it")
+    return data
+
+
+def _read_info(directory: Path) -> dict:
+    """A Sutra checkpoint's sutra.json, with the sections every reader needs."""
+    path = directory / CONFIG_FILE
+    info = _read_json(path)
+    if info.get("format") != FORMAT:
+        raise SutraError(f"{path}: not a Sutra checkpoint (format {info.get('format')!r})")
+    if not isinstance(info.get("model"), dict):
+        raise SutraError(f"{path}: no 'model' section (the model's shape); the checkpoint is corrupt, re-create it")
+    return info
 
 
 def _read_safetensors(files: list[Path]) -> dict:
@@ -128,14 +142,14 @@ def _hub_snapshot(repo_id: str) -> Path:
 def read_model_config(spec: str) -> ModelConfig:
     kind, directory = resolve_spec(spec)
     if kind == "sutra":
-        return ModelConfig.from_dict(_read_json(directory / CONFIG_FILE).get("model", {}))
+        return ModelConfig.from_dict(_read_info(directory)["model"])
     return config_from_hf(_read_json(directory / "config.json"), str(directory))
 
 
 def read_training_record(spec: str) -> dict:
     """The `training` record a Sutra checkpoint carries (step, epoch, val_ppl ...), or {}."""
     kind, directory = resolve_spec(spec)
-    return (_read_json(directory / CONFIG_FILE).get("training") or {}) if kind == "sutra" else {}
+    return (_read_info(directory).get("training") or {}) if kind == "sutra" else {}
 
 
 def weight_files(directory: Path) -> list[Path]:
@@ -147,15 +161,27 @@ def weight_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("model*.safetensors"))
 
 
+def _checkpoint_tokenizer(directory: Path, info: dict):
+    """The checkpoint's own copy of its tokenizer, or (an older checkpoint without one) the source it
+    names, which must still be the tokenizer the model was trained with."""
+    if (directory / "tokenizer.json").is_file():
+        return load_tokenizer(directory)
+    recorded = info.get("tokenizer") or {}
+    tokenizer = load_tokenizer(recorded.get("source"))
+    if recorded.get("fingerprint") not in (None, tokenizer.fingerprint):
+        raise SutraError(f"{directory}: has no tokenizer.json, and the tokenizer it was trained with ({recorded.get('source') or 'the default'}) "
+                         f"has changed since (fingerprint {tokenizer.fingerprint}, recorded {recorded['fingerprint']}); "
+                         f"copy the original tokenizer.json into {directory}")
+    return tokenizer
+
+
 def load_model(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LoadedModel:
     kind, directory = resolve_spec(spec)
     if kind == "sutra":
-        info = _read_json(directory / CONFIG_FILE)
-        if info.get("format") != FORMAT:
-            raise SutraError(f"{directory / CONFIG_FILE}: not a Sutra checkpoint (format {info.get('format')!r})")
+        info = _read_info(directory)
         config = ModelConfig.from_dict(info["model"])
         state = _read_safetensors([directory / WEIGHTS_FILE])
-        tokenizer = load_tokenizer(directory if (directory / "tokenizer.json").is_file() else info.get("tokenizer", {}).get("source"))
+        tokenizer = _checkpoint_tokenizer(directory, info)
         eos = info.get("eos_token_ids") or [tokenizer.eos_id]
     else:
         info = {}
@@ -184,7 +210,8 @@ def load_model(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
-        raise SutraError(f"{directory}: weights do not match the config ({str(exc).splitlines()[0]}); the checkpoint is inconsistent") from None
+        details = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]  # the first line only says where
+        raise SutraError(f"{directory}: weights do not match the config ({details[0] if details else exc}); the checkpoint is inconsistent") from None
     model.init_rope()  # non-persistent buffers are still on the meta device
     model = model.to(device=device, dtype=dtype).eval()
     return LoadedModel(model, tokenizer, str(directory), kind, [int(e) for e in eos], info)

@@ -65,6 +65,11 @@ class ModelConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def shape(self) -> dict:
+        """The fields that decide what the model computes: not its name or how it was initialised
+        (an export and re-import renames it and spells out the default initializer_range)."""
+        return {key: value for key, value in self.to_dict().items() if key not in ("name", "initializer_range")}
+
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
         known = {f.name for f in dataclasses.fields(cls)}

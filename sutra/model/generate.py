@@ -1,6 +1,7 @@
 """Text generation with a KV cache: the prompt is processed once, then one position per token;
 several prompts at once by continuous batching."""
 
+import math
 from collections import deque
 from typing import Callable, Iterable
 
@@ -69,7 +70,7 @@ def generate_batch(
     index), so every output is that prompt's generation alone."""
     if not prompts or not all(prompts):
         raise SutraError("a prompt is empty; give at least one token of text")
-    if temperature < 0 or (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):
+    if not temperature >= 0 or math.isinf(temperature) or (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):
         raise SutraError(f"sampling needs temperature >= 0, top_k >= 1 and 0 < top_p <= 1 (got {temperature}, {top_k}, {top_p})")
     context, longest = model.config.max_seq_len, max(map(len, prompts))
     if longest > context:

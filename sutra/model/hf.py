@@ -63,8 +63,9 @@ def config_from_hf(hf: dict, source: str) -> ModelConfig:
     if hf.get("hidden_act", "silu") != "silu":
         raise SutraError(f"{source}: activation '{hf.get('hidden_act')}' is not supported (SwiGLU/silu only)")
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-    if rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
-        raise SutraError(f"{source}: RoPE scaling '{rope.get('rope_type')}' is not supported")
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type not in ("default", None):
+        raise SutraError(f"{source}: RoPE scaling '{rope_type}' is not supported")
     theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
     hidden, heads = hf["hidden_size"], hf["num_attention_heads"]
     if hf.get("head_dim") not in (None, hidden // heads):

@@ -116,6 +116,19 @@ def attend(q, k, v, mask):
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
 
 
+class RMSNorm(nn.RMSNorm):
+    """In half precision, rounds as Hugging Face's LlamaRMSNorm does: normalise in fp32, round to the
+    input's dtype, then scale (nn.RMSNorm scales before rounding, so a quarter of bf16 values
+    differed from transformers' by one ulp, enough to change a greedy token). fp32 is the same
+    either way and keeps PyTorch's fused kernel, as in training, where the residual stream is fp32."""
+
+    def forward(self, x):
+        if x.dtype == torch.float32:
+            return super().forward(x)
+        x32 = x.float()
+        return self.weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+
+
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -131,9 +144,9 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, config: ModelConfig, layer_index: int):
         super().__init__()
-        self.attn_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.attn_norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.attn = Attention(config, layer_index)
-        self.mlp_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.mlp_norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.mlp = MLP(config)
 
     def forward(self, x, cos, sin, mask=None, cache=None):
@@ -147,7 +160,7 @@ class Llama(nn.Module):
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.num_layers))
-        self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.init_rope()
         self.reset_parameters()
 

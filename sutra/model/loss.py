@@ -17,8 +17,8 @@ def _logits_into(h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """h @ w.T. On a CPU, into one buffer kept between steps: glibc gives an allocation over 32 MB
     back to the OS when it is freed, so a fresh chunk of logits page-faults anew every step (a
     1024 x 49,152 head: 228 ms into a fresh tensor, 138 ms into a reused one). GPU allocators cache."""
-    if h.device.type != "cpu":
-        return h @ w.t()
+    if h.device.type != "cpu" or (torch.is_grad_enabled() and (h.requires_grad or w.requires_grad)):
+        return h @ w.t()  # (matmul into a buffer has no autograd)
     shape = (h.shape[0], w.shape[0])
     buffer = _reused_logits.get(h.dtype)
     # an inference tensor (made under torch.inference_mode, e.g. by evaluation) refuses writes outside it
@@ -81,7 +81,9 @@ class LinearCrossEntropy(torch.autograd.Function):
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
     """Mean cross-entropy of softmax(hidden @ weight.T) against targets (IGNORE_INDEX skipped).
 
-    hidden (N, d), weight (V, d), targets (N,)."""
+    hidden (N, d), weight (V, d), targets (N,): class ids in [0, V) or IGNORE_INDEX; other negative
+    ids are not checked (a check would wait for the GPU every step). The mean is over the targets
+    that are not ignored, and 0 when all are (F.cross_entropy gives NaN): a batch of nothing adds nothing."""
     if not (hidden.requires_grad or weight.requires_grad) or not torch.is_grad_enabled():
         return _eval_cross_entropy(hidden, weight, targets, chunk_size)
     return LinearCrossEntropy.apply(hidden, weight, targets, chunk_size)
@@ -101,7 +103,8 @@ def target_log_probs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.
         for start in range(0, hidden.shape[0], chunk_size):
             t = targets[start : start + chunk_size]
             logits = _logits_into(hidden[start : start + chunk_size].to(dtype), w).float()
-            chunk_log_probs = torch.log_softmax(logits, dim=-1, out=logits)
+            # in place when scoring (out= has no autograd)
+            chunk_log_probs = torch.log_softmax(logits, dim=-1, out=None if logits.requires_grad else logits)
             log_probs.append(chunk_log_probs.gather(1, t[:, None])[:, 0])
             greedy.append(chunk_log_probs.argmax(dim=-1) == t)
     return torch.cat(log_probs), torch.cat(greedy)

@@ -52,7 +52,9 @@ def flex_document_mask(doc_ids: torch.Tensor):
         _compiled_create_block_mask = torch.compile(create_block_mask)
     B, T = doc_ids.shape
     key = (B, T, doc_ids.device, doc_ids.dtype)
-    if key not in _flex_mask_mods:
+    # an inference tensor (first made under torch.inference_mode, e.g. by evaluation) refuses writes outside it
+    stale = key in _flex_mask_mods and _flex_mask_mods[key][0].is_inference() and not torch.is_inference_mode_enabled()
+    if key not in _flex_mask_mods or stale:
         buffer = torch.empty_like(doc_ids)
 
         def document_causal(b, h, q_idx, kv_idx):

@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from sutra.errors import SutraError
 from sutra.model import Llama, ModelConfig
-from sutra.model.checkpoint import load_model, save_checkpoint
+from sutra.model.checkpoint import load_model, read_model_config, read_training_record, save_checkpoint
 from sutra.model.export import export_hf
 
 # Full SmolLM2 vocabulary (the tokenizer must fit), everything else small.
@@ -44,6 +44,16 @@ def test_export_loads_in_transformers_with_equal_logits(random_checkpoint, tmp_p
     tokens = torch.randint(0, 49152, (2, 40))
     with torch.no_grad():
         assert (hf(tokens).logits - model.eval()(tokens)).abs().max().item() <= 1e-4
+    # in bf16 too, where every rounding shows: the same logits, bit for bit
+    from transformers import AutoModelForCausalLM
+
+    hf16 = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.bfloat16, attn_implementation="sdpa").eval()
+    with torch.no_grad():
+        assert torch.equal(hf16(tokens).logits, load_model(str(checkpoint), dtype=torch.bfloat16).model(tokens))
+    # and what it computes is the checkpoint's shape, whatever the export renamed
+    from sutra.model.checkpoint import read_model_config
+
+    assert read_model_config(str(out)).shape() == read_model_config(str(checkpoint)).shape()
     # the tokenizer loads by the class name every transformers release has
     from transformers import AutoTokenizer
 
@@ -142,6 +152,13 @@ def test_corrupt_or_missing_checkpoint_files_are_clear_errors(random_checkpoint)
     (checkpoint / "sutra.json").write_text("{oops")
     with pytest.raises(SutraError, match="not valid JSON"):
         load_model(str(checkpoint))
+    (checkpoint / "sutra.json").write_text("[1, 2]")
+    with pytest.raises(SutraError, match="a JSON list, not an object"):
+        load_model(str(checkpoint))
+    (checkpoint / "sutra.json").write_text('{"format": "sutra-checkpoint"}')
+    for read in (load_model, read_model_config, read_training_record):
+        with pytest.raises(SutraError, match="no 'model' section"):
+            read(str(checkpoint))
 
 
 def test_shape_mismatch_and_small_vocab_are_refused(random_checkpoint, tmp_path):
@@ -149,10 +166,21 @@ def test_shape_mismatch_and_small_vocab_are_refused(random_checkpoint, tmp_path)
     info = json.loads((checkpoint / "sutra.json").read_text())
     info["model"]["num_layers"] = 3
     (checkpoint / "sutra.json").write_text(json.dumps(info))
-    with pytest.raises(SutraError, match="do not match"):
+    with pytest.raises(SutraError, match=r"do not match the config \(Missing key\(s\) in state_dict: \"blocks.2"):
         load_model(str(checkpoint))
     info["model"].update(num_layers=2, vocab_size=1000)
     (checkpoint / "sutra.json").write_text(json.dumps(info))
     save_file({k: v for k, v in model.state_dict().items()}, str(tmp_path / "unused.safetensors"))
     with pytest.raises(SutraError, match="tokenizer has 49152 tokens"):
+        load_model(str(checkpoint))
+
+
+def test_a_checkpoint_without_its_tokenizer_file_takes_only_the_tokenizer_it_was_trained_with(random_checkpoint):
+    checkpoint, _ = random_checkpoint
+    (checkpoint / "tokenizer.json").unlink()  # an older checkpoint: the tokenizer is named by its source
+    assert load_model(str(checkpoint)).tokenizer.vocab_size == 49152
+    info = json.loads((checkpoint / "sutra.json").read_text())
+    info["tokenizer"]["fingerprint"] = "0123456789abcdef"  # the source has changed since training
+    (checkpoint / "sutra.json").write_text(json.dumps(info))
+    with pytest.raises(SutraError, match="has changed since .* copy the original tokenizer.json"):
         load_model(str(checkpoint))

@@ -92,6 +92,13 @@ def test_target_log_probs_equal_log_softmax_in_chunks():
         assert torch.equal(greedy, reference.argmax(dim=-1) == targets) and greedy[5]
 
 
+def test_target_log_probs_take_gradients_when_asked():
+    hidden, weight, targets = loss_case()
+    log_probs, _ = target_log_probs(hidden, weight, targets.clamp(min=0), 8)  # e.g. distillation: not only under inference_mode
+    (-log_probs.mean()).backward()
+    assert hidden.grad is not None and torch.isfinite(hidden.grad).all()
+
+
 def test_training_after_evaluation_in_one_process_can_reuse_the_logits_buffer():
     """Evaluation scores under torch.inference_mode, which makes the reused CPU logits buffer an
     inference tensor; a training step after it in the same process (a notebook, say) must still run."""
@@ -253,6 +260,10 @@ def test_flex_document_mask_matches_dense_sdpa_forward_and_backward(device):
     assert abs(losses[0] - losses[1]) < 1e-4
     if grads:
         assert torch.allclose(grads[0], grads[1], atol=1e-4)
+    # a mask first built under inference_mode (an evaluation) is rebuilt, not written to, by training after it
+    with torch.inference_mode():
+        flex_document_mask(doc_ids[:, :100])
+    flex_document_mask(doc_ids[:, :100])
 
 
 def test_flops_per_token_matches_the_reference_numbers():
