@@ -241,6 +241,8 @@ class Trainer:
             # run redoes those steps (as metrics.jsonl is cut back), so they must not keep old weights
             last = self.store.info("last")
             self.store.discard_after(last["step"] if last else -1)
+            if last and last.get("bad_streak", 0) == 0 and self.store.resolve(LAST_GOOD) is None:
+                self.store.point(LAST_GOOD, last["step"])  # a kill between the two names took last-good past `last`
             self.store.collect_garbage()
         self.dist.barrier()
         return self.store.resolve("last") is not None

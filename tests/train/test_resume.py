@@ -110,4 +110,4 @@ def test_sigkill_at_random_steps_and_mid_checkpoint_then_resume_is_bitwise_exact
     assert [r.get("loss", r.get("val_loss")) for r in resumed_records] == [r.get("loss", r.get("val_loss")) for r in ref_records]
     # nothing of the interrupted writes is left, and every name points at a complete checkpoint
     assert not write_in_progress(killed) and not list(killed.glob(".*"))
-    assert sorted(p.name for p in killed.iterdir() if p.is_symlink()) == ["e1-best", "e1-final", "e2-best", "e2-final", "last"]
+    assert sorted(p.name for p in killed.iterdir() if p.is_symlink()) == ["e1-best", "e1-final", "e2-best", "e2-final", "last", "last-good"]
