@@ -38,6 +38,7 @@ def register(subparsers) -> None:
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("out", metavar="OUT_DIR")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--card", metavar="README.md", help="a model card (from `sutra card`) to publish with it, as OUT_DIR/README.md")
     p.set_defaults(func=cmd_export)
 
     p = subparsers.add_parser("import", help="turn a Hugging Face Llama directory into a Sutra checkpoint")
@@ -163,7 +164,7 @@ def cmd_generate(args) -> int:
 def cmd_export(args) -> int:
     from sutra.model.export import export_hf
 
-    print(export_hf(args.spec, args.out, args.dtype))
+    print(export_hf(args.spec, args.out, args.dtype, card=args.card))
     return 0
 
 

@@ -80,6 +80,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True):
         yield tmp
         for child in tmp.rglob("*"):
             if child.is_file():
+                child.chmod(0o666 & ~_umask())  # ordinary permissions: safetensors' save_file makes 0600
                 with open(child, "rb") as f:
                     os.fsync(f.fileno())
             elif child.is_dir():

@@ -31,3 +31,18 @@ def test_a_streamed_write_replaces_the_file_whole_or_not_at_all(tmp_path):
             f.write("second, cut short")
             raise RuntimeError("interrupted")
     assert path.read_text() == "first\n" and os.listdir(tmp_path) == ["out.jsonl"]
+
+
+def test_a_written_directory_has_ordinary_permissions(tmp_path):
+    """A published checkpoint must be readable by others: safetensors writes its file 0600."""
+    import torch
+    from safetensors.torch import save_file
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_directory(tmp_path / "model") as tmp:
+            save_file({"w": torch.zeros(2)}, str(tmp / "model.safetensors"))
+    finally:
+        os.umask(mask)
+    assert oct((tmp_path / "model").stat().st_mode & 0o777) == "0o755"
+    assert oct((tmp_path / "model" / "model.safetensors").stat().st_mode & 0o777) == "0o644"

@@ -80,6 +80,8 @@ def cmd_mix(args) -> int:
     for component in mix["components"]:
         print(f"{component['path']:<40} weight {component['weight']:.3f}  {component['tokens']:>15,} tokens  "
               f"({component['passes']:.2f} passes over {component['dataset_tokens']:,})")
+        if component["passes"] > 4:  # repeated data is worth less than new data: say it, not just show it
+            print(f"sutra: warning: {component['path']} is read {component['passes']:.1f} times; give it a smaller weight or add data", file=sys.stderr)
     print(f"wrote {args.out}: {mix['tokens']:,} train tokens")
     return 0
 

@@ -331,7 +331,7 @@ def debian_documents(work: Path) -> Iterator[dict]:
         shutil.rmtree(root)
 
 
-@assets.register("debian-docs", "~15M tokens of permissively licensed Debian documentation (Python, PostgreSQL, SQLite, "
+@assets.register("debian-docs", "~12.8M tokens of permissively licensed Debian documentation (Python, PostgreSQL, SQLite, "
                                 "Django, SQLAlchemy, WordNet, Austen, Moby-Dick, Jargon File, Devil's Dictionary); needs apt-get")
 def build_debian_docs(out: Path) -> dict:
     with tempfile.TemporaryDirectory() as work:

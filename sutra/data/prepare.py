@@ -437,7 +437,8 @@ def _prepare_into(out: Path, config: PrepareConfig, tokenizer, inputs: list, rec
         raise SutraError(f"all {stats['documents']['val']:,} kept documents fell into the validation split (share {fraction:.4f}); "
                          f"too few for one: lower --min-val-docs or --val-fraction (0 keeps every document for training), or add data")
     if stats["documents"]["train"] == 0:
-        raise SutraError(f"no documents survived from {', '.join(config.sources)}: {_summary(stats)}")
+        scale = " (--min-quality is on the data's own scale: sutra-10B scores 0-1, sutra-10M..1B 60-85)" if "min_quality" in stats["filtered"] else ""
+        raise SutraError(f"no documents survived from {', '.join(config.sources)}: {_summary(stats)}{scale}")
     stats = {**stats, "val_fraction": fraction, "dropped_total": sum(stats["dropped"].values()),
              "filtered_total": sum(stats["filtered"].values())}
     for key in ("tokens_by_domain", "tokens_by_content_type", "dropped", "filtered"):

@@ -41,6 +41,24 @@ def task_manager(tasks: list[CardTask], data: str, workdir: Path):
     return TaskManager(include_path=str(workdir), include_defaults=False)
 
 
+def _quiet_git_hash() -> None:
+    """lm-eval records the git commit of the working directory and lets git print "fatal: not a
+    git repository" to the terminal when there is none, which reads as a failure of the run. The
+    same lookup, with git's complaint discarded."""
+    import subprocess
+
+    import lm_eval.evaluator
+    import lm_eval.loggers.utils
+
+    def git_hash() -> str | None:
+        try:
+            return subprocess.check_output(["git", "describe", "--always"], stderr=subprocess.DEVNULL).strip().decode()
+        except (subprocess.CalledProcessError, OSError):
+            return None
+
+    lm_eval.evaluator.get_git_commit_hash = lm_eval.loggers.utils.get_git_commit_hash = git_hash
+
+
 def run_lm_eval(lm, tasks: list[CardTask], data: str = "store", limit: int | float | None = None, log_samples: bool = False) -> dict:
     """lm-eval's simple_evaluate on `lm` for `tasks`, reading the offline store unless data == 'hub'."""
     import lm_eval
@@ -49,6 +67,7 @@ def run_lm_eval(lm, tasks: list[CardTask], data: str = "store", limit: int | flo
         raise SutraError(f"unknown data source '{data}'; use one of {', '.join(DATA_SOURCES)}")
     if data == "store":
         _offline_environment()
+    _quiet_git_hash()
     with tempfile.TemporaryDirectory(prefix="sutra-eval-tasks-") as workdir:
         manager = task_manager(tasks, data, Path(workdir))
         return lm_eval.simple_evaluate(

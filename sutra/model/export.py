@@ -4,15 +4,20 @@ from pathlib import Path
 
 import torch
 
+from sutra.errors import SutraError
 from sutra.io import atomic_directory, atomic_write_json
 from sutra.model.checkpoint import check_model_output, load_model
 from sutra.model.hf import hf_config, sutra_to_hf_state
 
 
-def export_hf(spec: str, out: str, dtype: str = "float32") -> Path:
+def export_hf(spec: str, out: str, dtype: str = "float32", card: str | None = None) -> Path:
     from safetensors.torch import save_file
 
     check_model_output(out, spec)
+    try:
+        card_text = Path(card).read_text(encoding="utf-8") if card else None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SutraError(f"--card {card}: cannot read it ({exc}); write one with `sutra card`") from None
     loaded = load_model(spec)
     config, tokenizer = loaded.model.config, loaded.tokenizer
     torch_dtype = getattr(torch, dtype)
@@ -26,4 +31,6 @@ def export_hf(spec: str, out: str, dtype: str = "float32") -> Path:
             {"bos_token_id": tokenizer.bos_id, "eos_token_id": eos, "pad_token_id": tokenizer.document_separator_id, "do_sample": False},
         )
         tokenizer.save(tmp)
+        if card_text is not None:
+            (tmp / "README.md").write_text(card_text, encoding="utf-8")
     return Path(out)

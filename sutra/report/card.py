@@ -88,6 +88,33 @@ def read_run(run_dir: str) -> dict:
     return {"metrics": metrics, "recipe": recipe}
 
 
+def schedule_summary(schedule: dict | None) -> str | None:
+    """The learning-rate schedule as the recipe states it (the logged rates can miss the peak)."""
+    if not isinstance(schedule, dict):
+        return None
+    warmup = f", warmup {schedule.get('warmup_steps') or 0} steps"
+    try:
+        if schedule.get("kind") == "wsd":
+            return f"warmup-stable-decay {float(schedule['peak_lr']):.0e} → {float(schedule.get('min_lr') or 0):.0e}{warmup}"
+        epochs = [f"{float(e['peak_lr']):.0e} → {float(e['min_lr']):.0e}" for e in schedule.get("epochs") or []]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return f"cosine per epoch: {', '.join(epochs)}{warmup} each" if epochs else None
+
+
+def public_recipe(recipe: dict) -> dict:
+    """The resolved recipe without this machine's paths: a directory is named by its last part."""
+    def name_only(value):
+        return Path(value).name if isinstance(value, str) and Path(value).is_absolute() else value
+
+    public = {key: dict(value) if isinstance(value, dict) else value for key, value in recipe.items()}
+    public.pop("run_dir", None)
+    for section, key in (("data", "path"), ("model", "init_from")):
+        if isinstance(public.get(section), dict) and key in public[section]:
+            public[section][key] = name_only(public[section][key])
+    return public
+
+
 def training_summary(run: dict, checkpoint: dict) -> list[tuple[str, str]]:
     """The run's training up to this checkpoint (a run's e1-best is not its end)."""
     upto = checkpoint.get("step")
@@ -99,9 +126,12 @@ def training_summary(run: dict, checkpoint: dict) -> list[tuple[str, str]]:
     tokens = [m["tokens"] for m in metrics if isinstance(m.get("tokens"), (int, float))]
     if tokens:
         rows.append(("Tokens", _count(max(tokens))))
+    schedule = schedule_summary((run.get("recipe") or {}).get("schedule"))
     lrs = [m["lr"] for m in metrics if isinstance(m.get("lr"), (int, float))]
-    if lrs:
-        rows.append(("Learning rate", f"{max(lrs):.0e} → {lrs[-1]:.0e} (peak → final)"))
+    if schedule:
+        rows.append(("Learning rate", schedule))
+    elif lrs:  # no recipe: what the log lines saw (a peak between two of them is missed)
+        rows.append(("Learning rate (logged)", f"{max(lrs):.0e} → {lrs[-1]:.0e} (highest → final)"))
     losses = [m["loss"] for m in metrics if finite(m.get("loss"))]
     if losses:
         rows.append(("Final training loss", f"{losses[-1]:.4f}"))
@@ -151,7 +181,7 @@ def render_card(spec: str, results: dict, name: str, base_model: str | None, dat
         if summary:
             parts.append("## Training\n\n" + _kv_table(summary, ("Quantity", "Value")))
         if run["recipe"]:
-            parts.append("Training configuration (resolved recipe):\n\n```yaml\n" + yaml.safe_dump(run["recipe"], sort_keys=False) + "```\n")
+            parts.append("Training configuration (resolved recipe):\n\n```yaml\n" + yaml.safe_dump(public_recipe(run["recipe"]), sort_keys=False) + "```\n")
     version = results.get("engine", {}).get("version")
     shots = sorted({(entry.get("num_fewshot") or 0, entry["title"]) for entry in results["tasks"].values()})
     few = [f"{title} ({n}-shot)" for n, title in shots if n]

@@ -5,6 +5,7 @@ import contextlib
 import hashlib
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,6 +237,8 @@ ANNOTATION_SCHEMA = {
 def parse_annotation(answer: str) -> dict:
     data = extract_json_object(answer)
     name = str(data.get("concept_name") or "").strip()
+    if not re.search(r"\w", name):  # a placeholder such as "..." copied from the prompt
+        name = ""
     domain = next((d for d in DOMAINS if d.lower() == str(data.get("domain", "")).strip().lower()), None)
     try:
         complexity = int(data.get("complexity_level"))
@@ -246,7 +249,7 @@ def parse_annotation(answer: str) -> dict:
     lists = {}
     for key in ("prerequisites", "builds_to", "cross_domain_connections"):
         value = data.get(key) or []
-        lists[key] = [str(v).strip() for v in (value if isinstance(value, list) else [value]) if str(v).strip()][:5]
+        lists[key] = [str(v).strip() for v in (value if isinstance(value, list) else [value]) if re.search(r"\w", str(v))][:5]
     return {"concept_name": name[:80], "domain": domain, "complexity_level": complexity, **lists}
 
 

@@ -544,6 +544,8 @@ class Trainer:
             f"{mode}: {r.name} -> {self.run_dir} | {self.config.name} ({self.config.num_parameters:,} parameters) on {self.device} x{self.dist.world_size} | "
             f"{s.epochs} epochs x {s.steps_per_epoch} steps of {self.tokens_per_step:,} tokens | attention {r.train.attention}"
         )
+        if r.schedule.kind == "wsd" and r.schedule.epochs:
+            self._say("schedule.kind is wsd: one warmup-stable-decay over the whole run; the per-epoch schedule.epochs are not used")
         if self.unused_windows_per_epoch:
             reason = f"train.steps_per_epoch is {r.train.steps_per_epoch}" if r.train.steps_per_epoch else "they fill no whole step"
             self._say(f"each epoch leaves {self.unused_windows_per_epoch} of {self.train_loader.windows_per_epoch} training windows unused ({reason})")

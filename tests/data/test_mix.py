@@ -1,4 +1,5 @@
 import json
+import os
 import random
 
 import numpy as np
@@ -76,6 +77,8 @@ def test_mix_cli_and_errors(two_datasets, tmp_path, tokenizer):
     result = run_sutra("data", "mix", f"{root / 'a'}=50", f"{root / 'b'}=50", "--tokens", "2K", "--out", str(tmp_path / "m.json"))
     assert result.returncode == 0, result.stderr
     assert "1,000 tokens" in result.stdout and json.loads((tmp_path / "m.json").read_text())["tokens"] == 2000
+    repeated = run_sutra("data", "mix", str(root / "a"), "--tokens", "1M", "--out", str(tmp_path / "r.json"))
+    assert repeated.returncode == 0 and f"sutra: warning: {os.path.relpath(root / 'a', tmp_path)} is read" in repeated.stderr
     bad = run_sutra("data", "mix", f"{root / 'a'}=50", str(root / "b"), "--out", str(tmp_path / "x.json"))
     assert bad.returncode == 2 and "give a weight to every dataset" in bad.stderr
     with pytest.raises(SutraError, match="positive token count"):

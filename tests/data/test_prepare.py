@@ -406,3 +406,9 @@ def test_a_second_prepare_on_the_same_out_is_refused(tmp_path, documents):
         result = run_sutra("data", "prepare", str(source), "--out", str(tmp_path / "out"), "--workers", "1")
     assert result.returncode == 2 and f"is in use by sutra data prepare (pid {os.getpid()})" in result.stderr
     assert run_prepare([source], tmp_path / "out", val_fraction=0.0)["documents"]["train"] == 10
+
+
+def test_a_quality_threshold_on_the_wrong_scale_says_which_scales_there_are(tmp_path):
+    source = write_jsonl(tmp_path / "scored.jsonl", [{"text": f"document {i}", "quality_score": 0.9} for i in range(4)])
+    with pytest.raises(SutraError, match=r"4 filtered by min_quality \(--min-quality is on the data's own scale: sutra-10B scores 0-1"):
+        run_prepare([source], tmp_path / "out", filters=Filters.from_args(min_quality=60))

@@ -91,7 +91,10 @@ def test_card_front_matter_parses_with_one_model_index_entry_per_task(tmp_path, 
         {"step": 10, "tokens": 5_000_000, "loss": 4.1, "lr": 3e-4},
         {"step": 20, "tokens": 10_200_000, "loss": 3.7, "lr": 3e-5, "val_loss": 3.6, "val_ppl": 36.6},
     ]))
-    (run / "recipe.yaml").write_text("optimizer: adamw\nweight_decay: 0.1\n")
+    (run / "recipe.yaml").write_text(yaml.safe_dump({
+        "run_dir": str(run), "data": {"path": "/home/me/data/sutra-10b"}, "optimizer": {"weight_decay": 0.1},
+        "schedule": {"kind": "cosine", "warmup_steps": 10, "epochs": [{"peak_lr": 3e-4, "min_lr": 3e-5}, {"peak_lr": 1e-4, "min_lr": 1e-5}]},
+    }))
     readme = tmp_path / "README.md"
     run_sutra("card", str(checkpoint), "--results", str(results), "--run", str(run), "--base-model", "HuggingFaceTB/SmolLM2-70M",
               "--dataset", "codelion/sutra-10B", "--out", str(readme), check=True)
@@ -108,6 +111,12 @@ def test_card_front_matter_parses_with_one_model_index_entry_per_task(tmp_path, 
     assert "| Hidden Size | 64 |" in text and "| Precision | float32 |" in text
     assert "| Tokens | 10.20M |" in text and "| Best validation perplexity | 36.60 |" in text
     assert "weight_decay: 0.1" in text and "trust_remote_code" not in text
+    # the schedule as the recipe states it (the logged rates never saw a peak), and no local paths
+    assert "| Learning rate | cosine per epoch: 3e-04 → 3e-05, 1e-04 → 1e-05, warmup 10 steps each |" in text
+    assert "path: sutra-10b" in text and str(tmp_path) not in text and "/home/me" not in text
+    # published with the export
+    out = run_sutra("export", str(checkpoint), str(tmp_path / "hf"), "--card", str(readme), check=True)
+    assert out.returncode == 0 and (tmp_path / "hf" / "README.md").read_text() == text
 
 
 def test_card_without_run_leaves_training_out(tmp_path, checkpoint):

@@ -1,5 +1,7 @@
 import json
 
+import re
+
 import pytest
 
 from sutra.errors import SutraError
@@ -155,6 +157,21 @@ def test_annotations_are_validated():
                     "builds_to": [], "cross_domain_connections": []}
     with pytest.raises(MalformedAnswer):
         parse_annotation('{"concept_name": "x", "domain": "Cooking", "complexity_level": 5}')
+    # placeholders a small model copies from an example are not metadata
+    copied = parse_annotation('{"concept_name": "Ohm", "domain": "engineering", "complexity_level": 3, "prerequisites": ["..."], "builds_to": ["..", "circuits"]}')
+    assert (copied["prerequisites"], copied["builds_to"]) == ([], ["circuits"])
+    with pytest.raises(MalformedAnswer):
+        parse_annotation('{"concept_name": "...", "domain": "engineering", "complexity_level": 3}')
+
+
+def test_prompts_show_no_example_values_to_copy():
+    """The 135M offline judge answered every text with the prompt example's six scores, verbatim."""
+    from sutra.synth.prompts import PromptSet
+
+    prompts = PromptSet()
+    judge = prompts.messages("judge", text="T", concept_name="C", domain="Physics", content_type="tutorial", complexity=3)[-1]["content"]
+    annotate = prompts.messages("annotate", text="T", domains="Physics")[-1]["content"]
+    assert not re.search(r"\d\.\d", judge.replace("T", "")) and '"..."' not in annotate and "complexity_level\": 5" not in annotate
 
 
 def test_shares_of_a_target_sum_to_it():
