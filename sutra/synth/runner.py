@@ -157,6 +157,10 @@ async def _run_engine(jobs, settings_manifest: dict, run: RunOptions, backends: 
     _resume_message(files, state, target)
     remaining_items = None if target_items is None else max(0, target_items - len(state.records))
     remaining_tokens = None if target_tokens is None else max(0, target_tokens - done_items)
+    if 0 in (remaining_items, remaining_tokens):  # a finished run: no server to start or ask
+        print(f"sutra: {run.out} already holds its target ({target}); nothing to generate", file=sys.stderr)
+        files.close()
+        return Summary()
     max_attempts = run.max_attempts
     if max_attempts is None and remaining_tokens is not None:  # a token target: items needed at the length seen so far
         per_item = done_items / len(state.records) if state.records else run.settings.max_new_tokens / 2

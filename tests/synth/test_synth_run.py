@@ -44,6 +44,10 @@ def test_run_writes_13_field_jsonl_and_stats_that_data_prepare_reads(scripted, s
     assert "json_schema" not in dialects[2 * tried:]
     assert all("schema" in f for f in judged if f["type"] == "json_object")
 
+    # run again: finished, so no server is asked (this URL has none)
+    code, _, stderr = synth("synth", "run", "--graph", "default", "--n", "6", "--out", out, "--base-url", f"http://127.0.0.1:{free_port()}/v1", *FAST)
+    assert code == 0 and "already holds its target (6 items); nothing to generate" in stderr and len(records(out)) == 6
+
     prepared = run_sutra("data", "prepare", str(out), "--out", str(tmp_path / "prepared"), "--val-fraction", "0", "--workers", "1", check=True).stdout
     assert (tmp_path / "prepared" / "manifest.json").is_file()
     assert "input records                6" in prepared and "dropped                      0" in prepared
