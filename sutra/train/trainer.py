@@ -475,7 +475,7 @@ class Trainer:
             f"lower train.micro_batch and raise train.grad_accum by the same factor to keep the global batch "
             f"(e.g. --set train.micro_batch={max(1, t.micro_batch // 2)} --set train.grad_accum={t.grad_accum * 2}), or shorten data.seq_len"
             + ("; train.attention=document and train.precision=bf16 also use less memory" if self.device.type == "cuda" else "")
-            + f" (the run directory has no checkpoint yet, so the same run_dir can start again)" * (self.store.resolve("last") is None)
+            + " (the run directory has no checkpoint yet, so the same run_dir can start again)" * (self.store.resolve("last") is None)
         )
 
     @torch.no_grad()
