@@ -36,7 +36,11 @@ def task_figure(columns: list[Column]):
     figure, axis = plt.subplots(figsize=(max(6, 1.1 * len(tasks) * max(1, len(columns) / 3)), 4))
     for i, column in enumerate(columns):
         values = [100 * column.value(t) if column.value(t) is not None else float("nan") for t in tasks]  # no bar, not a 0
-        axis.bar([x + i * width for x in range(len(tasks))], values, width, label=column.name)
+        positions = [x + i * width for x in range(len(tasks))]
+        axis.bar(positions, values, width, label=column.name)
+        for x, value in zip(positions, values):
+            if value != value:  # not measured: say so, or it reads as a score of 0
+                axis.text(x, 0, "n/a", ha="center", va="bottom", rotation=90, fontsize="x-small")
     axis.set_xticks([x + 0.4 - width / 2 for x in range(len(tasks))])
     # the tables' labels: a bar measured on another split or fewer items is not shown under the card's bare name
     axis.set_xticklabels([task_label(t, columns) for t in tasks], rotation=30, ha="right")

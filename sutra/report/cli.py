@@ -32,7 +32,7 @@ def cmd_report(args) -> int:
     columns = load_columns(args.inputs)
     out = Path(args.out)
     written = []
-    for stem, table in (("progression", progression_table(columns)), ("comparison", comparison_table(columns))):
+    for stem, table in (("progression", progression_table(columns)), ("comparison", comparison_table(columns, row_header="Model"))):
         atomic_write_text(out / f"{stem}.md", table.markdown())
         atomic_write_text(out / f"{stem}.csv", table.csv())
         written += [out / f"{stem}.md", out / f"{stem}.csv"]

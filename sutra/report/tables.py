@@ -156,11 +156,12 @@ def progression_table(columns: list[Column]) -> Table:
     return Table(["Benchmark"] + [c.name for c in columns], rows, notes)
 
 
-def comparison_table(columns: list[Column]) -> Table:
+def comparison_table(columns: list[Column], row_header: str = "Dataset") -> Table:
+    """The card's comparison: one row per input (a model trained on each dataset, by default)."""
     notes: list[str] = []
     shared = [t for t in _tasks_in(columns) if all(t in c.results["tasks"] for c in columns)]
     tasks = [t for t in COMPARISON_ORDER if t in shared] + [t for t in shared if t not in COMPARISON_ORDER]
-    header = ["Dataset"] + [_row_label(t, columns, notes) for t in tasks] + ["Avg"]
+    header = [row_header] + [_row_label(t, columns, notes) for t in tasks] + ["Avg"]
     rows = [[c.name] + [_percent(c.value(t)) for t in tasks] + [_percent(mean_percent(c, tasks))] for c in columns]
     notes.append(f"Avg is the mean of the {len(tasks)} task columns shown.")
     return Table(header, rows, notes)

@@ -5,7 +5,9 @@ checkpoint plus `trainer_state.pt`), written under a temporary name and renamed 
 The names users see — `last`, `e1-best`, `e1-final`, ... — are relative symlinks to those
 directories, replaced in one atomic rename, so a name always points at a complete checkpoint
 and two names for the same step share one copy. Directories no name points at, and leftovers
-of an interrupted write, are removed by `collect_garbage`.
+of an interrupted write, are removed by `collect_garbage`; so is the trainer state (optimizer
+moments: twice the weights' size) of checkpoints that only the per-epoch names still point at,
+since training resumes and rolls back only from `last` and `last-good`.
 """
 
 import json
@@ -20,6 +22,8 @@ from sutra.io import atomic_directory
 
 CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state.pt"
+LAST = "last"  # where a resumed run continues
+LAST_GOOD = "last-good"  # the newest checkpoint saved outside a streak of skipped steps: where a rollback goes
 INFO_FILE = "sutra.json"
 
 
@@ -83,15 +87,19 @@ class CheckpointStore:
                 (self.run_dir / name).unlink()
 
     def collect_garbage(self) -> None:
-        """Remove unfinished writes and step directories that no name points at."""
+        """Remove unfinished writes, step directories that no name points at, and the trainer state
+        of those that neither `last` nor `last-good` points at."""
         for stale in self.run_dir.glob(".*.link.tmp"):
             stale.unlink(missing_ok=True)
         if not self.root.is_dir():
             return
         referenced = {os.path.realpath(self.run_dir / name) for name in self.names()}
+        resumable = {os.path.realpath(self.run_dir / name) for name in (LAST, LAST_GOOD) if (self.run_dir / name).is_symlink()}
         for entry in self.root.iterdir():
             if entry.name.startswith(".") or os.path.realpath(entry) not in referenced:
                 shutil.rmtree(entry, ignore_errors=True)
+            elif os.path.realpath(entry) not in resumable:
+                (entry / TRAINER_STATE).unlink(missing_ok=True)
 
 
 def load_trainer_state(checkpoint: Path) -> dict:

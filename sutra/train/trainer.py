@@ -31,13 +31,12 @@ import torch.distributed as dist
 from sutra.errors import SutraError
 from sutra.eval.perplexity import perplexity_of
 from sutra.io import atomic_write_text
-from sutra.train.checkpoints import CheckpointStore, load_trainer_state
+from sutra.train.checkpoints import LAST, LAST_GOOD, CheckpointStore, load_trainer_state
 from sutra.train.metrics import MetricsLog, causal_attended_per_token, device_peak_tflops, document_attended_per_token, finite, finite_or_null
 from sutra.train.recipe import Recipe, load_recipe
 from sutra.train.schedule import Schedule
 
 RECIPE_FILE = "recipe.yaml"
-LAST_GOOD = "last-good"  # the newest checkpoint saved outside a streak of skipped steps: where a rollback goes
 
 
 @dataclass
@@ -119,7 +118,7 @@ class Trainer:
         self.stopping = False
         resumable = self._prepare_run_dir(resume)
         if resumable:
-            self._restore("last", full=True)
+            self._restore(LAST, full=True)
         logged_until = self.progress.step if resumable else -1  # records past the checkpoint are redone
         self.log = MetricsLog(self.run_dir, recipe.logging.tensorboard, logged_until) if dist_info.is_main else None
 
@@ -207,7 +206,7 @@ class Trainer:
         if m.init_from:
             from sutra.model.checkpoint import load_model
 
-            last = self.store.resolve("last") if resume else None
+            last = self.store.resolve(LAST) if resume else None
             loaded = load_model(str(last) if last else m.init_from, device="cpu", dtype=torch.float32)
             return loaded.model.config, loaded.tokenizer, loaded.model
         return get_preset(m.preset).replace(**m.overrides), load_tokenizer(), None  # (checked with the recipe)
@@ -239,13 +238,13 @@ class Trainer:
         if self.dist.is_main:
             # a kill between pointing e{N}-best/final and `last` leaves names past `last`: the resumed
             # run redoes those steps (as metrics.jsonl is cut back), so they must not keep old weights
-            last = self.store.info("last")
+            last = self.store.info(LAST)
             self.store.discard_after(last["step"] if last else -1)
             if last and last.get("bad_streak", 0) == 0 and self.store.resolve(LAST_GOOD) is None:
                 self.store.point(LAST_GOOD, last["step"])  # a kill between the two names took last-good past `last`
             self.store.collect_garbage()
         self.dist.barrier()
-        return self.store.resolve("last") is not None
+        return self.store.resolve(LAST) is not None
 
     # ---- checkpoints -----------------------------------------------------------------------------
 
@@ -260,7 +259,7 @@ class Trainer:
             best = self.store.info(f"e{epoch}-best")
             better = val is not None and math.isfinite(val["val_ppl"]) and (best is None or val["val_ppl"] < best["val_ppl"])
             names = [f"e{epoch}-best"] * better + [f"e{epoch}-final"] * final
-            names += [LAST_GOOD, "last"] if self.progress.bad_streak == 0 and (last or names) else ["last"] * last
+            names += [LAST_GOOD, LAST] if self.progress.bad_streak == 0 and (last or names) else [LAST] * last
             if names:
                 training = {
                     **asdict(self.progress), "epoch": self.progress.step / self.schedule.steps_per_epoch, "recipe": self.recipe.name,
@@ -475,7 +474,7 @@ class Trainer:
             f"lower train.micro_batch and raise train.grad_accum by the same factor to keep the global batch "
             f"(e.g. --set train.micro_batch={max(1, t.micro_batch // 2)} --set train.grad_accum={t.grad_accum * 2}), or shorten data.seq_len"
             + ("; train.attention=document and train.precision=bf16 also use less memory" if self.device.type == "cuda" else "")
-            + " (the run directory has no checkpoint yet, so the same run_dir can start again)" * (self.store.resolve("last") is None)
+            + " (the run directory has no checkpoint yet, so the same run_dir can start again)" * (self.store.resolve(LAST) is None)
         )
 
     @torch.no_grad()

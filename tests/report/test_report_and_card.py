@@ -56,7 +56,7 @@ def test_report_builds_both_tables_in_card_order_and_both_charts(tmp_path):
     assert "SciQ (validation, 1000)" in progression and "| SciQ |" not in progression
     assert "GSM8K (strict-match)" in progression
     rows = list(csv.reader((tmp_path / "report" / "comparison.csv").open()))
-    assert rows[0][0] == "Dataset" and rows[0][-1] == "Avg" and {r[0] for r in rows[1:]} == {"E3-best", "E1-final"}
+    assert rows[0][0] == "Model" and rows[0][-1] == "Avg" and {r[0] for r in rows[1:]} == {"E3-best", "E1-final"}
     for chart in ("tasks.png", "perplexity_vs_average.png"):
         assert (tmp_path / "report" / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert str(tmp_path / "report" / "progression.md") in result.stdout
@@ -177,7 +177,7 @@ def test_tables_follow_the_card_layout(tmp_path):
     assert "| GSM8K (test, 1319) (flexible-extract) * | 0.53 | 0.53 | 0.53 |" in progression
     assert "| GSM8K (test, 1319) (strict-match) * | 0.27 | 0.27 | 0.27 |" in progression
     header = next(csv.reader((tmp_path / "report" / "comparison.csv").open()))
-    assert header == ["Dataset", "HellaSwag", "PIQA", "WinoGrande", "ARC-Challenge", "MMLU", "TruthfulQA", "GSM8K (test, 1319) *", "Avg"]
+    assert header == ["Model", "HellaSwag", "PIQA", "WinoGrande", "ARC-Challenge", "MMLU", "TruthfulQA", "GSM8K (test, 1319) *", "Avg"]
 
 
 def test_report_reads_compare_arms_and_paths_holding_an_equals_sign(tmp_path):
@@ -206,6 +206,17 @@ def test_task_chart_names_the_split_and_size_of_each_bar(tmp_path):
     (tmp_path / "r.json").write_text(json.dumps(results))
     figure = task_figure(load_columns([f"E1-final={tmp_path / 'r.json'}"]))
     assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["ARC-Easy (test, 2)", "SciQ (validation, 1000)"]
+
+
+def test_task_chart_marks_a_task_one_checkpoint_lacks_as_not_measured_not_as_zero(tmp_path):
+    from sutra.report.charts import task_figure
+    from sutra.report.tables import load_columns
+
+    both = write_results(tmp_path / "both.json", {"arc_easy": 0.3, "sciq": 0.0})
+    one = write_results(tmp_path / "one.json", {"arc_easy": 0.4})
+    axis = task_figure(load_columns([f"E2={one}", f"E1={both}"])).axes[0]
+    assert [t.get_text() for t in axis.texts] == ["n/a"]  # E2 has no SciQ; E1's 0 % is a real score
+    assert axis.texts[0].get_position()[0] == 1  # SciQ's group, first bar
 
 
 def test_perplexity_axis_names_what_it_was_measured_on_and_warns_when_that_differs(tmp_path):

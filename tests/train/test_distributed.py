@@ -3,6 +3,7 @@ the same global batch, and a run started on 2 processes resumes on 1."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +49,14 @@ def test_two_gloo_processes_match_one_process_and_resume_on_one(tmp_path, tiny_d
     a, b = load_file(single / "last" / "model.safetensors"), load_file(pair / "last" / "model.safetensors")
     for name in a:  # Adam turns rounding-level gradient differences into up to ~lr * 1e-2 weight differences
         torch.testing.assert_close(b[name], a[name], rtol=1e-3, atol=1e-4)
+
+
+def test_a_recipe_error_under_torchrun_is_one_line_per_process_not_a_traceback(tmp_path, tiny_dataset):
+    recipe = micro_recipe(tiny_dataset, tmp_path / "run", train={"grad_accum": 3})
+    path = write_recipe(tmp_path / "micro.yaml", recipe)
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "sutra", "train", str(path)], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert re.search(r"micro\.yaml:\d+: train\.grad_accum: 3 micro-batches per step cannot be split over 2 processes", result.stderr)
+    assert 1 <= result.stderr.count("sutra: error: ") <= 2, result.stderr[-3000:]
+    assert "sutra/train" not in result.stderr, "only torchrun's own summary may show a traceback"

@@ -62,6 +62,10 @@ def test_best_and_final_checkpoints_follow_validation_perplexity(finished_run):
     # only checkpoints some name points at are kept
     kept = {p.name for p in (finished_run / "checkpoints").iterdir()}
     assert kept == {Path(p.readlink()).name for p in finished_run.iterdir() if p.is_symlink()}
+    # and only `last` and `last-good` keep the optimizer state a resume or rollback needs
+    resumable = {Path((finished_run / name).readlink()).name for name in ("last", "last-good")}
+    assert resumable < kept
+    assert {p.name for p in (finished_run / "checkpoints").iterdir() if (p / "trainer_state.pt").is_file()} == resumable
 
 
 def test_checkpoints_load_as_model_specs_and_generate(finished_run):
