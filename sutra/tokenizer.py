@@ -170,13 +170,17 @@ def _from_hub(repo_id: str) -> Path:
     target = sutra_home() / "hub-tokenizers" / repo_id.replace("/", "--")
     if (target / "tokenizer.json").is_file():
         return target
+    from sutra.hub import hub_unreachable
+
+    offline = hub_unreachable()  # then only a copy already in the Hugging Face cache can serve
     try:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(repo_id)
+        tok = AutoTokenizer.from_pretrained(repo_id, local_files_only=bool(offline))
     except Exception as exc:
+        why = f"{offline}, and it is not in the Hugging Face cache" if offline else type(exc).__name__
         raise SutraError(
-            f"tokenizer '{repo_id}' is neither a local directory, a known asset ({DEFAULT_TOKENIZER}), nor reachable on the hub ({type(exc).__name__})"
+            f"tokenizer '{repo_id}' is neither a local directory, a known asset ({DEFAULT_TOKENIZER}), nor reachable on the hub ({why})"
         ) from None
     tok.save_pretrained(str(target))
     return target

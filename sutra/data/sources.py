@@ -292,6 +292,11 @@ def iter_units(sources: list[Source], unit_bytes: int, hub_split: str = "train")
 
 
 def _hub_units(dataset_id: str, split: str) -> Iterator[Unit]:
+    from sutra.hub import hub_unreachable
+
+    if offline := hub_unreachable():  # streaming reads the hub itself: no cache can serve it
+        raise SutraError(f"{dataset_id}: cannot stream split '{split}' from the Hugging Face Hub ({offline}); "
+                         f"download the dataset elsewhere and pass it as local data: {LOCAL_SOURCES}")
     try:
         import datasets
 

@@ -61,7 +61,10 @@ def cmd_eval(args) -> int:
         except ConnectionError as exc:  # datasets/huggingface_hub when --data hub cannot reach the hub (offline)
             if args.data != "hub":
                 raise
-            raise SutraError(f"--data hub: could not fetch the benchmark data from the Hugging Face Hub ({type(exc).__name__}: {exc}); "
+            from sutra.hub import hub_unreachable
+
+            why = f"{hub_unreachable()}, and the data is not in the datasets cache" if hub_unreachable() else f"{type(exc).__name__}: {exc}"
+            raise SutraError(f"--data hub: could not fetch the benchmark data from the Hugging Face Hub ({why}); "
                              "this machine may be offline: use --data store, the offline benchmark store "
                              "(`sutra assets fetch benchmarks`)") from None
         for entry in results["tasks"].values():

@@ -65,7 +65,9 @@ def run_lm_eval(lm, tasks: list[CardTask], data: str = "store", limit: int | flo
 
     if data not in DATA_SOURCES:
         raise SutraError(f"unknown data source '{data}'; use one of {', '.join(DATA_SOURCES)}")
-    if data == "store":
+    from sutra.hub import hub_unreachable
+
+    if data == "store" or hub_unreachable():  # without a hub only datasets' own cache can serve --data hub: no retrying
         _offline_environment()
     _quiet_git_hash()
     with tempfile.TemporaryDirectory(prefix="sutra-eval-tasks-") as workdir:

@@ -131,12 +131,16 @@ def resolve_spec(spec: str) -> tuple[str, Path]:
 
 
 def _hub_snapshot(repo_id: str) -> Path:
+    from sutra.hub import hub_unreachable
+
+    offline = hub_unreachable()  # then only a copy already in the Hugging Face cache can serve
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt"]))
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt"], local_files_only=bool(offline)))
     except Exception as exc:
-        raise SutraError(f"cannot fetch '{repo_id}' from the hub ({type(exc).__name__}); offline, use a local directory or a built-in model") from None
+        why = f"{offline}, and it is not in the Hugging Face cache" if offline else type(exc).__name__
+        raise SutraError(f"cannot fetch '{repo_id}' from the hub ({why}); offline, use a local directory or a built-in model") from None
 
 
 def read_model_config(spec: str) -> ModelConfig:

@@ -311,7 +311,7 @@ def test_hub_dataset_id_offline_is_one_clear_line_naming_local_sources(tmp_path)
     result = run_sutra("data", "prepare", "someone/some-dataset", "--out", str(tmp_path / "out"), "--workers", "1", env=offline)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     error = [line for line in result.stderr.splitlines() if line.startswith("sutra: error:")]
-    assert len(error) == 1 and "could not stream split 'train'" in error[0] and "offline" in error[0]
+    assert len(error) == 1 and "cannot stream split 'train'" in error[0] and "HF_HUB_OFFLINE is set" in error[0]
     assert "JSONL" in error[0] and "Parquet" in error[0] and "stdlib-docs" in error[0]
 
 
