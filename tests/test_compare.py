@@ -11,7 +11,7 @@ import pytest
 from sutra_testing import REPO, run_sutra
 
 from sutra.errors import SutraError
-from sutra.pipeline.compare import Arm, arm_overrides, load_experiment, prepared_dataset
+from sutra.pipeline.compare import Arm, arm_plan, load_experiment, prepared_dataset
 from sutra.pipeline.stages import StageLog
 from sutra.processes import LOCK_FILE, exclusive
 
@@ -23,8 +23,8 @@ TINY = REPO / "recipes" / "compare-tiny.yaml"
 def test_token_budget_sets_the_steps_of_every_arm(tmp_path):
     experiment = load_experiment(TINY)
     # tiny-cpu: 4 windows x 128 tokens per step, one epoch, so 2K tokens are 4 steps.
-    overrides, epochs = arm_overrides(experiment, experiment.arms[0], tmp_path / "data")
-    assert epochs == 1
+    overrides, recipe, steps = arm_plan(experiment, experiment.arms[0], tmp_path / "data")
+    assert recipe.train.epochs == 1 and steps == 4
     assert overrides[-1] == "train.steps_per_epoch=4"
     assert f"data.path={tmp_path / 'data'}" in overrides
 
@@ -71,7 +71,7 @@ def test_a_bare_number_is_a_token_count(tmp_path):
     experiment.write_text(f"name: x\nrecipe: {REPO / 'recipes' / 'tiny-cpu.yaml'}\ntokens: 2000\narms:\n  - {{name: a, dataset: stdlib-docs}}\n"
                           "  - {name: b, dataset: stdlib-docs, tokens: 1.0e+3}\n")
     loaded = load_experiment(experiment)
-    assert [arm_overrides(loaded, arm, tmp_path)[0][-1] for arm in loaded.arms] == ["train.steps_per_epoch=4", "train.steps_per_epoch=2"]
+    assert [arm_plan(loaded, arm, tmp_path)[0][-1] for arm in loaded.arms] == ["train.steps_per_epoch=4", "train.steps_per_epoch=2"]
 
 
 def test_an_arm_dataset_prepared_again_is_not_reused(tmp_path, tokenizer):
@@ -88,7 +88,7 @@ def test_an_arm_dataset_prepared_again_is_not_reused(tmp_path, tokenizer):
 
     def train():  # a re-run of the arm: its data, then its training stage, chained as run_experiment chains them
         log = StageLog(out)
-        data, needs = prepared_dataset(log, arm, out / "arms" / "a")
+        data, needs = prepared_dataset(log, arm, arm.dataset, out / "arms" / "a")
         log.run("a/run", run, {"data": str(data)}, make, needs)
 
     train()

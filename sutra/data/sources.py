@@ -71,23 +71,34 @@ def expand(specs: list[str], split: str = "train") -> list[tuple[str, Path | str
     the split of a saved DatasetDict directory (a hub id's is picked when it streams)."""
     found = []
     for spec in specs:
-        path = Path(spec)
-        if any(ch in spec for ch in "*?["):
+        kind = spec_kind(spec)
+        if kind == "glob":
             matches = sorted(Path(p) for p in glob.glob(spec, recursive=True))
             if not matches:
                 raise SutraError(f"{spec}: the pattern matches no files")
             found += [item for m in matches for item in _walk(m, split, explicit=False, allow_json=True)]
-        elif path.exists():
-            found += _walk(path, split, explicit=True, allow_json=True)
-        elif spec in CORPORA:
+        elif kind == "path":
+            found += _walk(Path(spec), split, explicit=True, allow_json=True)
+        elif kind == "asset":
             from sutra import assets
 
             found += [("jsonl", p) for p in sorted(assets.ensure(spec).glob("*.jsonl"))]
-        elif HUB_ID.match(spec) and not _looks_local(path):
+        elif kind == "hub":
             found.append(("hub", spec))
         else:
             raise SutraError(f"{spec}: no such file or directory (nor a corpus asset: {', '.join(CORPORA)}; nor a hub dataset id like 'owner/name')")
     return found
+
+
+def spec_kind(spec: str) -> str | None:
+    """What an input names, without reading it: 'glob', 'path', 'asset', 'hub', or None (nothing)."""
+    if any(ch in spec for ch in "*?["):
+        return "glob"
+    if Path(spec).exists():
+        return "path"
+    if spec in CORPORA:
+        return "asset"
+    return "hub" if HUB_ID.match(spec) and not _looks_local(Path(spec)) else None
 
 
 def _looks_local(path: Path) -> bool:

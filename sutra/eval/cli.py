@@ -31,11 +31,14 @@ def _parse_limit(text: str | None):
         raise SutraError(f"--limit {text!r}: give a number of documents (e.g. 50) or a fraction below 1 (e.g. 0.1)") from None
     if value <= 0:
         raise SutraError(f"--limit {text}: must be positive")
+    if isinstance(value, float) and value >= 1:  # lm-eval would cut it to int(value) documents while the results said `text`
+        raise SutraError(f"--limit {text}: give a whole number of documents (e.g. {int(value)}) or a fraction below 1 (e.g. 0.1)")
     return value
 
 
 def cmd_eval(args) -> int:
     import sys
+    from pathlib import Path
 
     import torch
 
@@ -47,6 +50,12 @@ def cmd_eval(args) -> int:
 
     if not args.tasks and not args.perplexity:
         raise SutraError("nothing to evaluate: give --tasks card|TASK,... and/or --perplexity DATA_DIR")
+    if args.out and Path(args.out).is_dir():
+        raise SutraError(f"--out {args.out}: is a directory; give the results file to write, e.g. {Path(args.out) / 'results.json'}")
+    if args.perplexity:  # a wrong path stops before the benchmarks run, not after
+        from sutra.data.stream import open_stream
+
+        open_stream(args.perplexity, "val")
     tasks = parse_tasks(args.tasks) if args.tasks else []
     limit = _parse_limit(args.limit)
     device = pick_device(args.device)
@@ -72,10 +81,11 @@ def cmd_eval(args) -> int:
             print(f"{label(entry):<34} {name:<28} {100 * entry['value']:6.2f}")
     if args.perplexity:
         from sutra.eval.perplexity import perplexity
-        from sutra.model.checkpoint import load_model
+        from sutra.model.checkpoint import load_model, weights_sha256
 
         loaded = load_model(args.spec, device=device, dtype=dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32))
-        results.setdefault("model", {"spec": args.spec, "source": loaded.source})
+        results.setdefault("model", {"spec": args.spec, "source": loaded.source, "config": loaded.model.config.to_dict(),
+                                     "weights_sha256": weights_sha256(args.spec)})
         results["perplexity"] = perplexity(loaded, args.perplexity, seq_len=args.seq_len, batch_size=max(1, args.batch_size // 4), max_windows=args.max_windows)
         ppl = results["perplexity"]
         print(f"validation perplexity {ppl['perplexity']:.3f} over {ppl['tokens']:,} tokens ({ppl['windows']} windows of {ppl['seq_len']})")

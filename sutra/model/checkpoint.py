@@ -165,6 +165,20 @@ def weight_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("model*.safetensors"))
 
 
+def weights_sha256(spec: str) -> str | None:
+    """A digest of the model's weight files, byte for byte: which weights a results file or a card
+    describes (None for a model directory without safetensors files)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    files = weight_files(resolve_spec(spec)[1])
+    for file in files:
+        with open(file, "rb") as stream:
+            while block := stream.read(1 << 22):
+                digest.update(block)
+    return digest.hexdigest() if files else None
+
+
 def _checkpoint_tokenizer(directory: Path, info: dict):
     """The checkpoint's own copy of its tokenizer, or (an older checkpoint without one) the source it
     names, which must still be the tokenizer the model was trained with."""

@@ -10,6 +10,20 @@ from sutra.model.checkpoint import check_model_output, load_model
 from sutra.model.hf import hf_config, sutra_to_hf_state
 
 
+def card_for_export(text: str, card: str, spec: str, dtype: str) -> str:
+    """A card `sutra card` wrote must describe these weights; its Precision row becomes the
+    exported dtype. A card written by hand is published as it is."""
+    import re
+
+    from sutra.model.checkpoint import weights_sha256
+    from sutra.report.card import WEIGHTS_MARK
+
+    found = re.search(re.escape(WEIGHTS_MARK) + r"([0-9a-f]{64}) -->", text)
+    if found and found.group(1) != weights_sha256(spec):
+        raise SutraError(f"--card {card}: describes other weights than {spec}'s; write its card with `sutra card {spec} --results ...`")
+    return re.sub(r"^\| Precision \| [^|\n]* \|$", f"| Precision | {dtype} |", text, count=1, flags=re.MULTILINE)
+
+
 def export_hf(spec: str, out: str, dtype: str = "float32", card: str | None = None) -> Path:
     from safetensors.torch import save_file
 
@@ -18,6 +32,8 @@ def export_hf(spec: str, out: str, dtype: str = "float32", card: str | None = No
         card_text = Path(card).read_text(encoding="utf-8") if card else None
     except (OSError, UnicodeDecodeError) as exc:
         raise SutraError(f"--card {card}: cannot read it ({exc}); write one with `sutra card`") from None
+    if card_text is not None:
+        card_text = card_for_export(card_text, card, spec, dtype)
     loaded = load_model(spec)
     config, tokenizer = loaded.model.config, loaded.tokenizer
     torch_dtype = getattr(torch, dtype)

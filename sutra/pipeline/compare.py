@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from sutra.data.sources import CORPORA, spec_kind
 from sutra.errors import SutraError
 from sutra.pipeline.stages import StageLog, banner, evaluate, file_digest, train_run
 from sutra.processes import exclusive
@@ -80,10 +81,14 @@ def load_experiment(path: str | Path) -> Experiment:
             raise SutraError(f"{where_key(sources, f'arms[{i}].tokens' if arm.tokens else 'tokens')}: {exc}") from None
     if not recipe_file(experiment).is_file():
         raise SutraError(f"{where_key(sources, 'recipe')}: {recipe_file(experiment)}: no such file (paths are relative to the experiment file)")
+    for i, arm in enumerate(experiment.arms):  # every arm's data is found before the first arm trains for hours
+        if spec_kind(arm_dataset(experiment, arm)) is None:
+            raise SutraError(f"{where_key(sources, f'arms[{i}].dataset')}: {arm.dataset}: no such file or directory (paths are relative to the "
+                             f"experiment file), nor a corpus asset ({', '.join(CORPORA)}), nor a hub dataset id like 'owner/name'")
     # the recipe with the experiment's overrides, checked before any arm prepares its data (hours for a hub dataset)
     try:
         for arm in experiment.arms:
-            arm_overrides(experiment, arm, Path(arm.dataset))
+            arm_plan(experiment, arm, Path(arm_dataset(experiment, arm)))
     except SutraError as exc:
         raise SutraError(f"{where_key(sources, 'overrides' if experiment.overrides else 'recipe')}: {exc}") from None
     # checked now, not after hours of training
@@ -91,8 +96,11 @@ def load_experiment(path: str | Path) -> Experiment:
         parse_tasks(experiment.eval.tasks)
     except SutraError as exc:
         raise SutraError(f"{where_key(sources, 'eval.tasks')}: {exc}") from None
-    if experiment.eval.limit is not None and experiment.eval.limit <= 0:
-        raise SutraError(f"{where_key(sources, 'eval.limit')}: {experiment.eval.limit}: must be positive (a number of documents, or a fraction below 1)")
+    limit = experiment.eval.limit
+    if limit is not None and (limit <= 0 or (limit >= 1 and limit != int(limit))):
+        raise SutraError(f"{where_key(sources, 'eval.limit')}: {limit}: give a whole number of documents or a fraction below 1")
+    if limit is not None and limit >= 1:
+        experiment.eval.limit = int(limit)  # `--limit 2`, as lm-eval counts documents
     return experiment
 
 
@@ -100,8 +108,15 @@ def recipe_file(experiment: Experiment) -> Path:
     return Path(experiment.sources[""]).parent / experiment.recipe
 
 
-def arm_overrides(experiment: Experiment, arm: Arm, data_path: Path) -> tuple[list[str], int]:
-    """The arm's `--set` overrides (its data and the steps its token budget buys) and the recipe's epoch count."""
+def arm_dataset(experiment: Experiment, arm: Arm) -> str:
+    """The arm's dataset as `sutra data prepare` takes it: a path relative to the experiment file (as
+    `recipe` is; else to the working directory), or a corpus asset or hub id as given."""
+    beside = Path(experiment.sources[""]).parent / arm.dataset
+    return str(beside.absolute()) if not Path(arm.dataset).is_absolute() and beside.exists() else arm.dataset
+
+
+def arm_plan(experiment: Experiment, arm: Arm, data_path: Path):
+    """The arm's `--set` overrides (its data and the steps its token budget buys), its recipe and those steps per epoch."""
     from sutra.data.mix import parse_tokens
     from sutra.train.recipe import load_recipe
 
@@ -109,17 +124,32 @@ def arm_overrides(experiment: Experiment, arm: Arm, data_path: Path) -> tuple[li
     recipe = load_recipe(recipe_file(experiment), overrides)
     tokens_per_step = recipe.train.micro_batch * recipe.train.grad_accum * recipe.data.seq_len
     steps = math.ceil(parse_tokens(arm.tokens or experiment.tokens) / (tokens_per_step * recipe.train.epochs))
-    return [*overrides, f"train.steps_per_epoch={steps}"], recipe.train.epochs
+    return [*overrides, f"train.steps_per_epoch={steps}"], recipe, steps
 
 
-def prepared_dataset(log: StageLog, arm: Arm, arm_dir: Path) -> tuple[Path, tuple[str, ...]]:
+def check_budget(experiment: Experiment, index: int, data: Path, recipe, steps: int) -> None:
+    """The arm's token budget must fit one pass over its prepared data per epoch (said of the budget, not
+    of the train.steps_per_epoch it becomes)."""
+    from sutra.data.loader import TokenLoader
+    from sutra.train.recipe import where_key
+
+    t, arm = recipe.train, experiment.arms[index]
+    full_pass = TokenLoader(data, "train", recipe.data.seq_len, t.micro_batch).windows_per_epoch // (t.micro_batch * t.grad_accum)
+    if steps > full_pass:
+        per_step = t.micro_batch * t.grad_accum * recipe.data.seq_len
+        raise SutraError(f"{where_key(experiment.sources, f'arms[{index}].tokens' if arm.tokens else 'tokens')}: {arm.tokens or experiment.tokens} tokens "
+                         f"over {t.epochs} epoch(s) need {steps} steps of {per_step:,} tokens per epoch, but one pass over {data} gives {full_pass} "
+                         f"({full_pass * per_step:,} tokens); lower the budget or give the arm more data")
+
+
+def prepared_dataset(log: StageLog, arm: Arm, dataset: str, arm_dir: Path) -> tuple[Path, tuple[str, ...]]:
     """The arm's prepared dataset and the stage that made it (for an already prepared directory, its
     recorded fingerprint: preparing it again must not leave the arm's old training reused)."""
-    given = Path(arm.dataset)
+    given = Path(dataset)
     if (given / "manifest.json").is_file():
         log.source(f"{arm.name}/data", given, file_digest(given / "manifest.json"))  # shard digests: changes with the tokens
         return given, (f"{arm.name}/data",)
-    args = ("data", "prepare", arm.dataset, "--out", arm_dir / "data", "--min-val-docs", 24, *arm.prepare_args)
+    args = ("data", "prepare", dataset, "--out", arm_dir / "data", "--min-val-docs", 24, *arm.prepare_args)
     log.command(f"{arm.name}/data", arm_dir / "data", args)
     return arm_dir / "data", (f"{arm.name}/data",)
 
@@ -133,9 +163,10 @@ def run_experiment(experiment: Experiment, out: Path | None = None) -> Path:
             arm_dir = out / "arms" / arm.name
             results[arm.name] = arm_dir / "results.json"
             banner(f"arm {i}/{len(experiment.arms)}: {arm.name} ({arm.dataset}, {arm.tokens or experiment.tokens} tokens)")
-            data, data_stage = prepared_dataset(log, arm, arm_dir)
-            overrides, epochs = arm_overrides(experiment, arm, data)
-            final = train_run(log, f"{arm.name}/run", recipe_file(experiment), arm_dir / "run", overrides, data_stage, epochs)
+            data, data_stage = prepared_dataset(log, arm, arm_dataset(experiment, arm), arm_dir)
+            overrides, recipe, steps = arm_plan(experiment, arm, data)
+            check_budget(experiment, i - 1, data, recipe, steps)
+            final = train_run(log, f"{arm.name}/run", recipe_file(experiment), arm_dir / "run", overrides, data_stage, recipe.train.epochs)
             evaluate(log, f"{arm.name}/results", final, results[arm.name], experiment.eval.tasks, experiment.eval.limit, (f"{arm.name}/run",))
         return write_comparison(out, results)
 

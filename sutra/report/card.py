@@ -13,11 +13,11 @@ from pathlib import Path
 import yaml
 
 from sutra.errors import SutraError
-from sutra.eval.harness import label
 from sutra.eval.tasks import TASKS
 from sutra.report.tables import Column, comparison_table, progression_table
 from sutra.train.metrics import finite
 
+WEIGHTS_MARK = "<!-- sutra card of the weights with sha256 "  # then the digest and " -->"
 TAGS = ["pretraining", "educational", "pedagogical", "sutra", "smollm2", "llama"]
 
 
@@ -25,7 +25,9 @@ def model_index(name: str, results: dict) -> list[dict]:
     entries = []
     for entry in results["tasks"].values():
         task = TASKS[entry["task"]]
-        dataset = {"type": task.dataset_type, "name": label(entry)}
+        # the seed's dataset names ("TruthfulQA MC2"), with the split and size when they are not the card's
+        measured = "" if entry.get("matches_card", False) else f" ({entry['split']}, {entry['items']})"
+        dataset = {"type": task.dataset_type, "name": task.dataset_name + measured}
         if task.dataset_config:
             dataset["config"] = task.dataset_config
         dataset["split"] = entry["split"]
@@ -85,7 +87,24 @@ def read_run(run_dir: str) -> dict:
                 raise SutraError(f"{metrics_file}:{number}: not a JSON line; fix or remove it") from None
     recipe_file = run / "recipe.yaml"
     recipe = yaml.safe_load(recipe_file.read_text()) if recipe_file.is_file() else None
-    return {"metrics": metrics, "recipe": recipe}
+    return {"path": str(run), "metrics": metrics, "recipe": recipe}
+
+
+def check_run_made(run: dict, checkpoint: dict, spec: str) -> None:
+    """Refuse a run directory that did not train this checkpoint: its recipe has another name, it
+    never reached the checkpoint's step, or it validated that step to another perplexity."""
+    step, where = checkpoint.get("step"), f"--run {run['path']}: not the run that trained {spec}"
+    named = (run.get("recipe") or {}).get("name")
+    if checkpoint.get("recipe") and named and checkpoint["recipe"] != named:
+        raise SutraError(f"{where} (its recipe is '{named}', the checkpoint's '{checkpoint['recipe']}')")
+    if not isinstance(step, int):
+        return
+    steps = [m["step"] for m in run["metrics"] if isinstance(m.get("step"), int)]
+    if steps and step > max(steps):
+        raise SutraError(f"{where} (it logged up to step {max(steps)}, the checkpoint is step {step})")
+    logged = [m["val_ppl"] for m in run["metrics"] if m.get("step") == step and finite(m.get("val_ppl"))]
+    if finite(checkpoint.get("val_ppl")) and logged and not math.isclose(logged[-1], checkpoint["val_ppl"], rel_tol=1e-6):
+        raise SutraError(f"{where} (it validated step {step} at perplexity {logged[-1]:.2f}, the checkpoint at {checkpoint['val_ppl']:.2f})")
 
 
 def schedule_summary(schedule: dict | None) -> str | None:
@@ -144,6 +163,44 @@ def training_summary(run: dict, checkpoint: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def epoch_table(run: dict, checkpoint: dict) -> str | None:
+    """The seed's per-epoch table (Epoch | Tokens | Training Time | Learning Rate | Best Perplexity,
+    then Total) for the epochs up to this checkpoint. Training time adds up each log line's
+    window (its tokens / its tokens per second): the optimizer steps, not validation or saving."""
+    upto = checkpoint.get("step")
+    metrics = [m for m in run["metrics"] if isinstance(m.get("step"), int) and finite(m.get("epoch")) and (upto is None or m["step"] <= upto)]
+    if not any("loss" in m for m in metrics):
+        return None
+    schedule = (run.get("recipe") or {}).get("schedule") or {}
+    epoch_lrs = schedule.get("epochs") if schedule.get("kind", "cosine") == "cosine" else None
+    rows, before, total_seconds, logged_tokens, best_ppls = [], 0, 0.0, 0, []
+    for n in range(1, math.ceil(max(m["epoch"] for m in metrics)) + 1):
+        inside = [m for m in metrics if n - 1 < m["epoch"] <= n]
+        train = [m for m in inside if "loss" in m]
+        seconds = 0.0
+        for m in train:
+            if finite(m.get("tokens_per_s")) and m["tokens_per_s"] > 0:
+                seconds += (m["tokens"] - logged_tokens) / m["tokens_per_s"]
+            logged_tokens = m["tokens"]
+        ended = max((m["tokens"] for m in inside), default=before)
+        ppls = [m["val_ppl"] for m in inside if finite(m.get("val_ppl"))]
+        best_ppls += ppls
+        if isinstance(epoch_lrs, list) and n <= len(epoch_lrs) and isinstance(epoch_lrs[n - 1], dict):
+            lr = f"{float(epoch_lrs[n - 1]['peak_lr']):.0e} → {float(epoch_lrs[n - 1]['min_lr']):.0e}"
+        else:  # WSD or no recipe: what the log lines saw
+            lrs = [m["lr"] for m in train if finite(m.get("lr"))]
+            lr = f"{max(lrs):.0e} → {lrs[-1]:.0e} (logged)" if lrs else ""
+        rows.append([str(n), _count(ended - before), _duration(seconds), lr, f"{min(ppls):.2f}" if ppls else ""])
+        before, total_seconds = ended, total_seconds + seconds
+    rows.append(["Total", _count(before), _duration(total_seconds), "", f"{min(best_ppls):.2f}" if best_ppls else ""])
+    lines = ["| Epoch | Tokens | Training Time | Learning Rate | Best Perplexity |", "|---|---:|---:|---|---:|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.2f}h" if seconds >= 360 else f"{seconds / 60:.1f} min"
+
+
 def _count(n: float) -> str:
     for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
         if n >= size:
@@ -155,15 +212,38 @@ def _kv_table(rows: list[tuple[str, str]], head: tuple[str, str]) -> str:
     return "\n".join([f"| {head[0]} | {head[1]} |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]) + "\n"
 
 
+def benchmark_section(name: str, results: dict, progression: list[Column]) -> str:
+    """The seed's "Benchmark Results": how they were measured, then this model beside the
+    progression's checkpoints (this model's column first when the progression lacks it)."""
+    version = results.get("engine", {}).get("version")
+    shots = sorted({(entry.get("num_fewshot") or 0, entry["title"]) for entry in results["tasks"].values()})
+    few = [f"{title} ({n}-shot)" for n, title in shots if n]
+    weights = results.get("model", {}).get("weights_sha256")
+    present = any(c.results == results or (weights and c.results.get("model", {}).get("weights_sha256") == weights) for c in progression)
+    columns = progression if present else [Column(name, results, "results"), *progression]
+    return (
+        "## Benchmark Results\n\n"
+        f"All benchmarks evaluated with lm-evaluation-harness{f' v{version}' if version else ''}; "
+        f"{'all tasks are 0-shot except ' + ', '.join(few) if few else 'all tasks are 0-shot'}. "
+        "A task shown with a split and size in brackets was not measured on the card's full split.\n\n"
+        + progression_table(columns).markdown()
+    )
+
+
 def render_card(spec: str, results: dict, name: str, base_model: str | None, datasets: list[str], run: dict | None,
                 progression: list[Column], comparison: list[Column], repo_id: str | None, license: str = "apache-2.0") -> str:
-    from sutra.model.checkpoint import read_model_config, read_training_record
+    from sutra.model.checkpoint import read_model_config, read_training_record, weights_sha256
 
     config = read_model_config(spec)
     evaluated = results.get("model", {}).get("config")
     if evaluated is not None and {key: evaluated.get(key) for key in config.shape()} != config.shape():
         raise SutraError(f"the results are for another model ({results['model'].get('spec')}, a different shape) than {spec}; evaluate {spec} or pass its results")
+    weights = weights_sha256(spec)
+    if results.get("model", {}).get("weights_sha256") not in (None, weights):
+        raise SutraError(f"the results are for other weights ({results['model'].get('spec')}) than {spec}'s; evaluate {spec} or pass its results")
     checkpoint = read_training_record(spec)
+    if run:
+        check_run_made(run, checkpoint, spec)
     front = {
         "language": ["en"],
         "license": license,
@@ -175,24 +255,27 @@ def render_card(spec: str, results: dict, name: str, base_model: str | None, dat
         "model-index": model_index(name, results),
     }
     parts = ["---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n", f"# {name}\n"]
+    if weights:  # `sutra export --card` checks that it publishes the card beside these weights
+        parts.insert(1, f"{WEIGHTS_MARK}{weights} -->\n")
     parts.append("## Model Details\n\n" + _kv_table(model_details(spec, config), ("Property", "Value")))
     if run:
         summary = training_summary(run, checkpoint)
         if summary:
             parts.append("## Training\n\n" + _kv_table(summary, ("Quantity", "Value")))
+        table = epoch_table(run, checkpoint)
+        if table:
+            parts.append(table)
+        if checkpoint.get("step") is not None:
+            parts.append(f"This checkpoint is step {checkpoint['step']:,} of the run, in epoch {max(1, math.ceil(checkpoint.get('epoch') or 0))}.\n")
         if run["recipe"]:
             parts.append("Training configuration (resolved recipe):\n\n```yaml\n" + yaml.safe_dump(public_recipe(run["recipe"]), sort_keys=False) + "```\n")
-    version = results.get("engine", {}).get("version")
-    shots = sorted({(entry.get("num_fewshot") or 0, entry["title"]) for entry in results["tasks"].values()})
-    few = [f"{title} ({n}-shot)" for n, title in shots if n]
-    parts.append(
-        "## Benchmark Results\n\n"
-        f"All benchmarks evaluated with lm-evaluation-harness{f' v{version}' if version else ''}; "
-        f"{'all tasks are 0-shot except ' + ', '.join(few) if few else 'all tasks are 0-shot'}. "
-        "A task shown with a split and size in brackets was not measured on the card's full split.\n\n"
-    )
-    this = Column(name, results, "results")
-    parts.append(progression_table(progression or [this]).markdown())
+    if results["tasks"]:
+        parts.append(benchmark_section(name, results, progression))
+    measured = results.get("perplexity") or {}
+    if finite(measured.get("perplexity")):
+        where = f" of {Path(measured['data']).name}" if measured.get("data") else ""
+        parts.append(f"Validation perplexity{where}: {measured['perplexity']:.2f} over {measured.get('tokens', 0):,} tokens "
+                     f"({measured.get('windows')} windows of {measured.get('seq_len')} tokens, `sutra eval --perplexity`).\n")
     if comparison:
         parts.append("\n### Comparison\n\n" + comparison_table(comparison).markdown())
     model_id = repo_id or name

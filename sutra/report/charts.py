@@ -61,17 +61,30 @@ def perplexity_label(points: list[Column]) -> str:
     return f"validation perplexity ({data}, {seq_len}-token windows)" if data else "validation perplexity"
 
 
+def _chart_points(columns: list[Column]) -> tuple[list[Column], list[str]]:
+    """The columns with a perplexity, oldest first (card order is newest first), and the tasks all of them have."""
+    points = [c for c in reversed(columns) if c.perplexity is not None]
+    return points, average_tasks(points)
+
+
+def perplexity_chart_gap(columns: list[Column]) -> str:
+    """Why perplexity_vs_average draws nothing for these columns."""
+    points, _ = _chart_points(columns)
+    if not points:
+        return "no input has a perplexity (run 'sutra eval SPEC --perplexity DATA_DIR')"
+    return f"the inputs with a perplexity ({', '.join(c.name for c in points)}) share no averaged benchmark task (run 'sutra eval SPEC --tasks card')"
+
+
 def perplexity_vs_average(columns: list[Column], path: Path) -> Path | None:
     """Validation perplexity and benchmark average per checkpoint, oldest first, on two axes.
 
-    None when no input carries a perplexity (`sutra eval ... --perplexity DATA_DIR`)."""
+    None when no input carries both a perplexity and the benchmarks (see perplexity_chart_gap)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [c for c in reversed(columns) if c.perplexity is not None]  # card order is newest first
-    averaged = average_tasks(points)
+    points, averaged = _chart_points(columns)
     if not points or not averaged:
         return None
     names = [c.name for c in points]

@@ -18,7 +18,7 @@ from pathlib import Path
 from sutra.errors import SutraError
 from sutra.eval.harness import label, read_results
 from sutra.eval.store import NOTES
-from sutra.eval.tasks import AVERAGE_TASKS, CARD_TASKS
+from sutra.eval.tasks import AVERAGE_TASKS, CARD_TASKS, TASKS
 
 STRICT_ROW = "gsm8k:strict-match"  # gsm8k's second filter, shown but never averaged
 # The card's "Comparison with 1B Token Baselines" columns, in its order; other tasks follow in card order.
@@ -89,8 +89,11 @@ class Table:
     notes: list[str]
 
     def markdown(self) -> str:
-        lines = ["| " + " | ".join(self.header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(self.header))) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        def cells(row: list[str]) -> str:
+            return "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"  # a '|' in a name would split its cell
+
+        lines = [cells(self.header), "|" + "|".join("---" if i == 0 else "---:" for i in range(len(self.header))) + "|"]
+        lines += [cells(row) for row in self.rows]
         if self.notes:
             lines += [""] + [f"- {note}" for note in self.notes]
         return "\n".join(lines) + "\n"
@@ -112,23 +115,35 @@ def _tasks_in(columns: list[Column]) -> list[str]:
     return [t.name for t in CARD_TASKS if t.name in present]
 
 
+def _sizes_differ(task: str, columns: list[Column]) -> bool:
+    return len({label(c.results["tasks"][task]) for c in columns if task in c.results["tasks"]}) > 1
+
+
 def task_label(task: str, columns: list[Column]) -> str:
-    """The card title, or title (split, items) when any column's number is not the card's measurement."""
+    """The card title, or title (split, items) when the columns' numbers are not the card's
+    measurement, or title (sizes differ) when the columns were measured on different items."""
     entries = [c.results["tasks"][task] for c in columns if task in c.results["tasks"]]
-    labels = sorted({label(e) for e in entries})
-    return labels[0] if len(labels) == 1 else f"{entries[0]['title']} (sizes differ: {'; '.join(labels)})"
+    return f"{entries[0]['title']} (sizes differ)" if _sizes_differ(task, columns) else label(entries[0])
+
+
+def _add_note(notes: list[str], note: str) -> None:
+    if note not in notes:  # gsm8k's two rows share their notes
+        notes.append(note)
 
 
 def _row_label(task: str, columns: list[Column], notes: list[str], suffix: str = "") -> str:
     """task_label + suffix (gsm8k's filter), marked * when a note says how the measurement differs."""
     entries = [c.results["tasks"][task] for c in columns if task in c.results["tasks"]]
-    note = NOTES.get(task) if any(e.get("note") for e in entries) else None
-    text = task_label(task, columns) + suffix
-    if note:
-        if f"{entries[0]['title']}: {note}." not in notes:  # gsm8k's two rows share one note
-            notes.append(f"{entries[0]['title']}: {note}.")
-        text += " *"
-    return text
+    title = entries[0]["title"]
+    marked = False
+    if any(e.get("note") for e in entries) and NOTES.get(task):
+        _add_note(notes, f"{title}: {NOTES[task]}.")
+        marked = True
+    if _sizes_differ(task, columns):
+        sizes = "; ".join(f"{c.name} {c.results['tasks'][task]['split']}, {c.results['tasks'][task]['items']} items" for c in columns if task in c.results["tasks"])
+        _add_note(notes, f"{title} (sizes differ): {sizes}.")
+        marked = True
+    return task_label(task, columns) + suffix + " *" * marked
 
 
 def average_tasks(columns: list[Column]) -> list[str]:
@@ -150,9 +165,12 @@ def progression_table(columns: list[Column]) -> Table:
             rows.append([_row_label(task, columns, notes, " (strict-match)")] + [_percent(c.value(STRICT_ROW)) for c in columns])
     averaged = average_tasks(columns)
     if averaged:
-        rows.append([f"Average ({len(averaged)})"] + [_percent(mean_percent(c, averaged)) for c in columns])
+        mixed = [TASKS[t].title for t in averaged if _sizes_differ(t, columns)]
+        rows.append([f"Average ({len(averaged)})" + " *" * bool(mixed)] + [_percent(mean_percent(c, averaged)) for c in columns])
         if len(averaged) < len(AVERAGE_TASKS):
             notes.append(f"Average ({len(averaged)}) is over {', '.join(averaged)}; the card's Average (10) needs all of {', '.join(AVERAGE_TASKS)}.")
+        if mixed:
+            notes.append(f"Average ({len(averaged)}): the columns were measured on different items for {', '.join(mixed)}, so their averages do not compare exactly.")
     return Table(["Benchmark"] + [c.name for c in columns], rows, notes)
 
 
