@@ -147,3 +147,31 @@ def test_compare_writes_the_table_and_skips_finished_arms(tmp_path):
     assert second.stdout.count("$ sutra eval") == 1
     assert (out / "arms" / "pydoc-topics" / "results.json").stat().st_mtime_ns == stamp
     assert (out / "comparison.png").is_file()
+
+
+def test_arm_datasets_are_found_beside_the_experiment_and_checked_before_any_arm_runs(tmp_path, tokenizer):
+    """As `recipe:` is, an arm's dataset path is relative to the experiment file; a missing one and a
+    token budget its data cannot hold stop before any arm trains, naming the experiment's line."""
+    write_dataset(tmp_path / "exp" / "data", tokenizer, stdlib_documents()[:40])
+    experiment = tmp_path / "exp" / "e.yaml"
+    head = f"name: x\nrecipe: {REPO / 'recipes' / 'tiny-cpu.yaml'}\ntokens: 1M\narms:\n  - {{name: a, dataset: data}}\n"
+    experiment.write_text(head + "  - {name: b, dataset: nodata}\n")
+    result = run_sutra("compare", str(experiment), "--out", str(tmp_path / "out"))  # run from the repository, not exp/
+    assert result.returncode == 2 and "$ sutra" not in result.stdout, result.stdout
+    assert result.stderr.startswith(f"sutra: error: {experiment}:6: arms[1].dataset: nodata: no such file or directory (paths are relative to the experiment file)")
+    experiment.write_text(head)
+    result = run_sutra("compare", str(experiment), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "$ sutra train" not in result.stdout, result.stdout
+    assert f"{experiment}:3: tokens: 1M tokens over 1 epoch(s) need" in result.stderr, result.stderr
+    assert f"one pass over {tmp_path / 'exp' / 'data'} gives" in result.stderr and "lower the budget or give the arm more data" in result.stderr
+
+
+def test_a_fractional_limit_above_one_is_refused_and_a_whole_one_is_a_count(tmp_path):
+    experiment = tmp_path / "e.yaml"
+    for limit, expected in (("2", 2), ("0.5", 0.5)):
+        experiment.write_text(f"name: x\nrecipe: {REPO / 'recipes' / 'tiny-cpu.yaml'}\narms:\n  - {{name: a, dataset: stdlib-docs}}\neval:\n  limit: {limit}\n")
+        limit_value = load_experiment(experiment).eval.limit
+        assert limit_value == expected and type(limit_value) is type(expected)  # `--limit 2`, not `--limit 2.0`
+    experiment.write_text(f"name: x\nrecipe: {REPO / 'recipes' / 'tiny-cpu.yaml'}\narms:\n  - {{name: a, dataset: stdlib-docs}}\neval:\n  limit: 1.5\n")
+    with pytest.raises(SutraError, match=r"e\.yaml:6: eval\.limit: 1\.5: give a whole number of documents or a fraction below 1"):
+        load_experiment(experiment)

@@ -274,8 +274,8 @@ def render_card(spec: str, results: dict, name: str, base_model: str | None, dat
     measured = results.get("perplexity") or {}
     if finite(measured.get("perplexity")):
         where = f" of {Path(measured['data']).name}" if measured.get("data") else ""
-        parts.append(f"Validation perplexity{where}: {measured['perplexity']:.2f} over {measured.get('tokens', 0):,} tokens "
-                     f"({measured.get('windows')} windows of {measured.get('seq_len')} tokens, `sutra eval --perplexity`).\n")
+        windows = f"{measured['windows']} windows of {measured['seq_len']} tokens, " if measured.get("windows") and measured.get("seq_len") else ""
+        parts.append(f"Validation perplexity{where}: {measured['perplexity']:.2f} over {measured.get('tokens', 0):,} tokens ({windows}`sutra eval --perplexity`).\n")
     if comparison:
         parts.append("\n### Comparison\n\n" + comparison_table(comparison).markdown())
     model_id = repo_id or name

@@ -59,6 +59,22 @@ def test_nothing_to_evaluate_is_a_clear_error(tiny_model):
     assert result.returncode == 2 and "nothing to evaluate" in result.stderr
 
 
+def test_arguments_that_would_fail_after_the_benchmarks_fail_before_them(tiny_model, tmp_path):
+    """A wrong --perplexity path or an --out that is a directory used to surface only after every
+    task had run (and the directory case as a traceback); a --limit of 1.5 ran 1 document while the
+    results recorded 1.5."""
+    (tmp_path / "outdir").mkdir()
+    for args, message in (
+        (("--perplexity", str(tmp_path / "nodata")), f"{tmp_path / 'nodata'}: no such dataset directory or mix manifest"),
+        (("--out", str(tmp_path / "outdir")), f"--out {tmp_path / 'outdir'}: is a directory; give the results file to write, e.g. {tmp_path / 'outdir' / 'results.json'}"),
+        (("--limit", "1.5"), "--limit 1.5: give a whole number of documents (e.g. 1) or a fraction below 1 (e.g. 0.1)"),
+    ):
+        result = run_sutra("eval", str(tiny_model[0]), "--tasks", "piqa", *args)
+        assert result.returncode == 2 and result.stderr.startswith(f"sutra: error: {message}"), result.stderr
+        assert result.stderr.count("\n") == 1 and result.stdout == ""  # one line, and nothing was evaluated
+    assert list(tmp_path.glob(".*")) == []  # no journal left beside the directory
+
+
 def test_non_positive_window_counts_and_sizes_are_refused_naming_the_flag(tiny_model, tokenizer, tmp_path):
     # argparse refuses them before any model loads (--max-windows 0 used to divide by zero, --seq-len 0
     # silently meant the default, --batch-size 0 silently meant 1)

@@ -234,3 +234,107 @@ def test_perplexity_axis_names_what_it_was_measured_on_and_warns_when_that_diffe
     assert perplexity_label(same) == "validation perplexity (stdlib-docs, 512-token windows)"
     mixed = load_columns([measured("c", "/d/stdlib-docs", 512), measured("d", "/d/stdlib-docs", 2048)])
     assert "not comparable" in perplexity_label(mixed)
+
+
+def measured_on(path, items: int):
+    """The results at `path` as if every task had run on its first `items` documents."""
+    results = json.loads(path.read_text())
+    for task in results["tasks"].values():
+        task.update(items=items, matches_card=False)
+    path.write_text(json.dumps(results))
+    return path
+
+
+def test_columns_measured_on_different_items_say_which_is_which(tmp_path):
+    small, large = measured_on(write_results(tmp_path / "a.json", ALL_TEN), 4), measured_on(write_results(tmp_path / "b.json", ALL_TEN), 8)
+    run_sutra("report", f"E2-best={small}", f"E1-final={large}", "--out", str(tmp_path / "report"), check=True)
+    text = (tmp_path / "report" / "progression.md").read_text()
+    assert "| ARC-Easy (sizes differ) * | 33.00 | 33.00 |" in text
+    assert "- ARC-Easy (sizes differ): E2-best test, 4 items; E1-final test, 8 items." in text
+    assert "| Average (10) * | 34.27 | 34.27 |" in text and "measured on different items for ARC-Easy, ARC-Challenge" in text
+    # measured alike (both on 4 items): each row names its size once, and the average is comparable
+    run_sutra("report", f"E2-best={small}", f"E1-final={measured_on(large, 4)}", "--out", str(tmp_path / "alike"), check=True)
+    text = (tmp_path / "alike" / "progression.md").read_text()
+    assert "| ARC-Easy (test, 4) | 33.00 | 33.00 |" in text and "| Average (10) | 34.27 | 34.27 |" in text and "differ" not in text
+
+
+def test_a_pipe_in_a_name_stays_inside_its_cell(tmp_path):
+    results = write_results(tmp_path / "r.json", {"piqa": 0.55})
+    run_sutra("report", f"lr|3e-3={results}", "--out", str(tmp_path / "report"), check=True)
+    assert (tmp_path / "report" / "progression.md").read_text().splitlines()[0] == "| Benchmark | lr\\|3e-3 |"
+
+
+def test_report_removes_a_perplexity_chart_it_cannot_redraw_and_says_why(tmp_path):
+    with_ppl = write_results(tmp_path / "p.json", ALL_TEN, perplexity=37.7)
+    run_sutra("report", str(with_ppl), "--out", str(tmp_path / "report"), check=True)
+    assert (tmp_path / "report" / "perplexity_vs_average.png").is_file()
+    result = run_sutra("report", str(write_results(tmp_path / "n.json", ALL_TEN)), "--out", str(tmp_path / "report"), check=True)
+    assert not (tmp_path / "report" / "perplexity_vs_average.png").exists()  # not the earlier report's
+    assert "perplexity chart skipped: no input has a perplexity" in result.stdout
+    only_ppl = write_results(tmp_path / "o.json", {}, perplexity=37.7)
+    result = run_sutra("report", str(only_ppl), "--out", str(tmp_path / "report2"), check=True)
+    assert "perplexity chart skipped: the inputs with a perplexity (o) share no averaged benchmark task" in result.stdout
+
+
+def test_card_is_of_these_weights_and_keeps_this_model_beside_its_progression(tmp_path, checkpoint):
+    from sutra.model.checkpoint import weights_sha256
+
+    results = json.loads(write_results(tmp_path / "r.json", {"piqa": 0.55, "truthfulqa_mc2": 0.48}, perplexity=37.72).read_text())
+    results["model"] = {"spec": "elsewhere/e1-best", "weights_sha256": "0" * 64}
+    (tmp_path / "other.json").write_text(json.dumps(results))
+    refused = run_sutra("card", str(checkpoint), "--results", str(tmp_path / "other.json"), "--out", str(tmp_path / "x.md"))
+    assert refused.returncode == 2 and f"the results are for other weights (elsewhere/e1-best) than {checkpoint}'s" in refused.stderr
+    results["model"] = {"spec": str(checkpoint), "weights_sha256": weights_sha256(str(checkpoint))}
+    (tmp_path / "r.json").write_text(json.dumps(results))
+    older = write_results(tmp_path / "e1.json", {"piqa": 0.51})
+    readme = tmp_path / "README.md"
+    run_sutra("card", str(checkpoint), "--results", str(tmp_path / "r.json"), "--progression", f"E1-final={older}", "--out", str(readme), check=True)
+    text = readme.read_text()
+    assert "| Benchmark | SmolLM2-tiny | E1-final |" in text  # the seed's "This Model vs Training Progression"
+    assert "| PIQA | 55.00 | 51.00 |" in text
+    assert "Validation perplexity: 37.72 over 1,000 tokens (`sutra eval --perplexity`)." in text
+    names = {r["dataset"]["type"]: r["dataset"]["name"] for r in yaml.safe_load(text.split("---\n")[1])["model-index"][0]["results"]}
+    assert names["truthful_qa"] == "TruthfulQA MC2"  # the seed's model-index name
+    # export publishes this card only beside these weights, with the precision it writes
+    hf = run_sutra("export", str(checkpoint), str(tmp_path / "hf"), "--dtype", "bfloat16", "--card", str(readme), check=True)
+    assert hf.returncode == 0 and "| Precision | bfloat16 |" in (tmp_path / "hf" / "README.md").read_text() and "| Precision | float32 |" in text
+    from sutra.model import Llama
+    from sutra.model.checkpoint import load_model, save_checkpoint
+
+    loaded = load_model(str(checkpoint))
+    torch.manual_seed(1)
+    other = save_checkpoint(tmp_path / "other-weights", Llama(loaded.model.config), loaded.tokenizer)
+    refused = run_sutra("export", str(other), str(tmp_path / "hf2"), "--card", str(readme))
+    assert refused.returncode == 2 and f"--card {readme}: describes other weights than {other}'s" in refused.stderr
+    assert not (tmp_path / "hf2").exists()
+
+
+def test_card_training_has_the_seeds_epoch_table_and_refuses_another_run(tmp_path, tokenizer):
+    from sutra.model import Llama, ModelConfig
+    from sutra.model.checkpoint import save_checkpoint
+
+    best = save_checkpoint(tmp_path / "e2-best", Llama(ModelConfig(64, 96, 2, 4, 2, max_seq_len=512)), tokenizer,
+                           extra={"training": {"step": 30, "epoch": 1.5, "val_ppl": 37.0, "recipe": "card"}})
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.yaml").write_text(yaml.safe_dump({"name": "card", "schedule": {"kind": "cosine", "warmup_steps": 1, "epochs": [
+        {"peak_lr": 3e-4, "min_lr": 3e-5}, {"peak_lr": 1e-4, "min_lr": 1e-5}]}}))
+    metrics = [{"step": 0, "epoch": 0.0, "tokens": 0, "val_loss": 11.0, "val_ppl": 60000.0}]
+    for step in range(5, 45, 5):  # 20 steps per epoch, 1,000 tokens per step, 100 tokens/s: 50 s per log window
+        metrics.append({"step": step, "epoch": step / 20, "tokens": 1000 * step, "loss": 4.0, "tokens_per_s": 100.0, "lr": 1e-4})
+        if step % 10 == 0:
+            metrics.append({"step": step, "epoch": step / 20, "tokens": 1000 * step, "val_loss": 3.7, "val_ppl": 40.0 - step / 10})
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(m) for m in metrics))
+    results = write_results(tmp_path / "r.json", {"piqa": 0.55})
+    readme = tmp_path / "README.md"
+    run_sutra("card", str(best), "--results", str(results), "--run", str(run), "--out", str(readme), check=True)
+    text = readme.read_text()
+    assert "| Epoch | Tokens | Training Time | Learning Rate | Best Perplexity |" in text
+    assert "| 1 | 20.00K | 3.3 min | 3e-04 → 3e-05 | 38.00 |" in text  # up to this checkpoint: step 30, in epoch 2
+    assert "| 2 | 10.00K | 1.7 min | 1e-04 → 1e-05 | 37.00 |" in text
+    assert "| Total | 30.00K | 5.0 min |  | 37.00 |" in text
+    assert "This checkpoint is step 30 of the run, in epoch 2." in text
+    # a run that validated this step to another perplexity did not train this checkpoint
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps({**m, "val_ppl": 50.0} if "val_ppl" in m else m) for m in metrics))
+    refused = run_sutra("card", str(best), "--results", str(results), "--run", str(run), "--out", str(readme))
+    assert refused.returncode == 2 and f"--run {run}: not the run that trained {best} (it validated step 30 at perplexity 50.00, the checkpoint at 37.00)" in refused.stderr
