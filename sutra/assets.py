@@ -77,16 +77,20 @@ def is_fetched(name: str) -> bool:
 
 def fetch(name: str, force: bool = False) -> Path:
     """Build asset `name` unless it is already complete; return its directory."""
+    from sutra.processes import one_at_a_time
+
     asset = get(name)
     target = path(name)
-    if is_fetched(name) and not force:
-        return target
-    started = time.time()
-    print(f"sutra: fetching asset '{name}' ({asset.description}) ...", file=sys.stderr, flush=True)
-    with atomic_directory(target) as tmp:
-        meta = asset.build(tmp) or {}
-        atomic_write_json(tmp / MARKER, {"name": name, "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **meta})
-    print(f"sutra: asset '{name}' ready in {time.time() - started:.1f} s at {target}", file=sys.stderr, flush=True)
+    # one process builds it; others (torchrun's ranks, a second command) wait, then find it built
+    with one_at_a_time(assets_dir() / f".{name}.lock", f"sutra: waiting for another process fetching asset '{name}' ..."):
+        if is_fetched(name) and not force:
+            return target
+        started = time.time()
+        print(f"sutra: fetching asset '{name}' ({asset.description}) ...", file=sys.stderr, flush=True)
+        with atomic_directory(target) as tmp:
+            meta = asset.build(tmp) or {}
+            atomic_write_json(tmp / MARKER, {"name": name, "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **meta})
+        print(f"sutra: asset '{name}' ready in {time.time() - started:.1f} s at {target}", file=sys.stderr, flush=True)
     return target
 
 

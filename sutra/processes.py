@@ -45,6 +45,21 @@ def exclusive(out: Path, command: str) -> Iterator[None]:
         lock.close()
 
 
+@contextmanager
+def one_at_a_time(path: Path, waiting: str) -> Iterator[None]:
+    """Wait for, then hold, the lock file `path` (printing `waiting` once if another process holds it):
+    for work several processes may start at once (torchrun's ranks fetching one asset) that one
+    must finish before the others look. The kernel releases it when the holder dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(waiting, file=sys.stderr, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def die_with_parent(parent_pid: int, sig: int = signal.SIGTERM) -> None:
     """Have the kernel send `sig` to this process when its parent dies, even by SIGKILL (Linux
     prctl PR_SET_PDEATHSIG; elsewhere nothing): a child left running would race the copy of

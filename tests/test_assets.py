@@ -92,3 +92,28 @@ def test_truncated_cached_deb_is_detected_and_named(tmp_path, monkeypatch):
     for cut in (8, 40, len(whole) - 1):  # after the magic, inside a member header, the last byte
         deb.write_bytes(whole[:cut])
         assert assets.archive_problem(deb) is not None, cut
+
+
+def test_processes_fetching_one_asset_at_once_build_it_once(tmp_path, monkeypatch, capsys):
+    """torchrun's ranks each ask for an --init-from asset: one builds it, the others wait and use it
+    (each used to build it, swapping the directory away under the others' reads)."""
+    import threading
+    import time
+
+    monkeypatch.setenv("SUTRA_HOME", str(tmp_path / "home"))
+    builds, started = [], threading.Event()
+
+    def build(directory):
+        started.set()
+        time.sleep(0.5)
+        (directory / "weights.bin").write_bytes(b"x" * 1000)
+        builds.append(directory)
+
+    monkeypatch.setitem(assets.registry(), "slow-test-asset", assets.Asset("slow-test-asset", "a test asset", build))
+    first = threading.Thread(target=assets.ensure, args=("slow-test-asset",))
+    first.start()
+    assert started.wait(10)
+    second = assets.ensure("slow-test-asset")  # while the first builds: waits for it, builds nothing
+    first.join()
+    assert len(builds) == 1 and (second / "weights.bin").read_bytes() == b"x" * 1000
+    assert "waiting for another process fetching asset 'slow-test-asset'" in capsys.readouterr().err

@@ -22,7 +22,7 @@ from sutra.io import atomic_directory, atomic_write_json
 from sutra.model.config import ModelConfig
 from sutra.model.hf import config_from_hf, hf_to_sutra_state
 from sutra.model.llama import Llama
-from sutra.tokenizer import Tokenizer, load_tokenizer
+from sutra.tokenizer import TOKENIZER_FILES, Tokenizer, load_tokenizer
 
 FORMAT = "sutra-checkpoint"
 CONFIG_FILE = "sutra.json"
@@ -40,14 +40,23 @@ class LoadedModel:
     info: dict  # the checkpoint's sutra.json (training metadata), or {} for HF directories
 
 
-def check_model_output(out, spec: str) -> None:
-    """Before reading model `spec`: refuse to write a model over anything but a model directory (a
-    Sutra checkpoint or a Hugging Face export), or over the very model `spec` names."""
+def check_model_output(out, spec: str, card: bool = False) -> None:
+    """Before reading model `spec`: refuse to write a model over anything but a model directory that
+    holds only what a model write replaces (a Sutra checkpoint or a Hugging Face export; its README.md
+    only when a new card comes), through a symlink (a run's `last`), or over the model `spec` names.
+    The directory is swapped whole, so any other file in it (a hub clone's .git) would be lost."""
     out = Path(out)
+    if out.is_symlink():
+        raise SutraError(f"{out}: is a symlink (a run's checkpoint name?), so it is not replaced; write to a new directory")
     if out.is_file() or (out.is_dir() and any(out.iterdir()) and not any((out / name).is_file() for name in (CONFIG_FILE, "config.json"))):
         raise SutraError(f"{out}: exists and is not a model directory, so it is not replaced; choose another output or remove it")
     if out.exists() and out.resolve() == resolve_spec(spec)[1].resolve():
         raise SutraError(f"{out}: is the model being read; write to another directory")
+    replaced = {CONFIG_FILE, WEIGHTS_FILE, "config.json", "generation_config.json", *TOKENIZER_FILES} | ({"README.md"} if card else set())
+    others = sorted(p.name for p in out.iterdir() if p.name not in replaced) if out.is_dir() else []
+    if others:
+        raise SutraError(f"{out}: holds {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}, which a model write does not replace and "
+                         "would lose; write to a new directory (and copy the model files in) or move them away")
 
 
 def save_checkpoint(out_dir, model: Llama, tokenizer: Tokenizer, extra: dict | None = None, dtype: torch.dtype | None = None) -> Path:

@@ -27,7 +27,7 @@ def card_for_export(text: str, card: str, spec: str, dtype: str) -> str:
 def export_hf(spec: str, out: str, dtype: str = "float32", card: str | None = None) -> Path:
     from safetensors.torch import save_file
 
-    check_model_output(out, spec)
+    check_model_output(out, spec, card=card is not None)
     try:
         card_text = Path(card).read_text(encoding="utf-8") if card else None
     except (OSError, UnicodeDecodeError) as exc:

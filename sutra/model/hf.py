@@ -1,5 +1,7 @@
 """Hugging Face Llama <-> Sutra: parameter names, fused projections and config.json."""
 
+from pathlib import Path
+
 import torch
 
 from sutra.errors import SutraError
@@ -7,14 +9,17 @@ from sutra.model.config import ModelConfig
 
 
 def hf_to_sutra_state(hf_state: dict, config: ModelConfig) -> dict:
-    """Map a `LlamaForCausalLM` state dict onto Sutra names, fusing QKV and gate/up."""
+    """Map a `LlamaForCausalLM` state dict onto Sutra names, fusing QKV and gate/up; every tensor
+    must be used (one left over means config.json describes a smaller model than the weights)."""
     state = {}
     prefix = "model." if "model.embed_tokens.weight" in hf_state else ""
+    unused = {key for key in hf_state if key != "lm_head.weight" and not key.endswith("rotary_emb.inv_freq")}  # a tied head; old RoPE buffers
 
     def take(name):
         key = prefix + name
         if key not in hf_state:
             raise SutraError(f"Hugging Face checkpoint lacks tensor '{key}'; is it a Llama model of this shape?")
+        unused.discard(key)
         return hf_state[key]
 
     state["embed.weight"] = take("embed_tokens.weight")
@@ -30,6 +35,10 @@ def hf_to_sutra_state(hf_state: dict, config: ModelConfig) -> dict:
         state[f"blocks.{i}.attn_norm.weight"] = take(layer + "input_layernorm.weight")
         state[f"blocks.{i}.mlp_norm.weight"] = take(layer + "post_attention_layernorm.weight")
     state["norm.weight"] = take("norm.weight")
+    if unused:
+        names = sorted(unused)
+        raise SutraError(f"the checkpoint holds tensors its config.json does not describe ({', '.join(names[:3])}{' ...' if len(names) > 3 else ''}; "
+                         f"config.json says {config.num_layers} layers): fix config.json, or it is not a plain Llama model")
     return state
 
 
@@ -67,22 +76,35 @@ def config_from_hf(hf: dict, source: str) -> ModelConfig:
     if rope_type not in ("default", None):
         raise SutraError(f"{source}: RoPE scaling '{rope_type}' is not supported")
     theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
-    hidden, heads = hf["hidden_size"], hf["num_attention_heads"]
+
+    def count(key: str, default: int | None = None) -> int:
+        value = hf[key] if hf.get(key) is not None else default
+        if value is None:
+            raise SutraError(f"{source}: config.json lacks '{key}'")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SutraError(f"{source}: config.json '{key}' must be a positive whole number, got {value!r}")
+        return value
+
+    hidden, heads = count("hidden_size"), count("num_attention_heads")
     if hf.get("head_dim") not in (None, hidden // heads):
         raise SutraError(f"{source}: head_dim {hf['head_dim']} differs from hidden_size / heads")
+    for key in ("rope_theta", "rms_norm_eps", "initializer_range"):
+        value = theta if key == "rope_theta" else hf.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise SutraError(f"{source}: config.json '{key}' must be a number, got {value!r}")
     return ModelConfig(
         hidden_size=hidden,
-        intermediate_size=hf["intermediate_size"],
-        num_layers=hf["num_hidden_layers"],
+        intermediate_size=count("intermediate_size"),
+        num_layers=count("num_hidden_layers"),
         num_heads=heads,
-        num_kv_heads=hf.get("num_key_value_heads") or heads,
-        vocab_size=hf["vocab_size"],
-        max_seq_len=hf.get("max_position_embeddings", 2048),  # (transformers' LlamaConfig defaults)
+        num_kv_heads=count("num_key_value_heads", heads),
+        vocab_size=count("vocab_size"),
+        max_seq_len=count("max_position_embeddings", 2048),  # (transformers' LlamaConfig defaults)
         rope_theta=float(theta),
         rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
         tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
         initializer_range=hf.get("initializer_range"),
-        name=hf.get("_name_or_path") or "imported",
+        name=hf.get("_name_or_path") or Path(source).name or "imported",  # the built-in asset is named by its directory
     )
 
 
@@ -112,6 +134,7 @@ def hf_config(config: ModelConfig, bos_token_id: int, eos_token_id: int | list[i
     )
     data = hf.to_dict()
     data["architectures"] = ["LlamaForCausalLM"]
+    data["_name_or_path"] = config.name  # read back by `sutra import` (transformers sets its own on load)
     data["torch_dtype"] = data["dtype"] = torch_dtype
     # transformers 5 keeps theta under rope_parameters, 4.x at top level: write both.
     data["rope_theta"] = config.rope_theta

@@ -13,7 +13,7 @@ several nodes: run this on every node, with the run directory on a filesystem al
   torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=NODE0_HOST:29500 \\
            --rdzv_id=RUN_NAME -m sutra train RECIPE.yaml
   (NCCL picks the network; without InfiniBand set NCCL_IB_DISABLE=1 and NCCL_SOCKET_IFNAME=<interface>)
-a run resumes on any number of processes: [torchrun ...] -m sutra train --resume RUN_DIR
+a run resumes on any number of processes that divides train.grad_accum: [torchrun ...] -m sutra train --resume RUN_DIR
 
 run directory: recipe.yaml (resolved), metrics.jsonl, tensorboard/, and the checkpoints `last`,
 e{N}-best (lowest validation perplexity of epoch N) and e{N}-final, each usable as a model spec.

@@ -132,8 +132,9 @@ class Trainer:
         world = self.dist.world_size
         if t.grad_accum % world:
             counts = ", ".join(str(n) for n in range(1, t.grad_accum + 1) if t.grad_accum % n == 0)
-            raise r.error("train.grad_accum", f"{t.grad_accum} micro-batches per step cannot be split over {world} processes; "
-                                              f"make it a multiple of {world}, or run on a process count that divides it ({counts})")
+            fix = f"resume it on a process count that divides it ({counts})" if resume else \
+                f"make it a multiple of {world}, or run on a process count that divides it ({counts})"
+            raise r.error("train.grad_accum", f"{t.grad_accum} micro-batches per step cannot be split over {world} processes; {fix}")
         self.accum = t.grad_accum // world
         if t.attention == "document" and t.document_kernel == "varlen" and self.device.type == "cuda":
             from sutra.model.masks import varlen_training_problem
@@ -152,7 +153,8 @@ class Trainer:
         config, self.tokenizer, init_weights = self._model_source(resume)
         if r.data.seq_len > config.max_seq_len:
             raise r.error("data.seq_len", f"{r.data.seq_len} is longer than the model's context of {config.max_seq_len} tokens")
-        if self.train_loader.vocab_size != config.vocab_size or self.train_loader.tokenizer_fingerprint != self.tokenizer.fingerprint:
+        # a model's embedding may be padded past its tokenizer's vocabulary (as many hub models are)
+        if self.train_loader.vocab_size > config.vocab_size or self.train_loader.tokenizer_fingerprint != self.tokenizer.fingerprint:
             raise r.error(
                 "data.path", f"{data_path} was tokenized with vocabulary {self.train_loader.vocab_size} (tokenizer {self.train_loader.tokenizer_fingerprint}) "
                 f"but the model has vocabulary {config.vocab_size} (tokenizer {self.tokenizer.fingerprint}); re-prepare the data with the model's tokenizer"
@@ -185,11 +187,15 @@ class Trainer:
         compiled = torch.compile(self.model) if (t.compile if t.compile is not None else self.device.type == "cuda") else self.model
         self.ddp = None
         if self.dist.active:
+            import inspect
+
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device] if self.device.type == "cuda" else None
-            # buffers are RoPE tables, equal everywhere; bucket views save a gradient-sized copy
-            self.ddp = DistributedDataParallel(compiled, device_ids=ids, broadcast_buffers=False, gradient_as_bucket_view=True)
+            # buffers are RoPE tables, equal everywhere: no sync per forward (torch 2.13 renamed the
+            # switch and warns about the old name); bucket views save a gradient-sized copy
+            no_sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers"
+            self.ddp = DistributedDataParallel(compiled, device_ids=ids, gradient_as_bucket_view=True, **{no_sync: False})
         self.compiled = compiled
         self.forward = self.ddp or compiled
         self.peak_tflops = r.logging.peak_tflops or device_peak_tflops(self.device)
@@ -296,17 +302,26 @@ class Trainer:
     # ---- the loop ----------------------------------------------------------------------------
 
     def run(self, stop_after: int | None = None) -> None:
-        """Train to the end, or until step `stop_after` or a SIGTERM, saving `last` before returning."""
+        """Train to the end, or until step `stop_after`, a SIGTERM or a Ctrl-C, saving `last` before returning."""
         in_main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, self._request_stop) if in_main_thread else None
+        handlers = {signal.SIGTERM: self._request_stop, signal.SIGINT: self._interrupt} if in_main_thread else {}
+        previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
         try:
             self._run(stop_after)
         finally:
-            if in_main_thread:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _request_stop(self, signum, frame) -> None:
         self.terminate_requested = True
+
+    def _interrupt(self, signum, frame) -> None:
+        """Ctrl-C stops as SIGTERM does, saving `last` after the step in flight; a second one stops at once."""
+        if self.terminate_requested:
+            raise KeyboardInterrupt
+        self.terminate_requested = True
+        if self.dist.is_main:  # os.write: print could re-enter the stream the progress bar is writing
+            os.write(2, b"\nsutra: stopping after this step, saving `last` (Ctrl-C again stops at once, losing the steps since the last checkpoint)\n")
 
     def _run(self, stop_after: int | None) -> None:
         from tqdm import tqdm

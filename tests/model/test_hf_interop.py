@@ -184,3 +184,44 @@ def test_a_checkpoint_without_its_tokenizer_file_takes_only_the_tokenizer_it_was
     (checkpoint / "sutra.json").write_text(json.dumps(info))
     with pytest.raises(SutraError, match="has changed since .* copy the original tokenizer.json"):
         load_model(str(checkpoint))
+
+
+def test_a_model_write_never_loses_files_it_does_not_replace(random_checkpoint, tmp_path):
+    """A hub clone (.git, .gitattributes, a hand-written README.md) was swapped away whole; a run's
+    `last` symlink was replaced by an export, breaking the run's resume."""
+    checkpoint, _ = random_checkpoint
+    clone = export_hf(str(checkpoint), str(tmp_path / "clone"))
+    (clone / ".git").mkdir()
+    (clone / ".gitattributes").write_text("*.safetensors filter=lfs\n")
+    (clone / "README.md").write_text("# my card\n")
+    with pytest.raises(SutraError, match=r"holds \.git, \.gitattributes, README\.md, which a model write does not replace"):
+        export_hf(str(checkpoint), str(clone))
+    assert (clone / ".gitattributes").is_file() and (clone / "README.md").read_text() == "# my card\n"
+    (clone / ".git").rmdir()
+    (clone / ".gitattributes").unlink()
+    card = tmp_path / "card.md"
+    card.write_text("# the new card\n")
+    export_hf(str(checkpoint), str(clone), card=str(card))  # a card given replaces the README.md
+    assert (clone / "README.md").read_text() == "# the new card\n"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last").symlink_to(checkpoint)
+    with pytest.raises(SutraError, match="is a symlink"):
+        export_hf(str(checkpoint), str(tmp_path / "run" / "last"))
+    assert (tmp_path / "run" / "last").is_symlink()
+
+
+def test_hf_configs_that_do_not_describe_the_weights_are_clear_errors(random_checkpoint, tmp_path):
+    checkpoint, _ = random_checkpoint
+    hf = export_hf(str(checkpoint), str(tmp_path / "hf"))
+    config = json.loads((hf / "config.json").read_text())
+    for change, message in (
+        ({"num_hidden_layers": 1}, r"holds tensors its config.json does not describe \(model.layers.1.input_layernorm.weight"),
+        ({"intermediate_size": None}, "config.json lacks 'intermediate_size'"),
+        ({"hidden_size": "64"}, "config.json 'hidden_size' must be a positive whole number, got '64'"),
+        ({"rms_norm_eps": "tiny"}, "config.json 'rms_norm_eps' must be a number, got 'tiny'"),
+    ):
+        (hf / "config.json").write_text(json.dumps({**config, **change}))
+        with pytest.raises(SutraError, match=message):
+            load_model(str(hf))
+    (hf / "config.json").write_text(json.dumps(config))
+    assert load_model(str(hf)).model.config.name == RANDOM.name  # the exported model's name comes back

@@ -79,6 +79,9 @@ def test_sigkill_at_random_steps_and_mid_checkpoint_then_resume_is_bitwise_exact
     # a scheduler's SIGTERM: the step in flight finishes and `last` is saved there, nothing is lost
     assert kill_when(start(tmp_path, "--resume", str(killed)), reached(killed, first + 1), "a step after resuming", signal.SIGTERM) == 0
     assert json.loads((killed / "last" / "sutra.json").read_text())["training"]["step"] == max(train_steps(killed))
+    # Ctrl-C: likewise
+    assert kill_when(start(tmp_path, "--resume", str(killed)), reached(killed, first + 2), "a step after resuming", signal.SIGINT) == 0
+    assert json.loads((killed / "last" / "sutra.json").read_text())["training"]["step"] == max(train_steps(killed))
     # 2: while a checkpoint directory is being written (a temporary entry exists under checkpoints/)
     torn = False
     for _ in range(4):

@@ -14,7 +14,7 @@ from sutra_testing import run_sutra
 from sutra.errors import SutraError
 from sutra.train.recipe import load_recipe
 from sutra.train.trainer import Distributed, Trainer, train
-from train_helpers import micro_recipe, tiny_dataset, write_recipe  # noqa: F401 (fixture)
+from train_helpers import MICRO_MODEL, micro_recipe, tiny_dataset, write_recipe  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow  # a few short runs: over 20 s on a busy 2-core machine
 
@@ -280,6 +280,22 @@ def test_init_from_continues_pretraining_from_a_checkpoint(finished_run, tmp_pat
     assert start["step"] == 0 and start["val_loss"] == pytest.approx(source["val_loss"], rel=1e-6), "step 0 evaluates the loaded weights"
     assert load_recipe(tmp_path / "run" / "recipe.yaml").model.init_from == str(checkpoint)
     assert (tmp_path / "run" / "e1-final" / "model.safetensors").is_file()
+
+
+def test_init_from_a_model_whose_embedding_is_padded_past_its_tokenizer(tmp_path, tiny_dataset, tokenizer):
+    """Many hub models pad the embedding to a round size: the same tokenizer's data trains them (it was
+    refused as a vocabulary mismatch whose advice, re-prepare the data, could not fix it)."""
+    from sutra.model import Llama, ModelConfig
+    from sutra.model.checkpoint import save_checkpoint
+
+    recipe = micro_recipe(tiny_dataset, tmp_path / "run", train={"epochs": 1, "steps_per_epoch": 1}, eval={"max_windows": 2},
+                          schedule={"warmup_steps": 0, "epochs": [{"peak_lr": 1e-3, "min_lr": 1e-4}]})
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    padded = save_checkpoint(tmp_path / "padded", Llama(ModelConfig(**MICRO_MODEL, vocab_size=tokenizer.vocab_size + 64)), tokenizer)
+    trainer = Trainer(load_recipe(path, [("model.init_from", str(padded), "test"), ("model.preset", None, "test"), ("model.overrides", {}, "test")]), resume=False, dist_info=CPU)
+    trainer.run()
+    trainer.close()
+    assert trainer.progress.step == 1 and trainer.config.vocab_size == tokenizer.vocab_size + 64
 
 
 def test_a_continued_pretraining_run_resumes_without_its_source(finished_run, tmp_path, tiny_dataset):
