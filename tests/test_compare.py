@@ -136,6 +136,8 @@ def test_compare_writes_the_table_and_skips_finished_arms(tmp_path):
     assert all(0 <= float(v) <= 100 for r in rows[1:] for v in r[1:])
     assert (out / "comparison.png").read_bytes().startswith(b"\x89PNG")
     assert "| pydoc-topics |" in (out / "comparison.md").read_text()
+    # 2K tokens at 512 per step: 4 steps, exactly the budget
+    assert "- Tokens trained (each budget rounded up to whole steps): pydoc-topics 2,048, stdlib-docstrings 2,048." in (out / "comparison.md").read_text()
 
     # A finished arm is skipped; an arm whose results are gone is evaluated again from its finished run.
     stamp = (out / "arms" / "pydoc-topics" / "results.json").stat().st_mtime_ns

@@ -36,6 +36,17 @@ def _parse_limit(text: str | None):
     return value
 
 
+def score_lines(tasks: dict) -> list[str]:
+    """The printed scores: one line per task, marked * with its note below, as the report's tables do."""
+    from sutra.eval.harness import label
+
+    lines = []
+    for entry in tasks.values():
+        name = entry["metric"] if entry["filter"] == "none" else f"{entry['metric']} ({entry['filter']})"
+        lines.append(f"{label(entry) + ' *' * bool(entry.get('note')):<34} {name:<28} {100 * entry['value']:6.2f}")
+    return lines + [f"* {entry['title']}: {entry['note']}" for entry in tasks.values() if entry.get("note")]
+
+
 def cmd_eval(args) -> int:
     import sys
     from pathlib import Path
@@ -63,7 +74,7 @@ def cmd_eval(args) -> int:
     dtype = getattr(torch, args.dtype) if args.dtype else None
     results: dict = {}
     if tasks:
-        from sutra.eval.harness import evaluate, label
+        from sutra.eval.harness import evaluate
 
         try:
             results = evaluate(args.spec, tasks, limit=limit, batch_size=args.batch_size, device=device, dtype=dtype, data=args.data, journal=journal)
@@ -76,9 +87,7 @@ def cmd_eval(args) -> int:
             raise SutraError(f"--data hub: could not fetch the benchmark data from the Hugging Face Hub ({why}); "
                              "this machine may be offline: use --data store, the offline benchmark store "
                              "(`sutra assets fetch benchmarks`)") from None
-        for entry in results["tasks"].values():
-            name = entry["metric"] if entry["filter"] == "none" else f"{entry['metric']} ({entry['filter']})"
-            print(f"{label(entry):<34} {name:<28} {100 * entry['value']:6.2f}")
+        print("\n".join(score_lines(results["tasks"])))
     if args.perplexity:
         from sutra.eval.perplexity import perplexity
         from sutra.model.checkpoint import load_model, weights_sha256

@@ -158,7 +158,7 @@ def run_experiment(experiment: Experiment, out: Path | None = None) -> Path:
     out = Path(out or experiment.out or Path("runs") / f"compare-{experiment.name}").absolute()
     with exclusive(out, "compare"):
         log = StageLog(out)
-        results = {}
+        results, trained = {}, {}
         for i, arm in enumerate(experiment.arms, 1):
             arm_dir = out / "arms" / arm.name
             results[arm.name] = arm_dir / "results.json"
@@ -168,10 +168,11 @@ def run_experiment(experiment: Experiment, out: Path | None = None) -> Path:
             check_budget(experiment, i - 1, data, recipe, steps)
             final = train_run(log, f"{arm.name}/run", recipe_file(experiment), arm_dir / "run", overrides, data_stage, recipe.train.epochs)
             evaluate(log, f"{arm.name}/results", final, results[arm.name], experiment.eval.tasks, experiment.eval.limit, (f"{arm.name}/run",))
-        return write_comparison(out, results)
+            trained[arm.name] = final
+        return write_comparison(out, results, trained)
 
 
-def write_comparison(out: Path, results: dict[str, Path]) -> Path:
+def write_comparison(out: Path, results: dict[str, Path], trained: dict[str, Path]) -> Path:
     from sutra.io import atomic_write_text
     from sutra.report.charts import task_bars
     from sutra.report.tables import comparison_table, load_columns
@@ -179,6 +180,10 @@ def write_comparison(out: Path, results: dict[str, Path]) -> Path:
     banner("comparison")
     columns = load_columns([f"{name}={path}" for name, path in results.items()])
     table = comparison_table(columns)
+    from sutra.model.checkpoint import read_training_record
+
+    tokens = {name: read_training_record(str(final)).get("tokens") for name, final in trained.items()}
+    table.notes.append("Tokens trained (each budget rounded up to whole steps): " + ", ".join(f"{name} {count:,}" for name, count in tokens.items() if count) + ".")
     atomic_write_text(out / "comparison.md", table.markdown())
     atomic_write_text(out / "comparison.csv", table.csv())
     chart = task_bars(columns, out / "comparison.png")

@@ -97,3 +97,18 @@ def test_a_store_an_older_conversion_built_is_rebuilt_before_use(tmp_path, monke
     check_store([TASKS["boolq"]])
     assert assets.metadata("benchmarks")["layout"] == LAYOUT
     assert rows(stale / "boolq" / "validation.jsonl")[0]["passage"].startswith("Ethanol fuel -- ")
+
+
+def test_printed_scores_mark_and_explain_what_is_not_the_cards_measurement():
+    from sutra.eval.cli import score_lines
+
+    tasks = {
+        "piqa": {"task": "piqa", "title": "PIQA", "metric": "acc_norm", "filter": "none", "value": 0.5484, "split": "validation",
+                 "items": 1838, "matches_card": True, "note": None},
+        "gsm8k": {"task": "gsm8k", "title": "GSM8K", "metric": "exact_match", "filter": "flexible-extract", "value": 0.0053, "split": "test",
+                  "items": 1319, "matches_card": False, "note": "few-shot examples drawn from test"},
+    }
+    lines = score_lines(tasks)
+    assert lines[0].split() == ["PIQA", "acc_norm", "54.84"]
+    assert lines[1].split() == ["GSM8K", "(test,", "1319)", "*", "exact_match", "(flexible-extract)", "0.53"]
+    assert lines[2] == "* GSM8K: few-shot examples drawn from test"
