@@ -198,7 +198,7 @@ def epoch_table(run: dict, checkpoint: dict) -> str | None:
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds / 3600:.2f}h" if seconds >= 360 else f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f}h" if seconds >= 360 else f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 def _count(n: float) -> str:

@@ -163,15 +163,25 @@ def progression_table(columns: list[Column]) -> Table:
         rows.append([_row_label(task, columns, notes, " (flexible-extract)" if task == "gsm8k" else "")] + [_percent(c.value(task)) for c in columns])
         if task == "gsm8k":
             rows.append([_row_label(task, columns, notes, " (strict-match)")] + [_percent(c.value(STRICT_ROW)) for c in columns])
-    averaged = average_tasks(columns)
-    if averaged:
-        mixed = [TASKS[t].title for t in averaged if _sizes_differ(t, columns)]
-        rows.append([f"Average ({len(averaged)})" + " *" * bool(mixed)] + [_percent(mean_percent(c, averaged)) for c in columns])
-        if len(averaged) < len(AVERAGE_TASKS):
-            notes.append(f"Average ({len(averaged)}) is over {', '.join(averaged)}; the card's Average (10) needs all of {', '.join(AVERAGE_TASKS)}.")
-        if mixed:
-            notes.append(f"Average ({len(averaged)}): the columns were measured on different items for {', '.join(mixed)}, so their averages do not compare exactly.")
+    shared = average_tasks(columns)
+    complete = [c for c in columns if all(t in c.results["tasks"] for t in AVERAGE_TASKS)]
+    if complete and len(shared) < len(AVERAGE_TASKS):  # the card's average where a column has it, beside the shared one
+        rows.append(_average_row(list(AVERAGE_TASKS), complete, columns, notes))
+        notes.append(f"Average ({len(AVERAGE_TASKS)}) is shown for the columns with all of {', '.join(AVERAGE_TASKS)}.")
+    if shared:
+        rows.append(_average_row(shared, columns, columns, notes))
+        if len(shared) < len(AVERAGE_TASKS):
+            notes.append(f"Average ({len(shared)}) is over {', '.join(shared)}, the averaged tasks every column has.")
     return Table(["Benchmark"] + [c.name for c in columns], rows, notes)
+
+
+def _average_row(tasks: list[str], averaged: list[Column], columns: list[Column], notes: list[str]) -> list[str]:
+    """An "Average (N)" row over `tasks` for the `averaged` columns (blank cells for the others),
+    marked * when those columns were measured on different items for some of the tasks."""
+    mixed = [TASKS[t].title for t in tasks if _sizes_differ(t, averaged)]
+    if mixed:
+        notes.append(f"Average ({len(tasks)}): the columns were measured on different items for {', '.join(mixed)}, so their averages do not compare exactly.")
+    return [f"Average ({len(tasks)})" + " *" * bool(mixed)] + [_percent(mean_percent(c, tasks)) if c in averaged else "" for c in columns]
 
 
 def comparison_table(columns: list[Column], row_header: str = "Dataset") -> Table:

@@ -338,3 +338,15 @@ def test_card_training_has_the_seeds_epoch_table_and_refuses_another_run(tmp_pat
     (run / "metrics.jsonl").write_text("\n".join(json.dumps({**m, "val_ppl": 50.0} if "val_ppl" in m else m) for m in metrics))
     refused = run_sutra("card", str(best), "--results", str(results), "--run", str(run), "--out", str(readme))
     assert refused.returncode == 2 and f"--run {run}: not the run that trained {best} (it validated step 30 at perplexity 50.00, the checkpoint at 37.00)" in refused.stderr
+
+
+def test_a_column_with_fewer_tasks_keeps_the_others_card_average(tmp_path):
+    """A checkpoint evaluated on two tasks beside two evaluated on all ten: those two keep their
+    Average (10), and an Average (2) compares all three on what they share."""
+    full = write_results(tmp_path / "full.json", ALL_TEN)
+    some = write_results(tmp_path / "some.json", {"hellaswag": 0.26, "piqa": 0.55})
+    run_sutra("report", f"E2-best={full}", f"E2-final={full}", f"E1-final={some}", "--out", str(tmp_path / "report"), check=True)
+    text = (tmp_path / "report" / "progression.md").read_text()
+    assert "| Average (10) | 34.27 | 34.27 |  |" in text
+    assert "| Average (2) | 40.49 | 40.49 | 40.50 |" in text
+    assert "Average (2) is over hellaswag, piqa, the averaged tasks every column has." in text
