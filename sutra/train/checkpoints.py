@@ -42,8 +42,10 @@ class CheckpointStore:
         target = self.step_dir(step)
         if target.is_dir():
             return target
+        # generation stops where the training documents ended too (an Instruct tokenizer's eos is <|im_end|>)
+        eos = list(dict.fromkeys([tokenizer.eos_id, tokenizer.document_separator_id]))
         with atomic_directory(target) as tmp:
-            save_checkpoint(tmp, model, tokenizer, extra={"training": training})
+            save_checkpoint(tmp, model, tokenizer, extra={"training": training, "eos_token_ids": eos})
             torch.save(trainer_state, tmp / TRAINER_STATE)
         return target
 

@@ -298,6 +298,24 @@ def test_init_from_a_model_whose_embedding_is_padded_past_its_tokenizer(tmp_path
     assert trainer.progress.step == 1 and trainer.config.vocab_size == tokenizer.vocab_size + 64
 
 
+def test_a_model_pretrained_from_an_instruct_tokenizer_also_stops_where_its_documents_ended(tmp_path, tiny_dataset, teacher_dir):
+    """Its tokenizer's eos is <|im_end|>, but the documents it trains on end with <|endoftext|>."""
+    from sutra.model import Llama, ModelConfig
+    from sutra.model.checkpoint import load_model, save_checkpoint
+    from sutra.tokenizer import load_tokenizer
+
+    instruct = load_tokenizer(teacher_dir)
+    assert instruct.eos_id != instruct.document_separator_id
+    source = save_checkpoint(tmp_path / "source", Llama(ModelConfig(**MICRO_MODEL)), instruct)
+    recipe = micro_recipe(tiny_dataset, tmp_path / "run", train={"epochs": 1, "steps_per_epoch": 1}, eval={"max_windows": 2},
+                          schedule={"warmup_steps": 0, "epochs": [{"peak_lr": 1e-3, "min_lr": 1e-4}]})
+    overrides = [("model.init_from", str(source), "test"), ("model.preset", None, "test"), ("model.overrides", {}, "test")]
+    trainer = Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", recipe), overrides), resume=False, dist_info=CPU)
+    trainer.run()
+    trainer.close()
+    assert load_model(str(tmp_path / "run" / "e1-final")).eos_token_ids == [instruct.eos_id, instruct.document_separator_id]
+
+
 def test_a_continued_pretraining_run_resumes_without_its_source(finished_run, tmp_path, tiny_dataset):
     source = shutil.copytree(finished_run / "e2-final", tmp_path / "source")
     recipe = micro_recipe(tiny_dataset, tmp_path / "run", model={"preset": None, "overrides": {}, "init_from": str(source)}, train={"epochs": 1, "steps_per_epoch": 2},
