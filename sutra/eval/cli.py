@@ -90,11 +90,11 @@ def cmd_eval(args) -> int:
         print("\n".join(score_lines(results["tasks"])))
     if args.perplexity:
         from sutra.eval.perplexity import perplexity
-        from sutra.model.checkpoint import load_model, weights_sha256
+        from sutra.model.checkpoint import load_model
 
         loaded = load_model(args.spec, device=device, dtype=dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32))
         results.setdefault("model", {"spec": args.spec, "source": loaded.source, "config": loaded.model.config.to_dict(),
-                                     "weights_sha256": weights_sha256(args.spec)})
+                                     "weights_sha256": loaded.weights_sha256})
         results["perplexity"] = perplexity(loaded, args.perplexity, seq_len=args.seq_len, batch_size=max(1, args.batch_size // 4), max_windows=args.max_windows)
         ppl = results["perplexity"]
         print(f"validation perplexity {ppl['perplexity']:.3f} over {ppl['tokens']:,} tokens ({ppl['windows']} windows of {ppl['seq_len']})")

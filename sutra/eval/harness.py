@@ -158,7 +158,7 @@ def evaluate(
     import torch
 
     from sutra.eval.adapter import SutraLM
-    from sutra.model.checkpoint import load_model, weights_sha256
+    from sutra.model.checkpoint import load_model
 
     if data == "store":  # fail on a missing store before loading a model
         from sutra.eval.store import check_store
@@ -188,7 +188,7 @@ def evaluate(
             "kind": loaded.kind,
             "parameters": config.num_parameters,
             "config": config.to_dict(),
-            "weights_sha256": weights_sha256(spec),  # `sutra card` checks it names these weights
+            "weights_sha256": loaded.weights_sha256,  # `sutra card` checks it names these weights
             "dtype": str(dtype).removeprefix("torch."),
             "device": device.type,
         },

@@ -38,6 +38,7 @@ class LoadedModel:
     kind: str  # "sutra" or "hf"
     eos_token_ids: list[int]
     info: dict  # the checkpoint's sutra.json (training metadata), or {} for HF directories
+    weights_sha256: str  # of the weight files as read (see weights_sha256)
 
 
 def check_model_output(out, spec: str, card: bool = False) -> None:
@@ -106,18 +107,24 @@ def _read_info(directory: Path) -> dict:
     return info
 
 
-def _read_safetensors(files: list[Path]) -> dict:
-    from safetensors.torch import load_file
+def _read_safetensors(files: list[Path]) -> tuple[dict, str]:
+    """The tensors of `files` and the sha256 of their bytes (see weights_sha256), from one read:
+    the digest names exactly the weights loaded, even if a training run moves a link meanwhile."""
+    import hashlib
 
-    state = {}
+    from safetensors.torch import load
+
+    state, digest = {}, hashlib.sha256()
     for file in files:
         try:
-            state.update(load_file(str(file)))
+            data = file.read_bytes()
+            state.update(load(data))
         except FileNotFoundError:
             raise SutraError(f"{file}: missing; the checkpoint is incomplete") from None
         except Exception as exc:  # safetensors raises SafetensorError on truncated or corrupt files
             raise SutraError(f"{file}: cannot read weights ({exc}); the file is corrupt or truncated, re-create it") from None
-    return state
+        digest.update(data)
+    return state, digest.hexdigest()
 
 
 def resolve_spec(spec: str) -> tuple[str, Path]:
@@ -205,10 +212,11 @@ def _checkpoint_tokenizer(directory: Path, info: dict):
 def load_model(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LoadedModel:
     kind, directory = resolve_spec(spec)
     if kind == "sutra":
-        info = _read_info(directory)
+        pinned = directory.resolve()  # a training run may move its `last` link while we read: read one step's files
+        info = _read_info(pinned)
         config = ModelConfig.from_dict(info["model"])
-        state = _read_safetensors([directory / WEIGHTS_FILE])
-        tokenizer = _checkpoint_tokenizer(directory, info)
+        state, digest = _read_safetensors([pinned / WEIGHTS_FILE])
+        tokenizer = _checkpoint_tokenizer(pinned, info)
         eos = info.get("eos_token_ids") or [tokenizer.eos_id]
     else:
         info = {}
@@ -217,7 +225,8 @@ def load_model(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype
         files = weight_files(directory)
         if not files:
             raise SutraError(f"{directory}: no model*.safetensors weights (pickled .bin weights are not loaded, for safety)")
-        state = hf_to_sutra_state(_read_safetensors(files), config)
+        state, digest = _read_safetensors(files)
+        state = hf_to_sutra_state(state, config)
         tokenizer = load_tokenizer(directory)
         # every end-of-turn id the model declares: config.json's and generation_config.json's
         generation_file = directory / "generation_config.json"
@@ -241,4 +250,4 @@ def load_model(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype
         raise SutraError(f"{directory}: weights do not match the config ({details[0] if details else exc}); the checkpoint is inconsistent") from None
     model.init_rope()  # non-persistent buffers are still on the meta device
     model = model.to(device=device, dtype=dtype).eval()
-    return LoadedModel(model, tokenizer, str(directory), kind, [int(e) for e in eos], info)
+    return LoadedModel(model, tokenizer, str(directory), kind, [int(e) for e in eos], info, digest)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from sutra.errors import SutraError
-from sutra.io import atomic_directory
+from sutra.io import atomic_directory, atomic_open
 
 CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state.pt"
@@ -41,6 +41,9 @@ class CheckpointStore:
 
         target = self.step_dir(step)
         if target.is_dir():
+            if not (target / TRAINER_STATE).exists():  # dropped while only per-epoch names pointed here; now `last` will
+                with atomic_open(target / TRAINER_STATE) as f:
+                    torch.save(trainer_state, f)
             return target
         # generation stops where the training documents ended too (an Instruct tokenizer's eos is <|im_end|>)
         eos = list(dict.fromkeys([tokenizer.eos_id, tokenizer.document_separator_id]))
@@ -100,8 +103,11 @@ class CheckpointStore:
         for entry in self.root.iterdir():
             if entry.name.startswith(".") or os.path.realpath(entry) not in referenced:
                 shutil.rmtree(entry, ignore_errors=True)
-            elif os.path.realpath(entry) not in resumable:
-                (entry / TRAINER_STATE).unlink(missing_ok=True)
+            else:
+                for stale in entry.glob(".*.tmp"):  # a trainer state whose write was interrupted
+                    stale.unlink(missing_ok=True)
+                if os.path.realpath(entry) not in resumable:
+                    (entry / TRAINER_STATE).unlink(missing_ok=True)
 
 
 def load_trainer_state(checkpoint: Path) -> dict:

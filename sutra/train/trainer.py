@@ -114,7 +114,7 @@ class Trainer:
         self.in_flight: deque[_InFlight] = deque()  # steps enqueued but not yet read (at most two)
         self.window = _Window()
         self.last_grad_norm = float("nan")
-        self.terminate_requested = False  # set by SIGTERM (e.g. a preempting scheduler); all ranks stop together
+        self.stop_signal: str | None = None  # 'SIGTERM' (e.g. a preempting scheduler) or 'Ctrl-C'; all ranks stop together
         self.stopping = False
         resumable = self._prepare_run_dir(resume)
         if resumable:
@@ -313,13 +313,13 @@ class Trainer:
                 signal.signal(sig, handler)
 
     def _request_stop(self, signum, frame) -> None:
-        self.terminate_requested = True
+        self.stop_signal = self.stop_signal or "SIGTERM"
 
     def _interrupt(self, signum, frame) -> None:
         """Ctrl-C stops as SIGTERM does, saving `last` after the step in flight; a second one stops at once."""
-        if self.terminate_requested:
+        if self.stop_signal is not None:
             raise KeyboardInterrupt
-        self.terminate_requested = True
+        self.stop_signal = "Ctrl-C"
         if self.dist.is_main:  # os.write: print could re-enter the stream the progress bar is writing
             os.write(2, b"\nsutra: stopping after this step, saving `last` (Ctrl-C again stops at once, losing the steps since the last checkpoint)\n")
 
@@ -344,7 +344,7 @@ class Trainer:
             self.progress.tokens += self.tokens_per_step
             done = self.progress.step
             self._settle(keep=1)  # the previous step's numbers: the device runs this step meanwhile
-            stop_reason = "SIGTERM" if self.stopping else "--stop-after" if stop_after is not None and done >= stop_after else None
+            stop_reason = (self.stop_signal or "a stop on another process") if self.stopping else "--stop-after" if stop_after is not None and done >= stop_after else None
             log_due = done % self.recipe.logging.every_steps == 0 or done == total
             if log_due or self._checkpoint_due(done):
                 self._settle(keep=0)
@@ -413,7 +413,7 @@ class Trainer:
                 loss_sum += loss.detach()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.optimizer.grad_clip)
             # one all-reduce carries the loss and every rank's stop request; the gradient norm is already global
-            totals = self.dist.sum_(torch.stack([loss_sum, torch.full((), float(self.terminate_requested), device=self.device)]))
+            totals = self.dist.sum_(torch.stack([loss_sum, torch.full((), float(self.stop_signal is not None), device=self.device)]))
             numbers = torch.stack([totals[0] / self.recipe.train.grad_accum, grad_norm.float(), totals[1]])
             found_inf = (~torch.isfinite(numbers[:2]).all()).float()
             if self.optimizer.param_groups[0]["fused"]:  # (a resumed optimizer state carries its own)

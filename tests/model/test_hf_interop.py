@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from sutra.errors import SutraError
 from sutra.model import Llama, ModelConfig
-from sutra.model.checkpoint import load_model, read_model_config, read_training_record, save_checkpoint
+from sutra.model.checkpoint import load_model, read_model_config, read_training_record, save_checkpoint, weights_sha256
 from sutra.model.export import export_hf
 
 # Full SmolLM2 vocabulary (the tokenizer must fit), everything else small.
@@ -225,3 +225,21 @@ def test_hf_configs_that_do_not_describe_the_weights_are_clear_errors(random_che
             load_model(str(hf))
     (hf / "config.json").write_text(json.dumps(config))
     assert load_model(str(hf)).model.config.name == RANDOM.name  # the exported model's name comes back
+
+
+def test_a_loaded_model_names_the_bytes_of_the_weights_it_read(random_checkpoint, tmp_path):
+    """The digest an evaluation records comes from the read that loaded the weights, so a training
+    run moving its `last` link afterwards cannot make the results name other weights."""
+    checkpoint, model = random_checkpoint
+    export_hf(str(checkpoint), str(tmp_path / "hf"))
+    for spec in (checkpoint, tmp_path / "hf"):
+        assert load_model(str(spec)).weights_sha256 == weights_sha256(str(spec)), spec
+    link = tmp_path / "last"
+    link.symlink_to(checkpoint)
+    loaded = load_model(str(link))
+    with torch.no_grad():
+        model.norm.weight.add_(1.0)
+    other = save_checkpoint(tmp_path / "other", model, loaded.tokenizer)
+    link.unlink()
+    link.symlink_to(other)  # as a run moves `last` on
+    assert loaded.weights_sha256 == weights_sha256(str(checkpoint)) != weights_sha256(str(link))

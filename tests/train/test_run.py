@@ -140,6 +140,30 @@ def test_a_stop_inside_a_bad_streak_and_between_log_lines_resumes_as_if_uninterr
     assert losses["stopped"] == losses["reference"] and [step for step, _ in losses["reference"]] == [2, 4, 6]
 
 
+def test_a_stop_where_only_an_epoch_best_was_saved_inside_a_streak_still_resumes(tmp_path, tiny_dataset):
+    """Inside a streak a better validation perplexity saves `e1-best` without `last`, so its trainer
+    state is dropped; a stop at that same step must write it back for `last` to resume from."""
+    recipe = micro_recipe(tiny_dataset, tmp_path / "unused", train={"epochs": 1, "steps_per_epoch": 6}, schedule={"epochs": [{"peak_lr": 1e-2, "min_lr": 1e-3}]},
+                          checkpoint={"every_steps": 100}, stability={"max_bad_steps": 3, "max_rollbacks": 1}, eval={"every_steps": 2, "max_windows": 2})
+    runs = {}
+    for name, stop in (("reference", None), ("stopped", 2)):
+        recipe["run_dir"] = str(tmp_path / name)
+        trainer = Trainer(load_recipe(write_recipe(tmp_path / f"{name}.yaml", recipe)), resume=False, dist_info=CPU)
+        poison_steps(trainer, {1})
+        trainer.run(stop_after=stop)
+        trainer.close()
+        if stop:
+            assert trainer.store.info("e1-best")["step"] == trainer.store.info("last")["step"] == 2 and trainer.progress.bad_streak == 1
+            assert (trainer.store.resolve("last") / "trainer_state.pt").is_file()
+            trainer = resume(tmp_path / name)
+            trainer.run()
+            trainer.close()
+        runs[name] = trainer
+    assert runs["stopped"].progress == runs["reference"].progress and runs["reference"].progress.skipped_steps == 1
+    reference = runs["reference"].model.state_dict()
+    assert all(torch.equal(reference[k], v) for k, v in runs["stopped"].model.state_dict().items())
+
+
 def test_stops_around_a_streak_that_rolls_back_resume_to_the_same_weights(tmp_path, tiny_dataset):
     """Good steps after `last`, then a streak of 3 skipped steps that rolls back. A stop inside the
     streak saves `last` there, but the rollback still goes to the checkpoint before the streak
