@@ -11,7 +11,7 @@ import pytest
 from sutra_testing import REPO, run_sutra
 
 from sutra.errors import SutraError
-from sutra.pipeline.compare import Arm, arm_plan, load_experiment, prepared_dataset
+from sutra.pipeline.compare import Arm, arm_dataset, arm_plan, load_experiment, prepared_dataset
 from sutra.pipeline.stages import StageLog
 from sutra.processes import LOCK_FILE, exclusive
 
@@ -161,6 +161,15 @@ def test_arm_datasets_are_found_beside_the_experiment_and_checked_before_any_arm
     result = run_sutra("compare", str(experiment), "--out", str(tmp_path / "out"))  # run from the repository, not exp/
     assert result.returncode == 2 and "$ sutra" not in result.stdout, result.stdout
     assert result.stderr.startswith(f"sutra: error: {experiment}:6: arms[1].dataset: nodata: no such file or directory (paths are relative to the experiment file)")
+    # a glob of raw files is found beside the experiment too; one that matches nothing is refused at load
+    (tmp_path / "exp" / "raw").mkdir()
+    (tmp_path / "exp" / "raw" / "a.jsonl").write_text('{"text": "x"}\n')
+    experiment.write_text(head + "  - {name: b, dataset: 'raw/*.jsonl'}\n")
+    loaded = load_experiment(experiment)
+    assert arm_dataset(loaded, loaded.arms[1]) == str(tmp_path / "exp" / "raw" / "*.jsonl")
+    experiment.write_text(head + "  - {name: b, dataset: 'raw/*.parquet'}\n")
+    with pytest.raises(SutraError, match=r"e\.yaml:6: arms\[1\]\.dataset: raw/\*\.parquet: the pattern matches no files"):
+        load_experiment(experiment)
     experiment.write_text(head)
     result = run_sutra("compare", str(experiment), "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and "$ sutra train" not in result.stdout, result.stdout

@@ -6,6 +6,7 @@ training run, and stops with a clear message where the experiment file changed w
 stage was made with (see sutra.pipeline.stages.StageLog).
 """
 
+import glob
 import math
 import re
 from dataclasses import dataclass, field
@@ -82,7 +83,11 @@ def load_experiment(path: str | Path) -> Experiment:
     if not recipe_file(experiment).is_file():
         raise SutraError(f"{where_key(sources, 'recipe')}: {recipe_file(experiment)}: no such file (paths are relative to the experiment file)")
     for i, arm in enumerate(experiment.arms):  # every arm's data is found before the first arm trains for hours
-        if spec_kind(arm_dataset(experiment, arm)) is None:
+        dataset = arm_dataset(experiment, arm)
+        if spec_kind(dataset) == "glob" and not glob.glob(dataset, recursive=True):
+            raise SutraError(f"{where_key(sources, f'arms[{i}].dataset')}: {arm.dataset}: the pattern matches no files "
+                             "(patterns are relative to the experiment file)")
+        if spec_kind(dataset) is None:
             raise SutraError(f"{where_key(sources, f'arms[{i}].dataset')}: {arm.dataset}: no such file or directory (paths are relative to the "
                              f"experiment file), nor a corpus asset ({', '.join(CORPORA)}), nor a hub dataset id like 'owner/name'")
     # the recipe with the experiment's overrides, checked before any arm prepares its data (hours for a hub dataset)
@@ -109,10 +114,13 @@ def recipe_file(experiment: Experiment) -> Path:
 
 
 def arm_dataset(experiment: Experiment, arm: Arm) -> str:
-    """The arm's dataset as `sutra data prepare` takes it: a path relative to the experiment file (as
-    `recipe` is; else to the working directory), or a corpus asset or hub id as given."""
-    beside = Path(experiment.sources[""]).parent / arm.dataset
-    return str(beside.absolute()) if not Path(arm.dataset).is_absolute() and beside.exists() else arm.dataset
+    """The arm's dataset as `sutra data prepare` takes it: a path or glob relative to the experiment
+    file (as `recipe` is; else to the working directory), or a corpus asset or hub id as given."""
+    if Path(arm.dataset).is_absolute():
+        return arm.dataset
+    beside = Path(experiment.sources[""]).parent.absolute() / arm.dataset
+    found = glob.glob(str(beside), recursive=True) if spec_kind(arm.dataset) == "glob" else beside.exists()
+    return str(beside) if found else arm.dataset
 
 
 def arm_plan(experiment: Experiment, arm: Arm, data_path: Path):

@@ -219,7 +219,9 @@ def benchmark_section(name: str, results: dict, progression: list[Column]) -> st
     shots = sorted({(entry.get("num_fewshot") or 0, entry["title"]) for entry in results["tasks"].values()})
     few = [f"{title} ({n}-shot)" for n, title in shots if n]
     weights = results.get("model", {}).get("weights_sha256")
-    present = any(c.results == results or (weights and c.results.get("model", {}).get("weights_sha256") == weights) for c in progression)
+    present = any(c.results == results or (weights and c.results.get("model", {}).get("weights_sha256") == weights  # these numbers, or
+                                            and (c.results.get("limit"), c.results["tasks"].keys()) == (results.get("limit"), results["tasks"].keys()))
+                  for c in progression)  # the same weights measured the same way
     columns = progression if present else [Column(name, results, "results"), *progression]
     return (
         "## Benchmark Results\n\n"

@@ -350,3 +350,17 @@ def test_a_column_with_fewer_tasks_keeps_the_others_card_average(tmp_path):
     assert "| Average (10) | 34.27 | 34.27 |  |" in text
     assert "| Average (2) | 40.49 | 40.49 | 40.50 |" in text
     assert "Average (2) is over hellaswag, piqa, the averaged tasks every column has." in text
+
+
+def test_this_model_joins_its_progression_unless_the_same_weights_were_measured_the_same_way(tmp_path):
+    from sutra.report.card import benchmark_section
+    from sutra.report.tables import Column
+
+    def measured(path, piqa, limit):
+        results = json.loads(write_results(path, {"piqa": piqa}).read_text())
+        return {**results, "limit": limit, "model": {"weights_sha256": "a" * 64}}
+
+    full, sampled = measured(tmp_path / "full.json", 0.55, None), measured(tmp_path / "sampled.json", 0.60, 100)
+    assert benchmark_section("this", full, [Column("e3-best", sampled, "p")]).count("| Benchmark | this | e3-best |") == 1
+    same = measured(tmp_path / "again.json", 0.55, None)
+    assert "| Benchmark | e3-best |" in benchmark_section("this", full, [Column("e3-best", same, "p")])
