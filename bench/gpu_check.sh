@@ -16,29 +16,32 @@
 #   eval     installs lm-eval from .gpu/wheels, runs the CUDA eval tests, then bench/eval_throughput.py
 #            (Sutra adapter vs lm-eval's hf model) on smollm2-135m-shaped random weights: fp32 on the
 #            five parity tasks (identical scores expected), bf16 likewise, and gsm8k generation
-# Fill .gpu/ first with `bash bench/gpu_prepare.sh` and carry it. The default sections together
-# exceed one 10-minute call (bench alone compiles three Sutra variants, about 5 minutes): pick them,
-# e.g. SECTIONS=bench, then SECTIONS="tests profile", then SECTIONS=eval.
+# Fill .gpu/ first with `bash bench/gpu_prepare.sh` and carry it. A session's device time (15
+# minutes, the machine's start included) holds one call: the default sections, bench and tests,
+# end within 9.5 minutes (their timeouts: 330 + 240 s); train, profile, autotune and eval are for
+# a session with time left, e.g. SECTIONS="train profile" (240 + 2 x 120 s).
 #   SECTIONS="tests train" bash bench/gpu_check.sh      # results also go to $OUT (or ./gpu-check-out)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu-check-out}"; mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
-SECTIONS="${SECTIONS:-bench tests train profile}"
+SECTIONS="${SECTIONS:-bench tests}"
 GPU_DATA="${GPU_DATA:-.gpu/data/stdlib-docs}"
 export SUTRA_HOME="${SUTRA_HOME:-$PWD/.gpu/home}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+"$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else "no CUDA device visible to torch: these checks need a GPU")' || exit 1
 "$PY" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' | tee -a "$OUT/gpu.txt"
 status=0
 section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 if section bench; then
   echo "== training throughput (transformers vs sutra causal vs sutra document), smollm2-70m 4 x 8192"
-  timeout 420 "$PY" bench/train_throughput.py 2>&1 | tee "$OUT/train_throughput.log" || status=1
+  timeout 330 "$PY" bench/train_throughput.py --steps 5 --warmup 2 2>&1 | tee "$OUT/train_throughput.log" || status=1
 fi
 if section tests; then
   echo "== CUDA tests"
-  timeout 200 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/model tests/train 2>&1 | tee "$OUT/cuda_tests.log" || status=1
+  timeout 240 "$PY" -m pytest -q -p no:cacheprovider -rs --durations=0 -m cuda tests/model tests/train 2>&1 | tee "$OUT/cuda_tests.log" || status=1
+  grep -Eq "[0-9]+ passed" "$OUT/cuda_tests.log" || { echo "no CUDA test ran"; status=1; }
 fi
 if section train; then
   echo "== sutra train: smollm2-70m, 4 x 8192, document attention, compiled, on $GPU_DATA"
@@ -53,7 +56,7 @@ fi
 if section profile; then
   for kernel in flex varlen; do
     echo "== profile of a document-masked step ($kernel)"
-    timeout 150 "$PY" bench/profile_step.py --attention document --document-kernel $kernel 2>&1 | tee -a "$OUT/profile.log" || status=1
+    timeout 120 "$PY" bench/profile_step.py --attention document --document-kernel $kernel 2>&1 | tee -a "$OUT/profile.log" || status=1
   done
 fi
 if section autotune; then

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run here (CPU machine, package index reachable) before a GPU session: fills .gpu/ (git-ignored via
-# .git/info/exclude), which the device run carries (`carry: [".gpu"]`, under 64 MiB) and
+# Run here (CPU machine, package index reachable) before a GPU session: fills .gpu/ (git-ignored),
+# which the device run carries (`carry: [".gpu"]`, under 64 MiB) and
 # bench/gpu_check.sh reads. The GPU machine reaches no index, and its image lacks lm-eval.
 #   .gpu/data/stdlib-docs   a prepared dataset for the `train` section
 #   .gpu/home/assets/       the tokenizer and the offline benchmark store (SUTRA_HOME there)
