@@ -7,6 +7,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from sutra.errors import SutraError
+
 
 def _fsync_dir(path: Path) -> None:
     try:
@@ -27,12 +29,28 @@ def _umask() -> int:
     return mask
 
 
+def check_output_path(path: str | os.PathLike, directory: bool = False) -> Path:
+    """`path` as an output a command can write (a file, or with `directory` a directory): one clear
+    error, before any work, where it is the wrong kind or lies under a file."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != directory:
+        raise SutraError(f"{path}: is a {'file' if directory else 'directory'}; give a {'directory' if directory else 'file'} path to write")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise SutraError(f"{path}: cannot be written: {parent} is a file, not a directory")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise SutraError(f"{path}: cannot be written: no permission to write in {parent}")
+            break
+    return path
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None):
     """A file to write `path` through, for output too large to hold in memory: it is a temporary
     sibling that replaces `path` (flushed and fsynced) when the block ends, and is removed if the
     block raises, leaving `path` as it was."""
-    path = Path(path)
+    path = check_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -69,7 +87,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True):
     crash between the two renames leaves the old directory aside, which the next call puts back.
     If the block raises, the temporary directory is removed and `path` is untouched.
     """
-    path = Path(path)
+    path = check_output_path(path, directory=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     old = path.with_name(f".{path.name}.old")
     if not path.exists() and old.is_dir():  # a crash between the two renames of a replacement below

@@ -4,7 +4,9 @@ import os
 
 import pytest
 
-from sutra.io import atomic_directory, atomic_open
+from sutra_testing import run_sutra
+from sutra.errors import SutraError
+from sutra.io import atomic_directory, atomic_open, atomic_write_text
 
 
 def test_a_crash_between_the_two_renames_of_a_replacement_is_undone(tmp_path):
@@ -46,3 +48,19 @@ def test_a_written_directory_has_ordinary_permissions(tmp_path):
         os.umask(mask)
     assert oct((tmp_path / "model").stat().st_mode & 0o777) == "0o755"
     assert oct((tmp_path / "model" / "model.safetensors").stat().st_mode & 0o777) == "0o644"
+
+
+def test_an_output_of_the_wrong_kind_or_under_a_file_is_one_clear_error(tmp_path):
+    (tmp_path / "afile").write_text("keep")
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(SutraError, match=r"afile/out.json: cannot be written: .*afile is a file, not a directory"):
+        atomic_write_text(tmp_path / "afile" / "out.json", "x")
+    with pytest.raises(SutraError, match=r"adir: is a directory; give a file path to write"):
+        atomic_write_text(tmp_path / "adir", "x")
+    with pytest.raises(SutraError, match=r"afile: is a file; give a directory path to write"):
+        with atomic_directory(tmp_path / "afile"):
+            pass
+    assert (tmp_path / "afile").read_text() == "keep" and not list((tmp_path / "adir").iterdir())
+    # `sutra eval` checks its --out before evaluating, so no result is computed only to be lost
+    result = run_sutra("eval", "smollm2-135m-instruct", "--perplexity", str(tmp_path), "--out", str(tmp_path / "afile" / "r.json"))
+    assert result.returncode == 2 and "afile is a file, not a directory" in result.stderr and "Traceback" not in result.stderr

@@ -130,6 +130,9 @@ def open_stream(path: str | Path, split: str) -> TokenStream:
     path = Path(path)
     if path.is_dir():
         manifest = read_manifest(path)
+        if split not in manifest["splits"]:
+            raise SutraError(f"{path / 'manifest.json'}: the dataset has no '{split}' split (it has {', '.join(manifest['splits']) or 'none'}); "
+                             "prepare it again with `sutra data prepare`")
         total = manifest["splits"][split]["tokens"]
         return _stream([_dataset_pieces(path, manifest, split, [(0, total)])], manifest["vocab_size"], manifest["tokenizer_fingerprint"])
     if path.is_file():

@@ -63,6 +63,10 @@ def cmd_eval(args) -> int:
         raise SutraError("nothing to evaluate: give --tasks card|TASK,... and/or --perplexity DATA_DIR")
     if args.out and Path(args.out).is_dir():
         raise SutraError(f"--out {args.out}: is a directory; give the results file to write, e.g. {Path(args.out) / 'results.json'}")
+    if args.out:  # before the evaluation: its results must not be lost at the end
+        from sutra.io import check_output_path
+
+        check_output_path(args.out)
     if args.perplexity:  # a wrong path stops before the benchmarks run, not after
         from sutra.data.stream import open_stream
 

@@ -49,6 +49,10 @@ def cmd_train(args) -> int:
         raise SutraError("give either a RECIPE.yaml to start a run or --resume RUN_DIR to continue one")
     if args.resume is not None and args.init_from is not None:
         raise SutraError("--init-from starts a run; a resumed run continues from its own `last` checkpoint (drop --init-from)")
+    shaped = [item for item in args.overrides if item.split("=", 1)[0].strip().startswith("model.")]
+    if args.init_from is not None and shaped:
+        raise SutraError(f"--set {shaped[0]}: --init-from {args.init_from} gives the model (its shape and weights); drop the --set, "
+                         "or start without --init-from")
     from sutra.train.trainer import train
 
     overrides = args.overrides + ([(key, value, f"--init-from {args.init_from}") for key, value in

@@ -138,9 +138,13 @@ class Recipe:
                 raise self.error(key, f"not a model field; the fields are {', '.join(names)}")
             typed[name] = _convert(hints[name], value, key, self.sources)
         try:
-            get_preset(self.model.preset).replace(**typed)
+            preset = get_preset(self.model.preset)
         except SutraError as exc:
-            raise self.error("model.overrides" if typed else "model.preset", str(exc)) from None
+            raise self.error("model.preset", str(exc)) from None
+        try:
+            preset.replace(**typed)
+        except SutraError as exc:
+            raise self.error("model.overrides", str(exc)) from None
         return typed
 
     @property
@@ -191,8 +195,10 @@ class Recipe:
             raise self.error("train.document_kernel", "varlen runs flash attention, which needs train.precision=bf16; use flex with fp32")
         if not self.optimizer.grad_clip > 0:
             raise self.error("optimizer.grad_clip", f"must be positive, got {self.optimizer.grad_clip}")
-        if self.optimizer.weight_decay < 0 or not self.optimizer.eps > 0:
-            raise self.error("optimizer", "weight_decay must be >= 0 and eps > 0")
+        if not self.optimizer.weight_decay >= 0:
+            raise self.error("optimizer.weight_decay", f"must be 0 or more, got {self.optimizer.weight_decay}")
+        if not self.optimizer.eps > 0:
+            raise self.error("optimizer.eps", f"must be positive, got {self.optimizer.eps}")
         if not all(0 <= b < 1 for b in self.optimizer.betas):
             raise self.error("optimizer.betas", f"each beta must be in [0, 1), got {list(self.optimizer.betas)}")
         self._validate_schedule()
@@ -206,18 +212,22 @@ class Recipe:
                     "schedule.epochs", f"the cosine schedule needs one {{peak_lr, min_lr}} entry per epoch: "
                     f"{len(s.epochs)} entries for train.epochs={self.train.epochs}"
                 )
-            bounds = [(f"schedule.epochs[{i}]", e.peak_lr, e.min_lr) for i, e in enumerate(s.epochs)]
+            for name in ("peak_lr", "min_lr", "decay_fraction"):  # a resolved recipe holds their defaults
+                if getattr(s, name) != getattr(ScheduleSection(), name):
+                    raise self.error(f"schedule.{name}", "belongs to the wsd schedule (schedule.kind: wsd); the cosine schedule "
+                                     "takes each epoch's schedule.epochs[i].peak_lr and min_lr")
+            bounds = [(f"schedule.epochs[{i}].", e.peak_lr, e.min_lr) for i, e in enumerate(s.epochs)]
         else:
             if s.peak_lr is None:
                 raise self.error("schedule.peak_lr", "the wsd schedule needs peak_lr")
             if not 0 < s.decay_fraction <= 1:
                 raise self.error("schedule.decay_fraction", f"must be in (0, 1], got {s.decay_fraction}")
-            bounds = [("schedule", s.peak_lr, s.min_lr)]
-        for key, peak, floor in bounds:
+            bounds = [("schedule.", s.peak_lr, s.min_lr)]
+        for prefix, peak, floor in bounds:
             if not (math.isfinite(peak) and peak > 0):
-                raise self.error(key, f"peak_lr must be a positive number, got {peak}")
+                raise self.error(f"{prefix}peak_lr", f"must be a positive number, got {peak}")
             if not 0 <= floor <= peak:
-                raise self.error(key, f"min_lr must be between 0 and peak_lr ({peak}), got {floor}")
+                raise self.error(f"{prefix}min_lr", f"must be between 0 and peak_lr ({peak}), got {floor}")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -329,6 +339,9 @@ def yaml_key_lines(node, prefix: str = "") -> dict[str, int]:
 
 def where_key(sources: dict, key: str) -> str:
     """The source of `key`, or of its nearest section that has one, for error messages."""
+    deeper = [k for k in sources if k.startswith((f"{key}.", f"{key}["))]
+    if key not in sources and deeper:  # e.g. an unknown section that only a --set gave
+        return f"{sources[deeper[0]]}: {key}"
     probe = key
     while probe and probe not in sources:
         probe = re.sub(r"(\.?[^.\[]*|\[\d+\])$", "", probe)  # drop the last ".key" or "[i]"

@@ -14,6 +14,7 @@ norm and stop votes are copied to the host behind its kernels and read one step 
 device runs the next step. Everything is read before a log line, evaluation or checkpoint.
 """
 
+import json
 import math
 import os
 import signal
@@ -31,12 +32,16 @@ import torch.distributed as dist
 from sutra.errors import SutraError
 from sutra.eval.perplexity import perplexity_of
 from sutra.io import atomic_write_text
-from sutra.train.checkpoints import LAST, LAST_GOOD, CheckpointStore, load_trainer_state
-from sutra.train.metrics import MetricsLog, causal_attended_per_token, device_peak_tflops, document_attended_per_token, finite, finite_or_null
+from sutra.train.checkpoints import CHECKPOINTS, LAST, LAST_GOOD, CheckpointStore, load_trainer_state
+from sutra.train.metrics import METRICS_FILE, MetricsLog, causal_attended_per_token, device_peak_tflops, document_attended_per_token, finite, finite_or_null
 from sutra.train.recipe import Recipe, load_recipe
 from sutra.train.schedule import Schedule
 
 RECIPE_FILE = "recipe.yaml"
+RECIPE_HEADER = "# the resolved recipe of this run, written by `sutra train`; `sutra train --resume` reads it\n"
+RUN_FILES = {RECIPE_FILE, METRICS_FILE, "tensorboard", CHECKPOINTS}  # what a run writes before its first checkpoint
+# sections a resumed run may change: they decide when to evaluate, checkpoint, log or roll back, not what is trained
+RESUME_MAY_CHANGE = ("name", "run_dir", "assumptions", "eval.", "checkpoint.", "logging.", "stability.")
 
 
 @dataclass
@@ -103,6 +108,21 @@ class _InFlight:
         return loss, grad_norm, stop_votes
 
 
+def _flat_recipe(data: dict, prefix: str = "") -> dict:
+    """{"schedule.epochs[0].peak_lr": 0.0003, ...}: a recipe's values by the keys its messages use."""
+    flat = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if isinstance(value, dict) and value:
+            flat |= _flat_recipe(value, key)
+        elif isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+            for index, item in enumerate(value):
+                flat |= _flat_recipe(item, f"{key}[{index}]")
+        else:
+            flat[key] = value
+    return flat
+
+
 class Trainer:
     def __init__(self, recipe: Recipe, resume: bool, dist_info: Distributed):
         self.recipe, self.dist = recipe, dist_info
@@ -147,14 +167,16 @@ class Trainer:
         loader_args = dict(seq_len=r.data.seq_len, micro_batch=t.micro_batch, rank=self.dist.rank, world_size=world, seed=r.data.seed)
         self.train_loader = TokenLoader(data_path, "train", **loader_args)
         self.val_loader = TokenLoader(data_path, "val", **loader_args)
-        if self.val_loader.windows_per_epoch < 1:
-            raise r.error("data.path", f"{data_path} has no validation window of {r.data.seq_len + 1} tokens; prepare it with a val split")
-
         config, self.tokenizer, init_weights = self._model_source(resume)
         if r.data.seq_len > config.max_seq_len:
             raise r.error("data.seq_len", f"{r.data.seq_len} is longer than the model's context of {config.max_seq_len} tokens")
+        if self.val_loader.windows_per_epoch < 1:
+            raise r.error("data.path", f"{data_path} has no validation window of {r.data.seq_len + 1} tokens; prepare it with a val split")
         # a model's embedding may be padded past its tokenizer's vocabulary (as many hub models are)
-        if self.train_loader.vocab_size > config.vocab_size or self.train_loader.tokenizer_fingerprint != self.tokenizer.fingerprint:
+        if self.train_loader.tokenizer_fingerprint == self.tokenizer.fingerprint and self.train_loader.vocab_size > config.vocab_size:
+            raise r.error("model.overrides.vocab_size" if "vocab_size" in r.model.overrides else "model",
+                          f"the model's vocabulary of {config.vocab_size} is smaller than its tokenizer's {self.train_loader.vocab_size}")
+        if self.train_loader.tokenizer_fingerprint != self.tokenizer.fingerprint:
             raise r.error(
                 "data.path", f"{data_path} was tokenized with vocabulary {self.train_loader.vocab_size} (tokenizer {self.train_loader.tokenizer_fingerprint}) "
                 f"but the model has vocabulary {config.vocab_size} (tokenizer {self.tokenizer.fingerprint}); re-prepare the data with the model's tokenizer"
@@ -228,19 +250,24 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=self.schedule.lr(0), betas=o.betas, eps=o.eps, fused=o.fused)
 
     def _prepare_run_dir(self, resume: bool) -> bool:
-        """Whether there is a `last` checkpoint to resume from; writes the resolved recipe on a fresh start."""
+        """Whether there is a `last` checkpoint to resume from; writes the resolved recipe on a fresh start.
+        Nothing a user keeps in the directory is ever overwritten or removed: a fresh start takes only
+        an absent or empty directory, or one where an earlier start ended before its first checkpoint."""
         recipe_file = self.run_dir / RECIPE_FILE
         if not resume:
-            started, checkpointed = recipe_file.exists(), bool(self.store.names())
+            self._check_fresh_run_dir()
             self.dist.barrier()  # every process looks before rank 0 writes the recipe
-            if checkpointed:
-                raise SutraError(f"{self.run_dir} already holds a run; continue it with `sutra train --resume {self.run_dir}` or set another run_dir (--set run_dir=...)")
-            if started:  # an earlier start ended before its first checkpoint (an error, out of memory): nothing to keep
-                self._say(f"{self.run_dir} holds a run that ended before its first checkpoint; starting it again with this recipe")
             if self.dist.is_main:
-                atomic_write_text(recipe_file, self.recipe.to_yaml())
+                atomic_write_text(recipe_file, RECIPE_HEADER + self.recipe.to_yaml())
             self.dist.barrier()
             return False
+        names = self.store.names()
+        written = self.store.root.is_dir() and any(not p.name.startswith(".") for p in self.store.root.iterdir())  # not a torn first write
+        if self.store.resolve(LAST) is None and (names or written):
+            held = ", ".join(n for n in names if self.store.resolve(n)) or "none of them complete"
+            raise SutraError(f"{self.run_dir}: the run has checkpoints ({held}) but no `{LAST}` to resume from; nothing was changed. "
+                             f"Point `{LAST}` at the checkpoint to continue from (ln -sfn checkpoints/step-NNNNNNNN {self.run_dir / LAST}), "
+                             f"or start a new run from one: sutra train RECIPE.yaml --init-from {self.run_dir}/NAME")
         if self.dist.is_main:
             # a kill between pointing e{N}-best/final and `last` leaves names past `last`: the resumed
             # run redoes those steps (as metrics.jsonl is cut back), so they must not keep old weights
@@ -250,7 +277,43 @@ class Trainer:
                 self.store.point(LAST_GOOD, last["step"])  # a kill between the two names took last-good past `last`
             self.store.collect_garbage()
         self.dist.barrier()
-        return self.store.resolve(LAST) is not None
+        if self.store.resolve(LAST) is None:
+            return False
+        self._check_recipe_unchanged(self.store.info(LAST))
+        return True
+
+    def _check_fresh_run_dir(self) -> None:
+        if self.store.names():
+            raise SutraError(f"{self.run_dir} already holds a run; continue it with `sutra train --resume {self.run_dir}` or set another run_dir (--set run_dir=...)")
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise self.recipe.error("run_dir", f"{self.run_dir} is a file, not a directory; set another run_dir (--set run_dir=...)")
+        held = sorted(p.name for p in self.run_dir.iterdir()) if self.run_dir.is_dir() else []
+        recipe_file = self.run_dir / RECIPE_FILE
+        ours = recipe_file.is_file() and recipe_file.read_text(errors="replace").startswith(RECIPE_HEADER)
+        if held and not (ours and set(held) <= RUN_FILES):
+            shown = ", ".join(held[:5]) + (", ..." if len(held) > 5 else "")
+            raise self.recipe.error("run_dir", f"{self.run_dir} exists and is not a run directory of `sutra train` (it holds {shown}); "
+                                    "a run writes recipe.yaml, metrics.jsonl and checkpoints there: set another run_dir (--set run_dir=...)")
+        if held:  # an earlier start ended before its first checkpoint (an error, out of memory): nothing to keep
+            self._say(f"{self.run_dir} holds a run that ended before its first checkpoint; starting it again with this recipe")
+
+    def _check_recipe_unchanged(self, last: dict) -> None:
+        """A resumed run trains with the recipe its checkpoints were made with (it is bit for bit the
+        same run): an edited recipe.yaml is refused, except in the sections that only decide when to
+        evaluate, checkpoint, log or roll back."""
+        saved = last.get("resolved_recipe")
+        if saved is None:  # a checkpoint from before recipes were recorded in it
+            return
+        now, then = _flat_recipe(json.loads(json.dumps(self.recipe.to_dict()))), _flat_recipe(saved)
+        changed = [key for key in [*now, *(k for k in then if k not in now)] if now.get(key) != then.get(key)]
+        refused = [key for key in changed if not key.startswith(RESUME_MAY_CHANGE)]
+        if refused:
+            key = refused[0]
+            raise self.recipe.error(key, f"{now.get(key)!r} here, but the run's checkpoints were trained with {then.get(key)!r}; "
+                                    f"a resumed run keeps its recipe. Restore the value, or start a new run from these weights: "
+                                    f"sutra train RECIPE.yaml --init-from {self.run_dir / LAST}")
+        if changed:
+            self._say("recipe changed since the checkpoint: " + ", ".join(f"{k} {then.get(k)!r} -> {now.get(k)!r}" for k in changed))
 
     # ---- checkpoints -----------------------------------------------------------------------------
 
@@ -270,6 +333,7 @@ class Trainer:
                 training = {
                     **asdict(self.progress), "epoch": self.progress.step / self.schedule.steps_per_epoch, "recipe": self.recipe.name,
                     "world_size": self.dist.world_size, "loader": self.train_loader.state_dict(), "log_window": asdict(self.window), **(val or {}),
+                    "resolved_recipe": self.recipe.to_dict(),
                 }
                 training = finite_or_null(training)
                 trainer_state = {"optimizer": self.optimizer.state_dict(), "rng_cpu": torch.get_rng_state()}

@@ -115,3 +115,13 @@ def test_budgets_never_pass_a_dataset_and_always_sum_to_the_total():
         budgets = split_budget(available, shares, tokens)
         assert sum(budgets) == tokens and min(budgets) >= 0
         assert all(abs(b - tokens * s) < 1 for b, s in zip(budgets, shares))
+
+
+def test_a_dataset_without_the_asked_split_is_one_clear_error(tmp_path, tokenizer):
+    write_token_dataset(tmp_path / "train-only", tokenizer, {"train": make_documents(5, seed=3)})
+    manifest_path = tmp_path / "train-only" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["splits"].pop("val", None)  # as an older or hand-made manifest may be
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(SutraError, match=r"train-only/manifest.json: the dataset has no 'val' split \(it has train\)"):
+        open_stream(tmp_path / "train-only", "val")

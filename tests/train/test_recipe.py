@@ -53,8 +53,8 @@ def test_valid_recipe_is_typed_and_overridable(tmp_path):
     [
         (BASE + "trian:\n  epochs: 1\n", [], "r.yaml:11: trian: unknown key"),
         (BASE.replace("warmup_steps: 10", "warmup_stepz: 10"), [], "r.yaml:6: schedule.warmup_stepz: unknown key"),
-        (BASE.replace("3e-4", "-3e-4"), [], "r.yaml:8: schedule.epochs[0]: peak_lr must be a positive number"),
-        (BASE.replace("3e-5", "3e-3"), [], "min_lr must be between 0 and peak_lr"),
+        (BASE.replace("3e-4", "-3e-4"), [], "r.yaml:8: schedule.epochs[0].peak_lr: must be a positive number"),
+        (BASE.replace("3e-5", "3e-3"), [], "r.yaml:8: schedule.epochs[0].min_lr: must be between 0 and peak_lr"),
         (BASE, ["train.micro_batch=0"], "--set train.micro_batch=0: train.micro_batch: must be at least 1"),
         (BASE, ["train.micro_batch=two"], "--set train.micro_batch=two: train.micro_batch: expected an integer"),
         (BASE, ["train.epochs=3"], "needs one {peak_lr, min_lr} entry per epoch: 1 entries for train.epochs=3"),
@@ -79,6 +79,13 @@ def test_valid_recipe_is_typed_and_overridable(tmp_path):
         (BASE, ["train.seed=-2"], "train.seed: must not be negative"),
         (BASE, ["train.device=mps"], "train.device: unknown device 'mps'; use auto, cpu, cuda or cuda:N"),
         (BASE, ["logging.peak_tflops=-5"], "logging.peak_tflops: must be a positive number of TFLOP/s"),
+        # each message names where the value came from and the field itself
+        (BASE, ["schedule.epochs[0].peak_lr=-1e-3"], "--set schedule.epochs[0].peak_lr=-1e-3: schedule.epochs[0].peak_lr: must be a positive number"),
+        (BASE.replace("preset: tiny", "preset: huge\n  overrides: {num_layers: 2}"), [], "r.yaml:10: model.preset: unknown model preset 'huge'"),
+        (BASE, ["bogus.x=1"], "--set bogus.x=1: bogus: unknown key"),
+        (BASE, ["optimizer.weight_decay=-1"], "--set optimizer.weight_decay=-1: optimizer.weight_decay: must be 0 or more, got -1"),
+        (BASE, ["optimizer.eps=0"], "optimizer.eps: must be positive, got 0"),
+        (BASE, ["schedule.decay_fraction=0.5"], "schedule.decay_fraction: belongs to the wsd schedule (schedule.kind: wsd)"),
     ],
 )
 def test_bad_recipes_name_file_line_and_field(tmp_path, text, overrides, message):

@@ -82,6 +82,13 @@ def test_plot_draws_a_png(finished_run, tmp_path):
 
     out = plot_run(finished_run, tmp_path / "curves.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    with pytest.raises(SutraError, match="is a directory; give a file path to write"):
+        plot_run(finished_run, tmp_path)
+    # records a hand (or another tool) wrote without every field still plot
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "val_loss": 1.5}\n')
+    assert plot_run(partial).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_nan_steps_are_skipped_then_rolled_back_to_last(tmp_path, tiny_dataset):

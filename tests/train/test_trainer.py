@@ -11,7 +11,7 @@ from sutra_testing import run_sutra
 from sutra.errors import SutraError
 from sutra.train.recipe import load_recipe
 from sutra.train.trainer import Distributed, Trainer
-from train_helpers import micro_recipe, tiny_dataset, write_recipe  # noqa: F401 (fixture)
+from train_helpers import MICRO_MODEL, micro_recipe, tiny_dataset, write_recipe  # noqa: F401 (fixture)
 
 CPU = Distributed(rank=0, world_size=1, device=torch.device("cpu"))
 
@@ -49,6 +49,9 @@ def corrupt_fingerprint(tiny_dataset: Path, tmp_path: Path) -> Path:
     [
         ({"train": {"grad_accum": 3}}, 2, "train.grad_accum: 3 micro-batches per step cannot be split over 2 processes"),
         ({"data": {"seq_len": 512}}, 1, "data.seq_len: 512 is longer than the model's context of 256 tokens"),
+        ({"data": {"seq_len": 100_000}}, 1, "data.seq_len: 100000 is longer than the model's context of 256 tokens"),  # not "no val window"
+        ({"model": {"preset": "tiny", "overrides": {**MICRO_MODEL, "vocab_size": 1000}}}, 1,
+         "model.overrides.vocab_size: the model's vocabulary of 1000 is smaller than its tokenizer's 49152"),
         ({"data": {"path": "/nonexistent/data"}}, 1, "data.path: /nonexistent/data does not exist; prepare it with `sutra data prepare`"),
         ({"data": "other-tokenizer"}, 1, "re-prepare the data with the model's tokenizer"),
         ({"train": {"steps_per_epoch": 10_000}}, 1, "train.steps_per_epoch: 10000 steps exceed the"),
@@ -83,9 +86,58 @@ def test_cli_reports_user_errors_in_one_line(tmp_path, tiny_dataset):
     path = write_recipe(tmp_path / "r.yaml", micro_recipe(tiny_dataset, tmp_path / "run"))
     result = run_sutra("train", str(path), "--set", "schedule.epochs=[{peak_lr: -1, min_lr: 0}, {peak_lr: 1, min_lr: 0}]")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "--set schedule.epochs=" in result.stderr and "peak_lr must be a positive number" in result.stderr
+    assert "--set schedule.epochs=" in result.stderr and "peak_lr: must be a positive number" in result.stderr
     result = run_sutra("train", "--resume", str(tmp_path / "nowhere"))
     assert result.returncode == 2 and "not a run directory" in result.stderr
     result = run_sutra("train", "--resume", str(tmp_path / "nowhere"), "--init-from", "smollm2-135m-instruct")
     assert result.returncode == 2 and "a resumed run continues from its own `last` checkpoint (drop --init-from)" in result.stderr
 
+
+
+def test_a_fresh_start_never_writes_over_files_it_did_not_make(tmp_path, tiny_dataset):
+    """run_dir must be absent, empty, or a run that ended before its first checkpoint: a folder of
+    the user's (even one holding the recipe being run) is refused with every file as it was."""
+    own = tmp_path / "proj"
+    own.mkdir()
+    (own / "metrics.jsonl").write_text('{"note": "mine"}\n')
+    recipe_text = "# my comments\n" + (write_recipe(tmp_path / "r.yaml", micro_recipe(tiny_dataset, own))).read_text()
+    (own / "recipe.yaml").write_text(recipe_text)
+    with pytest.raises(SutraError, match=r"recipe.yaml:\d+: run_dir: .*proj exists and is not a run directory of `sutra train` \(it holds metrics.jsonl, recipe.yaml\)"):
+        Trainer(load_recipe(own / "recipe.yaml"), resume=False, dist_info=CPU)
+    assert (own / "recipe.yaml").read_text() == recipe_text and (own / "metrics.jsonl").read_text() == '{"note": "mine"}\n'
+    (tmp_path / "afile").write_text("x")
+    result = run_sutra("train", str(tmp_path / "r.yaml"), "--set", f"run_dir={tmp_path / 'afile'}")
+    assert result.returncode == 2 and "is a file, not a directory" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_resume_refuses_an_edited_recipe_and_a_missing_last_without_removing_anything(tmp_path, tiny_dataset, capsys):
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", micro_recipe(tiny_dataset, tmp_path / "run", checkpoint={"every_steps": 2})))
+    trainer = Trainer(recipe, resume=False, dist_info=CPU)
+    trainer.run(stop_after=4)
+    trainer.close()
+    run = tmp_path / "run"
+    saved = (run / "recipe.yaml").read_text()
+    (run / "recipe.yaml").write_text(saved.replace("micro_batch: 2", "micro_batch: 4"))
+    line = next(i for i, text in enumerate(saved.splitlines(), 1) if "micro_batch" in text)
+    result = run_sutra("train", "--resume", str(run))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"recipe.yaml:{line}: train.micro_batch: 4 here, but the run's checkpoints were trained with 2; a resumed run keeps its recipe" in result.stderr
+    # when to evaluate or checkpoint may change
+    (run / "recipe.yaml").write_text(saved.replace("every_steps: 4", "every_steps: 8"))
+    resumed = Trainer(load_recipe(run / "recipe.yaml"), resume=True, dist_info=CPU)
+    assert resumed.progress.step == 4
+    resumed.close()
+    assert "recipe changed since the checkpoint: eval.every_steps 4 -> 8" in capsys.readouterr().err
+    # without `last` the run is not restarted over its checkpoints
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    (run / "last").unlink()
+    with pytest.raises(SutraError, match=r"the run has checkpoints \(e1-best, last-good\) but no `last` to resume from; nothing was changed"):
+        Trainer(load_recipe(run / "recipe.yaml"), resume=True, dist_info=CPU)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+
+
+def test_init_from_refuses_a_set_of_the_model(tmp_path, tiny_dataset):
+    path = write_recipe(tmp_path / "r.yaml", micro_recipe(tiny_dataset, tmp_path / "run"))
+    result = run_sutra("train", str(path), "--init-from", "smollm2-135m-instruct", "--set", "model.overrides.num_layers=4")
+    assert result.returncode == 2 and "--set model.overrides.num_layers=4: --init-from smollm2-135m-instruct gives the model" in result.stderr
+    assert not (tmp_path / "run").exists()
