@@ -8,6 +8,7 @@ import argparse
 import importlib
 import os
 import sys
+import time
 
 from sutra import __version__
 from sutra.errors import SutraError
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except SutraError as exc:
+        if int(os.environ.get("RANK", "0")) > 0:  # under torchrun: rank 0 says it first, and the launcher
+            time.sleep(3)  # then stops the others, so an error every process found prints once
         print(f"sutra: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

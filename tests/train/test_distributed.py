@@ -52,12 +52,12 @@ def test_two_gloo_processes_match_one_process_and_resume_on_one(tmp_path, tiny_d
         torch.testing.assert_close(b[name], a[name], rtol=1e-3, atol=1e-4)
 
 
-def test_a_recipe_error_under_torchrun_is_one_line_per_process_not_a_traceback(tmp_path, tiny_dataset):
+def test_a_recipe_error_under_torchrun_is_one_line_not_a_traceback(tmp_path, tiny_dataset):
     recipe = micro_recipe(tiny_dataset, tmp_path / "run", train={"grad_accum": 3})
     path = write_recipe(tmp_path / "micro.yaml", recipe)
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                              "-m", "sutra", "train", str(path)], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert re.search(r"micro\.yaml:\d+: train\.grad_accum: 3 micro-batches per step cannot be split over 2 processes", result.stderr)
-    assert 1 <= result.stderr.count("sutra: error: ") <= 2, result.stderr[-3000:]
+    assert result.stderr.count("sutra: error: ") == 1, result.stderr[-3000:]  # rank 0's; the launcher stops the other
     assert "sutra/train" not in result.stderr, "only torchrun's own summary may show a traceback"
