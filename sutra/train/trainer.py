@@ -39,7 +39,7 @@ from sutra.train.schedule import Schedule
 
 RECIPE_FILE = "recipe.yaml"
 RECIPE_HEADER = "# the resolved recipe of this run, written by `sutra train`; `sutra train --resume` reads it\n"
-RUN_FILES = {RECIPE_FILE, METRICS_FILE, "tensorboard", CHECKPOINTS}  # what a run writes before its first checkpoint
+RUN_FILES = {RECIPE_FILE, METRICS_FILE, "tensorboard", CHECKPOINTS, "curves.png"}  # what a run (and `sutra plot`) writes before its first checkpoint
 # sections a resumed run may change: they decide when to evaluate, checkpoint, log or roll back, not what is trained
 RESUME_MAY_CHANGE = ("name", "run_dir", "assumptions", "eval.", "checkpoint.", "logging.", "stability.")
 
