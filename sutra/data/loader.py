@@ -102,6 +102,6 @@ class TokenLoader:
             if state.get(key) != self.state_dict()[key]:
                 raise SutraError(
                     f"saved data position is for {key}={state.get(key)!r} but this loader has {self.state_dict()[key]!r}; "
-                    "resume with the same dataset/mix and seq_len (or start the data order afresh)"
+                    "resume with the same dataset or mix and seq_len"
                 )
         self.seed, self.epoch, self.cursor, self.skipped_windows = (int(state[k]) for k in ("seed", "epoch", "cursor", "skipped_windows"))

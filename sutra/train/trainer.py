@@ -41,7 +41,8 @@ RECIPE_FILE = "recipe.yaml"
 RECIPE_HEADER = "# the resolved recipe of this run, written by `sutra train`; `sutra train --resume` reads it\n"
 RUN_FILES = {RECIPE_FILE, METRICS_FILE, "tensorboard", CHECKPOINTS, "curves.png"}  # what a run (and `sutra plot`) writes before its first checkpoint
 # sections a resumed run may change: they decide when to evaluate, checkpoint, log or roll back, not what is trained
-RESUME_MAY_CHANGE = ("name", "run_dir", "assumptions", "eval.", "checkpoint.", "logging.", "stability.")
+# (and data.path, for the same data moved: the data position restored checks the data is the same)
+RESUME_MAY_CHANGE = ("name", "run_dir", "assumptions", "data.path", "eval.", "checkpoint.", "logging.", "stability.")
 
 
 @dataclass
@@ -358,7 +359,10 @@ class Trainer:
         training = self.store.info(name)
         self.progress = Progress(**{k: training.get(k, default) for k, default in asdict(Progress()).items()})
         self.window = _Window(**training.get("log_window", {}))  # the next log line averages the steps before the stop too
-        self.train_loader.load_state_dict(training["loader"])
+        try:
+            self.train_loader.load_state_dict(training["loader"])
+        except SutraError as exc:
+            raise self.recipe.error("data.path", str(exc)) from None
         torch.set_rng_state(state["rng_cpu"])
         if self.device.type == "cuda" and "rng_cuda" in state:
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)

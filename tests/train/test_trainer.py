@@ -122,12 +122,14 @@ def test_resume_refuses_an_edited_recipe_and_a_missing_last_without_removing_any
     result = run_sutra("train", "--resume", str(run))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"recipe.yaml:{line}: train.micro_batch: 4 here, but the run's checkpoints were trained with 2; a resumed run keeps its recipe" in result.stderr
-    # when to evaluate or checkpoint may change
-    (run / "recipe.yaml").write_text(saved.replace("every_steps: 4", "every_steps: 8"))
+    # when to evaluate or checkpoint may change, and where the same data now lies
+    moved = shutil.copytree(tiny_dataset, tmp_path / "moved")
+    (run / "recipe.yaml").write_text(saved.replace("every_steps: 4", "every_steps: 8").replace(str(tiny_dataset), str(moved)))
     resumed = Trainer(load_recipe(run / "recipe.yaml"), resume=True, dist_info=CPU)
     assert resumed.progress.step == 4
     resumed.close()
-    assert "recipe changed since the checkpoint: eval.every_steps 4 -> 8" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "recipe changed since the checkpoint: data.path" in err and "eval.every_steps 4 -> 8" in err
     # without `last` the run is not restarted over its checkpoints
     before = sorted(p.name for p in (run / "checkpoints").iterdir())
     (run / "last").unlink()
