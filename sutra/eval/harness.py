@@ -202,7 +202,8 @@ def evaluate(
 
 
 def read_results(path: str | os.PathLike) -> dict:
-    """A results file written by `sutra eval`, checked enough to build tables and cards from."""
+    """A results file written by `sutra eval`, checked for everything tables and cards read from it,
+    so a hand-edited or foreign file is refused with its field named instead of failing mid-report."""
     import json
 
     path = Path(path)
@@ -210,11 +211,84 @@ def read_results(path: str | os.PathLike) -> dict:
         results = json.loads(path.read_text())
     except FileNotFoundError:
         raise SutraError(f"{path}: no such results file; write one with 'sutra eval SPEC --tasks card --out {path}'") from None
+    except OSError as exc:  # a directory, no permission
+        raise SutraError(f"{path}: cannot read it ({exc.strerror}); give a results file written by 'sutra eval'") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SutraError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(results, dict) or results.get("format") != FORMAT or not isinstance(results.get("tasks"), dict):
         raise SutraError(f"{path}: not a 'sutra eval' results file (format {results.get('format') if isinstance(results, dict) else None!r})")
     for name, entry in results["tasks"].items():
-        if name not in TASKS or not isinstance(entry, dict) or value_is_missing(entry):
-            raise SutraError(f"{path}: task '{name}' is unknown or has no numeric 'value'")
+        if name not in TASKS:
+            raise _malformed(path, f"task '{name}' is not a card task (known: {', '.join(TASKS)})")
+        if not isinstance(entry, dict):
+            raise _malformed(path, f"task '{name}' is {json.dumps(entry)}, not an object")
+        _check(path, entry, "value", is_score, "a score between 0 and 1", task=name, required=True)
+        _check(path, entry, "title", _is_text, "a name", task=name, required=True)
+        _check(path, entry, "split", _is_text, "a split name", task=name, required=True)
+        _check(path, entry, "items", _is_count, "a number of items", task=name, required=True)
+        _check(path, entry, "num_fewshot", _or_null(_is_count), "a number of shots", task=name)
+        _check(path, entry, "metrics", _is_object, "an object", task=name)
+        # the one other metric the tables show: gsm8k's strict-match row
+        _check(path, entry.get("metrics", {}), "exact_match,strict-match", _or_null(is_score), "a score between 0 and 1", task=name, prefix="metrics.")
+    for section in ("engine", "model"):
+        _check(path, results, section, _is_object, "an object")
+    _check(path, results.get("engine", {}), "version", _is_text, "a version", prefix="engine.")
+    _check(path, results.get("model", {}), "config", _or_null(_is_object), "an object", prefix="model.")
+    _check(path, results.get("model", {}), "weights_sha256", _or_null(_is_digest), "a sha256 digest", prefix="model.")
+    _check(path, results, "perplexity", _or_null(_is_object), "an object")
+    measured = results.get("perplexity") or {}
+    # exp(mean cross-entropy) is at least 1; a diverged run's NaN is kept, and shown as not measured
+    _check(path, measured, "perplexity", _or_null(lambda v: _is_number(v) and not v < 1), "a perplexity (at least 1)", prefix="perplexity.")
+    _check(path, measured, "data", _is_text, "a path", prefix="perplexity.")
+    for count in ("tokens", "windows", "seq_len"):
+        _check(path, measured, count, _is_count, "a count", prefix="perplexity.")
     return results
+
+
+def is_score(value) -> bool:
+    """A score as lm-eval gives it: a real number in [0, 1] (not NaN, not a percent, not true)."""
+    return _is_number(value) and 0 <= value <= 1
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_text(value) -> bool:
+    return isinstance(value, str)
+
+
+def _is_object(value) -> bool:
+    return isinstance(value, dict)
+
+
+def _is_digest(value) -> bool:
+    import re
+
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) is not None
+
+
+def _or_null(check):
+    return lambda value: value is None or check(value)
+
+
+def _check(path: Path, section: dict, field: str, ok, expected: str, task: str | None = None, prefix: str = "", required: bool = False) -> None:
+    """Refuse `section[field]` (of `task`'s entry, or at `prefix` in the file) unless `ok` says it is
+    `expected`; a missing field only when it is required."""
+    import json
+
+    owner = f"task '{task}' " if task else ""
+    if field not in section:
+        if required:
+            raise _malformed(path, f"{owner or 'the file '}has no '{prefix}{field}'")
+        return
+    if not ok(section[field]):
+        raise _malformed(path, f"{owner}field '{prefix}{field}' is {json.dumps(section[field])}, not {expected}")
+
+
+def _malformed(path: Path, problem: str) -> SutraError:
+    return SutraError(f"{path}: {problem}; not as 'sutra eval' writes it: fix it, or evaluate again with 'sutra eval SPEC --out {path}'")

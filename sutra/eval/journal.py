@@ -56,6 +56,8 @@ class AnswerJournal:
             lines = self.path.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
             return []
+        except (OSError, UnicodeDecodeError) as exc:  # a directory in its place, no permission, binary junk
+            raise SutraError(f"{self.path}: cannot read this answer journal ({getattr(exc, 'strerror', None) or exc}); remove it to evaluate from the start") from None
         records = []
         for number, line in enumerate(lines, 1):
             try:
@@ -63,6 +65,8 @@ class AnswerJournal:
             except ValueError:
                 if number < len(lines):  # only the last line may be torn by a kill
                     raise SutraError(f"{self.path}:{number}: not a journal line; delete {self.path} to evaluate from the start") from None
+        if records and not isinstance(records[0], dict):  # the header is an object: no journal wrote this
+            raise SutraError(f"{self.path}:1: not a journal line; delete {self.path} to evaluate from the start")
         if not records or records[0].get("identity") != identity:
             if records:
                 print(f"sutra: discarding {self.path}: it holds answers of another model, dtype or device", file=sys.stderr)

@@ -10,18 +10,38 @@ from sutra.model.checkpoint import check_model_output, load_model
 from sutra.model.hf import hf_config, sutra_to_hf_state
 
 
+def _weights_mark():
+    """The mark `sutra card` writes: the sha256 of the weight files the card describes."""
+    import re
+
+    from sutra.report.card import WEIGHTS_MARK
+
+    return re.compile(re.escape(WEIGHTS_MARK) + r"([0-9a-f]{64}) -->")
+
+
 def card_for_export(text: str, card: str, spec: str, dtype: str) -> str:
     """A card `sutra card` wrote must describe these weights; its Precision row becomes the
     exported dtype. A card written by hand is published as it is."""
     import re
 
     from sutra.model.checkpoint import weights_sha256
-    from sutra.report.card import WEIGHTS_MARK
 
-    found = re.search(re.escape(WEIGHTS_MARK) + r"([0-9a-f]{64}) -->", text)
+    found = _weights_mark().search(text)
     if found and found.group(1) != weights_sha256(spec):
         raise SutraError(f"--card {card}: describes other weights than {spec}'s; write its card with `sutra card {spec} --results ...`")
     return re.sub(r"^\| Precision \| [^|\n]* \|$", f"| Precision | {dtype} |", text, count=1, flags=re.MULTILINE)
+
+
+def mark_exported(text: str, directory: Path) -> str:
+    """The card's mark names the weight files written beside it: Hugging Face names (and --dtype)
+    make other bytes than the source checkpoint's, and exporting the export again checks these."""
+    from sutra.model.checkpoint import weights_sha256
+    from sutra.report.card import WEIGHTS_MARK
+
+    if not _weights_mark().search(text):  # a card written by hand: as it is
+        return text
+    digest = weights_sha256(str(directory))
+    return _weights_mark().sub(lambda _: f"{WEIGHTS_MARK}{digest} -->", text, count=1)
 
 
 def export_hf(spec: str, out: str, dtype: str = "float32", card: str | None = None) -> Path:
@@ -47,6 +67,6 @@ def export_hf(spec: str, out: str, dtype: str = "float32", card: str | None = No
             {"bos_token_id": tokenizer.bos_id, "eos_token_id": eos, "pad_token_id": tokenizer.document_separator_id, "do_sample": False},
         )
         tokenizer.save(tmp)
-        if card_text is not None:
-            (tmp / "README.md").write_text(card_text, encoding="utf-8")
+        if card_text is not None:  # after config.json: it makes `tmp` a model directory to digest
+            (tmp / "README.md").write_text(mark_exported(card_text, tmp), encoding="utf-8")
     return Path(out)

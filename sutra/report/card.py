@@ -23,15 +23,15 @@ TAGS = ["pretraining", "educational", "pedagogical", "sutra", "smollm2", "llama"
 
 def model_index(name: str, results: dict) -> list[dict]:
     entries = []
-    for entry in results["tasks"].values():
-        task = TASKS[entry["task"]]
+    for task_name, entry in results["tasks"].items():
+        task = TASKS[task_name]
         # the seed's dataset names ("TruthfulQA MC2"), with the split and size when they are not the card's
         measured = "" if entry.get("matches_card", False) else f" ({entry['split']}, {entry['items']})"
         dataset = {"type": task.dataset_type, "name": task.dataset_name + measured}
         if task.dataset_config:
             dataset["config"] = task.dataset_config
         dataset["split"] = entry["split"]
-        metric_name = task.metric_title if entry["filter"] == "none" else f"{task.metric_title}, {entry['filter']}"
+        metric_name = task.metric_title if task.filter == "none" else f"{task.metric_title}, {task.filter}"  # the filter of its value
         entries.append({
             "task": {"type": "text-generation", "name": "Text Generation"},
             "dataset": dataset,
@@ -82,11 +82,21 @@ def read_run(run_dir: str) -> dict:
             if not line.strip():
                 continue
             try:
-                metrics.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 raise SutraError(f"{metrics_file}:{number}: not a JSON line; fix or remove it") from None
+            if not isinstance(record, dict):  # every reader below takes a line's fields by name
+                raise SutraError(f"{metrics_file}:{number}: not a JSON object of metrics; fix or remove it")
+            metrics.append(record)
     recipe_file = run / "recipe.yaml"
-    recipe = yaml.safe_load(recipe_file.read_text()) if recipe_file.is_file() else None
+    try:
+        recipe = yaml.safe_load(recipe_file.read_text()) if recipe_file.is_file() else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{recipe_file}:{mark.line + 1}" if mark else str(recipe_file)
+        raise SutraError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc}); fix or remove it") from None
+    if recipe is not None and not isinstance(recipe, dict):
+        raise SutraError(f"{recipe_file}: not a mapping of recipe settings; fix or remove it")
     return {"path": str(run), "metrics": metrics, "recipe": recipe}
 
 
@@ -107,18 +117,29 @@ def check_run_made(run: dict, checkpoint: dict, spec: str) -> None:
         raise SutraError(f"{where} (it validated step {step} at perplexity {logged[-1]:.2f}, the checkpoint at {checkpoint['val_ppl']:.2f})")
 
 
-def schedule_summary(schedule: dict | None) -> str | None:
-    """The learning-rate schedule as the recipe states it (the logged rates can miss the peak)."""
-    if not isinstance(schedule, dict):
-        return None
-    warmup = f", warmup {schedule.get('warmup_steps') or 0} steps"
+def _schedule(recipe: dict | None) -> dict:
+    """The recipe's schedule section ({} when there is none, or it is not a mapping)."""
+    schedule = (recipe or {}).get("schedule")
+    return schedule if isinstance(schedule, dict) else {}
+
+
+def _lr_range(rates) -> str | None:
+    """'3e-04 → 3e-05' from a schedule's (or an epoch's) peak_lr and min_lr; None unless both are numbers."""
     try:
-        if schedule.get("kind") == "wsd":
-            return f"warmup-stable-decay {float(schedule['peak_lr']):.0e} → {float(schedule.get('min_lr') or 0):.0e}{warmup}"
-        epochs = [f"{float(e['peak_lr']):.0e} → {float(e['min_lr']):.0e}" for e in schedule.get("epochs") or []]
-    except (KeyError, TypeError, ValueError):
+        return f"{float(rates['peak_lr']):.0e} → {float(rates['min_lr']):.0e}"
+    except (KeyError, TypeError, ValueError):  # a recipe edited by hand
         return None
-    return f"cosine per epoch: {', '.join(epochs)}{warmup} each" if epochs else None
+
+
+def schedule_summary(schedule: dict) -> str | None:
+    """The learning-rate schedule as the recipe states it (the logged rates can miss the peak)."""
+    warmup = f", warmup {schedule.get('warmup_steps') or 0} steps"
+    if schedule.get("kind") == "wsd":
+        rates = _lr_range({**schedule, "min_lr": schedule.get("min_lr") or 0})  # WSD decays to 0 unless told
+        return f"warmup-stable-decay {rates}{warmup}" if rates else None
+    epochs = schedule.get("epochs")
+    epochs = [_lr_range(e) for e in epochs] if isinstance(epochs, list) else []
+    return f"cosine per epoch: {', '.join(epochs)}{warmup} each" if epochs and all(epochs) else None
 
 
 def public_recipe(recipe: dict) -> dict:
@@ -145,7 +166,7 @@ def training_summary(run: dict, checkpoint: dict) -> list[tuple[str, str]]:
     tokens = [m["tokens"] for m in metrics if isinstance(m.get("tokens"), (int, float))]
     if tokens:
         rows.append(("Tokens", _count(max(tokens))))
-    schedule = schedule_summary((run.get("recipe") or {}).get("schedule"))
+    schedule = schedule_summary(_schedule(run.get("recipe")))
     lrs = [m["lr"] for m in metrics if isinstance(m.get("lr"), (int, float))]
     if schedule:
         rows.append(("Learning rate", schedule))
@@ -171,7 +192,7 @@ def epoch_table(run: dict, checkpoint: dict) -> str | None:
     metrics = [m for m in run["metrics"] if isinstance(m.get("step"), int) and finite(m.get("epoch")) and (upto is None or m["step"] <= upto)]
     if not any("loss" in m for m in metrics):
         return None
-    schedule = (run.get("recipe") or {}).get("schedule") or {}
+    schedule = _schedule(run.get("recipe"))
     epoch_lrs = schedule.get("epochs") if schedule.get("kind", "cosine") == "cosine" else None
     rows, before, total_seconds, logged_tokens, best_ppls = [], 0, 0.0, 0, []
     for n in range(1, math.ceil(max(m["epoch"] for m in metrics)) + 1):
@@ -185,9 +206,8 @@ def epoch_table(run: dict, checkpoint: dict) -> str | None:
         ended = max((m["tokens"] for m in inside), default=before)
         ppls = [m["val_ppl"] for m in inside if finite(m.get("val_ppl"))]
         best_ppls += ppls
-        if isinstance(epoch_lrs, list) and n <= len(epoch_lrs) and isinstance(epoch_lrs[n - 1], dict):
-            lr = f"{float(epoch_lrs[n - 1]['peak_lr']):.0e} → {float(epoch_lrs[n - 1]['min_lr']):.0e}"
-        else:  # WSD or no recipe: what the log lines saw
+        lr = _lr_range(epoch_lrs[n - 1]) if isinstance(epoch_lrs, list) and n <= len(epoch_lrs) else None
+        if lr is None:  # WSD, no recipe, or a recipe without this epoch's rates: what the log lines saw
             lrs = [m["lr"] for m in train if finite(m.get("lr"))]
             lr = f"{max(lrs):.0e} → {lrs[-1]:.0e} (logged)" if lrs else ""
         rows.append([str(n), _count(ended - before), _duration(seconds), lr, f"{min(ppls):.2f}" if ppls else ""])
@@ -241,7 +261,11 @@ def render_card(spec: str, results: dict, name: str, base_model: str | None, dat
     if evaluated is not None and {key: evaluated.get(key) for key in config.shape()} != config.shape():
         raise SutraError(f"the results are for another model ({results['model'].get('spec')}, a different shape) than {spec}; evaluate {spec} or pass its results")
     weights = weights_sha256(spec)
-    if results.get("model", {}).get("weights_sha256") not in (None, weights):
+    measured = results.get("model", {}).get("weights_sha256")
+    if measured is None:  # the card's weights mark would vouch for numbers measured on unknown weights
+        raise SutraError(f"the results do not say which weights they measured (no model.weights_sha256); "
+                         f"evaluate {spec} with 'sutra eval {spec} --tasks card --out FILE', which records it, and pass FILE")
+    if measured != weights:
         raise SutraError(f"the results are for other weights ({results['model'].get('spec')}) than {spec}'s; evaluate {spec} or pass its results")
     checkpoint = read_training_record(spec)
     if run:
@@ -256,9 +280,8 @@ def render_card(spec: str, results: dict, name: str, base_model: str | None, dat
         **({"datasets": datasets} if datasets else {}),
         "model-index": model_index(name, results),
     }
-    parts = ["---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n", f"# {name}\n"]
-    if weights:  # `sutra export --card` checks that it publishes the card beside these weights
-        parts.insert(1, f"{WEIGHTS_MARK}{weights} -->\n")
+    # the weights mark: `sutra export --card` checks that it publishes the card beside these weights
+    parts = ["---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n", f"{WEIGHTS_MARK}{weights} -->\n", f"# {name}\n"]
     parts.append("## Model Details\n\n" + _kv_table(model_details(spec, config), ("Property", "Value")))
     if run:
         summary = training_summary(run, checkpoint)

@@ -11,14 +11,16 @@ under the card's name that the card did not measure.
 
 import csv
 import io
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sutra.errors import SutraError
-from sutra.eval.harness import label, read_results
+from sutra.eval.harness import FORMAT, label, read_results
 from sutra.eval.store import NOTES
 from sutra.eval.tasks import AVERAGE_TASKS, CARD_TASKS, TASKS
+from sutra.train.metrics import finite
 
 STRICT_ROW = "gsm8k:strict-match"  # gsm8k's second filter, shown but never averaged
 # The card's "Comparison with 1B Token Baselines" columns, in its order; other tasks follow in card order.
@@ -54,6 +56,8 @@ def load_columns(inputs: list[str]) -> list[Column]:
     for item in inputs:
         # NAME ends at the first '=': a path may hold one (runs/lr=3e-4/...), and an existing path is never split
         name, _, path = item.partition("=") if "=" in item and not Path(item).exists() else ("", "", item)
+        if not path:  # Path("") is the current directory: it would be scanned, not what was meant
+            raise SutraError(f"{item}: no path after '='; give NAME=results.json")
         target = Path(path)
         if not (target.is_dir() or target.is_file()):
             raise SutraError(f"{target}: no such results file or directory; write one with 'sutra eval SPEC --tasks card --out FILE'")
@@ -66,7 +70,7 @@ def load_columns(inputs: list[str]) -> list[Column]:
             stem = file.stem if target.is_file() else file.relative_to(target).with_suffix("").as_posix()
             column_name = name if name and len(found) == 1 else (f"{name}/{stem}" if name else stem)
             ppl = (results.get("perplexity") or {}).get("perplexity")
-            columns.append(Column(column_name, results, str(file), ppl))
+            columns.append(Column(column_name, results, str(file), ppl if finite(ppl) else None))  # a diverged run's NaN: not measured
     names = [c.name for c in columns]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -75,11 +79,13 @@ def load_columns(inputs: list[str]) -> list[Column]:
 
 
 def _is_results(path: Path) -> bool:
+    """Whether a JSON file in a scanned directory says it is a results file. Other JSON (a run's
+    config.json) is passed over; a results file that is malformed is refused when it is read."""
     try:
-        read_results(path)
-        return True
-    except SutraError:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError):  # unreadable, or not JSON: not a results file
         return False
+    return isinstance(document, dict) and document.get("format") == FORMAT
 
 
 @dataclass
@@ -189,6 +195,8 @@ def comparison_table(columns: list[Column], row_header: str = "Dataset") -> Tabl
     notes: list[str] = []
     shared = [t for t in _tasks_in(columns) if all(t in c.results["tasks"] for c in columns)]
     tasks = [t for t in COMPARISON_ORDER if t in shared] + [t for t in shared if t not in COMPARISON_ORDER]
+    if not tasks:  # an Avg of nothing would be a column of blanks
+        return Table([row_header], [[c.name] for c in columns], ["The inputs share no benchmark task, so there is nothing to compare."])
     header = [row_header] + [_row_label(t, columns, notes) for t in tasks] + ["Avg"]
     rows = [[c.name] + [_percent(c.value(t)) for t in tasks] + [_percent(mean_percent(c, tasks))] for c in columns]
     notes.append(f"Avg is the mean of the {len(tasks)} task columns shown.")

@@ -54,6 +54,17 @@ def test_the_journal_keeps_answers_skips_a_torn_last_line_and_drops_another_mode
         AnswerJournal(path, IDENTITY)
 
 
+def test_a_journal_that_is_not_one_is_refused_with_what_to_do(tmp_path):
+    path = tmp_path / ".r.json.answers.jsonl"
+    path.write_text("5\n")  # JSON, but no header object
+    with pytest.raises(SutraError, match=r"answers\.jsonl:1: not a journal line; delete .* to evaluate from the start"):
+        AnswerJournal(path, IDENTITY)
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(SutraError, match=r"answers\.jsonl: cannot read this answer journal \(Is a directory\); remove it"):
+        AnswerJournal(path, IDENTITY)
+
+
 def test_journalled_requests_are_not_asked_again(tiny_model, benchmarks, tmp_path):
     checkpoint, _ = tiny_model
     tasks = parse_tasks("arc_easy,piqa")

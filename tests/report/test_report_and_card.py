@@ -7,38 +7,8 @@ import pytest
 import torch
 import yaml
 
+from report_helpers import write_results
 from sutra_testing import run_sutra
-from sutra.eval.tasks import TASKS
-
-
-def entry(task: str, value: float, split: str | None = None, items: int | None = None, strict: float | None = None) -> dict:
-    card = TASKS[task]
-    split, items = split or card.card_split, items or card.card_items
-    metrics = {card.result_key: value}
-    if strict is not None:
-        metrics["exact_match,strict-match"] = strict
-    return {
-        "task": task, "title": card.title, "metric": card.metric, "filter": card.filter, "value": value, "stderr": 0.01,
-        "split": split, "items": items, "items_in_split": items, "card_split": card.card_split, "card_items": card.card_items,
-        "num_fewshot": card.num_fewshot, "note": None, "matches_card": split == card.card_split and items == card.card_items,
-        "metrics": metrics,
-    }
-
-
-def write_results(path, scores: dict, perplexity: float | None = None):
-    tasks = {}
-    for task, value in scores.items():
-        if task == "sciq":
-            tasks[task] = entry(task, value, split="validation")
-        elif task == "gsm8k":
-            tasks[task] = entry(task, value, strict=value / 2)
-        else:
-            tasks[task] = entry(task, value)
-    results = {"format": "sutra-eval-results", "version": 1, "engine": {"version": "0.4.11"}, "tasks": tasks}
-    if perplexity:
-        results["perplexity"] = {"perplexity": perplexity, "tokens": 1000}
-    path.write_text(json.dumps(results))
-    return path
 
 
 ALL_TEN = {"arc_easy": 0.33, "arc_challenge": 0.2235, "boolq": 0.3966, "hellaswag": 0.2614, "piqa": 0.5484, "sciq": 0.452,
@@ -69,7 +39,7 @@ def test_report_refuses_a_file_that_is_not_results(tmp_path):
     assert result.returncode == 2 and "not a 'sutra eval' results file" in result.stderr and "Traceback" not in result.stderr
     bad.write_text('{"format": "sutra-eval-results", "tasks": {"piqa": 0.5}}')  # an entry that is not a mapping
     result = run_sutra("report", str(bad), "--out", str(tmp_path / "o"))
-    assert result.returncode == 2 and "task 'piqa' is unknown or has no numeric 'value'" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "task 'piqa' is 0.5, not an object" in result.stderr and "Traceback" not in result.stderr
     missing = run_sutra("report", f"E1={tmp_path / 'typo.json'}", "--out", str(tmp_path / "o"))
     assert missing.returncode == 2 and f"{tmp_path / 'typo.json'}: no such results file or directory" in missing.stderr
 
@@ -84,7 +54,10 @@ def checkpoint(tmp_path, tokenizer):
 
 
 def test_card_front_matter_parses_with_one_model_index_entry_per_task(tmp_path, checkpoint):
-    results = write_results(tmp_path / "r.json", {"hellaswag": 0.2614, "piqa": 0.5484, "sciq": 0.452, "gsm8k": 0.0053})
+    from sutra.model.checkpoint import weights_sha256
+    from sutra.report.card import WEIGHTS_MARK
+
+    results = write_results(tmp_path / "r.json", {"hellaswag": 0.2614, "piqa": 0.5484, "sciq": 0.452, "gsm8k": 0.0053}, of=checkpoint)
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.jsonl").write_text("\n".join(json.dumps(m) for m in [
@@ -114,13 +87,27 @@ def test_card_front_matter_parses_with_one_model_index_entry_per_task(tmp_path, 
     # the schedule as the recipe states it (the logged rates never saw a peak), and no local paths
     assert "| Learning rate | cosine per epoch: 3e-04 → 3e-05, 1e-04 → 1e-05, warmup 10 steps each |" in text
     assert "path: sutra-10b" in text and str(tmp_path) not in text and "/home/me" not in text
-    # published with the export
+    # published with the export, marked as the card of the exported weights (other bytes: Hugging Face names),
+    # so the export exports again with its card
     out = run_sutra("export", str(checkpoint), str(tmp_path / "hf"), "--card", str(readme), check=True)
-    assert out.returncode == 0 and (tmp_path / "hf" / "README.md").read_text() == text
+    published = (tmp_path / "hf" / "README.md").read_text()
+    assert out.returncode == 0 and published.replace(weights_sha256(str(tmp_path / "hf")), weights_sha256(str(checkpoint))) == text
+    assert f"{WEIGHTS_MARK}{weights_sha256(str(tmp_path / 'hf'))} -->" in published and weights_sha256(str(checkpoint)) not in published
+    run_sutra("export", str(tmp_path / "hf"), str(tmp_path / "hf2"), "--card", str(tmp_path / "hf" / "README.md"), check=True)
+    assert (tmp_path / "hf2" / "README.md").read_text().replace(weights_sha256(str(tmp_path / "hf2")), weights_sha256(str(tmp_path / "hf"))) == published
+
+
+def test_card_refuses_results_that_do_not_name_the_weights_they_measured(tmp_path, checkpoint):
+    """The card's weights mark vouches for its numbers: results without a digest could be of any weights."""
+    results = write_results(tmp_path / "r.json", {"piqa": 0.55})
+    refused = run_sutra("card", str(checkpoint), "--results", str(results), "--out", str(tmp_path / "README.md"))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr and not (tmp_path / "README.md").exists()
+    assert "the results do not say which weights they measured (no model.weights_sha256)" in refused.stderr
+    assert f"sutra eval {checkpoint}" in refused.stderr
 
 
 def test_card_without_run_leaves_training_out(tmp_path, checkpoint):
-    results = write_results(tmp_path / "r.json", {"piqa": 0.55})
+    results = write_results(tmp_path / "r.json", {"piqa": 0.55}, of=checkpoint)
     readme = tmp_path / "README.md"
     run_sutra("card", str(checkpoint), "--results", str(results), "--out", str(readme), check=True)
     assert "## Training" not in readme.read_text() and "## Benchmark Results" in readme.read_text()
@@ -130,7 +117,7 @@ def test_card_of_a_run_checkpoint_describes_that_checkpoint(tmp_path, tokenizer)
     """A run's e1-best is carded with the training up to its own step; a NaN evaluation is no best;
     results of another model are refused; shots, license and limitations come from the inputs."""
     from sutra.model import Llama, ModelConfig
-    from sutra.model.checkpoint import save_checkpoint
+    from sutra.model.checkpoint import save_checkpoint, weights_sha256
 
     config = ModelConfig(64, 96, 2, 4, 2, max_seq_len=512)
     best = save_checkpoint(tmp_path / "e1-best", Llama(config), tokenizer, extra={"training": {"step": 20, "val_ppl": 36.6}})
@@ -146,7 +133,7 @@ def test_card_of_a_run_checkpoint_describes_that_checkpoint(tmp_path, tokenizer)
     (tmp_path / "other.json").write_text(json.dumps(results))
     refused = run_sutra("card", str(best), "--results", str(tmp_path / "other.json"), "--out", str(tmp_path / "x.md"))
     assert refused.returncode == 2 and "the results are for another model (other, a different shape)" in refused.stderr
-    results["model"] = {"spec": str(best), "config": config.to_dict()}
+    results["model"] = {"spec": str(best), "config": config.to_dict(), "weights_sha256": weights_sha256(str(best))}
     (tmp_path / "r.json").write_text(json.dumps(results))
     readme = tmp_path / "README.md"
     run_sutra("card", str(best), "--results", str(tmp_path / "r.json"), "--run", str(run), "--dataset", "codelion/sutra-10B",
@@ -325,7 +312,7 @@ def test_card_training_has_the_seeds_epoch_table_and_refuses_another_run(tmp_pat
         if step % 10 == 0:
             metrics.append({"step": step, "epoch": step / 20, "tokens": 1000 * step, "val_loss": 3.7, "val_ppl": 40.0 - step / 10})
     (run / "metrics.jsonl").write_text("\n".join(json.dumps(m) for m in metrics))
-    results = write_results(tmp_path / "r.json", {"piqa": 0.55})
+    results = write_results(tmp_path / "r.json", {"piqa": 0.55}, of=best)
     readme = tmp_path / "README.md"
     run_sutra("card", str(best), "--results", str(results), "--run", str(run), "--out", str(readme), check=True)
     text = readme.read_text()

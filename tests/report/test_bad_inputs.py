@@ -1,0 +1,91 @@
+"""Inputs of `sutra report` and `sutra card` that are not as Sutra writes them: one clear line naming
+the file and the field, never a traceback, and never a number in a table that is not a score."""
+
+import json
+
+import pytest
+
+from report_helpers import write_results
+from sutra_testing import run_sutra
+from sutra.errors import SutraError
+from sutra.eval.harness import read_results
+from sutra.report.card import epoch_table, read_run
+from sutra.report.tables import comparison_table, load_columns
+
+
+def edited(path, edit):
+    """The results at `path` after `edit(results)`, as a hand edit or another tool would leave them."""
+    results = json.loads(path.read_text())
+    edit(results)
+    path.write_text(json.dumps(results))
+    return path
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda r: r["tasks"]["piqa"].pop("value"), "task 'piqa' has no 'value'"),
+    (lambda r: r["tasks"]["piqa"].pop("title"), "task 'piqa' has no 'title'"),
+    (lambda r: r["tasks"]["piqa"].pop("split"), "task 'piqa' has no 'split'"),
+    (lambda r: r["tasks"]["piqa"].update(value=float("nan")), "task 'piqa' field 'value' is NaN, not a score between 0 and 1"),
+    (lambda r: r["tasks"]["piqa"].update(value=float("inf")), "task 'piqa' field 'value' is Infinity, not a score"),
+    (lambda r: r["tasks"]["piqa"].update(value=True), "task 'piqa' field 'value' is true, not a score"),
+    (lambda r: r["tasks"]["piqa"].update(value=57.3), "task 'piqa' field 'value' is 57.3, not a score between 0 and 1"),
+    (lambda r: r["tasks"]["gsm8k"]["metrics"].update({"exact_match,strict-match": 2.5}),
+     "task 'gsm8k' field 'metrics.exact_match,strict-match' is 2.5, not a score"),
+    (lambda r: r.update(perplexity=5), "field 'perplexity' is 5, not an object"),
+    (lambda r: r.update(perplexity={"perplexity": "abc"}), "field 'perplexity.perplexity' is \"abc\", not a perplexity"),
+    (lambda r: r.update(model="x"), "field 'model' is \"x\", not an object"),
+    (lambda r: r.update(model={"config": "x"}), "field 'model.config' is \"x\", not an object"),
+    (lambda r: r.update(engine="x"), "field 'engine' is \"x\", not an object"),
+])
+def test_results_not_as_sutra_eval_writes_them_are_refused_naming_the_field(tmp_path, edit, problem):
+    path = edited(write_results(tmp_path / "r.json", {"piqa": 0.55, "gsm8k": 0.02}, perplexity=37.7), edit)
+    with pytest.raises(SutraError) as refused:
+        read_results(path)
+    assert str(refused.value).startswith(f"{path}: {problem}") and "sutra eval" in str(refused.value)
+
+
+def test_a_diverged_runs_nan_perplexity_reads_as_not_measured(tmp_path):
+    path = edited(write_results(tmp_path / "r.json", {"piqa": 0.55}, perplexity=37.7), lambda r: r["perplexity"].update(perplexity=float("nan")))
+    assert load_columns([str(path)])[0].perplexity is None
+
+
+def test_a_malformed_results_file_in_a_scanned_directory_is_named_not_skipped(tmp_path):
+    (tmp_path / "arms" / "A").mkdir(parents=True)
+    write_results(tmp_path / "arms" / "A" / "results.json", {"piqa": 0.55})
+    (tmp_path / "arms" / "config.json").write_text('{"hidden_size": 64}')  # other JSON in a run: passed over
+    bad = edited(write_results(tmp_path / "arms" / "B.json", {"piqa": 0.55}), lambda r: r["tasks"]["piqa"].update(value=57.3))
+    result = run_sutra("report", str(tmp_path / "arms"), "--out", str(tmp_path / "report"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"sutra: error: {bad}: task 'piqa' field 'value' is 57.3" in result.stderr
+
+
+def test_a_name_without_a_path_is_refused_not_read_as_the_current_directory(tmp_path, monkeypatch):
+    write_results(tmp_path / "r.json", {"piqa": 0.55})
+    monkeypatch.chdir(tmp_path)  # a results file here must not be picked up by 'e1-best='
+    with pytest.raises(SutraError, match=r"^e1-best=: no path after '='"):
+        load_columns(["e1-best="])
+
+
+def test_inputs_sharing_no_task_compare_nothing_and_say_so(tmp_path):
+    columns = load_columns([str(write_results(tmp_path / "a.json", {"piqa": 0.55})), str(write_results(tmp_path / "b.json", {"sciq": 0.4}))])
+    table = comparison_table(columns, row_header="Model")
+    assert table.header == ["Model"] and table.rows == [["a"], ["b"]]
+    assert "Avg" not in table.markdown() and "The inputs share no benchmark task" in table.markdown()
+
+
+@pytest.mark.parametrize("name, text, problem", [
+    ("recipe.yaml", "name: x\nschedule: [b", "recipe.yaml:2: not valid YAML"),
+    ("recipe.yaml", "- 1\n", "recipe.yaml: not a mapping of recipe settings"),
+    ("metrics.jsonl", '{"step": 1, "loss": 4.0}\n5\n', "metrics.jsonl:2: not a JSON object of metrics"),
+])
+def test_a_run_directory_with_a_malformed_file_names_its_line(tmp_path, name, text, problem):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(SutraError) as refused:
+        read_run(str(tmp_path))
+    assert str(refused.value).startswith(f"{tmp_path}/{problem}") and "fix or remove it" in str(refused.value)
+
+
+@pytest.mark.parametrize("schedule", [[1], {"kind": "cosine", "epochs": [{"peak_lr": "x", "min_lr": 1e-5}]}])
+def test_a_schedule_the_card_cannot_read_gives_way_to_the_logged_rates(schedule):
+    run = {"metrics": [{"step": 5, "epoch": 0.5, "tokens": 100, "loss": 4.0, "lr": 1e-4}], "recipe": {"schedule": schedule}}
+    assert "| 1 | 100 | 0 s | 1e-04 → 1e-04 (logged) |  |" in epoch_table(run, {})
