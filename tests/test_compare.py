@@ -49,6 +49,10 @@ def test_bad_experiment_is_one_clear_error(tmp_path):
     result = run_sutra("compare", str(bad))
     assert result.returncode == 2 and f"{bad}:3: tokens: 'lots': expected a positive token count" in result.stderr
 
+    bad.write_text("name: x\narms: &arms\n  - *arms\n")  # a recursive alias: one line, not a RecursionError
+    result = run_sutra("compare", str(bad))
+    assert result.returncode == 2 and result.stderr == f"sutra: error: {bad}:2: not valid YAML (an alias refers to a node that contains it (a recursive structure))\n"
+
     bad.write_text("name: x\n")
     result = run_sutra("compare", str(bad))
     assert result.returncode == 2 and f"{bad}: (top level): missing required key(s): recipe, arms" in result.stderr

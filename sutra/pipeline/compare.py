@@ -52,16 +52,17 @@ def load_experiment(path: str | Path) -> Experiment:
     """Parse and check an experiment file before any arm starts; errors name the file, line and field."""
     from sutra.data.mix import parse_tokens
     from sutra.eval.tasks import parse_tasks
-    from sutra.train.recipe import build_dataclass, where_key, yaml_key_lines  # the recipe loader's typed YAML-to-dataclass builder
+    from sutra.train.recipe import build_dataclass, invalid_yaml, where_key, yaml_key_lines  # the recipe loader's typed YAML-to-dataclass builder
 
     path = Path(path)
     try:
         text = path.read_text()
-        raw, lines = yaml.safe_load(text), yaml_key_lines(yaml.compose(text))
+        lines = yaml_key_lines(yaml.compose(text))  # first: it refuses a recursive alias
+        raw = yaml.safe_load(text)
     except OSError as exc:
         raise SutraError(f"{path}: cannot read the experiment file ({exc.strerror})") from None
     except yaml.YAMLError as exc:
-        raise SutraError(f"{path}: not valid YAML ({exc})") from None
+        raise invalid_yaml(path, exc) from None
     sources = {key: f"{path}:{line}" for key, line in lines.items()} | {"": str(path)}
     # a bare YAML number is a token count too (`tokens: 1000000`, as parse_tokens's own message suggests)
     for holder in [raw, *(raw.get("arms") if isinstance(raw, dict) and isinstance(raw.get("arms"), list) else [])]:

@@ -16,6 +16,7 @@ from sutra.errors import SutraError
 from sutra.eval.tasks import TASKS
 from sutra.report.tables import Column, comparison_table, progression_table
 from sutra.train.metrics import finite
+from sutra.train.recipe import invalid_yaml
 
 WEIGHTS_MARK = "<!-- sutra card of the weights with sha256 "  # then the digest and " -->"
 TAGS = ["pretraining", "educational", "pedagogical", "sutra", "smollm2", "llama"]
@@ -92,9 +93,7 @@ def read_run(run_dir: str) -> dict:
     try:
         recipe = yaml.safe_load(recipe_file.read_text()) if recipe_file.is_file() else None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{recipe_file}:{mark.line + 1}" if mark else str(recipe_file)
-        raise SutraError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc}); fix or remove it") from None
+        raise SutraError(f"{invalid_yaml(recipe_file, exc)}; fix or remove it") from None
     if recipe is not None and not isinstance(recipe, dict):
         raise SutraError(f"{recipe_file}: not a mapping of recipe settings; fix or remove it")
     return {"path": str(run), "metrics": metrics, "recipe": recipe}

@@ -256,12 +256,10 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str | tuple[str, ob
     except (OSError, UnicodeDecodeError) as exc:
         raise SutraError(f"{path}: cannot read recipe ({exc})") from None
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)
         lines = yaml_key_lines(yaml.compose(text))
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f":{mark.line + 1}" if mark else ""
-        raise SutraError(f"{path}{at}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise invalid_yaml(path, exc) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -321,19 +319,29 @@ def _set_dotted(raw: dict, key: str, value, label: str) -> None:
     node[last] = value
 
 
-def yaml_key_lines(node, prefix: str = "") -> dict[str, int]:
-    """Dotted key -> 1-based line of that key in the YAML text."""
-    lines = {}
+def invalid_yaml(path: Path, exc: yaml.YAMLError) -> SutraError:
+    """One line naming the file, the line and what YAML found wrong there."""
+    mark = getattr(exc, "problem_mark", None)
+    at = f":{mark.line + 1}" if mark else ""
+    return SutraError(f"{path}{at}: not valid YAML ({getattr(exc, 'problem', None) or exc})")
+
+
+def yaml_key_lines(node, prefix: str = "", _within: tuple = ()) -> dict[str, int]:
+    """Dotted key -> 1-based line of that key in the YAML text. An alias to a node that holds it
+    (`a: &x [*x]`) is refused as a YAML error: no setting is infinitely deep."""
+    if any(node is outer for outer in _within):
+        raise yaml.composer.ComposerError(None, None, "an alias refers to a node that contains it (a recursive structure)", node.start_mark)
+    lines, within = {}, (*_within, node)
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = f"{prefix}{key_node.value}"
             lines[key] = key_node.start_mark.line + 1
-            lines.update(yaml_key_lines(value_node, key + "."))
+            lines.update(yaml_key_lines(value_node, key + ".", within))
     elif isinstance(node, yaml.SequenceNode):
         base = prefix[:-1]
         for i, item in enumerate(node.value):
             lines[f"{base}[{i}]"] = item.start_mark.line + 1
-            lines.update(yaml_key_lines(item, f"{base}[{i}]."))
+            lines.update(yaml_key_lines(item, f"{base}[{i}].", within))
     return lines
 
 

@@ -72,6 +72,7 @@ def test_valid_recipe_is_typed_and_overridable(tmp_path):
         (BASE, ["schedule.epochs[3].peak_lr=1"], "--set schedule.epochs[3].peak_lr=1: there is no item [3] to set (the list has 1)"),
         (BASE, ["schedule.epochs.peak_lr=1"], "'epochs' is not a section (it is a list: index it as epochs[0])"),
         ("name: [unclosed\n", [], "r.yaml:2: not valid YAML"),
+        ("name: x\nmodel: &m\n  overrides: [*m]\n", [], "r.yaml:2: not valid YAML (an alias refers to a node that contains it"),
         (BASE, ["schedule.kind=wsd"], "schedule.peak_lr: the wsd schedule needs peak_lr"),
         (BASE, ["model.init_from=some/checkpoint"], "give either a model preset or model.init_from"),
         (BASE, ["model.preset=null"], "--set model.preset=null: model.preset: give either a model preset or model.init_from"),
