@@ -264,6 +264,11 @@ class SutraLM(TemplateLM):
         targets = torch.tensor([t for index, _, _ in scored for t in continuations[index]], device=device)
         # the output head and log-softmax at scored positions only
         log_probs, greedy = target_log_probs(hidden[row_index, column_index], self.model.lm_head_weight, targets)
+        if not torch.isfinite(log_probs).all():  # lm-eval would score NaN choices (argmax picks the first) as answers
+            raise SutraError(
+                f"the model's log-likelihoods are not finite (NaN or inf) on these benchmark inputs, so every score would be "
+                f"meaningless: its weights have diverged, or {self.model.embed.weight.dtype} overflows (try --dtype float32, or an earlier checkpoint)"
+            )
         log_probs, greedy = log_probs.tolist(), greedy.tolist()
         start = 0
         for index, _, indexes in scored:

@@ -4,7 +4,7 @@ import pytest
 import torch
 from lm_eval.api.instance import Instance
 
-from eval_helpers import tiny_model  # noqa: F401 (fixture)
+from eval_helpers import benchmarks, tiny_model  # noqa: F401 (fixtures)
 from sutra.errors import SutraError
 from sutra.eval.adapter import SutraLM
 from sutra.model.checkpoint import load_model
@@ -68,3 +68,18 @@ def test_requests_hflm_refuses_are_one_clear_error_not_a_misaligned_score(tiny_m
         loglikelihood(("x", " y" * 100))
     with pytest.raises(SutraError, match="generating up to 64 tokens .* leaves no room for the prompt in the model's context of 64 tokens"):
         lm.generate_until([Instance("generate_until", {}, (PROMPT, {**GSM8K_SETTINGS, "max_gen_toks": 64}), 0)], disable_tqdm=True)
+
+
+def test_a_diverged_model_is_refused_not_scored(tiny_model, tmp_path, benchmarks):
+    """NaN log-likelihoods would reach lm-eval as answers: acc takes the first NaN choice as the
+    argmax, so a diverged checkpoint would get a plausible score. The run stops with one line."""
+    from sutra.model.checkpoint import save_checkpoint
+    from sutra_testing import run_sutra
+
+    loaded = load_model(str(tiny_model[0]))
+    with torch.no_grad():
+        loaded.model.blocks[0].mlp_norm.weight[0] = float("nan")
+    diverged = save_checkpoint(tmp_path / "diverged", loaded.model, loaded.tokenizer)
+    result = run_sutra("eval", str(diverged), "--tasks", "piqa", "--limit", "2", "--out", str(tmp_path / "r.json"))
+    assert result.returncode != 0 and "log-likelihoods are not finite" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "r.json").exists()
