@@ -36,12 +36,11 @@ def mark_exported(text: str, directory: Path) -> str:
     """The card's mark names the weight files written beside it: Hugging Face names (and --dtype)
     make other bytes than the source checkpoint's, and exporting the export again checks these."""
     from sutra.model.checkpoint import weights_sha256
-    from sutra.report.card import WEIGHTS_MARK
 
-    if not _weights_mark().search(text):  # a card written by hand: as it is
+    found = _weights_mark().search(text)
+    if not found:  # a card written by hand: as it is
         return text
-    digest = weights_sha256(str(directory))
-    return _weights_mark().sub(lambda _: f"{WEIGHTS_MARK}{digest} -->", text, count=1)
+    return text[: found.start(1)] + weights_sha256(str(directory)) + text[found.end(1) :]
 
 
 def export_hf(spec: str, out: str, dtype: str = "float32", card: str | None = None) -> Path:
