@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # For sessions that get a GPU: CUDA checks in one go, using the machine's own python (its
-# PyTorch/transformers), run from the repo root. Sections (default: bench tests train profile):
+# PyTorch/transformers), run from the repo root. Sections (default: bench tests):
 #   bench    bench/train_throughput.py: transformers vs Sutra causal vs Sutra document (flex and
 #            varlen kernels), 4 x 8192
 #   tests    the CUDA-only tests (pytest -m cuda)
@@ -10,9 +10,16 @@
 #            machine reaches no package index. Make them here with:
 #              sutra data prepare stdlib-docs --out .gpu/data/stdlib-docs --min-val-docs 24
 #              mkdir -p .gpu/home/assets && cp -r ~/.cache/sutra/assets/smollm2-tokenizer .gpu/home/assets/
-#   profile  bench/profile_step.py: the top CUDA kernels of a document-masked step, per kernel
+#   profile  bench/profile_step.py: the top CUDA kernels of a document-masked step, per kernel,
+#            and the Triton source inductor wrote for them ($OUT/output_code_*.log.gz)
 #   autotune the document-masked step compiled as usual, then with mode max-autotune-no-cudagraphs
 #            (inductor tunes FlexAttention's and the matmuls' kernels), on the same warm GPU
+#   experiments  bench/train_experiments.py: candidate speed-ups of the document-masked step
+#            (FlexAttention's FlashAttention-4 backend, varlen, a bf16 residual stream) against
+#            it; `flash` needs the FA4 stack: `FA4=1 bash bench/gpu_prepare.sh` packs it in two
+#            parts, too big for one call together. Carry .gpu-fa4/1 in one call (e.g. with
+#            SECTIONS=bench) and .gpu-fa4/2 in the next, sent at once (the machine keeps the
+#            unpacked .fa4-site/ while warm, 30 s), with SECTIONS=experiments
 #   eval     installs lm-eval from .gpu/wheels, runs the CUDA eval tests, then bench/eval_throughput.py
 #            (Sutra adapter vs lm-eval's hf model) on smollm2-135m-shaped random weights: fp32 on the
 #            five parity tasks (identical scores expected), bf16 likewise, and gsm8k generation
@@ -32,6 +39,15 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else "no CUDA device visible to torch: these checks need a GPU")' || exit 1
 "$PY" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' | tee -a "$OUT/gpu.txt"
+# the FlashAttention-4 stack, from whichever of its two parts this call carried
+for part in .gpu-fa4/*/site.tar.xz; do
+  [ -f "$part" ] && mkdir -p .fa4-site && tar xJf "$part" -C .fa4-site && echo "unpacked $part into .fa4-site/"
+done
+if [ -d .fa4-site/flash_attn ] && [ -n "$(find .fa4-site -name '_cutlass_ir.cu13.*.so' -print -quit)" ]; then
+  # the PYTHONPATH form of the .pth file that the cutlass DSL's wheel installs
+  export PYTHONPATH="$PWD/.fa4-site/nvidia_cutlass_dsl/dsl_packages:$PWD/.fa4-site:$PYTHONPATH"
+  echo "FlashAttention-4 stack on PYTHONPATH"
+fi
 status=0
 section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 if section bench; then
@@ -56,7 +72,10 @@ fi
 if section profile; then
   for kernel in flex varlen; do
     echo "== profile of a document-masked step ($kernel)"
-    timeout 120 "$PY" bench/profile_step.py --attention document --document-kernel $kernel 2>&1 | tee -a "$OUT/profile.log" || status=1
+    # with the Triton source inductor generated, so the slow kernels can be read after the session
+    TORCH_LOGS=output_code TORCH_LOGS_OUT="$OUT/output_code_$kernel.log" \
+      timeout 120 "$PY" bench/profile_step.py --attention document --document-kernel $kernel 2>&1 | tee -a "$OUT/profile.log" || status=1
+    gzip -f "$OUT/output_code_$kernel.log"
   done
 fi
 if section autotune; then
@@ -64,6 +83,10 @@ if section autotune; then
   for mode in "" "--compile-mode max-autotune-no-cudagraphs"; do
     timeout 280 "$PY" bench/train_throughput.py --only sutra-document $mode 2>&1 | tail -2 | tee -a "$OUT/autotune.log" || status=1
   done
+fi
+if section experiments; then
+  echo "== candidate speed-ups of the document-masked step vs the step as Sutra trains it"
+  timeout 420 "$PY" bench/train_experiments.py --steps 5 --warmup 2 2>&1 | tee "$OUT/train_experiments.log" || status=1
 fi
 if section eval; then
   echo "== eval: CUDA eval tests, then the adapter against lm-eval's hf model"

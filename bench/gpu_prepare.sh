@@ -6,6 +6,12 @@
 #   .gpu/home/assets/       the tokenizer and the offline benchmark store (SUTRA_HOME there)
 #   .gpu/wheels/            lm-eval 0.4.11 and the dependencies the GPU image lacks, installed
 #                           there with --no-index --no-deps by the `eval` section
+# With FA4=1 it also packs the FlashAttention-4 stack for bench/train_experiments.py's `flash`
+# experiment (flash-attn-4 and its CuTe DSL compiler, 63 MB compressed, over one call's 64 MiB)
+# in two parts, each carried by its own call; gpu_check.sh unpacks each into .fa4-site/, which
+# the machine keeps between calls while it stays warm (30 s), so the second call must follow at once:
+#   .gpu-fa4/1/             the CuTe DSL's MLIR library (50 MB)
+#   .gpu-fa4/2/             the rest (23 MB)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -28,4 +34,19 @@ PY
 )
 # three dependencies exist only as source: build them into wheels here (pure python)
 $PY -m pip wheel --quiet --no-deps --wheel-dir .gpu/wheels rouge-score==0.1.2 sqlitedict==2.1.0 word2number==1.1
+if [ "${FA4:-0}" = 1 ] && [ ! -f .gpu-fa4/2/site.tar.xz ]; then
+  echo "packing the FlashAttention-4 stack (xz -9e: a few minutes)"
+  rm -rf .gpu-fa4 && mkdir -p .gpu-fa4/wheels .gpu-fa4/1 .gpu-fa4/2 .gpu-fa4/site
+  $PY -m pip download --quiet --no-deps --dest .gpu-fa4/wheels --python-version 3.12 --platform manylinux_2_28_x86_64 \
+    --only-binary=:all: --pre flash-attn-4==4.0.0b36 quack-kernels==0.6.5 nvidia-cutlass-dsl==4.8.1 \
+    nvidia-cutlass-dsl-libs-base==4.8.1 nvidia-cutlass-dsl-libs-core==4.8.1 nvidia-cutlass-dsl-libs-cu13==4.8.1 \
+    apache-tvm-ffi==0.1.15.post2 torch-c-dlpack-ext==0.1.5
+  # these wheels hold no scripts or data: unpacking them is installing them
+  for wheel in .gpu-fa4/wheels/*.whl; do unzip -q -o "$wheel" -d .gpu-fa4/site; done
+  big=$(cd .gpu-fa4/site && find . -name '_cutlass_ir.cu13.*.so')
+  (cd .gpu-fa4/site && tar cf - "$big" | xz -9e -T2 --lzma2=preset=9e,dict=192MiB > ../1/site.tar.xz)
+  (cd .gpu-fa4/site && tar cf - --exclude="$big" . | xz -9e -T2 > ../2/site.tar.xz)
+  rm -rf .gpu-fa4/site .gpu-fa4/wheels
+  du -sh .gpu-fa4/1 .gpu-fa4/2
+fi
 du -sh .gpu

@@ -10,7 +10,8 @@ Sutra models are compiled on CUDA. On CUDA the default is the card's: smollm2-70
 TF32. On CPU it is recipes/tiny-cpu.yaml's: the tiny preset, fp32 (a CPU without bf16 units
 emulates bf16 matmuls, slower than fp32), at 4 x 256. Document lengths for the masked
 run are drawn uniformly from --doc-min..--doc-max tokens (as in gpu-anchors-h100.md). On a CPU the
-variants are timed interleaved, one step of each in turn, so the machine's slow spells fall on all.
+variants are timed interleaved, one step of each in turn, so the machine's slow spells fall on all
+(median step); on a GPU each runs its timed steps back to back, as a training loop does (mean step).
 
     python bench/train_throughput.py [--preset P] [--batch B] [--seq T] [--steps N] [--no-compile]
                                      [--compile-mode max-autotune-no-cudagraphs]
@@ -74,25 +75,31 @@ def document_ids(batch: int, seq: int, lo: int, hi: int, generator) -> torch.Ten
     return torch.tensor(rows, dtype=torch.int32)
 
 
-def time_interleaved(steps_by_name: dict, steps: int, device) -> dict:
-    """Per variant: (median seconds per step, peak CUDA memory in bytes). Each round runs one step
-    of every variant in turn, so a slow spell of a shared machine falls on all of them."""
+def time_steps(steps_by_name: dict, steps: int, device) -> dict:
+    """Per variant: (seconds per step, peak CUDA memory in bytes).
+
+    On a GPU each variant runs its steps back to back with one sync at the end, as a training
+    loop runs them (a sync per step would add the time the host takes to queue a step's first
+    kernels to every step): the mean step. On a CPU each round runs one step of every variant in
+    turn, so a slow spell of the shared machine falls on all of them: the median step."""
+    if device.type == "cuda":
+        timed = {}
+        for name, step in steps_by_name.items():
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            torch.cuda.synchronize()
+            timed[name] = ((time.perf_counter() - start) / steps, torch.cuda.max_memory_allocated(device))
+        return timed
     times = {name: [] for name in steps_by_name}
-    peaks = dict.fromkeys(steps_by_name, 0)
     for _ in range(steps):
         for name, step in steps_by_name.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
-            loss = step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-                peaks[name] = max(peaks[name], torch.cuda.max_memory_allocated(device))
-            else:
-                float(loss)
+            float(step())
             times[name].append(time.perf_counter() - start)
-    return {name: (sorted(t)[len(t) // 2], peaks[name]) for name, t in times.items()}
+    return {name: (sorted(t)[len(t) // 2], 0) for name, t in times.items()}
 
 
 def make_optimizer(model):
@@ -128,10 +135,13 @@ def run_transformers(state, config, tokens, targets, device, args):
     return lambda: training_step(model, opt, compute_loss)
 
 
-def run_sutra(state, config, tokens, targets, doc_ids, device, args, kernel="flex"):
+def run_sutra(state, config, tokens, targets, doc_ids, device, args, kernel="flex", prepare=None):
+    """prepare(model), if given, adjusts the model before it is compiled (bench/train_experiments.py)."""
     model = Llama(config)
     model.load_state_dict(state)
     model.to(device).train()
+    if prepare:
+        prepare(model)
     opt = make_optimizer(model)
     forward = torch.compile(model, mode=args.compile_mode) if args.compile else model
 
@@ -169,7 +179,7 @@ def measure(names, runs, tokens_per_step, config, peak, device, args) -> dict:
             step = None
             gc.collect()
     try:
-        timed = time_interleaved(steps, args.steps, device)
+        timed = time_steps(steps, args.steps, device)
     except Exception as exc:
         return results | {name: {"error": describe(exc)} for name in steps}
     finally:
@@ -191,9 +201,10 @@ def measure(names, runs, tokens_per_step, config, peak, device, args) -> dict:
     return results
 
 
-def main() -> int:
-    args = parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def benchmark_inputs(args, device):
+    """What every variant starts from: TF32 on, the same initial weights, one batch, and its
+    document ids both on the host (varlen spans come from host ids, as in training) and on the device.
+    Returns (config, state, tokens, targets, host_doc_ids, doc_ids)."""
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     config = get_preset(args.preset).replace(max_seq_len=max(args.seq, get_preset(args.preset).max_seq_len))
@@ -201,10 +212,15 @@ def main() -> int:
     state = Llama(config).state_dict()
     generator = torch.Generator().manual_seed(0)
     window = torch.randint(0, config.vocab_size, (args.batch, args.seq + 1), generator=generator)
-    tokens, targets = window[:, :-1].to(device), window[:, 1:].to(device)
-    doc_ids = document_ids(args.batch, args.seq, args.doc_min, args.doc_max, generator)
-    mean_doc_attended = document_attended_per_token(doc_ids)
-    host_doc_ids, doc_ids = doc_ids, doc_ids.to(device)  # varlen spans come from host ids, as in training
+    host_doc_ids = document_ids(args.batch, args.seq, args.doc_min, args.doc_max, generator)
+    return config, state, window[:, :-1].to(device), window[:, 1:].to(device), host_doc_ids, host_doc_ids.to(device)
+
+
+def main() -> int:
+    args = parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    config, state, tokens, targets, host_doc_ids, doc_ids = benchmark_inputs(args, device)
+    mean_doc_attended = document_attended_per_token(host_doc_ids)
     tokens_per_step = args.batch * args.seq
     peak = device_peak_tflops(device)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
