@@ -85,7 +85,8 @@ def patched(patches: set):
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default="baseline,flash,varlen,rope-fn,bf16-residual,flash+rope-fn+bf16-residual")
+    p.add_argument("--only", default="baseline,flash,rope-fn,bf16-residual,flash+rope-fn+bf16-residual",
+                   help="experiments to run (varlen is also in bench/train_throughput.py as sutra-varlen)")
     p.add_argument("--preset", default="smollm2-70m")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq", type=int, default=8192)
