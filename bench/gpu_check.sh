@@ -15,8 +15,8 @@
 #   autotune the document-masked step compiled as usual, then with mode max-autotune-no-cudagraphs
 #            (inductor tunes FlexAttention's and the matmuls' kernels), on the same warm GPU
 #   experiments  bench/train_experiments.py: candidate speed-ups of the document-masked step
-#            (FlexAttention's FlashAttention-4 backend, varlen, a bf16 residual stream) against
-#            it; `flash` needs the FA4 stack: `FA4=1 bash bench/gpu_prepare.sh` packs it in two
+#            (FlexAttention's FlashAttention-4 backend, RoPE with a hand-written backward, a bf16
+#            residual stream, all three) against it; `flash` needs the FA4 stack: `FA4=1 bash bench/gpu_prepare.sh` packs it in two
 #            parts, too big for one call together. Carry .gpu-fa4/1 in one call (e.g. with
 #            SECTIONS=bench) and .gpu-fa4/2 in the next, sent at once (the machine keeps the
 #            unpacked .fa4-site/ while warm, 30 s), with SECTIONS=experiments
