@@ -16,10 +16,11 @@
 #            (inductor tunes FlexAttention's and the matmuls' kernels), on the same warm GPU
 #   experiments  bench/train_experiments.py: candidate speed-ups of the document-masked step
 #            (FlexAttention's FlashAttention-4 backend, RoPE with a hand-written backward, a bf16
-#            residual stream, all three) against it; `flash` needs the FA4 stack: `FA4=1 bash bench/gpu_prepare.sh` packs it in two
-#            parts, too big for one call together. Carry .gpu-fa4/1 in one call (e.g. with
-#            SECTIONS=bench) and .gpu-fa4/2 in the next, sent at once (the machine keeps the
-#            unpacked .fa4-site/ while warm, 30 s), with SECTIONS=experiments
+#            residual stream, all three) against it; `flash` needs the FA4 stack, which
+#            `FA4=1 bash bench/gpu_prepare.sh` packs in two parts, too big for one call together.
+#            Carry .gpu-fa4/1 in one call (e.g. with SECTIONS=bench) and .gpu-fa4/2 in the next,
+#            sent at once (the machine keeps the unpacked .fa4-site/ while warm, 30 s), with
+#            SECTIONS=experiments
 #   eval     installs lm-eval from .gpu/wheels, runs the CUDA eval tests, then bench/eval_throughput.py
 #            (Sutra adapter vs lm-eval's hf model) on smollm2-135m-shaped random weights: fp32 on the
 #            five parity tasks (identical scores expected), bf16 likewise, and gsm8k generation
@@ -75,7 +76,7 @@ if section profile; then
     # with the Triton source inductor generated, so the slow kernels can be read after the session
     TORCH_LOGS=output_code TORCH_LOGS_OUT="$OUT/output_code_$kernel.log" \
       timeout 120 "$PY" bench/profile_step.py --attention document --document-kernel $kernel 2>&1 | tee -a "$OUT/profile.log" || status=1
-    gzip -f "$OUT/output_code_$kernel.log"
+    [ -f "$OUT/output_code_$kernel.log" ] && gzip -f "$OUT/output_code_$kernel.log"
   done
 fi
 if section autotune; then

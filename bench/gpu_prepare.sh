@@ -7,11 +7,11 @@
 #   .gpu/wheels/            lm-eval 0.4.11 and the dependencies the GPU image lacks, installed
 #                           there with --no-index --no-deps by the `eval` section
 # With FA4=1 it also packs the FlashAttention-4 stack for bench/train_experiments.py's `flash`
-# experiment (flash-attn-4 and its CuTe DSL compiler, 63 MB compressed, over one call's 64 MiB)
+# experiment (flash-attn-4 and its CuTe DSL compiler, 67 MB compressed, over one call's 64 MiB)
 # in two parts, each carried by its own call; gpu_check.sh unpacks each into .fa4-site/, which
 # the machine keeps between calls while it stays warm (30 s), so the second call must follow at once:
-#   .gpu-fa4/1/             the CuTe DSL's MLIR library (50 MB)
-#   .gpu-fa4/2/             the rest (23 MB)
+#   .gpu-fa4/1/             the CuTe DSL's MLIR library (48 MB)
+#   .gpu-fa4/2/             the rest (19 MB)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
