@@ -273,6 +273,27 @@ def test_out_of_memory_anywhere_in_a_step_names_the_knobs(tmp_path, tiny_dataset
         Trainer(load_recipe(tmp_path / "r.yaml"), resume=False, dist_info=CPU)
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_real_cuda_out_of_memory_in_compiled_code_names_the_knobs(tmp_path, tiny_dataset):
+    """The allocator is capped 4 MiB above what the weights hold: the first step's activations need
+    a new 20 MiB segment, so PyTorch's own OutOfMemoryError comes from the compiled step's code."""
+    train = {"steps_per_epoch": 2, "device": "cuda", "precision": "bf16", "compile": True}
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", micro_recipe(tiny_dataset, tmp_path / "run", train=train)))
+    trainer = Trainer(recipe, resume=False, dist_info=Distributed(0, 1, torch.device("cuda")))
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction((torch.cuda.memory_reserved() + (4 << 20)) / total)
+    try:
+        with pytest.raises(SutraError, match=r"out of memory on cuda(:0)? with train.micro_batch=2 x data.seq_len=32: lower train.micro_batch.*"
+                                             r"train.attention=document and train.precision=bf16 also use less memory"):
+            trainer.run()
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        trainer.close()
+        torch.cuda.empty_cache()
+
+
 @pytest.mark.parametrize("fused", [True, False])
 def test_a_non_finite_gradient_leaves_weights_and_optimizer_untouched(tmp_path, tiny_dataset, fused):
     """The fused kernel skips the step on the device (no host sync); the foreach kernel after reading it."""
