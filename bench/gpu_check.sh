@@ -18,9 +18,11 @@
 #            (FlexAttention's FlashAttention-4 backend, RoPE with a hand-written backward, a bf16
 #            residual stream, all three) against it; `flash` needs the FA4 stack, which
 #            `FA4=1 bash bench/gpu_prepare.sh` packs in two parts, too big for one call together.
-#            Carry .gpu-fa4/1 in one call (e.g. with SECTIONS=bench) and .gpu-fa4/2 in the next,
-#            sent at once (the machine keeps the unpacked .fa4-site/ while warm, 30 s), with
-#            SECTIONS=experiments
+#            Carry .gpu-fa4/1 in one call and .gpu-fa4/2 in the next, sent at once (the machine
+#            keeps the unpacked .fa4-site/ while warm, 30 s), with SECTIONS=experiments. All of
+#            .gpu does not fit beside a part; the tests section needs only the tokenizer, so the
+#            first call can be: carry [".gpu-fa4/1", ".gpu/home/assets/smollm2-tokenizer"],
+#            SECTIONS="tests bench"
 #   eval     installs lm-eval from .gpu/wheels, runs the CUDA eval tests, then bench/eval_throughput.py
 #            (Sutra adapter vs lm-eval's hf model) on smollm2-135m-shaped random weights: fp32 on the
 #            five parity tasks (identical scores expected), bf16 likewise, and gsm8k generation
