@@ -59,7 +59,10 @@ if section bench; then
 fi
 if section tests; then
   echo "== CUDA tests"
-  timeout 240 "$PY" -m pytest -q -p no:cacheprovider -rs --durations=0 -m cuda tests/model tests/train 2>&1 | tee "$OUT/cuda_tests.log" || status=1
+  # in 4 processes when pytest-xdist is there (the GPU image has it): the tests' time is mostly
+  # compilation on the CPU, and the machine has cores to spare while the GPU waits
+  PARALLEL=$("$PY" -c 'import xdist' 2>/dev/null && echo "-n 4 --dist worksteal")
+  timeout 240 "$PY" -m pytest -q -p no:cacheprovider -rs --durations=0 $PARALLEL -m cuda tests/model tests/train 2>&1 | tee "$OUT/cuda_tests.log" || status=1
   grep -Eq "[0-9]+ passed" "$OUT/cuda_tests.log" || { echo "no CUDA test ran"; status=1; }
 fi
 if section train; then
