@@ -20,7 +20,8 @@ ideas in one call before any of them enters the model; the ones that win move in
   NAME+NAME       several at once, e.g. flash+bf16-residual
 
 The baseline always runs first, so every experiment's ratio comes from the same run. Prints one
-line per experiment (tokens/s, ratio to baseline, first loss, peak memory), then one JSON line. Same step, batch, document lengths and FLOPs convention as bench/train_throughput.py.
+line per experiment (tokens/s, ratio to baseline, first loss, peak memory), then one JSON line.
+Same step, batch, document lengths and FLOPs convention as bench/train_throughput.py.
 """
 
 import argparse

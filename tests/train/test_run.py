@@ -19,6 +19,7 @@ from train_helpers import MICRO_MODEL, micro_recipe, tiny_dataset, write_recipe 
 pytestmark = pytest.mark.slow  # a few short runs: over 20 s on a busy 2-core machine
 
 CPU = Distributed(rank=0, world_size=1, device=torch.device("cpu"))
+CUDA = Distributed(rank=0, world_size=1, device=torch.device("cuda"))
 
 
 def records(run_dir: Path) -> list[dict]:
@@ -112,6 +113,11 @@ def test_nan_steps_are_skipped_then_rolled_back_to_last(tmp_path, tiny_dataset):
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
+def start(recipe: dict, path: Path, dist_info: Distributed = CPU, overrides=()) -> Trainer:
+    """A new run of `recipe`, written to `path` first as a user's recipe file is."""
+    return Trainer(load_recipe(write_recipe(path, recipe), overrides), resume=False, dist_info=dist_info)
+
+
 def resume(run_dir: Path) -> Trainer:
     return Trainer(load_recipe(run_dir / "recipe.yaml"), resume=True, dist_info=CPU)
 
@@ -130,7 +136,7 @@ def test_a_stop_inside_a_bad_streak_and_between_log_lines_resumes_as_if_uninterr
     runs = {}
     for name, stop in (("reference", None), ("stopped", 3)):
         recipe["run_dir"] = str(tmp_path / name)
-        trainer = Trainer(load_recipe(write_recipe(tmp_path / f"{name}.yaml", recipe)), resume=False, dist_info=CPU)
+        trainer = start(recipe, tmp_path / f"{name}.yaml")
         poison_steps(trainer, {2, 3})
         trainer.run(stop_after=stop)
         trainer.close()
@@ -155,7 +161,7 @@ def test_a_stop_where_only_an_epoch_best_was_saved_inside_a_streak_still_resumes
     runs = {}
     for name, stop in (("reference", None), ("stopped", 2)):
         recipe["run_dir"] = str(tmp_path / name)
-        trainer = Trainer(load_recipe(write_recipe(tmp_path / f"{name}.yaml", recipe)), resume=False, dist_info=CPU)
+        trainer = start(recipe, tmp_path / f"{name}.yaml")
         poison_steps(trainer, {1})
         trainer.run(stop_after=stop)
         trainer.close()
@@ -183,7 +189,7 @@ def test_stops_around_a_streak_that_rolls_back_resume_to_the_same_weights(tmp_pa
     runs = {}
     for name, stop in (("reference", None), ("inside", 7), ("third", 9)):
         recipe["run_dir"] = str(tmp_path / name)
-        trainer = Trainer(load_recipe(write_recipe(tmp_path / f"{name}.yaml", recipe)), resume=False, dist_info=CPU)
+        trainer = start(recipe, tmp_path / f"{name}.yaml")
         poison_steps(trainer, poisoned)
         trainer.run(stop_after=stop)
         trainer.close()
@@ -212,7 +218,7 @@ def test_checkpoint_names_follow_perplexity_and_the_streak(tmp_path, tiny_datase
     """`last` comes with any other name (a resume takes the newest state) but not inside a streak of
     skipped steps unless asked; a non-finite validation perplexity is never an epoch's best."""
     recipe = micro_recipe(tiny_dataset, tmp_path / "run", train={"epochs": 1, "steps_per_epoch": 6}, schedule={"epochs": [{"peak_lr": 1e-2, "min_lr": 1e-3}]})
-    trainer = Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", recipe)), resume=False, dist_info=CPU)
+    trainer = start(recipe, tmp_path / "r.yaml")
     step_of = lambda name: (trainer.store.info(name) or {}).get("step")  # noqa: E731
     trainer.progress.step = 1
     trainer._save(1, {"val_loss": float("nan"), "val_ppl": float("nan")}, final=False, last=False)
@@ -234,7 +240,7 @@ def test_resume_discards_names_a_kill_left_past_last(tmp_path, tiny_dataset):
     run = tmp_path / "run"
     recipe = micro_recipe(tiny_dataset, run, train={"epochs": 1, "steps_per_epoch": 4}, schedule={"epochs": [{"peak_lr": 1e-2, "min_lr": 1e-3}]},
                           eval={"every_steps": 4, "max_windows": 2}, checkpoint={"every_steps": 2})
-    trainer = Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", recipe)), resume=False, dist_info=CPU)
+    trainer = start(recipe, tmp_path / "r.yaml")
     trainer.run(stop_after=2)
     step_2 = shutil.copytree(trainer.store.step_dir(2), tmp_path / "step-2")
     trainer.run()
@@ -254,7 +260,7 @@ def test_resume_discards_names_a_kill_left_past_last(tmp_path, tiny_dataset):
 @pytest.mark.parametrize("where", ["optimizer", "evaluation"])
 def test_out_of_memory_anywhere_in_a_step_names_the_knobs(tmp_path, tiny_dataset, where, monkeypatch):
     """A stand-in raises PyTorch's OutOfMemoryError (a real one would need the memory exhausted)."""
-    trainer = Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", micro_recipe(tiny_dataset, tmp_path / "run"))), resume=False, dist_info=CPU)
+    trainer = start(micro_recipe(tiny_dataset, tmp_path / "run"), tmp_path / "r.yaml")
 
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 6.00 GiB")
@@ -279,8 +285,7 @@ def test_a_real_cuda_out_of_memory_in_compiled_code_names_the_knobs(tmp_path, ti
     """The allocator is capped 4 MiB above what the weights hold: the first step's activations need
     a new 20 MiB segment, so PyTorch's own OutOfMemoryError comes from the compiled step's code."""
     train = {"steps_per_epoch": 2, "device": "cuda", "precision": "bf16", "compile": True}
-    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", micro_recipe(tiny_dataset, tmp_path / "run", train=train)))
-    trainer = Trainer(recipe, resume=False, dist_info=Distributed(0, 1, torch.device("cuda")))
+    trainer = start(micro_recipe(tiny_dataset, tmp_path / "run", train=train), tmp_path / "r.yaml", CUDA)
     torch.cuda.empty_cache()
     total = torch.cuda.get_device_properties(0).total_memory
     torch.cuda.set_per_process_memory_fraction((torch.cuda.memory_reserved() + (4 << 20)) / total)
@@ -298,7 +303,7 @@ def test_a_real_cuda_out_of_memory_in_compiled_code_names_the_knobs(tmp_path, ti
 def test_a_non_finite_gradient_leaves_weights_and_optimizer_untouched(tmp_path, tiny_dataset, fused):
     """The fused kernel skips the step on the device (no host sync); the foreach kernel after reading it."""
     recipe = micro_recipe(tiny_dataset, tmp_path / "run", optimizer={"fused": fused}, stability={"max_bad_steps": 3})
-    trainer = Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", recipe)), resume=False, dist_info=CPU)
+    trainer = start(recipe, tmp_path / "r.yaml")
     trainer._train_step(0)
     trainer._settle(keep=0)
     weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
@@ -362,7 +367,7 @@ def test_a_model_pretrained_from_an_instruct_tokenizer_also_stops_where_its_docu
     recipe = micro_recipe(tiny_dataset, tmp_path / "run", train={"epochs": 1, "steps_per_epoch": 1}, eval={"max_windows": 2},
                           schedule={"warmup_steps": 0, "epochs": [{"peak_lr": 1e-3, "min_lr": 1e-4}]})
     overrides = [("model.init_from", str(source), "test"), ("model.preset", None, "test"), ("model.overrides", {}, "test")]
-    trainer = Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", recipe), overrides), resume=False, dist_info=CPU)
+    trainer = start(recipe, tmp_path / "r.yaml", overrides=overrides)
     trainer.run()
     trainer.close()
     assert load_model(str(tmp_path / "run" / "e1-final")).eos_token_ids == [instruct.eos_id, instruct.document_separator_id]
@@ -372,7 +377,7 @@ def test_a_continued_pretraining_run_resumes_without_its_source(finished_run, tm
     source = shutil.copytree(finished_run / "e2-final", tmp_path / "source")
     recipe = micro_recipe(tiny_dataset, tmp_path / "run", model={"preset": None, "overrides": {}, "init_from": str(source)}, train={"epochs": 1, "steps_per_epoch": 2},
                           eval={"max_windows": 4}, schedule={"warmup_steps": 1, "epochs": [{"peak_lr": 1e-3, "min_lr": 1e-4}]})
-    trainer = Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", recipe)), resume=False, dist_info=CPU)
+    trainer = start(recipe, tmp_path / "r.yaml")
     trainer.run(stop_after=1)
     trainer.close()
     shutil.rmtree(source)  # e.g. a garbage-collected run, or a hub id while offline
@@ -389,7 +394,7 @@ def test_progress_bar_keeps_the_last_loss_across_a_log_line(tmp_path, tiny_datas
     the new window's first loss arrives."""
     recipe = micro_recipe(tiny_dataset, tmp_path / "run", train={"epochs": 1, "steps_per_epoch": 2}, eval={"max_windows": 4},
                           schedule={"warmup_steps": 1, "epochs": [{"peak_lr": 1e-3, "min_lr": 1e-4}]}, logging={"every_steps": 1})
-    trainer = Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", recipe)), resume=False, dist_info=CPU)
+    trainer = start(recipe, tmp_path / "r.yaml")
     trainer.run()
     last_logged = [r["loss"] for r in records(tmp_path / "run") if "loss" in r][-1]
     assert trainer.window.losses == [] and trainer._postfix().startswith(f"loss {last_logged:.4f} ")
@@ -404,7 +409,7 @@ def test_cuda_hot_loop_never_waits_for_the_device(tmp_path, tiny_dataset, attent
     call (an .item(), a blocking copy) raises under sync-debug mode "error"."""
     train = {"steps_per_epoch": 8, "device": "cuda", "precision": "bf16", "attention": attention, "document_kernel": kernel}
     recipe = micro_recipe(tiny_dataset, tmp_path / "run", train=train, logging={"every_steps": 100})
-    trainer = Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", recipe)), resume=False, dist_info=Distributed(0, 1, torch.device("cuda")))
+    trainer = start(recipe, tmp_path / "r.yaml", CUDA)
     for step in range(3):  # warm-up: lazy CUDA initialisation, compilation, and the recompile a new document layout may bring
         trainer._train_step(step)
         trainer._settle(keep=0)
