@@ -91,6 +91,12 @@ class TokenLoader:
         for first in range(lo, hi, self.micro_batch):
             yield self._batch(windows[first:min(first + self.micro_batch, hi)])
 
+    def eval_batch_count(self, max_windows: int | None = None) -> int:
+        """The most batches `iter_eval` yields on any rank (that of the largest slice)."""
+        total = self.windows_per_epoch if max_windows is None else min(max_windows, self.windows_per_epoch)
+        largest = -(-total // self.world_size)
+        return -(-largest // self.micro_batch)
+
     def state_dict(self) -> dict:
         return {
             "epoch": self.epoch, "cursor": self.cursor, "seed": self.seed, "skipped_windows": self.skipped_windows,

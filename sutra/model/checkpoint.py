@@ -60,13 +60,15 @@ def check_model_output(out, spec: str, card: bool = False) -> None:
                          "would lose; write to a new directory (and copy the model files in) or move them away")
 
 
-def save_checkpoint(out_dir, model: Llama, tokenizer: Tokenizer, extra: dict | None = None, dtype: torch.dtype | None = None) -> Path:
+def save_checkpoint(out_dir, model: Llama, tokenizer: Tokenizer, extra: dict | None = None, dtype: torch.dtype | None = None,
+                    weights: dict | None = None) -> Path:
     """Write a checkpoint atomically: a new directory appears complete, and a replaced one is swapped
-    by two renames (see sutra.io.atomic_directory)."""
+    by two renames (see sutra.io.atomic_directory). `weights` replaces `model.state_dict()` (a
+    sharded model's, gathered)."""
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
-    state = {k: (v.to(dtype) if dtype else v).detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: (v.to(dtype) if dtype else v).detach().contiguous().cpu() for k, v in (model.state_dict() if weights is None else weights).items()}
     with atomic_directory(out_dir) as tmp:
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         tokenizer.save(tmp)

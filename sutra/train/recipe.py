@@ -75,6 +75,9 @@ class TrainSection:
     tf32: bool = True
     compile: bool | None = None  # None: compile on CUDA, eager elsewhere
     device: str = "auto"  # auto, cpu, cuda
+    # several processes: ddp keeps a whole copy of weights, gradients and AdamW moments on each;
+    # fsdp (FSDP2) keeps 1/N of them on each, for models whose training state outgrows one GPU
+    parallel: Literal["ddp", "fsdp"] = "ddp"
     seed: int = 0  # model initialisation
 
 
@@ -179,6 +182,9 @@ class Recipe:
         for key, value in non_negative.items():
             if value < 0:
                 raise self.error(key, f"must not be negative, got {value}")
+        for key, value in {"data.seed": self.data.seed, "train.seed": self.train.seed}.items():
+            if value >= 2**63:  # what torch.manual_seed and numpy's generators take
+                raise self.error(key, f"must be below 2**63, got {value}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.train.device):
             raise self.error("train.device", f"unknown device {self.train.device!r}; use auto, cpu, cuda or cuda:N")
         if self.logging.peak_tflops is not None and not self.logging.peak_tflops > 0:

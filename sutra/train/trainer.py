@@ -41,8 +41,9 @@ RECIPE_FILE = "recipe.yaml"
 RECIPE_HEADER = "# the resolved recipe of this run, written by `sutra train`; `sutra train --resume` reads it\n"
 RUN_FILES = {RECIPE_FILE, METRICS_FILE, "tensorboard", CHECKPOINTS, "curves.png"}  # what a run (and `sutra plot`) writes before its first checkpoint
 # sections a resumed run may change: they decide when to evaluate, checkpoint, log or roll back, not what is trained
-# (and data.path, for the same data moved: the data position restored checks the data is the same)
-RESUME_MAY_CHANGE = ("name", "run_dir", "assumptions", "data.path", "eval.", "checkpoint.", "logging.", "stability.")
+# (and data.path, for the same data moved: the data position restored checks the data is the same;
+# train.parallel, which changes where the state is kept, as the process count does, not the state)
+RESUME_MAY_CHANGE = ("name", "run_dir", "assumptions", "data.path", "train.parallel", "eval.", "checkpoint.", "logging.", "stability.")
 
 
 @dataclass
@@ -206,10 +207,15 @@ class Trainer:
         self.model = init_weights if init_weights is not None else Llama(config)
         self.model.to(self.device).train()
         self.config = config
+        self.sharded = t.parallel == "fsdp" and self.dist.active  # (one process has nothing to shard)
+        if self.sharded:
+            from sutra.train.sharding import shard
+
+            shard(self.model)  # before the optimizer: it holds the shards
         self.optimizer = self._optimizer()
         compiled = torch.compile(self.model) if (t.compile if t.compile is not None else self.device.type == "cuda") else self.model
         self.ddp = None
-        if self.dist.active:
+        if self.dist.active and not self.sharded:
             import inspect
 
             from torch.nn.parallel import DistributedDataParallel
@@ -259,12 +265,12 @@ class Trainer:
             self._check_fresh_run_dir()
             self.dist.barrier()  # every process looks before rank 0 writes the recipe
             if self.dist.is_main:
+                self.store.collect_garbage()  # a first checkpoint that a kill left without a name
                 atomic_write_text(recipe_file, RECIPE_HEADER + self.recipe.to_yaml())
             self.dist.barrier()
             return False
         names = self.store.names()
-        written = self.store.root.is_dir() and any(not p.name.startswith(".") for p in self.store.root.iterdir())  # not a torn first write
-        if self.store.resolve(LAST) is None and (names or written):
+        if self.store.resolve(LAST) is None and names:  # (none at all: killed before the first was named; starts again)
             held = ", ".join(n for n in names if self.store.resolve(n)) or "none of them complete"
             raise SutraError(f"{self.run_dir}: the run has checkpoints ({held}) but no `{LAST}` to resume from; nothing was changed. "
                              f"Point `{LAST}` at the checkpoint to continue from (ln -sfn checkpoints/step-NNNNNNNN {self.run_dir / LAST}), "
@@ -274,8 +280,8 @@ class Trainer:
             # run redoes those steps (as metrics.jsonl is cut back), so they must not keep old weights
             last = self.store.info(LAST)
             self.store.discard_after(last["step"] if last else -1)
-            if last and last.get("bad_streak", 0) == 0 and self.store.resolve(LAST_GOOD) is None:
-                self.store.point(LAST_GOOD, last["step"])  # a kill between the two names took last-good past `last`
+            if last and last.get("bad_streak", 0) == 0 and (self.store.info(LAST_GOOD) or {}).get("step") != last["step"]:
+                self.store.point(LAST_GOOD, last["step"])  # a kill between the two names left it behind
             self.store.collect_garbage()
         self.dist.barrier()
         if self.store.resolve(LAST) is None:
@@ -288,7 +294,8 @@ class Trainer:
             raise SutraError(f"{self.run_dir} already holds a run; continue it with `sutra train --resume {self.run_dir}` or set another run_dir (--set run_dir=...)")
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise self.recipe.error("run_dir", f"{self.run_dir} is a file, not a directory; set another run_dir (--set run_dir=...)")
-        held = sorted(p.name for p in self.run_dir.iterdir()) if self.run_dir.is_dir() else []
+        # (a name's temporary link is ours too: a kill in the first checkpoint's naming leaves one)
+        held = sorted(p.name for p in self.run_dir.iterdir() if not p.name.endswith(".link.tmp")) if self.run_dir.is_dir() else []
         recipe_file = self.run_dir / RECIPE_FILE
         ours = recipe_file.is_file() and recipe_file.read_text(errors="replace").startswith(RECIPE_HEADER)
         if held and not (ours and set(held) <= RUN_FILES):
@@ -323,13 +330,19 @@ class Trainer:
         validation perplexity beats the epoch's best so far, `e{epoch}-final`, and `last` when asked or
         with any other name (resume takes the newest state), but not inside a streak of skipped steps
         unless asked; `last-good` with `last` outside a streak (a rollback must go back before the
-        streak). `last` is pointed last: a kill before it leaves the other names past `last`, which a
-        resume discards."""
+        streak). `last` is pointed after the per-epoch names (a kill between leaves them past `last`,
+        which a resume discards) and before `last-good`, which must never pass `last` (a resume would
+        discard the rollback's target). A sharded model is gathered first, by every process."""
+        weights = optimizer_state = None
+        if self.sharded:
+            from sutra.train.sharding import full_state
+
+            weights, optimizer_state = full_state(self.model, self.optimizer)
         if self.dist.is_main:
             best = self.store.info(f"e{epoch}-best")
             better = val is not None and math.isfinite(val["val_ppl"]) and (best is None or val["val_ppl"] < best["val_ppl"])
             names = [f"e{epoch}-best"] * better + [f"e{epoch}-final"] * final
-            names += [LAST_GOOD, LAST] if self.progress.bad_streak == 0 and (last or names) else [LAST] * last
+            names += [LAST, LAST_GOOD] if self.progress.bad_streak == 0 and (last or names) else [LAST] * last
             if names:
                 training = {
                     **asdict(self.progress), "epoch": self.progress.step / self.schedule.steps_per_epoch, "recipe": self.recipe.name,
@@ -337,10 +350,10 @@ class Trainer:
                     "resolved_recipe": self.recipe.to_dict(),
                 }
                 training = finite_or_null(training)
-                trainer_state = {"optimizer": self.optimizer.state_dict(), "rng_cpu": torch.get_rng_state()}
+                trainer_state = {"optimizer": optimizer_state if self.sharded else self.optimizer.state_dict(), "rng_cpu": torch.get_rng_state()}
                 if self.device.type == "cuda":
                     trainer_state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
-                self.store.write(self.progress.step, self.model, self.tokenizer, training, trainer_state)
+                self.store.write(self.progress.step, self.model, self.tokenizer, training, trainer_state, weights)
                 for name in names:
                     self.store.point(name, self.progress.step)
                 self.store.collect_garbage()  # e.g. the previous e{epoch}-best
@@ -351,9 +364,15 @@ class Trainer:
         from safetensors.torch import load_file
 
         checkpoint = self.store.resolve(name)
-        self.model.load_state_dict(load_file(checkpoint / "model.safetensors", device=str(self.device)))
+        weights = load_file(checkpoint / "model.safetensors", device=str(self.device))
         state = load_trainer_state(checkpoint)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.sharded:
+            from sutra.train.sharding import load_full_state
+
+            load_full_state(self.model, self.optimizer, weights, state["optimizer"])
+        else:
+            self.model.load_state_dict(weights)
+            self.optimizer.load_state_dict(state["optimizer"])
         if not full:
             return
         training = self.store.info(name)
@@ -473,13 +492,16 @@ class Trainer:
                 flops += self._flops(batch.doc_ids)
                 inputs, targets = self._to_device(batch.inputs), self._to_device(batch.targets)
                 mask = self._attention_mask(batch.doc_ids)
-                last_micro = micro == self.accum - 1
-                with nullcontext() if (self.ddp is None or last_micro) else self.ddp.no_sync():
+                with self._gradient_sync(micro == self.accum - 1):
                     with self._autocast():
                         loss = self.forward(inputs, targets, mask=mask)
                     (loss / self.accum).backward()
                 loss_sum += loss.detach()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.optimizer.grad_clip)
+            if self.sharded:
+                from sutra.train.sharding import full_tensor
+
+                grad_norm = full_tensor(grad_norm)
             # one all-reduce carries the loss and every rank's stop request; the gradient norm is already global
             totals = self.dist.sum_(torch.stack([loss_sum, torch.full((), float(self.stop_signal is not None), device=self.device)]))
             numbers = torch.stack([totals[0] / self.recipe.train.grad_accum, grad_norm.float(), totals[1]])
@@ -496,6 +518,13 @@ class Trainer:
             copied.record()
         self.in_flight.append(_InFlight(step, numbers, copied))
         return flops
+
+    def _gradient_sync(self, sync: bool):
+        """Gradients are reduced across processes once per step, after its last micro-batch."""
+        if self.sharded:
+            self.model.set_requires_gradient_sync(sync)
+            return nullcontext()
+        return nullcontext() if (self.ddp is None or sync) else self.ddp.no_sync()
 
     def _settle(self, keep: int, defer_rollback: bool = False) -> None:
         """Read the numbers of enqueued steps, oldest first, until `keep` are left in flight: count the
@@ -565,14 +594,21 @@ class Trainer:
         """Mean validation loss over the held-out split (or eval.max_windows windows spread over it), all processes together."""
         self.model.eval()
         totals = torch.zeros(2, dtype=torch.float64, device=self.device)
+        batches, max_windows = 0, self.recipe.eval.max_windows
         with self._memory_guard():
-            for batch in self.val_loader.iter_eval(self.recipe.eval.max_windows):
+            for batch in self.val_loader.iter_eval(max_windows):
                 inputs, targets = self._to_device(batch.inputs), self._to_device(batch.targets)
                 mask = self._attention_mask(batch.doc_ids)
                 with self._autocast():
                     loss = self.compiled(inputs, targets, mask=mask)
                 totals[0] += loss.double() * targets.numel()
                 totals[1] += targets.numel()
+                batches += 1
+            # a sharded forward gathers weights from every process: one with fewer windows runs uncounted ones
+            for _ in range(self.val_loader.eval_batch_count(max_windows) - batches if self.sharded else 0):
+                blank = torch.zeros(1, self.recipe.data.seq_len, dtype=torch.long)
+                with self._autocast():
+                    self.compiled(self._to_device(blank), self._to_device(blank), mask=self._attention_mask(blank))
         self.model.train()
         val_loss = float(self.dist.sum_(totals)[0] / totals[1])
         return {"val_loss": val_loss, "val_ppl": perplexity_of(val_loss)}
@@ -623,7 +659,7 @@ class Trainer:
         r, s = self.recipe, self.schedule
         mode = f"resuming at step {self.progress.step}" if self.progress.step else "starting"
         self._say(
-            f"{mode}: {r.name} -> {self.run_dir} | {self.config.name} ({self.config.num_parameters:,} parameters) on {self.device} x{self.dist.world_size} | "
+            f"{mode}: {r.name} -> {self.run_dir} | {self.config.name} ({self.config.num_parameters:,} parameters) on {self.device} x{self.dist.world_size}{self._parallelism()} | "
             f"{s.epochs} epochs x {s.steps_per_epoch} steps of {self.tokens_per_step:,} tokens | attention {r.train.attention}"
         )
         if r.schedule.kind == "wsd" and r.schedule.epochs:
@@ -631,6 +667,9 @@ class Trainer:
         if self.unused_windows_per_epoch:
             reason = f"train.steps_per_epoch is {r.train.steps_per_epoch}" if r.train.steps_per_epoch else "they fill no whole step"
             self._say(f"each epoch leaves {self.unused_windows_per_epoch} of {self.train_loader.windows_per_epoch} training windows unused ({reason})")
+
+    def _parallelism(self) -> str:
+        return (" (FSDP2)" if self.sharded else " (DDP)") if self.dist.active else ""
 
     def _summary(self) -> str:
         lines = [f"done: {self.progress.step} steps, {self.progress.tokens:,} tokens, {self.progress.skipped_steps} skipped steps, {self.progress.rollbacks} rollbacks"]

@@ -1,5 +1,5 @@
-"""Data parallelism on CPU (gloo): 2 processes under torchrun follow the 1-process loss trajectory at
-the same global batch, and a run started on 2 processes resumes on 1."""
+"""Data parallelism on CPU (gloo): 2 processes under torchrun, with DDP or FSDP2, follow the 1-process
+loss trajectory at the same global batch, and a run resumes on another process count and mode."""
 
 import json
 import os
@@ -43,13 +43,41 @@ def test_two_gloo_processes_match_one_process_and_resume_on_one(tmp_path, tiny_d
     resumed = run(sys.executable, "-m", "sutra", "train", "--resume", str(pair))
     assert "resuming at step 4" in resumed.stderr and "on cpu x1" in resumed.stderr
 
-    one, two = losses(single), losses(pair)
-    assert one.keys() == two.keys() and len(one) == 6 + 3  # 6 training steps; validation at 0, 3, 6
+    assert_same_run(single, pair, 6 + 3)  # 6 training steps; validation at 0, 3, 6
+
+
+def assert_same_run(reference: Path, other: Path, expected_records: int) -> None:
+    one, two = losses(reference), losses(other)
+    assert one.keys() == two.keys() and len(one) == expected_records
     for key in one:
         assert two[key] == pytest.approx(one[key], rel=1e-5, abs=1e-5), key
-    a, b = load_file(single / "last" / "model.safetensors"), load_file(pair / "last" / "model.safetensors")
+    a, b = load_file(reference / "last" / "model.safetensors"), load_file(other / "last" / "model.safetensors")
+    assert a.keys() == b.keys()
     for name in a:  # Adam turns rounding-level gradient differences into up to ~lr * 1e-2 weight differences
         torch.testing.assert_close(b[name], a[name], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_fsdp_shards_train_as_one_process_and_resume_sharded_and_unsharded(tmp_path, tiny_dataset):
+    # 5 validation windows in batches of 2 give one rank 1 batch and the other 2: a sharded forward is
+    # a collective, so the first must run an uncounted one or both wait forever
+    recipe = micro_recipe(tiny_dataset, tmp_path / "unused", train={"steps_per_epoch": 3, "micro_batch": 2, "grad_accum": 4},
+                          eval={"every_steps": 3, "max_windows": 5})
+    path = write_recipe(tmp_path / "micro.yaml", recipe)
+    single, sharded = tmp_path / "one-process", tmp_path / "fsdp"
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "sutra", "train")
+
+    run(sys.executable, "-m", "sutra", "train", str(path), "--set", f"run_dir={single}")
+    started = run(*torchrun, str(path), "--set", f"run_dir={sharded}", "--set", "train.parallel=fsdp", "--stop-after", "2")
+    assert "on cpu x2 (FSDP2)" in started.stderr and "stopped after step 2 of 6" in started.stderr
+    assert "Warning" not in started.stderr, started.stderr
+    resumed = run(*torchrun, "--resume", str(sharded), "--stop-after", "4")  # the shards reloaded from a full checkpoint
+    assert "resuming at step 2" in resumed.stderr and "(FSDP2)" in resumed.stderr
+    recipe_file = sharded / "recipe.yaml"
+    recipe_file.write_text(recipe_file.read_text().replace("parallel: fsdp", "parallel: ddp"))
+    finished = run(sys.executable, "-m", "sutra", "train", "--resume", str(sharded))  # the gathered optimizer state, unsharded
+    assert "resuming at step 4" in finished.stderr and "train.parallel 'fsdp' -> 'ddp'" in finished.stderr
+    assert_same_run(single, sharded, 6 + 3)  # 6 training steps; validation at 0, 3, 6
 
 
 def test_a_recipe_error_under_torchrun_is_one_line_not_a_traceback(tmp_path, tiny_dataset):

@@ -78,6 +78,7 @@ def test_valid_recipe_is_typed_and_overridable(tmp_path):
         (BASE, ["model.preset=null"], "--set model.preset=null: model.preset: give either a model preset or model.init_from"),
         (BASE, ["data.seed=-1"], "--set data.seed=-1: data.seed: must not be negative, got -1"),
         (BASE, ["train.seed=-2"], "train.seed: must not be negative"),
+        (BASE, ["train.seed=18446744073709551616"], "train.seed: must be below 2**63, got 18446744073709551616"),
         (BASE, ["train.device=mps"], "train.device: unknown device 'mps'; use auto, cpu, cuda or cuda:N"),
         (BASE, ["logging.peak_tflops=-5"], "logging.peak_tflops: must be a positive number of TFLOP/s"),
         # each message names where the value came from and the field itself

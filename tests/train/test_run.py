@@ -3,6 +3,7 @@ from them, NaN skip and rollback, continued pretraining with --init-from, and (o
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -255,6 +256,95 @@ def test_resume_discards_names_a_kill_left_past_last(tmp_path, tiny_dataset):
     trainer.close()
     saved = load_file(run / "e1-final" / "model.safetensors")
     assert all(torch.equal(saved[k], v) for k, v in trainer.model.state_dict().items()), "e1-final holds this run's weights"
+
+
+class Killed(Exception):
+    """A SIGKILL at this instant: the run directory is left as it is."""
+
+
+def kill_at_point(trainer: Trainer, step: int, call: int) -> None:
+    """Kill the run as it names the checkpoint of `step`, before the `call`-th name (1-based)."""
+    point, calls = trainer.store.point, []
+
+    def pointing(name: str, at: int) -> None:
+        calls.append(name) if at == step else None
+        if len(calls) == call:
+            raise Killed(name)
+        point(name, at)
+    trainer.store.point = pointing
+
+
+def run_killed(trainer: Trainer, **kwargs) -> None:
+    with pytest.raises(Killed):
+        trainer.run(**kwargs)
+    trainer.close()
+
+
+def same_weights(a: Trainer, b: Trainer) -> bool:
+    return all(torch.equal(a.model.state_dict()[k], v) for k, v in b.model.state_dict().items())
+
+
+def test_a_kill_while_the_first_checkpoint_is_named_starts_the_run_again(tmp_path, tiny_dataset, monkeypatch):
+    """Killed after the first checkpoint's directory is in place but before a name points at it, or
+    while its first name is a temporary link: `--resume` and a fresh start both begin again at step 0
+    (the unnamed directory, which holds the killed run's weights and record, is not reused)."""
+    recipe = micro_recipe(tiny_dataset, tmp_path / "reference", train={"epochs": 1, "steps_per_epoch": 4}, schedule={"epochs": [{"peak_lr": 1e-2, "min_lr": 1e-3}]},
+                          eval={"every_steps": 100, "max_windows": 2}, checkpoint={"every_steps": 2})
+    reference = start(recipe, tmp_path / "reference.yaml")
+    reference.run()
+    reference.close()
+    recipe["run_dir"] = str(tmp_path / "unnamed")
+    trainer = start(recipe, tmp_path / "unnamed.yaml")
+    kill_at_point(trainer, step=2, call=1)
+    run_killed(trainer)
+    assert (tmp_path / "unnamed" / "checkpoints" / "step-00000002").is_dir() and trainer.store.names() == []
+    resumed = resume(tmp_path / "unnamed")
+    assert resumed.progress.step == 0 and not resumed.store.step_dir(2).exists()
+    resumed.run()
+    resumed.close()
+    assert same_weights(reference, resumed) and resumed.store.names() == ["e1-best", "e1-final", "last", "last-good"]
+
+    recipe["run_dir"] = str(tmp_path / "torn-link")
+    trainer = start(recipe, tmp_path / "torn-link.yaml")
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (_ for _ in ()).throw(Killed(a)) if str(a).endswith(".link.tmp") else real_replace(a, b))
+    run_killed(trainer)
+    monkeypatch.undo()
+    assert [p.name for p in (tmp_path / "torn-link").glob(".*")] == [".last.link.tmp"]
+    again = start(recipe, tmp_path / "torn-link.yaml")
+    again.run()
+    again.close()
+    assert same_weights(reference, again) and not list((tmp_path / "torn-link").glob(".*"))
+
+
+def test_a_kill_between_last_and_last_good_after_a_rollback_keeps_the_rollback_target(tmp_path, tiny_dataset):
+    """A stop inside a streak saves `last` there; the resumed run rolls back to `last-good` and, at its
+    next checkpoint, names `last` and `last-good` anew. Killed between the two names, the run resumes
+    and ends as the uninterrupted one (`last-good` never passes `last`, which a resume would drop
+    with the checkpoint a replayed rollback needs)."""
+    recipe = micro_recipe(tiny_dataset, tmp_path / "unused", train={"epochs": 1, "steps_per_epoch": 12}, schedule={"epochs": [{"peak_lr": 1e-2, "min_lr": 1e-3}]},
+                          checkpoint={"every_steps": 5}, stability={"max_bad_steps": 3, "max_rollbacks": 2}, eval={"every_steps": 100, "max_windows": 2})
+    poisoned = {6, 7, 8}  # 0-based: steps 7-9 roll back to step 5
+    runs = {}
+    for name in ("reference", "killed"):
+        recipe["run_dir"] = str(tmp_path / name)
+        trainer = start(recipe, tmp_path / f"{name}.yaml")
+        poison_steps(trainer, poisoned)
+        if name == "killed":
+            trainer.run(stop_after=7)
+            trainer.close()
+            trainer = resume(tmp_path / name)
+            poison_steps(trainer, poisoned)
+            kill_at_point(trainer, step=10, call=2)
+            run_killed(trainer)
+            trainer = resume(tmp_path / name)
+            assert trainer.progress.step == 10 and trainer.store.info("last-good")["step"] == 10
+            poison_steps(trainer, poisoned)
+        trainer.run()
+        trainer.close()
+        runs[name] = trainer
+    assert runs["killed"].progress == runs["reference"].progress and runs["reference"].progress.rollbacks == 1
+    assert same_weights(runs["reference"], runs["killed"])
 
 
 @pytest.mark.parametrize("where", ["optimizer", "evaluation"])
