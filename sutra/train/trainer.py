@@ -565,7 +565,8 @@ class Trainer:
                    f"'{LAST_GOOD}' (step {self.store.info(LAST_GOOD)['step']}), continuing with the next batches (rollback {self.progress.rollbacks} of at most {s.max_rollbacks})")
         self.progress.bad_streak = 0
         self._say(message)
-        self._log({"step": step + 1, "event": "rollback", "message": message})
+        # logged at the step it is made after: a resume from a checkpoint before it redoes it, and drops this record
+        self._log({"step": self.progress.step, "event": "rollback", "message": message})
 
     @contextmanager
     def _memory_guard(self):

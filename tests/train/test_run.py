@@ -347,6 +347,34 @@ def test_a_kill_between_last_and_last_good_after_a_rollback_keeps_the_rollback_t
     assert same_weights(runs["reference"], runs["killed"])
 
 
+def test_a_kill_after_a_rollback_that_waited_for_a_stop_logs_it_once(tmp_path, tiny_dataset):
+    """A stop at a streak's third step leaves the rollback to the resumed run, which makes it after
+    step 10; killed before step 10's checkpoint, the run resumes at step 9 again and makes it again:
+    metrics.jsonl must still hold it once, as the uninterrupted run's does."""
+    recipe = micro_recipe(tiny_dataset, tmp_path / "unused", train={"epochs": 1, "steps_per_epoch": 12}, schedule={"epochs": [{"peak_lr": 1e-2, "min_lr": 1e-3}]},
+                          checkpoint={"every_steps": 5}, stability={"max_bad_steps": 3, "max_rollbacks": 2}, eval={"every_steps": 100, "max_windows": 2},
+                          logging={"every_steps": 4})  # step 9 logs nothing, so the stop reads it early and defers the rollback
+    poisoned = {6, 7, 8}
+    for name in ("reference", "killed"):
+        recipe["run_dir"] = str(tmp_path / name)
+        trainer = start(recipe, tmp_path / f"{name}.yaml")
+        poison_steps(trainer, poisoned)
+        if name == "killed":
+            trainer.run(stop_after=9)
+            trainer.close()
+            trainer = resume(tmp_path / name)
+            poison_steps(trainer, poisoned)
+            kill_at_point(trainer, step=10, call=1)
+            run_killed(trainer)
+            assert [r["event"] for r in records(tmp_path / name) if "event" in r] == ["rollback"]
+            trainer = resume(tmp_path / name)
+            poison_steps(trainer, poisoned)
+        trainer.run()
+        trainer.close()
+    events = {name: [(r["step"], r["message"]) for r in records(tmp_path / name) if r.get("event")] for name in ("reference", "killed")}
+    assert events["killed"] == events["reference"] and len(events["reference"]) == 1
+
+
 @pytest.mark.parametrize("where", ["optimizer", "evaluation"])
 def test_out_of_memory_anywhere_in_a_step_names_the_knobs(tmp_path, tiny_dataset, where, monkeypatch):
     """A stand-in raises PyTorch's OutOfMemoryError (a real one would need the memory exhausted)."""
