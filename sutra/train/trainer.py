@@ -69,6 +69,14 @@ class Distributed:
         if self.active:
             dist.barrier()
 
+    def broadcast_object(self, value):
+        """Rank 0's `value`, on every process."""
+        if self.active:
+            box = [value]
+            dist.broadcast_object_list(box, src=0)
+            value = box[0]
+        return value
+
 
 def setup_distributed(device_name: str) -> Distributed:
     """Rank and device from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK); one process without it."""
@@ -326,38 +334,42 @@ class Trainer:
     # ---- checkpoints -----------------------------------------------------------------------------
 
     def _save(self, epoch: int, val: dict | None, final: bool, last: bool) -> None:
-        """Rank 0 writes this step's checkpoint if some name should point at it: `e{epoch}-best` when the
-        validation perplexity beats the epoch's best so far, `e{epoch}-final`, and `last` when asked or
-        with any other name (resume takes the newest state), but not inside a streak of skipped steps
-        unless asked; `last-good` with `last` outside a streak (a rollback must go back before the
-        streak). `last` is pointed after the per-epoch names (a kill between leaves them past `last`,
-        which a resume discards) and before `last-good`, which must never pass `last` (a resume would
-        discard the rollback's target). A sharded model is gathered first, by every process."""
+        """Rank 0 writes this step's checkpoint if some name should point at it (`_names_to_point`)."""
+        names = self._names_to_point(epoch, val, final, last) if self.dist.is_main else []
         weights = optimizer_state = None
-        if self.sharded:
-            from sutra.train.sharding import full_state
-
-            weights, optimizer_state = full_state(self.model, self.optimizer)
-        if self.dist.is_main:
-            best = self.store.info(f"e{epoch}-best")
-            better = val is not None and math.isfinite(val["val_ppl"]) and (best is None or val["val_ppl"] < best["val_ppl"])
-            names = [f"e{epoch}-best"] * better + [f"e{epoch}-final"] * final
-            names += [LAST, LAST_GOOD] if self.progress.bad_streak == 0 and (last or names) else [LAST] * last
+        if self.sharded:  # every process gathers the shards, and only for a checkpoint rank 0 writes
+            names = self.dist.broadcast_object(names)
             if names:
-                training = {
-                    **asdict(self.progress), "epoch": self.progress.step / self.schedule.steps_per_epoch, "recipe": self.recipe.name,
-                    "world_size": self.dist.world_size, "loader": self.train_loader.state_dict(), "log_window": asdict(self.window), **(val or {}),
-                    "resolved_recipe": self.recipe.to_dict(),
-                }
-                training = finite_or_null(training)
-                trainer_state = {"optimizer": optimizer_state if self.sharded else self.optimizer.state_dict(), "rng_cpu": torch.get_rng_state()}
-                if self.device.type == "cuda":
-                    trainer_state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
-                self.store.write(self.progress.step, self.model, self.tokenizer, training, trainer_state, weights)
-                for name in names:
-                    self.store.point(name, self.progress.step)
-                self.store.collect_garbage()  # e.g. the previous e{epoch}-best
+                from sutra.train.sharding import full_state
+
+                weights, optimizer_state = full_state(self.model, self.optimizer)
+        if self.dist.is_main and names:
+            training = {
+                **asdict(self.progress), "epoch": self.progress.step / self.schedule.steps_per_epoch, "recipe": self.recipe.name,
+                "world_size": self.dist.world_size, "loader": self.train_loader.state_dict(), "log_window": asdict(self.window), **(val or {}),
+                "resolved_recipe": self.recipe.to_dict(),
+            }
+            training = finite_or_null(training)
+            trainer_state = {"optimizer": optimizer_state if self.sharded else self.optimizer.state_dict(), "rng_cpu": torch.get_rng_state()}
+            if self.device.type == "cuda":
+                trainer_state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+            self.store.write(self.progress.step, self.model, self.tokenizer, training, trainer_state, weights)
+            for name in names:
+                self.store.point(name, self.progress.step)
+            self.store.collect_garbage()  # e.g. the previous e{epoch}-best
         self.dist.barrier()
+
+    def _names_to_point(self, epoch: int, val: dict | None, final: bool, last: bool) -> list[str]:
+        """`e{epoch}-best` when the validation perplexity beats the epoch's best so far, `e{epoch}-final`,
+        and `last` when asked or with any other name (resume takes the newest state), but not inside a
+        streak of skipped steps unless asked; `last-good` with `last` outside a streak (a rollback must
+        go back before the streak). In the order they are pointed: `last` after the per-epoch names (a
+        kill between leaves them past `last`, which a resume discards) and before `last-good`, which
+        must never pass `last` (a resume would discard the rollback's target)."""
+        best = self.store.info(f"e{epoch}-best")
+        better = val is not None and math.isfinite(val["val_ppl"]) and (best is None or val["val_ppl"] < best["val_ppl"])
+        names = [f"e{epoch}-best"] * better + [f"e{epoch}-final"] * final
+        return names + ([LAST, LAST_GOOD] if self.progress.bad_streak == 0 and (last or names) else [LAST] * last)
 
     def _restore(self, name: str, full: bool) -> None:
         """Weights and optimizer from checkpoint `name`; with `full`, also step counters, RNG and data position."""
