@@ -60,6 +60,7 @@ def test_valid_recipe_is_typed_and_overridable(tmp_path):
         (BASE, ["train.epochs=3"], "needs one {peak_lr, min_lr} entry per epoch: 1 entries for train.epochs=3"),
         (BASE, ["schedule.epochs=[{peak_lr: 1e-3}]"], "schedule.epochs[0]: missing required key(s): schedule.epochs[0].min_lr"),
         (BASE, ["train.attention=sliding"], "expected 'causal' or 'document'"),
+        (BASE, ["train.parallel=zero3"], "--set train.parallel=zero3: train.parallel: expected 'ddp' or 'fsdp'"),
         (BASE, ["train.document_kernel=varlen", "train.precision=fp32"], "train.document_kernel: varlen runs flash attention, which needs train.precision=bf16"),
         (BASE, ["optimizer.betas=[0.9]"], "optimizer.betas: expected a list of 2 values"),
         (BASE, ["micro_batch"], "expected KEY=VALUE"),
