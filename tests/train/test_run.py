@@ -317,32 +317,44 @@ def test_a_kill_while_the_first_checkpoint_is_named_starts_the_run_again(tmp_pat
     assert same_weights(reference, again) and not list((tmp_path / "torn-link").glob(".*"))
 
 
-def test_a_kill_between_last_and_last_good_after_a_rollback_keeps_the_rollback_target(tmp_path, tiny_dataset):
-    """A stop inside a streak saves `last` there; the resumed run rolls back to `last-good` and, at its
-    next checkpoint, names `last` and `last-good` anew. Killed between the two names, the run resumes
-    and ends as the uninterrupted one (`last-good` never passes `last`, which a resume would drop
-    with the checkpoint a replayed rollback needs)."""
-    recipe = micro_recipe(tiny_dataset, tmp_path / "unused", train={"epochs": 1, "steps_per_epoch": 12}, schedule={"epochs": [{"peak_lr": 1e-2, "min_lr": 1e-3}]},
-                          checkpoint={"every_steps": 5}, stability={"max_bad_steps": 3, "max_rollbacks": 2}, eval={"every_steps": 100, "max_windows": 2})
-    poisoned = {6, 7, 8}  # 0-based: steps 7-9 roll back to step 5
+def rollback_runs(tmp_path: Path, dataset: Path, stop: int, kill_before_name: int, log_every: int, after_kill) -> dict[str, Trainer]:
+    """An uninterrupted run whose steps 7-9 are non-finite (rolling back to step 5), and the same run
+    stopped after step `stop`, resumed, killed as it names step 10's checkpoint (before its
+    `kill_before_name`-th name), checked by `after_kill(resumed trainer)`, and run to the end."""
+    recipe = micro_recipe(dataset, tmp_path / "unused", train={"epochs": 1, "steps_per_epoch": 12}, schedule={"epochs": [{"peak_lr": 1e-2, "min_lr": 1e-3}]},
+                          checkpoint={"every_steps": 5}, stability={"max_bad_steps": 3, "max_rollbacks": 2}, eval={"every_steps": 100, "max_windows": 2},
+                          logging={"every_steps": log_every})
+    poisoned = {6, 7, 8}
     runs = {}
     for name in ("reference", "killed"):
         recipe["run_dir"] = str(tmp_path / name)
         trainer = start(recipe, tmp_path / f"{name}.yaml")
         poison_steps(trainer, poisoned)
         if name == "killed":
-            trainer.run(stop_after=7)
+            trainer.run(stop_after=stop)
             trainer.close()
             trainer = resume(tmp_path / name)
             poison_steps(trainer, poisoned)
-            kill_at_point(trainer, step=10, call=2)
+            kill_at_point(trainer, step=10, call=kill_before_name)
             run_killed(trainer)
             trainer = resume(tmp_path / name)
-            assert trainer.progress.step == 10 and trainer.store.info("last-good")["step"] == 10
+            after_kill(trainer)
             poison_steps(trainer, poisoned)
         trainer.run()
         trainer.close()
         runs[name] = trainer
+    return runs
+
+
+def test_a_kill_between_last_and_last_good_after_a_rollback_keeps_the_rollback_target(tmp_path, tiny_dataset):
+    """A stop inside a streak saves `last` there; the resumed run rolls back to `last-good` and, at its
+    next checkpoint, names `last` and `last-good` anew. Killed between the two names, the run resumes
+    and ends as the uninterrupted one (`last-good` never passes `last`, which a resume would drop
+    with the checkpoint a replayed rollback needs)."""
+    def after_kill(trainer):
+        assert trainer.progress.step == 10 and trainer.store.info("last-good")["step"] == 10
+
+    runs = rollback_runs(tmp_path, tiny_dataset, stop=7, kill_before_name=2, log_every=1, after_kill=after_kill)
     assert runs["killed"].progress == runs["reference"].progress and runs["reference"].progress.rollbacks == 1
     assert same_weights(runs["reference"], runs["killed"])
 
@@ -350,27 +362,12 @@ def test_a_kill_between_last_and_last_good_after_a_rollback_keeps_the_rollback_t
 def test_a_kill_after_a_rollback_that_waited_for_a_stop_logs_it_once(tmp_path, tiny_dataset):
     """A stop at a streak's third step leaves the rollback to the resumed run, which makes it after
     step 10; killed before step 10's checkpoint, the run resumes at step 9 again and makes it again:
-    metrics.jsonl must still hold it once, as the uninterrupted run's does."""
-    recipe = micro_recipe(tiny_dataset, tmp_path / "unused", train={"epochs": 1, "steps_per_epoch": 12}, schedule={"epochs": [{"peak_lr": 1e-2, "min_lr": 1e-3}]},
-                          checkpoint={"every_steps": 5}, stability={"max_bad_steps": 3, "max_rollbacks": 2}, eval={"every_steps": 100, "max_windows": 2},
-                          logging={"every_steps": 4})  # step 9 logs nothing, so the stop reads it early and defers the rollback
-    poisoned = {6, 7, 8}
-    for name in ("reference", "killed"):
-        recipe["run_dir"] = str(tmp_path / name)
-        trainer = start(recipe, tmp_path / f"{name}.yaml")
-        poison_steps(trainer, poisoned)
-        if name == "killed":
-            trainer.run(stop_after=9)
-            trainer.close()
-            trainer = resume(tmp_path / name)
-            poison_steps(trainer, poisoned)
-            kill_at_point(trainer, step=10, call=1)
-            run_killed(trainer)
-            assert [r["event"] for r in records(tmp_path / name) if "event" in r] == ["rollback"]
-            trainer = resume(tmp_path / name)
-            poison_steps(trainer, poisoned)
-        trainer.run()
-        trainer.close()
+    metrics.jsonl must still hold it once, as the uninterrupted run's does. (Step 9 logs nothing, so
+    the stop reads it early and defers the rollback.)"""
+    def after_kill(trainer):
+        assert trainer.progress.step == 9 and [r["event"] for r in records(tmp_path / "killed") if "event" in r] == []
+
+    rollback_runs(tmp_path, tiny_dataset, stop=9, kill_before_name=1, log_every=4, after_kill=after_kill)
     events = {name: [(r["step"], r["message"]) for r in records(tmp_path / name) if r.get("event")] for name in ("reference", "killed")}
     assert events["killed"] == events["reference"] and len(events["reference"]) == 1
 
