@@ -11,6 +11,7 @@ Hugging Face model directory, a built-in asset name (smollm2-135m-instruct), or 
 
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,24 @@ def check_model_output(out, spec: str, card: bool = False) -> None:
     if others:
         raise SutraError(f"{out}: holds {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}, which a model write does not replace and "
                          "would lose; write to a new directory (and copy the model files in) or move them away")
+
+
+@contextmanager
+def _uninitialised():
+    """Modules built without initialising their weights, which are assigned next (as transformers'
+    no_init_weights does); on the CPU, not the meta device, whose ops run Python decompositions that
+    import all of torch._dynamo: seconds of the start of every command that loads a model. The
+    untouched allocations cost nothing."""
+    names = ("normal_", "uniform_", "kaiming_uniform_", "ones_", "zeros_")
+    saved = {name: getattr(torch.nn.init, name) for name in names}
+    for name in names:
+        setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        with torch.device("cpu"):
+            yield
+    finally:
+        for name, function in saved.items():
+            setattr(torch.nn.init, name, function)
 
 
 def save_checkpoint(out_dir, model: Llama, tokenizer: Tokenizer, extra: dict | None = None, dtype: torch.dtype | None = None,
@@ -243,13 +262,12 @@ def load_model(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype
         raise SutraError(
             f"{directory}: tokenizer has {tokenizer.vocab_size} tokens but the model only {config.vocab_size}; use the tokenizer the model was trained with"
         )
-    with torch.device("meta"):
+    with _uninitialised():
         model = Llama(config)
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
         details = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]  # the first line only says where
         raise SutraError(f"{directory}: weights do not match the config ({details[0] if details else exc}); the checkpoint is inconsistent") from None
-    model.init_rope()  # non-persistent buffers are still on the meta device
     model = model.to(device=device, dtype=dtype).eval()
     return LoadedModel(model, tokenizer, str(directory), kind, [int(e) for e in eos], info, digest)

@@ -77,6 +77,7 @@ class DocumentSpans:
 def document_spans(doc_ids: torch.Tensor, device) -> DocumentSpans:
     """Spans of `doc_ids` (B, T), computed where the ids lie (on the host they cost the device no
     sync), then moved to `device`. A row's start always starts a span: rows never attend each other."""
+    varlen_kernel()
     B, T = doc_ids.shape
     starts = torch.ones(B, T, dtype=torch.bool, device=doc_ids.device)
     starts[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
@@ -99,18 +100,27 @@ def _varlen_options(kernel) -> dict:
     return options | ({"enable_gqa": True} if "enable_gqa" in params else {})
 
 
-try:  # PyTorch >= 2.9; its backward came later, hence VARLEN_MIN_TORCH for training
-    from torch.nn.attention.varlen import varlen_attn
-except ImportError:
-    varlen_attn = None
-VARLEN_MIN_TORCH = (2, 10)
-# the kernel and its keywords, read once here, outside any compiled code
-VARLEN = (varlen_attn, _varlen_options(varlen_attn) if varlen_attn else {})
+VARLEN_MIN_TORCH = (2, 10)  # varlen_attn came in 2.9, its backward later
+VARLEN = None  # (the kernel or None, its keywords), read by varlen_kernel() on first use
+
+
+def varlen_kernel() -> tuple:
+    """PyTorch's varlen_attn and its keywords, imported on first use (the import brings in all of
+    torch._dynamo: seconds of every command's start on a slow CPU). document_spans reads it, so a
+    compiled model finds it read outside its compiled code."""
+    global VARLEN
+    if VARLEN is None:
+        try:
+            from torch.nn.attention.varlen import varlen_attn
+        except ImportError:
+            varlen_attn = None
+        VARLEN = (varlen_attn, _varlen_options(varlen_attn) if varlen_attn else {})
+    return VARLEN
 
 
 def varlen_training_problem() -> str | None:
     """Why this PyTorch cannot train through varlen_attn, or None when it can."""
-    if VARLEN[0] is None or tuple(int(x) for x in torch.__version__.split(".")[:2]) < VARLEN_MIN_TORCH:
+    if varlen_kernel()[0] is None or tuple(int(x) for x in torch.__version__.split(".")[:2]) < VARLEN_MIN_TORCH:
         return f"varlen needs PyTorch {'.'.join(map(str, VARLEN_MIN_TORCH))} or later for its backward (this is {torch.__version__}); use flex"
     return None
 
@@ -118,7 +128,7 @@ def varlen_training_problem() -> str | None:
 def varlen_document_attention(q, k, v, spans: DocumentSpans):
     """q (B, heads, T, D), k/v (B, kv_heads, T, D) -> (B, heads, T, D), each document causal on
     its own, through PyTorch's varlen_attn (CUDA, bf16/fp16 only)."""
-    kernel, options = VARLEN
+    kernel, options = VARLEN or varlen_kernel()
     if kernel is None:
         raise RuntimeError(f"train.document_kernel=varlen needs PyTorch's varlen_attn (this is {torch.__version__}); use flex")
     B, H, T, D = q.shape
