@@ -43,6 +43,8 @@ def full_tensor(value: torch.Tensor) -> torch.Tensor:
 def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
     """(weights, optimizer state) gathered whole on rank 0, in the formats an unsharded run saves."""
     weights = get_model_state_dict(model, options=FULL_ON_RANK0)
+    if not optimizer.state:  # no update applied yet (every step skipped, unfused): torch's gather would
+        return weights, optimizer.state_dict()  # take a zero step to make the state it gathers
     by_name = get_optimizer_state_dict(model, optimizer, options=FULL_ON_RANK0)
     if not by_name:
         return weights, {}
@@ -58,6 +60,9 @@ def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tupl
 def load_full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, weights: dict, optimizer_state: dict) -> None:
     """Every process passes the whole saved state (as `full_state` returns it); each keeps its shard."""
     set_model_state_dict(model, weights, options=FULL_EVERYWHERE)
+    if not optimizer_state["state"]:  # (as in full_state: the scatter would take a zero step first)
+        optimizer.load_state_dict(optimizer_state)
+        return
     name_of = {id(p): name for name, p in model.named_parameters()}
     groups, by_number = [], {}
     for group, own in zip(optimizer_state["param_groups"], optimizer.param_groups, strict=True):

@@ -32,7 +32,7 @@ import torch.distributed as dist
 from sutra.errors import SutraError
 from sutra.eval.perplexity import perplexity_of
 from sutra.io import atomic_write_text
-from sutra.train.checkpoints import CHECKPOINTS, LAST, LAST_GOOD, CheckpointStore, load_trainer_state
+from sutra.train.checkpoints import CHECKPOINTS, LAST, LAST_GOOD, TRAINER_STATE, CheckpointStore, load_trainer_state
 from sutra.train.metrics import METRICS_FILE, MetricsLog, causal_attended_per_token, device_peak_tflops, document_attended_per_token, finite, finite_or_null
 from sutra.train.recipe import Recipe, load_recipe
 from sutra.train.schedule import Schedule
@@ -277,6 +277,9 @@ class Trainer:
                 atomic_write_text(recipe_file, RECIPE_HEADER + self.recipe.to_yaml())
             self.dist.barrier()
             return False
+        if self.dist.is_main:
+            self._complete_first_naming()
+        self.dist.barrier()
         names = self.store.names()
         if self.store.resolve(LAST) is None and names:  # (none at all: killed before the first was named; starts again)
             held = ", ".join(n for n in names if self.store.resolve(n)) or "none of them complete"
@@ -296,6 +299,18 @@ class Trainer:
             return False
         self._check_recipe_unchanged(self.store.info(LAST))
         return True
+
+    def _complete_first_naming(self) -> None:
+        """A kill while the run's first checkpoint was being named can leave its per-epoch names but no
+        `last`: point `last` at it (every checkpoint holds the whole training state, so the run resumes
+        there exactly). Only in that case: one checkpoint written, every name at it, no `last-good`."""
+        names = [name for name in self.store.names() if self.store.resolve(name)]
+        if not names or self.store.resolve(LAST) or self.store.resolve(LAST_GOOD):
+            return
+        steps = {self.store.info(name)["step"] for name in names}
+        written = [p for p in self.store.root.iterdir() if not p.name.startswith(".")]
+        if len(steps) == 1 and len(written) == 1 and (written[0] / TRAINER_STATE).is_file():
+            self.store.point(LAST, steps.pop())
 
     def _check_fresh_run_dir(self) -> None:
         if self.store.names():

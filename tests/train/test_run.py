@@ -284,10 +284,11 @@ def same_weights(a: Trainer, b: Trainer) -> bool:
     return all(torch.equal(a.model.state_dict()[k], v) for k, v in b.model.state_dict().items())
 
 
-def test_a_kill_while_the_first_checkpoint_is_named_starts_the_run_again(tmp_path, tiny_dataset, monkeypatch):
+def test_a_kill_while_the_first_checkpoint_is_named_loses_nothing(tmp_path, tiny_dataset, monkeypatch):
     """Killed after the first checkpoint's directory is in place but before a name points at it, or
     while its first name is a temporary link: `--resume` and a fresh start both begin again at step 0
-    (the unnamed directory, which holds the killed run's weights and record, is not reused)."""
+    (the unnamed directory, which holds the killed run's weights and record, is not reused). Killed
+    after its e1-best but before `last`: `--resume` continues from it. Each ends as the uninterrupted run."""
     recipe = micro_recipe(tiny_dataset, tmp_path / "reference", train={"epochs": 1, "steps_per_epoch": 4}, schedule={"epochs": [{"peak_lr": 1e-2, "min_lr": 1e-3}]},
                           eval={"every_steps": 100, "max_windows": 2}, checkpoint={"every_steps": 2})
     reference = start(recipe, tmp_path / "reference.yaml")
@@ -315,6 +316,17 @@ def test_a_kill_while_the_first_checkpoint_is_named_starts_the_run_again(tmp_pat
     again.run()
     again.close()
     assert same_weights(reference, again) and not list((tmp_path / "torn-link").glob(".*"))
+
+    recipe["run_dir"], recipe["eval"] = str(tmp_path / "best-only"), {"every_steps": 2, "max_windows": 2}
+    trainer = start(recipe, tmp_path / "best-only.yaml")
+    kill_at_point(trainer, step=2, call=2)
+    run_killed(trainer)
+    assert trainer.store.names() == ["e1-best"]
+    resumed = resume(tmp_path / "best-only")
+    assert resumed.progress.step == 2 and resumed.store.names() == ["e1-best", "last", "last-good"]
+    resumed.run()
+    resumed.close()
+    assert same_weights(reference, resumed)
 
 
 def rollback_runs(tmp_path: Path, dataset: Path, stop: int, kill_before_name: int, log_every: int, after_kill) -> dict[str, Trainer]:
