@@ -85,7 +85,7 @@ class TokenLoader:
         """Every window once, in order, or `max_windows` of them spread evenly over the split (its
         start alone would be one source or one mix component); each rank gets a contiguous slice of
         about 1/world_size of them, in batches of micro_batch (the last may be smaller)."""
-        total = self.windows_per_epoch if max_windows is None else min(max_windows, self.windows_per_epoch)
+        total = self._eval_windows(max_windows)
         windows = np.arange(total) * self.windows_per_epoch // total
         lo, hi = self.rank * total // self.world_size, (self.rank + 1) * total // self.world_size
         for first in range(lo, hi, self.micro_batch):
@@ -93,9 +93,11 @@ class TokenLoader:
 
     def eval_batch_count(self, max_windows: int | None = None) -> int:
         """The most batches `iter_eval` yields on any rank (that of the largest slice)."""
-        total = self.windows_per_epoch if max_windows is None else min(max_windows, self.windows_per_epoch)
-        largest = -(-total // self.world_size)
+        largest = -(-self._eval_windows(max_windows) // self.world_size)
         return -(-largest // self.micro_batch)
+
+    def _eval_windows(self, max_windows: int | None) -> int:
+        return self.windows_per_epoch if max_windows is None else min(max_windows, self.windows_per_epoch)
 
     def state_dict(self) -> dict:
         return {

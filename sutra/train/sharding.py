@@ -31,10 +31,6 @@ def shard(model: torch.nn.Module) -> None:
     fully_shard(model)
 
 
-def is_sharded(model: torch.nn.Module) -> bool:
-    return isinstance(next(model.parameters()), DTensor)
-
-
 def full_tensor(value: torch.Tensor) -> torch.Tensor:
     """A sharded scalar (the gradient norm clip_grad_norm_ returns) as a plain tensor."""
     return value.full_tensor() if isinstance(value, DTensor) else value
