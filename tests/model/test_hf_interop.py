@@ -243,3 +243,23 @@ def test_a_loaded_model_names_the_bytes_of_the_weights_it_read(random_checkpoint
     link.unlink()
     link.symlink_to(other)  # as a run moves `last` on
     assert loaded.weights_sha256 == weights_sha256(str(checkpoint)) != weights_sha256(str(link))
+
+
+def test_loading_a_model_leaves_out_the_compiler_and_keeps_torch_init(random_checkpoint):
+    """A command that only loads a model must not import torch._dynamo (seconds of its start on a
+    slow CPU), and the init functions skipped while the model is built are back afterwards."""
+    import subprocess
+    import sys
+
+    checkpoint, model = random_checkpoint
+    probe = (
+        "import sys, torch; from sutra.model.checkpoint import load_model\n"
+        f"loaded = load_model({str(checkpoint)!r})\n"
+        "print('torch._dynamo' in sys.modules, torch.nn.init.normal_.__module__, torch.nn.init.ones_.__module__)\n"
+        "print(float(sum(p.double().sum() for p in loaded.model.parameters())))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported, normal_module, ones_module = result.stdout.split("\n")[0].split()
+    assert (imported, normal_module, ones_module) == ("False", "torch.nn.init", "torch.nn.init")
+    assert float(result.stdout.split("\n")[1]) == pytest.approx(float(sum(p.double().sum() for p in model.parameters())), rel=1e-12)
