@@ -1,6 +1,7 @@
 """`sutra train` and `sutra plot`."""
 
 import argparse
+import shlex
 
 from sutra.argtypes import positive_int
 from sutra.errors import SutraError
@@ -56,8 +57,8 @@ def cmd_train(args) -> int:
                          "or start without --init-from")
     from sutra.train.trainer import train
 
-    overrides = args.overrides + ([(key, value, f"--init-from {args.init_from}") for key, value in
-                                   (("model.init_from", args.init_from), ("model.preset", None), ("model.overrides", {}))] if args.init_from else [])
+    overrides = args.overrides + ([(key, value, f"--init-from {shlex.quote(args.init_from)}") for key, value in
+                                   (("model.init_from", args.init_from), ("model.preset", None), ("model.overrides", {}))] if args.init_from is not None else [])
     train(args.recipe, overrides, args.resume, args.stop_after)
     return 0
 

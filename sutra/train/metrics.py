@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+from sutra.errors import SutraError
 from sutra.io import atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
@@ -70,7 +71,7 @@ class MetricsLog:
     def truncate_after(self, step: int) -> None:
         if not self.path.exists():
             return
-        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        lines = _lines(self.path)
         atomic_write_text(self.path, "".join(line for line in lines if (record := _parse(line)) and record["step"] <= step))
 
     def write(self, record: dict) -> None:
@@ -99,6 +100,12 @@ def _parse(line: str) -> dict | None:
     return record if isinstance(record, dict) and isinstance(record.get("step"), int) else None
 
 
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except UnicodeDecodeError as exc:
+        raise SutraError(f"{path}: not a metrics file of `sutra train` (bytes that are not UTF-8 text at offset {exc.start})") from None
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / METRICS_FILE
-    return [record for line in path.read_text(encoding="utf-8").splitlines(keepends=True) if (record := _parse(line))]
+    return [record for line in _lines(Path(run_dir) / METRICS_FILE) if (record := _parse(line))]

@@ -15,10 +15,13 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    out = check_output_path(out or run_dir / "curves.png")
     if not (run_dir / METRICS_FILE).is_file():
-        raise SutraError(f"{run_dir}: no {METRICS_FILE}; is it a `sutra train` run directory?")
+        raise SutraError(f"{run_dir}: no {METRICS_FILE}; give a `sutra train` run directory (the folder that holds {METRICS_FILE})")
+    if out is not None and Path(out).suffix.lower() != ".png":  # (nor, then, one of the run's own files)
+        raise SutraError(f"--out {out}: the curves are a PNG image; give a path ending in .png")
+    out = check_output_path(out or run_dir / "curves.png")
     records = read_metrics(run_dir)
+
     def curve(key: str) -> tuple[list, list]:  # (steps, values) of the records with a finite `key`
         points = [(r["step"], r[key]) for r in records if finite(r.get(key))]
         return [step for step, _ in points], [value for _, value in points]
@@ -28,14 +31,20 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         raise SutraError(f"{run_dir / METRICS_FILE}: no training or validation records yet")
 
     fig, (loss_ax, ppl_ax, lr_ax) = plt.subplots(3, 1, figsize=(8, 10), sharex=True)
-    loss_ax.plot(*train, label="train loss", linewidth=1)
+    alone = {"marker": "o", "markersize": 3}  # a curve of one point is no line: show the point
+    loss_ax.plot(*train, label="train loss", linewidth=1, **(alone if len(train[0]) == 1 else {}))
     loss_ax.plot(*val, "o-", label="validation loss", markersize=3)
     loss_ax.set_ylabel("cross-entropy (nats)")
     loss_ax.legend()
-    ppl_ax.plot(*curve("val_ppl"), "o-", color="tab:orange", markersize=3)
+    ppl = curve("val_ppl")
+    ppl_ax.plot(*ppl, "o-", color="tab:orange", markersize=3)
     ppl_ax.set_ylabel("validation perplexity")
-    ppl_ax.set_yscale("log")
-    lr_ax.plot(*curve("lr"), color="tab:green")
+    if ppl[0]:
+        ppl_ax.set_yscale("log")
+    else:
+        ppl_ax.text(0.5, 0.5, "no validation yet", transform=ppl_ax.transAxes, ha="center", va="center", color="gray")
+    lr = curve("lr")
+    lr_ax.plot(*lr, color="tab:green", **(alone if len(lr[0]) == 1 else {}))
     lr_ax.set_ylabel("learning rate")
     lr_ax.set_xlabel("optimizer step")
     for ax in (loss_ax, ppl_ax, lr_ax):

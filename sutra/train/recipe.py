@@ -6,6 +6,7 @@ logging); `--set section.key=value` overrides any field with a YAML-parsed value
 names the file and line (or the --set argument) and the dotted field.
 """
 
+import collections.abc
 import dataclasses
 import math
 import re
@@ -146,8 +147,10 @@ class Recipe:
             raise self.error("model.preset", str(exc)) from None
         try:
             preset.replace(**typed)
-        except SutraError as exc:
-            raise self.error("model.overrides", str(exc)) from None
+        except SutraError as exc:  # blame an override the message names, a --set one first (the last word)
+            named = [f"model.overrides.{name}" for name in typed if re.search(rf"\b{name}\b", str(exc))]
+            given = [key for key in named if self.sources.get(key, "").startswith("--set")]
+            raise self.error((given or named or ["model.overrides"])[0], str(exc)) from None
         return typed
 
     @property
@@ -193,6 +196,8 @@ class Recipe:
             raise self.error("data.path", "is required: a prepared dataset directory (see `sutra data prepare`)")
         if (self.model.preset is None) == (self.model.init_from is None):
             raise self.error("model.preset", "give either a model preset or model.init_from (whose shape and tokenizer are used)")
+        if self.model.init_from is not None and not self.model.init_from.strip():
+            raise self.error("model.init_from", "is empty; give a model spec (a checkpoint or Hugging Face directory, a built-in name, a hub id)")
         if self.model.init_from is not None and self.model.overrides:
             raise self.error("model.overrides", "cannot change the shape of the model.init_from weights")
         if self.model.preset is not None:
@@ -242,7 +247,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`, whose keys this mapping may override
+                continue
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, collections.abc.Hashable):
+                raise yaml.constructor.ConstructorError(None, None, "a key must be a name, not a list or mapping", key_node.start_mark)
             if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"'{key}' is given twice", key_node.start_mark)
             seen.add(key)
@@ -426,6 +435,8 @@ def _convert(hint, value, key: str, sources: dict):
             raise fail("a number")
         try:
             number = float(value)
+        except OverflowError:  # an integer past float's range
+            raise fail("a finite number") from None
         except (TypeError, ValueError):
             raise fail("a number") from None
         if not math.isfinite(number):

@@ -42,8 +42,9 @@ class Schedule:
 
     @property
     def decay_start(self) -> int:
-        """WSD: the first step of the decay, which takes the run's last decay_fraction (at least one step)."""
-        return self.total_steps - max(1, round(self.section.decay_fraction * self.total_steps))
+        """WSD: the first step of the decay, which takes the run's last decay_fraction (at least one
+        step; none in a run of one step, which trains at the peak, as a one-step cosine epoch does)."""
+        return self.total_steps - min(self.total_steps - 1, max(1, round(self.section.decay_fraction * self.total_steps)))
 
     def _warmup_stable_decay(self, step: int) -> float:
         """Warmup to the peak, hold it, and decay linearly to min_lr over the final fraction of the run."""

@@ -25,9 +25,11 @@ from collections import deque
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 
 from sutra.errors import SutraError
 from sutra.eval.perplexity import perplexity_of
@@ -39,6 +41,8 @@ from sutra.train.schedule import Schedule
 
 RECIPE_FILE = "recipe.yaml"
 RECIPE_HEADER = "# the resolved recipe of this run, written by `sutra train`; `sutra train --resume` reads it\n"
+# what a failed write raises: safetensors' and torch.save's I/O errors are not OSErrors
+WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
 RUN_FILES = {RECIPE_FILE, METRICS_FILE, "tensorboard", CHECKPOINTS, "curves.png"}  # what a run (and `sutra plot`) writes before its first checkpoint
 # sections a resumed run may change: they decide when to evaluate, checkpoint, log or roll back, not what is trained
 # (and data.path, for the same data moved: the data position restored checks the data is the same;
@@ -76,6 +80,24 @@ class Distributed:
             dist.broadcast_object_list(box, src=0)
             value = box[0]
         return value
+
+    def on_main(self, work: Callable[[], None]) -> None:
+        """`work` on rank 0 while the others wait, then every process ends as rank 0 did: its error
+        stops them all, with its message. (Behind a bare barrier the others would wait for a rank that
+        is gone; under NCCL on other nodes, until the collective's timeout.)"""
+        failure = None
+        if self.is_main:
+            try:
+                work()
+            except Exception as exc:  # (re-raised below, once the others know)
+                failure = exc
+        if self.active:
+            said = str(failure) if isinstance(failure, SutraError) else f"{type(failure).__name__}: {failure}"
+            message = self.broadcast_object(None if failure is None else said)
+            if message is not None and not self.is_main:
+                raise SutraError(f"stopped because rank 0 failed: {message}")
+        if failure is not None:
+            raise failure
 
 
 def setup_distributed(device_name: str) -> Distributed:
@@ -150,7 +172,13 @@ class Trainer:
         if resumable:
             self._restore(LAST, full=True)
         logged_until = self.progress.step if resumable else -1  # records past the checkpoint are redone
-        self.log = MetricsLog(self.run_dir, recipe.logging.tensorboard, logged_until) if dist_info.is_main else None
+        self.log: MetricsLog | None = None
+
+        def open_log() -> None:
+            with self._writing(METRICS_FILE):
+                self.log = MetricsLog(self.run_dir, recipe.logging.tensorboard, logged_until)
+
+        self.dist.on_main(open_log)
 
     # ---- setup -------------------------------------------------------------------------------
 
@@ -178,6 +206,7 @@ class Trainer:
         self.train_loader = TokenLoader(data_path, "train", **loader_args)
         self.val_loader = TokenLoader(data_path, "val", **loader_args)
         config, self.tokenizer, init_weights = self._model_source(resume)
+        self._check_fits(config)
         if r.data.seq_len > config.max_seq_len:
             raise r.error("data.seq_len", f"{r.data.seq_len} is longer than the model's context of {config.max_seq_len} tokens")
         if self.val_loader.windows_per_epoch < 1:
@@ -254,6 +283,22 @@ class Trainer:
             return loaded.model.config, loaded.tokenizer, loaded.model
         return get_preset(m.preset).replace(**m.overrides), load_tokenizer(), None  # (checked with the recipe)
 
+    def _check_fits(self, config) -> None:
+        """Refuse a model whose fp32 training state (weights, gradients, two AdamW moments: 16 bytes a
+        parameter) cannot fit this process's device, before building it: a huge override would
+        otherwise end in an allocator's traceback, or build layers for hours."""
+        if self.device.type == "cuda":
+            where, memory = torch.cuda.get_device_name(self.device), torch.cuda.get_device_properties(self.device).total_memory
+        else:
+            where, memory = "this machine's memory", os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        shards = self.dist.world_size if self.recipe.train.parallel == "fsdp" else 1
+        needed = 16 * config.num_parameters / shards
+        if needed > memory:
+            per = f" per process over {shards} processes" if shards > 1 else ""
+            raise self.recipe.error("model.overrides" if self.recipe.model.overrides else "model",
+                                    f"{config.num_parameters:,} parameters need {needed / 2**30:,.1f} GiB{per} for their fp32 weights, gradients "
+                                    f"and AdamW moments, more than the {memory / 2**30:,.1f} GiB of {where}; choose a smaller model")
+
     def _optimizer(self) -> torch.optim.Optimizer:
         """AdamW with weight decay on matrices and embeddings, not on norm gains (as HF Trainer does)."""
         o = self.recipe.optimizer
@@ -272,33 +317,36 @@ class Trainer:
         if not resume:
             self._check_fresh_run_dir()
             self.dist.barrier()  # every process looks before rank 0 writes the recipe
-            if self.dist.is_main:
-                self.store.collect_garbage()  # a first checkpoint that a kill left without a name
-                atomic_write_text(recipe_file, RECIPE_HEADER + self.recipe.to_yaml())
-            self.dist.barrier()
+
+            def start() -> None:
+                with self._writing(RECIPE_FILE):
+                    self.store.collect_garbage()  # a first checkpoint that a kill left without a name
+                    atomic_write_text(recipe_file, RECIPE_HEADER + self.recipe.to_yaml())
+
+            self.dist.on_main(start)
             return False
-        if self.dist.is_main:
-            self._complete_first_naming()
-        self.dist.barrier()
+        self.dist.on_main(self._complete_first_naming)
         names = self.store.names()
         if self.store.resolve(LAST) is None and names:  # (none at all: killed before the first was named; starts again)
             held = ", ".join(n for n in names if self.store.resolve(n)) or "none of them complete"
             raise SutraError(f"{self.run_dir}: the run has checkpoints ({held}) but no `{LAST}` to resume from; nothing was changed. "
                              f"Point `{LAST}` at the checkpoint to continue from (ln -sfn checkpoints/step-NNNNNNNN {self.run_dir / LAST}), "
                              f"or start a new run from one: sutra train RECIPE.yaml --init-from {self.run_dir}/NAME")
-        if self.dist.is_main:
-            # a kill between pointing e{N}-best/final and `last` leaves names past `last`: the resumed
-            # run redoes those steps (as metrics.jsonl is cut back), so they must not keep old weights
-            last = self.store.info(LAST)
-            self.store.discard_after(last["step"] if last else -1)
-            if last and last.get("bad_streak", 0) == 0 and (self.store.info(LAST_GOOD) or {}).get("step") != last["step"]:
-                self.store.point(LAST_GOOD, last["step"])  # a kill between the two names left it behind
-            self.store.collect_garbage()
-        self.dist.barrier()
+        self.dist.on_main(self._tidy_names)
         if self.store.resolve(LAST) is None:
             return False
         self._check_recipe_unchanged(self.store.info(LAST))
         return True
+
+    def _tidy_names(self) -> None:
+        """A kill between pointing e{N}-best/final and `last` leaves names past `last`: the resumed run
+        redoes those steps (as metrics.jsonl is cut back), so they must not keep old weights."""
+        last = self.store.info(LAST)
+        with self._writing("the checkpoint names"):
+            self.store.discard_after(last["step"] if last else -1)
+            if last and last.get("bad_streak", 0) == 0 and (self.store.info(LAST_GOOD) or {}).get("step") != last["step"]:
+                self.store.point(LAST_GOOD, last["step"])  # a kill between the two names left it behind
+            self.store.collect_garbage()
 
     def _complete_first_naming(self) -> None:
         """A kill while the run's first checkpoint was being named can leave its per-epoch names but no
@@ -358,7 +406,10 @@ class Trainer:
                 from sutra.train.sharding import full_state
 
                 weights, optimizer_state = full_state(self.model, self.optimizer)
-        if self.dist.is_main and names:
+
+        def write() -> None:
+            if not names:
+                return
             training = {
                 **asdict(self.progress), "epoch": self.progress.step / self.schedule.steps_per_epoch, "recipe": self.recipe.name,
                 "world_size": self.dist.world_size, "loader": self.train_loader.state_dict(), "log_window": asdict(self.window), **(val or {}),
@@ -368,11 +419,13 @@ class Trainer:
             trainer_state = {"optimizer": optimizer_state if self.sharded else self.optimizer.state_dict(), "rng_cpu": torch.get_rng_state()}
             if self.device.type == "cuda":
                 trainer_state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
-            self.store.write(self.progress.step, self.model, self.tokenizer, training, trainer_state, weights)
-            for name in names:
-                self.store.point(name, self.progress.step)
-            self.store.collect_garbage()  # e.g. the previous e{epoch}-best
-        self.dist.barrier()
+            with self._writing(f"the checkpoint of step {self.progress.step}"):
+                self.store.write(self.progress.step, self.model, self.tokenizer, training, trainer_state, weights)
+                for name in names:
+                    self.store.point(name, self.progress.step)
+                self.store.collect_garbage()  # e.g. the previous e{epoch}-best
+
+        self.dist.on_main(write)
 
     def _names_to_point(self, epoch: int, val: dict | None, final: bool, last: bool) -> list[str]:
         """`e{epoch}-best` when the validation perplexity beats the epoch's best so far, `e{epoch}-final`,
@@ -675,7 +728,19 @@ class Trainer:
 
     def _log(self, record: dict) -> None:
         if self.log:
-            self.log.write(record)
+            with self._writing(METRICS_FILE):
+                self.log.write(record)
+
+    @contextmanager
+    def _writing(self, what: str):
+        """A failed write in the run directory (a full disk, a quota) as one message saying what to do;
+        what was written before it is intact (every write is atomic, or an append)."""
+        try:
+            yield
+        except WRITE_ERRORS as exc:
+            again = f"continue with `sutra train --resume {self.run_dir}`" if (self.run_dir / RECIPE_FILE).is_file() else "run the command again"
+            raise SutraError(f"{self.run_dir}: could not write {what} ({exc}); the checkpoints written before are intact. "
+                             f"Make room there, then {again}") from None
 
     def _say(self, message: str) -> None:
         if self.dist.is_main:

@@ -4,6 +4,8 @@ loss trajectory at the same global batch, and a run resumes on another process c
 import json
 import os
 import re
+import resource
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +91,40 @@ def test_a_recipe_error_under_torchrun_is_one_line_not_a_traceback(tmp_path, tin
     assert re.search(r"micro\.yaml:\d+: train\.grad_accum: 3 micro-batches per step cannot be split over 2 processes", result.stderr)
     assert result.stderr.count("sutra: error: ") == 1, result.stderr[-3000:]  # rank 0's; the launcher stops the other
     assert "sutra/train" not in result.stderr, "only torchrun's own summary may show a traceback"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def full_disk() -> None:
+    """Files of at most 4 MB, as on a nearly full disk: the micro model's weights take 12 MB (Python
+    ignores SIGXFSZ, so a longer write fails with EFBIG)."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20))
+
+
+@pytest.mark.slow
+def test_a_checkpoint_rank_0_cannot_write_stops_the_other_nodes_with_its_reason(tmp_path, tiny_dataset):
+    # two torchrun "nodes" on loopback, one process each: the second launcher does not stop its
+    # process when rank 0 fails, as one on another machine would not; the process must end by itself
+    recipe = micro_recipe(tiny_dataset, tmp_path / "run", train={"steps_per_epoch": 3, "micro_batch": 2, "grad_accum": 4}, eval={"every_steps": 3})
+    path = write_recipe(tmp_path / "micro.yaml", recipe)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={free_port()}"]
+    nodes = [subprocess.Popen([*launch, f"--node_rank={rank}", "-m", "sutra", "train", str(path)], cwd=REPO, env=ENV, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=full_disk if rank == 0 else None) for rank in (0, 1)]
+    (_, first), (_, second) = [node.communicate(timeout=300) for node in nodes]
+
+    assert nodes[0].returncode != 0 and nodes[1].returncode != 0
+    reason = f"{tmp_path / 'run'}: could not write the checkpoint of step 3 (Error while serializing: I/O error: File too large"
+    assert f"sutra: error: {reason}" in first, first[-3000:]
+    assert "continue with `sutra train --resume" in first
+    assert f"sutra: error: stopped because rank 0 failed: {reason}" in second, second[-3000:]
+    assert "sutra/train" not in first + second, "only torchrun's own summary may show a traceback"
+    run_dir = tmp_path / "run"
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "metrics.jsonl", "recipe.yaml"]
+    assert list((run_dir / "checkpoints").iterdir()) == []  # the half-written checkpoint is gone
+
+    resumed = run(sys.executable, "-m", "sutra", "train", "--resume", str(run_dir))  # with room again: no checkpoint yet, so from the start
+    assert "done: 6 steps" in resumed.stderr and (run_dir / "e1-best").is_dir()

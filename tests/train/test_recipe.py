@@ -46,6 +46,10 @@ def test_valid_recipe_is_typed_and_overridable(tmp_path):
     ])
     assert (recipe.schedule.epochs[0].peak_lr, recipe.eval.every_steps, recipe.model.overrides) == (1e-3, 3, {"rms_norm_eps": 1e-6})
     assert recipe.data.path == "/data #2" and recipe.resolved_run_dir == Path.home() / "runs/t"
+    # YAML merge keys: the mapping's own keys override the merged ones
+    merged = BASE.replace("    - {peak_lr: 3e-4, min_lr: 3e-5}", "    - &first {peak_lr: 3e-4, min_lr: 3e-5}\n    - {<<: *first, peak_lr: 1e-4}")
+    recipe = load_recipe(write(tmp_path, merged), ["train.epochs=2"])
+    assert [(e.peak_lr, e.min_lr) for e in recipe.schedule.epochs] == [(3e-4, 3e-5), (1e-4, 3e-5)]
 
 
 @pytest.mark.parametrize(
@@ -68,7 +72,13 @@ def test_valid_recipe_is_typed_and_overridable(tmp_path):
         (BASE, ["schedule=[1, 2]"], "--set schedule=[1, 2]: schedule: expected a mapping"),
         (BASE + "schedule: [1, 2]\n", [], "r.yaml:11: not valid YAML ('schedule' is given twice)"),
         (BASE, ["model.overrides.rms_norm_eps=tiny"], "--set model.overrides.rms_norm_eps=tiny: model.overrides.rms_norm_eps: expected a number"),
-        (BASE, ["model.overrides.initializer_range=-2e-2"], "model.overrides: model config: initializer_range must be a positive number, got -0.02"),
+        (BASE, ["model.overrides.initializer_range=-2e-2"],
+         "--set model.overrides.initializer_range=-2e-2: model.overrides.initializer_range: model config: initializer_range must be a positive number, got -0.02"),
+        (BASE.replace("preset: tiny", "preset: tiny\n  overrides: {hidden_size: 64}"), ["model.overrides.num_heads=3"],  # the --set, not the file's line
+         "--set model.overrides.num_heads=3: model.overrides.num_heads: model config: hidden_size 64 is not divisible by num_heads 3"),
+        ("? [a, b]\n: 1\n", [], "r.yaml:1: not valid YAML (a key must be a name, not a list or mapping)"),
+        (BASE, ["optimizer.eps=1" + "0" * 400], "optimizer.eps: expected a finite number"),  # past float's range
+        (BASE, ["model.preset=null", "model.init_from=''"], "model.init_from: is empty; give a model spec"),
         (BASE, ["model.overrides.hidden=64"], "model.overrides.hidden: not a model field"),
         (BASE, ["schedule.epochs[3].peak_lr=1"], "--set schedule.epochs[3].peak_lr=1: there is no item [3] to set (the list has 1)"),
         (BASE, ["schedule.epochs.peak_lr=1"], "'epochs' is not a section (it is a list: index it as epochs[0])"),

@@ -84,13 +84,26 @@ def test_plot_draws_a_png(finished_run, tmp_path):
 
     out = plot_run(finished_run, tmp_path / "curves.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
-    with pytest.raises(SutraError, match="is a directory; give a file path to write"):
+    with pytest.raises(SutraError, match="the curves are a PNG image; give a path ending in .png"):
         plot_run(finished_run, tmp_path)
+    named_like_a_png = tmp_path / "named.png"
+    named_like_a_png.mkdir()
+    with pytest.raises(SutraError, match="is a directory; give a file path to write"):
+        plot_run(finished_run, named_like_a_png)
+    metrics = (finished_run / "metrics.jsonl").read_bytes()
+    with pytest.raises(SutraError, match="give a path ending in .png"):
+        plot_run(finished_run, finished_run / "metrics.jsonl")
+    assert (finished_run / "metrics.jsonl").read_bytes() == metrics
+    with pytest.raises(SutraError, match="give a `sutra train` run directory"):
+        plot_run(finished_run / "metrics.jsonl")
     # records a hand (or another tool) wrote without every field still plot
     partial = tmp_path / "partial"
     partial.mkdir()
     (partial / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "val_loss": 1.5}\n')
     assert plot_run(partial).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (partial / "metrics.jsonl").write_bytes(b'{"step": 1, "loss": 2.0}\n\xff\n')
+    with pytest.raises(SutraError, match=r"metrics.jsonl: not a metrics file of `sutra train` \(bytes that are not UTF-8 text at offset 25\)"):
+        plot_run(partial)
 
 
 def test_nan_steps_are_skipped_then_rolled_back_to_last(tmp_path, tiny_dataset):

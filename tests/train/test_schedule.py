@@ -28,3 +28,11 @@ def test_wsd_warms_up_holds_and_decays_over_the_last_fraction():
     assert all(lr == 1e-3 for lr in lrs[5:80])
     assert all(a > b for a, b in zip(lrs[79:], lrs[80:]))
     assert lrs[-1] == pytest.approx(0.0)
+
+
+def test_a_one_step_run_trains_at_the_peak_under_either_schedule():
+    wsd = Schedule(ScheduleSection(kind="wsd", warmup_steps=0, peak_lr=1e-3, min_lr=0.0), steps_per_epoch=1, epochs=1)
+    cosine = Schedule(ScheduleSection(kind="cosine", warmup_steps=0, epochs=CARD[:1]), steps_per_epoch=1, epochs=1)
+    assert wsd.lr(0) == 1e-3 and cosine.lr(0) == 3e-4  # a decay would leave the only step at min_lr (0: no training)
+    two = Schedule(ScheduleSection(kind="wsd", warmup_steps=0, peak_lr=1e-3, min_lr=0.0), steps_per_epoch=2, epochs=1)
+    assert [two.lr(0), two.lr(1)] == [1e-3, 0.0]  # otherwise the decay keeps at least one step

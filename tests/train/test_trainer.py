@@ -52,6 +52,10 @@ def corrupt_fingerprint(tiny_dataset: Path, tmp_path: Path) -> Path:
         ({"data": {"seq_len": 100_000}}, 1, "data.seq_len: 100000 is longer than the model's context of 256 tokens"),  # not "no val window"
         ({"model": {"preset": "tiny", "overrides": {**MICRO_MODEL, "vocab_size": 1000}}}, 1,
          "model.overrides.vocab_size: the model's vocabulary of 1000 is smaller than its tokenizer's 49152"),
+        ({"model": {"preset": "tiny", "overrides": {**MICRO_MODEL, "num_layers": 10**20}}}, 1,  # (building it would never end)
+         "model.overrides: 3,699,200,000,000,000,003,145,792 parameters need"),
+        ({"model": {"preset": "tiny", "overrides": {**MICRO_MODEL, "num_layers": 10**9}}, "train": {"parallel": "fsdp"}}, 2,
+         "GiB per process over 2 processes for their fp32 weights, gradients and AdamW moments, more than the"),
         ({"data": {"path": "/nonexistent/data"}}, 1, "data.path: /nonexistent/data does not exist; prepare it with `sutra data prepare`"),
         ({"data": "other-tokenizer"}, 1, "re-prepare the data with the model's tokenizer"),
         ({"train": {"steps_per_epoch": 10_000}}, 1, "train.steps_per_epoch: 10000 steps exceed the"),
@@ -91,6 +95,9 @@ def test_cli_reports_user_errors_in_one_line(tmp_path, tiny_dataset):
     assert result.returncode == 2 and "not a run directory" in result.stderr
     result = run_sutra("train", "--resume", str(tmp_path / "nowhere"), "--init-from", "smollm2-135m-instruct")
     assert result.returncode == 2 and "a resumed run continues from its own `last` checkpoint (drop --init-from)" in result.stderr
+    result = run_sutra("train", str(path), "--init-from", "")  # e.g. an unset "$CHECKPOINT": not a run from scratch
+    assert result.returncode == 2 and "--init-from '': model.init_from: is empty; give a model spec" in result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 
