@@ -14,6 +14,9 @@ def register(subparsers) -> None:
     p.add_argument("--data", default="store", choices=["store", "hub"], help="benchmark data: the offline store (default) or the hub, as lm-eval loads it")
     p.add_argument("--perplexity", metavar="DATA_DIR", default=None, help="also report token perplexity on this prepared dataset's val split")
     p.add_argument("--seq-len", type=positive_int, default=None, help="perplexity window (default: 2048 or the model's context if smaller)")
+    p.add_argument("--attention", choices=["document", "causal"], default="document",
+                   help="perplexity: attention inside each document (default), or across the documents packed into a window, as a "
+                        "run with train.attention=causal validates")
     p.add_argument("--max-windows", type=positive_int, default=None, help="perplexity: score N validation windows spread evenly over the split")
     p.add_argument("--out", default=None, help="write the results JSON here; answers are journalled beside it as they come, "
                                                 "so a killed run given the same --out resumes where it stopped")
@@ -99,9 +102,11 @@ def cmd_eval(args) -> int:
         loaded = load_model(args.spec, device=device, dtype=dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32))
         results.setdefault("model", {"spec": args.spec, "source": loaded.source, "config": loaded.model.config.to_dict(),
                                      "weights_sha256": loaded.weights_sha256})
-        results["perplexity"] = perplexity(loaded, args.perplexity, seq_len=args.seq_len, batch_size=max(1, args.batch_size // 4), max_windows=args.max_windows)
+        results["perplexity"] = perplexity(loaded, args.perplexity, seq_len=args.seq_len, batch_size=max(1, args.batch_size // 4),
+                                           max_windows=args.max_windows, attention=args.attention)
         ppl = results["perplexity"]
-        print(f"validation perplexity {ppl['perplexity']:.3f} over {ppl['tokens']:,} tokens ({ppl['windows']} windows of {ppl['seq_len']})")
+        print(f"validation perplexity {ppl['perplexity']:.3f} over {ppl['tokens']:,} tokens ({ppl['windows']} windows of {ppl['seq_len']}, "
+              f"{args.attention} attention)")
     if args.out:
         results.setdefault("format", "sutra-eval-results")
         results.setdefault("tasks", {})

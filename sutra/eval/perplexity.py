@@ -1,8 +1,10 @@
 """Token-level perplexity on a prepared dataset's validation split (the number the card tracks per epoch).
 
 Every validation window is scored once, in order, through the training data path
-(sutra.data.loader.TokenLoader, split "val"): attention stays inside each document, as in
-training, and perplexity = exp(summed next-token cross-entropy / scored tokens).
+(sutra.data.loader.TokenLoader, split "val"), and perplexity = exp(summed next-token cross-entropy
+/ scored tokens). Attention stays inside each document by default (`train.attention: document`);
+`attention="causal"` lets it cross the documents packed into a window, as a causal run trains and
+validates (its logged val_ppl is this figure).
 """
 
 import math
@@ -20,7 +22,8 @@ def perplexity_of(loss: float) -> float:
 
 
 @torch.inference_mode()
-def perplexity(loaded, data_dir: str, seq_len: int | None = None, batch_size: int = 8, max_windows: int | None = None) -> dict:
+def perplexity(loaded, data_dir: str, seq_len: int | None = None, batch_size: int = 8, max_windows: int | None = None,
+               attention: str = "document") -> dict:
     from sutra.data.loader import TokenLoader
 
     for name, value in (("seq_len", seq_len), ("batch_size", batch_size), ("max_windows", max_windows)):
@@ -41,7 +44,7 @@ def perplexity(loaded, data_dir: str, seq_len: int | None = None, batch_size: in
     started = time.time()
     for batch in loader.iter_eval(max_windows=max_windows):
         batch = batch.to(device)
-        loss = model(batch.inputs, batch.targets, doc_ids=batch.doc_ids)
+        loss = model(batch.inputs, batch.targets, doc_ids=batch.doc_ids if attention == "document" else None)
         total_nll += float(loss) * batch.targets.numel()
         tokens += batch.targets.numel()
         windows += batch.inputs.shape[0]
@@ -54,5 +57,6 @@ def perplexity(loaded, data_dir: str, seq_len: int | None = None, batch_size: in
         "windows": windows,
         "windows_in_split": loader.windows_per_epoch,
         "seq_len": seq_len,
+        "attention": attention,
         "seconds": round(time.time() - started, 1),
     }

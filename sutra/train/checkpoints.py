@@ -35,7 +35,7 @@ class CheckpointStore:
     def step_dir(self, step: int) -> Path:
         return self.root / f"step-{step:08d}"
 
-    def write(self, step: int, model, tokenizer, training: dict, trainer_state: dict, weights: dict | None = None) -> Path:
+    def write(self, step: int, model, tokenizer, eos_token_ids: list[int], training: dict, trainer_state: dict, weights: dict | None = None) -> Path:
         """The checkpoint of `step`; written once (a step's weights never change after it). `weights`:
         the model's full state when the model itself holds only a shard of it."""
         from sutra.model.checkpoint import save_checkpoint
@@ -46,10 +46,8 @@ class CheckpointStore:
                 with atomic_open(target / TRAINER_STATE) as f:
                     torch.save(trainer_state, f)
             return target
-        # generation stops where the training documents ended too (an Instruct tokenizer's eos is <|im_end|>)
-        eos = list(dict.fromkeys([tokenizer.eos_id, tokenizer.document_separator_id]))
         with atomic_directory(target) as tmp:
-            save_checkpoint(tmp, model, tokenizer, extra={"training": training, "eos_token_ids": eos}, weights=weights)
+            save_checkpoint(tmp, model, tokenizer, extra={"training": training, "eos_token_ids": eos_token_ids}, weights=weights)
             torch.save(trainer_state, tmp / TRAINER_STATE)
         return target
 

@@ -14,6 +14,7 @@ norm and stop votes are copied to the host behind its kernels and read one step 
 device runs the next step. Everything is read before a log line, evaluation or checkpoint.
 """
 
+import errno
 import json
 import math
 import os
@@ -205,7 +206,10 @@ class Trainer:
         loader_args = dict(seq_len=r.data.seq_len, micro_batch=t.micro_batch, rank=self.dist.rank, world_size=world, seed=r.data.seed)
         self.train_loader = TokenLoader(data_path, "train", **loader_args)
         self.val_loader = TokenLoader(data_path, "val", **loader_args)
-        config, self.tokenizer, init_weights = self._model_source(resume)
+        config, self.tokenizer, init_weights, model_eos = self._model_source(resume)
+        # generation from the checkpoints stops at the model's own end tokens and where the training
+        # documents ended (an Instruct tokenizer's eos is <|im_end|>, the separator <|endoftext|>)
+        self.eos_token_ids = list(dict.fromkeys([*model_eos, self.tokenizer.eos_id, self.tokenizer.document_separator_id]))
         self._check_fits(config)
         if r.data.seq_len > config.max_seq_len:
             raise r.error("data.seq_len", f"{r.data.seq_len} is longer than the model's context of {config.max_seq_len} tokens")
@@ -267,7 +271,7 @@ class Trainer:
         self.peak_tflops = r.logging.peak_tflops or device_peak_tflops(self.device)
 
     def _model_source(self, resume: bool):
-        """(config, tokenizer, model or None): from the preset, or the weights of model.init_from.
+        """(config, tokenizer, model or None, the model's end-of-text ids): from the preset, or model.init_from.
 
         A resumed init_from run takes them from its own `last`, so the source need not load any more
         (a deleted run directory, a hub id while offline)."""
@@ -280,8 +284,8 @@ class Trainer:
 
             last = self.store.resolve(LAST) if resume else None
             loaded = load_model(str(last) if last else m.init_from, device="cpu", dtype=torch.float32)
-            return loaded.model.config, loaded.tokenizer, loaded.model
-        return get_preset(m.preset).replace(**m.overrides), load_tokenizer(), None  # (checked with the recipe)
+            return loaded.model.config, loaded.tokenizer, loaded.model, loaded.eos_token_ids
+        return get_preset(m.preset).replace(**m.overrides), load_tokenizer(), None, []  # (checked with the recipe)
 
     def _check_fits(self, config) -> None:
         """Refuse a model whose fp32 training state (weights, gradients, two AdamW moments: 16 bytes a
@@ -391,6 +395,7 @@ class Trainer:
             raise self.recipe.error(key, f"{now.get(key)!r} here, but the run's checkpoints were trained with {then.get(key)!r}; "
                                     f"a resumed run keeps its recipe. Restore the value, or start a new run from these weights: "
                                     f"sutra train RECIPE.yaml --init-from {self.run_dir / LAST}")
+        changed = [key for key in changed if key != "run_dir"]  # (set to the directory resumed from: the run may have moved)
         if changed:
             self._say("recipe changed since the checkpoint: " + ", ".join(f"{k} {then.get(k)!r} -> {now.get(k)!r}" for k in changed))
 
@@ -420,7 +425,7 @@ class Trainer:
             if self.device.type == "cuda":
                 trainer_state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
             with self._writing(f"the checkpoint of step {self.progress.step}"):
-                self.store.write(self.progress.step, self.model, self.tokenizer, training, trainer_state, weights)
+                self.store.write(self.progress.step, self.model, self.tokenizer, self.eos_token_ids, training, trainer_state, weights)
                 for name in names:
                     self.store.point(name, self.progress.step)
                 self.store.collect_garbage()  # e.g. the previous e{epoch}-best
@@ -500,38 +505,40 @@ class Trainer:
         self._announce()
         if self.progress.step == 0:
             self._log({"step": 0, "epoch": 0.0, "tokens": 0, **self._evaluate()})
-        bar = tqdm(total=total, initial=self.progress.step, unit="step", dynamic_ncols=True, disable=not self.dist.is_main, file=sys.stderr,
-                   mininterval=0.5 if sys.stderr.isatty() else 30)  # a log file gets a line every 30 s, not every step
-        while self.progress.step < total:
-            step = self.progress.step
-            started = time.perf_counter()
-            flops = self._train_step(step)
-            self.window.add_step(self.tokens_per_step, flops)
-            self.progress.step += 1
-            self.progress.tokens += self.tokens_per_step
-            done = self.progress.step
-            self._settle(keep=1)  # the previous step's numbers: the device runs this step meanwhile
-            stop_reason = (self.stop_signal or "a stop on another process") if self.stopping else "--stop-after" if stop_after is not None and done >= stop_after else None
-            log_due = done % self.recipe.logging.every_steps == 0 or done == total
-            if log_due or self._checkpoint_due(done):
-                self._settle(keep=0)
-            elif stop_reason:  # reads this step early, which the run without the stop does not: a rollback waits
-                self._settle(keep=0, defer_rollback=True)
-            self.window.seconds += time.perf_counter() - started
-            bar.set_postfix_str(self._postfix(), refresh=False)  # before update(), which draws the bar
-            bar.update(1)
-            if log_due:
-                self._log({"step": done, "epoch": done / spe, "tokens": self.progress.tokens, **self.window.summary(self.peak_tflops),
-                           "lr": self.schedule.lr(step), "grad_norm": self.last_grad_norm, "skipped_steps": self.progress.skipped_steps})
-                self.window = _Window(last_loss=self.window.last_loss)
-            self._after_step(done)
-            if stop_reason and done < total:
-                self._save((done - 1) // spe + 1, None, final=False, last=True)
-                bar.close()
-                self._say(f"stopped after step {done} of {total} ({stop_reason}), `last` saved; continue with `sutra train --resume {self.run_dir}`")
-                return
-        bar.close()
-        self._say(self._summary())
+        stop_reason = None
+        # a context, so an error closes the bar first and its message starts a line of its own
+        with tqdm(total=total, initial=self.progress.step, unit="step", dynamic_ncols=True, disable=not self.dist.is_main, file=sys.stderr,
+                  mininterval=0.5 if sys.stderr.isatty() else 30) as bar:  # a log file gets a line every 30 s, not every step
+            while self.progress.step < total:
+                step = self.progress.step
+                started = time.perf_counter()
+                flops = self._train_step(step)
+                self.window.add_step(self.tokens_per_step, flops)
+                self.progress.step += 1
+                self.progress.tokens += self.tokens_per_step
+                done = self.progress.step
+                self._settle(keep=1)  # the previous step's numbers: the device runs this step meanwhile
+                stop_reason = (self.stop_signal or "a stop on another process") if self.stopping else "--stop-after" if stop_after is not None and done >= stop_after else None
+                log_due = done % self.recipe.logging.every_steps == 0 or done == total
+                if log_due or self._checkpoint_due(done):
+                    self._settle(keep=0)
+                elif stop_reason:  # reads this step early, which the run without the stop does not: a rollback waits
+                    self._settle(keep=0, defer_rollback=True)
+                self.window.seconds += time.perf_counter() - started
+                bar.set_postfix_str(self._postfix(), refresh=False)  # before update(), which draws the bar
+                bar.update(1)
+                if log_due:
+                    self._log({"step": done, "epoch": done / spe, "tokens": self.progress.tokens, **self.window.summary(self.peak_tflops),
+                               "lr": self.schedule.lr(step), "grad_norm": self.last_grad_norm, "skipped_steps": self.progress.skipped_steps})
+                    self.window = _Window(last_loss=self.window.last_loss)
+                self._after_step(done)
+                if stop_reason and done < total:
+                    self._save((done - 1) // spe + 1, None, final=False, last=True)
+                    break
+        if self.progress.step < total:
+            self._say(f"stopped after step {self.progress.step} of {total} ({stop_reason}), `last` saved; continue with `sutra train --resume {self.run_dir}`")
+        else:
+            self._say(self._summary())
 
     def _checkpoint_due(self, done: int) -> bool:
         """Whether step `done` evaluates or checkpoints (an epoch end does both)."""
@@ -662,11 +669,17 @@ class Trainer:
 
     def _out_of_memory(self) -> SutraError:
         t = self.recipe.train
+        factor = next(f for f in range(2, t.micro_batch + 2) if t.micro_batch % f == 0 or f > t.micro_batch)
+        knobs = (f"lower train.micro_batch and raise train.grad_accum by the same factor to keep the global batch "
+                 f"(e.g. --set train.micro_batch={t.micro_batch // factor} --set train.grad_accum={t.grad_accum * factor}), or shorten data.seq_len"
+                 if t.micro_batch > 1 else "train.micro_batch is 1 already: shorten data.seq_len")
+        shards = self.dist.world_size if self.sharded else 1
+        state = 16 * self.config.num_parameters / shards / 2**20
         return SutraError(
-            f"out of memory on {self.device} with train.micro_batch={t.micro_batch} x data.seq_len={self.recipe.data.seq_len}: "
-            f"lower train.micro_batch and raise train.grad_accum by the same factor to keep the global batch "
-            f"(e.g. --set train.micro_batch={max(1, t.micro_batch // 2)} --set train.grad_accum={t.grad_accum * 2}), or shorten data.seq_len"
+            f"out of memory on {self.device} with train.micro_batch={t.micro_batch} x data.seq_len={self.recipe.data.seq_len}: {knobs}"
             + ("; train.attention=document and train.precision=bf16 also use less memory" if self.device.type == "cuda" else "")
+            + f". The weights, gradients and AdamW moments alone take {state:,.0f} MiB" + " per process" * (shards > 1)
+            + ": if that is near the memory there, choose a smaller model" + " or train.parallel=fsdp" * (self.dist.active and not self.sharded)
             + " (the run directory has no checkpoint yet, so the same run_dir can start again)" * (self.store.resolve(LAST) is None)
         )
 
@@ -724,7 +737,8 @@ class Trainer:
     def _postfix(self) -> str:
         summary = self.window.summary(self.peak_tflops)
         mfu = f" mfu {summary['mfu']:.1%}" if summary["mfu"] is not None else f" {summary['tflops']:.2f} TFLOP/s"
-        return f"loss {self.window.last_loss:.4f} {summary['tokens_per_s']:,.0f} tok/s{mfu}"
+        loss = "-" if self.window.last_loss is None else f"{self.window.last_loss:.4f}"  # (a step's loss is read a step later)
+        return f"loss {loss} {summary['tokens_per_s']:,.0f} tok/s{mfu}"
 
     def _log(self, record: dict) -> None:
         if self.log:
@@ -739,8 +753,10 @@ class Trainer:
             yield
         except WRITE_ERRORS as exc:
             again = f"continue with `sutra train --resume {self.run_dir}`" if (self.run_dir / RECIPE_FILE).is_file() else "run the command again"
-            raise SutraError(f"{self.run_dir}: could not write {what} ({exc}); the checkpoints written before are intact. "
-                             f"Make room there, then {again}") from None
+            full = not isinstance(exc, OSError) or exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # (the others' causes are in their text)
+            fix = "make room there" if full else f"make {self.run_dir} a directory this user can write"
+            kept = "; the checkpoints written before are intact" if self.store.names() else ""
+            raise SutraError(f"{self.run_dir}: could not write {what} ({exc}){kept}. {fix[0].upper()}{fix[1:]}, then {again}") from None
 
     def _say(self, message: str) -> None:
         if self.dist.is_main:
@@ -786,7 +802,7 @@ class _Window:
     tokens: int = 0
     flops: float = 0.0
     seconds: float = 0.0
-    last_loss: float = float("nan")  # the progress bar's loss (carried into the next window until it has its own)
+    last_loss: float | None = None  # the progress bar's loss (carried into the next window until it has its own; None: none read yet)
 
     def add_step(self, tokens: int, flops: float) -> None:
         self.tokens, self.flops = self.tokens + tokens, self.flops + flops

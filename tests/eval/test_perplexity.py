@@ -45,6 +45,22 @@ def test_perplexity_is_exp_of_mean_token_loss_over_every_window(tiny_model, toke
     assert math.isclose(result["perplexity"], math.exp(total / count), rel_tol=1e-5)
 
 
+def test_causal_attention_scores_across_the_documents_of_a_window_as_a_causal_run_validates(tiny_model, tokenizer, tmp_path):
+    data = prepared(tmp_path / "data", tokenizer)
+    loaded = load_model(str(tiny_model[0]))
+    causal = perplexity(loaded, str(data), seq_len=32, batch_size=3, attention="causal")
+    document = perplexity(loaded, str(data), seq_len=32, batch_size=3)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in TokenLoader(data, split="val", seq_len=32, micro_batch=100).iter_eval():
+            logits = loaded.model(batch.inputs)  # one causal mask over the whole window
+            total += float(F.cross_entropy(logits.flatten(0, 1).float(), batch.targets.flatten(), reduction="sum"))
+            count += batch.targets.numel()
+    assert math.isclose(causal["perplexity"], math.exp(total / count), rel_tol=1e-5)
+    assert (causal["attention"], document["attention"]) == ("causal", "document")
+    assert not math.isclose(causal["perplexity"], document["perplexity"], rel_tol=1e-4)  # the windows do hold several documents
+
+
 def test_cli_writes_perplexity_with_token_count(tiny_model, tokenizer, tmp_path):
     data = prepared(tmp_path / "data", tokenizer)
     out = tmp_path / "r.json"

@@ -417,6 +417,13 @@ def test_out_of_memory_anywhere_in_a_step_names_the_knobs(tmp_path, tiny_dataset
     assert load_recipe(tmp_path / "run" / "recipe.yaml").train.micro_batch == 1 and [r["step"] for r in records(tmp_path / "run")] == [0, 1]
     with pytest.raises(SutraError, match="already holds a run"):  # one with a checkpoint is kept
         Trainer(load_recipe(tmp_path / "r.yaml"), resume=False, dist_info=CPU)
+    # at micro-batch 1 the advice is the sequence, and the size of the state no batch changes
+    resumed = Trainer(load_recipe(tmp_path / "run" / "recipe.yaml"), resume=True, dist_info=CPU)
+    monkeypatch.setattr(resumed, "compiled", out_of_memory)
+    with pytest.raises(SutraError, match=r"train.micro_batch is 1 already: shorten data.seq_len\. The weights, gradients and AdamW "
+                                         r"moments alone take 49 MiB: if that is near the memory there, choose a smaller model$"):
+        resumed.run()
+    resumed.close()
 
 
 @pytest.mark.cuda
@@ -471,7 +478,12 @@ def test_init_from_continues_pretraining_from_a_checkpoint(finished_run, tmp_pat
                           schedule={"warmup_steps": 1, "epochs": [{"peak_lr": 1e-3, "min_lr": 1e-4}]})
     path = write_recipe(tmp_path / "r.yaml", recipe)
     checkpoint = shutil.copytree(finished_run / "e2-final", tmp_path / "checkpoint #2")  # as typed, not YAML (# starts a comment there)
+    info = json.loads((checkpoint / "sutra.json").read_text())
+    (checkpoint / "sutra.json").write_text(json.dumps({**info, "eos_token_ids": [13, 0]}))  # a model with an end token of its own
     assert main(["train", str(path), "--init-from", str(checkpoint)]) == 0
+    from sutra.model.checkpoint import load_model
+
+    assert load_model(str(tmp_path / "run" / "e1-final")).eos_token_ids == [13, 0]  # kept, beside the tokenizer's (0)
     start = next(r for r in records(tmp_path / "run") if "val_loss" in r)
     source = next(r for r in records(finished_run) if r.get("step") == 8 and "val_loss" in r)
     assert start["step"] == 0 and start["val_loss"] == pytest.approx(source["val_loss"], rel=1e-6), "step 0 evaluates the loaded weights"
@@ -536,6 +548,9 @@ def test_progress_bar_keeps_the_last_loss_across_a_log_line(tmp_path, tiny_datas
                           schedule={"warmup_steps": 1, "epochs": [{"peak_lr": 1e-3, "min_lr": 1e-4}]}, logging={"every_steps": 1})
     trainer = start(recipe, tmp_path / "r.yaml")
     trainer.run()
+    fresh = Trainer(load_recipe(tmp_path / "r.yaml", ["run_dir=" + str(tmp_path / "fresh")]), resume=False, dist_info=CPU)
+    assert fresh._postfix().startswith("loss - ")  # no loss read yet: not nan, which reads as a diverged step
+    fresh.close()
     last_logged = [r["loss"] for r in records(tmp_path / "run") if "loss" in r][-1]
     assert trainer.window.losses == [] and trainer._postfix().startswith(f"loss {last_logged:.4f} ")
     trainer.close()

@@ -10,7 +10,7 @@ import torch
 from sutra_testing import run_sutra
 from sutra.errors import SutraError
 from sutra.train.recipe import load_recipe
-from sutra.train.trainer import Distributed, Trainer
+from sutra.train.trainer import Distributed, Trainer, train
 from train_helpers import MICRO_MODEL, micro_recipe, tiny_dataset, write_recipe  # noqa: F401 (fixture)
 
 CPU = Distributed(rank=0, world_size=1, device=torch.device("cpu"))
@@ -137,12 +137,23 @@ def test_resume_refuses_an_edited_recipe_and_a_missing_last_without_removing_any
     resumed.close()
     err = capsys.readouterr().err
     assert "recipe changed since the checkpoint: data.path" in err and "eval.every_steps 4 -> 8" in err
+    # a run directory copied or moved is resumed from where it is now, which is no change of recipe
+    train(None, [], str(shutil.copytree(run, tmp_path / "run-moved", symlinks=True)), stop_after=4)
+    err = capsys.readouterr().err
+    assert "already at step 4" in err and "recipe changed since the checkpoint: data.path" in err and "run_dir" not in err
     # without `last` the run is not restarted over its checkpoints
     before = sorted(p.name for p in (run / "checkpoints").iterdir())
     (run / "last").unlink()
     with pytest.raises(SutraError, match=r"the run has checkpoints \(e1-best, last-good\) but no `last` to resume from; nothing was changed"):
         Trainer(load_recipe(run / "recipe.yaml"), resume=True, dist_info=CPU)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+
+
+def test_a_run_dir_that_cannot_be_written_is_one_message_with_its_cause(tmp_path, tiny_dataset):
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", micro_recipe(tiny_dataset, Path("/proc/sutra-run"))))  # (not even root writes there)
+    with pytest.raises(SutraError, match=r"^/proc/sutra-run: could not write recipe.yaml \(\[Errno \d+\] .*\)\. "
+                                         r"Make /proc/sutra-run a directory this user can write, then run the command again$"):
+        Trainer(recipe, resume=False, dist_info=CPU)
 
 
 def test_init_from_refuses_a_set_of_the_model(tmp_path, tiny_dataset):
