@@ -84,7 +84,10 @@ class MetricsLog:
                     self.writer.add_scalar(key, value, record["step"])
 
     def close(self) -> None:
-        self.file.close()
+        try:
+            self.file.close()
+        except OSError:  # every write is flushed: what is left is a line whose write failed, and was reported
+            pass
         if self.writer:
             self.writer.close()
 

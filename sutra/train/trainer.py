@@ -741,9 +741,13 @@ class Trainer:
         return f"loss {loss} {summary['tokens_per_s']:,.0f} tok/s{mfu}"
 
     def _log(self, record: dict) -> None:
-        if self.log:
+        """Rank 0 appends `record`; every process calls this at the same points (it is a collective
+        under torchrun: they learn whether the write worked), where the host has waited for the device anyway."""
+        def write() -> None:
             with self._writing(METRICS_FILE):
                 self.log.write(record)
+
+        self.dist.on_main(write)
 
     @contextmanager
     def _writing(self, what: str):

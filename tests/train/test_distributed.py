@@ -99,10 +99,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def full_disk() -> None:
-    """Files of at most 4 MB, as on a nearly full disk: the micro model's weights take 12 MB (Python
-    ignores SIGXFSZ, so a longer write fails with EFBIG)."""
-    resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20))
+def files_of_at_most(size: int):
+    """A process whose files stop at `size` bytes, as on a nearly full disk (Python ignores SIGXFSZ,
+    so a longer write fails with EFBIG)."""
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
 
 
 @pytest.mark.slow
@@ -113,7 +113,8 @@ def test_a_checkpoint_rank_0_cannot_write_stops_the_other_nodes_with_its_reason(
     path = write_recipe(tmp_path / "micro.yaml", recipe)
     launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={free_port()}"]
     nodes = [subprocess.Popen([*launch, f"--node_rank={rank}", "-m", "sutra", "train", str(path)], cwd=REPO, env=ENV, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=full_disk if rank == 0 else None) for rank in (0, 1)]
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=files_of_at_most(4 << 20) if rank == 0 else None)  # the weights take 12 MB
+             for rank in (0, 1)]
     (_, first), (_, second) = [node.communicate(timeout=300) for node in nodes]
 
     assert nodes[0].returncode != 0 and nodes[1].returncode != 0
@@ -128,3 +129,16 @@ def test_a_checkpoint_rank_0_cannot_write_stops_the_other_nodes_with_its_reason(
 
     resumed = run(sys.executable, "-m", "sutra", "train", "--resume", str(run_dir))  # with room again: no checkpoint yet, so from the start
     assert "done: 6 steps" in resumed.stderr and (run_dir / "e1-best").is_dir()
+
+
+def test_a_metrics_line_that_cannot_be_written_stops_the_run_with_its_reason(tmp_path, tiny_dataset):
+    recipe = micro_recipe(tiny_dataset, tmp_path / "run", train={"epochs": 1, "steps_per_epoch": 30}, eval={"every_steps": 100}, checkpoint={"every_steps": 100},
+                          schedule={"warmup_steps": 1, "epochs": [{"peak_lr": 1e-3, "min_lr": 1e-4}]}, logging={"every_steps": 1})
+    path = write_recipe(tmp_path / "micro.yaml", recipe)
+    result = subprocess.run([sys.executable, "-m", "sutra", "train", str(path)], cwd=REPO, env=ENV, capture_output=True, text=True,
+                            timeout=300, preexec_fn=files_of_at_most(3000))  # the recipe fits; some 15 metrics lines do
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert re.search(r"sutra: error: \S+/run: could not write metrics.jsonl \(\[Errno 27\] File too large\)\. "
+                     r"Make room there, then continue with `sutra train --resume \S+/run`", result.stderr), result.stderr[-2000:]
+    written = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert 2000 < len(written) <= 3000 and not list((tmp_path / "run" / "checkpoints").glob("*"))
