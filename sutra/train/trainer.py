@@ -287,16 +287,20 @@ class Trainer:
             return loaded.model.config, loaded.tokenizer, loaded.model, loaded.eos_token_ids
         return get_preset(m.preset).replace(**m.overrides), load_tokenizer(), None, []  # (checked with the recipe)
 
+    def _training_state(self, config) -> tuple[float, int]:
+        """(bytes on each process, processes sharing it) of the fp32 weights, gradients and two AdamW
+        moments: 16 bytes a parameter, split under FSDP."""
+        shards = self.dist.world_size if self.recipe.train.parallel == "fsdp" else 1
+        return 16 * config.num_parameters / shards, shards
+
     def _check_fits(self, config) -> None:
-        """Refuse a model whose fp32 training state (weights, gradients, two AdamW moments: 16 bytes a
-        parameter) cannot fit this process's device, before building it: a huge override would
-        otherwise end in an allocator's traceback, or build layers for hours."""
+        """Refuse a model whose training state cannot fit this process's device, before building it:
+        a huge override would otherwise end in an allocator's traceback, or build layers for hours."""
         if self.device.type == "cuda":
             where, memory = torch.cuda.get_device_name(self.device), torch.cuda.get_device_properties(self.device).total_memory
         else:
             where, memory = "this machine's memory", os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        shards = self.dist.world_size if self.recipe.train.parallel == "fsdp" else 1
-        needed = 16 * config.num_parameters / shards
+        needed, shards = self._training_state(config)
         if needed > memory:
             per = f" per process over {shards} processes" if shards > 1 else ""
             raise self.recipe.error("model.overrides" if self.recipe.model.overrides else "model",
@@ -669,16 +673,17 @@ class Trainer:
 
     def _out_of_memory(self) -> SutraError:
         t = self.recipe.train
-        factor = next(f for f in range(2, t.micro_batch + 2) if t.micro_batch % f == 0 or f > t.micro_batch)
-        knobs = (f"lower train.micro_batch and raise train.grad_accum by the same factor to keep the global batch "
-                 f"(e.g. --set train.micro_batch={t.micro_batch // factor} --set train.grad_accum={t.grad_accum * factor}), or shorten data.seq_len"
-                 if t.micro_batch > 1 else "train.micro_batch is 1 already: shorten data.seq_len")
-        shards = self.dist.world_size if self.sharded else 1
-        state = 16 * self.config.num_parameters / shards / 2**20
+        if t.micro_batch > 1:
+            factor = next(f for f in range(2, t.micro_batch + 1) if t.micro_batch % f == 0)  # a divisor: the global batch stays
+            knobs = (f"lower train.micro_batch and raise train.grad_accum by the same factor to keep the global batch "
+                     f"(e.g. --set train.micro_batch={t.micro_batch // factor} --set train.grad_accum={t.grad_accum * factor}), or shorten data.seq_len")
+        else:
+            knobs = "train.micro_batch is 1 already: shorten data.seq_len"
+        state, shards = self._training_state(self.config)
         return SutraError(
             f"out of memory on {self.device} with train.micro_batch={t.micro_batch} x data.seq_len={self.recipe.data.seq_len}: {knobs}"
             + ("; train.attention=document and train.precision=bf16 also use less memory" if self.device.type == "cuda" else "")
-            + f". The weights, gradients and AdamW moments alone take {state:,.0f} MiB" + " per process" * (shards > 1)
+            + f". The weights, gradients and AdamW moments alone take {state / 2**20:,.0f} MiB" + " per process" * (shards > 1)
             + ": if that is near the memory there, choose a smaller model" + " or train.parallel=fsdp" * (self.dist.active and not self.sharded)
             + " (the run directory has no checkpoint yet, so the same run_dir can start again)" * (self.store.resolve(LAST) is None)
         )
@@ -758,9 +763,9 @@ class Trainer:
         except WRITE_ERRORS as exc:
             again = f"continue with `sutra train --resume {self.run_dir}`" if (self.run_dir / RECIPE_FILE).is_file() else "run the command again"
             full = not isinstance(exc, OSError) or exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # (the others' causes are in their text)
-            fix = "make room there" if full else f"make {self.run_dir} a directory this user can write"
+            fix = "Make room there" if full else f"Make {self.run_dir} a directory this user can write"
             kept = "; the checkpoints written before are intact" if self.store.names() else ""
-            raise SutraError(f"{self.run_dir}: could not write {what} ({exc}){kept}. {fix[0].upper()}{fix[1:]}, then {again}") from None
+            raise SutraError(f"{self.run_dir}: could not write {what} ({exc}){kept}. {fix}, then {again}") from None
 
     def _say(self, message: str) -> None:
         if self.dist.is_main:
