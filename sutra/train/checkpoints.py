@@ -110,9 +110,12 @@ class CheckpointStore:
 
 
 def load_trainer_state(checkpoint: Path) -> dict:
+    """The optimizer state, RNG and counters of `checkpoint`, mapped from the file rather than read
+    into memory: under torchrun every process of a node loads the same file, and mapped pages are
+    the page cache's one copy, not one copy a process (13.6 GB each for the AdamW moments of a 1.7B model)."""
     path = checkpoint / TRAINER_STATE
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except FileNotFoundError:
         raise SutraError(f"{path}: missing; this checkpoint cannot resume training (it is still a loadable model)") from None
     except Exception as exc:  # a corrupt pickle raises many kinds of errors

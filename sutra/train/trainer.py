@@ -453,7 +453,9 @@ class Trainer:
         from safetensors.torch import load_file
 
         checkpoint = self.store.resolve(name)
-        weights = load_file(checkpoint / "model.safetensors", device=str(self.device))
+        # sharded, every process reads the whole file: mapped on the host (safetensors maps CPU
+        # loads), each keeps its shard, one tensor at a time on the device, never all of them
+        weights = load_file(checkpoint / "model.safetensors", device="cpu" if self.sharded else str(self.device))
         state = load_trainer_state(checkpoint)
         if self.sharded:
             from sutra.train.sharding import load_full_state

@@ -70,6 +70,18 @@ def test_best_and_final_checkpoints_follow_validation_perplexity(finished_run):
     assert {p.name for p in (finished_run / "checkpoints").iterdir() if (p / "trainer_state.pt").is_file()} == resumable
 
 
+def test_the_trainer_state_is_mapped_from_its_file_not_read_into_memory(finished_run):
+    """Every process of a node resuming from one file shares the page cache's copy of it."""
+    from sutra.train.checkpoints import load_trainer_state
+
+    file = (finished_run / "last" / "trainer_state.pt").resolve()
+    state = load_trainer_state(finished_run / "last")
+    assert str(file) in Path("/proc/self/maps").read_text()
+    read = torch.load(file, weights_only=True)
+    moments = [(state["optimizer"]["state"][i]["exp_avg"], read["optimizer"]["state"][i]["exp_avg"]) for i in read["optimizer"]["state"]]
+    assert moments and all(torch.equal(a, b) for a, b in moments)
+
+
 def test_checkpoints_load_as_model_specs_and_generate(finished_run):
     from sutra.model.checkpoint import load_model
 
