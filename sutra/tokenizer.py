@@ -65,18 +65,28 @@ def _build_tokenizer(out: Path) -> dict:
     return {"vocab_size": loaded.vocab_size, "fingerprint": loaded.fingerprint, "source": SMOLLM2_WHEEL}
 
 
+def fast_tokenizer(file: str | os.PathLike):
+    """A tokenizer.json as `tokenizers` loads it, but with truncation and padding off: one saved with
+    them on (some hub tokenizers are) would cut every document at max_length and pad short ones,
+    and Sutra always wants a text's own ids."""
+    from tokenizers import Tokenizer as FastTokenizer
+
+    backend = FastTokenizer.from_file(str(file))
+    backend.no_truncation()
+    backend.no_padding()
+    return backend
+
+
 class Tokenizer:
     """A tokenizer directory (tokenizer.json + tokenizer_config.json), fast through `tokenizers`."""
 
     def __init__(self, directory: str | os.PathLike):
-        from tokenizers import Tokenizer as FastTokenizer
-
         self.directory = Path(directory)
         file = self.directory / "tokenizer.json"
         if not file.is_file():
             raise SutraError(f"{self.directory}: no tokenizer.json; pass a tokenizer directory or run 'sutra assets fetch {DEFAULT_TOKENIZER}'")
         try:
-            self.backend = FastTokenizer.from_file(str(file))
+            self.backend = fast_tokenizer(file)
         except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
             raise SutraError(f"{file}: not a valid tokenizer file ({exc}); re-create it") from None
         config_file = self.directory / "tokenizer_config.json"

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from sutra.errors import SutraError
@@ -29,6 +31,33 @@ def test_tokenizer_from_directory_and_file_matches_asset(tokenizer, tmp_path):
     tokenizer.save(tmp_path)
     assert load_tokenizer(tmp_path).fingerprint == tokenizer.fingerprint
     assert load_tokenizer(tmp_path / "tokenizer.json").encode("x y z") == tokenizer.encode("x y z")
+
+
+def test_a_tokenizer_saved_with_truncation_and_padding_still_gives_every_id(tokenizer, tmp_path):
+    """As `sutra data prepare` reads it too: whole documents, not cut at max_length and padded."""
+    import json
+
+    import numpy as np
+
+    from sutra.data.prepare import PrepareConfig, prepare
+
+    saved_with = tmp_path / "tokenizer"
+    tokenizer.save(saved_with)
+    saved = json.loads((saved_with / "tokenizer.json").read_text())
+    saved["truncation"] = {"direction": "Right", "max_length": 8, "strategy": "LongestFirst", "stride": 0}
+    saved["padding"] = {"strategy": {"Fixed": 16}, "direction": "Right", "pad_to_multiple_of": None, "pad_id": 0, "pad_type_id": 0, "pad_token": "<|endoftext|>"}
+    (saved_with / "tokenizer.json").write_text(json.dumps(saved))
+    texts = ["The quick brown fox jumps over the lazy dog and keeps on running far away.", "hi"]
+    reloaded = load_tokenizer(saved_with)
+    assert [reloaded.encode(t) for t in texts] == reloaded.encode_batch(texts) == [tokenizer.encode(t) for t in texts]
+    assert reloaded.fingerprint == tokenizer.fingerprint  # the same ids: data prepared with either is interchangeable
+
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    prepare(PrepareConfig(sources=(str(tmp_path / "docs.jsonl"),), out=tmp_path / "out", tokenizer=str(saved_with), workers=1, val_fraction=0, min_val_docs=0),
+            log=open(os.devnull, "w"))
+    shard = tmp_path / "out" / "train-00000.bin"
+    tokens = np.fromfile(shard, dtype=np.uint16, offset=256).tolist()
+    assert tokens == [i for t in texts for i in tokenizer.encode(t) + [tokenizer.document_separator_id]]
 
 
 def test_bad_tokenizer_sources_are_clear_errors(tmp_path):

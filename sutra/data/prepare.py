@@ -89,9 +89,9 @@ def _init_worker(tokenizer_file: str, settings: dict, parent_pid: int | None = N
         die_with_parent(parent_pid)
     # one process per core already; a rayon pool in each would oversubscribe the CPUs
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    from tokenizers import Tokenizer
+    from sutra.tokenizer import fast_tokenizer
 
-    backend = Tokenizer.from_file(tokenizer_file)
+    backend = fast_tokenizer(tokenizer_file)
     # "<|endoftext|>" written in a document is text, not the separator: tokenized as a special
     # token it would end a document that the index says goes on (and let data inject chat tokens)
     backend.encode_special_tokens = True
