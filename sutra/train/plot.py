@@ -9,11 +9,7 @@ from sutra.train.metrics import METRICS_FILE, finite, read_metrics
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Draw RUN_DIR's curves to `out` (default RUN_DIR/curves.png), atomically."""
     run_dir = Path(run_dir)
     if not (run_dir / METRICS_FILE).is_file():
         raise SutraError(f"{run_dir}: no {METRICS_FILE}; give a `sutra train` run directory (the folder that holds {METRICS_FILE})")
@@ -21,19 +17,34 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         raise SutraError(f"--out {out}: the curves are a PNG image; give a path ending in .png")
     out = check_output_path(out or run_dir / "curves.png")
     records = read_metrics(run_dir)
+    if not any(finite(r.get("loss")) or finite(r.get("val_loss")) for r in records):
+        raise SutraError(f"{run_dir / METRICS_FILE}: no training or validation records yet")
+    fig = curves_figure(records, run_dir.resolve().name)
+    import matplotlib.pyplot as plt  # (after curves_figure has chosen the Agg backend)
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(out, buffer.getvalue())
+    return out
+
+
+def curves_figure(records: list[dict], title: str):
+    """The figure: loss (train and validation), validation perplexity and learning rate by step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     def curve(key: str) -> tuple[list, list]:  # (steps, values) of the records with a finite `key`
         points = [(r["step"], r[key]) for r in records if finite(r.get(key))]
         return [step for step, _ in points], [value for _, value in points]
 
-    train, val = curve("loss"), curve("val_loss")
-    if not train[0] and not val[0]:
-        raise SutraError(f"{run_dir / METRICS_FILE}: no training or validation records yet")
-
     fig, (loss_ax, ppl_ax, lr_ax) = plt.subplots(3, 1, figsize=(8, 10), sharex=True)
     alone = {"marker": "o", "markersize": 3}  # a curve of one point is no line: show the point
+    train = curve("loss")
     loss_ax.plot(*train, label="train loss", linewidth=1, **(alone if len(train[0]) == 1 else {}))
-    loss_ax.plot(*val, "o-", label="validation loss", markersize=3)
+    loss_ax.plot(*curve("val_loss"), "o-", label="validation loss", markersize=3)
     loss_ax.set_ylabel("cross-entropy (nats)")
     loss_ax.legend()
     ppl = curve("val_ppl")
@@ -49,10 +60,6 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     lr_ax.set_xlabel("optimizer step")
     for ax in (loss_ax, ppl_ax, lr_ax):
         ax.grid(alpha=0.3)
-    fig.suptitle(run_dir.resolve().name)
+    fig.suptitle(title)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(out, buffer.getvalue())
-    return out
+    return fig

@@ -118,6 +118,25 @@ def test_plot_draws_a_png(finished_run, tmp_path):
         plot_run(partial)
 
 
+def test_curves_of_one_point_show_it_and_an_empty_perplexity_panel_says_so():
+    import matplotlib.pyplot as plt
+
+    from sutra.train.plot import curves_figure
+
+    fig = curves_figure([{"step": 1, "loss": 2.0, "lr": 1e-3}], "one step")
+    loss_ax, ppl_ax, lr_ax = fig.axes
+    train_line, val_line = loss_ax.get_lines()
+    assert train_line.get_marker() == "o" and list(train_line.get_xdata()) == [1] and len(val_line.get_xdata()) == 0
+    assert lr_ax.get_lines()[0].get_marker() == "o"
+    assert [t.get_text() for t in ppl_ax.texts] == ["no validation yet"] and ppl_ax.get_yscale() == "linear"
+    plt.close(fig)
+    fig = curves_figure([{"step": s, "loss": 2.0 / s, "lr": 1e-3, "val_loss": 1.0, "val_ppl": 2.7} for s in (1, 2)], "two steps")
+    loss_ax, ppl_ax, lr_ax = fig.axes
+    assert loss_ax.get_lines()[0].get_marker() in ("None", None, "") and lr_ax.get_lines()[0].get_marker() in ("None", None, "")
+    assert not ppl_ax.texts and ppl_ax.get_yscale() == "log"
+    plt.close(fig)
+
+
 def test_nan_steps_are_skipped_then_rolled_back_to_last(tmp_path, tiny_dataset):
     recipe_path = write_recipe(tmp_path / "r.yaml", micro_recipe(
         tiny_dataset, tmp_path / "run", train={"epochs": 1, "steps_per_epoch": 6}, schedule={"epochs": [{"peak_lr": 1e-2, "min_lr": 1e-3}]},
