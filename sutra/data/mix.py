@@ -6,9 +6,11 @@ split if the share is larger than the dataset, then evenly strided blocks (see
 stream.select_ranges), so a smaller share samples the whole dataset, not its beginning.
 """
 
+import json
 import math
 import os
 import re
+from decimal import Decimal
 from pathlib import Path
 
 from sutra.data.shards import read_manifest
@@ -21,9 +23,9 @@ SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
 
 def parse_tokens(text: str) -> int:
     match = re.fullmatch(r"\s*([\d_.]+)\s*([KMBGT]?)\s*", text.upper())
-    try:
-        value = int(float(match.group(1).replace("_", "")) * SUFFIXES[match.group(2)]) if match else 0
-    except ValueError:
+    try:  # decimal, not float: 8.2 * 10**6 is 8199999.999999999 in floating point
+        value = int(Decimal(match.group(1).replace("_", "")) * SUFFIXES[match.group(2)]) if match else 0
+    except ArithmeticError:  # decimal.InvalidOperation: '1.2.3', '.'
         value = 0
     if value <= 0:
         raise SutraError(f"'{text}': expected a positive token count such as 1B, 250M, 20K or 1000000")
@@ -49,12 +51,20 @@ def split_budget(available: list[int], shares: list[float], tokens: int | None) 
     remainders), or without a budget as much as possible without repeating any dataset."""
     if tokens is None:
         most = min(n / s for n, s in zip(available, shares))
-        return [min(int(most * s + 1e-6), n) for s, n in zip(shares, available)]  # (float slack)
+        # a dataset that sets the limit (to float error) is taken whole: int(most * s) can fall a token short of it
+        return [n if n / s <= most * (1 + 1e-12) else int(most * s) for s, n in zip(shares, available)]
     budgets = [int(tokens * s) for s in shares]
     by_remainder = sorted(range(len(shares)), key=lambda i: tokens * shares[i] - budgets[i], reverse=True)
     for i in by_remainder[: tokens - sum(budgets)]:
         budgets[i] += 1
     return budgets
+
+
+def _is_mix(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("format") == MIX_FORMAT
+    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object
+        return False
 
 
 def make_mix(components: list[str], out: Path, tokens: int | None = None, block_tokens: int = 1 << 20) -> dict:
@@ -83,6 +93,8 @@ def make_mix(components: list[str], out: Path, tokens: int | None = None, block_
     out = Path(out)
     if out.is_dir():
         raise SutraError(f"--out {out} is a directory; name the mix file to write, e.g. {out / 'mix.json'}")
+    if out.exists() and not _is_mix(out):  # e.g. a dataset's own manifest.json: replacing it would lose the dataset
+        raise SutraError(f"--out {out} exists and is not a mix manifest, so it is not replaced; name a new file (or an earlier mix) to write")
     entries = []
     for (path, _), manifest, share, budget, dataset_tokens in zip(parsed, manifests, shares, budgets, available):
         entries.append({

@@ -7,6 +7,7 @@ so a killed run resumes at the last shard boundary and produces the same bytes a
 uninterrupted one. manifest.json is written last.
 """
 
+import errno
 import hashlib
 import json
 import math
@@ -29,11 +30,12 @@ from sutra.data.filters import Filters, WrongType
 from sutra.data.shards import FORMAT, MAX_VOCAB, TOKEN_DTYPE
 from sutra.data.writer import ShardWriter
 from sutra.errors import SutraError
-from sutra.io import atomic_write_json
+from sutra.io import atomic_write_json, check_output_path
 from sutra.processes import LOCK_FILE, die_with_parent, exclusive
 from sutra.tokenizer import load_tokenizer
 
 SHOWN_PROBLEMS = 20
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # write errors that making room mends (a read error has other causes)
 STAT_FIELDS = {"domain": "tokens_by_domain", "content_type": "tokens_by_content_type"}
 
 
@@ -247,6 +249,7 @@ def _existing(out: Path) -> dict | None:
     """`_saved_state(out)`, refusing an `out` that is a file or a non-empty directory of other things."""
     if out.exists() and not out.is_dir():
         raise SutraError(f"--out {out} is a file; name a directory for the prepared dataset")
+    check_output_path(out, directory=True)  # under a file, or where we may not write: one line, not a traceback from mkdir
     saved = _saved_state(out)
     if saved is None and out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise SutraError(f"{out} exists and is not a prepared dataset; choose an empty or new --out directory")
@@ -334,8 +337,9 @@ def _val_fraction(config: PrepareConfig, sources: list, pool, ahead: int, log) -
             if documents >= enough:
                 return fraction
         basis = "documents the filters keep"
-    else:  # every record is a document but the few bad ones: the planned count (None while a hub id streams)
-        documents = None if any(s.records is None for s in sources) else sum(s.records for s in sources)
+    else:  # every record is a document but the few bad ones: the planned count (None while a hub id streams),
+        # leaving out the files that hold none (unsupported, unreadable, corrupt): each counts as one record
+        documents = None if any(s.records is None for s in sources) else sum(s.records for s in sources if s.kind != "problem")
         basis = "input records"
     if documents:
         fraction = max(fraction, min(0.5, config.min_val_docs / documents))
@@ -356,7 +360,13 @@ def prepare(config: PrepareConfig, log=sys.stderr) -> dict:
     inputs = _inputs(config, out, log)
     recipe = _recipe(config, inputs, tokenizer)
     with exclusive(out, "data prepare"):
-        return _prepare_into(out, config, tokenizer, inputs, recipe, log)
+        try:
+            return _prepare_into(out, config, tokenizer, inputs, recipe, log)
+        except OSError as exc:
+            if exc.errno not in FULL_DISK:
+                raise
+            raise SutraError(f"{out}: could not write the dataset ({exc.strerror}); the shards written before are intact. "
+                             f"Make room there, then run the same command again: it resumes at the last shard") from None
 
 
 def _prepare_into(out: Path, config: PrepareConfig, tokenizer, inputs: list, recipe: dict, log) -> dict:
@@ -411,6 +421,7 @@ def _prepare_into(out: Path, config: PrepareConfig, tokenizer, inputs: list, rec
         for unit_index, result in enumerate(_ordered_results(pool, units, ahead), start=next_unit):
             is_val = result.hashes < val_threshold  # kept documents only: filtered and dropped ones never reach a split
             for location, reason, detail in result.problems:
+                location, detail = _one_line(location), _one_line(detail)  # one dropped.tsv line per drop
                 if config.strict:
                     raise SutraError(f"{location}: {reason}: {detail} (--strict stops at the first bad record)")
                 dropped_log.write(f"{location}\t{reason}\t{detail}\n".encode("utf-8", "backslashreplace"))
@@ -451,6 +462,12 @@ def _prepare_into(out: Path, config: PrepareConfig, tokenizer, inputs: list, rec
     if stats["documents"]["val"] == 0 and fraction > 0:
         print(f"sutra: warning: no document fell into the validation split (fraction {fraction:.4f}); raise --val-fraction", file=log)
     return stats
+
+
+def _one_line(text: str) -> str:
+    """`text` with its tabs, line breaks and other control characters (a library's error message
+    may hold them, so may a file name) made single spaces."""
+    return re.sub(r"\s*[\x00-\x1f\x7f]+\s*", " ", text.strip())
 
 
 def _summary(stats: dict) -> str:

@@ -10,6 +10,7 @@ reported and counted in input order like any bad record.
 import glob
 import gzip
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,24 +110,46 @@ def _looks_local(path: Path) -> bool:
 
 def _walk(path: Path, split: str, explicit: bool, allow_json: bool) -> list[tuple[str, Path]]:
     if path.is_dir():
-        if (path / "dataset_dict.json").is_file():  # datasets.DatasetDict.save_to_disk: the asked split only
-            splits = json.loads((path / "dataset_dict.json").read_text()).get("splits", [])
+        if (splits := _saved_listing(path / "dataset_dict.json", "splits")) is not None:  # datasets.DatasetDict.save_to_disk: the asked split only
             if split not in splits:
                 raise SutraError(f"{path}: a saved DatasetDict without a '{split}' split (it has {', '.join(splits) or 'none'}); pick one with --split")
             return _walk(path / split, split, explicit=True, allow_json=False)
-        if (path / "state.json").is_file():  # datasets.Dataset.save_to_disk
-            files = json.loads((path / "state.json").read_text()).get("_data_files", [])
-            return [("arrow", path / f["filename"]) for f in files]
-        items = []
-        for child in sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)):
-            items += _walk(child, split, explicit=False, allow_json=False)
-        return items
+        if (files := _saved_listing(path / "state.json", "_data_files", lambda f: f["filename"])) is not None:  # datasets.Dataset.save_to_disk
+            return [("arrow", path / name) for name in files]
+        return [item for child in _files_under(path) for item in _walk(child, split, explicit=False, allow_json=False)]
     kind = _kind(path, allow_json)
     if kind is None:
         if explicit:
             raise SutraError(f"{path}: unsupported file type; use JSONL (.jsonl/.json, optionally .gz/.zst), Parquet, Arrow or text (.txt/.md/.rst)")
         return [("unsupported", path)]
     return [(kind, path)]
+
+
+def _saved_listing(path: Path, key: str, item=lambda x: x) -> list[str] | None:
+    """The names listed under `key` in a datasets.save_to_disk metadata file, or None where there is
+    none: a file of that name that is damaged or that something else wrote leaves its directory an
+    ordinary one, whose files are each read or reported."""
+    try:
+        names = [item(x) for x in json.loads(path.read_text())[key]]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return names if all(isinstance(name, str) for name in names) else None
+
+
+def _files_under(root: Path) -> list[Path]:
+    """Every file under `root` but hidden ones, in path order. Links are followed (Path.rglob
+    skips a linked directory and a broken link: their data would be lost unreported), each
+    directory once, so that a link to a parent does not loop."""
+    files, seen = [], set()
+    for directory, subdirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in seen:
+            subdirs.clear()
+            continue
+        seen.add(real)
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        files += [Path(directory, name) for name in names if not name.startswith(".")]
+    return sorted(files)
 
 
 def _problem(name: str, line: int, reason: str, detail: str) -> Unit:
@@ -164,13 +187,15 @@ def _line_chunks(stream, unit_bytes: int, piece_bytes: int = 1 << 16) -> Iterato
 
 class _ZstdFrames:
     """The frames of a .zst file decompressed one after another. zstandard's own stream reader ends
-    quietly inside a truncated frame, losing the rest of the file unreported; this raises EOFError."""
+    quietly inside a truncated frame, losing the rest of the file unreported; this raises EOFError,
+    and ValueError for corrupt data (zstandard's ZstdError derives from no built-in error type)."""
 
     def __init__(self, path: Path, piece_bytes: int = 1 << 16):
         import zstandard
 
         self.file, self.piece_bytes = open(path, "rb"), piece_bytes
         self.decompressor, self.frame, self.unread = zstandard.ZstdDecompressor(), None, b""
+        self.error = zstandard.ZstdError
 
     def read1(self, size: int = -1) -> bytes:  # any amount: the caller takes what comes
         while True:
@@ -181,7 +206,10 @@ class _ZstdFrames:
                 return b""
             if self.frame is None or self.frame.eof:
                 self.frame = self.decompressor.decompressobj()
-            output = self.frame.decompress(data)
+            try:
+                output = self.frame.decompress(data)
+            except self.error as exc:
+                raise ValueError(str(exc)) from None
             if self.frame.eof:
                 self.unread = self.frame.unused_data  # the start of the next frame
             if output:
@@ -205,7 +233,7 @@ def _compressed_units(path: Path, unit_bytes: int, with_payload: bool) -> Iterat
             for chunk, lines in _line_chunks(stream, unit_bytes):
                 yield Unit("lines", str(path), first=line, stop=lines, payload=chunk if with_payload else None)
                 line += lines
-    except (OSError, EOFError, ValueError) as exc:  # gzip: EOFError/BadGzipFile; zstd: ZstdError (a ValueError)
+    except (OSError, EOFError, ValueError) as exc:  # gzip: EOFError/BadGzipFile; zstd: EOFError/ValueError (see _ZstdFrames)
         yield _problem(str(path), line, "truncated_or_corrupt_file", f"{type(exc).__name__}: {exc}; the file's lines from here on are lost (how many is unknown)")
 
 
@@ -355,7 +383,9 @@ def read_unit(unit: Unit, text_field: str, columns: set[str], max_chars: int | N
         try:
             table = _read_table(unit, columns)
         except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for corrupt pages
-            yield f"{unit.name}:row {unit.first}", None, ("truncated_or_corrupt_file", f"{type(exc).__name__}: {exc}")
+            rows = unit.stop - (unit.start if unit.kind == "arrow" else 0)  # one drop, so say how many records it is
+            yield f"{unit.name}:row {unit.first}", None, ("truncated_or_corrupt_file", f"{type(exc).__name__}: {str(exc).strip()}; "
+                                                           f"rows {unit.first:,}-{unit.first + rows - 1:,} ({rows:,} records) are lost")
             return
         for i, record in enumerate(table.to_pylist()):
             yield f"{unit.name}:row {unit.first + i}", record, None

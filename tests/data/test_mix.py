@@ -125,3 +125,28 @@ def test_a_dataset_without_the_asked_split_is_one_clear_error(tmp_path, tokenize
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(SutraError, match=r"train-only/manifest.json: the dataset has no 'val' split \(it has train\)"):
         open_stream(tmp_path / "train-only", "val")
+
+
+def test_token_counts_with_decimals_are_exact():
+    assert [parse_tokens(t) for t in ("8.2M", "2.3M", "0.57K", "1.15B", "1_000")] == [8_200_000, 2_300_000, 570, 1_150_000_000, 1000]
+    for bad in ("1.2.3", ".", "1e9"):
+        with pytest.raises(SutraError, match="positive token count"):
+            parse_tokens(bad)
+
+
+def test_an_unweighted_mix_of_large_datasets_takes_each_whole():
+    # sutra-10B-sized datasets: float rounding left one of them a token short (and cut into ~15k ranges)
+    for available in ([6_102_086_536, 16_405_158_102], [4_629_328_566, 18_028_230_184, 13_104_721_556, 11_953_064_611]):
+        shares = [n / sum(available) for n in available]
+        assert split_budget(available, shares, None) == available
+
+
+def test_mix_out_never_replaces_a_file_that_is_not_a_mix(tmp_path, tokenizer):
+    dataset = tmp_path / "dataset"
+    write_token_dataset(dataset, tokenizer, {"train": make_documents(10, seed=4), "val": make_documents(2, seed=5)})
+    before = (dataset / "manifest.json").read_bytes()
+    with pytest.raises(SutraError, match="manifest.json exists and is not a mix manifest, so it is not replaced"):
+        make_mix([str(dataset)], dataset / "manifest.json")
+    assert (dataset / "manifest.json").read_bytes() == before and open_stream(dataset, "train").length > 0
+    make_mix([str(dataset)], tmp_path / "mix.json")
+    assert make_mix([str(dataset)], tmp_path / "mix.json", tokens=100)["tokens"] == 100  # an earlier mix is replaced

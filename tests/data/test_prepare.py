@@ -211,6 +211,8 @@ def test_uint16_overflowing_tokenizer_and_bad_paths_are_refused(tmp_path):
     assert [p.name for p in (tmp_path / "occupied").iterdir()] == ["notes.txt"]  # refused before any lock file is made there
     with pytest.raises(SutraError, match="is a file; name a directory"):
         run_prepare([source], source)
+    with pytest.raises(SutraError, match=f"{source}/out: cannot be written: {source} is a file, not a directory"):
+        run_prepare([source], source / "out")  # was a NotADirectoryError traceback from mkdir
     # few ids, but one past uint16: the largest id counts, not how many there are
     sparse = Tokenizer(models.WordLevel({"w0": 0, "w1": 1, "w2": 70_000}, unk_token="w0"))
     (tmp_path / "sparse").mkdir()
@@ -412,3 +414,92 @@ def test_a_quality_threshold_on_the_wrong_scale_says_which_scales_there_are(tmp_
     source = write_jsonl(tmp_path / "scored.jsonl", [{"text": f"document {i}", "quality_score": 0.9} for i in range(4)])
     with pytest.raises(SutraError, match=r"4 filtered by min_quality \(--min-quality is on the data's own scale: sutra-10B scores 0-1"):
         run_prepare([source], tmp_path / "out", filters=Filters.from_args(min_quality=60))
+
+
+def test_corrupt_zstd_data_is_a_counted_drop_not_a_traceback(tmp_path):
+    import zstandard
+
+    lines = "".join(json.dumps({"text": f"zstd line {i}"}) + "\n" for i in range(200)).encode()
+    frame = zstandard.ZstdCompressor(write_checksum=True).compress(lines)
+    damaged = bytearray(frame)
+    damaged[len(damaged) // 2] ^= 0xFF
+    (tmp_path / "then-damaged.jsonl.zst").write_bytes(frame + bytes(damaged))  # a whole frame, then a corrupt one
+    (tmp_path / "not-zstd.jsonl.zst").write_bytes(b"plain text, not zstd\n")
+    stats = run_prepare([tmp_path / "then-damaged.jsonl.zst", tmp_path / "not-zstd.jsonl.zst"], tmp_path / "out", val_fraction=0.0, workers=1)
+    assert stats["dropped"] == {"truncated_or_corrupt_file": 2} and stats["documents"]["train"] == 200
+    log = (tmp_path / "out" / "dropped.tsv").read_text()
+    assert "then-damaged.jsonl.zst:201\ttruncated_or_corrupt_file" in log and "Data corruption detected" in log
+    assert "not-zstd.jsonl.zst:1\ttruncated_or_corrupt_file" in log and "Unknown frame descriptor" in log
+
+
+def test_linked_directories_broken_links_and_foreign_metadata_names_are_read_or_reported(tmp_path, tokenizer):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    write_jsonl(elsewhere / "b.jsonl", [{"text": "from a linked directory"}])
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    write_jsonl(corpus / "a.jsonl", [{"text": "from the corpus itself"}])
+    (corpus / "state.json").write_text('{"step": 3}')  # an application's own state.json, not a datasets.save_to_disk one
+    (corpus / "linked").symlink_to(elsewhere)
+    (corpus / "gone.jsonl").symlink_to(tmp_path / "deleted.jsonl")
+    (corpus / "loop").symlink_to(corpus)  # read once, not forever
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "dataset_dict.json").write_text("{not json")
+    write_jsonl(damaged / "c.jsonl", [{"text": "beside a damaged dataset_dict.json"}])
+    stats = run_prepare([corpus, damaged], tmp_path / "out", val_fraction=0.0, workers=1)
+    assert split_text(tmp_path / "out", "train", tokenizer) == ENDOFTEXT.join(
+        ["from the corpus itself", "from a linked directory", "beside a damaged dataset_dict.json", ""])
+    assert stats["dropped"] == {"unreadable_file": 1, "unsupported_file": 2}
+    log = (tmp_path / "out" / "dropped.tsv").read_text()
+    assert f"{corpus / 'gone.jsonl'}\tunreadable_file" in log and f"{corpus / 'state.json'}\tunsupported_file" in log
+
+
+def test_validation_share_is_sized_without_files_that_hold_no_records(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(20):
+        (docs / f"page{i:02d}.md").write_text(f"Page {i} about rivers and the water cycle, section {i * 3}.")
+        for j in range(10):
+            (docs / f"figure{i:02d}-{j}.png").write_bytes(b"\x89PNG")  # unsupported: reported, but no documents
+    stats = run_prepare([docs], tmp_path / "out", workers=1)  # --min-val-docs 5 of the 20 pages, not of 220 files
+    assert stats["val_fraction"] == 0.25 and stats["documents"]["val"] >= 2 and stats["dropped"] == {"unsupported_file": 200}
+
+
+def test_a_corrupt_parquet_row_group_is_one_dropped_line_that_counts_its_rows(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "damaged.parquet"
+    pq.write_table(pa.Table.from_pylist([{"text": f"parquet row {i}"} for i in range(300)]), path, row_group_size=100, compression="none")
+    page = pq.ParquetFile(path).metadata.row_group(1).column(0).data_page_offset
+    data = bytearray(path.read_bytes())
+    data[page:page + 12] = bytes(b ^ 0xFF for b in data[page:page + 12])  # the second row group's page header
+    path.write_bytes(bytes(data))
+    stats = run_prepare([path], tmp_path / "out", val_fraction=0.0, workers=1)
+    assert stats["documents"]["train"] == 200 and stats["dropped"] == {"truncated_or_corrupt_file": 1}
+    log = (tmp_path / "out" / "dropped.tsv").read_text().splitlines()  # pyarrow's message has line breaks and a control byte
+    assert len(log) == 1 and log[0].startswith(f"{path}:row 100\ttruncated_or_corrupt_file\tOSError: ") and log[0].count("\t") == 2
+    assert log[0].endswith("rows 100-199 (100 records) are lost") and "\x0f" not in log[0]
+
+
+def test_a_full_disk_is_one_clear_error_and_the_rerun_resumes_to_the_same_bytes(tmp_path, documents):
+    import resource
+
+    long_text = " ".join(["a long document"] * 5000)  # its shard is over 20 kB, the others about 4 kB
+    source = write_jsonl(tmp_path / "docs.jsonl", [{"text": d} for d in documents[:50] + [long_text] + documents[50:100]])
+    options = dict(shard_tokens=1500, unit_bytes=2000, workers=1, val_fraction=0.0)
+    run_prepare([source], tmp_path / "reference", **options)
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    ignored = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, limits[1]))
+    try:
+        with pytest.raises(SutraError, match=r"could not write the dataset \(File too large\); the shards written before are intact. "
+                                             r"Make room there, then run the same command again"):
+            run_prepare([source], tmp_path / "out", **options)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, ignored)
+    assert json.loads((tmp_path / "out" / "progress.json").read_text())["next_unit"] > 0
+    run_prepare([source], tmp_path / "out", **options)
+    assert all_bytes(tmp_path / "out") == all_bytes(tmp_path / "reference")
