@@ -278,7 +278,8 @@ def _remove_dataset(out: Path) -> None:
     if foreign:
         raise SutraError(f"{out} holds files that `sutra data prepare` does not write ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
                          f"they are not replaced: move them, or choose another --out")
-    for path in entries:
+    # the marker files last: a kill part way leaves a dataset that --overwrite still recognises
+    for path in sorted(entries, key=lambda p: p.name in ("manifest.json", "progress.json")):
         path.unlink()
 
 

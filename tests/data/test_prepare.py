@@ -342,6 +342,27 @@ def test_overwrite_replaces_only_a_prepared_dataset(tmp_path, documents):
     assert stats["documents"]["train"] == 20 and json.loads((out / "manifest.json").read_text())["recipe"]["shard_tokens"] == 999
 
 
+def test_an_overwrite_stopped_while_removing_leaves_a_dataset_overwrite_still_replaces(tmp_path, documents, monkeypatch):
+    """The marker files (manifest.json, progress.json) are removed last: stopped after the first
+    removal, the directory is still a prepared dataset to --overwrite, not "not a dataset"."""
+    source = write_jsonl(tmp_path / "a.jsonl", [{"text": d} for d in documents[:20]])
+    out = tmp_path / "out"
+    run_prepare([source], out, val_fraction=0.0)
+    unlink = Path.unlink
+
+    def stop_after_one(path, *args, **kwargs):  # a kill at that instant
+        unlink(path, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "unlink", stop_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        run_prepare([source], out, val_fraction=0.0, shard_tokens=999, overwrite=True)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    assert (out / "manifest.json").is_file()
+    stats = run_prepare([source], out, val_fraction=0.0, shard_tokens=999, overwrite=True)
+    assert stats["documents"]["train"] == 20
+
+
 def test_output_inside_the_input_and_repeated_inputs_are_read_once(tmp_path, documents):
     nest = tmp_path / "nest"
     nest.mkdir()
