@@ -1,6 +1,7 @@
 """`sutra eval`: the card's benchmarks through lm-eval v0.4.11, and validation perplexity."""
 
 from sutra.argtypes import positive_int
+from sutra.eval.harness import ATTENTION
 
 
 def register(subparsers) -> None:
@@ -14,7 +15,7 @@ def register(subparsers) -> None:
     p.add_argument("--data", default="store", choices=["store", "hub"], help="benchmark data: the offline store (default) or the hub, as lm-eval loads it")
     p.add_argument("--perplexity", metavar="DATA_DIR", default=None, help="also report token perplexity on this prepared dataset's val split")
     p.add_argument("--seq-len", type=positive_int, default=None, help="perplexity window (default: 2048 or the model's context if smaller)")
-    p.add_argument("--attention", choices=["document", "causal"], default="document",
+    p.add_argument("--attention", choices=ATTENTION, default="document",
                    help="perplexity: attention inside each document (default), or across the documents packed into a window, as a "
                         "run with train.attention=causal validates")
     p.add_argument("--max-windows", type=positive_int, default=None, help="perplexity: score N validation windows spread evenly over the split")
@@ -70,7 +71,7 @@ def cmd_eval(args) -> int:
         from sutra.io import check_output_path
 
         check_output_path(args.out)
-    if args.perplexity:  # a wrong path stops before the benchmarks run, not after
+    if args.perplexity:  # a wrong path stops before any model loads
         from sutra.data.stream import open_stream
 
         open_stream(args.perplexity, "val")
@@ -79,6 +80,19 @@ def cmd_eval(args) -> int:
     device = pick_device(args.device)
     journal = journal_path(args.out) if args.out and tasks else None  # a killed run resumes from it
     dtype = getattr(torch, args.dtype) if args.dtype else None
+    if args.perplexity:  # first: data it cannot score (too short, another tokenizer) stops the run before the benchmarks, not after
+        from sutra.eval.perplexity import perplexity
+        from sutra.model.checkpoint import load_model
+
+        if tasks and args.data == "store":  # so does a missing benchmark store, as without --perplexity
+            from sutra.eval.store import check_store
+
+            check_store(tasks)
+        loaded = load_model(args.spec, device=device, dtype=dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32))
+        model = {"spec": args.spec, "source": loaded.source, "config": loaded.model.config.to_dict(), "weights_sha256": loaded.weights_sha256}
+        ppl = perplexity(loaded, args.perplexity, seq_len=args.seq_len, batch_size=max(1, args.batch_size // 4),
+                         max_windows=args.max_windows, attention=args.attention)
+        del loaded  # the benchmarks load their own
     results: dict = {}
     if tasks:
         from sutra.eval.harness import evaluate
@@ -96,15 +110,8 @@ def cmd_eval(args) -> int:
                              "(`sutra assets fetch benchmarks`)") from None
         print("\n".join(score_lines(results["tasks"])))
     if args.perplexity:
-        from sutra.eval.perplexity import perplexity
-        from sutra.model.checkpoint import load_model
-
-        loaded = load_model(args.spec, device=device, dtype=dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32))
-        results.setdefault("model", {"spec": args.spec, "source": loaded.source, "config": loaded.model.config.to_dict(),
-                                     "weights_sha256": loaded.weights_sha256})
-        results["perplexity"] = perplexity(loaded, args.perplexity, seq_len=args.seq_len, batch_size=max(1, args.batch_size // 4),
-                                           max_windows=args.max_windows, attention=args.attention)
-        ppl = results["perplexity"]
+        results.setdefault("model", model)
+        results["perplexity"] = ppl
         print(f"validation perplexity {ppl['perplexity']:.3f} over {ppl['tokens']:,} tokens ({ppl['windows']} windows of {ppl['seq_len']}, "
               f"{args.attention} attention)")
     if args.out:

@@ -17,6 +17,7 @@ from sutra.eval.tasks import TASKS, CardTask
 
 FORMAT = "sutra-eval-results"
 DATA_SOURCES = ("store", "hub")
+ATTENTION = ("document", "causal")  # what a token sees when `sutra eval --perplexity` scores it (sutra.eval.perplexity)
 
 
 def _offline_environment() -> None:
@@ -240,6 +241,7 @@ def read_results(path: str | os.PathLike) -> dict:
     # exp(mean cross-entropy) is at least 1; a diverged run's NaN is kept, and shown as not measured
     _check(path, measured, "perplexity", _or_null(lambda v: _is_number(v) and not v < 1), "a perplexity (at least 1)", prefix="perplexity.")
     _check(path, measured, "data", _is_text, "a path", prefix="perplexity.")
+    _check(path, measured, "attention", lambda v: v in ATTENTION, " or ".join(ATTENTION), prefix="perplexity.")
     for count in ("tokens", "windows", "seq_len"):
         _check(path, measured, count, _is_count, "a count", prefix="perplexity.")
     return results

@@ -76,8 +76,10 @@ def read_run(run_dir: str) -> dict:
     run = Path(run_dir)
     if not run.is_dir():
         raise SutraError(f"{run}: no such run directory")
+    metrics_file, recipe_file = run / "metrics.jsonl", run / "recipe.yaml"
+    if not (metrics_file.is_file() or recipe_file.is_file()):  # a checkpoint or a parent directory: the card would drop its training silently
+        raise SutraError(f"{run}: not a training run directory (no metrics.jsonl or recipe.yaml); give --run the run_dir 'sutra train' wrote")
     metrics = []
-    metrics_file = run / "metrics.jsonl"
     if metrics_file.is_file():
         for number, line in enumerate(metrics_file.read_text().splitlines(), 1):
             if not line.strip():
@@ -89,7 +91,6 @@ def read_run(run_dir: str) -> dict:
             if not isinstance(record, dict):  # every reader below takes a line's fields by name
                 raise SutraError(f"{metrics_file}:{number}: not a JSON object of metrics; fix or remove it")
             metrics.append(record)
-    recipe_file = run / "recipe.yaml"
     try:
         recipe = yaml.safe_load(recipe_file.read_text()) if recipe_file.is_file() else None
     except yaml.YAMLError as exc:
@@ -238,9 +239,11 @@ def benchmark_section(name: str, results: dict, progression: list[Column]) -> st
     shots = sorted({(entry.get("num_fewshot") or 0, entry["title"]) for entry in results["tasks"].values()})
     few = [f"{title} ({n}-shot)" for n, title in shots if n]
     weights = results.get("model", {}).get("weights_sha256")
-    present = any(c.results == results or (weights and c.results.get("model", {}).get("weights_sha256") == weights  # these numbers, or
-                                            and (c.results.get("limit"), c.results["tasks"].keys()) == (results.get("limit"), results["tasks"].keys()))
-                  for c in progression)  # the same weights measured the same way
+    # these results, or the same weights with the same scores: a column of the same weights measured
+    # otherwise (another dtype, device or data) would show numbers the model-index does not
+    present = any(c.results == results or (weights and c.results.get("model", {}).get("weights_sha256") == weights
+                                            and c.results["tasks"] == results["tasks"])
+                  for c in progression)
     columns = progression if present else [Column(name, results, "results"), *progression]
     return (
         "## Benchmark Results\n\n"
@@ -299,7 +302,8 @@ def render_card(spec: str, results: dict, name: str, base_model: str | None, dat
     if finite(measured.get("perplexity")):
         where = f" of {Path(measured['data']).name}" if measured.get("data") else ""
         windows = f"{measured['windows']} windows of {measured['seq_len']} tokens, " if measured.get("windows") and measured.get("seq_len") else ""
-        parts.append(f"Validation perplexity{where}: {measured['perplexity']:.2f} over {measured.get('tokens', 0):,} tokens ({windows}`sutra eval --perplexity`).\n")
+        attention = f"{measured['attention']} attention, " if measured.get("attention") else ""  # a causal and a document-masked perplexity differ
+        parts.append(f"Validation perplexity{where}: {measured['perplexity']:.2f} over {measured.get('tokens', 0):,} tokens ({windows}{attention}`sutra eval --perplexity`).\n")
     if comparison:
         parts.append("\n### Comparison\n\n" + comparison_table(comparison).markdown())
     model_id = repo_id or name

@@ -53,12 +53,15 @@ def task_figure(columns: list[Column]):
 
 def perplexity_label(points: list[Column]) -> str:
     """What the perplexities were measured on, or a warning when that differs between points:
-    another dataset or window length puts a perplexity on another scale, not a better model."""
-    bases = {(Path(m["data"]).name if m.get("data") else None, m.get("seq_len")) for m in (c.results.get("perplexity") or {} for c in points)}
+    another dataset, window length or attention (across documents or within each) puts a
+    perplexity on another scale, not a better model."""
+    # results from before `sutra eval --attention` existed record none: they were all document-masked
+    bases = {(Path(m["data"]).name if m.get("data") else None, m.get("seq_len"), m.get("attention", "document"))
+             for m in (c.results.get("perplexity") or {} for c in points)}
     if len(bases) > 1:
-        return "validation perplexity (not comparable: measured on different data or windows)"
-    ((data, seq_len),) = bases
-    return f"validation perplexity ({data}, {seq_len}-token windows)" if data else "validation perplexity"
+        return "validation perplexity (not comparable: measured on different data, windows or attention)"
+    ((data, seq_len, attention),) = bases
+    return f"validation perplexity ({data}, {seq_len}-token windows, {attention} attention)" if data else "validation perplexity"
 
 
 def _chart_points(columns: list[Column]) -> tuple[list[Column], list[str]]:

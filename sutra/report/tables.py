@@ -38,7 +38,7 @@ class Column:
     def value(self, task: str) -> float | None:
         if task == STRICT_ROW:
             entry = self.results["tasks"].get("gsm8k")
-            return entry["metrics"].get("exact_match,strict-match") if entry else None
+            return entry.get("metrics", {}).get("exact_match,strict-match") if entry else None  # metrics are optional in a results file
         entry = self.results["tasks"].get(task)
         return entry["value"] if entry else None
 

@@ -91,6 +91,23 @@ def test_arguments_that_would_fail_after_the_benchmarks_fail_before_them(tiny_mo
     assert list(tmp_path.glob(".*")) == []  # no journal left beside the directory
 
 
+def test_perplexity_data_it_cannot_score_stops_the_run_before_the_benchmarks(tiny_model, tokenizer, tmp_path, capsys):
+    """A validation split shorter than one window (or of another tokenizer) used to be found only after
+    every task had run (hours for the card's 11 on a CPU), and the results were not written."""
+    from sutra.cli import main
+
+    data = prepared(tmp_path / "data", tokenizer)  # a few hundred validation tokens: no 513-token window of the 512-token model
+    args = ["eval", str(tiny_model[0]), "--tasks", "piqa", "--limit", "2", "--perplexity", str(data), "--out", str(tmp_path / "r.json")]
+    assert main(args) == 2
+    out, err = capsys.readouterr()
+    assert err.endswith(f"sutra: error: {data}: the validation split has fewer than 513 tokens; use a smaller --seq-len\n")
+    assert "PIQA" not in out and list(tmp_path.glob(".r.json*")) == []  # no task ran, so no journal of answers either
+    assert main([*args, "--seq-len", "32"]) == 0
+    written, out = json.loads((tmp_path / "r.json").read_text()), capsys.readouterr().out
+    assert written["tasks"]["piqa"]["items"] == 2 and written["perplexity"]["seq_len"] == 32 and written["model"]["dtype"] == "float32"
+    assert out.index("PIQA") < out.index("validation perplexity")  # printed in the same order as before
+
+
 def test_non_positive_window_counts_and_sizes_are_refused_naming_the_flag(tiny_model, tokenizer, tmp_path):
     # argparse refuses them before any model loads (--max-windows 0 used to divide by zero, --seq-len 0
     # silently meant the default, --batch-size 0 silently meant 1)

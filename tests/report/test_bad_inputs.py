@@ -33,6 +33,7 @@ def edited(path, edit):
      "task 'gsm8k' field 'metrics.exact_match,strict-match' is 2.5, not a score"),
     (lambda r: r.update(perplexity=5), "field 'perplexity' is 5, not an object"),
     (lambda r: r.update(perplexity={"perplexity": "abc"}), "field 'perplexity.perplexity' is \"abc\", not a perplexity"),
+    (lambda r: r["perplexity"].update(attention="full"), "field 'perplexity.attention' is \"full\", not document or causal"),
     (lambda r: r.update(model="x"), "field 'model' is \"x\", not an object"),
     (lambda r: r.update(model={"config": "x"}), "field 'model.config' is \"x\", not an object"),
     (lambda r: r.update(engine="x"), "field 'engine' is \"x\", not an object"),
@@ -89,3 +90,24 @@ def test_a_run_directory_with_a_malformed_file_names_its_line(tmp_path, name, te
 def test_a_schedule_the_card_cannot_read_gives_way_to_the_logged_rates(schedule):
     run = {"metrics": [{"step": 5, "epoch": 0.5, "tokens": 100, "loss": 4.0, "lr": 1e-4}], "recipe": {"schedule": schedule}}
     assert "| 1 | 100 | 0 s | 1e-04 → 1e-04 (logged) |  |" in epoch_table(run, {})
+
+
+def test_a_directory_that_is_no_run_is_refused_as_run_not_left_out_of_the_card(tmp_path, tokenizer):
+    """`--run` given the checkpoint itself, or the directory above the run, used to be taken as a run
+    with nothing logged: the card silently had no training section."""
+    from sutra.model import Llama, ModelConfig
+    from sutra.model.checkpoint import save_checkpoint
+
+    checkpoint = save_checkpoint(tmp_path / "e1-best", Llama(ModelConfig(64, 96, 2, 4, 2, max_seq_len=64)), tokenizer)
+    for directory in (checkpoint, tmp_path):
+        with pytest.raises(SutraError, match=rf"^{directory}: not a training run directory \(no metrics.jsonl or recipe.yaml\); give --run the run_dir"):
+            read_run(str(directory))
+
+
+def test_a_gsm8k_entry_without_its_metrics_shows_no_strict_row_value_not_a_traceback(tmp_path):
+    """read_results takes `metrics` as optional, but the strict-match row read it unguarded (KeyError)."""
+    from sutra.report.tables import progression_table
+
+    path = edited(write_results(tmp_path / "r.json", {"gsm8k": 0.02, "piqa": 0.55}), lambda r: r["tasks"]["gsm8k"].pop("metrics"))
+    rows = {row[0]: row[1:] for row in progression_table(load_columns([str(path)])).rows}
+    assert rows["GSM8K (flexible-extract)"] == ["2.00"] and rows["GSM8K (strict-match)"] == [""]

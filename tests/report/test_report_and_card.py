@@ -206,21 +206,45 @@ def test_task_chart_marks_a_task_one_checkpoint_lacks_as_not_measured_not_as_zer
     assert axis.texts[0].get_position()[0] == 1  # SciQ's group, first bar
 
 
+def perplexity_measured(path, **measured) -> str:
+    """NAME=results with a perplexity measured as `measured` says (data, seq_len, attention, ...)."""
+    results = json.loads(write_results(path, ALL_TEN, perplexity=40.0).read_text())
+    results["perplexity"].update(measured)
+    path.write_text(json.dumps(results))
+    return f"{path.stem}={path}"
+
+
 def test_perplexity_axis_names_what_it_was_measured_on_and_warns_when_that_differs(tmp_path):
     from sutra.report.charts import perplexity_label
     from sutra.report.tables import load_columns
 
     def measured(name, data, seq_len):
-        path = write_results(tmp_path / f"{name}.json", ALL_TEN, perplexity=40.0)
-        results = json.loads(path.read_text())
-        results["perplexity"].update(data=data, seq_len=seq_len)
-        path.write_text(json.dumps(results))
-        return f"{name}={path}"
+        return perplexity_measured(tmp_path / f"{name}.json", data=data, seq_len=seq_len)
 
     same = load_columns([measured("a", "/d/stdlib-docs", 512), measured("b", "/other/stdlib-docs", 512)])
-    assert perplexity_label(same) == "validation perplexity (stdlib-docs, 512-token windows)"
+    assert perplexity_label(same) == "validation perplexity (stdlib-docs, 512-token windows, document attention)"
     mixed = load_columns([measured("c", "/d/stdlib-docs", 512), measured("d", "/d/stdlib-docs", 2048)])
     assert "not comparable" in perplexity_label(mixed)
+
+
+def test_perplexities_measured_with_other_attention_are_not_called_comparable(tmp_path, checkpoint):
+    """`sutra eval --attention causal` (added after the chart) scores across the documents packed into
+    a window: another scale than the default document masking, yet the axis called the two one basis
+    and the card did not say which it measured. Results from before --attention were document-masked."""
+    from sutra.eval.harness import read_results
+    from sutra.report.card import render_card
+    from sutra.report.charts import perplexity_label
+    from sutra.report.tables import load_columns
+
+    basis = {"data": "/d/stdlib-docs", "seq_len": 512, "windows": 8}
+    causal, document = (perplexity_measured(tmp_path / f"{a}.json", **basis, attention=a) for a in ("causal", "document"))
+    earlier = perplexity_measured(tmp_path / "earlier.json", **basis)
+    assert "not comparable" in perplexity_label(load_columns([causal, document]))
+    assert perplexity_label(load_columns([document, earlier])) == "validation perplexity (stdlib-docs, 512-token windows, document attention)"
+    results = read_results(tmp_path / "causal.json")
+    results["model"] = json.loads(write_results(tmp_path / "of.json", {}, of=checkpoint).read_text())["model"]
+    card = render_card(str(checkpoint), results, "this", None, [], None, [], [], None)
+    assert "Validation perplexity of stdlib-docs: 40.00 over 1,000 tokens (8 windows of 512 tokens, causal attention, `sutra eval --perplexity`)." in card
 
 
 def measured_on(path, items: int):
@@ -351,3 +375,22 @@ def test_this_model_joins_its_progression_unless_the_same_weights_were_measured_
     assert benchmark_section("this", full, [Column("e3-best", sampled, "p")]).count("| Benchmark | this | e3-best |") == 1
     same = measured(tmp_path / "again.json", 0.55, None)
     assert "| Benchmark | e3-best |" in benchmark_section("this", full, [Column("e3-best", same, "p")])
+
+
+def test_the_cards_table_shows_its_model_index_numbers_not_the_same_weights_measured_otherwise(tmp_path, checkpoint):
+    """The same weights, tasks and --limit evaluated again in bf16 scored BoolQ 56.67 where the fp32
+    results said 56.00: the card took that column for this model's, so its table showed 56.67 while
+    its model-index said 56.00."""
+    from sutra.eval.harness import read_results
+    from sutra.report.card import render_card
+    from sutra.report.tables import load_columns
+
+    fp32 = write_results(tmp_path / "fp32.json", {"boolq": 0.56}, of=checkpoint)
+    bf16 = json.loads(fp32.read_text())
+    bf16["tasks"]["boolq"].update(value=0.5667, metrics={"acc,none": 0.5667})
+    bf16["model"]["dtype"] = "bfloat16"
+    (tmp_path / "bf16.json").write_text(json.dumps(bf16))
+    card = render_card(str(checkpoint), read_results(fp32), "this", None, [], None, load_columns([f"E1-best={tmp_path / 'bf16.json'}"]), [], None)
+    (boolq,) = yaml.safe_load(card.split("---\n")[1])["model-index"][0]["results"]
+    assert boolq["metrics"][0]["value"] == 56.0
+    assert "| Benchmark | this | E1-best |" in card and "| BoolQ | 56.00 | 56.67 |" in card
