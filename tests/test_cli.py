@@ -39,6 +39,18 @@ def test_user_errors_are_one_line_without_traceback(args, message):
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
+def test_devices_sutra_has_no_kernels_for_are_refused_before_any_model_loads():
+    from sutra.commands import pick_device
+    from sutra.errors import SutraError
+
+    for name in ("mps", "xpu", "meta"):  # valid torch devices: each failed later with a raw RuntimeError
+        with pytest.raises(SutraError, match=f"device '{name}' is not supported; use cpu, cuda or cuda:N"):
+            pick_device(name)
+    with pytest.raises(SutraError, match="unknown device 'gpu'"):
+        pick_device("gpu")
+    assert pick_device("cpu").type == "cpu"
+
+
 def test_prompt_longer_than_the_context_is_refused():
     result = run_sutra("generate", "smollm2-135m-instruct", "--prompt", "word " * 9000, "--max-new-tokens", "1")
     assert result.returncode == 2 and "context is 8192" in result.stderr and "Traceback" not in result.stderr
