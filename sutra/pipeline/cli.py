@@ -7,7 +7,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="the whole chain on the offline default: synthesize, prepare, train, evaluate, report",
                               description="Fetch the offline assets, synthesize a few entries with the local teacher, prepare the corpus, "
                                           "train the tiny preset, evaluate it against its untrained initialisation, sample completions and "
-                                          "write a report directory. About 7 minutes on 2 CPU cores from an empty cache (4-5 with the assets fetched); re-running reuses finished stages.")
+                                          "write a report directory. About 7 minutes on 2 CPU cores from an empty cache (3-5 with the assets fetched); re-running reuses finished stages.")
     p.add_argument("--out", type=Path, default=Path("sutra-demo"), help="output directory (default: ./sutra-demo)")
     p.add_argument("--scale", choices=["auto", "cpu", "gpu", "quick"], default="auto",
                    help="auto: gpu when CUDA is available, else cpu; quick: a few steps, for smoke tests")

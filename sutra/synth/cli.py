@@ -51,7 +51,7 @@ def add_generation_args(p) -> None:
     p.add_argument("--max-tokens", type=int, default=4096, help="longest accepted text, in tokens")
     p.add_argument("--dedup-threshold", type=float, default=0.8, help="MinHash Jaccard above which texts are near duplicates")
     p.add_argument("--judge-retries", type=non_negative_int, default=2, help="re-asks when the judge's JSON is malformed")
-    p.add_argument("--max-attempts", type=positive_int, default=None, help="stop after this many items tried (default 5x the items the target needs)")
+    p.add_argument("--max-attempts", type=positive_int, default=None, help="stop after this many items tried (default 5x the items the target needs, plus 2 per concurrent request)")
     add_backend_args(p)
 
 

@@ -18,7 +18,8 @@ several nodes: run this on every node, with the run directory on a filesystem al
 a run resumes on any number of processes that divides train.grad_accum: [torchrun ...] -m sutra train --resume RUN_DIR
 
 run directory: recipe.yaml (resolved), metrics.jsonl, tensorboard/, and the checkpoints `last`,
-e{N}-best (lowest validation perplexity of epoch N) and e{N}-final, each usable as a model spec.
+e{N}-best (lowest validation perplexity of epoch N), e{N}-final and last-good (the newest saved
+outside a streak of skipped steps, where a rollback goes), each usable as a model spec.
 MFU = achieved FLOP/s / the GPU's dense bf16 peak, with FLOPs per token = 6 x matmul parameters
 + 12 x layers x hidden x mean keys attended per query ((T+1)/2 causal; the real spans with
 train.attention=document).
