@@ -2,6 +2,9 @@
 
 On CUDA the document-masked model runs twice, once per attention kernel: sutra-document with a
 FlexAttention block mask, sutra-varlen with PyTorch's variable-length flash attention.
+`--only ...,sutra-document-ac` adds sutra-document with activation checkpointing
+(train.activation_checkpointing: each block recomputed in backward), for its cost in time and
+its saving in peak memory.
 
 All three run the same training step in the same process on the same device: forward, backward,
 grad clipping at 1.0 and one fused AdamW update (wd 0.1), on the same batch, starting from the
@@ -54,7 +57,8 @@ def parse_args():
     p.add_argument("--compile-mode", default=None, help="torch.compile mode for the Sutra models, e.g. max-autotune-no-cudagraphs "
                    "(inductor then also tunes FlexAttention's block sizes)")
     p.add_argument("--only", default="transformers,sutra-causal,sutra-document" + (",sutra-varlen" if cuda else ""),
-                   help="variants to run; sutra-varlen is sutra-document through varlen flash attention (CUDA only)")
+                   help="variants to run; sutra-varlen is sutra-document through varlen flash attention (CUDA only), "
+                   "sutra-document-ac is sutra-document with activation checkpointing")
     args = p.parse_args()
     if args.steps < 1 or args.warmup < 1:
         p.error(f"--steps and --warmup must be at least 1, got {args.steps} and {args.warmup}")
@@ -232,6 +236,8 @@ def main() -> int:
         "sutra-causal": (lambda: run_sutra(state, config, tokens, targets, None, device, args), (args.seq + 1) / 2),
         "sutra-document": (lambda: run_sutra(state, config, tokens, targets, doc_ids, device, args), mean_doc_attended),
         "sutra-varlen": (lambda: run_sutra(state, config, tokens, targets, host_doc_ids, device, args, "varlen"), mean_doc_attended),
+        "sutra-document-ac": (lambda: run_sutra(state, config, tokens, targets, doc_ids, device, args,
+                                                prepare=lambda model: setattr(model, "activation_checkpointing", True)), mean_doc_attended),
     }
     names = args.only.split(",")
     # a CPU times the variants interleaved; a GPU, whose timings are steady, one at a time, so each
@@ -242,7 +248,7 @@ def main() -> int:
         results.update(measure(group, runs, tokens_per_step, config, peak, device, args))
         for name in group:
             entry = results[name]
-            print(f"{name:15s} " + (f"FAILED {entry['error']}" if "error" in entry else
+            print(f"{name:18s} " + (f"FAILED {entry['error']}" if "error" in entry else
                   f"{entry['tokens_per_s']:>10,} tok/s  {entry['tflops']:7.1f} TFLOP/s  mfu {entry['mfu']}  "
                   f"peak {entry['peak_mem_gib']} GiB  first loss {entry['first_loss']}"), flush=True)
 
@@ -261,7 +267,7 @@ def main() -> int:
         "mean_keys_attended_document": round(mean_doc_attended, 1),
         "results": results,
     }
-    for name in ("sutra-causal", "sutra-document", "sutra-varlen"):
+    for name in ("sutra-causal", "sutra-document", "sutra-varlen", "sutra-document-ac"):
         ours = results.get(name, {}).get("tokens_per_s")
         if base and ours:
             summary[f"{name}_vs_transformers"] = round(ours / base, 3)

@@ -73,6 +73,9 @@ class TrainSection:
     # variable-length flash attention over each document; bf16 only). Other devices use SDPA.
     document_kernel: Literal["flex", "varlen"] = "flex"
     precision: Literal["bf16", "fp32"] = "bf16"
+    # recompute each transformer block's activations in backward instead of keeping them: about a
+    # third more compute (MFU still counts the model's FLOPs only) for longer sequences or bigger batches
+    activation_checkpointing: bool = False
     tf32: bool = True
     compile: bool | None = None  # None: compile on CUDA, eager elsewhere
     device: str = "auto"  # auto, cpu, cuda

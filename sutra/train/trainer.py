@@ -47,8 +47,10 @@ WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
 RUN_FILES = {RECIPE_FILE, METRICS_FILE, "tensorboard", CHECKPOINTS, "curves.png"}  # what a run (and `sutra plot`) writes before its first checkpoint
 # sections a resumed run may change: they decide when to evaluate, checkpoint, log or roll back, not what is trained
 # (and data.path, for the same data moved: the data position restored checks the data is the same;
-# train.parallel, which changes where the state is kept, as the process count does, not the state)
-RESUME_MAY_CHANGE = ("name", "run_dir", "assumptions", "data.path", "train.parallel", "eval.", "checkpoint.", "logging.", "stability.")
+# train.parallel, which changes where the state is kept, as the process count does, not the state,
+# and train.activation_checkpointing, which trades memory for time and computes the same values)
+RESUME_MAY_CHANGE = ("name", "run_dir", "assumptions", "data.path", "train.parallel", "train.activation_checkpointing",
+                     "eval.", "checkpoint.", "logging.", "stability.")
 
 
 @dataclass
@@ -247,6 +249,7 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.model = init_weights if init_weights is not None else Llama(config)
         self.model.to(self.device).train()
+        self.model.activation_checkpointing = t.activation_checkpointing
         self.config = config
         self.sharded = t.parallel == "fsdp" and self.dist.active  # (one process has nothing to shard)
         if self.sharded:
@@ -681,6 +684,8 @@ class Trainer:
                      f"(e.g. --set train.micro_batch={t.micro_batch // factor} --set train.grad_accum={t.grad_accum * factor}), or shorten data.seq_len")
         else:
             knobs = "train.micro_batch is 1 already: shorten data.seq_len"
+        if not t.activation_checkpointing:
+            knobs += ", or --set train.activation_checkpointing=true (recomputes each block's activations in backward: about a third more compute)"
         state, shards = self._training_state(self.config)
         return SutraError(
             f"out of memory on {self.device} with train.micro_batch={t.micro_batch} x data.seq_len={self.recipe.data.seq_len}: {knobs}"
@@ -781,6 +786,7 @@ class Trainer:
         self._say(
             f"{mode}: {r.name} -> {self.run_dir} | {self.config.name} ({self.config.num_parameters:,} parameters) on {self.device} x{self.dist.world_size}{self._parallelism()} | "
             f"{s.epochs} epochs x {s.steps_per_epoch} steps of {self.tokens_per_step:,} tokens | attention {r.train.attention}"
+            + " | activation checkpointing" * r.train.activation_checkpointing
         )
         if r.schedule.kind == "wsd" and r.schedule.epochs:
             self._say("schedule.kind is wsd: one warmup-stable-decay over the whole run; the per-epoch schedule.epochs are not used")

@@ -70,15 +70,20 @@ def test_fsdp_shards_train_as_one_process_and_resume_sharded_and_unsharded(tmp_p
     torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "sutra", "train")
 
     run(sys.executable, "-m", "sutra", "train", str(path), "--set", f"run_dir={single}")
-    started = run(*torchrun, str(path), "--set", f"run_dir={sharded}", "--set", "train.parallel=fsdp", "--stop-after", "2")
+    # sharded blocks recomputed in backward (activation checkpointing) compute what one process kept
+    started = run(*torchrun, str(path), "--set", f"run_dir={sharded}", "--set", "train.parallel=fsdp",
+                  "--set", "train.activation_checkpointing=true", "--stop-after", "2")
     assert "on cpu x2 (FSDP2)" in started.stderr and "stopped after step 2 of 6" in started.stderr
+    assert "| activation checkpointing" in started.stderr
     assert "Warning" not in started.stderr, started.stderr
     resumed = run(*torchrun, "--resume", str(sharded), "--stop-after", "4")  # the shards reloaded from a full checkpoint
     assert "resuming at step 2" in resumed.stderr and "(FSDP2)" in resumed.stderr
     recipe_file = sharded / "recipe.yaml"
-    recipe_file.write_text(recipe_file.read_text().replace("parallel: fsdp", "parallel: ddp"))
+    recipe_file.write_text(recipe_file.read_text().replace("parallel: fsdp", "parallel: ddp")
+                           .replace("activation_checkpointing: true", "activation_checkpointing: false"))
     finished = run(sys.executable, "-m", "sutra", "train", "--resume", str(sharded))  # the gathered optimizer state, unsharded
     assert "resuming at step 4" in finished.stderr and "train.parallel 'fsdp' -> 'ddp'" in finished.stderr
+    assert "train.activation_checkpointing True -> False" in finished.stderr
     assert_same_run(single, sharded, 6 + 3)  # 6 training steps; validation at 0, 3, 6
 
 

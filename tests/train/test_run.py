@@ -437,7 +437,8 @@ def test_out_of_memory_anywhere_in_a_step_names_the_knobs(tmp_path, tiny_dataset
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 6.00 GiB")
 
     monkeypatch.setattr(trainer.optimizer if where == "optimizer" else trainer, "step" if where == "optimizer" else "compiled", out_of_memory)
-    with pytest.raises(SutraError, match=r"out of memory on cpu with train.micro_batch=2 x data.seq_len=32: lower train.micro_batch.*"
+    with pytest.raises(SutraError, match=r"out of memory on cpu with train.micro_batch=2 x data.seq_len=32: lower train.micro_batch.*or shorten data.seq_len, "
+                                         r"or --set train.activation_checkpointing=true \(recomputes .*\)\..*"
                                          r"the run directory has no checkpoint yet, so the same run_dir can start again"):
         trainer.run()
     trainer.close()
@@ -448,8 +449,12 @@ def test_out_of_memory_anywhere_in_a_step_names_the_knobs(tmp_path, tiny_dataset
     assert load_recipe(tmp_path / "run" / "recipe.yaml").train.micro_batch == 1 and [r["step"] for r in records(tmp_path / "run")] == [0, 1]
     with pytest.raises(SutraError, match="already holds a run"):  # one with a checkpoint is kept
         Trainer(load_recipe(tmp_path / "r.yaml"), resume=False, dist_info=CPU)
-    # at micro-batch 1 the advice is the sequence, and the size of the state no batch changes
-    resumed = Trainer(load_recipe(tmp_path / "run" / "recipe.yaml"), resume=True, dist_info=CPU)
+    # at micro-batch 1, with activations recomputed already, the advice is the sequence, and the size
+    # of the state no batch changes
+    recipe_file = tmp_path / "run" / "recipe.yaml"
+    recipe_file.write_text(recipe_file.read_text().replace("activation_checkpointing: false", "activation_checkpointing: true"))
+    resumed = Trainer(load_recipe(recipe_file), resume=True, dist_info=CPU)
+    assert resumed.model.activation_checkpointing
     monkeypatch.setattr(resumed, "compiled", out_of_memory)
     with pytest.raises(SutraError, match=r"train.micro_batch is 1 already: shorten data.seq_len\. The weights, gradients and AdamW "
                                          r"moments alone take 49 MiB: if that is near the memory there, choose a smaller model$"):
