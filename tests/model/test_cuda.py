@@ -88,10 +88,11 @@ def test_varlen_document_attention_matches_flex_and_dense_under_compile():
 @pytest.mark.parametrize("recompute", [False, True], ids=["kept", "activation-checkpointing"])
 def test_compiled_flex_attention_in_fp32_equals_eager_dense_and_recomputing_saves_memory(recompute):
     """In fp32 (no bf16 rounding to hide behind) the compiled model with the flex block mask, q and k
-    made by RoPE in token-major memory as training makes them, gives the eager dense mask's loss and
-    gradients; on a CPU, inductor's FlexAttention template got this layout wrong (torch 2.13: q and
-    k from two fused RoPE `cat`s, max error ~5). Recomputing the blocks keeps the values and lowers
-    the step's peak memory."""
+    made by RoPE in their own buffers and v a view into the QKV projection's output, as training
+    makes them, gives the eager dense mask's loss and gradients. On a CPU, inductor's FlexAttention
+    template (torch 2.13) reads such a v from its buffer's start, dropping the view's offset
+    (attention outputs off by up to ~5); Sutra never runs it there. Recomputing the blocks keeps
+    the values and lowers the step's peak memory."""
     x, y, doc_ids = _batch(T=512, B=4)
     config = ModelConfig(128, 256, 8, 4, 2, vocab_size=1024, max_seq_len=512)
     model = Llama(config).cuda()

@@ -375,3 +375,25 @@ def test_bad_timeouts_and_retry_counts_are_refused_by_the_parser(capsys, tmp_pat
     with pytest.raises(SystemExit) as exited:
         main([*base, "--base-url", f"http://127.0.0.1:{free_port()}/v1", flag, value])
     assert exited.value.code == 2 and f"argument {flag}: {message}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, expected, notice", [
+    (["--backend", "transformers"], 0.0, True),
+    (["--backend", "llama-cpp"], 0.0, True),
+    (["--backend", "llama-cpp", "--judge-model", "x"], 0.0, True),  # still the teacher's one server
+    (["--backend", "transformers", "--local-model", "runs/big/last"], 0.5, False),
+    (["--backend", "llama-cpp", "--judge-base-url", "http://127.0.0.1:9/v1"], 0.5, False),
+    (["--base-url", "http://127.0.0.1:9/v1"], 0.5, False),
+    (["--backend", "transformers", "--min-quality", "0.3"], 0.3, False),
+])
+def test_the_default_quality_gate_is_off_only_when_the_builtin_teacher_judges(flags, expected, notice, capsys, tmp_path, monkeypatch):
+    """The 135M teacher cannot judge (README, Known limits): at 0.5 it kept about 1 item in 18."""
+    from sutra.cli import build_parser
+    from sutra.synth.cli import _backend_options, _run_options
+
+    for name in ("SUTRA_SYNTH_BASE_URL", "OPENAI_BASE_URL", "SUTRA_JUDGE_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    args = build_parser().parse_args(["synth", "run", "--n", "1", "--out", str(tmp_path), *flags])
+    run = _run_options(args, _backend_options(args), n_items=1)
+    assert run.settings.min_quality == expected
+    assert ("sutra: --min-quality 0: the built-in 135M teacher is the judge" in capsys.readouterr().err) == notice
