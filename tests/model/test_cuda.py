@@ -85,34 +85,30 @@ def test_varlen_document_attention_matches_flex_and_dense_under_compile():
         assert torch.allclose(results[name][1], results["dense"][1], atol=2e-3, rtol=5e-2), name
 
 
-@pytest.mark.parametrize("recompute", [False, True], ids=["kept", "activation-checkpointing"])
-def test_compiled_flex_attention_in_fp32_equals_eager_dense_and_recomputing_saves_memory(recompute):
+def test_compiled_flex_attention_in_fp32_equals_eager_dense_and_recomputing_saves_memory():
     """In fp32 (no bf16 rounding to hide behind) the compiled model with the flex block mask, q and k
     made by RoPE in their own buffers and v a view into the QKV projection's output, as training
     makes them, gives the eager dense mask's loss and gradients. On a CPU, inductor's FlexAttention
     template (torch 2.13) reads such a v from its buffer's start, dropping the view's offset
-    (attention outputs off by up to ~5); Sutra never runs it there. Recomputing the blocks keeps
-    the values and lowers the step's peak memory."""
+    (attention outputs off by up to ~5); Sutra never runs it there. Recomputing the blocks
+    (activation checkpointing) keeps the values and lowers the step's peak memory."""
     x, y, doc_ids = _batch(T=512, B=4)
-    config = ModelConfig(128, 256, 8, 4, 2, vocab_size=1024, max_seq_len=512)
-    model = Llama(config).cuda()
+    model = Llama(ModelConfig(128, 256, 4, 4, 2, vocab_size=1024, max_seq_len=512)).cuda()
     reference = model(x, y, mask=dense_document_mask(doc_ids))
     reference.backward()
     reference_grads = {name: p.grad.clone() for name, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
-    peaks = {}
-    compiled = torch.compile(model)
-    for checkpointing in sorted({False, recompute}):
-        model.activation_checkpointing = checkpointing
+    compiled, peaks = torch.compile(model), {}
+    for recompute in (False, True):
+        model.activation_checkpointing = recompute
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         loss = compiled(x, y, mask=model.attention_mask(doc_ids, "flex"))
         loss.backward()
         torch.cuda.synchronize()
-        peaks[checkpointing] = torch.cuda.max_memory_allocated()
-        assert abs(loss.item() - reference.item()) < 1e-4, checkpointing
+        peaks[recompute] = torch.cuda.max_memory_allocated()
+        assert abs(loss.item() - reference.item()) < 1e-4, recompute
         for name, p in model.named_parameters():
-            torch.testing.assert_close(p.grad, reference_grads[name], atol=1e-4, rtol=1e-3, msg=name)
+            torch.testing.assert_close(p.grad, reference_grads[name], atol=1e-4, rtol=1e-3, msg=f"{name} (recompute {recompute})")
         model.zero_grad(set_to_none=True)
-    if recompute:
-        assert peaks[True] < 0.75 * peaks[False], peaks
+    assert peaks[True] < 0.75 * peaks[False], peaks
