@@ -87,6 +87,22 @@ def test_fsdp_shards_train_as_one_process_and_resume_sharded_and_unsharded(tmp_p
     assert_same_run(single, sharded, 6 + 3)  # 6 training steps; validation at 0, 3, 6
 
 
+@pytest.mark.slow
+def test_fsdp_compiled_whole_with_recomputed_blocks_follows_one_eager_process(tmp_path, tiny_dataset):
+    """FSDP2, torch.compile of the whole sharded model and activation checkpointing together (the
+    combination for a big model on GPUs), here with inductor's CPU code: the eager 1-process losses."""
+    recipe = micro_recipe(tiny_dataset, tmp_path / "unused", train={"epochs": 1, "steps_per_epoch": 2, "micro_batch": 2, "grad_accum": 2},
+                          eval={"every_steps": 2, "max_windows": 4}, schedule={"kind": "cosine", "warmup_steps": 1, "epochs": [{"peak_lr": 1e-2, "min_lr": 1e-3}]})
+    path = write_recipe(tmp_path / "micro.yaml", recipe)
+    single, sharded = tmp_path / "one-process", tmp_path / "fsdp"
+    run(sys.executable, "-m", "sutra", "train", str(path), "--set", f"run_dir={single}")
+    started = run(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "sutra", "train", str(path),
+                  "--set", f"run_dir={sharded}", "--set", "train.parallel=fsdp", "--set", "train.compile=true",
+                  "--set", "train.activation_checkpointing=true")
+    assert "on cpu x2 (FSDP2)" in started.stderr and "| activation checkpointing" in started.stderr
+    assert_same_run(single, sharded, 2 + 2)  # 2 training steps; validation at 0 and 2
+
+
 def test_a_recipe_error_under_torchrun_is_one_line_not_a_traceback(tmp_path, tiny_dataset):
     recipe = micro_recipe(tiny_dataset, tmp_path / "run", train={"grad_accum": 3})
     path = write_recipe(tmp_path / "micro.yaml", recipe)
