@@ -16,6 +16,8 @@ several nodes: run this on every node, with the run directory on a filesystem al
            --rdzv_id=RUN_NAME -m sutra train RECIPE.yaml
   (NCCL picks the network; without InfiniBand set NCCL_IB_DISABLE=1 and NCCL_SOCKET_IFNAME=<interface>)
 a run resumes on any number of processes that divides train.grad_accum: [torchrun ...] -m sutra train --resume RUN_DIR
+less memory for activations (a longer data.seq_len, a bigger model or micro-batch), about a third
+more compute: --set train.activation_checkpointing=true (each block recomputed in backward)
 
 run directory: recipe.yaml (resolved), metrics.jsonl, tensorboard/, and the checkpoints `last`,
 e{N}-best (lowest validation perplexity of epoch N), e{N}-final and last-good (the newest saved
