@@ -138,8 +138,8 @@ def cmd_generate(args) -> int:
             raise SutraError(f"{args.spec}: its tokenizer has no chat template (a base model); drop --chat to continue the prompt as plain text")
         text = tokenizer.hf().apply_chat_template([{"role": "user", "content": args.prompt}], add_generation_prompt=True, tokenize=False)
         prompt_ids = tokenizer.encode(text)
-    else:
-        prompt_ids = tokenizer.encode(args.prompt)
+    else:  # as a transformers user prompts it: with the BOS a Llama-style tokenizer adds
+        prompt_ids = tokenizer.encode(args.prompt, add_special_tokens=True)
     stream = StreamDecoder(tokenizer)
     stop = set(loaded.eos_token_ids)
 

@@ -79,6 +79,11 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+# where a replaced directory waits for one rename: a name no one gives their own files (a user's
+# `.NAME.old` backup must never be taken for it and deleted)
+REPLACED_SUFFIX = ".sutra-replaced"
+
+
 @contextmanager
 def atomic_directory(path: str | os.PathLike, overwrite: bool = True):
     """Yield a temporary sibling directory; on success it becomes `path` in one rename.
@@ -89,7 +94,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True):
     """
     path = check_output_path(path, directory=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    old = path.with_name(f".{path.name}.old")
+    old = path.with_name(f".{path.name}{REPLACED_SUFFIX}")
     if not path.exists() and old.is_dir():  # a crash between the two renames of a replacement below
         os.replace(old, path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))

@@ -89,8 +89,10 @@ class Tokenizer:
             self.backend = fast_tokenizer(file)
         except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
             raise SutraError(f"{file}: not a valid tokenizer file ({exc}); re-create it") from None
-        config_file = self.directory / "tokenizer_config.json"
-        self.config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+        self.config = {}  # the special-token roles: tokenizer_config.json's, else the older special_tokens_map.json's
+        for name in ("special_tokens_map.json", "tokenizer_config.json"):
+            if (self.directory / name).is_file():
+                self.config |= {k: v for k, v in _read_json_object(self.directory / name).items() if v is not None}
 
     @property
     def vocab_size(self) -> int:
@@ -115,6 +117,11 @@ class Tokenizer:
         return self._special_id("bos_token", ENDOFTEXT)
 
     @property
+    def pad_id(self) -> int | None:
+        """The padding id the tokenizer config declares, if any."""
+        return self._special_id("pad_token", ENDOFTEXT) if self.config.get("pad_token") else None
+
+    @property
     def document_separator_id(self) -> int:
         """The token appended after every pretraining document (<|endoftext|>)."""
         token_id = self.backend.token_to_id(ENDOFTEXT)
@@ -125,8 +132,10 @@ class Tokenizer:
         """Identifies the vocabulary and merges, whatever the special-token roles."""
         return hashlib.sha256(self.backend.to_str().encode("utf-8")).hexdigest()[:16]
 
-    def encode(self, text: str) -> list[int]:
-        return self.backend.encode(text, add_special_tokens=False).ids
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """Token ids; with `add_special_tokens`, what the tokenizer's own template adds too (a BOS
+        for Llama-style tokenizers, as transformers' `tokenizer(text)` gives; SmolLM2's adds none)."""
+        return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
@@ -140,8 +149,9 @@ class Tokenizer:
 
         return AutoTokenizer.from_pretrained(str(self.directory))
 
-    def save(self, out: str | os.PathLike) -> None:
-        """Copy the tokenizer files into `out` (for checkpoints and exports)."""
+    def save(self, out: str | os.PathLike, model_max_length: int | None = None) -> None:
+        """Copy the tokenizer files into `out` (for checkpoints and exports); `model_max_length`, the
+        model's context, lets transformers' tokenizer truncate to what the model can take."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         for name in TOKENIZER_FILES:
@@ -149,11 +159,25 @@ class Tokenizer:
             if src.is_file():
                 (out / name).write_bytes(src.read_bytes())
         config_file = out / "tokenizer_config.json"
-        if config_file.is_file():  # transformers 5 writes its own class name, which 4.x lacks
+        if config_file.is_file():
             config = json.loads(config_file.read_text())
-            if config.get("tokenizer_class") == "TokenizersBackend":
-                config["tokenizer_class"] = "PreTrainedTokenizerFast"
-                config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+            updated = dict(config)
+            if config.get("tokenizer_class") == "TokenizersBackend":  # transformers 5 writes its own class name, which 4.x lacks
+                updated["tokenizer_class"] = "PreTrainedTokenizerFast"
+            if model_max_length is not None:
+                updated["model_max_length"] = model_max_length
+            if updated != config:
+                config_file.write_text(json.dumps(updated, indent=2, ensure_ascii=False) + "\n")
+
+
+def _read_json_object(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SutraError(f"{path}: not readable JSON ({exc}); re-create it or remove it") from None
+    if not isinstance(data, dict):
+        raise SutraError(f"{path}: expected a JSON object, found {type(data).__name__}; re-create it or remove it")
+    return data
 
 
 def load_tokenizer(source: str | os.PathLike | None = None) -> Tokenizer:

@@ -6,14 +6,14 @@ import pytest
 
 from sutra_testing import run_sutra
 from sutra.errors import SutraError
-from sutra.io import atomic_directory, atomic_open, atomic_write_text
+from sutra.io import REPLACED_SUFFIX, atomic_directory, atomic_open, atomic_write_text
 
 
 def test_a_crash_between_the_two_renames_of_a_replacement_is_undone(tmp_path):
     target = tmp_path / "ckpt"
     with atomic_directory(target) as tmp:
         (tmp / "weights").write_text("v1")
-    os.replace(target, tmp_path / ".ckpt.old")  # as a crash after the first rename leaves it
+    os.replace(target, tmp_path / f".ckpt{REPLACED_SUFFIX}")  # as a crash after the first rename leaves it
     with pytest.raises(RuntimeError):
         with atomic_directory(target):
             raise RuntimeError("the new write fails too")
@@ -21,6 +21,18 @@ def test_a_crash_between_the_two_renames_of_a_replacement_is_undone(tmp_path):
     with atomic_directory(target) as tmp:
         (tmp / "weights").write_text("v2")
     assert (target / "weights").read_text() == "v2" and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_a_users_own_backup_beside_the_output_is_left_alone(tmp_path):
+    """`.NAME.old` is a common name for one's own backup; only Sutra's own set-aside copy is restored or removed."""
+    backup = tmp_path / ".ckpt.old"
+    backup.mkdir()
+    (backup / "notes.txt").write_text("mine")
+    for version in ("v1", "v2"):  # a new directory, then a replacement
+        with atomic_directory(tmp_path / "ckpt") as tmp:
+            (tmp / "weights").write_text(version)
+    assert (backup / "notes.txt").read_text() == "mine" and (tmp_path / "ckpt" / "weights").read_text() == "v2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ckpt.old", "ckpt"]
 
 
 def test_a_streamed_write_replaces_the_file_whole_or_not_at_all(tmp_path):

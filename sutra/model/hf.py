@@ -108,7 +108,7 @@ def config_from_hf(hf: dict, source: str) -> ModelConfig:
     )
 
 
-def hf_config(config: ModelConfig, bos_token_id: int, eos_token_id: int | list[int], torch_dtype: str) -> dict:
+def hf_config(config: ModelConfig, bos_token_id: int, eos_token_id: int | list[int], torch_dtype: str, pad_token_id: int | None = None) -> dict:
     """config.json for `LlamaForCausalLM`, built by the installed transformers so it loads there."""
     from transformers import LlamaConfig
 
@@ -129,7 +129,7 @@ def hf_config(config: ModelConfig, bos_token_id: int, eos_token_id: int | list[i
         mlp_bias=False,
         bos_token_id=bos_token_id,
         eos_token_id=eos_token_id,
-        pad_token_id=None,
+        pad_token_id=pad_token_id,
         rope_theta=config.rope_theta,
     )
     data = hf.to_dict()

@@ -41,7 +41,7 @@ def model_index(name: str, results: dict) -> list[dict]:
     return [{"name": name, "results": entries}]
 
 
-def model_details(spec: str, config) -> list[tuple[str, str]]:
+def model_details(spec: str, config, base_model: str | None = None, datasets: list[str] = ()) -> list[tuple[str, str]]:
     from sutra.model.checkpoint import resolve_spec
 
     _, directory = resolve_spec(spec)
@@ -54,7 +54,25 @@ def model_details(spec: str, config) -> list[tuple[str, str]]:
         ("Context Length", f"{config.max_seq_len:,}"),
         ("Vocabulary", f"{config.vocab_size:,}"),
         *([("Precision", precision)] if (precision := _weights_dtype(directory)) else []),
+        *([("Base Model", base_model)] if base_model else []),
+        *([("Training Dataset", ", ".join(datasets))] if datasets else []),
     ]
+
+
+def description(config, base_model: str | None, datasets: list[str], run: dict | None, checkpoint: dict) -> str:
+    """The seed's opening line, from what is known: shape, base, data, epochs and tokens."""
+    text = f"A {config.num_parameters / 1e6:.1f}M-parameter {base_model or 'Llama-architecture'} model"
+    if datasets:
+        text += f" pretrained on {', '.join(datasets)}"
+    run = run or {"metrics": [], "recipe": None}
+    epochs = ((run["recipe"] or {}).get("train") or {}).get("epochs")
+    tokens = [m["tokens"] for m in run["metrics"] if isinstance(m.get("tokens"), (int, float))
+              and (checkpoint.get("step") is None or m.get("step", 0) <= checkpoint["step"])]
+    if isinstance(epochs, int) and epochs > 0:
+        text += f" for {epochs} epoch{'s' * (epochs > 1)}"
+    if tokens:
+        text += f" ({_count(max(tokens))} tokens to this checkpoint)"
+    return text + "."
 
 
 def _weights_dtype(directory: Path) -> str | None:
@@ -250,6 +268,7 @@ def benchmark_section(name: str, results: dict, progression: list[Column]) -> st
         f"All benchmarks evaluated with lm-evaluation-harness{f' v{version}' if version else ''}; "
         f"{'all tasks are 0-shot except ' + ', '.join(few) if few else 'all tasks are 0-shot'}. "
         "A task shown with a split and size in brackets was not measured on the card's full split.\n\n"
+        + ("### This Model vs Training Progression\n\n" if len(columns) > 1 else "")
         + progression_table(columns).markdown()
     )
 
@@ -283,8 +302,9 @@ def render_card(spec: str, results: dict, name: str, base_model: str | None, dat
         "model-index": model_index(name, results),
     }
     # the weights mark: `sutra export --card` checks that it publishes the card beside these weights
-    parts = ["---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n", f"{WEIGHTS_MARK}{weights} -->\n", f"# {name}\n"]
-    parts.append("## Model Details\n\n" + _kv_table(model_details(spec, config), ("Property", "Value")))
+    parts = ["---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n", f"{WEIGHTS_MARK}{weights} -->\n", f"# {name}\n",
+             description(config, base_model, datasets, run, checkpoint) + "\n"]
+    parts.append("## Model Details\n\n" + _kv_table(model_details(spec, config, base_model, datasets), ("Property", "Value")))
     if run:
         summary = training_summary(run, checkpoint)
         if summary:
@@ -306,10 +326,12 @@ def render_card(spec: str, results: dict, name: str, base_model: str | None, dat
         parts.append(f"Validation perplexity{where}: {measured['perplexity']:.2f} over {measured.get('tokens', 0):,} tokens ({windows}{attention}`sutra eval --perplexity`).\n")
     if comparison:
         parts.append("\n### Comparison\n\n" + comparison_table(comparison).markdown())
-    model_id = repo_id or name
+    # without --repo-id, the directory `sutra export ... --card` publishes it in
+    model_id = repo_id or f"path/to/{name}"
     parts.append(
         "\n## Usage\n\n```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-        f'model = AutoModelForCausalLM.from_pretrained("{model_id}")\ntokenizer = AutoTokenizer.from_pretrained("{model_id}")\n\n'
+        + ("" if repo_id else "# the directory `sutra export` wrote (or its hub id once uploaded)\n")
+        + f'model = AutoModelForCausalLM.from_pretrained("{model_id}")\ntokenizer = AutoTokenizer.from_pretrained("{model_id}")\n\n'
         'inputs = tokenizer("The theory of relativity states that", return_tensors="pt")\n'
         "outputs = model.generate(**inputs, max_new_tokens=100)\n"
         "print(tokenizer.decode(outputs[0], skip_special_tokens=True))\n```\n"

@@ -58,7 +58,13 @@ def test_export_loads_in_transformers_with_equal_logits(random_checkpoint, tmp_p
     from transformers import AutoTokenizer
 
     assert json.loads((out / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
-    assert AutoTokenizer.from_pretrained(str(out))("Hello, world")["input_ids"] == load_model(str(out)).tokenizer.encode("Hello, world")
+    hf_tokenizer = AutoTokenizer.from_pretrained(str(out))
+    assert hf_tokenizer("Hello, world")["input_ids"] == load_model(str(out)).tokenizer.encode("Hello, world")
+    # it truncates to the model's context, not the 8192 of the tokenizer asset
+    assert hf_tokenizer.model_max_length == RANDOM.max_seq_len
+    # the padding id is the tokenizer's, in both configs
+    generation = json.loads((out / "generation_config.json").read_text())
+    assert config["pad_token_id"] == generation["pad_token_id"] == hf_tokenizer.pad_token_id == 0
 
 
 def test_export_and_import_replace_only_model_directories(random_checkpoint, tmp_path):
@@ -138,6 +144,37 @@ def test_real_smollm2_weights_agree_with_transformers(teacher_dir, tmp_path):
     exported = _hf_model(export_hf("smollm2-135m-instruct", str(tmp_path / "export")))
     again = exported.generate(torch.tensor([prompt]), max_new_tokens=8, do_sample=False)[0, len(prompt):].tolist()
     assert again == hf_ids
+    # its special ids are the release's (pad <|im_end|>, not <|endoftext|>)
+    ids = ("bos_token_id", "eos_token_id", "pad_token_id")
+    source, written = (json.loads((d / "config.json").read_text()) for d in (teacher_dir, tmp_path / "export"))
+    assert {k: written[k] for k in ids} == {k: source[k] for k in ids} == {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2}
+    assert json.loads((tmp_path / "export" / "generation_config.json").read_text())["pad_token_id"] == 2
+
+
+def test_special_token_roles_kept_only_in_special_tokens_map_are_read(tmp_path):
+    """Older Hugging Face tokenizers keep the roles in special_tokens_map.json; tokenizer_config.json's win where both name one."""
+    import shutil
+
+    from sutra.tokenizer import load_tokenizer
+
+    source = load_tokenizer("smollm2-135m-instruct").directory
+    directory = tmp_path / "tokenizer"
+    shutil.copytree(source, directory)
+    config = json.loads((directory / "tokenizer_config.json").read_text())
+    for role in ("bos_token", "eos_token", "pad_token"):
+        config.pop(role, None)
+    config["eos_token"] = None  # as some files write an unset role
+    (directory / "tokenizer_config.json").write_text(json.dumps(config))
+    (directory / "special_tokens_map.json").write_text(json.dumps(
+        {"bos_token": "<|im_start|>", "eos_token": {"content": "<|im_end|>", "special": True}, "pad_token": "<|im_end|>"}))
+    tokenizer = load_tokenizer(directory)
+    assert (tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id) == (1, 2, 2)
+    config["bos_token"] = "<|endoftext|>"
+    (directory / "tokenizer_config.json").write_text(json.dumps(config))
+    assert load_tokenizer(directory).bos_id == 0
+    (directory / "special_tokens_map.json").write_text("[]")
+    with pytest.raises(SutraError, match=r"special_tokens_map.json: expected a JSON object, found list"):
+        load_tokenizer(directory)
 
 
 def test_corrupt_or_missing_checkpoint_files_are_clear_errors(random_checkpoint):
@@ -263,3 +300,36 @@ def test_loading_a_model_leaves_out_the_compiler_and_keeps_torch_init(random_che
     imported, normal_module, ones_module = result.stdout.split("\n")[0].split()
     assert (imported, normal_module, ones_module) == ("False", "torch.nn.init", "torch.nn.init")
     assert float(result.stdout.split("\n")[1]) == pytest.approx(float(sum(p.double().sum() for p in model.parameters())), rel=1e-12)
+
+
+def test_generate_prompts_with_the_bos_a_llama_style_tokenizer_adds(tmp_path):
+    """A tokenizer whose template puts a BOS first (Llama 2/3, TinyLlama): `sutra generate` gives
+    the prompt the ids transformers' `tokenizer(text)` gives, so the same greedy text as `model.generate`."""
+    import shutil
+    import subprocess
+    import sys
+
+    from transformers import AutoTokenizer
+
+    from sutra.tokenizer import load_tokenizer
+
+    directory = tmp_path / "bos-tokenizer"
+    shutil.copytree(load_tokenizer().directory, directory)
+    spec = json.loads((directory / "tokenizer.json").read_text())
+    spec["post_processor"] = {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<|im_start|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                              "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                              "special_tokens": {"<|im_start|>": {"id": "<|im_start|>", "ids": [1], "tokens": ["<|im_start|>"]}}}
+    (directory / "tokenizer.json").write_text(json.dumps(spec))
+    tokenizer = load_tokenizer(directory)
+    assert tokenizer.encode("Hello world", add_special_tokens=True) == AutoTokenizer.from_pretrained(str(directory))("Hello world")["input_ids"]
+    assert tokenizer.encode("Hello world", add_special_tokens=True)[0] == 1 and tokenizer.encode("Hello world")[0] != 1
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(tmp_path / "ckpt", Llama(RANDOM), tokenizer)
+    hf = _hf_model(export_hf(str(checkpoint), str(tmp_path / "hf")))
+    hf_tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    inputs = hf_tokenizer("Hello world", return_tensors="pt")
+    theirs = hf.generate(**inputs, max_new_tokens=12, do_sample=False)[0, inputs["input_ids"].shape[1]:]
+    result = subprocess.run([sys.executable, "-m", "sutra", "generate", str(checkpoint), "--prompt", "Hello world", "--max-new-tokens", "12"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.rstrip("\n") == "Hello world" + hf_tokenizer.decode(theirs)

@@ -82,6 +82,14 @@ def test_card_front_matter_parses_with_one_model_index_entry_per_task(tmp_path, 
     assert by_type["sciq"]["dataset"]["name"] == "SciQ (validation, 1000)" and by_type["sciq"]["dataset"]["split"] == "validation"
     assert "Exact Match (5-shot), flexible-extract" == by_type["gsm8k"]["metrics"][0]["name"]
     assert "| Hidden Size | 64 |" in text and "| Precision | float32 |" in text
+    # the seed's opening line and its Base Model / Training Dataset rows
+    assert "| Base Model | HuggingFaceTB/SmolLM2-70M |" in text and "| Training Dataset | codelion/sutra-10B |" in text
+    from sutra.model.checkpoint import read_model_config
+
+    params = f"{read_model_config(str(checkpoint)).num_parameters / 1e6:.1f}M"
+    assert f"# SmolLM2-tiny\n\nA {params}-parameter HuggingFaceTB/SmolLM2-70M model pretrained on codelion/sutra-10B (10.20M tokens to this checkpoint).\n" in text
+    # no --repo-id: the usage loads the exported directory, not a made-up hub id
+    assert 'from_pretrained("path/to/SmolLM2-tiny")' in text
     assert "| Tokens | 10.20M |" in text and "| Best validation perplexity | 36.60 |" in text
     assert "weight_decay: 0.1" in text and "trust_remote_code" not in text
     # the schedule as the recipe states it (the logged rates never saw a peak), and no local paths
@@ -301,7 +309,7 @@ def test_card_is_of_these_weights_and_keeps_this_model_beside_its_progression(tm
     readme = tmp_path / "README.md"
     run_sutra("card", str(checkpoint), "--results", str(tmp_path / "r.json"), "--progression", f"E1-final={older}", "--out", str(readme), check=True)
     text = readme.read_text()
-    assert "| Benchmark | SmolLM2-tiny | E1-final |" in text  # the seed's "This Model vs Training Progression"
+    assert "### This Model vs Training Progression\n\n| Benchmark | SmolLM2-tiny | E1-final |" in text
     assert "| PIQA | 55.00 | 51.00 |" in text
     assert "Validation perplexity: 37.72 over 1,000 tokens (`sutra eval --perplexity`)." in text
     names = {r["dataset"]["type"]: r["dataset"]["name"] for r in yaml.safe_load(text.split("---\n")[1])["model-index"][0]["results"]}
