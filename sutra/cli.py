@@ -65,6 +65,15 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(3)  # then stops the others, so an error every process found prints once
         print(f"sutra: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        from sutra.io import WRITE_FAILURES
+
+        if exc.errno not in WRITE_FAILURES:
+            raise
+        # every write is atomic: the output is as it was, and what a long job finished is kept for its re-run
+        print(f"sutra: error: could not write {exc.filename or 'the output'} ({exc.strerror}); make room there or write "
+              "somewhere else, then run the same command again", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("sutra: interrupted", file=sys.stderr)
         return 130

@@ -1,7 +1,9 @@
 """Atomic file writes: a reader never sees a half-written file or directory."""
 
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -45,6 +47,37 @@ def check_output_path(path: str | os.PathLike, directory: bool = False) -> Path:
     return path
 
 
+# the write failures a user mends by making room or choosing another place (other OSErrors are bugs or reads)
+WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+def _naming(path: Path, exc: BaseException) -> BaseException:
+    """`exc` as an OSError that names the output it failed to write (a failed write() names no file;
+    safetensors puts the OS error in its message only), or `exc` itself."""
+    if isinstance(exc, OSError):
+        return exc if exc.filename else OSError(exc.errno, exc.strerror, str(path))
+    found = re.search(r"(?:os error|code:) (\d+)", str(exc)) if type(exc).__name__ == "SafetensorError" else None
+    if found and int(found.group(1)) in WRITE_FAILURES:
+        return OSError(int(found.group(1)), os.strerror(int(found.group(1))), str(path))
+    return exc
+
+
+def check_replaceable(path: str | os.PathLike, kind: str, is_kind, inputs=()) -> Path:
+    """An output file that may be (re)written: not one of the command's `inputs` or inside one (a
+    model directory, a dataset), and, if it exists, a `kind` this command writes (`is_kind(path)`),
+    so a slip in --out never replaces weights, data or hours of results."""
+    path = check_output_path(path)
+    resolved = path.resolve()
+    for source in inputs:
+        source = Path(source).resolve()
+        if resolved == source or source in resolved.parents:
+            where = "is" if resolved == source else f"is inside {source},"
+            raise SutraError(f"{path}: {where} an input of this command; write the {kind} somewhere else")
+    if path.exists() and not is_kind(path):
+        raise SutraError(f"{path}: exists and is not a {kind}, so it is not replaced; name a new file (or an earlier {kind}) to write")
+    return path
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None):
     """A file to write `path` through, for output too large to hold in memory: it is a temporary
@@ -55,10 +88,13 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None 
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file ordinary permissions
-        with os.fdopen(fd, mode, encoding=encoding) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with os.fdopen(fd, mode, encoding=encoding) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise _naming(path, exc) from exc
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -100,7 +136,13 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True):
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as exc:  # a full disk under a writer that names no file (safetensors, write())
+            named = _naming(path, exc)
+            if named is exc:
+                raise
+            raise named from exc
         for child in tmp.rglob("*"):
             if child.is_file():
                 child.chmod(0o666 & ~_umask())  # ordinary permissions: safetensors' save_file makes 0600

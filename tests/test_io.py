@@ -1,5 +1,6 @@
 """Atomic writes: a directory replaced in place survives a crash at any point."""
 
+import json
 import os
 
 import pytest
@@ -76,3 +77,34 @@ def test_an_output_of_the_wrong_kind_or_under_a_file_is_one_clear_error(tmp_path
     # `sutra eval` checks its --out before evaluating, so no result is computed only to be lost
     result = run_sutra("eval", "smollm2-135m-instruct", "--perplexity", str(tmp_path), "--out", str(tmp_path / "afile" / "r.json"))
     assert result.returncode == 2 and "afile is a file, not a directory" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_full_disk_is_one_line_naming_the_output_for_every_writer(tmp_path, tokenizer):
+    """Files capped at 4 KB (RLIMIT_FSIZE, as on a nearly full disk; Python ignores SIGXFSZ, so the
+    write fails with EFBIG): the weights' write in safetensors and a file written through atomic_open
+    both end in one line naming what could not be written, and leave no output."""
+    import resource
+    import subprocess
+    import sys
+
+    from sutra.model import Llama, ModelConfig
+    from sutra.model.checkpoint import save_checkpoint
+    from sutra_testing import REPO
+
+    checkpoint = save_checkpoint(tmp_path / "ckpt", Llama(ModelConfig(64, 96, 1, 4, 2, max_seq_len=64)), tokenizer)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": i, "loss": 5.0 - i / 10, "lr": 1e-3}) + "\n" for i in range(1, 20)))
+
+    def capped(*args):
+        return subprocess.run([sys.executable, "-m", "sutra", *args], cwd=REPO, capture_output=True, text=True, timeout=300,
+                              preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)))
+
+    exported = capped("export", str(checkpoint), str(tmp_path / "hf"))
+    assert exported.returncode == 2 and "Traceback" not in exported.stderr, exported.stderr[-2000:]
+    assert f"sutra: error: could not write {tmp_path / 'hf'} (File too large); make room there or write somewhere else" in exported.stderr
+    assert not (tmp_path / "hf").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".hf")]
+    plotted = capped("plot", str(run), "--out", str(tmp_path / "curves.png"))  # a PNG of ~40 KB, streamed through atomic_open
+    assert plotted.returncode == 2 and "Traceback" not in plotted.stderr, plotted.stderr[-2000:]
+    assert f"could not write {tmp_path / 'curves.png'} (File too large)" in plotted.stderr
+    assert not (tmp_path / "curves.png").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".curves")]

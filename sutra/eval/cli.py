@@ -67,10 +67,11 @@ def cmd_eval(args) -> int:
         raise SutraError("nothing to evaluate: give --tasks card|TASK,... and/or --perplexity DATA_DIR")
     if args.out and Path(args.out).is_dir():
         raise SutraError(f"--out {args.out}: is a directory; give the results file to write, e.g. {Path(args.out) / 'results.json'}")
-    if args.out:  # before the evaluation: its results must not be lost at the end
-        from sutra.io import check_output_path
+    if args.out:  # before the evaluation: its results must not be lost at the end, nor replace what it reads
+        from sutra.eval.harness import is_results_file
+        from sutra.io import check_replaceable
 
-        check_output_path(args.out)
+        check_replaceable(args.out, "results file", is_results_file, inputs=[p for p in (args.spec, args.perplexity) if p and Path(p).exists()])
     if args.perplexity:  # a wrong path stops before any model loads
         from sutra.data.stream import open_stream
 

@@ -202,6 +202,17 @@ def evaluate(
     }
 
 
+def is_results_file(path: Path) -> bool:
+    """Whether `path` holds results `sutra eval` wrote (an earlier run's, which a new one may replace)."""
+    import json
+
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(results, dict) and results.get("format") == FORMAT
+
+
 def read_results(path: str | os.PathLike) -> dict:
     """A results file written by `sutra eval`, checked for everything tables and cards read from it,
     so a hand-edited or foreign file is refused with its field named instead of failing mid-report."""

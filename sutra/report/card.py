@@ -41,6 +41,14 @@ def model_index(name: str, results: dict) -> list[dict]:
     return [{"name": name, "results": entries}]
 
 
+def is_card(path: Path) -> bool:
+    """Whether `path` holds a card `sutra card` wrote (an earlier one, which a new one may replace)."""
+    try:
+        return WEIGHTS_MARK in path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def model_details(spec: str, config, base_model: str | None = None, datasets: list[str] = ()) -> list[tuple[str, str]]:
     from sutra.model.checkpoint import resolve_spec
 

@@ -52,11 +52,12 @@ def cmd_card(args) -> int:
     from pathlib import Path
 
     from sutra.eval.harness import read_results
-    from sutra.io import atomic_write_text
+    from sutra.io import atomic_write_text, check_replaceable
     from sutra.model.checkpoint import resolve_spec
-    from sutra.report.card import read_run, render_card
+    from sutra.report.card import is_card, read_run, render_card
     from sutra.report.tables import load_columns
 
+    check_replaceable(args.out, "model card", is_card)  # not the results it reads, nor any other file
     results = read_results(args.results)
     name = args.name or resolve_spec(args.spec)[1].name
     text = render_card(

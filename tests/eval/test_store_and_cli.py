@@ -112,3 +112,18 @@ def test_printed_scores_mark_and_explain_what_is_not_the_cards_measurement():
     assert lines[0].split() == ["PIQA", "acc_norm", "54.84"]
     assert lines[1].split() == ["GSM8K", "(test,", "1319)", "*", "exact_match", "(flexible-extract)", "0.53"]
     assert lines[2] == "* GSM8K: few-shot examples drawn from test"
+
+
+def test_out_never_replaces_the_model_or_any_file_that_is_not_results(tiny_model, tmp_path):
+    """`--out CKPT/sutra.json` once turned the checkpoint's config (or weights) into a results file."""
+    checkpoint, _ = tiny_model
+    before = {p.name: p.read_bytes() for p in checkpoint.iterdir()}
+    for out, message in [(checkpoint / "sutra.json", "is inside"), (checkpoint / "model.safetensors", "is inside"),
+                         (checkpoint / "results.json", "is inside")]:
+        result = run_sutra("eval", str(checkpoint), "--tasks", "piqa", "--limit", "1", "--out", str(out))
+        assert result.returncode == 2 and message in result.stderr and "an input of this command" in result.stderr, result.stderr
+    data = tmp_path / "notes.jsonl"
+    data.write_text('{"text": "mine"}\n')
+    result = run_sutra("eval", str(checkpoint), "--tasks", "piqa", "--limit", "1", "--out", str(data))
+    assert result.returncode == 2 and "exists and is not a results file, so it is not replaced" in result.stderr
+    assert data.read_text() == '{"text": "mine"}\n' and {p.name: p.read_bytes() for p in checkpoint.iterdir()} == before

@@ -402,3 +402,18 @@ def test_the_cards_table_shows_its_model_index_numbers_not_the_same_weights_meas
     (boolq,) = yaml.safe_load(card.split("---\n")[1])["model-index"][0]["results"]
     assert boolq["metrics"][0]["value"] == 56.0
     assert "| Benchmark | this | E1-best |" in card and "| BoolQ | 56.00 | 56.67 |" in card
+
+
+def test_card_out_never_replaces_its_results_or_another_file(tmp_path, checkpoint):
+    """`--out results.json` once replaced hours of evaluation with the card's Markdown."""
+    results = write_results(tmp_path / "r.json", {"piqa": 0.55}, of=checkpoint)
+    kept = results.read_bytes()
+    for out in (results, tmp_path / "notes.md"):
+        if out != results:
+            out.write_text("my notes\n")
+        refused = run_sutra("card", str(checkpoint), "--results", str(results), "--out", str(out))
+        assert refused.returncode == 2 and "exists and is not a model card, so it is not replaced" in refused.stderr
+    assert results.read_bytes() == kept and (tmp_path / "notes.md").read_text() == "my notes\n"
+    readme = tmp_path / "README.md"  # an earlier card is replaced
+    for _ in range(2):
+        run_sutra("card", str(checkpoint), "--results", str(results), "--out", str(readme), check=True)
