@@ -34,3 +34,22 @@ def positive_seconds(value: str) -> float:
     if not (math.isfinite(number) and number > 0):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {value!r}")
     return number
+
+
+def temperature(value: str) -> float:
+    """A sampling temperature: finite, 0 or more (NaN or Infinity would reach a server as invalid JSON)."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more, got {value!r}")
+    return number
+
+
+def seed(value: str) -> int:
+    """A random seed torch and numpy take: 0 <= seed < 2**63."""
+    number = whole(value)
+    if not 0 <= number < 2**63:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**63 - 1, got {value}")
+    return number

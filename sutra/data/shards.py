@@ -93,6 +93,8 @@ def read_manifest(directory: str | Path) -> dict:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise SutraError(f"{path}: unreadable manifest ({exc}); re-run `sutra data prepare`") from None
+    if not isinstance(manifest, dict):
+        raise SutraError(f"{path}: a JSON {type(manifest).__name__}, not a dataset manifest; re-run `sutra data prepare`")
     if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise SutraError(f"{path}: format {manifest.get('format')!r} version {manifest.get('version')!r}, expected {FORMAT!r} version {VERSION}")
     return manifest

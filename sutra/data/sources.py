@@ -152,6 +152,12 @@ def _files_under(root: Path) -> list[Path]:
     return sorted(files)
 
 
+def _lines_name(name: str) -> str:
+    """Where the JSON array's converted lines go: never the array itself, which the shell would empty first."""
+    path = Path(name)
+    return str(path.with_name(f"{path.stem}.lines.jsonl" if path.suffix == ".jsonl" else f"{path.stem}.jsonl"))
+
+
 def _problem(name: str, line: int, reason: str, detail: str) -> Unit:
     return Unit("problem", name, first=line, payload=(reason, detail))
 
@@ -260,7 +266,7 @@ def _plan_one(kind: str, path, name: str, unit_bytes: int) -> Source:
         with open(path, "rb") as f:
             if f.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"["):
                 return Source("problem", name, 1, [_problem(name, 1, "json_array", "a JSON array, not JSON Lines (one object per line); "
-                                                            f"convert it with: jq -c '.[]' {name} > {Path(name).stem}.jsonl")])
+                                                            f"convert it with: jq -c '.[]' {name} > {_lines_name(name)}")])
         units, offset, line = [], 0, 1
         with open(path, "rb") as f:
             for chunk, lines in _line_chunks(f, unit_bytes):

@@ -51,6 +51,7 @@ def cmd_report(args) -> int:
 def cmd_card(args) -> int:
     from pathlib import Path
 
+    from sutra.errors import SutraError
     from sutra.eval.harness import read_results
     from sutra.io import atomic_write_text, check_replaceable
     from sutra.model.checkpoint import resolve_spec
@@ -58,6 +59,8 @@ def cmd_card(args) -> int:
     from sutra.report.tables import load_columns
 
     check_replaceable(args.out, "model card", is_card)  # not the results it reads, nor any other file
+    if not args.license.strip():  # the Hub refuses `license: ''` in the front matter
+        raise SutraError("--license '': name the license (a Hub identifier such as apache-2.0, mit or other)")
     results = read_results(args.results)
     name = args.name or resolve_spec(args.spec)[1].name
     text = render_card(

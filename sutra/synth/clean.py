@@ -7,6 +7,8 @@ wrong language, too short or too long. Duplicates: exact (normalised text hash) 
 
 import hashlib
 import json
+import math
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -59,6 +61,20 @@ class CleanConfig:
     min_tokens: int = 50
     max_tokens: int = 4096
     min_english: float = 0.12  # share of common English function words
+
+
+def check_clean_options(config: CleanConfig, dedup_threshold: float | None = None) -> None:
+    """One clear error, before any work, for bounds no text could meet or a threshold datasketch refuses."""
+    from sutra.errors import SutraError
+
+    for flag, value in (("--min-tokens", config.min_tokens), ("--max-tokens", config.max_tokens)):
+        if value < 1:
+            raise SutraError(f"{flag} {value}: must be at least 1")
+    if config.min_tokens > config.max_tokens:
+        raise SutraError(f"--min-tokens {config.min_tokens} is above --max-tokens {config.max_tokens}: no text could pass; "
+                         "give a --min-tokens no larger than --max-tokens")
+    if dedup_threshold is not None and not (math.isfinite(dedup_threshold) and 0.0 < dedup_threshold <= 1.0):
+        raise SutraError(f"--dedup-threshold {dedup_threshold}: must be in (0, 1]")
 
 
 def degenerate_reason(text: str, token_count: int, config: CleanConfig) -> str | None:
@@ -127,19 +143,28 @@ def clean_files(inputs: list[str], out: str | Path, config: CleanConfig, dedup_t
     earlier record to OUT/train_000.jsonl, and a report of removals by reason to OUT/.synth/clean-report.json."""
     from sutra.errors import SutraError
     from sutra.io import atomic_open, atomic_write_json
-    from sutra.synth.journal import META_DIR, read_jsonl
+    from sutra.synth.journal import META_DIR, prepare_output_dir, read_jsonl
     from sutra.tokenizer import load_tokenizer
 
     missing = [name for name in inputs if not Path(name).is_file()]
     if missing:
         raise SutraError(f"{missing[0]}: no such JSONL file")
+    check_clean_options(config, dedup_threshold)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    target, report_path = out / "train_000.jsonl", out / META_DIR / "clean-report.json"
+    if target.exists():
+        same = [name for name in inputs if Path(name).resolve() == target.resolve() or os.path.samefile(name, target)]
+        if same:
+            raise SutraError(f"{same[0]}: is both an input and the output {target}; give a --out directory that holds none of the inputs")
+        if not report_path.is_file():  # not an earlier clean's output: someone's data, perhaps a synth run's
+            raise SutraError(f"{target} exists and was not written by 'sutra synth clean' (no {report_path}); "
+                             "give a new --out directory, or move that file away; nothing was changed")
+    prepare_output_dir(out)
     tokenizer = load_tokenizer()
     dedup = Deduplicator(threshold=dedup_threshold)
     removed, read, kept = Counter(), 0, 0
     # streamed (the kept records need not fit in memory); a failure leaves the earlier output as it was
-    with atomic_open(out / "train_000.jsonl", "w", encoding="utf-8") as f:
+    with atomic_open(target, "w", encoding="utf-8") as f:
         for name in inputs:
             path = Path(name)
             records, _ = read_jsonl(path)
@@ -157,5 +182,5 @@ def clean_files(inputs: list[str], out: str | Path, config: CleanConfig, dedup_t
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
                 kept += 1
     report = {"inputs": [str(i) for i in inputs], "read": read, "kept": kept, "removed": dict(removed.most_common())}
-    atomic_write_json(out / META_DIR / "clean-report.json", report)
+    atomic_write_json(report_path, report)
     return report

@@ -4,7 +4,7 @@ import signal
 import sys
 from pathlib import Path
 
-from sutra.argtypes import non_negative_int, positive_int, positive_seconds
+from sutra.argtypes import non_negative_int, positive_int, positive_seconds, temperature
 
 
 # `synth run`/`rephrase` exit status when they stop short of the target: what they accepted is
@@ -45,7 +45,7 @@ def add_generation_args(p) -> None:
     p.add_argument("--styles", type=_list, default=None, help="comma-separated subset")
     p.add_argument("--prompts", default=None, metavar="DIR", help="directory of prompt files that replace the defaults")
     p.add_argument("--max-new-tokens", type=positive_int, default=768)
-    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--temperature", type=temperature, default=0.8)
     p.add_argument("--min-quality", type=float, default=None,
                    help="keep items whose quality_score is at least this (default 0.5; 0 when the built-in 135M "
                    "teacher judges, since its scores do not tell good text from bad: they are recorded, not used)")
@@ -134,7 +134,8 @@ def _backend_options(args):
 
 def _run_options(args, backends, n_items=None, n_tokens=None):
     from sutra.errors import SutraError
-    from sutra.synth.clean import CleanConfig
+    from sutra.io import check_output_path
+    from sutra.synth.clean import CleanConfig, check_clean_options
     from sutra.synth.pipeline import EngineSettings
     from sutra.synth.runner import RunOptions, parse_shard
 
@@ -148,8 +149,8 @@ def _run_options(args, backends, n_items=None, n_tokens=None):
         min_quality = EngineSettings.min_quality
     if not 0.0 <= min_quality <= 1.0:
         raise SutraError(f"--min-quality {min_quality}: must be between 0 and 1")
-    if not 0.0 < args.dedup_threshold <= 1.0:
-        raise SutraError(f"--dedup-threshold {args.dedup_threshold}: must be in (0, 1]")
+    check_clean_options(CleanConfig(min_tokens=args.min_tokens, max_tokens=args.max_tokens), args.dedup_threshold)
+    check_output_path(args.out, directory=True)
     settings = EngineSettings(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed, min_quality=min_quality,
         target_tokens_per_item=min(args.max_new_tokens, 450), concurrency=backends.items_in_flight(),
@@ -202,8 +203,10 @@ def cmd_rephrase(args) -> int:
 
 
 def cmd_clean(args) -> int:
+    from sutra.io import check_output_path
     from sutra.synth.clean import CleanConfig, clean_files
 
+    check_output_path(args.out, directory=True)
     report = clean_files(args.inputs, args.out, CleanConfig(min_tokens=args.min_tokens, max_tokens=args.max_tokens), args.dedup_threshold)
     print(f"kept {report['kept']} of {report['read']} record(s); removed: "
           + (", ".join(f"{k} {v}" for k, v in report["removed"].items()) or "none") + f"; written to {args.out}")
@@ -216,6 +219,8 @@ def cmd_stats(args) -> int:
 
     if not args.out.is_dir():
         raise SutraError(f"{args.out}: not a directory; pass the --out directory of a synth run")
+    if not any(path.is_file() for path in args.out.glob("train_*.jsonl")):
+        raise SutraError(f"{args.out}: holds no train_*.jsonl data files; pass the --out directory of a synth run")
     print(render_markdown(write_stats(args.out)), end="")
     return 0
 
@@ -272,13 +277,19 @@ def cmd_graph_expand(args) -> int:
     import asyncio
 
     from sutra.errors import SutraError
+    from sutra.io import check_output_path
     from sutra.synth.expand import expand_graph
     from sutra.synth.graph import KnowledgeGraph
     from sutra.synth.prompts import PromptSet
     from sutra.home import sutra_home
     from sutra.synth.runner import open_backends
 
+    if args.out.suffix not in (".yaml", ".yml", ".json"):
+        raise SutraError(f"--out {args.out}: a graph is written as .yaml, .yml or .json; give a path with one of those suffixes")
+    check_output_path(args.out)
     graph = KnowledgeGraph.load(args.graph)
+    if args.out.exists() and args.out.resolve() == Path(graph.source).resolve():
+        raise SutraError(f"--out {args.out}: is the input graph; write the expanded graph to a new file (the input is kept as it was)")
     parents = args.concepts or [c.id for c in graph.curriculum()[:args.limit]]
     unknown = [p for p in parents if p not in graph.concepts]
     if unknown:

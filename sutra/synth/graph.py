@@ -69,7 +69,7 @@ class KnowledgeGraph:
         if not path.is_file():
             raise SutraError(f"{path}: no such graph file; pass a .yaml or .json graph, or 'default' for the seed graph")
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark some editors put first
             data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
         except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
             raise SutraError(f"{path}: cannot parse the graph ({str(exc).splitlines()[0]}); fix the file's syntax") from None

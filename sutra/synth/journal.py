@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sutra.errors import SutraError
-from sutra.io import atomic_write_json
+from sutra.io import atomic_write_json, check_output_path
 
 META_DIR = ".synth"
 SCHEMA_FIELDS = (
@@ -51,7 +51,8 @@ def read_jsonl(path: Path, repair_tail: bool = False) -> tuple[list[dict], int]:
             f.truncate(keep)
         data, repaired = data[:keep], 1
     rows = []
-    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+    # utf-8-sig: a byte-order mark some editors put first is no part of the first record
+    for number, line in enumerate(data.decode("utf-8-sig", errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -59,6 +60,28 @@ def read_jsonl(path: Path, repair_tail: bool = False) -> tuple[list[dict], int]:
         except json.JSONDecodeError as exc:
             raise SutraError(f"{path}:{number}: not valid JSON ({exc.msg}); the file was edited or corrupted, fix or remove that line") from None
     return rows, repaired
+
+
+def check_records(path: Path, rows: list, fields, what: str) -> None:
+    """One clear error where a row of `path` is not a mapping with every one of `fields`."""
+    for number, row in enumerate(rows, 1):
+        missing = [k for k in fields if k not in row] if isinstance(row, dict) else list(fields)
+        if missing:
+            raise SutraError(f"{path}: record {number} has no {missing[0]!r} field; {what}")
+
+
+def prepare_output_dir(out: str | Path) -> Path:
+    """`out` as a directory a synth command can write, created if need be: one clear error, before
+    any work, where it is a file, lies under a file, or cannot be written (permissions, a read-only
+    filesystem)."""
+    out = check_output_path(out, directory=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SutraError(f"{out}: cannot create the output directory ({exc.strerror}); give a --out you can write") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise SutraError(f"{out}: cannot be written: no permission to write in it (or a read-only filesystem); give a --out you can write")
+    return out
 
 
 class ShardFiles:
@@ -72,9 +95,16 @@ class ShardFiles:
 
     def open(self, settings: dict) -> ResumeState:
         """Check `settings` against a previous run in the same place, recover its files, open for append."""
-        self.journal_path.parent.mkdir(parents=True, exist_ok=True)
+        found = next((p for p in (self.data_path, self.journal_path) if p.is_file() and p.stat().st_size), None)
+        if found and not self.manifest_path.is_file():
+            # no settings record: these files were not written by a synth run (or it was deleted)
+            raise SutraError(
+                f"{found} exists but {self.manifest_path} does not, so it was not written by 'sutra synth' and cannot be "
+                "resumed; write to a new --out (or move the file away); nothing was changed"
+            )
+        prepare_output_dir(self.journal_path.parent)
         if self.manifest_path.is_file():
-            previous = json.loads(self.manifest_path.read_text())
+            previous = self._read_manifest()
             changed = [k for k in settings if k in previous and previous[k] != settings[k]]
             if changed:
                 k = changed[0]
@@ -86,9 +116,25 @@ class ShardFiles:
             atomic_write_json(self.manifest_path, settings)
         records, repaired_data = read_jsonl(self.data_path, repair_tail=True)
         entries, repaired_journal = read_jsonl(self.journal_path, repair_tail=True)
+        check_records(self.data_path, records, ("id", "text", "token_count"), "this file was edited; fix that record, or write to a new --out")
+        check_records(self.journal_path, entries, ("id", "status"), "the journal was edited; fix that line, or write to a new --out")
         self._data = open(self.data_path, "a", encoding="utf-8")
         self._journal = open(self.journal_path, "a", encoding="utf-8")
         return ResumeState(records, entries, repaired_data + repaired_journal)
+
+    def _read_manifest(self) -> dict:
+        try:
+            previous = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            previous, problem = None, str(exc).splitlines()[0]
+        else:
+            problem = "not a JSON object"
+        if not isinstance(previous, dict):
+            raise SutraError(
+                f"{self.manifest_path}: the run's settings record is corrupted ({problem}), "
+                f"so {self.out} cannot be resumed safely; restore that file, or write to a new --out"
+            )
+        return previous
 
     @staticmethod
     def _append(f, row: dict) -> None:

@@ -40,9 +40,23 @@ class PromptSet:
         self.override_dir = Path(override_dir) if override_dir else None
         if self.override_dir and not self.override_dir.is_dir():
             raise SutraError(f"{self.override_dir}: --prompts must be a directory of prompt files (see 'sutra synth prompts --export DIR')")
+        if self.override_dir:
+            self._check_override_names()
         self.templates = {name: self._load_template(name) for name in TEMPLATES}
         self.content_types = self._load_vocabulary("content_types")
         self.styles = self._load_vocabulary("styles")
+
+    def _check_override_names(self) -> None:
+        """A --prompts file with a name no prompt has (generate.yml, a typo) would be ignored: say so instead."""
+        known = [f"{name}.yaml" for name in (*TEMPLATES, *VOCABULARIES)]
+        files = sorted(p.name for p in self.override_dir.iterdir() if p.suffix in (".yaml", ".yml"))
+        unknown = [name for name in files if name not in known]
+        if unknown:
+            raise SutraError(f"{self.override_dir}: {', '.join(unknown)}: not a prompt file name, so it would be ignored; "
+                             f"prompt files are named {', '.join(known)} (rename or remove it)")
+        if not files:
+            raise SutraError(f"{self.override_dir}: --prompts holds no prompt file ({', '.join(known)}); "
+                             "see 'sutra synth prompts --export DIR' for editable copies")
 
     def _file(self, name: str) -> Path:
         if self.override_dir and (self.override_dir / f"{name}.yaml").is_file():
@@ -95,8 +109,9 @@ class PromptSet:
 
 
 def export_defaults(out: str | Path) -> list[Path]:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    from sutra.synth.journal import prepare_output_dir
+
+    out = prepare_output_dir(out)
     written = []
     for name in (*TEMPLATES, *VOCABULARIES):
         target = out / f"{name}.yaml"

@@ -15,7 +15,7 @@ from sutra.synth.backends import OpenAIBackend, TransformersBackend, env_or
 from sutra.synth.clean import Deduplicator
 from sutra.synth.diversity import Planner, prior_coverage
 from sutra.synth.graph import DOMAINS, KnowledgeGraph
-from sutra.synth.journal import META_DIR, ShardFiles, read_jsonl
+from sutra.synth.journal import META_DIR, ShardFiles, check_records, read_jsonl
 from sutra.synth.judge import Judge, MalformedAnswer, ask_json, extract_json_object
 from sutra.synth.pipeline import Engine, EngineSettings, Job, ProgressBar, Summary, item_id
 from sutra.synth.prompts import PromptSet, level_description
@@ -228,7 +228,17 @@ def graph_jobs(graph: KnowledgeGraph, prompts: PromptSet, planner: Planner, shar
 def synthesize(graph_spec: str, run: RunOptions, backends: BackendOptions, prompts: PromptSet, content_types: list[str], styles: list[str],
                target_words: int = 350, balance_with: list[str] = ()) -> Summary:
     graph = KnowledgeGraph.load(graph_spec)
-    prior_records = [r for d in balance_with for path in sorted(Path(d).glob("*.jsonl")) for r in read_jsonl(path)[0]]
+    prior_records = []
+    for directory in map(Path, balance_with):
+        paths = sorted(p for p in directory.glob("*.jsonl") if p.is_file()) if directory.is_dir() else []
+        if not paths:
+            raise SutraError(f"--balance-with {directory}: {'holds no JSONL files' if directory.is_dir() else 'not a directory'}; "
+                             "pass the --out directory of an earlier synth run")
+        for path in paths:
+            rows = read_jsonl(path)[0]
+            check_records(path, rows, ("domain", "concept_name", "complexity_level", "content_type"),
+                          "--balance-with needs the 13-field records of an earlier synth run")
+            prior_records += rows
     prior = prior_coverage(prior_records, graph) if prior_records else None
     planner = Planner(graph, content_types, styles, run.seed, prior)
     manifest = {

@@ -111,4 +111,14 @@ def _lines(path: Path) -> list[str]:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    return [record for line in _lines(Path(run_dir) / METRICS_FILE) if (record := _parse(line))]
+    """The run's records; only a last line cut short (a killed run's) is passed over, any other that
+    is not a record is an error naming it, not a point silently missing from a plot."""
+    path = Path(run_dir) / METRICS_FILE
+    lines = _lines(path)
+    records = []
+    for number, line in enumerate(lines, 1):
+        record = _parse(line)
+        if record is None and (number < len(lines) or line.endswith("\n")):
+            raise SutraError(f"{path}:{number}: not a record of `sutra train` (a JSON object with an integer step); fix or remove that line")
+        records += [record] if record else []
+    return records

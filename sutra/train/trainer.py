@@ -458,7 +458,11 @@ class Trainer:
         checkpoint = self.store.resolve(name)
         # sharded, every process reads the whole file: mapped on the host (safetensors maps CPU
         # loads), each keeps its shard, one tensor at a time on the device, never all of them
-        weights = load_file(checkpoint / "model.safetensors", device="cpu" if self.sharded else str(self.device))
+        try:
+            weights = load_file(checkpoint / "model.safetensors", device="cpu" if self.sharded else str(self.device))
+        except Exception as exc:  # safetensors raises SafetensorError on a truncated or corrupt file
+            raise SutraError(f"{checkpoint / 'model.safetensors'}: cannot read weights ({exc}); the checkpoint is corrupt or truncated: "
+                             f"restore it from a copy, or start a new run with --init-from another checkpoint of {self.run_dir}") from None
         state = load_trainer_state(checkpoint)
         if self.sharded:
             from sutra.train.sharding import load_full_state

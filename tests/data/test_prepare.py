@@ -185,6 +185,16 @@ def test_cli_malformed_line_nonstrict_and_strict(tmp_path):
     assert stats.returncode == 0 and "malformed_json 1" in stats.stdout
     counts = json.loads(run_sutra("data", "stats", str(tmp_path / "out"), "--json").stdout)["documents"]
     assert counts["train"] + counts["val"] == 6
+    # a stats.json or manifest.json of the wrong shape (valid JSON) is one line, not a traceback
+    import shutil
+
+    shutil.copytree(tmp_path / "out", tmp_path / "odd")
+    (tmp_path / "odd" / "stats.json").write_text('{"documents": "x"}')
+    odd = run_sutra("data", "stats", str(tmp_path / "odd"))
+    assert odd.returncode == 2 and "not the stats `sutra data prepare` writes" in odd.stderr and "Traceback" not in odd.stderr
+    (tmp_path / "odd" / "manifest.json").write_text("[]")
+    odd = run_sutra("data", "mix", str(tmp_path / "odd"), "--out", str(tmp_path / "m.json"))
+    assert odd.returncode == 2 and "manifest.json: a JSON list, not a dataset manifest" in odd.stderr and "Traceback" not in odd.stderr
     strict = run_sutra("data", "prepare", str(source), "--out", str(tmp_path / "strict"), "--strict", "--workers", "1")
     assert strict.returncode == 2 and f"{source}:6: malformed_json" in strict.stderr and "Traceback" not in strict.stderr
     assert not (tmp_path / "strict" / "manifest.json").exists()
@@ -396,14 +406,17 @@ def test_damaged_inputs_are_reported_not_lost(tmp_path):
     (tmp_path / "cut.jsonl.zst").write_bytes(frame[:-3])  # one frame, cut short
     (tmp_path / "two.jsonl.zst").write_bytes(frame + cut[: len(cut) // 2])  # a whole frame, then half of one
     (tmp_path / "array.json").write_text(json.dumps([{"text": f"record {i}"} for i in range(30)], indent=2))
+    (tmp_path / "array.jsonl").write_text(json.dumps([{"text": "an array named as lines"}]))
     (tmp_path / "bom.txt").write_bytes("\ufeffA text file from an editor that writes a byte-order mark.".encode())
     (tmp_path / "huge.txt").write_text("x" * 5000)
-    stats = run_prepare([tmp_path / n for n in ("cut.jsonl.zst", "two.jsonl.zst", "array.json", "bom.txt", "huge.txt")],
+    stats = run_prepare([tmp_path / n for n in ("cut.jsonl.zst", "two.jsonl.zst", "array.json", "array.jsonl", "bom.txt", "huge.txt")],
                         tmp_path / "out", val_fraction=0.0, max_chars=1000)
-    assert stats["dropped"] == {"json_array": 1, "too_long": 1, "truncated_or_corrupt_file": 2}
+    assert stats["dropped"] == {"json_array": 2, "too_long": 1, "truncated_or_corrupt_file": 2}
     assert stats["documents"]["train"] >= 201  # the whole frame of two.jsonl.zst and the text file
     log = (tmp_path / "out" / "dropped.tsv").read_text()
     assert "jq -c '.[]'" in log and "ends inside a zstd frame" in log and "5,000 bytes" in log
+    # the suggested command never writes onto the array it reads (the shell would empty it first)
+    assert "array.jsonl > " in log and "array.lines.jsonl" in log and "array.json > " in log
     with open((tmp_path / "out" / "train-00000.bin"), "rb") as f:
         assert "\ufeff".encode() not in f.read()
 

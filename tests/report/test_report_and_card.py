@@ -414,6 +414,8 @@ def test_card_out_never_replaces_its_results_or_another_file(tmp_path, checkpoin
         refused = run_sutra("card", str(checkpoint), "--results", str(results), "--out", str(out))
         assert refused.returncode == 2 and "exists and is not a model card, so it is not replaced" in refused.stderr
     assert results.read_bytes() == kept and (tmp_path / "notes.md").read_text() == "my notes\n"
+    refused = run_sutra("card", str(checkpoint), "--results", str(results), "--license", " ", "--out", str(tmp_path / "README.md"))
+    assert refused.returncode == 2 and "--license '': name the license" in refused.stderr and not (tmp_path / "README.md").exists()
     readme = tmp_path / "README.md"  # an earlier card is replaced
     for _ in range(2):
         run_sutra("card", str(checkpoint), "--results", str(results), "--out", str(readme), check=True)

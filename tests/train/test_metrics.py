@@ -29,3 +29,15 @@ def test_resume_drops_records_past_the_checkpoint_and_a_torn_last_line(tmp_path)
     log.write({"step": 4, "loss": 1.5})
     log.close()
     assert [(r["step"], r["loss"]) for r in read_metrics(tmp_path)] == [(1, 9.0), (2, 8.0), (3, 7.0), (4, 1.5)]
+
+
+def test_a_damaged_line_is_named_only_a_torn_last_line_is_passed_over(tmp_path):
+    from sutra.errors import SutraError
+
+    good = [json.dumps({"step": s, "loss": 10.0 - s}) + "\n" for s in range(1, 4)]
+    (tmp_path / "metrics.jsonl").write_text("".join(good) + '{"step": 4, "lo')
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]
+    for damaged in ("{garbage\n", '["step", 2]\n', '{"step": "x"}\n'):
+        (tmp_path / "metrics.jsonl").write_text(good[0] + damaged + good[2])
+        with pytest.raises(SutraError, match=r"metrics.jsonl:2: not a record of `sutra train`"):
+            read_metrics(tmp_path)

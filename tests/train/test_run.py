@@ -614,3 +614,13 @@ def test_cuda_hot_loop_never_waits_for_the_device(tmp_path, tiny_dataset, attent
     trainer._settle(keep=0)
     assert trainer.progress.skipped_steps == 0 and math.isfinite(trainer.window.last_loss)
     trainer.close()
+
+
+def test_a_truncated_checkpoint_to_resume_from_is_one_clear_error(tmp_path, tiny_dataset):
+    trainer = start(micro_recipe(tiny_dataset, tmp_path / "run"), tmp_path / "r.yaml")
+    trainer.run(stop_after=3)
+    trainer.close()
+    weights = tmp_path / "run" / "last" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(SutraError, match=r"last/model.safetensors: cannot read weights .*corrupt or truncated: restore it from a copy"):
+        Trainer(load_recipe(tmp_path / "run" / "recipe.yaml"), resume=True, dist_info=CPU)
