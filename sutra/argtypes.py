@@ -36,13 +36,23 @@ def positive_seconds(value: str) -> float:
     return number
 
 
-def temperature(value: str) -> float:
-    """A sampling temperature: finite, 0 or more (NaN or Infinity would reach a server as invalid JSON)."""
+def finite_number(value: str) -> float:
     try:
         number = float(value)
     except ValueError:
         number = math.nan
-    if not (math.isfinite(number) and number >= 0):
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {value!r}")
+    return number
+
+
+def temperature(value: str) -> float:
+    """A sampling temperature: finite, 0 or more (NaN or Infinity would reach a server as invalid JSON)."""
+    try:
+        number = finite_number(value)
+    except argparse.ArgumentTypeError:
+        number = math.nan
+    if not number >= 0:
         raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more, got {value!r}")
     return number
 

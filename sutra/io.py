@@ -51,11 +51,13 @@ def check_output_path(path: str | os.PathLike, directory: bool = False) -> Path:
 WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 
-def _naming(path: Path, exc: BaseException) -> BaseException:
-    """`exc` as an OSError that names the output it failed to write (a failed write() names no file;
-    safetensors puts the OS error in its message only), or `exc` itself."""
+def _naming(path: Path, exc: BaseException, tmp: Path | None = None) -> BaseException:
+    """`exc` as an OSError that names the output it failed to write (a failed write() names no file,
+    a nested atomic write names its temporary copy, safetensors puts the OS error in its message
+    only), or `exc` itself."""
     if isinstance(exc, OSError):
-        return exc if exc.filename else OSError(exc.errno, exc.strerror, str(path))
+        inside = tmp is not None and exc.filename is not None and (Path(exc.filename) == tmp or tmp in Path(exc.filename).parents)
+        return OSError(exc.errno, exc.strerror, str(path)) if exc.filename is None or inside else exc
     found = re.search(r"(?:os error|code:) (\d+)", str(exc)) if type(exc).__name__ == "SafetensorError" else None
     if found and int(found.group(1)) in WRITE_FAILURES:
         return OSError(int(found.group(1)), os.strerror(int(found.group(1))), str(path))
@@ -139,7 +141,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True):
         try:
             yield tmp
         except Exception as exc:  # a full disk under a writer that names no file (safetensors, write())
-            named = _naming(path, exc)
+            named = _naming(path, exc, tmp)
             if named is exc:
                 raise
             raise named from exc

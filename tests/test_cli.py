@@ -30,6 +30,7 @@ def test_model_info_prints_the_card_parameter_counts():
         (["generate", "smollm2-135m-instruct", "--prompt", "x", "--top-k", "0"], "argument --top-k: must be at least 1, got 0"),
         (["generate", "smollm2-135m-instruct", "--prompt", "x", "--temperature", "nan"], "sampling needs temperature >= 0"),
         (["eval", "tiny", "--tasks", "piqa", "--batch-size", "many"], "argument --batch-size: must be a whole number, got 'many'"),
+        (["data", "prepare", "x.jsonl", "--out", "unused", "--min-quality", "nan"], "argument --min-quality: must be a finite number, got 'nan'"),
         (["generate", "smollm2-135m-instruct", "--prompt", "x", "--temperature", "0.7", "--seed", str(10**23)],
          "argument --seed: must be between 0 and 2**63 - 1, got 100000000000000000000000"),
     ],

@@ -53,3 +53,12 @@ def test_demo_leaves_the_report_and_reuses_finished_stages(tmp_path):
     assert other.returncode == 2 and "$ sutra synth run" not in other.stdout
     assert f"sutra: error: {out / 'synth'} was made with other settings (command: " in other.stderr and "nothing was deleted" in other.stderr
     assert (out / "run" / "e1-final").is_dir()
+
+
+def test_an_out_that_is_a_file_stops_before_any_stage(tmp_path):
+    (tmp_path / "afile").write_text("keep")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "demo"):
+        result = run_sutra("demo", "--scale", "quick", "--out", str(out))
+        assert result.returncode == 2 and "Traceback" not in result.stderr and "1/8" not in result.stdout, result.stderr[-1500:]
+        assert str(tmp_path / "afile") in result.stderr
+    assert (tmp_path / "afile").read_text() == "keep"

@@ -2,6 +2,7 @@
 
 import sys
 
+from sutra.argtypes import finite_number
 from sutra.data.sources import UNIT_BYTES  # stdlib-only module: keeps `sutra --help` instant
 
 
@@ -17,7 +18,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--tokenizer", default=None, help="tokenizer dir, tokenizer.json, asset or hub id (default: offline SmolLM2)")
     p.add_argument("--text-field", default="text")
-    p.add_argument("--min-quality", type=float, default=None, help="keep quality_score >= this (sutra-10M..1B: 60-85; sutra-10B: 0-1)")
+    p.add_argument("--min-quality", type=finite_number, default=None, help="keep quality_score >= this (sutra-10M..1B: 60-85; sutra-10B: 0-1)")
     p.add_argument("--domains", default=None, help="comma-separated domains to keep (case-insensitive)")
     p.add_argument("--content-types", default=None, help="comma-separated content types to keep (case-insensitive)")
     p.add_argument("--complexity", default=None, metavar="A-B", help="keep complexity_level in [A, B]")

@@ -119,8 +119,10 @@ def training_speed(run_dir: Path) -> float:
 
 
 def run_demo(out: Path, scale: Scale) -> dict:
+    from sutra.io import check_output_path
+
     started = time.perf_counter()
-    out = out.resolve()
+    out = check_output_path(out, directory=True).resolve()  # a file, or a place this user cannot write: one line, before any stage
     synth_dir, data_dir, run_dir, results_dir, report_dir = (out / n for n in ("synth", "data", "run", "results", "report"))
     recipe = recipe_path(scale.recipe)
     steps = scale.train_steps
