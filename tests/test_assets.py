@@ -117,3 +117,12 @@ def test_processes_fetching_one_asset_at_once_build_it_once(tmp_path, monkeypatc
     first.join()
     assert len(builds) == 1 and (second / "weights.bin").read_bytes() == b"x" * 1000
     assert "waiting for another process fetching asset 'slow-test-asset'" in capsys.readouterr().err
+
+
+def test_a_sutra_home_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("keep")
+    for home in (tmp_path / "afile", tmp_path / "afile" / "home"):
+        result = run_sutra("assets", "list", env={"SUTRA_HOME": str(home)})
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-1500:]
+        assert "cannot be Sutra's asset directory (a file is in the way); set SUTRA_HOME to a directory you can write" in result.stderr
+    assert (tmp_path / "afile").read_text() == "keep"

@@ -21,6 +21,9 @@ from sutra.io import atomic_write_json
 SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
 
 
+MAX_REPEATS = 10_000  # passes over one dataset a mix may ask for
+
+
 def parse_tokens(text: str) -> int:
     match = re.fullmatch(r"\s*([\d_.]+)\s*([KMBGT]?)\s*", text.upper())
     try:  # decimal, not float: 8.2 * 10**6 is 8199999.999999999 in floating point
@@ -84,6 +87,10 @@ def make_mix(components: list[str], out: Path, tokens: int | None = None, block_
         weights = [float(n) for n in available]
     shares = [w / sum(weights) for w in weights]
     budgets = split_budget(available, shares, tokens)
+    repeats = max(b / n for b, n in zip(budgets, available) if n)
+    if repeats > MAX_REPEATS:  # a slip of the suffix (1000T for 1000M), not a mix: each pass is a manifest entry
+        heavy = parsed[max(range(len(budgets)), key=lambda i: budgets[i] / max(available[i], 1))][0]
+        raise SutraError(f"--tokens {tokens:,} would repeat {heavy} {repeats:,.0f} times (at most {MAX_REPEATS:,}); give a smaller --tokens")
     if 0 in budgets:
         starved = parsed[budgets.index(0)][0]
         if tokens is None:

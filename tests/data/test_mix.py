@@ -92,6 +92,10 @@ def test_mix_cli_and_errors(two_datasets, tmp_path, tokenizer):
         make_mix([str(root / "a")], tmp_path)
     with pytest.raises(SutraError, match="no manifest.json"):
         make_mix([str(tmp_path)], tmp_path / "y.json")
+    # a slip of the suffix (1000T for 1000M) is one line, not a manifest of billions of passes and a MemoryError
+    huge = run_sutra("data", "mix", str(root / "a"), "--tokens", "1000T", "--out", str(tmp_path / "h.json"))
+    assert huge.returncode == 2 and "times (at most 10,000); give a smaller --tokens" in huge.stderr and "Traceback" not in huge.stderr
+    assert not (tmp_path / "h.json").exists()
 
     # a dataset replaced after the mix was written is detected, not silently misread
     changed = tmp_path / "changed"
