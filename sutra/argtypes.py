@@ -26,21 +26,23 @@ def non_negative_int(value: str) -> int:
     return number
 
 
-def positive_seconds(value: str) -> float:
+def _number(value: str) -> float:
+    """`value` as a float, NaN where it is none (so one finiteness check refuses both)."""
     try:
-        number = float(value)
+        return float(value)
     except ValueError:
-        number = math.nan
+        return math.nan
+
+
+def positive_seconds(value: str) -> float:
+    number = _number(value)
     if not (math.isfinite(number) and number > 0):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {value!r}")
     return number
 
 
 def finite_number(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
+    number = _number(value)
     if not math.isfinite(number):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {value!r}")
     return number
@@ -48,11 +50,8 @@ def finite_number(value: str) -> float:
 
 def temperature(value: str) -> float:
     """A sampling temperature: finite, 0 or more (NaN or Infinity would reach a server as invalid JSON)."""
-    try:
-        number = finite_number(value)
-    except argparse.ArgumentTypeError:
-        number = math.nan
-    if not number >= 0:
+    number = _number(value)
+    if not (math.isfinite(number) and number >= 0):
         raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more, got {value!r}")
     return number
 

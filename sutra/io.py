@@ -76,7 +76,7 @@ def check_replaceable(path: str | os.PathLike, kind: str, is_kind, inputs=()) ->
             where = "is" if resolved == source else f"is inside {source},"
             raise SutraError(f"{path}: {where} an input of this command; write the {kind} somewhere else")
     if path.exists() and not is_kind(path):
-        raise SutraError(f"{path}: exists and is not a {kind}, so it is not replaced; name a new file (or an earlier {kind}) to write")
+        raise SutraError(f"--out {path} exists and is not a {kind}, so it is not replaced; name a new file (or an earlier {kind}) to write")
     return path
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from sutra.data.shards import read_manifest
 from sutra.data.stream import MIX_FORMAT, MIX_VERSION, select_ranges
 from sutra.errors import SutraError
-from sutra.io import atomic_write_json
+from sutra.io import atomic_write_json, check_replaceable
 
 SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
 
@@ -87,10 +87,10 @@ def make_mix(components: list[str], out: Path, tokens: int | None = None, block_
         weights = [float(n) for n in available]
     shares = [w / sum(weights) for w in weights]
     budgets = split_budget(available, shares, tokens)
-    repeats = max(b / n for b, n in zip(budgets, available) if n)
+    heaviest = max(range(len(budgets)), key=lambda i: budgets[i] / max(available[i], 1))
+    repeats = budgets[heaviest] / max(available[heaviest], 1)
     if repeats > MAX_REPEATS:  # a slip of the suffix (1000T for 1000M), not a mix: each pass is a manifest entry
-        heavy = parsed[max(range(len(budgets)), key=lambda i: budgets[i] / max(available[i], 1))][0]
-        raise SutraError(f"--tokens {tokens:,} would repeat {heavy} {repeats:,.0f} times (at most {MAX_REPEATS:,}); give a smaller --tokens")
+        raise SutraError(f"--tokens {tokens:,} would repeat {parsed[heaviest][0]} {repeats:,.0f} times (at most {MAX_REPEATS:,}); give a smaller --tokens")
     if 0 in budgets:
         starved = parsed[budgets.index(0)][0]
         if tokens is None:
@@ -100,8 +100,7 @@ def make_mix(components: list[str], out: Path, tokens: int | None = None, block_
     out = Path(out)
     if out.is_dir():
         raise SutraError(f"--out {out} is a directory; name the mix file to write, e.g. {out / 'mix.json'}")
-    if out.exists() and not _is_mix(out):  # e.g. a dataset's own manifest.json: replacing it would lose the dataset
-        raise SutraError(f"--out {out} exists and is not a mix manifest, so it is not replaced; name a new file (or an earlier mix) to write")
+    check_replaceable(out, "mix manifest", _is_mix)  # e.g. a dataset's own manifest.json: replacing it would lose the dataset
     entries = []
     for (path, _), manifest, share, budget, dataset_tokens in zip(parsed, manifests, shares, budgets, available):
         entries.append({
