@@ -51,9 +51,30 @@ def _end_with_pipeline() -> None:
         die_with_parent(int(pipeline))
 
 
+# Flags for which an empty value means something: `generate --prompt ''` starts from nothing.
+EMPTY_VALUE_FLAGS = ("--prompt",)
+
+
+def empty_argument(argv: list[str]) -> str | None:
+    """What is empty in `argv`, if anything. An empty value is nearly always an unset shell variable,
+    and argparse takes it: `--out ''` is the current directory, `--domains ''` filters nothing."""
+    for i, arg in enumerate(argv):
+        before = argv[i - 1] if i else ""
+        if arg == "" and before not in EMPTY_VALUE_FLAGS:
+            return f"{before} is given an empty value" if before.startswith("-") else f"argument {i + 1} is empty"
+        flag, sep, value = arg.partition("=")
+        if arg.startswith("--") and sep and not value and flag not in EMPTY_VALUE_FLAGS:
+            return f"{flag} is given an empty value"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     _end_with_pipeline()
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    empty = empty_argument(argv)
+    if empty:
+        parser.error(f"{empty} (an unset shell variable?); give a value, or leave the argument out")
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -33,6 +33,11 @@ def test_model_info_prints_the_card_parameter_counts():
         (["data", "prepare", "x.jsonl", "--out", "unused", "--min-quality", "nan"], "argument --min-quality: must be a finite number, got 'nan'"),
         (["generate", "smollm2-135m-instruct", "--prompt", "x", "--temperature", "0.7", "--seed", str(10**23)],
          "argument --seed: must be between 0 and 2**63 - 1, got 100000000000000000000000"),
+        # an empty value (an unset shell variable) was taken: --out '' is the current directory, --domains '' no filter
+        (["data", "prepare", "x.jsonl", "--out", ""], "--out is given an empty value (an unset shell variable?)"),
+        (["data", "prepare", "x.jsonl", "--out", "o", "--domains="], "--domains is given an empty value"),
+        (["eval", "tiny", "--tasks", ""], "--tasks is given an empty value"),
+        (["eval", "", "--tasks", "piqa"], "argument 2 is empty"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(args, message):
@@ -40,6 +45,14 @@ def test_user_errors_are_one_line_without_traceback(args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_only_an_empty_prompt_may_be_empty():
+    from sutra.cli import empty_argument
+
+    assert empty_argument(["generate", "tiny", "--prompt", ""]) is None and empty_argument(["generate", "tiny", "--prompt="]) is None
+    assert empty_argument(["train", "r.yaml", "--set", "train.seed=1"]) is None
+    assert empty_argument(["train", "r.yaml", "--set", ""]) == "--set is given an empty value"
 
 
 def test_devices_sutra_has_no_kernels_for_are_refused_before_any_model_loads():

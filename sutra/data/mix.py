@@ -75,6 +75,10 @@ def make_mix(components: list[str], out: Path, tokens: int | None = None, block_
     if not components:
         raise SutraError("name at least one prepared dataset (DIR or DIR=WEIGHT)")
     parsed = [parse_component(c) for c in components]
+    seen = {}
+    for path, _ in parsed:  # twice is a slip for another dataset, not a weight (which would be the sum)
+        if seen.setdefault(path.resolve(), path) is not path:
+            raise SutraError(f"{path} is named twice (also as {seen[path.resolve()]}); name each dataset once, with its whole weight")
     weights = [w for _, w in parsed]
     if any(w is None for w in weights) and any(w is not None for w in weights):
         raise SutraError("give a weight to every dataset (DIR=WEIGHT) or to none (then each counts by its size)")

@@ -165,6 +165,7 @@ def read_mix(path: Path) -> dict:
         raise SutraError(f"{path}: not a readable mix manifest ({exc})") from None
     if not isinstance(mix, dict) or mix.get("format") != MIX_FORMAT or mix.get("version") != MIX_VERSION:
         raise SutraError(f"{path}: not a {MIX_FORMAT} v{MIX_VERSION} manifest; write one with `sutra data mix`")
+    _check_mix(path, mix)
     for component in mix["components"]:
         directory = Path(component["path"])
         if not directory.is_absolute():
@@ -175,3 +176,29 @@ def read_mix(path: Path) -> dict:
         component["resolved_path"] = str(directory)
         component["manifest"] = manifest
     return mix
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+# What a mix manifest must hold, as `sutra data mix` writes it; a hand edit (a component's `tokens`,
+# say) is read, a wrong type or a missing field is one message rather than a traceback mid-run.
+MIX_FIELDS = {"block_tokens": (_count, "a positive whole number"), "vocab_size": (_count, "a positive whole number"),
+              "tokenizer_fingerprint": (lambda v: isinstance(v, str) and v != "", "a tokenizer fingerprint")}
+COMPONENT_FIELDS = {"path": (lambda v: isinstance(v, str) and v != "", "a dataset directory"),
+                    "tokens": (_count, "a positive whole number of tokens"),
+                    "dataset_tokens": (_count, "a positive whole number of tokens")}
+
+
+def _check_mix(path: Path, mix: dict) -> None:
+    components = mix.get("components")
+    if not isinstance(components, list) or not components or not all(isinstance(c, dict) for c in components):
+        raise SutraError(f"{path}: 'components' must be a non-empty list of datasets; write the mix again with `sutra data mix`")
+    for where, entry, fields in [("", mix, MIX_FIELDS)] + [(f"components[{i}].", c, COMPONENT_FIELDS) for i, c in enumerate(components)]:
+        for field, (ok, expected) in fields.items():
+            if field not in entry:
+                raise SutraError(f"{path}: no '{where}{field}'; write the mix again with `sutra data mix`")
+            if not ok(entry[field]):
+                raise SutraError(f"{path}: '{where}{field}' is {json.dumps(entry[field])}, not {expected}; "
+                                 "fix it, or write the mix again with `sutra data mix`")

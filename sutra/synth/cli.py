@@ -273,11 +273,22 @@ def cmd_graph_order(args) -> int:
     return 0
 
 
+def _is_graph(path) -> bool:
+    from sutra.errors import SutraError
+    from sutra.synth.graph import KnowledgeGraph
+
+    try:
+        KnowledgeGraph.load(path)
+        return True
+    except SutraError:
+        return False
+
+
 def cmd_graph_expand(args) -> int:
     import asyncio
 
     from sutra.errors import SutraError
-    from sutra.io import check_output_path
+    from sutra.io import check_replaceable
     from sutra.synth.expand import expand_graph
     from sutra.synth.graph import KnowledgeGraph
     from sutra.synth.prompts import PromptSet
@@ -286,10 +297,9 @@ def cmd_graph_expand(args) -> int:
 
     if args.out.suffix not in (".yaml", ".yml", ".json"):
         raise SutraError(f"--out {args.out}: a graph is written as .yaml, .yml or .json; give a path with one of those suffixes")
-    check_output_path(args.out)
     graph = KnowledgeGraph.load(args.graph)
-    if args.out.exists() and args.out.resolve() == Path(graph.source).resolve():
-        raise SutraError(f"--out {args.out}: is the input graph; write the expanded graph to a new file (the input is kept as it was)")
+    # neither the input graph nor any other file that is not a graph (a recipe, an experiment) is replaced
+    check_replaceable(args.out, "knowledge graph", _is_graph, inputs=[graph.source])
     parents = args.concepts or [c.id for c in graph.curriculum()[:args.limit]]
     unknown = [p for p in parents if p not in graph.concepts]
     if unknown:

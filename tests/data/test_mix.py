@@ -154,3 +154,36 @@ def test_mix_out_never_replaces_a_file_that_is_not_a_mix(tmp_path, tokenizer):
     assert (dataset / "manifest.json").read_bytes() == before and open_stream(dataset, "train").length > 0
     make_mix([str(dataset)], tmp_path / "mix.json")
     assert make_mix([str(dataset)], tmp_path / "mix.json", tokens=100)["tokens"] == 100  # an earlier mix is replaced
+
+
+def test_a_dataset_named_twice_is_refused(two_datasets, tmp_path):
+    root = two_datasets
+    with pytest.raises(SutraError, match="is named twice"):
+        make_mix([f"{root / 'a'}=50", f"{root / 'b'}=20", f"{root / 'a'}/=30"], tmp_path / "m.json")
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_a_hand_edited_mix_is_read_or_refused_by_field(two_datasets, tmp_path):
+    root = two_datasets
+    path = tmp_path / "m.json"
+    make_mix([f"{root / 'a'}=50", f"{root / 'b'}=50"], path, tokens=2000)
+    written = json.loads(path.read_text())
+    edited = json.loads(path.read_text())
+    edited["components"][1]["tokens"] = 3000  # a budget changed by hand is what the stream holds
+    path.write_text(json.dumps(edited))
+    assert open_stream(path, "train").length == 4000
+    for change, message in [
+        (lambda m: m["components"][0].pop("path"), r"no 'components\[0\].path'"),
+        (lambda m: m["components"][1].update(tokens=-5), r"'components\[1\].tokens' is -5, not a positive whole number"),
+        (lambda m: m["components"][0].update(dataset_tokens="many"), r"'components\[0\].dataset_tokens' is \"many\""),
+        (lambda m: m.update(components=[]), "'components' must be a non-empty list"),
+        (lambda m: m.update(block_tokens=0), "'block_tokens' is 0"),
+    ]:
+        broken = json.loads(json.dumps(written))
+        change(broken)
+        path.write_text(json.dumps(broken))
+        with pytest.raises(SutraError, match=message):
+            open_stream(path, "train")
+    result = run_sutra("train", "recipes/tiny-cpu.yaml", "--set", f"data.path={path}", "--set", f"run_dir={tmp_path / 'run'}")
+    assert result.returncode == 2 and "'block_tokens' is 0" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()  # refused before any work

@@ -194,8 +194,12 @@ def test_graph_expand_never_replaces_its_input_and_writes_only_graph_suffixes(sy
     graph = tmp_path / "g.yaml"
     shutil.copyfile(SEED_GRAPH, graph)
     before = graph.read_bytes()
-    _error(synth("synth", "graph", "expand", "--graph", graph, "--out", graph, "--base-url", nowhere()), "is the input graph")
+    _error(synth("synth", "graph", "expand", "--graph", graph, "--out", graph, "--base-url", nowhere()), "is an input of this command")
     assert graph.read_bytes() == before
+    recipe = tmp_path / "recipe.yaml"  # a YAML file that is not a graph: a slip of --out
+    recipe.write_text("model: tiny\n")
+    _error(synth("synth", "graph", "expand", "--graph", graph, "--out", recipe, "--base-url", nowhere()), "exists and is not a knowledge graph")
+    assert recipe.read_text() == "model: tiny\n"
     notes = tmp_path / "notes.txt"
     notes.write_text("mine\n")
     _error(synth("synth", "graph", "expand", "--out", notes, "--base-url", nowhere()), "a graph is written as .yaml, .yml or .json")
