@@ -46,11 +46,12 @@ RECIPE_HEADER = "# the resolved recipe of this run, written by `sutra train`; `s
 WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
 RUN_FILES = {RECIPE_FILE, METRICS_FILE, "tensorboard", CHECKPOINTS, "curves.png"}  # what a run (and `sutra plot`) writes before its first checkpoint
 # sections a resumed run may change: they decide when to evaluate, checkpoint, log or roll back, not what is trained
-# (and data.path, for the same data moved: the data position restored checks the data is the same;
+# (and data.path, for the same data moved: the data positions restored check the data is the same;
 # train.parallel, which changes where the state is kept, as the process count does, not the state,
-# and train.activation_checkpointing, which trades memory for time and computes the same values)
+# and train.activation_checkpointing, which trades memory for time and computes the same values).
+# Not eval.max_windows: perplexities on other windows would be compared to pick e{N}-best.
 RESUME_MAY_CHANGE = ("name", "run_dir", "assumptions", "data.path", "train.parallel", "train.activation_checkpointing",
-                     "eval.", "checkpoint.", "logging.", "stability.")
+                     "eval.every_steps", "checkpoint.", "logging.", "stability.")
 
 
 @dataclass
@@ -125,7 +126,7 @@ class Progress:
     skipped_steps: int = 0  # non-finite loss or gradient: update not applied
     bad_streak: int = 0  # the latest skipped steps in a row (a resumed streak still counts toward max_bad_steps)
     rollbacks: int = 0
-    rollback_due: int | None = None  # a rollback found at a stop, made after the next step as without the stop
+    rollback_due: int | None = None  # a rollback found early (see _settle), made after the next step
 
 
 @dataclass
@@ -424,7 +425,8 @@ class Trainer:
                 return
             training = {
                 **asdict(self.progress), "epoch": self.progress.step / self.schedule.steps_per_epoch, "recipe": self.recipe.name,
-                "world_size": self.dist.world_size, "loader": self.train_loader.state_dict(), "log_window": asdict(self.window), **(val or {}),
+                "world_size": self.dist.world_size, "loader": self.train_loader.state_dict(),
+                "val_loader": self.val_loader.state_dict(), "log_window": asdict(self.window), **(val or {}),
                 "resolved_recipe": self.recipe.to_dict(),
             }
             training = finite_or_null(training)
@@ -478,6 +480,8 @@ class Trainer:
         self.window = _Window(**training.get("log_window", {}))  # the next log line averages the steps before the stop too
         try:
             self.train_loader.load_state_dict(training["loader"])
+            if "val_loader" in training:  # (not in checkpoints from before 2026-12-03) the same validation windows
+                self.val_loader.load_state_dict(training["val_loader"])
         except SutraError as exc:
             raise self.recipe.error("data.path", str(exc)) from None
         torch.set_rng_state(state["rng_cpu"])
@@ -533,10 +537,8 @@ class Trainer:
                 self._settle(keep=1)  # the previous step's numbers: the device runs this step meanwhile
                 stop_reason = (self.stop_signal or "a stop on another process") if self.stopping else "--stop-after" if stop_after is not None and done >= stop_after else None
                 log_due = done % self.recipe.logging.every_steps == 0 or done == total
-                if log_due or self._checkpoint_due(done):
+                if log_due or stop_reason or self._checkpoint_due(done):
                     self._settle(keep=0)
-                elif stop_reason:  # reads this step early, which the run without the stop does not: a rollback waits
-                    self._settle(keep=0, defer_rollback=True)
                 self.window.seconds += time.perf_counter() - started
                 bar.set_postfix_str(self._postfix(), refresh=False)  # before update(), which draws the bar
                 bar.update(1)
@@ -626,11 +628,13 @@ class Trainer:
             return nullcontext()
         return nullcontext() if (self.ddp is None or sync) else self.ddp.no_sync()
 
-    def _settle(self, keep: int, defer_rollback: bool = False) -> None:
+    def _settle(self, keep: int) -> None:
         """Read the numbers of enqueued steps, oldest first, until `keep` are left in flight: count the
         skipped ones, note stop votes, and roll back after max_bad_steps in a row (reading the rest first).
-        With `defer_rollback` (a stop), a rollback is recorded in the progress instead, and made at the
-        next call, after the next step, where a run without the stop would have found it."""
+        A streak that ends at step S is rolled back after step S + 1, where reading one step behind finds
+        it: found early (a log line, a checkpoint or a stop reads S at once), it is recorded in the
+        progress and made at the next call, so when numbers are read never changes what is trained.
+        After the run's last step it is made at once."""
         roll_back_at, self.progress.rollback_due = self.progress.rollback_due, None
         while len(self.in_flight) > (keep if roll_back_at is None else 0):
             entry = self.in_flight.popleft()
@@ -645,9 +649,11 @@ class Trainer:
             self.progress.bad_streak += 1
             if self.progress.bad_streak >= self.recipe.stability.max_bad_steps and roll_back_at is None:
                 roll_back_at = entry.step
-        if roll_back_at is not None and defer_rollback:
+        if roll_back_at is None:
+            return
+        if roll_back_at == self.progress.step - 1 and self.progress.step < self.schedule.total_steps:
             self.progress.rollback_due = roll_back_at
-        elif roll_back_at is not None:
+        else:
             self._roll_back(roll_back_at)
 
     def _roll_back(self, step: int) -> None:

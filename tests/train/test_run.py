@@ -147,15 +147,16 @@ def test_nan_steps_are_skipped_then_rolled_back_to_last(tmp_path, tiny_dataset):
     saved = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     with torch.no_grad():
         trainer.model.norm.weight.fill_(float("nan"))  # as if a bad update had slipped through
-    trainer.run(stop_after=5)
-    assert trainer.progress.skipped_steps == 2 and trainer.progress.rollbacks == 1
+    trainer.run(stop_after=4)
+    assert trainer.progress.skipped_steps == 1 and trainer.progress.rollbacks == 0
+    trainer.run(stop_after=5)  # the streak ends at step 5 and is found there (a log line), but rolled back after the next step
+    assert trainer.progress.skipped_steps == 2 and trainer.progress.rollbacks == 0 and trainer.progress.rollback_due == 4
+    trainer.run(stop_after=6)  # the last step: made at once, before the epoch's final checkpoint
+    assert trainer.progress.skipped_steps == 3 and trainer.progress.rollbacks == 1
     assert all(torch.equal(saved[k], v) for k, v in trainer.model.state_dict().items()), "weights are those of `last`"
     events = [r for r in records(tmp_path / "run") if r.get("event") == "rollback"]
-    assert len(events) == 1 and "rolled weights and optimizer back to 'last-good' (step 3)" in events[0]["message"]
-    trainer.run()  # training goes on with finite losses
+    assert len(events) == 1 and "step 5: 2 consecutive non-finite steps; rolled weights and optimizer back to 'last-good' (step 3)" in events[0]["message"]
     trainer.close()
-    assert trainer.progress.step == 6 and trainer.progress.skipped_steps == 2
-    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
 def start(recipe: dict, path: Path, dist_info: Distributed = CPU, overrides=()) -> Trainer:
@@ -196,6 +197,28 @@ def test_a_stop_inside_a_bad_streak_and_between_log_lines_resumes_as_if_uninterr
     assert runs["stopped"].progress == runs["reference"].progress and runs["reference"].progress.rollbacks == 1
     losses = {name: [(r["step"], r["loss"]) for r in records(tmp_path / name) if "loss" in r] for name in runs}
     assert losses["stopped"] == losses["reference"] and [step for step, _ in losses["reference"]] == [2, 4, 6]
+
+
+@pytest.mark.parametrize("poisoned", [{3, 4}, {6, 7}], ids=["mid-run", "at-the-end"])
+def test_when_numbers_are_read_never_changes_a_rollback(tmp_path, tiny_dataset, poisoned):
+    """A log line reads a step's numbers at once, other steps are read one step behind: the streak's
+    rollback is made after the same step either way (after the next one, or at once after the last
+    step), so the logging cadence leaves the trained weights as they are."""
+    recipe = micro_recipe(tiny_dataset, tmp_path / "unused", train={"epochs": 1, "steps_per_epoch": 8}, schedule={"epochs": [{"peak_lr": 1e-2, "min_lr": 1e-3}]},
+                          checkpoint={"every_steps": 2}, stability={"max_bad_steps": 2, "max_rollbacks": 2}, eval={"every_steps": 100, "max_windows": 2})
+    runs = {}
+    for every in (1, 3, 100):
+        recipe["run_dir"], recipe["logging"] = str(tmp_path / f"log-{every}"), {"every_steps": every, "tensorboard": False}
+        trainer = start(recipe, tmp_path / f"log-{every}.yaml")
+        poison_steps(trainer, poisoned)
+        trainer.run()
+        trainer.close()
+        runs[every] = trainer
+        events = [r["message"] for r in records(tmp_path / f"log-{every}") if r.get("event") == "rollback"]
+        assert len(events) == 1 and events[0].startswith(f"step {max(poisoned) + 1}: 2 consecutive non-finite steps"), every
+    for every in (3, 100):
+        assert runs[every].progress == runs[1].progress and same_weights(runs[1], runs[every]), every
+    assert runs[1].progress.rollbacks == 1 and runs[1].progress.skipped_steps == 2
 
 
 def test_a_stop_where_only_an_epoch_best_was_saved_inside_a_streak_still_resumes(tmp_path, tiny_dataset):

@@ -4,10 +4,12 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from sutra_testing import run_sutra
+from sutra.data.shards import open_tokens, read_doc_ends, read_manifest, write_manifest, write_shard
 from sutra.errors import SutraError
 from sutra.train.recipe import load_recipe
 from sutra.train.trainer import Distributed, Trainer, train
@@ -96,7 +98,7 @@ def test_cli_reports_user_errors_in_one_line(tmp_path, tiny_dataset):
     result = run_sutra("train", "--resume", str(tmp_path / "nowhere"), "--init-from", "smollm2-135m-instruct")
     assert result.returncode == 2 and "a resumed run continues from its own `last` checkpoint (drop --init-from)" in result.stderr
     result = run_sutra("train", str(path), "--init-from", "")  # e.g. an unset "$CHECKPOINT": not a run from scratch
-    assert result.returncode == 2 and "--init-from '': model.init_from: is empty; give a model spec" in result.stderr
+    assert result.returncode == 2 and "--init-from is given an empty value (an unset shell variable?)" in result.stderr
     assert not (tmp_path / "run").exists()
 
 
@@ -137,6 +139,20 @@ def test_resume_refuses_an_edited_recipe_and_a_missing_last_without_removing_any
     resumed.close()
     err = capsys.readouterr().err
     assert "recipe changed since the checkpoint: data.path" in err and "eval.every_steps 4 -> 8" in err
+    # but not other validation windows or data: e1-best is picked by comparing their perplexities
+    (run / "recipe.yaml").write_text(saved.replace("max_windows: 8", "max_windows: 2"))
+    with pytest.raises(SutraError, match=r"eval.max_windows: 2 here, but the run's checkpoints were trained with 8"):
+        Trainer(load_recipe(run / "recipe.yaml"), resume=True, dist_info=CPU)
+    other_val = shutil.copytree(tiny_dataset, tmp_path / "other-val")  # the same train split, another val split
+    manifest = read_manifest(other_val)
+    val = manifest["splits"]["val"]["shards"][0]
+    tokens = np.array(open_tokens(other_val, val)[::-1])
+    manifest["splits"]["val"]["shards"] = [write_shard(other_val, val["name"], tokens, read_doc_ends(other_val, val))]
+    write_manifest(other_val, {key: manifest[key] for key in ("vocab_size", "tokenizer_fingerprint", "splits")})
+    (run / "recipe.yaml").write_text(saved.replace(str(tiny_dataset), str(other_val)))
+    with pytest.raises(SutraError, match=r"data.path: saved data position is for data='[0-9a-f]+' but this loader has"):
+        Trainer(load_recipe(run / "recipe.yaml"), resume=True, dist_info=CPU)
+    (run / "recipe.yaml").write_text(saved)
     # a run directory copied or moved is resumed from where it is now, which is no change of recipe
     train(None, [], str(shutil.copytree(run, tmp_path / "run-moved", symlinks=True)), stop_after=4)
     err = capsys.readouterr().err
