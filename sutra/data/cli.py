@@ -25,8 +25,8 @@ def register(subparsers) -> None:
     p.add_argument("--where", action="append", default=[], metavar="COND",
                    help="FIELD OP VALUE on any (dotted) field, OP in == != >= <= > < ~= (list membership/substring); repeatable. "
                         "A record without FIELD fails every OP but != (it does not equal VALUE)")
-    p.add_argument("--val-fraction", type=float, default=0.005, help="share of documents (by text hash) for validation")
-    p.add_argument("--min-val-docs", type=int, default=5, help="raise the validation share so about this many of the kept documents land in it")
+    p.add_argument("--val-fraction", type=float, default=0.005, help="share of documents (by text hash) for validation (default 0.005)")
+    p.add_argument("--min-val-docs", type=int, default=5, help="raise the validation share (to at most a half) so about this many of the kept documents land in it (default 5; 0: no raise)")
     p.add_argument("--shard-tokens", type=int, default=32_000_000, help="train tokens per shard (also the resume granularity)")
     p.add_argument("--max-chars", type=int, default=4_000_000, help="drop longer documents (reported as too_long)")
     p.add_argument("--unit-bytes", type=int, default=UNIT_BYTES, help="input bytes per work unit (part of what fixes the output)")

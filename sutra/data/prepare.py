@@ -345,8 +345,10 @@ def _val_fraction(config: PrepareConfig, sources: list, pool, ahead: int, log) -
     if documents:
         fraction = max(fraction, min(0.5, config.min_val_docs / documents))
     if fraction != config.val_fraction:
+        expected = fraction * documents  # a fraction of one for a handful of documents (the share is at most a half)
+        expected = f"{expected:.0f}" if expected >= 10 else f"{expected:.2g}"
         print(f"sutra: validation share raised from --val-fraction {config.val_fraction:g} to {fraction:.4f}, so that about "
-              f"{fraction * documents:.0f} of the {documents:,} {basis} land in it (--min-val-docs {config.min_val_docs})", file=log)
+              f"{expected} of the {documents:,} {basis} land in it (--min-val-docs {config.min_val_docs})", file=log)
     return fraction
 
 

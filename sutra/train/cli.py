@@ -8,7 +8,7 @@ from sutra.errors import SutraError
 
 TRAIN_EPILOG = """\
 several GPUs (DistributedDataParallel; the global batch micro_batch x grad_accum x seq_len is the same
-for any process count, so train.grad_accum must be a multiple of it):
+for any process count, so train.grad_accum must be a multiple of the process count):
   torchrun --nproc_per_node=8 -m sutra train RECIPE.yaml
   (--set train.parallel=fsdp shards weights, gradients and AdamW moments over the processes: FSDP2)
 several nodes: run this on every node, with the run directory on a filesystem all nodes share:
