@@ -182,11 +182,15 @@ def _count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+def _text(value) -> bool:
+    return isinstance(value, str) and value != ""
+
+
 # What a mix manifest must hold, as `sutra data mix` writes it; a hand edit (a component's `tokens`,
 # say) is read, a wrong type or a missing field is one message rather than a traceback mid-run.
 MIX_FIELDS = {"block_tokens": (_count, "a positive whole number"), "vocab_size": (_count, "a positive whole number"),
-              "tokenizer_fingerprint": (lambda v: isinstance(v, str) and v != "", "a tokenizer fingerprint")}
-COMPONENT_FIELDS = {"path": (lambda v: isinstance(v, str) and v != "", "a dataset directory"),
+              "tokenizer_fingerprint": (_text, "a tokenizer fingerprint")}
+COMPONENT_FIELDS = {"path": (_text, "a dataset directory"),
                     "tokens": (_count, "a positive whole number of tokens"),
                     "dataset_tokens": (_count, "a positive whole number of tokens")}
 
