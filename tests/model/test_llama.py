@@ -125,6 +125,25 @@ def test_chunked_loss_gradients_under_bf16_autocast_stay_close_to_fp32():
     assert grads[0][[3, 10]].abs().max() == 0, "ignored positions get no gradient"
 
 
+def test_chunked_loss_gradients_of_confident_tokens_under_bf16_autocast_stay_close_to_fp32():
+    """A token the model already predicts with p ~ 1 has a tiny gradient (p - 1) * w: forming it
+    after rounding softmax to bf16 left mostly rounding error (44 % relative error in the hidden
+    gradient, 84 % in the head's, against 4 % from autocast F.cross_entropy)."""
+    torch.manual_seed(0)
+    N, d, V = 512, 64, 2048
+    weight = torch.randn(V, d) / d**0.5
+    targets = torch.randint(0, V, (N,))
+    # hidden states pointing at their target's embedding: mean p(target) = 0.9996
+    hidden = 2.0 * d**0.5 * F.normalize(weight[targets], dim=1) + 0.1 * torch.randn(N, d)
+    hidden.requires_grad_(), weight.requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        linear_cross_entropy(hidden, weight, targets, chunk_size=128).backward()
+    grads = hidden.grad.clone(), weight.grad.clone()
+    _, *reference_grads = reference_loss_and_grads(hidden, weight, targets)
+    for ours, reference in zip(grads, reference_grads):
+        assert (ours - reference).norm() < 0.1 * reference.norm()
+
+
 def test_model_loss_equals_cross_entropy_of_logits_under_bf16_autocast():
     torch.manual_seed(0)
     model = Llama(SMALL)
