@@ -35,6 +35,8 @@ def check_output_path(path: str | os.PathLike, directory: bool = False) -> Path:
     """`path` as an output a command can write (a file, or with `directory` a directory): one clear
     error, before any work, where it is the wrong kind or lies under a file."""
     path = Path(path)
+    if path.is_symlink() and not path.exists():  # mkdir and open would fail on it, or replace the link
+        raise SutraError(f"{path}: a link to {os.readlink(path)}, which does not exist; create that, or give another path to write")
     if path.exists() and path.is_dir() != directory:
         raise SutraError(f"{path}: is a {'file' if directory else 'directory'}; give a {'directory' if directory else 'file'} path to write")
     for parent in path.parents:

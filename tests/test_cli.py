@@ -47,6 +47,21 @@ def test_user_errors_are_one_line_without_traceback(args, message):
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
+@pytest.mark.parametrize("args, suffix, text", [
+    (["train", "{file}"], ".yaml", "name: x\ntrain: " + "[" * 5000 + "]" * 5000 + "\n"),
+    (["compare", "{file}"], ".yaml", "name: x\narms: " + "[" * 5000 + "]" * 5000 + "\n"),
+    (["synth", "graph", "stats", "{file}"], ".json", '{"concepts": ' + "[" * 20000 + "]" * 20000 + "}"),
+    (["report", "{file}", "--out", "{tmp}/report"], ".json", "[" * 20000 + "]" * 20000),
+])
+def test_files_nested_too_deeply_to_parse_are_one_line(tmp_path, args, suffix, text):
+    """Python's parsers raise RecursionError past about a thousand levels: a traceback before."""
+    path = tmp_path / f"deep{suffix}"
+    path.write_text(text)
+    result = run_sutra(*(a.format(file=path, tmp=tmp_path) for a in args))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(f"sutra: error: {path}") and "maximum recursion depth" in result.stderr
+
+
 def test_only_an_empty_prompt_may_be_empty():
     from sutra.cli import empty_argument
 

@@ -79,6 +79,18 @@ def test_an_output_of_the_wrong_kind_or_under_a_file_is_one_clear_error(tmp_path
     assert result.returncode == 2 and "afile is a file, not a directory" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_dangling_link_as_the_output_is_one_clear_error(tmp_path):
+    """`data prepare --out LINK` to a target not made yet: a FileExistsError traceback from mkdir."""
+    (tmp_path / "link").symlink_to(tmp_path / "not-yet")
+    (tmp_path / "corpus.jsonl").write_text('{"text": "a document"}\n')
+    result = run_sutra("data", "prepare", str(tmp_path / "corpus.jsonl"), "--out", str(tmp_path / "link"))
+    assert result.returncode == 2 and result.stderr == (
+        f"sutra: error: {tmp_path / 'link'}: a link to {tmp_path / 'not-yet'}, which does not exist; create that, or give another path to write\n")
+    with pytest.raises(SutraError, match="which does not exist"):  # a file output: writing would replace the link
+        atomic_write_text(tmp_path / "link", "x")
+    assert (tmp_path / "link").is_symlink() and not (tmp_path / "not-yet").exists()
+
+
 def test_a_full_disk_is_one_line_naming_the_output_for_every_writer(tmp_path, tokenizer):
     """Files capped at 4 KB (RLIMIT_FSIZE, as on a nearly full disk; Python ignores SIGXFSZ, so the
     write fails with EFBIG): the weights' write in safetensors and a file written through atomic_open

@@ -69,10 +69,23 @@ def test_an_output_made_from_an_upstream_made_again_is_refused(tmp_path):
     assert b.read_text() == "b3" and calls == ["a.txt", "b.txt", "a.txt", "b.txt"]
 
 
+def test_a_directory_of_other_files_is_refused_before_any_stage(tmp_path):
+    """`sutra compare --out DIR` (or demo) on a directory it did not make: its comparison table
+    would overwrite the user's comparison.md."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "comparison.md").write_text("my notes")
+    with pytest.raises(SutraError, match=r"holds files but no stages\.json, so it is not this command's output; choose an empty or new"):
+        StageLog(out)
+    assert (out / "comparison.md").read_text() == "my notes" and not (out / "stages.json").exists()
+
+
 def test_an_unfinished_stage_continues_and_an_unrecorded_output_is_refused(tmp_path):
     out = tmp_path / "out"
     work = out / "work"
-    work.mkdir(parents=True)
+    out.mkdir()
+    StageLog(out).run("other", out / "other.txt", {}, writer(out / "other.txt", "o", []))
+    work.mkdir()
     (work / "part-0").write_text("x")
     with pytest.raises(SutraError, match=r"exists but has no record in .*stages\.json"):
         StageLog(out).run("w", work, {}, lambda: None)

@@ -66,7 +66,7 @@ def split_budget(available: list[int], shares: list[float], tokens: int | None) 
 def _is_mix(path: Path) -> bool:
     try:
         return json.loads(path.read_text()).get("format") == MIX_FORMAT
-    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object
+    except (OSError, ValueError, AttributeError, RecursionError):  # unreadable, not JSON, not an object, nested too deeply
         return False
 
 
@@ -89,7 +89,8 @@ def make_mix(components: list[str], out: Path, tokens: int | None = None, block_
     available = [m["splits"]["train"]["tokens"] for m in manifests]
     if weights[0] is None:
         weights = [float(n) for n in available]
-    shares = [w / sum(weights) for w in weights]
+    relative = [w / max(weights) for w in weights]  # first: weights near the float limit would sum to infinity
+    shares = [w / sum(relative) for w in relative]
     budgets = split_budget(available, shares, tokens)
     heaviest = max(range(len(budgets)), key=lambda i: budgets[i] / max(available[i], 1))
     repeats = budgets[heaviest] / max(available[heaviest], 1)

@@ -286,22 +286,10 @@ def _remove_dataset(out: Path) -> None:
 def _inputs(config: PrepareConfig, out: Path, log) -> list:
     """The inputs SOURCE names, each once, leaving out anything inside --out (a re-run must not
     read its own shards)."""
-    inputs, seen, repeated = [], set(), 0
-    inside_out = out.resolve()
-    for kind, path in src.expand(list(config.sources), config.hub_split):
-        key = path if kind == "hub" else Path(path).resolve()
-        if kind != "hub" and key.is_relative_to(inside_out):
-            continue
-        if key in seen:
-            repeated += 1
-            continue
-        seen.add(key)
-        inputs.append((kind, path))
+    inputs, repeated = src.expand_outside(list(config.sources), out, config.hub_split)
     if repeated:
         print(f"sutra: {repeated} input file{'s' if repeated > 1 else ''} named more than once by the SOURCEs "
               f"{'are' if repeated > 1 else 'is'} read once (to weight datasets, use `sutra data mix`)", file=log)
-    if not inputs:
-        raise SutraError(f"{', '.join(config.sources)}: no input files (outside --out {out})")
     return inputs
 
 

@@ -91,6 +91,25 @@ def expand(specs: list[str], split: str = "train") -> list[tuple[str, Path | str
     return found
 
 
+def expand_outside(specs: list[str], out: Path, split: str = "train") -> tuple[list[tuple[str, Path | str]], int]:
+    """`expand`'s inputs each once, leaving out anything inside `out` (a re-run must not read its
+    own output), and how many more times the specs named one; none is an error."""
+    inputs, seen, repeated = [], set(), 0
+    inside_out = out.resolve()
+    for kind, path in expand(specs, split):
+        key = path if kind == "hub" else Path(path).resolve()
+        if kind != "hub" and key.is_relative_to(inside_out):
+            continue
+        if key in seen:
+            repeated += 1
+            continue
+        seen.add(key)
+        inputs.append((kind, path))
+    if not inputs:
+        raise SutraError(f"{', '.join(specs)}: no input files (outside --out {out})")
+    return inputs, repeated
+
+
 def spec_kind(spec: str) -> str | None:
     """What an input names, without reading it: 'glob', 'path', 'asset', 'hub', or None (nothing)."""
     if any(ch in spec for ch in "*?["):
@@ -116,7 +135,8 @@ def _walk(path: Path, split: str, explicit: bool, allow_json: bool) -> list[tupl
             return _walk(path / split, split, explicit=True, allow_json=False)
         if (files := _saved_listing(path / "state.json", "_data_files", lambda f: f["filename"])) is not None:  # datasets.Dataset.save_to_disk
             return [("arrow", path / name) for name in files]
-        return [item for child in _files_under(path) for item in _walk(child, split, explicit=False, allow_json=False)]
+        files, unlisted = _files_under(path)
+        return [("unlisted", d) for d in unlisted] + [item for child in files for item in _walk(child, split, explicit=False, allow_json=False)]
     kind = _kind(path, allow_json)
     if kind is None:
         if explicit:
@@ -136,12 +156,13 @@ def _saved_listing(path: Path, key: str, item=lambda x: x) -> list[str] | None:
     return names if all(isinstance(name, str) for name in names) else None
 
 
-def _files_under(root: Path) -> list[Path]:
-    """Every file under `root` but hidden ones, in path order. Links are followed (Path.rglob
-    skips a linked directory and a broken link: their data would be lost unreported), each
-    directory once, so that a link to a parent does not loop."""
-    files, seen = [], set()
-    for directory, subdirs, names in os.walk(root, followlinks=True):
+def _files_under(root: Path) -> tuple[list[Path], list[Path]]:
+    """Every file under `root` but hidden ones, in path order, and the directories that cannot be
+    listed (reported, not skipped). Links are followed (Path.rglob skips a linked directory and a
+    broken link: their data would be lost unreported), each directory once, so that a link to a
+    parent does not loop."""
+    files, seen, unlisted = [], set(), []
+    for directory, subdirs, names in os.walk(root, followlinks=True, onerror=lambda exc: unlisted.append(Path(exc.filename))):
         real = os.path.realpath(directory)
         if real in seen:
             subdirs.clear()
@@ -149,7 +170,7 @@ def _files_under(root: Path) -> list[Path]:
         seen.add(real)
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
         files += [Path(directory, name) for name in names if not name.startswith(".")]
-    return sorted(files)
+    return sorted(files), sorted(unlisted)
 
 
 def _lines_name(name: str) -> str:
@@ -260,6 +281,8 @@ def _plan_one(kind: str, path, name: str, unit_bytes: int) -> Source:
         return Source("hub", name, None)
     if kind == "unsupported":
         return Source("problem", name, 1, [_problem(name, 0, "unsupported_file", "not JSONL, Parquet, Arrow or text; not read")])
+    if kind == "unlisted":
+        return Source("problem", name, 1, [_problem(name, 0, "unreadable_directory", "a directory that cannot be listed (check its permissions); the files in it are not read")])
     if kind == "text":
         return Source("text", name, 1, [Unit("text", name, stop=path.stat().st_size)])
     if kind == "jsonl":

@@ -161,7 +161,7 @@ def read_mix(path: Path) -> dict:
     """A mix manifest with each component's dataset manifest attached and checked."""
     try:
         mix = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise SutraError(f"{path}: not a readable mix manifest ({exc})") from None
     if not isinstance(mix, dict) or mix.get("format") != MIX_FORMAT or mix.get("version") != MIX_VERSION:
         raise SutraError(f"{path}: not a {MIX_FORMAT} v{MIX_VERSION} manifest; write one with `sutra data mix`")

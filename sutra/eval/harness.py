@@ -225,7 +225,7 @@ def read_results(path: str | os.PathLike) -> dict:
         raise SutraError(f"{path}: no such results file; write one with 'sutra eval SPEC --tasks card --out {path}'") from None
     except OSError as exc:  # a directory, no permission
         raise SutraError(f"{path}: cannot read it ({exc.strerror}); give a results file written by 'sutra eval'") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise SutraError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(results, dict) or results.get("format") != FORMAT or not isinstance(results.get("tasks"), dict):
         raise SutraError(f"{path}: not a 'sutra eval' results file (format {results.get('format') if isinstance(results, dict) else None!r})")

@@ -10,7 +10,6 @@ Hugging Face model directory, a built-in asset name (smollm2-135m-instruct), or 
 """
 
 import json
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path

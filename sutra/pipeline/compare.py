@@ -61,7 +61,7 @@ def load_experiment(path: str | Path) -> Experiment:
         raw = yaml.safe_load(text)
     except OSError as exc:
         raise SutraError(f"{path}: cannot read the experiment file ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise invalid_yaml(path, exc) from None
     sources = {key: f"{path}:{line}" for key, line in lines.items()} | {"": str(path)}
     # a bare YAML number is a token count too (`tokens: 1000000`, as parse_tokens's own message suggests)

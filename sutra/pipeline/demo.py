@@ -131,9 +131,9 @@ def run_demo(out: Path, scale: Scale) -> dict:
     print(f"sutra demo: scale '{scale.name}', output in {out}", flush=True)
 
     with exclusive(out, "demo"):  # before the first stage: two demos on one OUT would make the same stages at once
+        log = StageLog(out)
         banner("1/8 offline assets: tokenizer, teacher, corpus, benchmark store")
         sutra("assets", "fetch", *ASSETS)
-        log = StageLog(out)
         banner(f"2/8 synthesize {scale.synth_items} Sutra entries with the local teacher")
         synthesize(log, synth_dir, scale)
         banner(f"3/8 prepare the corpus: {CORPUS} + the synthesized entries")

@@ -18,6 +18,7 @@ from pathlib import Path
 from sutra.cli import PIPELINE_PID_ENV
 from sutra.errors import SutraError
 from sutra.io import atomic_write_json
+from sutra.processes import LOCK_FILE
 
 REPO_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
@@ -48,6 +49,10 @@ class StageLog:
     def __init__(self, out: Path):
         self.out = out
         self.path = out / "stages.json"
+        # a directory of other files is not an earlier run: its comparison or report would be overwritten
+        if not self.path.exists() and out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
+            raise SutraError(f"{out} holds files but no stages.json, so it is not this command's output; "
+                             "choose an empty or new output directory (nothing was changed)")
         try:
             self.records: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
         except (OSError, ValueError) as exc:

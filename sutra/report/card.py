@@ -6,7 +6,6 @@ config, training from the run directory (metrics.jsonl, recipe.yaml) when given,
 tables, usage and limitations. Anything the inputs do not say is left out, never guessed.
 """
 
-import json
 import math
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import yaml
 from sutra.errors import SutraError
 from sutra.eval.tasks import TASKS
 from sutra.report.tables import Column, comparison_table, progression_table
-from sutra.train.metrics import finite
+from sutra.train.metrics import finite, read_metrics
 from sutra.train.recipe import invalid_yaml
 
 WEIGHTS_MARK = "<!-- sutra card of the weights with sha256 "  # then the digest and " -->"
@@ -105,22 +104,13 @@ def read_run(run_dir: str) -> dict:
     metrics_file, recipe_file = run / "metrics.jsonl", run / "recipe.yaml"
     if not (metrics_file.is_file() or recipe_file.is_file()):  # a checkpoint or a parent directory: the card would drop its training silently
         raise SutraError(f"{run}: not a training run directory (no metrics.jsonl or recipe.yaml); give --run the run_dir 'sutra train' wrote")
-    metrics = []
-    if metrics_file.is_file():
-        for number, line in enumerate(metrics_file.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise SutraError(f"{metrics_file}:{number}: not a JSON line; fix or remove it") from None
-            if not isinstance(record, dict):  # every reader below takes a line's fields by name
-                raise SutraError(f"{metrics_file}:{number}: not a JSON object of metrics; fix or remove it")
-            metrics.append(record)
+    metrics = read_metrics(run) if metrics_file.is_file() else []
     try:
-        recipe = yaml.safe_load(recipe_file.read_text()) if recipe_file.is_file() else None
+        recipe = yaml.safe_load(recipe_file.read_text(encoding="utf-8")) if recipe_file.is_file() else None
     except yaml.YAMLError as exc:
         raise SutraError(f"{invalid_yaml(recipe_file, exc)}; fix or remove it") from None
+    except UnicodeDecodeError as exc:
+        raise SutraError(f"{recipe_file}: bytes that are not UTF-8 text at offset {exc.start}; fix or remove it") from None
     if recipe is not None and not isinstance(recipe, dict):
         raise SutraError(f"{recipe_file}: not a mapping of recipe settings; fix or remove it")
     return {"path": str(run), "metrics": metrics, "recipe": recipe}

@@ -22,15 +22,32 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_card)
 
 
-def cmd_report(args) -> int:
-    from pathlib import Path
+REPORT_FILES = ("progression.md", "progression.csv", "comparison.md", "comparison.csv", "tasks.png", "perplexity_vs_average.png")
+REPORT_MARKER = ".sutra-report.json"  # says a report was written here, so its files may be replaced
 
+
+def claim_report_dir(out):
+    """--out may hold other files (a model card, a loss plot), but a file named as a report's is
+    replaced only where an earlier `sutra report` wrote it."""
+    from sutra.errors import SutraError
+    from sutra.io import atomic_write_json, check_output_path
+
+    out = check_output_path(out, directory=True)
+    clashes = [name for name in REPORT_FILES if (out / name).exists()]
+    if clashes and not (out / REPORT_MARKER).is_file():
+        raise SutraError(f"--out {out} holds {', '.join(clashes)}, which no earlier `sutra report` wrote; "
+                         "they are not replaced: move them, or choose another --out")
+    atomic_write_json(out / REPORT_MARKER, {"written_by": "sutra report", "files": list(REPORT_FILES)})  # first: a killed report is still ours
+    return out
+
+
+def cmd_report(args) -> int:
     from sutra.io import atomic_write_text
     from sutra.report.charts import perplexity_chart_gap, perplexity_vs_average, task_bars
     from sutra.report.tables import comparison_table, load_columns, progression_table
 
     columns = load_columns(args.inputs)
-    out = Path(args.out)
+    out = claim_report_dir(args.out)
     written = []
     for stem, table in (("progression", progression_table(columns)), ("comparison", comparison_table(columns, row_header="Model"))):
         atomic_write_text(out / f"{stem}.md", table.markdown())
@@ -49,8 +66,6 @@ def cmd_report(args) -> int:
 
 
 def cmd_card(args) -> int:
-    from pathlib import Path
-
     from sutra.errors import SutraError
     from sutra.eval.harness import read_results
     from sutra.io import atomic_write_text, check_replaceable

@@ -62,8 +62,14 @@ def add_proposals(graph: KnowledgeGraph, parent: Concept, proposals: list, repor
         if not isinstance(complexity, int) or isinstance(complexity, bool) or not 1 <= complexity <= 10:
             report["bad_complexity"] += 1
             continue
+        related = proposal.get("related") or []
+        if isinstance(related, str):  # one name, not in a list
+            related = [related]
+        elif not isinstance(related, list):
+            report["malformed_links_dropped"] += 1
+            related = []
         cross = []
-        for label in proposal.get("related") or []:
+        for label in related:
             target = _resolve(graph, label)
             if target is None:
                 report["unknown_link_dropped"] += 1

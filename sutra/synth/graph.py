@@ -71,7 +71,7 @@ class KnowledgeGraph:
         try:
             text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark some editors put first
             data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
             raise SutraError(f"{path}: cannot parse the graph ({str(exc).splitlines()[0]}); fix the file's syntax") from None
         if not isinstance(data, dict) or not isinstance(data.get("concepts"), list) or not data["concepts"]:
             raise SutraError(f"{path}: expected a mapping with a non-empty 'concepts' list at the top level")

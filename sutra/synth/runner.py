@@ -296,12 +296,12 @@ def annotator(prompts: PromptSet, retries: int):
     return factory
 
 
-def rephrase_jobs(sources: list[str], prompts: PromptSet, tokenizer, chunk_tokens: int, content_types: list[str], styles: list[str],
+def rephrase_jobs(sources: list[str], out: Path, prompts: PromptSet, tokenizer, chunk_tokens: int, content_types: list[str], styles: list[str],
                   shard: tuple[int, int], report: SourceReport):
     """One job per source chunk; content type and style rotate so every pair is used evenly."""
     shard_index, num_shards = shard
     index = 0
-    for where, text in iter_documents(sources, report):
+    for where, text in iter_documents(sources, out, report):
         for chunk in chunk_document(text, tokenizer, chunk_tokens):
             if index % num_shards == shard_index:
                 content_type = content_types[index % len(content_types)]
@@ -321,7 +321,7 @@ def rephrase(sources: list[str], run: RunOptions, backends: BackendOptions, prom
              chunk_tokens: int = 768) -> tuple[Summary, SourceReport]:
 
     report = SourceReport()
-    jobs = rephrase_jobs(sources, prompts, load_tokenizer(), chunk_tokens, content_types, styles, run.shard, report)
+    jobs = rephrase_jobs(sources, run.out, prompts, load_tokenizer(), chunk_tokens, content_types, styles, run.shard, report)
     manifest = {"kind": "rephrase", "sources": [str(Path(s).resolve()) for s in sources], "content_types": content_types,
                 "styles": styles, "chunk_tokens": chunk_tokens}
     summary = asyncio.run(_run_engine(jobs, manifest, run, backends, prompts, annotate_factory=annotator(prompts, run.judge_retries)))

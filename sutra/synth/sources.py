@@ -4,6 +4,7 @@ that fit the teacher's context at paragraph boundaries."""
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 
@@ -19,11 +20,13 @@ class SourceReport:
             self.examples.append(f"{location} ({reason})")
 
 
-def iter_documents(specs: list[str], report: SourceReport, text_field: str = "text") -> Iterator[tuple[str, str]]:
-    """(location, text) for every readable document, in input order; problems are counted."""
-    from sutra.data.sources import UNIT_BYTES, expand, iter_units, plan, read_unit
+def iter_documents(specs: list[str], out: Path, report: SourceReport, text_field: str = "text") -> Iterator[tuple[str, str]]:
+    """(location, text) for every readable document, in input order, each file once and none
+    inside `out` (a re-run must not rephrase its own output); problems are counted."""
+    from sutra.data.sources import UNIT_BYTES, expand_outside, iter_units, plan, read_unit
 
-    for unit in iter_units(plan(expand(specs)), UNIT_BYTES):
+    inputs, _ = expand_outside(specs, out)
+    for unit in iter_units(plan(inputs), UNIT_BYTES):
         for location, record, problem in read_unit(unit, text_field, {text_field}):
             text = record.get(text_field) if record is not None else None
             if problem is not None:

@@ -112,12 +112,13 @@ def _lines(path: Path) -> list[str]:
 
 def read_metrics(run_dir: Path) -> list[dict]:
     """The run's records; only a last line cut short (a killed run's) is passed over, any other that
-    is not a record is an error naming it, not a point silently missing from a plot."""
+    is not a record is an error naming it, not a point silently missing from a plot. A whole last
+    record without its newline (a hand-edited file) is read."""
     path = Path(run_dir) / METRICS_FILE
     lines = _lines(path)
     records = []
     for number, line in enumerate(lines, 1):
-        record = _parse(line)
+        record = _parse(line if number < len(lines) else line.removesuffix("\n") + "\n")
         if record is None and (number < len(lines) or line.endswith("\n")):
             raise SutraError(f"{path}:{number}: not a record of `sutra train` (a JSON object with an integer step); fix or remove that line")
         records += [record] if record else []

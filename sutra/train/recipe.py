@@ -276,7 +276,7 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str | tuple[str, ob
     try:
         lines = yaml_key_lines(yaml.compose(text))
         raw = yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise invalid_yaml(path, exc) from None
     if raw is None:
         raw = {}
@@ -337,7 +337,7 @@ def _set_dotted(raw: dict, key: str, value, label: str) -> None:
     node[last] = value
 
 
-def invalid_yaml(path: Path, exc: yaml.YAMLError) -> SutraError:
+def invalid_yaml(path: Path, exc: yaml.YAMLError | RecursionError) -> SutraError:
     """One line naming the file, the line and what YAML found wrong there."""
     mark = getattr(exc, "problem_mark", None)
     at = f":{mark.line + 1}" if mark else ""

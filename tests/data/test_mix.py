@@ -60,6 +60,15 @@ def test_weighted_budget_mix_maps_onto_the_datasets(two_datasets, tokenizer):
     assert val.length == open_stream(root / "a", "val").length + open_stream(root / "b", "val").length
 
 
+def test_weights_near_the_float_limit_mean_the_same_as_small_ones(two_datasets):
+    """3e307 and 1e307 sum past the largest float: every share was 0 and the mix a ZeroDivisionError."""
+    root = two_datasets
+    tokens = parse_tokens("6K")
+    huge = make_mix([f"{root / 'a'}=1.5e308", f"{root / 'b'}=5e307"], root / "huge.json", tokens=tokens, block_tokens=256)
+    small = make_mix([f"{root / 'a'}=3", f"{root / 'b'}=1"], root / "small.json", tokens=tokens, block_tokens=256)
+    assert [c["tokens"] for c in huge["components"]] == [c["tokens"] for c in small["components"]] == [4500, 1500]
+
+
 def test_unweighted_mix_takes_everything_once_and_budget_repeats(two_datasets):
     root = two_datasets
     a_total, b_total = (open_stream(root / name, "train").length for name in "ab")

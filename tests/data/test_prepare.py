@@ -489,6 +489,31 @@ def test_linked_directories_broken_links_and_foreign_metadata_names_are_read_or_
     assert f"{corpus / 'gone.jsonl'}\tunreadable_file" in log and f"{corpus / 'state.json'}\tunsupported_file" in log
 
 
+def test_a_directory_that_cannot_be_listed_is_reported_not_skipped(tmp_path, tokenizer):
+    """os.walk passed over a directory it could not list (no permission), and the files in it were
+    lost unreported. The tests run as root, whom permissions do not stop, so the directory here is
+    one whose path is too long to open (ENAMETOOLONG), made through directory descriptors."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    write_jsonl(corpus / "a.jsonl", [{"text": "a readable document"}])
+    fd = os.open(corpus, os.O_RDONLY | os.O_DIRECTORY)
+    deep = corpus
+    try:
+        while len(str(deep)) <= os.pathconf("/", "PC_PATH_MAX"):
+            os.mkdir("d" * 250, dir_fd=fd)
+            fd, parent = os.open("d" * 250, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
+            os.close(parent)
+            deep = deep / ("d" * 250)
+        with open(os.open("lost.jsonl", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "w") as f:
+            f.write(json.dumps({"text": "a document in a directory that cannot be listed"}) + "\n")
+    finally:
+        os.close(fd)
+    stats = run_prepare([corpus], tmp_path / "out", val_fraction=0.0, workers=1)
+    assert split_text(tmp_path / "out", "train", tokenizer) == "a readable document" + ENDOFTEXT
+    assert stats["dropped"] == {"unreadable_directory": 1}
+    assert f"{deep}\tunreadable_directory" in (tmp_path / "out" / "dropped.tsv").read_text()
+
+
 def test_validation_share_is_sized_without_files_that_hold_no_records(tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()

@@ -77,13 +77,15 @@ def test_inputs_sharing_no_task_compare_nothing_and_say_so(tmp_path):
 @pytest.mark.parametrize("name, text, problem", [
     ("recipe.yaml", "name: x\nschedule: [b", "recipe.yaml:2: not valid YAML"),
     ("recipe.yaml", "- 1\n", "recipe.yaml: not a mapping of recipe settings"),
-    ("metrics.jsonl", '{"step": 1, "loss": 4.0}\n5\n', "metrics.jsonl:2: not a JSON object of metrics"),
+    ("metrics.jsonl", '{"step": 1, "loss": 4.0}\n5\n', "metrics.jsonl:2: not a record of `sutra train`"),
+    ("metrics.jsonl", b'{"step": 1, "loss": 2.0}\n\xff\n', "metrics.jsonl: not a metrics file of `sutra train` (bytes that are not UTF-8 text at offset 25)"),
+    ("recipe.yaml", b"name: \xff\n", "recipe.yaml: bytes that are not UTF-8 text at offset 6; fix or remove it"),
 ])
 def test_a_run_directory_with_a_malformed_file_names_its_line(tmp_path, name, text, problem):
-    (tmp_path / name).write_text(text)
+    (tmp_path / name).write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(SutraError) as refused:
         read_run(str(tmp_path))
-    assert str(refused.value).startswith(f"{tmp_path}/{problem}") and "fix or remove it" in str(refused.value)
+    assert str(refused.value).startswith(f"{tmp_path}/{problem}")
 
 
 @pytest.mark.parametrize("schedule", [[1], {"kind": "cosine", "epochs": [{"peak_lr": "x", "min_lr": 1e-5}]}])
@@ -111,3 +113,22 @@ def test_a_gsm8k_entry_without_its_metrics_shows_no_strict_row_value_not_a_trace
     path = edited(write_results(tmp_path / "r.json", {"gsm8k": 0.02, "piqa": 0.55}), lambda r: r["tasks"]["gsm8k"].pop("metrics"))
     rows = {row[0]: row[1:] for row in progression_table(load_columns([str(path)])).rows}
     assert rows["GSM8K (flexible-extract)"] == ["2.00"] and rows["GSM8K (strict-match)"] == [""]
+
+
+def test_report_never_replaces_files_an_earlier_report_did_not_write(tmp_path):
+    results = write_results(tmp_path / "a.json", {"piqa": 0.55})
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "comparison.md").write_text("my notes")
+    (out / "perplexity_vs_average.png").write_text("my chart")  # results without perplexity used to delete it
+    result = run_sutra("report", str(results), "--out", str(out))
+    assert result.returncode == 2 and result.stderr == (
+        f"sutra: error: --out {out} holds comparison.md, perplexity_vs_average.png, which no earlier `sutra report` wrote; "
+        "they are not replaced: move them, or choose another --out\n")
+    assert (out / "comparison.md").read_text() == "my notes" and (out / "perplexity_vs_average.png").read_text() == "my chart"
+    for name in ("comparison.md", "perplexity_vs_average.png"):
+        (out / name).unlink()
+    (out / "README.md").write_text("a model card")
+    for _ in range(2):  # beside other files, and again over its own
+        run_sutra("report", str(results), "--out", str(out), check=True)
+    assert (out / "README.md").read_text() == "a model card" and (out / "comparison.md").read_text().startswith("| Model |")

@@ -99,10 +99,13 @@ def test_expansion_validates_each_proposal_and_counts_refusals():
     parent = graph.concepts["fractions"]
     proposals = parse_proposals('Here: {"concepts": [{"name": "Equivalent Fractions", "complexity": 3, "related": ["Rhythm and Meter in Music", "Nonsense"]},'
                                 ' {"name": "Fractions", "complexity": 3}, {"name": "Mixed Numbers", "complexity": 14}, {"name": "", "complexity": 2},'
-                                ' {"name": "Adding Fractions", "complexity": 4, "related": ["linear-equations"]}]}')
+                                ' {"name": "Adding Fractions", "complexity": 4, "related": ["linear-equations"]},'
+                                ' {"name": "Unit Fractions", "complexity": 2, "related": 5}, {"name": "Fraction Strips", "complexity": 2, "related": "Rhythm and Meter in Music"}]}')
     report = Counter()
     expanded = add_proposals(graph, parent, proposals, report)
-    assert report == Counter(added=2, duplicate=1, bad_complexity=1, empty_name=1, unknown_link_dropped=1)
+    # links that are not a list: a number is dropped and counted (it was a traceback), one name is read as a list of it
+    assert report == Counter(added=4, duplicate=1, bad_complexity=1, empty_name=1, unknown_link_dropped=1, malformed_links_dropped=1)
+    assert expanded.concepts["unit-fractions"].cross_domain == [] and expanded.concepts["fraction-strips"].cross_domain == ["music-rhythm-and-meter"]
     new = expanded.concepts["equivalent-fractions"]
     assert new.domain == "Mathematics" and new.builds_to == ["fractions"] and new.prerequisites == parent.prerequisites
     assert new.cross_domain == ["music-rhythm-and-meter"]

@@ -214,6 +214,21 @@ def test_rephrase_rewrites_sources_and_counts_unreadable_records(scripted, synth
     assert len({e["id"] for e in journal(tmp_path / "again")}) == 3
 
 
+def test_rephrase_never_reads_its_own_output_inside_a_source_directory(scripted, synth, tmp_path):
+    """`rephrase web/ --out web/rephrased`, run again for more: its first items were read back as
+    sources and rephrased again."""
+    server = scripted()
+    (tmp_path / "web").mkdir()
+    texts = ["Ohm's law relates voltage, current and resistance in a circuit.", "The Calvin cycle fixes carbon dioxide into sugar."]
+    (tmp_path / "web" / "pages.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    out = tmp_path / "web" / "rephrased"
+    common = ["--out", out, "--base-url", server.url, *FAST, "--content-types", "tutorial", "--styles", "faq"]
+    synth("synth", "rephrase", tmp_path / "web", "--n", "1", *common, check=True)
+    _, stdout, _ = synth("synth", "rephrase", tmp_path / "web", *common, check=True)
+    assert "2 document(s) read" in stdout
+    assert {e["source"] for e in journal(out)} == {f"{tmp_path / 'web' / 'pages.jsonl'}:{line}" for line in (1, 2)}
+
+
 def test_graph_expand_adds_only_validated_concepts(scripted, synth, tmp_path):
     server = scripted()
     _, stdout, _ = synth("synth", "graph", "expand", "--concepts", "fractions", "--out", tmp_path / "g.yaml", "--base-url", server.url, check=True)
