@@ -15,6 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
+rm -rf .gpu/wheels  # a wheel left from an older venv beside its new version stops the --no-index install
 mkdir -p .gpu/home/assets .gpu/wheels
 [ -d .gpu/data/stdlib-docs ] || $PY -m sutra data prepare stdlib-docs --out .gpu/data/stdlib-docs --min-val-docs 24
 for asset in smollm2-tokenizer benchmarks; do

@@ -246,13 +246,15 @@ def main() -> int:
     results = {}
     for group in groups:
         results.update(measure(group, runs, tokens_per_step, config, peak, device, args))
+        base = results.get("transformers", {}).get("tokens_per_s")
         for name in group:
             entry = results[name]
+            # each ratio as soon as it is known: a run cut short by a time limit keeps the figures it has
+            ratio = f"  {entry['tokens_per_s'] / base:.2f}x transformers" if base and name != "transformers" and "error" not in entry else ""
             print(f"{name:18s} " + (f"FAILED {entry['error']}" if "error" in entry else
                   f"{entry['tokens_per_s']:>10,} tok/s  {entry['tflops']:7.1f} TFLOP/s  mfu {entry['mfu']}  "
-                  f"peak {entry['peak_mem_gib']} GiB  first loss {entry['first_loss']}"), flush=True)
+                  f"peak {entry['peak_mem_gib']} GiB  first loss {entry['first_loss']}{ratio}"), flush=True)
 
-    base = results.get("transformers", {}).get("tokens_per_s")
     summary = {
         "bench": "train_throughput",
         "device": device_name,

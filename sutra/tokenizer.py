@@ -118,7 +118,12 @@ class Tokenizer:
         return self._special_id("eos_token", ENDOFTEXT)
 
     @property
-    def bos_id(self) -> int:
+    def bos_id(self) -> int | None:
+        """The beginning-of-sequence id the tokenizer config declares; None where it declares none
+        (`bos_token: null`, or no entry and no <|endoftext|> in the vocabulary)."""
+        declared = self.config.get("bos_token")
+        if not declared and ("bos_token" in self.config or self.backend.token_to_id(ENDOFTEXT) is None):
+            return None
         return self._special_id("bos_token", ENDOFTEXT)
 
     @property

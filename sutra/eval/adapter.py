@@ -112,7 +112,8 @@ class SutraLM(TemplateLM):
 
     @property
     def prefix_token_id(self) -> int:
-        return self.sutra_tokenizer.bos_id
+        bos = self.sutra_tokenizer.bos_id  # as lm-eval's hf model: the BOS, else the EOS
+        return self.eot_token_id if bos is None else bos
 
     @property
     def max_length(self) -> int:

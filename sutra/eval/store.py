@@ -73,7 +73,7 @@ OVERRIDES: dict[str, tuple[str, dict]] = {
 MMLU_GROUP_FILES = ("_mmlu.yaml", "_mmlu_stem.yaml", "_mmlu_other.yaml", "_mmlu_social_sciences.yaml", "_mmlu_humanities.yaml")
 NOTES = {
     "gsm8k": "few-shot examples drawn from test (GSM8K train is not in the offline store)",
-    "truthfulqa_mc2": "BIG-bench subset: 299 of TruthfulQA's 817 questions",
+    "truthfulqa_mc2": "BIG-bench subset: 299 of TruthfulQA's 817 questions, scored over BIG-bench's true and false answer lists",
 }
 
 

@@ -193,9 +193,11 @@ def read_training_record(spec: str) -> dict:
 
 
 def weight_files(directory: Path) -> list[Path]:
-    """The weight files of a model directory: its shard index's, else model*.safetensors (not an
-    adapter or a stray file beside them)."""
-    index = directory / "model.safetensors.index.json"
+    """The weight files of a model directory, in transformers' order of preference: model.safetensors,
+    else its shard index's, else model*.safetensors (not an adapter or a stray file beside them)."""
+    single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
+    if single.is_file():  # beside an index too: the weights transformers loads
+        return [single]
     if index.is_file():
         return [directory / name for name in sorted(set(_read_json(index).get("weight_map", {}).values()))]
     return sorted(directory.glob("model*.safetensors"))

@@ -60,13 +60,10 @@ def export_hf(spec: str, out: str, dtype: str = "float32", card: str | None = No
     eos = loaded.eos_token_ids[0] if len(loaded.eos_token_ids) == 1 else loaded.eos_token_ids
     with atomic_directory(out) as tmp:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        pad = tokenizer.pad_id
+        # one pad id in both files: the declared one, else the document separator generate pads with
+        pad = tokenizer.document_separator_id if tokenizer.pad_id is None else tokenizer.pad_id
         atomic_write_json(tmp / "config.json", hf_config(config, tokenizer.bos_id, eos, dtype, pad))
-        atomic_write_json(
-            tmp / "generation_config.json",
-            {"bos_token_id": tokenizer.bos_id, "eos_token_id": eos, "pad_token_id": tokenizer.document_separator_id if pad is None else pad,
-             "do_sample": False},
-        )
+        atomic_write_json(tmp / "generation_config.json", {"bos_token_id": tokenizer.bos_id, "eos_token_id": eos, "pad_token_id": pad, "do_sample": False})
         tokenizer.save(tmp, model_max_length=config.max_seq_len)
         if card_text is not None:  # after config.json: it makes `tmp` a model directory to digest
             (tmp / "README.md").write_text(mark_exported(card_text, tmp), encoding="utf-8")

@@ -71,11 +71,13 @@ def config_from_hf(hf: dict, source: str) -> ModelConfig:
         raise SutraError(f"{source}: biases in attention/MLP are not supported")
     if hf.get("hidden_act", "silu") != "silu":
         raise SutraError(f"{source}: activation '{hf.get('hidden_act')}' is not supported (SwiGLU/silu only)")
-    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type not in ("default", None):
-        raise SutraError(f"{source}: RoPE scaling '{rope_type}' is not supported")
-    theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
+    # transformers 5 writes rope_parameters, 4.x rope_scaling; a config may carry both, and either may scale
+    for key in ("rope_parameters", "rope_scaling"):
+        rope = hf.get(key) or {}
+        rope_type = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else rope
+        if rope_type not in ("default", None):
+            raise SutraError(f"{source}: RoPE scaling '{rope_type}' ({key}) is not supported")
+    theta = (hf.get("rope_parameters") or {}).get("rope_theta", hf.get("rope_theta", 10000.0))
 
     def count(key: str, default: int | None = None) -> int:
         value = hf[key] if hf.get(key) is not None else default
@@ -108,7 +110,7 @@ def config_from_hf(hf: dict, source: str) -> ModelConfig:
     )
 
 
-def hf_config(config: ModelConfig, bos_token_id: int, eos_token_id: int | list[int], torch_dtype: str, pad_token_id: int | None = None) -> dict:
+def hf_config(config: ModelConfig, bos_token_id: int | None, eos_token_id: int | list[int], torch_dtype: str, pad_token_id: int | None = None) -> dict:
     """config.json for `LlamaForCausalLM`, built by the installed transformers so it loads there."""
     from transformers import LlamaConfig
 

@@ -20,6 +20,7 @@ from sutra.errors import SutraError
 # OpenAI/vLLM/Ollama understand json_schema; llama.cpp's Python server wants json_object + schema.
 JSON_MODES = ("json_schema", "json_object", "none")
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 # A password in a URL's userinfo (user:PASSWORD@host; up to the last @, as URL parsers read it), scheme or not.
 _URL_PASSWORD = re.compile(r"((?:^|[\s'\"(=]|//)[^\s'\"/?#@:]*):[^\s'\"/?#]+@")
 # The value of a query parameter whose name looks like a credential (?api_key=..., &access_token=..., &sig=...),
@@ -254,6 +255,8 @@ def _parse_completion(url: str, body: str) -> Completion:
         raise malformed(f"message.content is {type(text).__name__}, not a string")
     if not isinstance(finish, str | None):
         raise malformed(f"finish_reason is {type(finish).__name__}, not a string")
+    if text:  # a lone UTF-16 surrogate ("\ud83d" in the JSON) is no character: the tokenizer and every writer refuse it
+        text = LONE_SURROGATE.sub("\ufffd", text)
     usage = data.get("usage") or {}  # some servers leave usage out: it only feeds the tokens/s figure
     counts = [usage.get(k) or 0 for k in ("prompt_tokens", "completion_tokens")] if isinstance(usage, dict) else None
     if counts is None or not all(type(n) is int and n >= 0 for n in counts):

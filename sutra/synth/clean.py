@@ -10,23 +10,31 @@ import json
 import math
 import os
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sutra.synth.judge import distinct_ngram_ratio, english_ratio, words
 
+# Whole refusal phrases: "I'm sorry" alone is a line of dialogue (socratic_dialogue, interview styles),
+# and "as an ai" needs its word boundary ("as an airfoil").
 REFUSALS = re.compile(
-    r"\b(as an ai( language model)?|i(?:'m| am) (?:sorry|unable|not able)|i can(?:no|')t (?:help|assist|provide|write|do that)|"
+    r"\b(as an ai\b|i(?:'m| am) sorry,? (?:but )?i (?:can(?:no|')t|cannot|am unable|won't)|"
+    r"i(?:'m| am) (?:unable|not able) to (?:help|assist|provide|write|create|comply)|i can(?:no|')t (?:help|assist|provide|write|do that)|"
     r"i (?:cannot|won't) (?:help|assist|provide|comply)|against my (?:guidelines|policy))",
     re.IGNORECASE,
 )
 # Chatty openers and closers that are about the conversation, not the subject.
-OPENER = re.compile(r"^\s*(sure|certainly|of course|absolutely|great question|here(?:'s| is| are))\b[^\n]*?(:|!|\.)\s*\n+", re.IGNORECASE)
+# An opener is a line of its own: "Sure! ...", "Certainly, ...", "Here's the lesson:"; never a first
+# line of the subject ("Absolutely continuous functions ...", "Here is why ice floats.").
+OPENER = re.compile(r"^\s*(?:(?:sure|certainly|of course|absolutely|great question)\s*[,!.][^\n]*|here(?:'s| is| are)\b[^\n]*[:!])\s*\n+", re.IGNORECASE)
 CLOSER = re.compile(
-    r"\n+\s*(i hope (this|that) helps|let me know if|feel free to|happy (learning|coding)|if you have any (other |more |further )?questions)[^\n]*\s*$",
+    r"\n+\s*(i hope (this|that) helps|let me know if|feel free to (ask|reach out|let me know)|happy (learning|coding)|"
+    r"if you have any (other |more |further )?questions)[^\n]*\s*$",
     re.IGNORECASE,
 )
+COMPARABLE_WORD = re.compile(r"[^\W_]+")  # letters of any script and digits
 SENTENCE_END = re.compile(r"""[.!?:;)\]"'`*]\s*$|```\s*$""")
 
 
@@ -96,29 +104,40 @@ def degenerate_reason(text: str, token_count: int, config: CleanConfig) -> str |
     return None
 
 
+def comparable_words(text: str) -> list[str]:
+    """The words duplicates are judged by: NFKC-normalised, case-folded, numbers and every
+    script's letters kept (two worked examples that differ only in their numbers are not one)."""
+    return COMPARABLE_WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+
+
 def normalized_hash(text: str) -> str:
-    return hashlib.sha1(" ".join(words(text)).encode()).hexdigest()
+    return hashlib.sha1(" ".join(comparable_words(text)).encode()).hexdigest()
 
 
 @dataclass
 class Deduplicator:
-    """Exact and near-duplicate detection over everything added so far."""
+    """Exact and near-duplicate detection over everything added so far. Near: MinHash LSH finds
+    candidates (banded to miss few pairs above the threshold), and a candidate is a duplicate only
+    when its estimated Jaccard similarity of word 5-gram shingles reaches `threshold`."""
 
     threshold: float = 0.8
     num_perm: int = 128
     shingle: int = 5
     _hashes: set = field(default_factory=set)
+    _minhashes: dict = field(default_factory=dict)
     _lsh: object = None
 
     def __post_init__(self):
         from datasketch import MinHashLSH
 
-        self._lsh = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
+        # LSH banding approximates its threshold from both sides; weighted against false negatives,
+        # it leaves the exact cut to the Jaccard check
+        self._lsh = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm, weights=(0.1, 0.9))
 
     def _minhash(self, text: str):
         from datasketch import MinHash
 
-        tokens = words(text)
+        tokens = comparable_words(text)
         shingles = {" ".join(tokens[i:i + self.shingle]) for i in range(max(1, len(tokens) - self.shingle + 1))}
         m = MinHash(num_perm=self.num_perm, seed=1)
         m.update_batch([s.encode() for s in shingles])
@@ -127,15 +146,17 @@ class Deduplicator:
     def duplicate_reason(self, text: str) -> str | None:
         if normalized_hash(text) in self._hashes:
             return "exact_duplicate"
-        if self._lsh.query(self._minhash(text)):
+        minhash = self._minhash(text)
+        if any(minhash.jaccard(self._minhashes[key]) >= self.threshold for key in self._lsh.query(minhash)):
             return "near_duplicate"
         return None
 
     def add(self, key: str, text: str) -> None:
         digest = normalized_hash(text)
-        if digest not in self._hashes:
+        if digest not in self._hashes and key not in self._minhashes:
             self._hashes.add(digest)
-            self._lsh.insert(key, self._minhash(text))
+            self._minhashes[key] = minhash = self._minhash(text)
+            self._lsh.insert(key, minhash)
 
 
 def clean_files(inputs: list[str], out: str | Path, config: CleanConfig, dedup_threshold: float = 0.8) -> dict:

@@ -14,9 +14,11 @@ from sutra.synth.prompts import PromptSet
 
 DIMENSIONS = ("clarity", "accuracy", "pedagogy", "engagement", "depth", "creativity")
 JUDGE_WEIGHT = 0.7
+SCALE = 10  # the judge scores 0-10; recorded as [0, 1]
 JUDGE_SCHEMA = {
     "type": "object",
-    "properties": {d: {"type": "number", "minimum": 0, "maximum": 1} for d in DIMENSIONS},
+    # whole numbers 0-10: a grammar-constrained server (llama.cpp) enforces the range of an integer, not of a number
+    "properties": {d: {"type": "integer", "minimum": 0, "maximum": SCALE} for d in DIMENSIONS},
     "required": list(DIMENSIONS),
     "additionalProperties": False,
 }
@@ -62,8 +64,11 @@ async def ask_json(backend, messages: list[dict], schema: dict, parse, retries: 
 
 
 def parse_assessment(answer: str) -> dict[str, float]:
-    """Six scores in [0, 1] from a judge answer (see extract_json_object), also accepting 0-10 or
-    0-100 scales, numbers written as strings and capitalised keys."""
+    """Six scores in [0, 1] from a judge answer of whole numbers from 0 to 10 (see
+    extract_json_object), accepting numbers written as strings and capitalised keys. Any other
+    scale is refused (and asked again), never guessed: read from one answer alone, a 0-10 judge's
+    all-1 "very poor" looked like a perfect 0-1 answer, and a 0-1 answer with one score
+    overshooting to 1.2 like a 0-10 one."""
     lowered = extract_json_object(answer)
     missing = [d for d in DIMENSIONS if d not in lowered]
     if missing:
@@ -71,16 +76,13 @@ def parse_assessment(answer: str) -> dict[str, float]:
     scores = {}
     for d in DIMENSIONS:
         try:
-            scores[d] = float(str(lowered[d]).strip().rstrip("%"))
+            value = float(str(lowered[d]).strip())
         except ValueError:
             raise MalformedAnswer(f"{d} is not a number: {lowered[d]!r}") from None
-        if not math.isfinite(scores[d]):
-            raise MalformedAnswer(f"{d} is not a finite number: {lowered[d]!r}")
-    top = max(scores.values())
-    scale = 1.0 if top <= 1 else 10.0 if top <= 10 else 100.0 if top <= 100 else None
-    if scale is None or min(scores.values()) < 0:
-        raise MalformedAnswer(f"scores out of range: {scores}")
-    return {d: round(v / scale, 3) for d, v in scores.items()}
+        if not (math.isfinite(value) and value.is_integer() and 0 <= value <= SCALE):
+            raise MalformedAnswer(f"{d} is {lowered[d]!r}, not a whole number from 0 to {SCALE} (the scale asked)")
+        scores[d] = value / SCALE
+    return scores
 
 
 def words(text: str) -> list[str]:

@@ -158,6 +158,23 @@ def _resume_message(files: ShardFiles, state, target: str) -> None:
               + f"; target {target}", file=sys.stderr)
 
 
+def _other_shards_records(files: ShardFiles):
+    """The accepted records in the other shards' files of the same --out, so a shard never keeps
+    what another already has. Those files may be being written at this moment: a last line without
+    its newline, or any line that is not a record, is that shard's to finish or repair, not read."""
+    for path in sorted(files.out.glob("train_*.jsonl")):
+        if path == files.data_path:
+            continue
+        data = path.read_bytes()
+        for line in data[: data.rfind(b"\n") + 1].decode("utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("id"), str) and isinstance(record.get("text"), str):
+                yield record
+
+
 async def _run_engine(jobs, settings_manifest: dict, run: RunOptions, backends: BackendOptions, prompts: PromptSet, annotate_factory=None) -> Summary:
 
     shard, num_shards = run.shard
@@ -166,7 +183,7 @@ async def _run_engine(jobs, settings_manifest: dict, run: RunOptions, backends: 
     state = files.open({**settings_manifest, "shard": f"{shard}/{num_shards}"})
     tokenizer = load_tokenizer()
     dedup = Deduplicator(threshold=run.dedup_threshold)
-    for record in state.records:
+    for record in [*state.records, *_other_shards_records(files)]:
         dedup.add(record["id"], record["text"])
     done_items = len(state.records) if target_tokens is None else sum(r["token_count"] for r in state.records)
     target = f"{target_tokens:,} tokens" if target_tokens is not None else f"{target_items} items" if target_items is not None else "every document"
@@ -272,7 +289,7 @@ def parse_annotation(answer: str) -> dict:
     domain = next((d for d in DOMAINS if d.lower() == str(data.get("domain", "")).strip().lower()), None)
     try:
         complexity = int(data.get("complexity_level"))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: Infinity or 1e400
         complexity = 0
     if not name or domain is None or not 1 <= complexity <= 10:
         raise MalformedAnswer(f"bad annotation: concept_name={name!r}, domain={data.get('domain')!r}, complexity_level={data.get('complexity_level')!r}")

@@ -114,6 +114,12 @@ def test_hf_directories_read_as_transformers_reads_them(random_checkpoint, tmp_p
     generation = json.loads((out / "generation_config.json").read_text())
     (out / "generation_config.json").write_text(json.dumps({**generation, "eos_token_id": [config["eos_token_id"], 7]}))
     save_file({"model.embed_tokens.weight": torch.zeros(3, 3)}, str(out / "adapter_model.safetensors"))
+    # model.safetensors beside a shard index of other weights: transformers loads model.safetensors
+    from safetensors.torch import load_file
+
+    halved = {k: v / 2 for k, v in load_file(str(out / "model.safetensors")).items()}
+    save_file(halved, str(out / "model-00001-of-00001.safetensors"), metadata={"format": "pt"})
+    (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": {k: "model-00001-of-00001.safetensors" for k in halved}}))
     loaded = load_model(str(out))
     hf = _hf_model(out)
     assert (loaded.model.config.rms_norm_eps, loaded.model.config.max_seq_len) == (hf.config.rms_norm_eps, hf.config.max_position_embeddings) == (1e-6, 2048)
@@ -121,6 +127,29 @@ def test_hf_directories_read_as_transformers_reads_them(random_checkpoint, tmp_p
     tokens = torch.randint(0, 49152, (1, 24))
     with torch.no_grad():
         assert (hf(tokens).logits - loaded.model(tokens)).abs().max().item() <= 1e-4
+
+
+def test_a_tokenizer_without_a_bos_exports_with_none_and_one_pad_id(tmp_path):
+    """A Llama whose tokenizer declares an EOS but no BOS (and no <|endoftext|>): export stopped with
+    "bos_token '<|endoftext|>' is not in the vocabulary", and the two files disagreed on the pad id."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "</s>": 1, **{w: i + 2 for i, w in enumerate("the a cat dog sat on mat and".split())}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    torch.manual_seed(0)
+    source = tmp_path / "hf-nobos"
+    LlamaForCausalLM(LlamaConfig(vocab_size=16, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4,
+                                 max_position_embeddings=64, tie_word_embeddings=True, eos_token_id=1, bos_token_id=None, pad_token_id=None)).save_pretrained(source)
+    PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>", unk_token="<unk>").save_pretrained(source)
+    out = export_hf(str(source), str(tmp_path / "export"))
+    config, generation = (json.loads((out / name).read_text()) for name in ("config.json", "generation_config.json"))
+    assert config["bos_token_id"] is None and generation["bos_token_id"] is None
+    assert config["pad_token_id"] == generation["pad_token_id"] == 1  # no pad declared: the separator, </s>, in both
+    tokens = torch.tensor([AutoTokenizer.from_pretrained(str(out))("the cat sat on the mat")["input_ids"]])
+    with torch.no_grad():
+        assert (_hf_model(out)(tokens).logits - load_model(str(out)).model(tokens)).abs().max().item() <= 1e-5
 
 
 @pytest.mark.slow
@@ -256,6 +285,9 @@ def test_hf_configs_that_do_not_describe_the_weights_are_clear_errors(random_che
         ({"intermediate_size": None}, "config.json lacks 'intermediate_size'"),
         ({"hidden_size": "64"}, "config.json 'hidden_size' must be a positive whole number, got '64'"),
         ({"rms_norm_eps": "tiny"}, "config.json 'rms_norm_eps' must be a number, got 'tiny'"),
+        # a 4.x rope_scaling beside a default 5.x rope_parameters was read as no scaling
+        ({"rope_parameters": {"rope_type": "default", "rope_theta": 1e5}, "rope_scaling": {"type": "dynamic", "factor": 2.0}},
+         r"RoPE scaling 'dynamic' \(rope_scaling\) is not supported"),
     ):
         (hf / "config.json").write_text(json.dumps({**config, **change}))
         with pytest.raises(SutraError, match=message):

@@ -1,9 +1,9 @@
 """A small, real OpenAI-compatible HTTP server for fast synth tests (the llama.cpp teacher is
 tested separately): it answers /v1/models and /v1/chat/completions on 127.0.0.1 with
-deterministic, varied educational-looking text, six-score judge JSON (in a 0-10 scale with the
-small-model mistakes the judge must repair), annotation JSON and graph-expansion JSON.
+deterministic, varied educational-looking text, six-score judge JSON (whole numbers from 0 to 10,
+with the small-model mistakes the judge must repair), annotation JSON and graph-expansion JSON.
 
-    python scripted_server.py PORT [--fail-first N] [--judge bad|good] [--delay S] [--log FILE] [--only-json-object] [--odd]
+    python scripted_server.py PORT [--fail-first N] [--judge bad|good] [--delay S] [--log FILE] [--only-json-object] [--odd] [--same-text]
 
 --fail-first N answers the first N chat requests with HTTP 503 (or 429 every other one);
 --log appends one JSON line per chat request as it arrives (its time, path and query, Authorization
@@ -47,6 +47,7 @@ ODD_ANSWERS = {
     "usage-not-object": {"choices": [{"message": {"content": "x"}}], "usage": [3, 4]},
     "null-usage": {"choices": [{"message": {"content": "x"}, "finish_reason": "length"}], "usage": None},
     "null-content": {"choices": [{"message": {"content": None}}], "usage": {"prompt_tokens": 3, "completion_tokens": None}},
+    "lone-surrogate": {"choices": [{"message": {"content": "half an emoji \ud83d here"}}]},  # sent as the JSON escape \ud83d
 }
 WORDS = "river lantern orbit meadow copper violin glacier harbor maple signal prism canyon ember falcon quartz willow".split()
 
@@ -105,7 +106,7 @@ def make_app(args) -> web.Application:
             content = json.dumps({"concepts": [{"name": "Equivalent Fractions", "complexity": 3, "related": ["Rhythm and Meter in Music"]},
                                                {"name": "Fractions", "complexity": 3}]})
         else:
-            content = _text(prompt, seed)
+            content = _text("one text", 0) if args.same_text else _text(prompt, seed)
         return web.json_response({
             "id": f"chatcmpl-{seed}", "object": "chat.completion", "model": body.get("model"),
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
@@ -129,5 +130,6 @@ if __name__ == "__main__":
     parser.add_argument("--too-long", default=None, help="answer 400 (context length exceeded) to prompts containing this text")
     parser.add_argument("--models-body", default=None, help="answer /v1/models with this body instead of the listing")
     parser.add_argument("--odd", action="store_true", help="answer a prompt named in ODD_ANSWERS with that body")
+    parser.add_argument("--same-text", action="store_true", help="answer every generation prompt with one text")
     args = parser.parse_args()
     web.run_app(make_app(args), host="127.0.0.1", port=args.port, print=None)

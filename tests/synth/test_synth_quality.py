@@ -19,14 +19,18 @@ GOOD = ("Fractions describe parts of a whole. When a pizza is cut into eight equ
 
 
 def test_judge_answers_are_repaired_or_refused():
-    exact = parse_assessment('{"clarity": 0.7, "accuracy": 0.8, "pedagogy": 0.6, "engagement": 0.5, "depth": 0.4, "creativity": 0.5}')
+    exact = parse_assessment('{"clarity": 7, "accuracy": 8, "pedagogy": 6, "engagement": 5, "depth": 4, "creativity": 5}')
     assert exact == {"clarity": 0.7, "accuracy": 0.8, "pedagogy": 0.6, "engagement": 0.5, "depth": 0.4, "creativity": 0.5}
-    ten_scale = parse_assessment("Sure:\n```json\n{'Clarity': 7, 'accuracy': '8', 'pedagogy': 6, 'engagement': 5, 'depth': 4, 'creativity': 5,}\n```")
-    assert ten_scale == exact
-    for broken in ("I think it is good.", '{"clarity": 0.7}', '{"clarity": "high", "accuracy": 1, "pedagogy": 1, "engagement": 1, "depth": 1, "creativity": 1}',
+    repaired = parse_assessment("Sure:\n```json\n{'Clarity': 7, 'accuracy': '8', 'pedagogy': 6.0, 'engagement': 5, 'depth': 4, 'creativity': 5,}\n```")
+    assert repaired == exact
+    for broken in ("I think it is good.", '{"clarity": 7}', '{"clarity": "high", "accuracy": 1, "pedagogy": 1, "engagement": 1, "depth": 1, "creativity": 1}',
                    '{"clarity": -1, "accuracy": 1, "pedagogy": 1, "engagement": 1, "depth": 1, "creativity": 1}',
                    '{"clarity": 8, "accuracy": NaN, "pedagogy": 7, "engagement": 6, "depth": 5, "creativity": 5}',  # max/min skip NaN
-                   '{"clarity": 8, "accuracy": "nan", "pedagogy": 7, "engagement": 6, "depth": 5, "creativity": "inf"}'):
+                   '{"clarity": 8, "accuracy": "nan", "pedagogy": 7, "engagement": 6, "depth": 5, "creativity": "inf"}',
+                   # another scale is refused (and asked again), never guessed from the answer
+                   '{"clarity": 0.7, "accuracy": 0.8, "pedagogy": 0.6, "engagement": 0.5, "depth": 0.4, "creativity": 0.5}',
+                   '{"clarity": 80, "accuracy": 70, "pedagogy": 60, "engagement": 50, "depth": 40, "creativity": 50}',
+                   '{"clarity": "80%", "accuracy": 7, "pedagogy": 6, "engagement": 5, "depth": 4, "creativity": 5}'):
         with pytest.raises(MalformedAnswer):
             parse_assessment(broken)
 
@@ -62,9 +66,23 @@ def test_good_text_passes_and_limits_apply(tokenizer):
     assert degenerate_reason(GOOD, n, CleanConfig(min_tokens=30, max_tokens=n - 1)) == "too_long"
 
 
+@pytest.mark.parametrize("opening", [
+    "As an airfoil tilts, the air below it slows and the pressure there rises. ",  # "as an ai" without its word boundary
+    "Student: I'm sorry, I still do not see why two quarters make one half.\nTeacher: Let us draw it. ",  # a dialogue's apology
+])
+def test_words_that_only_look_like_a_refusal_are_kept(opening, tokenizer):
+    text = opening + GOOD
+    assert degenerate_reason(text, len(tokenizer.encode(text)), CleanConfig(min_tokens=30)) is None
+
+
 def test_boilerplate_is_stripped_and_truncations_trimmed():
     chatty = "Sure! Here's an explanation of fractions:\n\n" + GOOD + "\n\nI hope this helps! Let me know if you have questions."
     assert strip_boilerplate(chatty) == GOOD
+    assert strip_boilerplate("Sure!\n\nHere is the lesson:\n\n" + GOOD + "\n\nFeel free to ask more.") == GOOD
+    # first and last lines of the subject itself stay
+    subject = "Absolutely continuous functions are a class of functions.\n" + GOOD + "\nFeel free to check this with a glass of water."
+    assert strip_boilerplate(subject) == subject
+    assert strip_boilerplate("Here is why ice floats.\n" + GOOD) == "Here is why ice floats.\n" + GOOD
     assert trim_to_last_sentence(GOOD + " And then the numer") == GOOD
     assert trim_to_last_sentence("no sentence end at all") == ""
 
@@ -75,6 +93,33 @@ def test_exact_and_near_duplicates_are_caught():
     assert dedup.duplicate_reason("  " + GOOD.upper()) == "exact_duplicate"  # normalisation ignores case and spacing
     assert dedup.duplicate_reason(GOOD.replace("pizza", "pie", 1)) == "near_duplicate"
     assert dedup.duplicate_reason("Photosynthesis lets plants turn light, water and carbon dioxide into sugar and oxygen in their leaves.") is None
+    # numbers and other scripts count: the exact hash and the shingles dropped them
+    dedup.add("sum", "Worked example: 12 x 7 = 84, so twelve rows of seven chairs hold 84 people.")
+    assert dedup.duplicate_reason("Worked example: 13 x 8 = 104, so thirteen rows of eight chairs hold 104 people.") is None
+    dedup.add("greek", "Die Wellenlänge λ und die Frequenz f ergeben zusammen c = λ f.")
+    assert dedup.duplicate_reason("Die Wellenlänge μ und die Frequenz f ergeben zusammen c = μ f.") is None
+
+
+def test_near_duplicates_are_judged_by_the_threshold_not_by_any_lsh_candidate():
+    """Any LSH candidate used to count: at --dedup-threshold 0.8, texts of true shingle Jaccard 0.71
+    were flagged 21 times in 200, and 0.84 ones missed 56 times (MinHash estimates still vary by about
+    0.03 around the true value, hence the margins)."""
+    import random
+
+    rng = random.Random(0)
+    flagged = {}
+    for changed_every, label in ((30, "0.71"), (80, "0.88")):  # one word in N changed: shingle Jaccard about 0.71 and 0.88
+        hits = 0
+        for _ in range(100):
+            base = ["".join(rng.choice("abcdefghij") for _ in range(6)) for _ in range(300)]
+            other = list(base)
+            for i in range(rng.randrange(changed_every), 300, changed_every):
+                other[i] = "zz" + other[i]
+            dedup = Deduplicator(threshold=0.8)
+            dedup.add("base", " ".join(base))
+            hits += dedup.duplicate_reason(" ".join(other)) == "near_duplicate"
+        flagged[label] = hits
+    assert flagged["0.71"] <= 3 and flagged["0.88"] >= 95, flagged
 
 
 def test_clean_command_reports_counts_by_reason(tmp_path, tokenizer):
@@ -162,6 +207,9 @@ def test_annotations_are_validated():
     assert (copied["prerequisites"], copied["builds_to"]) == ([], ["circuits"])
     with pytest.raises(MalformedAnswer):
         parse_annotation('{"concept_name": "...", "domain": "engineering", "complexity_level": 3}')
+    for endless in ("Infinity", "1e400"):  # int() of them raised OverflowError, which ended the run
+        with pytest.raises(MalformedAnswer):
+            parse_annotation(f'{{"concept_name": "Ohm", "domain": "engineering", "complexity_level": {endless}}}')
 
 
 def test_prompts_show_no_example_values_to_copy():

@@ -186,6 +186,16 @@ def test_shards_split_the_plan_deterministically(scripted, synth, tmp_path):
     assert code == 2 and "different settings (seed: 0 then, 7 now)" in stderr
 
 
+def test_a_shard_never_keeps_what_another_shard_of_its_out_has(scripted, synth, tmp_path):
+    """Each shard's deduplicator knew only its own file: two shards kept one text twice."""
+    server = scripted("--same-text")
+    out = tmp_path / "synth"
+    synth("synth", "run", "--n", "2", "--shard", "0/2", "--out", out, "--base-url", server.url, *FAST, check=True)
+    synth("synth", "run", "--n", "2", "--shard", "1/2", "--max-attempts", "2", "--out", out, "--base-url", server.url, *FAST)
+    assert len(records(out, 0)) == 1 and not (out / "train_001.jsonl").read_text().strip()
+    assert {e["reason"] for e in journal(out, 1)} == {"exact_duplicate"}
+
+
 def test_rephrase_rewrites_sources_and_counts_unreadable_records(scripted, synth, tmp_path, tokenizer):
     server = scripted()
     source = tmp_path / "web.jsonl"
@@ -361,16 +371,18 @@ def test_odd_completions_are_retried_then_stop_with_what_was_wrong(scripted, tmp
                 with pytest.raises(BackendError) as caught:
                     await ask(backend, kind)
                 assert f"after 2 attempts (last error: {server.url}: not an OpenAI chat completion ({problem})" in str(caught.value), kind
-            return await ask(backend, "null-usage"), await ask(backend, "null-content")
+            return await ask(backend, "null-usage"), await ask(backend, "null-content"), await ask(backend, "lone-surrogate")
         finally:
             await backend.close()
 
-    no_usage, no_content = asyncio.run(run())
+    no_usage, no_content, half_emoji = asyncio.run(run())
+    # a lone surrogate is no character: the tokenizer refused it with a traceback, on every re-run
+    assert half_emoji.text == "half an emoji \ufffd here"
     # odd but valid: missing counts are 0, a null content is an empty answer (rejected as "empty" downstream)
     assert (no_usage.text, no_usage.prompt_tokens, no_usage.completion_tokens, no_usage.finish_reason) == ("x", 0, 0, "length")
     assert (no_content.text, no_content.prompt_tokens, no_content.completion_tokens, no_content.finish_reason) == ("", 3, 0, "stop")
-    assert len(log.read_text().splitlines()) == 2 * len(problems) + 2  # each malformed answer was retried once
-    assert set(problems) | {"null-usage", "null-content"} == set(ODD_ANSWERS)
+    assert len(log.read_text().splitlines()) == 2 * len(problems) + 3  # each malformed answer was retried once
+    assert set(problems) | {"null-usage", "null-content", "lone-surrogate"} == set(ODD_ANSWERS)
 
 
 @pytest.mark.parametrize("command, flag, value, message", [
