@@ -30,7 +30,7 @@ EXPAND_SCHEMA = {
 
 
 def parse_proposals(answer: str) -> list:
-    proposals = extract_json_object(answer).get("concepts")
+    proposals = extract_json_object(answer, ("concepts",)).get("concepts")
     if not isinstance(proposals, list) or not proposals:
         raise MalformedAnswer("no 'concepts' list in the answer")
     return proposals

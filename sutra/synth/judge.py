@@ -33,21 +33,36 @@ class MalformedAnswer(ValueError):
     """A model answer that is not the JSON asked for, even after repair."""
 
 
-def extract_json_object(answer: str) -> dict:
+def extract_json_object(answer: str, wanted: tuple[str, ...] = ()) -> dict:
     """The JSON object in a model's answer, repairing the usual small-model mistakes: code fences
-    or text around it, single quotes, trailing commas. Keys come back lower-cased."""
-    start, end = answer.find("{"), answer.rfind("}")
-    if start < 0 or end <= start:
-        raise MalformedAnswer("no JSON object in the answer")
-    raw = answer[start:end + 1]
-    for candidate in (raw, re.sub(r",\s*([}\]])", r"\1", raw.replace("'", '"'))):
+    or text around it, single quotes, trailing commas. Of several objects (a reasoning block's,
+    a note's "{1, 2, 3}"), the first holding every `wanted` key, else the first. Keys come back
+    lower-cased."""
+    decoder, found = json.JSONDecoder(), []
+    for start in (m.start() for m in re.finditer(r"\{", answer)):
         try:
-            data = json.loads(candidate)
+            data, _ = decoder.raw_decode(answer, start)
         except json.JSONDecodeError:
             continue
         if isinstance(data, dict):
-            return {str(k).strip().lower(): v for k, v in data.items()}
-    raise MalformedAnswer("the answer is not a valid JSON object")
+            found.append(_lower_keys(data))
+    whole = next((d for d in found if all(k in d for k in wanted)), None)
+    if whole is not None:
+        return whole
+    start, end = answer.find("{"), answer.rfind("}")
+    try:  # one object with the mistakes json refuses, from the first "{" to the last "}"
+        repaired = json.loads(re.sub(r",\s*([}\]])", r"\1", answer[start:end + 1].replace("'", '"'))) if 0 <= start < end else None
+    except json.JSONDecodeError:
+        repaired = None
+    if isinstance(repaired, dict):
+        return _lower_keys(repaired)
+    if found:
+        return found[0]
+    raise MalformedAnswer("the answer is not a valid JSON object" if start >= 0 else "no JSON object in the answer")
+
+
+def _lower_keys(data: dict) -> dict:
+    return {str(k).strip().lower(): v for k, v in data.items()}
 
 
 async def ask_json(backend, messages: list[dict], schema: dict, parse, retries: int, max_tokens: int, seed: int):
@@ -69,7 +84,7 @@ def parse_assessment(answer: str) -> dict[str, float]:
     scale is refused (and asked again), never guessed: read from one answer alone, a 0-10 judge's
     all-1 "very poor" looked like a perfect 0-1 answer, and a 0-1 answer with one score
     overshooting to 1.2 like a 0-10 one."""
-    lowered = extract_json_object(answer)
+    lowered = extract_json_object(answer, DIMENSIONS)
     missing = [d for d in DIMENSIONS if d not in lowered]
     if missing:
         raise MalformedAnswer(f"missing score(s): {', '.join(missing)}")

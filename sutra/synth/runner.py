@@ -282,7 +282,7 @@ ANNOTATION_SCHEMA = {
 
 
 def parse_annotation(answer: str) -> dict:
-    data = extract_json_object(answer)
+    data = extract_json_object(answer, ("concept_name", "domain", "complexity_level"))
     name = str(data.get("concept_name") or "").strip()
     if not re.search(r"\w", name):  # a placeholder such as "..." copied from the prompt
         name = ""

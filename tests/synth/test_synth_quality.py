@@ -23,6 +23,9 @@ def test_judge_answers_are_repaired_or_refused():
     assert exact == {"clarity": 0.7, "accuracy": 0.8, "pedagogy": 0.6, "engagement": 0.5, "depth": 0.4, "creativity": 0.5}
     repaired = parse_assessment("Sure:\n```json\n{'Clarity': 7, 'accuracy': '8', 'pedagogy': 6.0, 'engagement': 5, 'depth': 4, 'creativity': 5,}\n```")
     assert repaired == exact
+    # among several objects, the one with the scores (first "{" to last "}" was no JSON here)
+    around = '<think>{"plan": "read it"}</think> {"clarity": 7, "accuracy": 8, "pedagogy": 6, "engagement": 5, "depth": 4, "creativity": 5} (not {1, 2})'
+    assert parse_assessment(around) == exact
     for broken in ("I think it is good.", '{"clarity": 7}', '{"clarity": "high", "accuracy": 1, "pedagogy": 1, "engagement": 1, "depth": 1, "creativity": 1}',
                    '{"clarity": -1, "accuracy": 1, "pedagogy": 1, "engagement": 1, "depth": 1, "creativity": 1}',
                    '{"clarity": 8, "accuracy": NaN, "pedagogy": 7, "engagement": 6, "depth": 5, "creativity": 5}',  # max/min skip NaN
