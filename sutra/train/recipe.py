@@ -42,6 +42,9 @@ class OptimizerSection:
     eps: float = 1e-8
     fused: bool = True  # CPU and CUDA; only the fused kernel skips a non-finite step without a host sync
     grad_clip: float = 1.0
+    # AdamW's moments and step count at each epoch's start: kept (the epochs are one run), or reset
+    # (each epoch a fresh optimizer from the previous epoch's weights, as separate Trainer runs are)
+    across_epochs: Literal["keep", "reset"] = "keep"
 
 
 @dataclass

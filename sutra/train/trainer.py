@@ -583,6 +583,8 @@ class Trainer:
 
     def _train_step(self, step: int) -> float:
         """Enqueue one optimizer step (its numbers join self.in_flight); returns the FLOPs done on this process."""
+        if step and step % self.schedule.steps_per_epoch == 0 and self.recipe.optimizer.across_epochs == "reset":
+            self.optimizer.state.clear()  # made afresh by this step's update, as a new optimizer's would be
         lr = self.schedule.lr(step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr

@@ -173,6 +173,30 @@ def poison_steps(trainer: Trainer, steps: set[int]) -> None:
     trainer.model.norm.weight.register_hook(lambda grad: grad * float("nan") if trainer.progress.step in steps else grad)
 
 
+def test_an_optimizer_reset_each_epoch_starts_adamw_afresh_and_resumes_exactly(tmp_path, tiny_dataset):
+    """optimizer.across_epochs: reset (the card's three epochs as three runs, each from the last one's
+    weights): the second epoch's first update is a fresh AdamW's, also after a stop right at the boundary."""
+    recipe = micro_recipe(tiny_dataset, tmp_path / "unused", train={"steps_per_epoch": 4}, optimizer={"across_epochs": "reset"},
+                          eval={"every_steps": 100, "max_windows": 2}, checkpoint={"every_steps": 100})
+    runs = {}
+    for name, stop in (("reference", None), ("stopped", 4), ("kept", None)):
+        recipe["run_dir"] = str(tmp_path / name)
+        recipe["optimizer"]["across_epochs"] = "keep" if name == "kept" else "reset"
+        trainer = start(recipe, tmp_path / f"{name}.yaml")
+        trainer.run(stop_after=stop)
+        if stop:
+            trainer.close()
+            trainer = resume(tmp_path / name)
+            trainer.run()
+        runs[name] = trainer
+        trainer.close()
+    adam_steps = {name: {float(state["step"]) for state in trainer.optimizer.state.values()} for name, trainer in runs.items()}
+    assert adam_steps == {"reference": {4.0}, "stopped": {4.0}, "kept": {8.0}}
+    weights = {name: trainer.model.state_dict() for name, trainer in runs.items()}
+    assert all(torch.equal(weights["stopped"][k], v) for k, v in weights["reference"].items())
+    assert not all(torch.equal(weights["kept"][k], v) for k, v in weights["reference"].items())
+
+
 def test_a_stop_inside_a_bad_streak_and_between_log_lines_resumes_as_if_uninterrupted(tmp_path, tiny_dataset):
     """The streak of skipped steps and the numbers of the unfinished log window are checkpointed: the
     resumed run rolls back where the uninterrupted one does and writes the same log lines."""
