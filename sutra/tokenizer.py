@@ -99,9 +99,12 @@ class Tokenizer:
             if (self.directory / name).is_file():
                 self.config |= {k: v for k, v in _read_json_object(self.directory / name).items() if v is not None}
 
-    @property
+    @cached_property
     def vocab_size(self) -> int:
-        return self.backend.get_vocab_size(with_added_tokens=True)
+        """Ids run from 0 to vocab_size - 1: the largest id + 1, which a vocabulary with gaps in its
+        ids makes more than its count of tokens (an embedding of the count would miss the last ids)."""
+        vocab = self.backend.get_vocab(with_added_tokens=True)
+        return max(len(vocab), max(vocab.values(), default=-1) + 1)
 
     def _special_id(self, role: str, default: str) -> int:
         token = self.config.get(role) or default

@@ -68,3 +68,17 @@ def test_bad_tokenizer_sources_are_clear_errors(tmp_path):
         load_tokenizer(tmp_path)
     with pytest.raises(SutraError, match="not a tokenizer"):
         load_tokenizer(str(tmp_path / "missing.txt"))
+
+
+def test_a_vocabulary_with_gaps_in_its_ids_sizes_by_its_largest_id(tmp_path):
+    """Ids 0, 1, 500 and an added token's 3: the count of tokens, 4, would size an embedding
+    that id 500 falls outside of."""
+    from tokenizers import Tokenizer as Backend, models
+
+    from sutra.tokenizer import Tokenizer
+
+    backend = Backend(models.WordLevel({"<unk>": 0, "a": 1, "b": 500}, unk_token="<unk>"))
+    backend.add_special_tokens(["<|endoftext|>"])
+    backend.save(str(tmp_path / "tokenizer.json"))
+    tokenizer = Tokenizer(tmp_path)
+    assert backend.get_vocab_size(with_added_tokens=True) == 4 and tokenizer.vocab_size == 501

@@ -76,13 +76,17 @@ class Condition:
 
     def holds(self, value) -> bool:
         if self.op == CONTAINS:  # list membership or substring
-            if isinstance(value, list):
-                return any(str(item) == self.value for item in value)
+            if isinstance(value, list):  # a JSON true in the list reads as "true", as == reads it
+                return any((str(item).lower() if isinstance(item, bool) else str(item)) == self.value for item in value)
             if isinstance(value, str):
                 return self.value in value
             raise WrongType(f"'{self.field}' is {type(value).__name__}; ~= needs a list or a string")
         if isinstance(value, bool):
-            return OPERATORS[self.op](str(value).lower(), self.value.lower())
+            # true/false (or 1/0) for (in)equality only: as strings, "false" >= "1" held
+            wanted = {"true": True, "1": True, "false": False, "0": False}.get(self.value.lower())
+            if self.op not in ("==", "!=") or wanted is None:
+                raise WrongType(f"'{self.field}' is true/false; compare it with == or != and true or false, not {self.op}{self.value}")
+            return OPERATORS[self.op](value, wanted)
         if _is_number(value):
             try:
                 return OPERATORS[self.op](value, float(self.value))

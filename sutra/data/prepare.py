@@ -313,23 +313,18 @@ def _ordered_results(pool, units, ahead: int, work=process_unit):
 
 def _val_fraction(config: PrepareConfig, sources: list, pool, ahead: int, log) -> float:
     """The validation share: --val-fraction, raised so that about --min-val-docs of the documents
-    that are kept land in it. With filters, what they keep is unknown until the records are read,
-    so they are counted first (parsed and filtered, not tokenized), only until enough are found
-    that --val-fraction alone gives --min-val-docs."""
+    that are kept land in it. What is kept (the filters', and the records that hold a text) is
+    unknown until the records are read, so they are counted first (parsed and filtered, not
+    tokenized), only until enough are found that --val-fraction alone gives --min-val-docs."""
     fraction = config.val_fraction
     if fraction == 0 or config.min_val_docs == 0:
         return fraction
-    if config.filters.active:
-        enough, documents = math.ceil(config.min_val_docs / fraction), 0
-        for kept in _ordered_results(pool, src.iter_units(sources, config.unit_bytes, config.hub_split), ahead, work=count_kept):
-            documents += kept
-            if documents >= enough:
-                return fraction
-        basis = "documents the filters keep"
-    else:  # every record is a document but the few bad ones: the planned count (None while a hub id streams),
-        # leaving out the files that hold none (unsupported, unreadable, corrupt): each counts as one record
-        documents = None if any(s.records is None for s in sources) else sum(s.records for s in sources if s.kind != "problem")
-        basis = "input records"
+    enough, documents = math.ceil(config.min_val_docs / fraction), 0
+    for kept in _ordered_results(pool, src.iter_units(sources, config.unit_bytes, config.hub_split), ahead, work=count_kept):
+        documents += kept
+        if documents >= enough:
+            return fraction
+    basis = "documents the filters keep" if config.filters.active else "documents kept (the readable ones)"
     if documents:
         fraction = max(fraction, min(0.5, config.min_val_docs / documents))
     if fraction != config.val_fraction:

@@ -136,6 +136,13 @@ def test_filter_rules():
     with pytest.raises(WrongType, match="'quality_assessment' is str, not an object with a 'clarity' field"):
         f.reject({"information_density": "high", "token_count": 10, "quality_assessment": '{"clarity": 0.9}'})
     assert f.reject({"information_density": "high", "token_count": 10, "quality_assessment": None}).endswith("(no 'quality_assessment.clarity' field)")
+    # true/false compare for (in)equality only: as strings, "false" >= "1" kept every record
+    flag = Filters.from_args(where=["is_synthetic==1"])
+    assert flag.reject({"is_synthetic": True}) is None and flag.reject({"is_synthetic": False}) == "where:is_synthetic==1"
+    assert Filters.from_args(where=["is_synthetic!=true"]).reject({"is_synthetic": False}) is None
+    with pytest.raises(WrongType, match="'is_synthetic' is true/false; compare it with == or != and true or false, not >=1"):
+        Filters.from_args(where=["is_synthetic>=1"]).reject({"is_synthetic": False})
+    assert Filters.from_args(where=["tags~=true"]).reject({"tags": [True, "x"]}) is None  # as == reads a JSON true
     with pytest.raises(SutraError, match="FIELD OP VALUE"):
         Filters.from_args(where=["no operator here"])
     with pytest.raises(SutraError, match="A-B"):
@@ -316,6 +323,10 @@ def test_validation_share_is_sized_on_the_documents_the_filters_keep(tmp_path, t
     # enough kept documents: the count stops early and --val-fraction stands
     stats = run_prepare([source], tmp_path / "history", filters=Filters.from_args(domains="history"), val_fraction=0.1, workers=1)
     assert stats["val_fraction"] == 0.1 and stats["documents"]["val"] > 5
+    # without filters too, the share is sized on the documents kept, not on records dropped later
+    # (blank ones here): it was 5/400 of them, the same data under a filter that keeps all got 5/20
+    blanks = write_jsonl(tmp_path / "blanks.jsonl", [{"text": t} if i < 20 else {"text": "  "} for i, t in enumerate(kept + [""] * 380)])
+    assert run_prepare([blanks], tmp_path / "no-filter", workers=1)["val_fraction"] == 0.25
 
 
 def test_hub_dataset_id_offline_is_one_clear_line_naming_local_sources(tmp_path):
