@@ -15,9 +15,9 @@ def register(subparsers) -> None:
     p.add_argument("--data", default="store", choices=["store", "hub"], help="benchmark data: the offline store (default) or the hub, as lm-eval loads it")
     p.add_argument("--perplexity", metavar="DATA_DIR", default=None, help="also report token perplexity on this prepared dataset's val split")
     p.add_argument("--seq-len", type=positive_int, default=None, help="perplexity window (default: 2048 or the model's context if smaller)")
-    p.add_argument("--attention", choices=ATTENTION, default="document",
-                   help="perplexity: attention inside each document (default), or across the documents packed into a window, as a "
-                        "run with train.attention=causal validates")
+    p.add_argument("--attention", choices=ATTENTION, default=None,
+                   help="perplexity: attention inside each document, or across the documents packed into a window (default: as the "
+                        "checkpoint was trained, so its logged val_ppl is reproduced; document for other models)")
     p.add_argument("--max-windows", type=positive_int, default=None, help="perplexity: score N validation windows spread evenly over the split")
     p.add_argument("--out", default=None, help="write the results JSON here; answers are journalled beside it as they come, "
                                                 "so a killed run given the same --out resumes where it stopped")
@@ -89,6 +89,11 @@ def cmd_eval(args) -> int:
             from sutra.eval.store import check_store
 
             check_store(tasks)
+        from sutra.model.checkpoint import read_training_record
+
+        if args.attention is None:  # as the run validated it: a causal run's val_ppl is a causal perplexity
+            trained = (read_training_record(args.spec).get("resolved_recipe") or {}).get("train") or {}
+            args.attention = trained.get("attention") if trained.get("attention") in ATTENTION else "document"
         loaded = load_model(args.spec, device=device, dtype=dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32))
         model = {"spec": args.spec, "source": loaded.source, "config": loaded.model.config.to_dict(), "weights_sha256": loaded.weights_sha256}
         ppl = perplexity(loaded, args.perplexity, seq_len=args.seq_len, batch_size=max(1, args.batch_size // 4),

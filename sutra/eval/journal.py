@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from sutra.errors import SutraError
+from sutra.io import atomic_write_text
 
 
 def journal_path(results_file: str | os.PathLike) -> Path:
@@ -53,7 +54,8 @@ class AnswerJournal:
 
     def _read(self, identity: dict) -> list[dict]:
         try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
+            text = self.path.read_text(encoding="utf-8")
+            lines = text.splitlines()
         except FileNotFoundError:
             return []
         except (OSError, UnicodeDecodeError) as exc:  # a directory in its place, no permission, binary junk
@@ -74,8 +76,10 @@ class AnswerJournal:
         kept = [r for r in records[1:] if isinstance(r, dict) and "key" in r and "answer" in r]
         for record in kept:
             self.answers[record["key"]] = record["answer"]
-        if len(lines) > len(records):  # rewrite without the torn line, so appends start on a fresh line
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        # without a torn last line, and ending in a newline (a whole last record may lack it), so
+        # appends start on a line of their own; atomically, since it holds every answer kept so far
+        if len(lines) > len(records) or not text.endswith("\n"):
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in records))
         return kept
 
     def get(self, method: str, args):

@@ -13,7 +13,7 @@ import yaml
 
 from sutra.errors import SutraError
 from sutra.eval.tasks import TASKS
-from sutra.report.tables import Column, comparison_table, progression_table
+from sutra.report.tables import CHECKPOINT_NAME, Column, average_tasks, comparison_table, mean_percent, oldest_first, progression_table
 from sutra.train.metrics import finite, read_metrics
 from sutra.train.recipe import invalid_yaml
 
@@ -72,7 +72,9 @@ def description(config, base_model: str | None, datasets: list[str], run: dict |
     if datasets:
         text += f" pretrained on {', '.join(datasets)}"
     run = run or {"metrics": [], "recipe": None}
-    epochs = ((run["recipe"] or {}).get("train") or {}).get("epochs")
+    # the checkpoint's own epochs (an e1-final of a 3-epoch run was trained for 1), else the run's
+    epochs = math.ceil(checkpoint["epoch"]) if finite(checkpoint.get("epoch")) and checkpoint["epoch"] > 0 else \
+        ((run["recipe"] or {}).get("train") or {}).get("epochs")
     tokens = [m["tokens"] for m in run["metrics"] if isinstance(m.get("tokens"), (int, float))
               and (checkpoint.get("step") is None or m.get("step", 0) <= checkpoint["step"])]
     if isinstance(epochs, int) and epochs > 0:
@@ -257,10 +259,9 @@ def benchmark_section(name: str, results: dict, progression: list[Column]) -> st
     weights = results.get("model", {}).get("weights_sha256")
     # these results, or the same weights with the same scores: a column of the same weights measured
     # otherwise (another dtype, device or data) would show numbers the model-index does not
-    present = any(c.results == results or (weights and c.results.get("model", {}).get("weights_sha256") == weights
-                                            and c.results["tasks"] == results["tasks"])
-                  for c in progression)
-    columns = progression if present else [Column(name, results, "results"), *progression]
+    this = next((c for c in progression if c.results == results or (weights and c.results.get("model", {}).get("weights_sha256") == weights
+                                                                     and c.results["tasks"] == results["tasks"])), None)
+    columns = progression if this else [this := Column(name, results, "results"), *progression]
     return (
         "## Benchmark Results\n\n"
         f"All benchmarks evaluated with lm-evaluation-harness{f' v{version}' if version else ''}; "
@@ -268,7 +269,29 @@ def benchmark_section(name: str, results: dict, progression: list[Column]) -> st
         "A task shown with a split and size in brackets was not measured on the card's full split.\n\n"
         + ("### This Model vs Training Progression\n\n" if len(columns) > 1 else "")
         + progression_table(columns).markdown()
+        + key_findings(columns, this)
     )
+
+
+def key_findings(columns: list[Column], this: Column) -> str:
+    """The seed's "Key Findings" as far as the numbers go, and no further: how the benchmark average
+    and the validation perplexity moved from the oldest checkpoint to this model (the seed's
+    "+0.25 average from epoch 1 to epoch 3", E1-final to E3-best)."""
+    from sutra.report.charts import perplexity_bases
+
+    points = oldest_first([c for c in columns if CHECKPOINT_NAME.fullmatch(c.name)])
+    if not points or points[0] is this:
+        return ""
+    first, last = points[0], this
+    lines = []
+    tasks = average_tasks([first, last])
+    if tasks:
+        # the difference of the averages as shown, so the line adds up as a reader checks it (the seed's +0.25)
+        before, after = (round(100 * mean_percent(c, tasks), 2) for c in (first, last))
+        lines.append(f"- Benchmark average over {len(tasks)} task{'s' * (len(tasks) > 1)}: {before:.2f} ({first.name}) → {after:.2f} ({last.name}), {after - before:+.2f}.")
+    if first.perplexity is not None and last.perplexity is not None and len(perplexity_bases([first, last])) == 1:
+        lines.append(f"- Validation perplexity: {first.perplexity:.2f} ({first.name}) → {last.perplexity:.2f} ({last.name}).")
+    return "\n### Key Findings\n\n" + "\n".join(lines) + "\n" if lines else ""
 
 
 def render_card(spec: str, results: dict, name: str, base_model: str | None, datasets: list[str], run: dict | None,
@@ -321,7 +344,8 @@ def render_card(spec: str, results: dict, name: str, base_model: str | None, dat
         where = f" of {Path(measured['data']).name}" if measured.get("data") else ""
         windows = f"{measured['windows']} windows of {measured['seq_len']} tokens, " if measured.get("windows") and measured.get("seq_len") else ""
         attention = f"{measured['attention']} attention, " if measured.get("attention") else ""  # a causal and a document-masked perplexity differ
-        parts.append(f"Validation perplexity{where}: {measured['perplexity']:.2f} over {measured.get('tokens', 0):,} tokens ({windows}{attention}`sutra eval --perplexity`).\n")
+        tokens = f" over {measured['tokens']:,} tokens" if isinstance(measured.get("tokens"), int) else ""  # never a made-up 0
+        parts.append(f"Validation perplexity{where}: {measured['perplexity']:.2f}{tokens} ({windows}{attention}`sutra eval --perplexity`).\n")
     if comparison:
         parts.append("\n### Comparison\n\n" + comparison_table(comparison).markdown())
     # without --repo-id, the directory `sutra export ... --card` publishes it in

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from sutra.io import atomic_write_bytes
-from sutra.report.tables import Column, _tasks_in, average_tasks, mean_percent, task_label
+from sutra.report.tables import Column, _tasks_in, average_tasks, mean_percent, oldest_first, task_label
 
 
 def _save(figure, path: Path) -> Path:
@@ -51,13 +51,18 @@ def task_figure(columns: list[Column]):
     return figure
 
 
+def perplexity_bases(points: list[Column]) -> set[tuple]:
+    """The (data, window length, attention) each point's perplexity was measured with: one, or they do not compare."""
+    # results from before `sutra eval --attention` existed record none: they were all document-masked
+    return {(Path(m["data"]).name if m.get("data") else None, m.get("seq_len"), m.get("attention", "document"))
+            for m in (c.results.get("perplexity") or {} for c in points)}
+
+
 def perplexity_label(points: list[Column]) -> str:
     """What the perplexities were measured on, or a warning when that differs between points:
     another dataset, window length or attention (across documents or within each) puts a
     perplexity on another scale, not a better model."""
-    # results from before `sutra eval --attention` existed record none: they were all document-masked
-    bases = {(Path(m["data"]).name if m.get("data") else None, m.get("seq_len"), m.get("attention", "document"))
-             for m in (c.results.get("perplexity") or {} for c in points)}
+    bases = perplexity_bases(points)
     if len(bases) > 1:
         return "validation perplexity (not comparable: measured on different data, windows or attention)"
     ((data, seq_len, attention),) = bases
@@ -65,8 +70,8 @@ def perplexity_label(points: list[Column]) -> str:
 
 
 def _chart_points(columns: list[Column]) -> tuple[list[Column], list[str]]:
-    """The columns with a perplexity, oldest first (card order is newest first), and the tasks all of them have."""
-    points = [c for c in reversed(columns) if c.perplexity is not None]
+    """The columns with a perplexity, oldest first, and the tasks all of them have."""
+    points = oldest_first([c for c in columns if c.perplexity is not None])
     return points, average_tasks(points)
 
 

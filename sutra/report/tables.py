@@ -45,10 +45,23 @@ class Column:
         return entry["value"] if entry else None
 
 
+CHECKPOINT_NAME = re.compile(r"E(\d+)-(best|final)", re.IGNORECASE)  # Sutra's checkpoints are e1-best, e1-final, ...
+
+
 def _checkpoint_order(name: str) -> tuple:
     """E3-best before E3-final before E2-best ...; other names keep their given order after them."""
-    match = re.fullmatch(r"E(\d+)-(best|final)", name, re.IGNORECASE)  # Sutra's checkpoints are e1-best, e1-final, ...
+    match = CHECKPOINT_NAME.fullmatch(name)
     return (0, -int(match.group(1)), match.group(2) != "best") if match else (1,)
+
+
+def oldest_first(columns: list[Column]) -> list[Column]:
+    """The card's order (newest first) reversed, but an epoch's best checkpoint, saved at or before
+    its final one, before it: E1-final, E2-best, E2-final, E3-best, E3-final."""
+    def chronological(column: Column) -> tuple:
+        match = CHECKPOINT_NAME.fullmatch(column.name)
+        return (1, int(match.group(1)), match.group(2).lower() == "final") if match else (0,)
+
+    return sorted(reversed(columns), key=chronological)
 
 
 def load_columns(inputs: list[str]) -> list[Column]:

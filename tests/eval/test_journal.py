@@ -44,6 +44,15 @@ def test_the_journal_keeps_answers_skips_a_torn_last_line_and_drops_another_mode
     again.close()
     assert len(answer_lines(path)) == 3 and all(json.loads(line) for line in path.read_text().splitlines())
 
+    # a whole last record without its newline: the next answer was appended onto its line, and the
+    # resume after that refused the journal, losing every answer in it
+    path.write_text(path.read_text().removesuffix("\n"))
+    whole = AnswerJournal(path, IDENTITY)
+    assert whole.resumed == 3
+    whole.add_partial("loglikelihood", ("c", " d"), (-0.75, True))
+    whole.close()
+    assert AnswerJournal(path, IDENTITY).resumed == 4 and len(answer_lines(path)) == 4
+
     other = AnswerJournal(path, {**IDENTITY, "weights": "v"})
     assert other.resumed == 0 and "holds answers of another model" in capsys.readouterr().err
     other.close()

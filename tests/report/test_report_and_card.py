@@ -314,6 +314,12 @@ def test_card_is_of_these_weights_and_keeps_this_model_beside_its_progression(tm
     assert "### This Model vs Training Progression\n\n| Benchmark | SmolLM2-tiny | E1-final |" in text
     assert "| PIQA | 55.00 | 51.00 |" in text
     assert "Validation perplexity: 37.72 over 1,000 tokens (`sutra eval --perplexity`)." in text
+    # this model (no checkpoint name) beside an E1-final: the finding runs from E1-final to it
+    assert "- Benchmark average over 1 task: 51.00 (E1-final) → 55.00 (SmolLM2-tiny), +4.00." in text
+    del results["perplexity"]["tokens"]  # not recorded: left out, not "over 0 tokens"
+    (tmp_path / "r.json").write_text(json.dumps(results))
+    run_sutra("card", str(checkpoint), "--results", str(tmp_path / "r.json"), "--out", str(tmp_path / "plain.md"), check=True)
+    assert "Validation perplexity: 37.72 (`sutra eval --perplexity`)." in (tmp_path / "plain.md").read_text()
     names = {r["dataset"]["type"]: r["dataset"]["name"] for r in yaml.safe_load(text.split("---\n")[1])["model-index"][0]["results"]}
     assert names["truthful_qa"] == "TruthfulQA MC2"  # the seed's model-index name
     # export publishes this card only beside these weights, with the precision it writes
@@ -421,3 +427,36 @@ def test_card_out_never_replaces_its_results_or_another_file(tmp_path, checkpoin
     readme = tmp_path / "README.md"  # an earlier card is replaced
     for _ in range(2):
         run_sutra("card", str(checkpoint), "--results", str(results), "--out", str(readme), check=True)
+
+
+SEED_E1_FINAL = {"arc_easy": 0.3346, "arc_challenge": 0.2244, "boolq": 0.3979, "hellaswag": 0.2603, "piqa": 0.5462, "sciq": 0.436,
+                 "winogrande": 0.4878, "truthfulqa_mc2": 0.483, "gsm8k": 0.0015, "mmlu": 0.2299}
+
+
+def test_key_findings_and_the_chart_read_the_checkpoints_in_training_order(tmp_path):
+    """The seed's first finding, from its own numbers: "+0.25 average from epoch 1 to epoch 3" and
+    perplexity 39.50 -> 37.72. The perplexity chart ran each epoch's final before its best."""
+    from sutra.report.card import key_findings
+    from sutra.report.tables import load_columns, oldest_first
+
+    paths = {"E3-best": write_results(tmp_path / "e3b.json", ALL_TEN, perplexity=37.72),
+             "E3-final": write_results(tmp_path / "e3f.json", ALL_TEN, perplexity=37.75),
+             "E2-best": write_results(tmp_path / "e2b.json", ALL_TEN, perplexity=38.2),
+             "E1-final": write_results(tmp_path / "e1f.json", SEED_E1_FINAL, perplexity=39.5)}
+    columns = load_columns([f"{name}={path}" for name, path in paths.items()])
+    assert [c.name for c in columns] == ["E3-best", "E3-final", "E2-best", "E1-final"]  # the card's order, newest first
+    assert [c.name for c in oldest_first(columns)] == ["E1-final", "E2-best", "E3-best", "E3-final"]
+    findings = key_findings(columns, columns[0])
+    assert "- Benchmark average over 10 tasks: 34.02 (E1-final) → 34.27 (E3-best), +0.25." in findings
+    assert "- Validation perplexity: 39.50 (E1-final) → 37.72 (E3-best)." in findings
+    assert key_findings(columns[-1:], columns[-1]) == ""  # nothing to compare with
+
+
+def test_the_cards_opening_line_counts_the_checkpoints_epochs_not_the_runs(tmp_path):
+    from sutra.report.card import description
+    from sutra.model import get_preset
+
+    run = {"metrics": [{"step": 40, "tokens": 10_200_000}], "recipe": {"train": {"epochs": 3}}}
+    line = description(get_preset("smollm2-70m"), None, ["codelion/sutra-10B"], run, {"step": 40, "epoch": 1.0})
+    assert line == "A 69.2M-parameter Llama-architecture model pretrained on codelion/sutra-10B for 1 epoch (10.20M tokens to this checkpoint)."
+    assert "for 3 epochs" in description(get_preset("smollm2-70m"), None, [], run, {"step": 40, "epoch": 2.96})
