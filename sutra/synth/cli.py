@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sutra.argtypes import non_negative_int, positive_int, positive_seconds, temperature
 
-
+DEDUP_HELP = "estimated Jaccard similarity of word 5-gram shingles at or above which a text is a near duplicate (default 0.8)"
 # `synth run`/`rephrase` exit status when they stop short of the target: what they accepted is
 # written and usable (the demo goes on with it), unlike a failure (2) or a crash (1)
 STOPPED_SHORT = 3
@@ -51,7 +51,7 @@ def add_generation_args(p) -> None:
                    "teacher judges, since its scores do not tell good text from bad: they are recorded, not used)")
     p.add_argument("--min-tokens", type=int, default=50)
     p.add_argument("--max-tokens", type=int, default=4096, help="longest accepted text, in tokens")
-    p.add_argument("--dedup-threshold", type=float, default=0.8, help="MinHash Jaccard above which texts are near duplicates")
+    p.add_argument("--dedup-threshold", type=float, default=0.8, help=DEDUP_HELP)
     p.add_argument("--judge-retries", type=non_negative_int, default=2, help="re-asks when the judge's JSON is malformed")
     p.add_argument("--max-attempts", type=positive_int, default=None, help="stop after this many items tried (default 5x the items the target needs, plus 2 per concurrent request)")
     add_backend_args(p)
@@ -83,7 +83,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, type=Path, help="output directory (cleaned train_000.jsonl + .synth/clean-report.json)")
     p.add_argument("--min-tokens", type=int, default=50)
     p.add_argument("--max-tokens", type=int, default=4096)
-    p.add_argument("--dedup-threshold", type=float, default=0.8)
+    p.add_argument("--dedup-threshold", type=float, default=0.8, help=DEDUP_HELP)
     p.set_defaults(func=cmd_clean)
 
     p = sub.add_parser("stats", help="(re)write DIR/.synth/stats.{json,md} for an output directory and print the tables")
