@@ -89,7 +89,8 @@ def make_mix(components: list[str], out: Path, tokens: int | None = None, block_
     available = [m["splits"]["train"]["tokens"] for m in manifests]
     if weights[0] is None:
         weights = [float(n) for n in available]
-    relative = [w / max(weights) for w in weights]  # first: weights near the float limit would sum to infinity
+    top = max(weights)
+    relative = [w / top for w in weights]  # first: weights near the float limit would sum to infinity
     shares = [w / sum(relative) for w in relative]
     budgets = split_budget(available, shares, tokens)
     heaviest = max(range(len(budgets)), key=lambda i: budgets[i] / max(available[i], 1))

@@ -13,7 +13,8 @@ import yaml
 
 from sutra.errors import SutraError
 from sutra.eval.tasks import TASKS
-from sutra.report.tables import CHECKPOINT_NAME, Column, average_tasks, comparison_table, mean_percent, oldest_first, progression_table
+from sutra.report.tables import (CHECKPOINT_NAME, Column, average_tasks, comparison_table, mean_percent, oldest_first, perplexity_bases,
+                                 progression_table)
 from sutra.train.metrics import finite, read_metrics
 from sutra.train.recipe import invalid_yaml
 
@@ -277,8 +278,6 @@ def key_findings(columns: list[Column], this: Column) -> str:
     """The seed's "Key Findings" as far as the numbers go, and no further: how the benchmark average
     and the validation perplexity moved from the oldest checkpoint to this model (the seed's
     "+0.25 average from epoch 1 to epoch 3", E1-final to E3-best)."""
-    from sutra.report.charts import perplexity_bases
-
     points = oldest_first([c for c in columns if CHECKPOINT_NAME.fullmatch(c.name)])
     if not points or points[0] is this:
         return ""

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from sutra.io import atomic_write_bytes
-from sutra.report.tables import Column, _tasks_in, average_tasks, mean_percent, oldest_first, task_label
+from sutra.report.tables import Column, _tasks_in, average_tasks, mean_percent, oldest_first, perplexity_bases, task_label
 
 
 def _save(figure, path: Path) -> Path:
@@ -49,13 +49,6 @@ def task_figure(columns: list[Column]):
     axis.set_title(f"Benchmarks across checkpoints (lm-eval {', '.join('v' + v for v in versions) or 'version not recorded'})")
     axis.legend(fontsize="small")
     return figure
-
-
-def perplexity_bases(points: list[Column]) -> set[tuple]:
-    """The (data, window length, attention) each point's perplexity was measured with: one, or they do not compare."""
-    # results from before `sutra eval --attention` existed record none: they were all document-masked
-    return {(Path(m["data"]).name if m.get("data") else None, m.get("seq_len"), m.get("attention", "document"))
-            for m in (c.results.get("perplexity") or {} for c in points)}
 
 
 def perplexity_label(points: list[Column]) -> str:

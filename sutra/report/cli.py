@@ -22,7 +22,9 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_card)
 
 
-REPORT_FILES = ("progression.md", "progression.csv", "comparison.md", "comparison.csv", "tasks.png", "perplexity_vs_average.png")
+TABLES = ("progression", "comparison")  # each written as .md and .csv
+TASKS_CHART, PERPLEXITY_CHART = "tasks.png", "perplexity_vs_average.png"
+REPORT_FILES = (*(f"{stem}.{ext}" for stem in TABLES for ext in ("md", "csv")), TASKS_CHART, PERPLEXITY_CHART)
 REPORT_MARKER = ".sutra-report.json"  # says a report was written here, so its files may be replaced
 
 
@@ -37,7 +39,7 @@ def claim_report_dir(out):
     if clashes and not (out / REPORT_MARKER).is_file():
         raise SutraError(f"--out {out} holds {', '.join(clashes)}, which no earlier `sutra report` wrote; "
                          "they are not replaced: move them, or choose another --out")
-    atomic_write_json(out / REPORT_MARKER, {"written_by": "sutra report", "files": list(REPORT_FILES)})  # first: a killed report is still ours
+    atomic_write_json(out / REPORT_MARKER, {"written_by": "sutra report"})  # first: a killed report is still ours
     return out
 
 
@@ -49,16 +51,16 @@ def cmd_report(args) -> int:
     columns = load_columns(args.inputs)
     out = claim_report_dir(args.out)
     written = []
-    for stem, table in (("progression", progression_table(columns)), ("comparison", comparison_table(columns, row_header="Model"))):
+    for stem, table in zip(TABLES, (progression_table(columns), comparison_table(columns, row_header="Model"))):
         atomic_write_text(out / f"{stem}.md", table.markdown())
         atomic_write_text(out / f"{stem}.csv", table.csv())
         written += [out / f"{stem}.md", out / f"{stem}.csv"]
-    written.append(task_bars(columns, out / "tasks.png"))
-    chart = perplexity_vs_average(columns, out / "perplexity_vs_average.png")
+    written.append(task_bars(columns, out / TASKS_CHART))
+    chart = perplexity_vs_average(columns, out / PERPLEXITY_CHART)
     if chart:
         written.append(chart)
     else:
-        (out / "perplexity_vs_average.png").unlink(missing_ok=True)  # an earlier report's chart would pass for this one's
+        (out / PERPLEXITY_CHART).unlink(missing_ok=True)  # an earlier report's chart would pass for this one's
         print(f"sutra: perplexity chart skipped: {perplexity_chart_gap(columns)}")
     for path in written:
         print(path)

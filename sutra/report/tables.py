@@ -64,6 +64,13 @@ def oldest_first(columns: list[Column]) -> list[Column]:
     return sorted(reversed(columns), key=chronological)
 
 
+def perplexity_bases(points: list[Column]) -> set[tuple]:
+    """The (data, window length, attention) each point's perplexity was measured with: one, or they do not compare."""
+    # results from before `sutra eval --attention` existed record none: they were all document-masked
+    return {(Path(m["data"]).name if m.get("data") else None, m.get("seq_len"), m.get("attention", "document"))
+            for m in (c.results.get("perplexity") or {} for c in points)}
+
+
 def load_columns(inputs: list[str]) -> list[Column]:
     """`NAME=results.json` or `results.json` (named by its stem), or a directory of results files
     (named by their paths in it, so arms/A/results.json and arms/B/results.json are A/results and B/results)."""

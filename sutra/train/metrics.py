@@ -107,7 +107,7 @@ def _lines(path: Path) -> list[str]:
     try:
         return path.read_text(encoding="utf-8").splitlines(keepends=True)
     except UnicodeDecodeError as exc:
-        raise SutraError(f"{path}: not a metrics file of `sutra train` (bytes that are not UTF-8 text at offset {exc.start})") from None
+        raise SutraError(f"{path}: not a metrics file of `sutra train` (bytes that are not UTF-8 text at offset {exc.start}); fix or remove it") from None
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

@@ -85,7 +85,7 @@ def test_a_run_directory_with_a_malformed_file_names_its_line(tmp_path, name, te
     (tmp_path / name).write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(SutraError) as refused:
         read_run(str(tmp_path))
-    assert str(refused.value).startswith(f"{tmp_path}/{problem}")
+    assert str(refused.value).startswith(f"{tmp_path}/{problem}") and "fix or remove" in str(refused.value)
 
 
 @pytest.mark.parametrize("schedule", [[1], {"kind": "cosine", "epochs": [{"peak_lr": "x", "min_lr": 1e-5}]}])
