@@ -5,6 +5,8 @@ replace the defaults one by one (copy a file there with `sutra synth prompts --e
 Templates use `$name` placeholders (string.Template), so JSON braces in them need no escaping.
 """
 
+import hashlib
+import json
 import shutil
 from pathlib import Path
 from string import Template
@@ -45,6 +47,13 @@ class PromptSet:
         self.templates = {name: self._load_template(name) for name in TEMPLATES}
         self.content_types = self._load_vocabulary("content_types")
         self.styles = self._load_vocabulary("styles")
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of every template and vocabulary in use, for a run's settings record."""
+        texts = {name: {role: t.template for role, t in roles.items()} for name, roles in self.templates.items()}
+        content = json.dumps([texts, self.content_types, self.styles], sort_keys=True)
+        return hashlib.sha256(content.encode()).hexdigest()[:16]
 
     def _check_override_names(self) -> None:
         """A --prompts file with a name no prompt has (generate.yml, a typo) would be ignored: say so instead."""

@@ -180,7 +180,11 @@ async def _run_engine(jobs, settings_manifest: dict, run: RunOptions, backends: 
     shard, num_shards = run.shard
     target_items, target_tokens = share(run.n_items, shard, num_shards), share(run.n_tokens, shard, num_shards)
     files = ShardFiles(run.out, shard)
-    state = files.open({**settings_manifest, "shard": f"{shard}/{num_shards}"})
+    # what decides the texts, so that a resume cannot mix two ways of making them in one --out
+    s = run.settings
+    made_by = {"seed": run.seed, "prompts": prompts.fingerprint, "temperature": s.temperature, "max_new_tokens": s.max_new_tokens,
+               "min_quality": s.min_quality}
+    state = files.open({**settings_manifest, **made_by, "shard": f"{shard}/{num_shards}"})
     tokenizer = load_tokenizer()
     dedup = Deduplicator(threshold=run.dedup_threshold)
     for record in [*state.records, *_other_shards_records(files)]:
@@ -259,7 +263,7 @@ def synthesize(graph_spec: str, run: RunOptions, backends: BackendOptions, promp
     prior = prior_coverage(prior_records, graph) if prior_records else None
     planner = Planner(graph, content_types, styles, run.seed, prior)
     manifest = {
-        "kind": "graph", "graph": graph.fingerprint, "seed": run.seed, "content_types": content_types, "styles": styles,
+        "kind": "graph", "graph": graph.fingerprint, "content_types": content_types, "styles": styles,
         "prior_coverage": _fingerprint(prior.counts if prior else {}),
     }
     jobs = graph_jobs(graph, prompts, planner, run.shard, run.seed, target_words)

@@ -49,9 +49,14 @@ def finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def finite_or_null(record: dict) -> dict:
-    """NaN and infinities as null: JSON has no such numbers (Python writes them, strict parsers refuse them)."""
-    return {key: None if isinstance(value, float) and not math.isfinite(value) else value for key, value in record.items()}
+def finite_or_null(value):
+    """NaN and infinities as null, also inside nested dicts and lists: JSON has no such numbers
+    (Python writes them, strict parsers refuse them)."""
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(item) for item in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 class MetricsLog:
@@ -71,8 +76,7 @@ class MetricsLog:
     def truncate_after(self, step: int) -> None:
         if not self.path.exists():
             return
-        lines = _lines(self.path)
-        atomic_write_text(self.path, "".join(line for line in lines if (record := _parse(line)) and record["step"] <= step))
+        atomic_write_text(self.path, "".join(line for line, record in _records(self.path) if record["step"] <= step))
 
     def write(self, record: dict) -> None:
         record = finite_or_null(record)
@@ -111,15 +115,19 @@ def _lines(path: Path) -> list[str]:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """The run's records; only a last line cut short (a killed run's) is passed over, any other that
-    is not a record is an error naming it, not a point silently missing from a plot. A whole last
-    record without its newline (a hand-edited file) is read."""
-    path = Path(run_dir) / METRICS_FILE
+    return [record for _, record in _records(Path(run_dir) / METRICS_FILE)]
+
+
+def _records(path: Path) -> list[tuple[str, dict]]:
+    """(line, record) of each record; only a last line cut short (a killed run's) is passed over, any
+    other that is not a record is an error naming it, not a point silently missing from a plot or a
+    line a resume silently drops. A whole last record without its newline (a hand-edited file) is read."""
     lines = _lines(path)
     records = []
     for number, line in enumerate(lines, 1):
-        record = _parse(line if number < len(lines) else line.removesuffix("\n") + "\n")
+        whole = line if number < len(lines) else line.removesuffix("\n") + "\n"
+        record = _parse(whole)
         if record is None and (number < len(lines) or line.endswith("\n")):
             raise SutraError(f"{path}:{number}: not a record of `sutra train` (a JSON object with an integer step); fix or remove that line")
-        records += [record] if record else []
+        records += [(whole, record)] if record else []
     return records

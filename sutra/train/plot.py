@@ -53,7 +53,8 @@ def curves_figure(records: list[dict], title: str):
     if ppl[0]:
         ppl_ax.set_yscale("log")
     else:
-        ppl_ax.text(0.5, 0.5, "no validation yet", transform=ppl_ax.transAxes, ha="center", va="center", color="gray")
+        said = "validation not finite (the run diverged)" if any("val_loss" in r for r in records) else "no validation yet"
+        ppl_ax.text(0.5, 0.5, said, transform=ppl_ax.transAxes, ha="center", va="center", color="gray")
     lr = curve("lr")
     lr_ax.plot(*lr, color="tab:green", **(alone if len(lr[0]) == 1 else {}))
     lr_ax.set_ylabel("learning rate")

@@ -25,6 +25,7 @@ import time
 from collections import deque
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
@@ -85,23 +86,29 @@ class Distributed:
             value = box[0]
         return value
 
-    def on_main(self, work: Callable[[], None]) -> None:
-        """`work` on rank 0 while the others wait, then every process ends as rank 0 did: its error
-        stops them all, with its message. (Behind a bare barrier the others would wait for a rank that
-        is gone; under NCCL on other nodes, until the collective's timeout.)"""
+    def agree(self, work: Callable[[], None], main_only: bool = False) -> None:
+        """`work` on every process (`main_only`: on rank 0 while the others wait), then every process
+        ends as the first that failed did: its error stops them all, with its message. (A check that
+        fails on one node alone, such as a path it cannot see, would otherwise end that process only,
+        and the others would wait in their next collective: under NCCL, until its timeout.)"""
         failure = None
-        if self.is_main:
+        if self.is_main or not main_only:
             try:
                 work()
             except Exception as exc:  # (re-raised below, once the others know)
                 failure = exc
         if self.active:
-            said = str(failure) if isinstance(failure, SutraError) else f"{type(failure).__name__}: {failure}"
-            message = self.broadcast_object(None if failure is None else said)
-            if message is not None and not self.is_main:
-                raise SutraError(f"stopped because rank 0 failed: {message}")
+            said = None if failure is None else str(failure) if isinstance(failure, SutraError) else f"{type(failure).__name__}: {failure}"
+            messages = [None] * self.world_size
+            dist.all_gather_object(messages, said)
+            failed = next((rank for rank, message in enumerate(messages) if message is not None), None)
+            if failure is None and failed is not None:
+                raise SutraError(f"stopped because rank {failed} failed: {messages[failed]}")
         if failure is not None:
             raise failure
+
+    def on_main(self, work: Callable[[], None]) -> None:
+        self.agree(work, main_only=True)
 
 
 def setup_distributed(device_name: str) -> Distributed:
@@ -115,7 +122,10 @@ def setup_distributed(device_name: str) -> Distributed:
         device = torch.device("cuda", device.index if device.index is not None and world_size == 1 else local_rank)
         torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None)
+        # the others wait in a collective while rank 0 writes a checkpoint: NCCL's 10-minute default is
+        # short for a large model on slow shared storage (gloo's default is these 30 minutes)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None,
+                                timeout=timedelta(minutes=30))
     return Distributed(rank, world_size, device)
 
 
@@ -165,7 +175,8 @@ class Trainer:
         self.run_dir = recipe.resolved_run_dir
         self.device = dist_info.device
         self.store = CheckpointStore(self.run_dir)
-        self._check_and_build(resume)
+        self.dist.agree(lambda: self._check(resume))  # every process checks what it sees, before the first collective
+        self._build()
         self.progress = Progress()
         self.in_flight: deque[_InFlight] = deque()  # steps enqueued but not yet read (at most two)
         self.window = _Window()
@@ -186,8 +197,8 @@ class Trainer:
 
     # ---- setup -------------------------------------------------------------------------------
 
-    def _check_and_build(self, resume: bool) -> None:
-        """Every check of the recipe against data, model and process count, then the model and optimizer."""
+    def _check(self, resume: bool) -> None:
+        """Every check of the recipe against data, model and process count; opens the data and the model's source."""
         from sutra.data.loader import TokenLoader
 
         r, t = self.recipe, self.recipe.train
@@ -242,16 +253,20 @@ class Trainer:
                           f"{self.schedule.total_steps - self.schedule.decay_start} of {self.schedule.total_steps} steps (schedule.decay_fraction)")
         self.unused_windows_per_epoch = self.train_loader.windows_per_epoch - steps_per_epoch * step_windows
         self.tokens_per_step = step_windows * r.data.seq_len
+        self.config, self._source_model = config, init_weights  # (the init_from model, built in _build)
 
+    def _build(self) -> None:
+        """The model on its device (sharded or wrapped for DDP), compiled as the recipe asks, and its optimizer."""
+        r, t, config = self.recipe, self.recipe.train, self.config
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = t.tf32
         from sutra.model.llama import Llama
 
         torch.manual_seed(t.seed)
-        self.model = init_weights if init_weights is not None else Llama(config)
+        self.model = self._source_model if self._source_model is not None else Llama(config)
+        del self._source_model
         self.model.to(self.device).train()
         self.model.activation_checkpointing = t.activation_checkpointing
-        self.config = config
         self.sharded = t.parallel == "fsdp" and self.dist.active  # (one process has nothing to shard)
         if self.sharded:
             from sutra.train.sharding import shard
@@ -327,8 +342,7 @@ class Trainer:
         an absent or empty directory, or one where an earlier start ended before its first checkpoint."""
         recipe_file = self.run_dir / RECIPE_FILE
         if not resume:
-            self._check_fresh_run_dir()
-            self.dist.barrier()  # every process looks before rank 0 writes the recipe
+            self.dist.agree(self._check_fresh_run_dir)  # every process looks before rank 0 writes the recipe
 
             def start() -> None:
                 with self._writing(RECIPE_FILE):
@@ -336,19 +350,45 @@ class Trainer:
                     atomic_write_text(recipe_file, RECIPE_HEADER + self.recipe.to_yaml())
 
             self.dist.on_main(start)
+            self._check_one_run_dir(resumable=False)
             return False
         self.dist.on_main(self._complete_first_naming)
+        self.dist.agree(self._check_resumable)
+        self.dist.on_main(self._tidy_names)
+        resumable = self.store.resolve(LAST) is not None
+        self._check_one_run_dir(resumable)
+        if resumable:
+            self.dist.agree(lambda: self._check_recipe_unchanged(self.store.info(LAST)))
+        return resumable
+
+    def _check_resumable(self) -> None:
         names = self.store.names()
         if self.store.resolve(LAST) is None and names:  # (none at all: killed before the first was named; starts again)
-            held = ", ".join(n for n in names if self.store.resolve(n)) or "none of them complete"
-            raise SutraError(f"{self.run_dir}: the run has checkpoints ({held}) but no `{LAST}` to resume from; nothing was changed. "
-                             f"Point `{LAST}` at the checkpoint to continue from (ln -sfn checkpoints/step-NNNNNNNN {self.run_dir / LAST}), "
-                             f"or start a new run from one: sutra train RECIPE.yaml --init-from {self.run_dir}/NAME")
-        self.dist.on_main(self._tidy_names)
-        if self.store.resolve(LAST) is None:
-            return False
-        self._check_recipe_unchanged(self.store.info(LAST))
-        return True
+            held = [n for n in names if self.store.resolve(n)]
+            point = (f"Point `{LAST}` at the checkpoint to continue from (ln -sfn checkpoints/step-NNNNNNNN {self.run_dir / LAST}), or start"
+                     if any((self.store.resolve(n) / TRAINER_STATE).is_file() for n in held) else
+                     f"None of them holds the optimizer state a resume needs (only `{LAST}` and `{LAST_GOOD}` keep it): start")
+            raise SutraError(f"{self.run_dir}: the run has checkpoints ({', '.join(held) or 'none of them complete'}) but no `{LAST}` to resume from; "
+                             f"nothing was changed. {point} a new run from one: sutra train RECIPE.yaml --init-from {self.run_dir}/NAME")
+
+    def _check_one_run_dir(self, resumable: bool) -> None:
+        """Every node must see one run directory, on a filesystem they share: with a node-local or stale
+        copy, a node would resume at another step (its collectives then pair with the wrong ones) or
+        find no checkpoint to roll back to."""
+        last = self.store.info(LAST) if resumable else None
+        seen = (self.run_dir / RECIPE_FILE).is_file(), last["step"] if last else None
+        on_main = self.dist.broadcast_object(seen)
+
+        def describe(view) -> str:
+            recipe, step = view
+            return f"`{LAST}` at step {step}" if step is not None else "no checkpoint" if recipe else f"no {RECIPE_FILE}"
+
+        def same() -> None:
+            if seen != on_main:
+                raise SutraError(f"{self.run_dir}: rank {self.dist.rank} sees {describe(seen)} there, rank 0 {describe(on_main)}; "
+                                 "every node must see the same run directory: put run_dir on a filesystem all nodes share")
+
+        self.dist.agree(same)
 
     def _tidy_names(self) -> None:
         """A kill between pointing e{N}-best/final and `last` leaves names past `last`: the resumed run
@@ -663,11 +703,17 @@ class Trainer:
         s = self.recipe.stability
         hint = "lower the learning rate (schedule), raise warmup_steps, or check the data"
         if self.store.resolve(LAST_GOOD) is None:
-            raise SutraError(f"step {step + 1}: {s.max_bad_steps} consecutive steps with a non-finite loss or gradient before any checkpoint; {hint} "
-                             f"(then start again: a run directory without a checkpoint is replaced)")
+            kept = [name for name in self.store.names() if self.store.resolve(name)]
+            again = (f"then remove {self.run_dir} or set another run_dir: its checkpoints ({', '.join(kept)}) were all saved inside the streak" if kept
+                     else "then start again: a run directory without a checkpoint is replaced")
+            raise SutraError(f"step {step + 1}: {s.max_bad_steps} consecutive steps with a non-finite loss or gradient before any checkpoint "
+                             f"outside the streak; {hint} ({again})")
         if self.progress.rollbacks >= s.max_rollbacks:
             raise SutraError(f"step {step + 1}: training keeps diverging after {self.progress.rollbacks} rollbacks (stability.max_rollbacks); {hint}")
         self._restore(LAST_GOOD, full=False)
+        spe = self.schedule.steps_per_epoch
+        if self.recipe.optimizer.across_epochs == "reset" and self.store.info(LAST_GOOD)["step"] <= self.progress.step // spe * spe:
+            self.optimizer.state.clear()  # saved before this epoch's reset, which the steps after the rollback will not redo
         self.progress.rollbacks += 1
         message = (f"step {step + 1}: {s.max_bad_steps} consecutive non-finite steps; rolled weights and optimizer back to "
                    f"'{LAST_GOOD}' (step {self.store.info(LAST_GOOD)['step']}), continuing with the next batches (rollback {self.progress.rollbacks} of at most {s.max_rollbacks})")
@@ -692,19 +738,27 @@ class Trainer:
         t = self.recipe.train
         if t.micro_batch > 1:
             factor = next(f for f in range(2, t.micro_batch + 1) if t.micro_batch % f == 0)  # a divisor: the global batch stays
-            knobs = (f"lower train.micro_batch and raise train.grad_accum by the same factor to keep the global batch "
+            batch = (f"lower train.micro_batch and raise train.grad_accum by the same factor to keep the global batch "
                      f"(e.g. --set train.micro_batch={t.micro_batch // factor} --set train.grad_accum={t.grad_accum * factor}), or shorten data.seq_len")
         else:
-            knobs = "train.micro_batch is 1 already: shorten data.seq_len"
-        if not t.activation_checkpointing:
-            knobs += ", or --set train.activation_checkpointing=true (recomputes each block's activations in backward: about a third more compute)"
+            batch = "train.micro_batch is 1 already: shorten data.seq_len"
+        recompute = "train.activation_checkpointing=true (recomputes each block's activations in backward: about a third more compute)"
+        fsdp = self.dist.active and not self.sharded
+        if self.store.resolve(LAST) is None:  # nothing to keep: the same run_dir starts again with other settings
+            knobs = batch + f", or --set {recompute}" * (not t.activation_checkpointing)
+            again = " (the run directory has no checkpoint yet, so the same run_dir can start again)"
+        else:  # a resumed run keeps its batch and sequence (its recipe.yaml may change the two others)
+            edits = [edit for edit, wanted in ((recompute, not t.activation_checkpointing), ("train.parallel=fsdp", fsdp)) if wanted]
+            resume = f"set {' or '.join(edits)} in {self.run_dir / RECIPE_FILE} and resume; or " if edits else ""
+            knobs = (f"{self.run_dir} has checkpoints, and a resumed run keeps its batch and sequence: {resume}continue in a new run "
+                     f"(sutra train RECIPE.yaml --init-from {self.run_dir / LAST} --set run_dir=NEW ...) and there {batch}")
+            again = ""
         state, shards = self._training_state(self.config)
         return SutraError(
             f"out of memory on {self.device} with train.micro_batch={t.micro_batch} x data.seq_len={self.recipe.data.seq_len}: {knobs}"
             + ("; train.attention=document and train.precision=bf16 also use less memory" if self.device.type == "cuda" else "")
             + f". The weights, gradients and AdamW moments alone take {state / 2**20:,.0f} MiB" + " per process" * (shards > 1)
-            + ": if that is near the memory there, choose a smaller model" + " or train.parallel=fsdp" * (self.dist.active and not self.sharded)
-            + " (the run directory has no checkpoint yet, so the same run_dir can start again)" * (self.store.resolve(LAST) is None)
+            + ": if that is near the memory there, choose a smaller model" + " or train.parallel=fsdp" * fsdp + again
         )
 
     @torch.no_grad()

@@ -126,19 +126,49 @@ def files_of_at_most(size: int):
     return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
 
 
+def two_nodes(first: list[str], second: list[str], first_limits=None) -> list[tuple[int, str]]:
+    """`sutra train` under two torchrun "nodes" on loopback, one process each: unlike one launcher, the
+    second does not stop its process when the first fails, as one on another machine would not; each
+    process must end by itself. (returncode, stderr) of each."""
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={free_port()}"]
+    nodes = [subprocess.Popen([*launch, f"--node_rank={rank}", "-m", "sutra", "train", *args], cwd=REPO, env=ENV, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=first_limits if rank == 0 else None)
+             for rank, args in enumerate((first, second))]
+    return [(node.returncode, node.communicate(timeout=300)[1]) for node in nodes]
+
+
 @pytest.mark.slow
-def test_a_checkpoint_rank_0_cannot_write_stops_the_other_nodes_with_its_reason(tmp_path, tiny_dataset):
-    # two torchrun "nodes" on loopback, one process each: the second launcher does not stop its
-    # process when rank 0 fails, as one on another machine would not; the process must end by itself
+def test_a_check_that_fails_on_one_node_stops_the_others_and_nodes_must_share_the_run_dir(tmp_path, tiny_dataset):
+    """Each process checked alone: the node that could not see the data said why, the other died in
+    DDP's first collective with gloo's "Connection closed by peer" (under NCCL: waited for its timeout).
+    And a node with a stale copy of the run directory resumed at another step: its collectives paired
+    with the wrong ones, a wrong loss was logged, and both hung."""
     recipe = micro_recipe(tiny_dataset, tmp_path / "run", train={"steps_per_epoch": 3, "micro_batch": 2, "grad_accum": 4}, eval={"every_steps": 3})
     path = write_recipe(tmp_path / "micro.yaml", recipe)
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={free_port()}"]
-    nodes = [subprocess.Popen([*launch, f"--node_rank={rank}", "-m", "sutra", "train", str(path)], cwd=REPO, env=ENV, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=files_of_at_most(4 << 20) if rank == 0 else None)  # the weights take 12 MB
-             for rank in (0, 1)]
-    (_, first), (_, second) = [node.communicate(timeout=300) for node in nodes]
+    missing = tmp_path / "no-data"
+    results = two_nodes([str(path)], [str(path), "--set", f"data.path={missing}"])
+    reason = f"data.path: {missing} does not exist"
+    assert all(code != 0 for code, _ in results)
+    assert reason in results[1][1] and f"sutra: error: stopped because rank 1 failed: " in results[0][1], results[0][1][-3000:]
+    assert reason in results[0][1] and "sutra/train" not in results[0][1] + results[1][1]
+    assert not (tmp_path / "run").exists()  # stopped before any work
 
-    assert nodes[0].returncode != 0 and nodes[1].returncode != 0
+    shared, stale = tmp_path / "shared", tmp_path / "stale"
+    run(sys.executable, "-m", "sutra", "train", str(path), "--set", f"run_dir={shared}", "--stop-after", "2")
+    subprocess.run(["cp", "-a", str(shared), str(stale)], check=True)
+    run(sys.executable, "-m", "sutra", "train", "--resume", str(shared), "--stop-after", "4")
+    metrics = (shared / "metrics.jsonl").read_text()
+    (_, first), (second_code, second) = two_nodes(["--resume", str(shared)], ["--resume", str(stale)])
+    assert second_code != 0 and f"{stale}: rank 1 sees `last` at step 2 there, rank 0 `last` at step 4; every node must see the same run directory" in second, second[-3000:]
+    assert "stopped because rank 1 failed" in first and (shared / "metrics.jsonl").read_text() == metrics  # nothing trained or logged
+
+
+@pytest.mark.slow
+def test_a_checkpoint_rank_0_cannot_write_stops_the_other_nodes_with_its_reason(tmp_path, tiny_dataset):
+    recipe = micro_recipe(tiny_dataset, tmp_path / "run", train={"steps_per_epoch": 3, "micro_batch": 2, "grad_accum": 4}, eval={"every_steps": 3})
+    path = write_recipe(tmp_path / "micro.yaml", recipe)
+    (first_code, first), (second_code, second) = two_nodes([str(path)], [str(path)], files_of_at_most(4 << 20))  # the weights take 12 MB
+    assert first_code != 0 and second_code != 0
     # (the checkpoint named, not the temporary copy that the full disk stopped)
     reason = f"{tmp_path / 'run'}: could not write the checkpoint of step 3 ([Errno 27] File too large: '{tmp_path / 'run' / 'checkpoints' / 'step-00000003'}')"
     assert f"sutra: error: {reason}" in first, first[-3000:]

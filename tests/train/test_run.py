@@ -4,6 +4,7 @@ from them, NaN skip and rollback, continued pretraining with --init-from, and (o
 import json
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -149,6 +150,9 @@ def test_curves_of_one_point_show_it_and_an_empty_perplexity_panel_says_so():
     assert loss_ax.get_lines()[0].get_marker() in ("None", None, "") and lr_ax.get_lines()[0].get_marker() in ("None", None, "")
     assert not ppl_ax.texts and ppl_ax.get_yscale() == "log"
     plt.close(fig)
+    fig = curves_figure([{"step": 0, "val_loss": None, "val_ppl": None}, {"step": 1, "loss": None, "lr": 1e-3}], "diverged")
+    assert [t.get_text() for t in fig.axes[1].texts] == ["validation not finite (the run diverged)"]
+    plt.close(fig)
 
 
 def test_nan_steps_are_skipped_then_rolled_back_to_last(tmp_path, tiny_dataset):
@@ -209,6 +213,20 @@ def test_an_optimizer_reset_each_epoch_starts_adamw_afresh_and_resumes_exactly(t
     weights = {name: trainer.model.state_dict() for name, trainer in runs.items()}
     assert all(torch.equal(weights["stopped"][k], v) for k, v in weights["reference"].items())
     assert not all(torch.equal(weights["kept"][k], v) for k, v in weights["reference"].items())
+
+
+def test_a_rollback_to_the_previous_epoch_under_reset_starts_adamw_afresh_again(tmp_path, tiny_dataset):
+    """`last-good` at an epoch's end holds the optimizer from before the next epoch's reset: a rollback
+    there brought the previous epoch's moments and step count into the new epoch."""
+    recipe = micro_recipe(tiny_dataset, tmp_path / "run", train={"epochs": 2, "steps_per_epoch": 6}, optimizer={"across_epochs": "reset"},
+                          checkpoint={"every_steps": 100}, stability={"max_bad_steps": 2}, eval={"every_steps": 100, "max_windows": 2})
+    trainer = start(recipe, tmp_path / "r.yaml")
+    poison_steps(trainer, {7, 8})  # the second epoch's second and third steps; `last-good` is step 6
+    trainer.run()
+    trainer.close()
+    assert trainer.progress.rollbacks == 1 and trainer.progress.skipped_steps == 2
+    # steps 11 and 12 are the only updates since: the rollback (after step 10) discarded step 7's and 10's
+    assert {float(state["step"]) for state in trainer.optimizer.state.values()} == {2.0}
 
 
 def test_a_stop_inside_a_bad_streak_and_between_log_lines_resumes_as_if_uninterrupted(tmp_path, tiny_dataset):
@@ -510,15 +528,26 @@ def test_out_of_memory_anywhere_in_a_step_names_the_knobs(tmp_path, tiny_dataset
     assert load_recipe(tmp_path / "run" / "recipe.yaml").train.micro_batch == 1 and [r["step"] for r in records(tmp_path / "run")] == [0, 1]
     with pytest.raises(SutraError, match="already holds a run"):  # one with a checkpoint is kept
         Trainer(load_recipe(tmp_path / "r.yaml"), resume=False, dist_info=CPU)
-    # at micro-batch 1, with activations recomputed already, the advice is the sequence, and the size
-    # of the state no batch changes
-    recipe_file = tmp_path / "run" / "recipe.yaml"
+    # a run with a checkpoint resumes with its batch and sequence: the advice says what its recipe.yaml
+    # may change, and where the batch can (it named --set knobs that a resume refuses)
+    run_dir, recipe_file = tmp_path / "run", tmp_path / "run" / "recipe.yaml"
+    resumed = Trainer(load_recipe(recipe_file), resume=True, dist_info=CPU)
+    monkeypatch.setattr(resumed, "compiled", out_of_memory)
+    with pytest.raises(SutraError, match=re.escape(f"{run_dir} has checkpoints, and a resumed run keeps its batch and sequence: set "
+                                                   f"train.activation_checkpointing=true (recomputes each block's activations in backward: about a "
+                                                   f"third more compute) in {recipe_file} and resume; or continue in a new run (sutra train RECIPE.yaml "
+                                                   f"--init-from {run_dir / 'last'} --set run_dir=NEW ...) and there train.micro_batch is 1 already")):
+        resumed.run()
+    resumed.close()
+    # as it says: the edit is taken by a resume; at micro-batch 1, with activations recomputed already,
+    # the advice is the sequence, and the size of the state no batch changes
     recipe_file.write_text(recipe_file.read_text().replace("activation_checkpointing: false", "activation_checkpointing: true"))
     resumed = Trainer(load_recipe(recipe_file), resume=True, dist_info=CPU)
     assert resumed.model.activation_checkpointing
     monkeypatch.setattr(resumed, "compiled", out_of_memory)
-    with pytest.raises(SutraError, match=r"train.micro_batch is 1 already: shorten data.seq_len\. The weights, gradients and AdamW "
-                                         r"moments alone take 49 MiB: if that is near the memory there, choose a smaller model$"):
+    with pytest.raises(SutraError, match=r"resumed run keeps its batch and sequence: continue in a new run .*train.micro_batch is 1 already: shorten "
+                                         r"data.seq_len\. The weights, gradients and AdamW moments alone take 49 MiB: if that is near the memory "
+                                         r"there, choose a smaller model$"):
         resumed.run()
     resumed.close()
 

@@ -1,6 +1,7 @@
 """The trainer's checks: bad recipes, data or process counts stop before any work with one message."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -33,9 +34,28 @@ def test_divergence_before_any_checkpoint_stops_with_advice(tmp_path, tiny_datas
     trainer = Trainer(load_recipe(recipe_path), resume=False, dist_info=CPU)
     with torch.no_grad():
         trainer.model.norm.weight.fill_(float("inf"))
-    with pytest.raises(SutraError, match="2 consecutive steps with a non-finite loss or gradient before any checkpoint; lower the learning rate"):
+    with pytest.raises(SutraError, match=r"2 consecutive steps with a non-finite loss or gradient before any checkpoint outside the streak; lower the "
+                                         r"learning rate.*\(then start again: a run directory without a checkpoint is replaced\)"):
         trainer.run()
     trainer.close()
+    Trainer(load_recipe(recipe_path), resume=False, dist_info=CPU).close()  # as it says
+
+
+def test_divergence_with_checkpoints_only_inside_the_streak_gives_advice_that_works(tmp_path, tiny_dataset):
+    """Skipped steps leave the weights finite, so an evaluation inside the streak saved e1-best: the
+    message said to start again, which the run directory then refused, and a resume's advice (point
+    `last` at it) failed too, since only `last` and `last-good` keep the optimizer state."""
+    recipe = micro_recipe(tiny_dataset, tmp_path / "run", checkpoint={"every_steps": 100}, eval={"every_steps": 2}, stability={"max_bad_steps": 3})
+    recipe_path = write_recipe(tmp_path / "r.yaml", recipe)
+    trainer = Trainer(load_recipe(recipe_path), resume=False, dist_info=CPU)
+    trainer.model.norm.weight.register_hook(lambda grad: grad * float("nan"))
+    run_dir = tmp_path / "run"
+    with pytest.raises(SutraError, match=re.escape(f"(then remove {run_dir} or set another run_dir: its checkpoints (e1-best) were all saved inside the streak)")):
+        trainer.run()
+    trainer.close()
+    with pytest.raises(SutraError, match=re.escape("None of them holds the optimizer state a resume needs (only `last` and `last-good` keep it): "
+                                                   f"start a new run from one: sutra train RECIPE.yaml --init-from {run_dir}/NAME")):
+        Trainer(load_recipe(run_dir / "recipe.yaml"), resume=True, dist_info=CPU)
 
 
 def corrupt_fingerprint(tiny_dataset: Path, tmp_path: Path) -> Path:
