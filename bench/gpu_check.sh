@@ -101,7 +101,7 @@ if section eval; then
   "$PY" -m pip install --quiet --no-index --no-deps .gpu/wheels/*.whl 2>&1 | tail -3
   timeout 90 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/eval 2>&1 | tee "$OUT/eval_tests.log" || status=1
   RANDOM_MODEL=.gpu/smollm2-135m-random  # random weights: the scores mean nothing, but both models must agree
-  "$PY" -c "import sys, torch; from sutra.model import Llama, get_preset; from sutra.model.checkpoint import save_checkpoint; from sutra.tokenizer import load_tokenizer
+  "$PY" -c "import sys, torch; from sutra.model.llama import Llama; from sutra.model.config import get_preset; from sutra.model.checkpoint import save_checkpoint; from sutra.tokenizer import load_tokenizer
 torch.manual_seed(0); save_checkpoint(sys.argv[1], Llama(get_preset('smollm2-135m')), load_tokenizer())" "$RANDOM_MODEL" || status=1
   for args in "--dtype float32" "--dtype bfloat16" "--dtype bfloat16 --tasks gsm8k --limit 32"; do
     timeout 150 "$PY" bench/eval_throughput.py --spec "$RANDOM_MODEL" --limit 200 --batch-size 32 $args 2>&1 | grep -v "^\[Task\|it/s\]" | tail -4 | tee -a "$OUT/eval_throughput.log" || status=1

@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from train_throughput import document_ids, make_optimizer, training_step  # noqa: E402
 
-from sutra.model import Llama, get_preset  # noqa: E402
+from sutra.model.llama import Llama
+from sutra.model.config import get_preset  # noqa: E402
 
 
 def main() -> int:

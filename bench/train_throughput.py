@@ -36,7 +36,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sutra.model import Llama, get_preset  # noqa: E402
+from sutra.model.llama import Llama
+from sutra.model.config import get_preset  # noqa: E402
 from sutra.model.hf import hf_config, sutra_to_hf_state  # noqa: E402
 from sutra.model.llama import flops_per_token  # noqa: E402
 from sutra.train.metrics import device_peak_tflops, document_attended_per_token  # noqa: E402

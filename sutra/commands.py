@@ -102,35 +102,16 @@ def cmd_model_info(args) -> int:
     return 0
 
 
-def pick_device(name: str | None):
-    import torch
-
-    from sutra.errors import SutraError
-
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise SutraError(f"unknown device '{name}'; use cpu, cuda or cuda:N") from None
-    if device.type not in ("cpu", "cuda"):  # (mps, xpu, ...: Sutra's kernels and dtypes are chosen for these two)
-        raise SutraError(f"device '{name}' is not supported; use cpu, cuda or cuda:N")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SutraError(f"device '{name}' was asked for but no CUDA GPU is available")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise SutraError(f"device '{name}' was asked for but this machine has {torch.cuda.device_count()} CUDA GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-    return device
-
-
 def cmd_generate(args) -> int:
     import torch
 
     from sutra.errors import SutraError
     from sutra.model.checkpoint import load_model
+    from sutra.model.device import default_dtype, pick_device
     from sutra.model.generate import StreamDecoder, generate
 
     device = pick_device(args.device)
-    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    dtype = getattr(torch, args.dtype) if args.dtype else default_dtype(device)
     loaded = load_model(args.spec, device=device, dtype=dtype)
     tokenizer = loaded.tokenizer
     if args.chat:

@@ -12,7 +12,7 @@ from pathlib import Path
 from sutra.errors import SutraError
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -82,6 +82,16 @@ def check_replaceable(path: str | os.PathLike, kind: str, is_kind, inputs=()) ->
     return path
 
 
+def json_format(path: str | os.PathLike) -> str | None:
+    """The `format` field of a JSON object file (how Sutra's files say what wrote them), or None for
+    anything else: unreadable, not UTF-8, not JSON, not an object, nested past the recursion limit."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):  # (UnicodeDecodeError and JSONDecodeError are ValueErrors)
+        return None
+    return document.get("format") if isinstance(document, dict) else None
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None):
     """A file to write `path` through, for output too large to hold in memory: it is a temporary
@@ -103,7 +113,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -125,7 +135,7 @@ REPLACED_SUFFIX = ".sutra-replaced"
 
 
 @contextmanager
-def atomic_directory(path: str | os.PathLike, overwrite: bool = True):
+def atomic_directory(path: str | os.PathLike):
     """Yield a temporary sibling directory; on success it becomes `path` in one rename.
 
     An existing `path` is first renamed aside, so a reader may find neither for an instant, and a
@@ -153,18 +163,16 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True):
                 with open(child, "rb") as f:
                     os.fsync(f.fileno())
             elif child.is_dir():
-                _fsync_dir(child)
-        _fsync_dir(tmp)  # its entries, so the renamed directory is complete after a power loss too
+                fsync_dir(child)
+        fsync_dir(tmp)  # its entries, so the renamed directory is complete after a power loss too
         if path.exists():
-            if not overwrite:
-                raise FileExistsError(path)
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -71,7 +71,7 @@ def test_only_an_empty_prompt_may_be_empty():
 
 
 def test_devices_sutra_has_no_kernels_for_are_refused_before_any_model_loads():
-    from sutra.commands import pick_device
+    from sutra.model.device import pick_device
     from sutra.errors import SutraError
 
     for name in ("mps", "xpu", "meta"):  # valid torch devices: each failed later with a raw RuntimeError
@@ -89,7 +89,8 @@ def test_prompt_longer_than_the_context_is_refused():
 
 
 def test_chat_with_a_model_without_a_chat_template_is_refused(tmp_path, tokenizer):
-    from sutra.model import Llama, get_preset
+    from sutra.model.llama import Llama
+    from sutra.model.config import get_preset
     from sutra.model.checkpoint import save_checkpoint
 
     checkpoint = save_checkpoint(tmp_path / "base", Llama(get_preset("tiny")), tokenizer)

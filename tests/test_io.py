@@ -99,7 +99,8 @@ def test_a_full_disk_is_one_line_naming_the_output_for_every_writer(tmp_path, to
     import subprocess
     import sys
 
-    from sutra.model import Llama, ModelConfig
+    from sutra.model.llama import Llama
+    from sutra.model.config import ModelConfig
     from sutra.model.checkpoint import save_checkpoint
     from sutra_testing import REPO
 

@@ -44,10 +44,6 @@ class TokenLoader:
         self.skipped_windows = 0
         self._permutation_epoch, self._permutation = None, None
 
-    @property
-    def tokens_per_epoch(self) -> int:
-        return self.windows_per_epoch * self.seq_len
-
     def _order(self) -> np.ndarray:
         if self._permutation_epoch != (self.seed, self.epoch):
             self._permutation = np.random.default_rng([self.seed, self.epoch]).permutation(self.windows_per_epoch)

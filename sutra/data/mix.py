@@ -6,7 +6,6 @@ split if the share is larger than the dataset, then evenly strided blocks (see
 stream.select_ranges), so a smaller share samples the whole dataset, not its beginning.
 """
 
-import json
 import math
 import os
 import re
@@ -16,7 +15,7 @@ from pathlib import Path
 from sutra.data.shards import read_manifest
 from sutra.data.stream import MIX_FORMAT, MIX_VERSION, select_ranges
 from sutra.errors import SutraError
-from sutra.io import atomic_write_json, check_replaceable
+from sutra.io import atomic_write_json, check_replaceable, json_format
 
 SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
 
@@ -63,13 +62,6 @@ def split_budget(available: list[int], shares: list[float], tokens: int | None) 
     return budgets
 
 
-def _is_mix(path: Path) -> bool:
-    try:
-        return json.loads(path.read_text()).get("format") == MIX_FORMAT
-    except (OSError, ValueError, AttributeError, RecursionError):  # unreadable, not JSON, not an object, nested too deeply
-        return False
-
-
 def make_mix(components: list[str], out: Path, tokens: int | None = None, block_tokens: int = 1 << 20) -> dict:
     """Write a mix manifest to `out` and return it."""
     if not components:
@@ -106,7 +98,7 @@ def make_mix(components: list[str], out: Path, tokens: int | None = None, block_
     out = Path(out)
     if out.is_dir():
         raise SutraError(f"--out {out} is a directory; name the mix file to write, e.g. {out / 'mix.json'}")
-    check_replaceable(out, "mix manifest", _is_mix)  # e.g. a dataset's own manifest.json: replacing it would lose the dataset
+    check_replaceable(out, "mix manifest", lambda path: json_format(path) == MIX_FORMAT)  # e.g. a dataset's own manifest.json: replacing it would lose the dataset
     entries = []
     for (path, _), manifest, share, budget, dataset_tokens in zip(parsed, manifests, shares, budgets, available):
         entries.append({

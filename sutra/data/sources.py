@@ -42,10 +42,9 @@ class Unit:
 
 @dataclass
 class Source:
-    """One input file (or hub dataset) and how many records it holds (None: unknown until streamed)."""
+    """One input file (or hub dataset) and its units."""
     kind: str
     name: str
-    records: int | None = 0
     plan: list = field(default_factory=list)  # payload-free units; compressed/hub sources stream theirs
 
 
@@ -265,30 +264,30 @@ def _compressed_units(path: Path, unit_bytes: int, with_payload: bool) -> Iterat
 
 
 def plan(inputs: list[tuple[str, Path | str]], unit_bytes: int = UNIT_BYTES) -> list[Source]:
-    """Read every input of `expand()` once, cheaply, to fix its units and count its records."""
+    """Read every input of `expand()` once, cheaply, to fix its units."""
     sources = []
     for kind, path in inputs:
         name = str(path)
         try:
             sources.append(_plan_one(kind, path, name, unit_bytes))
         except OSError as exc:
-            sources.append(Source("problem", name, 1, [_problem(name, 0, "unreadable_file", exc.strerror or str(exc))]))
+            sources.append(Source("problem", name, [_problem(name, 0, "unreadable_file", exc.strerror or str(exc))]))
     return _group_text_files(sources, unit_bytes)
 
 
 def _plan_one(kind: str, path, name: str, unit_bytes: int) -> Source:
     if kind == "hub":
-        return Source("hub", name, None)
+        return Source("hub", name)
     if kind == "unsupported":
-        return Source("problem", name, 1, [_problem(name, 0, "unsupported_file", "not JSONL, Parquet, Arrow or text; not read")])
+        return Source("problem", name, [_problem(name, 0, "unsupported_file", "not JSONL, Parquet, Arrow or text; not read")])
     if kind == "unlisted":
-        return Source("problem", name, 1, [_problem(name, 0, "unreadable_directory", "a directory that cannot be listed (check its permissions); the files in it are not read")])
+        return Source("problem", name, [_problem(name, 0, "unreadable_directory", "a directory that cannot be listed (check its permissions); the files in it are not read")])
     if kind == "text":
-        return Source("text", name, 1, [Unit("text", name, stop=path.stat().st_size)])
+        return Source("text", name, [Unit("text", name, stop=path.stat().st_size)])
     if kind == "jsonl":
         with open(path, "rb") as f:
             if f.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"["):
-                return Source("problem", name, 1, [_problem(name, 1, "json_array", "a JSON array, not JSON Lines (one object per line); "
+                return Source("problem", name, [_problem(name, 1, "json_array", "a JSON array, not JSON Lines (one object per line); "
                                                             f"convert it with: jq -c '.[]' {name} > {_lines_name(name)}")])
         units, offset, line = [], 0, 1
         with open(path, "rb") as f:
@@ -296,10 +295,10 @@ def _plan_one(kind: str, path, name: str, unit_bytes: int) -> Source:
                 units.append(Unit("jsonl", name, first=line, start=offset, stop=offset + len(chunk)))
                 offset += len(chunk)
                 line += lines
-        return Source("jsonl", name, line - 1, units)
+        return Source("jsonl", name, units)
     if kind == "jsonl-compressed":
         units = list(_compressed_units(path, unit_bytes, with_payload=False))
-        return Source(kind, name, sum(u.stop if u.kind == "lines" else 1 for u in units), units)
+        return Source(kind, name, units)
     import pyarrow as pa
 
     try:
@@ -312,12 +311,12 @@ def _plan_one(kind: str, path, name: str, unit_bytes: int) -> Source:
                 rows = metadata.row_group(group).num_rows
                 units.append(Unit("parquet", name, first=row, start=group, stop=rows))
                 row += rows
-            return Source(kind, name, row, units)
+            return Source(kind, name, units)
         rows = read_arrow(path).num_rows
         units = [Unit("arrow", name, first=r, start=r, stop=min(r + UNIT_ROWS, rows)) for r in range(0, rows, UNIT_ROWS)]
-        return Source(kind, name, rows, units)
+        return Source(kind, name, units)
     except pa.ArrowException as exc:
-        return Source("problem", name, 1, [_problem(name, 0, "truncated_or_corrupt_file", f"{type(exc).__name__}: {exc}")])
+        return Source("problem", name, [_problem(name, 0, "truncated_or_corrupt_file", f"{type(exc).__name__}: {exc}")])
 
 
 def _group_text_files(sources: list[Source], unit_bytes: int) -> list[Source]:
@@ -329,7 +328,6 @@ def _group_text_files(sources: list[Source], unit_bytes: int) -> list[Source]:
             unit = previous.plan[-1]
             unit.payload.append(source.name)
             unit.stop += source.plan[0].stop
-            previous.records += 1
         else:
             if source.kind == "text":
                 source.plan[0].payload = [source.name]

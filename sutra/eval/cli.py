@@ -57,7 +57,7 @@ def cmd_eval(args) -> int:
 
     import torch
 
-    from sutra.commands import pick_device
+    from sutra.model.device import default_dtype, pick_device
     from sutra.errors import SutraError
     from sutra.eval.journal import journal_path
     from sutra.eval.tasks import parse_tasks
@@ -94,7 +94,7 @@ def cmd_eval(args) -> int:
         if args.attention is None:  # as the run validated it: a causal run's val_ppl is a causal perplexity
             trained = (read_training_record(args.spec).get("resolved_recipe") or {}).get("train") or {}
             args.attention = trained.get("attention") if trained.get("attention") in ATTENTION else "document"
-        loaded = load_model(args.spec, device=device, dtype=dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32))
+        loaded = load_model(args.spec, device=device, dtype=dtype or default_dtype(device))
         model = {"spec": args.spec, "source": loaded.source, "config": loaded.model.config.to_dict(), "weights_sha256": loaded.weights_sha256}
         ppl = perplexity(loaded, args.perplexity, seq_len=args.seq_len, batch_size=max(1, args.batch_size // 4),
                          max_windows=args.max_windows, attention=args.attention)

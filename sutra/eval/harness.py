@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sutra.errors import SutraError
 from sutra.eval.tasks import TASKS, CardTask
+from sutra.io import json_format
 
 FORMAT = "sutra-eval-results"
 DATA_SOURCES = ("store", "hub")
@@ -156,17 +157,17 @@ def evaluate(
     With `journal`, every answer is kept there as it comes and a journal an interrupted run left
     for the same model, dtype and device is answered from (see sutra.eval.journal)."""
     import lm_eval
-    import torch
 
     from sutra.eval.adapter import SutraLM
     from sutra.model.checkpoint import load_model
+    from sutra.model.device import default_dtype, pick_device
 
     if data == "store":  # fail on a missing store before loading a model
         from sutra.eval.store import check_store
 
         check_store(tasks)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    device = pick_device(device)
+    dtype = dtype or default_dtype(device)
     loaded = load_model(spec, device=device, dtype=dtype)
     started = time.time()
     answers = None
@@ -203,14 +204,9 @@ def evaluate(
 
 
 def is_results_file(path: Path) -> bool:
-    """Whether `path` holds results `sutra eval` wrote (an earlier run's, which a new one may replace)."""
-    import json
-
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return isinstance(results, dict) and results.get("format") == FORMAT
+    """Whether `path` holds results `sutra eval` wrote (an earlier run's, which a new one may replace;
+    in a scanned directory, one to read: other JSON such as a run's config.json is passed over)."""
+    return json_format(path) == FORMAT
 
 
 def read_results(path: str | os.PathLike) -> dict:

@@ -1,6 +1,4 @@
-"""The Llama model family (SmolLM2 shapes), checkpoints and Hugging Face interop."""
-
-from sutra.model.config import PRESETS, ModelConfig, get_preset
-from sutra.model.llama import Llama
-
-__all__ = ["PRESETS", "ModelConfig", "Llama", "get_preset"]
+"""The Llama model family (SmolLM2 shapes), checkpoints and Hugging Face interop: config.py (presets),
+llama.py (the model), loss.py and masks.py (its kernels), checkpoint.py, hf.py and export.py (files),
+generate.py, device.py. Import from the modules: this file imports nothing, so reading a config does
+not import torch."""

@@ -37,7 +37,6 @@ class LoadedModel:
     source: str  # what the spec resolved to
     kind: str  # "sutra" or "hf"
     eos_token_ids: list[int]
-    info: dict  # the checkpoint's sutra.json (training metadata), or {} for HF directories
     weights_sha256: str  # of the weight files as read (see weights_sha256)
 
 
@@ -78,15 +77,14 @@ def _uninitialised():
             setattr(torch.nn.init, name, function)
 
 
-def save_checkpoint(out_dir, model: Llama, tokenizer: Tokenizer, extra: dict | None = None, dtype: torch.dtype | None = None,
-                    weights: dict | None = None) -> Path:
+def save_checkpoint(out_dir, model: Llama, tokenizer: Tokenizer, extra: dict | None = None, weights: dict | None = None) -> Path:
     """Write a checkpoint atomically: a new directory appears complete, and a replaced one is swapped
     by two renames (see sutra.io.atomic_directory). `weights` replaces `model.state_dict()` (a
     sharded model's, gathered)."""
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
-    state = {k: (v.to(dtype) if dtype else v).detach().contiguous().cpu() for k, v in (model.state_dict() if weights is None else weights).items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in (model.state_dict() if weights is None else weights).items()}
     with atomic_directory(out_dir) as tmp:
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         tokenizer.save(tmp)
@@ -241,7 +239,6 @@ def load_model(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype
         tokenizer = _checkpoint_tokenizer(pinned, info)
         eos = info.get("eos_token_ids") or [tokenizer.eos_id]
     else:
-        info = {}
         hf = _read_json(directory / "config.json")
         config = config_from_hf(hf, str(directory))
         files = weight_files(directory)
@@ -271,4 +268,4 @@ def load_model(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype
         details = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]  # the first line only says where
         raise SutraError(f"{directory}: weights do not match the config ({details[0] if details else exc}); the checkpoint is inconsistent") from None
     model = model.to(device=device, dtype=dtype).eval()
-    return LoadedModel(model, tokenizer, str(directory), kind, [int(e) for e in eos], info, digest)
+    return LoadedModel(model, tokenizer, str(directory), kind, [int(e) for e in eos], digest)

@@ -20,11 +20,11 @@ from sutra.model.loss import linear_cross_entropy
 from sutra.model.masks import DocumentSpans, document_mask, flex_attention, varlen_document_attention
 
 
-def rope_tables(config: ModelConfig, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(config: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin of shape (max_seq_len, head_dim), in float32, for the half-split RoPE HF Llama uses."""
     dim = config.head_dim
-    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64, device=device).float() / dim))
-    positions = torch.arange(config.max_seq_len, dtype=torch.float32, device=device)
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    positions = torch.arange(config.max_seq_len, dtype=torch.float32)
     freqs = torch.outer(positions, inv_freq)
     angles = torch.cat((freqs, freqs), dim=-1)
     return angles.cos(), angles.sin()
@@ -165,13 +165,10 @@ class Llama(nn.Module):
         # training: keep only each block's input for backward and recompute the rest there
         # (about a third more compute for a fraction of the activation memory)
         self.activation_checkpointing = False
-        self.init_rope()
-        self.reset_parameters()
-
-    def init_rope(self, device=None):
-        cos, sin = rope_tables(self.config, device)
+        cos, sin = rope_tables(config)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
 
     def reset_parameters(self):
         """As Hugging Face initialises Llama: N(0, initializer_range) for every matrix, ones for norms."""
@@ -227,10 +224,6 @@ class Llama(nn.Module):
         if targets is not None:
             return linear_cross_entropy(x.flatten(0, 1), self.lm_head_weight, targets.flatten())
         return F.linear(x, self.lm_head_weight)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def flops_per_token(config: ModelConfig, attended_per_token: float) -> float:

@@ -6,13 +6,12 @@ report (card, tables, charts). Every stage's output lives under --out; a re-run 
 finished with the same settings (see sutra.pipeline.stages.StageLog).
 """
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from sutra.errors import SutraError
-from sutra.io import atomic_write_text
+from sutra.io import atomic_write_json, atomic_write_text
 from sutra.pipeline.stages import StageLog, banner, evaluate, file_digest, recipe_path, sutra, train_run
 from sutra.processes import exclusive
 from sutra.synth.cli import STOPPED_SHORT
@@ -58,7 +57,9 @@ def pick_scale(name: str) -> Scale:
 
 
 def _synth_entries(synth_dir: Path) -> list[dict]:
-    return [json.loads(line) for path in sorted(synth_dir.glob("*.jsonl")) for line in path.read_text().splitlines() if line.strip()]
+    from sutra.synth.journal import read_jsonl
+
+    return [row for path in sorted(synth_dir.glob("*.jsonl")) for row in read_jsonl(path)[0]]
 
 
 def synthesize(log: StageLog, synth_dir: Path, scale: Scale) -> list[dict]:
@@ -112,9 +113,11 @@ def write_samples(spec: Path, out: Path, max_new_tokens: int = 40, temperature: 
 
 def training_speed(run_dir: Path) -> float:
     """Mean training tokens/s over the run's logged windows."""
-    speeds = [r["tokens_per_s"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "tokens_per_s" in r]
+    from sutra.train.metrics import METRICS_FILE, read_metrics
+
+    speeds = [r["tokens_per_s"] for r in read_metrics(run_dir) if r.get("tokens_per_s") is not None]
     if not speeds:
-        raise SutraError(f"{run_dir}/metrics.jsonl: no training speed logged")
+        raise SutraError(f"{run_dir / METRICS_FILE}: no training speed logged")
     return sum(speeds) / len(speeds)
 
 
@@ -177,7 +180,7 @@ def summarize(out: Path, run_dir: Path, trained_path: Path, untrained_path: Path
         "train_tokens_per_s": training_speed(run_dir),
         "seconds": round(seconds, 1),
     }
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out / "summary.json", summary)
     report = out / "report"
     print(f"""
 == done in {seconds / 60:.1f} min. Everything is under {out}:

@@ -19,6 +19,7 @@ from sutra.cli import PIPELINE_PID_ENV
 from sutra.errors import SutraError
 from sutra.io import atomic_write_json
 from sutra.processes import LOCK_FILE
+from sutra.train.recipe import RECIPE_FILE
 
 REPO_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
@@ -119,7 +120,7 @@ def train_run(log: StageLog, name: str, recipe: Path, run_dir: Path, overrides: 
     """Train into run_dir, or continue it when a kill left it unfinished; returns the final checkpoint."""
 
     def make():
-        if (run_dir / "recipe.yaml").is_file():  # started before (with or without a checkpoint yet)
+        if (run_dir / RECIPE_FILE).is_file():  # started before (with or without a checkpoint yet)
             sutra("train", "--resume", run_dir)
         else:
             sutra("train", recipe, *[arg for item in [*overrides, f"run_dir={run_dir}"] for arg in ("--set", item)])

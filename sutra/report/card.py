@@ -15,8 +15,8 @@ from sutra.errors import SutraError
 from sutra.eval.tasks import TASKS
 from sutra.report.tables import (CHECKPOINT_NAME, Column, average_tasks, comparison_table, mean_percent, oldest_first, perplexity_bases,
                                  progression_table)
-from sutra.train.metrics import finite, read_metrics
-from sutra.train.recipe import invalid_yaml
+from sutra.train.metrics import METRICS_FILE, finite, read_metrics
+from sutra.train.recipe import RECIPE_FILE, invalid_yaml
 
 WEIGHTS_MARK = "<!-- sutra card of the weights with sha256 "  # then the digest and " -->"
 TAGS = ["pretraining", "educational", "pedagogical", "sutra", "smollm2", "llama"]
@@ -104,13 +104,13 @@ def read_run(run_dir: str) -> dict:
     run = Path(run_dir)
     if not run.is_dir():
         raise SutraError(f"{run}: no such run directory")
-    metrics_file, recipe_file = run / "metrics.jsonl", run / "recipe.yaml"
+    metrics_file, recipe_file = run / METRICS_FILE, run / RECIPE_FILE
     if not (metrics_file.is_file() or recipe_file.is_file()):  # a checkpoint or a parent directory: the card would drop its training silently
         raise SutraError(f"{run}: not a training run directory (no metrics.jsonl or recipe.yaml); give --run the run_dir 'sutra train' wrote")
     metrics = read_metrics(run) if metrics_file.is_file() else []
     try:
         recipe = yaml.safe_load(recipe_file.read_text(encoding="utf-8")) if recipe_file.is_file() else None
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise SutraError(f"{invalid_yaml(recipe_file, exc)}; fix or remove it") from None
     except UnicodeDecodeError as exc:
         raise SutraError(f"{recipe_file}: bytes that are not UTF-8 text at offset {exc.start}; fix or remove it") from None
@@ -262,7 +262,7 @@ def benchmark_section(name: str, results: dict, progression: list[Column]) -> st
     # otherwise (another dtype, device or data) would show numbers the model-index does not
     this = next((c for c in progression if c.results == results or (weights and c.results.get("model", {}).get("weights_sha256") == weights
                                                                      and c.results["tasks"] == results["tasks"])), None)
-    columns = progression if this else [this := Column(name, results, "results"), *progression]
+    columns = progression if this else [this := Column(name, results), *progression]
     return (
         "## Benchmark Results\n\n"
         f"All benchmarks evaluated with lm-evaluation-harness{f' v{version}' if version else ''}; "

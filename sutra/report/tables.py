@@ -13,13 +13,12 @@ under the card's name that the card did not measure.
 
 import csv
 import io
-import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from sutra.errors import SutraError
-from sutra.eval.harness import FORMAT, label, read_results
+from sutra.eval.harness import is_results_file, label, read_results
 from sutra.eval.store import NOTES
 from sutra.eval.tasks import AVERAGE_TASKS, CARD_TASKS, TASKS
 from sutra.train.metrics import finite
@@ -33,9 +32,7 @@ COMPARISON_ORDER = ("hellaswag", "piqa", "winogrande", "arc_challenge", "mmlu", 
 class Column:
     name: str
     results: dict
-    source: str
     perplexity: float | None = None
-    extra: dict = field(default_factory=dict)
 
     def value(self, task: str) -> float | None:
         if task == STRICT_ROW:
@@ -84,7 +81,7 @@ def load_columns(inputs: list[str]) -> list[Column]:
         if not (target.is_dir() or target.is_file()):
             raise SutraError(f"{target}: no such results file or directory; write one with 'sutra eval SPEC --tasks card --out FILE'")
         files = sorted(target.rglob("*.json")) if target.is_dir() else [target]
-        found = [f for f in files if target.is_file() or _is_results(f)]
+        found = [f for f in files if target.is_file() or is_results_file(f)]
         if not found:
             raise SutraError(f"{target}: no 'sutra eval' results files in this directory; write them with 'sutra eval SPEC --tasks card --out FILE'")
         for file in found:
@@ -92,22 +89,12 @@ def load_columns(inputs: list[str]) -> list[Column]:
             stem = file.stem if target.is_file() else file.relative_to(target).with_suffix("").as_posix()
             column_name = name if name and len(found) == 1 else (f"{name}/{stem}" if name else stem)
             ppl = (results.get("perplexity") or {}).get("perplexity")
-            columns.append(Column(column_name, results, str(file), ppl if finite(ppl) else None))  # a diverged run's NaN: not measured
+            columns.append(Column(column_name, results, ppl if finite(ppl) else None))  # a diverged run's NaN: not measured
     names = [c.name for c in columns]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise SutraError(f"two inputs are both named {', '.join(duplicates)}; name them as NAME=results.json")
     return sorted(columns, key=lambda c: _checkpoint_order(c.name))
-
-
-def _is_results(path: Path) -> bool:
-    """Whether a JSON file in a scanned directory says it is a results file. Other JSON (a run's
-    config.json) is passed over; a results file that is malformed is refused when it is read."""
-    try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError):  # unreadable, or not JSON: not a results file
-        return False
-    return isinstance(document, dict) and document.get("format") == FORMAT
 
 
 @dataclass

@@ -300,12 +300,11 @@ class TransformersBackend:
 
     def _load(self):
         if self._loaded is None:
-            import torch
-
             from sutra.model.checkpoint import load_model
+            from sutra.model.device import default_dtype, pick_device
 
-            device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-            loaded = load_model(self.spec, device=device, dtype=torch.bfloat16 if device.startswith("cuda") else torch.float32)
+            device = pick_device(self.device)
+            loaded = load_model(self.spec, device=device, dtype=default_dtype(device))
             self._loaded = (loaded, loaded.tokenizer.hf())
         return self._loaded
 

@@ -76,7 +76,7 @@ class PromptSet:
         path = self._file(name)
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
             raise SutraError(f"{path}: cannot parse YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(data, dict) or not data:
             raise SutraError(f"{path}: expected a non-empty mapping")

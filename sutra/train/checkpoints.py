@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from sutra.errors import SutraError
-from sutra.io import atomic_directory, atomic_open
+from sutra.io import atomic_directory, atomic_open, fsync_dir
 
 CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state.pt"
@@ -58,11 +58,7 @@ class CheckpointStore:
         tmp.unlink(missing_ok=True)
         os.symlink(Path(CHECKPOINTS) / self.step_dir(step).name, tmp)
         os.replace(tmp, link)
-        fd = os.open(self.run_dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(self.run_dir)
 
     def resolve(self, name: str) -> Path | None:
         link = self.run_dir / name

@@ -20,6 +20,8 @@ import yaml
 
 from sutra.errors import SutraError
 
+RECIPE_FILE = "recipe.yaml"  # a run directory's resolved recipe, which `sutra train --resume` reads
+
 
 @dataclass
 class ModelSection:

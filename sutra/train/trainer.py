@@ -38,10 +38,9 @@ from sutra.eval.perplexity import perplexity_of
 from sutra.io import atomic_write_text
 from sutra.train.checkpoints import CHECKPOINTS, LAST, LAST_GOOD, TRAINER_STATE, CheckpointStore, load_trainer_state
 from sutra.train.metrics import METRICS_FILE, MetricsLog, causal_attended_per_token, device_peak_tflops, document_attended_per_token, finite, finite_or_null
-from sutra.train.recipe import Recipe, load_recipe
+from sutra.train.recipe import RECIPE_FILE, Recipe, load_recipe
 from sutra.train.schedule import Schedule
 
-RECIPE_FILE = "recipe.yaml"
 RECIPE_HEADER = "# the resolved recipe of this run, written by `sutra train`; `sutra train --resume` reads it\n"
 # what a failed write raises: safetensors' and torch.save's I/O errors are not OSErrors
 WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
@@ -113,7 +112,7 @@ class Distributed:
 
 def setup_distributed(device_name: str) -> Distributed:
     """Rank and device from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK); one process without it."""
-    from sutra.commands import pick_device
+    from sutra.model.device import pick_device
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))

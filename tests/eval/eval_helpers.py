@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from sutra.model import Llama, ModelConfig
+from sutra.model.llama import Llama
+from sutra.model.config import ModelConfig
 
 # Full SmolLM2 vocabulary (the tokenizer must fit), everything else tiny: parity, not quality.
 TINY = ModelConfig(64, 96, 2, 4, 2, max_seq_len=512)

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from sutra.model import Llama, ModelConfig
+from sutra.model.llama import Llama
+from sutra.model.config import ModelConfig
 from sutra.model.generate import generate, generate_batch
 from sutra.model.masks import dense_document_mask
 

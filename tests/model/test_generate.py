@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from sutra.errors import SutraError
-from sutra.model import Llama, ModelConfig
+from sutra.model.llama import Llama
+from sutra.model.config import ModelConfig
 from sutra.model.generate import StreamDecoder, generate, generate_batch
 
 CONFIG = ModelConfig(64, 128, 2, 4, 2, vocab_size=300, max_seq_len=64)

@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import save_file
 
 from sutra.errors import SutraError
-from sutra.model import Llama, ModelConfig
+from sutra.model.llama import Llama
+from sutra.model.config import ModelConfig
 from sutra.model.checkpoint import load_model, read_model_config, read_training_record, save_checkpoint, weights_sha256
 from sutra.model.export import export_hf
 

@@ -97,13 +97,33 @@ def test_a_schedule_the_card_cannot_read_gives_way_to_the_logged_rates(schedule)
 def test_a_directory_that_is_no_run_is_refused_as_run_not_left_out_of_the_card(tmp_path, tokenizer):
     """`--run` given the checkpoint itself, or the directory above the run, used to be taken as a run
     with nothing logged: the card silently had no training section."""
-    from sutra.model import Llama, ModelConfig
+    from sutra.model.llama import Llama
+    from sutra.model.config import ModelConfig
     from sutra.model.checkpoint import save_checkpoint
 
     checkpoint = save_checkpoint(tmp_path / "e1-best", Llama(ModelConfig(64, 96, 2, 4, 2, max_seq_len=64)), tokenizer)
     for directory in (checkpoint, tmp_path):
         with pytest.raises(SutraError, match=rf"^{directory}: not a training run directory \(no metrics.jsonl or recipe.yaml\); give --run the run_dir"):
             read_run(str(directory))
+
+
+def test_json_and_yaml_nested_too_deeply_are_passed_over_or_named_not_a_traceback(tmp_path):
+    """Two of the three checks of a JSON file's `format` (results in a scanned directory, an eval's
+    --out to replace) and the card's read of recipe.yaml let Python's RecursionError through."""
+    from sutra.eval.harness import is_results_file
+    from sutra.report.tables import load_columns
+
+    deep = tmp_path / "scanned" / "deep.json"
+    deep.parent.mkdir()
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    assert not is_results_file(deep)
+    with pytest.raises(SutraError, match="no 'sutra eval' results files in this directory"):
+        load_columns([str(deep.parent)])
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.yaml").write_text("name: x\ntrain: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(SutraError, match=rf"^{run / 'recipe.yaml'}: not valid YAML \(maximum recursion depth"):
+        read_run(str(run))
 
 
 def test_a_gsm8k_entry_without_its_metrics_shows_no_strict_row_value_not_a_traceback(tmp_path):

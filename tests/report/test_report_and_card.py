@@ -48,7 +48,8 @@ def test_report_refuses_a_file_that_is_not_results(tmp_path):
 
 @pytest.fixture
 def checkpoint(tmp_path, tokenizer):
-    from sutra.model import Llama, ModelConfig
+    from sutra.model.llama import Llama
+    from sutra.model.config import ModelConfig
     from sutra.model.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
@@ -126,7 +127,8 @@ def test_card_without_run_leaves_training_out(tmp_path, checkpoint):
 def test_card_of_a_run_checkpoint_describes_that_checkpoint(tmp_path, tokenizer):
     """A run's e1-best is carded with the training up to its own step; a NaN evaluation is no best;
     results of another model are refused; shots, license and limitations come from the inputs."""
-    from sutra.model import Llama, ModelConfig
+    from sutra.model.llama import Llama
+    from sutra.model.config import ModelConfig
     from sutra.model.checkpoint import save_checkpoint, weights_sha256
 
     config = ModelConfig(64, 96, 2, 4, 2, max_seq_len=512)
@@ -325,7 +327,7 @@ def test_card_is_of_these_weights_and_keeps_this_model_beside_its_progression(tm
     # export publishes this card only beside these weights, with the precision it writes
     hf = run_sutra("export", str(checkpoint), str(tmp_path / "hf"), "--dtype", "bfloat16", "--card", str(readme), check=True)
     assert hf.returncode == 0 and "| Precision | bfloat16 |" in (tmp_path / "hf" / "README.md").read_text() and "| Precision | float32 |" in text
-    from sutra.model import Llama
+    from sutra.model.llama import Llama
     from sutra.model.checkpoint import load_model, save_checkpoint
 
     loaded = load_model(str(checkpoint))
@@ -337,7 +339,8 @@ def test_card_is_of_these_weights_and_keeps_this_model_beside_its_progression(tm
 
 
 def test_card_training_has_the_seeds_epoch_table_and_refuses_another_run(tmp_path, tokenizer):
-    from sutra.model import Llama, ModelConfig
+    from sutra.model.llama import Llama
+    from sutra.model.config import ModelConfig
     from sutra.model.checkpoint import save_checkpoint
 
     best = save_checkpoint(tmp_path / "e2-best", Llama(ModelConfig(64, 96, 2, 4, 2, max_seq_len=512)), tokenizer,
@@ -388,9 +391,9 @@ def test_this_model_joins_its_progression_unless_the_same_weights_were_measured_
         return {**results, "limit": limit, "model": {"weights_sha256": "a" * 64}}
 
     full, sampled = measured(tmp_path / "full.json", 0.55, None), measured(tmp_path / "sampled.json", 0.60, 100)
-    assert benchmark_section("this", full, [Column("e3-best", sampled, "p")]).count("| Benchmark | this | e3-best |") == 1
+    assert benchmark_section("this", full, [Column("e3-best", sampled)]).count("| Benchmark | this | e3-best |") == 1
     same = measured(tmp_path / "again.json", 0.55, None)
-    assert "| Benchmark | e3-best |" in benchmark_section("this", full, [Column("e3-best", same, "p")])
+    assert "| Benchmark | e3-best |" in benchmark_section("this", full, [Column("e3-best", same)])
 
 
 def test_the_cards_table_shows_its_model_index_numbers_not_the_same_weights_measured_otherwise(tmp_path, checkpoint):
@@ -454,7 +457,7 @@ def test_key_findings_and_the_chart_read_the_checkpoints_in_training_order(tmp_p
 
 def test_the_cards_opening_line_counts_the_checkpoints_epochs_not_the_runs(tmp_path):
     from sutra.report.card import description
-    from sutra.model import get_preset
+    from sutra.model.config import get_preset
 
     run = {"metrics": [{"step": 40, "tokens": 10_200_000}], "recipe": {"train": {"epochs": 3}}}
     line = description(get_preset("smollm2-70m"), None, ["codelion/sutra-10B"], run, {"step": 40, "epoch": 1.0})

@@ -181,6 +181,11 @@ def test_prompts_dir_with_unrecognised_or_no_prompt_files_is_refused(synth, tmp_
     empty.mkdir()
     _error(synth("synth", "run", "--n", "1", "--out", tmp_path / "o", "--prompts", empty, "--base-url", nowhere()),
            "--prompts holds no prompt file")
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    (deep / "judge.yaml").write_text("user: " + "[" * 5000 + "]" * 5000 + "\n")  # past Python's recursion limit: a traceback before
+    _error(synth("synth", "run", "--n", "1", "--out", tmp_path / "o", "--prompts", deep, "--base-url", nowhere()),
+           f"{deep / 'judge.yaml'}: cannot parse YAML (maximum recursion depth")
     exported = tmp_path / "exported"
     synth("synth", "prompts", "--export", exported, check=True)
     from sutra.synth.prompts import PromptSet

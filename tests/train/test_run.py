@@ -620,7 +620,8 @@ def test_init_from_continues_pretraining_from_a_checkpoint(finished_run, tmp_pat
 def test_init_from_a_model_whose_embedding_is_padded_past_its_tokenizer(tmp_path, tiny_dataset, tokenizer):
     """Many hub models pad the embedding to a round size: the same tokenizer's data trains them (it was
     refused as a vocabulary mismatch whose advice, re-prepare the data, could not fix it)."""
-    from sutra.model import Llama, ModelConfig
+    from sutra.model.llama import Llama
+    from sutra.model.config import ModelConfig
     from sutra.model.checkpoint import save_checkpoint
 
     recipe = micro_recipe(tiny_dataset, tmp_path / "run", train={"epochs": 1, "steps_per_epoch": 1}, eval={"max_windows": 2},
@@ -635,7 +636,8 @@ def test_init_from_a_model_whose_embedding_is_padded_past_its_tokenizer(tmp_path
 
 def test_a_model_pretrained_from_an_instruct_tokenizer_also_stops_where_its_documents_ended(tmp_path, tiny_dataset, teacher_dir):
     """Its tokenizer's eos is <|im_end|>, but the documents it trains on end with <|endoftext|>."""
-    from sutra.model import Llama, ModelConfig
+    from sutra.model.llama import Llama
+    from sutra.model.config import ModelConfig
     from sutra.model.checkpoint import load_model, save_checkpoint
     from sutra.tokenizer import load_tokenizer
 
