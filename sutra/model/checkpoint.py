@@ -10,6 +10,7 @@ Hugging Face model directory, a built-in asset name (smollm2-135m-instruct), or 
 """
 
 import json
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,6 +214,15 @@ def weights_sha256(spec: str) -> str | None:
             while block := stream.read(1 << 22):
                 digest.update(block)
     return digest.hexdigest() if files else None
+
+
+# how a card `sutra card` wrote names the weights it describes, and `sutra export` checks it
+WEIGHTS_MARK = "<!-- sutra card of the weights with sha256 "
+WEIGHTS_MARK_PATTERN = re.compile(re.escape(WEIGHTS_MARK) + r"([0-9a-f]{64}) -->")
+
+
+def weights_mark(digest: str) -> str:
+    return f"{WEIGHTS_MARK}{digest} -->"
 
 
 def _checkpoint_tokenizer(directory: Path, info: dict):

@@ -6,17 +6,8 @@ import torch
 
 from sutra.errors import SutraError
 from sutra.io import atomic_directory, atomic_write_json
-from sutra.model.checkpoint import check_model_output, load_model
+from sutra.model.checkpoint import WEIGHTS_MARK_PATTERN, check_model_output, load_model, weights_sha256
 from sutra.model.hf import hf_config, sutra_to_hf_state
-
-
-def _weights_mark():
-    """The mark `sutra card` writes: the sha256 of the weight files the card describes."""
-    import re
-
-    from sutra.report.card import WEIGHTS_MARK
-
-    return re.compile(re.escape(WEIGHTS_MARK) + r"([0-9a-f]{64}) -->")
 
 
 def card_for_export(text: str, card: str, spec: str, dtype: str) -> str:
@@ -24,9 +15,7 @@ def card_for_export(text: str, card: str, spec: str, dtype: str) -> str:
     exported dtype. A card written by hand is published as it is."""
     import re
 
-    from sutra.model.checkpoint import weights_sha256
-
-    found = _weights_mark().search(text)
+    found = WEIGHTS_MARK_PATTERN.search(text)
     if found and found.group(1) != weights_sha256(spec):
         raise SutraError(f"--card {card}: describes other weights than {spec}'s; write its card with `sutra card {spec} --results ...`")
     return re.sub(r"^\| Precision \| [^|\n]* \|$", f"| Precision | {dtype} |", text, count=1, flags=re.MULTILINE)
@@ -35,9 +24,7 @@ def card_for_export(text: str, card: str, spec: str, dtype: str) -> str:
 def mark_exported(text: str, directory: Path) -> str:
     """The card's mark names the weight files written beside it: Hugging Face names (and --dtype)
     make other bytes than the source checkpoint's, and exporting the export again checks these."""
-    from sutra.model.checkpoint import weights_sha256
-
-    found = _weights_mark().search(text)
+    found = WEIGHTS_MARK_PATTERN.search(text)
     if not found:  # a card written by hand: as it is
         return text
     return text[: found.start(1)] + weights_sha256(str(directory)) + text[found.end(1) :]

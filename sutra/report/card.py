@@ -18,7 +18,6 @@ from sutra.report.tables import (CHECKPOINT_NAME, Column, average_tasks, compari
 from sutra.train.metrics import METRICS_FILE, finite, read_metrics
 from sutra.train.recipe import RECIPE_FILE, invalid_yaml
 
-WEIGHTS_MARK = "<!-- sutra card of the weights with sha256 "  # then the digest and " -->"
 TAGS = ["pretraining", "educational", "pedagogical", "sutra", "smollm2", "llama"]
 
 
@@ -43,6 +42,8 @@ def model_index(name: str, results: dict) -> list[dict]:
 
 def is_card(path: Path) -> bool:
     """Whether `path` holds a card `sutra card` wrote (an earlier one, which a new one may replace)."""
+    from sutra.model.checkpoint import WEIGHTS_MARK
+
     try:
         return WEIGHTS_MARK in path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
@@ -295,7 +296,7 @@ def key_findings(columns: list[Column], this: Column) -> str:
 
 def render_card(spec: str, results: dict, name: str, base_model: str | None, datasets: list[str], run: dict | None,
                 progression: list[Column], comparison: list[Column], repo_id: str | None, license: str = "apache-2.0") -> str:
-    from sutra.model.checkpoint import read_model_config, read_training_record, weights_sha256
+    from sutra.model.checkpoint import read_model_config, read_training_record, weights_mark, weights_sha256
 
     config = read_model_config(spec)
     evaluated = results.get("model", {}).get("config")
@@ -322,7 +323,7 @@ def render_card(spec: str, results: dict, name: str, base_model: str | None, dat
         "model-index": model_index(name, results),
     }
     # the weights mark: `sutra export --card` checks that it publishes the card beside these weights
-    parts = ["---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n", f"{WEIGHTS_MARK}{weights} -->\n", f"# {name}\n",
+    parts = ["---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n", weights_mark(weights) + "\n", f"# {name}\n",
              description(config, base_model, datasets, run, checkpoint) + "\n"]
     parts.append("## Model Details\n\n" + _kv_table(model_details(spec, config, base_model, datasets), ("Property", "Value")))
     if run:

@@ -58,7 +58,7 @@ def checkpoint(tmp_path, tokenizer):
 
 def test_card_front_matter_parses_with_one_model_index_entry_per_task(tmp_path, checkpoint):
     from sutra.model.checkpoint import weights_sha256
-    from sutra.report.card import WEIGHTS_MARK
+    from sutra.model.checkpoint import WEIGHTS_MARK
 
     results = write_results(tmp_path / "r.json", {"hellaswag": 0.2614, "piqa": 0.5484, "sciq": 0.452, "gsm8k": 0.0053}, of=checkpoint)
     run = tmp_path / "run"
