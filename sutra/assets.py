@@ -162,6 +162,20 @@ def refetch_failed(cached: Path, problem: str | None) -> str:
     return f"; the cached {cached} was damaged ({problem}) and has been deleted: retry where the network is reachable, or put an intact copy there"
 
 
+def pip_failure(requirement: str, stderr: str) -> str:
+    """Why `pip download requirement` failed, in one clause: an index without that release is not
+    one pip cannot reach (the advice differs)."""
+    import re
+
+    offered = re.search(r"\(from versions: ([^)]*)\)", stderr)
+    if offered or "No matching distribution found" in stderr:
+        versions = [v.strip() for v in offered.group(1).split(",")] if offered and offered.group(1).strip() != "none" else []
+        listed = ", ".join(versions) if len(versions) <= 4 else f"{len(versions)} releases, {versions[0]} to {versions[-1]}"
+        return (f"the package index this machine uses has no {requirement}" + (f" (it offers {listed})" if versions else "")
+                + "; the release may be missing from a local mirror")
+    return f"{(stderr.strip().splitlines() or ['no output'])[-1]}; check that pip can reach PyPI"
+
+
 def pip_download(requirement: str, filename_prefix: str) -> Path:
     """Download one distribution (no dependencies, nothing installed) into the downloads cache,
     one process at a time: another's half-written download would look damaged and be deleted."""
@@ -177,10 +191,8 @@ def pip_download(requirement: str, filename_prefix: str) -> Path:
         result = subprocess.run(cmd, capture_output=True, text=True)
         found = sorted(dest.glob(f"{filename_prefix}*"))
         if result.returncode != 0 or not found:
-            raise SutraError(
-                f"could not download '{requirement}' from the package index ({(result.stderr.strip().splitlines() or ['no output'])[-1]}); "
-                "check that pip can reach PyPI, or place the file in " + str(dest) + refetch_failed(cached, problem)
-            )
+            raise SutraError(f"could not download '{requirement}': {pip_failure(requirement, result.stderr)}; or place the file in {dest}"
+                             + refetch_failed(cached, problem))
         return found[-1]
 
 

@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(3)  # then stops the others, so an error every process found prints once
         print(f"sutra: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # e.g. `sutra generate ... | head` (an OSError, so before that clause)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:
         from sutra.io import WRITE_FAILURES
 
@@ -98,9 +101,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sutra: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. `sutra generate ... | head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 if __name__ == "__main__":

@@ -109,3 +109,20 @@ def test_generate_completes_paris_and_export_import_round_trip(tmp_path):
     assert again.stdout == result.stdout
     listing = run_sutra("assets", "list", check=True).stdout
     assert "smollm2-135m-instruct" in listing and "fetched" in listing
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly():
+    """`sutra model info ... | head -1`: BrokenPipeError is an OSError, whose clause came first and
+    re-raised it (not a full disk): a traceback, exit code 1."""
+    import os
+    import subprocess
+    import sys
+
+    from sutra_testing import REPO
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line is written
+    result = subprocess.run([sys.executable, "-m", "sutra", "model", "info", "smollm2-70m"], stdout=write, stderr=subprocess.PIPE,
+                            text=True, cwd=REPO, timeout=120)
+    os.close(write)
+    assert result.returncode == 0 and result.stderr == "", result.stderr

@@ -25,7 +25,7 @@ import yaml
 
 from sutra import assets
 from sutra.errors import SutraError
-from sutra.eval.tasks import CardTask
+from sutra.eval.tasks import CARD_TASKS, CardTask
 
 BENCHMARKS = "benchmarks"
 TRUTHFULQA = "truthfulqa-bigbench"
@@ -195,8 +195,9 @@ def _bigbench_truthfulqa_dir(scratch: Path) -> Path:
     result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TMPDIR": str(scratch)})
     found = sorted(scratch.glob("pip-*/bigbench*/bigbench/benchmark_tasks/truthful_qa"))
     if not found:
-        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise SutraError(f"could not download the {BIGBENCH} sdist from the package index ({tail}); check that pip can reach PyPI")
+        others = ",".join(task.name for task in CARD_TASKS if task.name != "truthfulqa_mc2")
+        raise SutraError(f"could not download the {BIGBENCH} sdist: {assets.pip_failure(BIGBENCH, result.stderr)}. Without it "
+                         f"truthfulqa_mc2 cannot be evaluated offline; the card's other tasks can: --tasks {others}")
     return found[0]
 
 

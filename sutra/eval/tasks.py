@@ -60,6 +60,8 @@ def parse_tasks(spec: str) -> list[CardTask]:
         raise SutraError("--tasks is empty; give 'card' or task names such as arc_easy,hellaswag")
     if names == ["card"]:
         return list(CARD_TASKS)
+    if "card" in names:  # (a list naming it is no task name unknown: say what it is)
+        raise SutraError(f"--tasks {spec}: 'card' stands for all 11 tasks alone; to add or leave out tasks, list them: {','.join(TASKS)}")
     unknown = [n for n in names if n not in TASKS]
     if unknown:
         raise SutraError(f"unknown task(s): {', '.join(unknown)}; known tasks: card (all 11), {', '.join(TASKS)}")

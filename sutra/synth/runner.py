@@ -20,7 +20,7 @@ from sutra.synth.judge import Judge, MalformedAnswer, ask_json, extract_json_obj
 from sutra.synth.pipeline import Engine, EngineSettings, Job, ProgressBar, Summary, item_id
 from sutra.synth.prompts import PromptSet, level_description
 from sutra.synth.serve import LlamaCppServer, llama_cpp_available
-from sutra.synth.sources import SourceReport, chunk_document, iter_documents
+from sutra.synth.sources import SourceReport, chunk_document, iter_documents, source_inputs
 from sutra.synth.stats import write_stats
 from sutra.tokenizer import load_tokenizer
 
@@ -317,12 +317,12 @@ def annotator(prompts: PromptSet, retries: int):
     return factory
 
 
-def rephrase_jobs(sources: list[str], out: Path, prompts: PromptSet, tokenizer, chunk_tokens: int, content_types: list[str], styles: list[str],
+def rephrase_jobs(inputs: list, prompts: PromptSet, tokenizer, chunk_tokens: int, content_types: list[str], styles: list[str],
                   shard: tuple[int, int], report: SourceReport):
     """One job per source chunk; content type and style rotate so every pair is used evenly."""
     shard_index, num_shards = shard
     index = 0
-    for where, text in iter_documents(sources, out, report):
+    for where, text in iter_documents(inputs, report):
         for chunk in chunk_document(text, tokenizer, chunk_tokens):
             if index % num_shards == shard_index:
                 content_type = content_types[index % len(content_types)]
@@ -342,7 +342,8 @@ def rephrase(sources: list[str], run: RunOptions, backends: BackendOptions, prom
              chunk_tokens: int = 768) -> tuple[Summary, SourceReport]:
 
     report = SourceReport()
-    jobs = rephrase_jobs(sources, run.out, prompts, load_tokenizer(), chunk_tokens, content_types, styles, run.shard, report)
+    inputs = source_inputs(sources, run.out)  # a missing source stops here, before a run is recorded in --out
+    jobs = rephrase_jobs(inputs, prompts, load_tokenizer(), chunk_tokens, content_types, styles, run.shard, report)
     manifest = {"kind": "rephrase", "sources": [str(Path(s).resolve()) for s in sources], "content_types": content_types,
                 "styles": styles, "chunk_tokens": chunk_tokens}
     summary = asyncio.run(_run_engine(jobs, manifest, run, backends, prompts, annotate_factory=annotator(prompts, run.judge_retries)))

@@ -20,12 +20,18 @@ class SourceReport:
             self.examples.append(f"{location} ({reason})")
 
 
-def iter_documents(specs: list[str], out: Path, report: SourceReport, text_field: str = "text") -> Iterator[tuple[str, str]]:
-    """(location, text) for every readable document, in input order, each file once and none
-    inside `out` (a re-run must not rephrase its own output); problems are counted."""
-    from sutra.data.sources import UNIT_BYTES, expand_outside, iter_units, plan, read_unit
+def source_inputs(specs: list[str], out: Path) -> list:
+    """The files (and hub ids) `specs` name, each once and none inside `out` (a re-run must not
+    rephrase its own output); a path that does not exist is an error here, before any work."""
+    from sutra.data.sources import expand_outside
 
-    inputs, _ = expand_outside(specs, out)
+    return expand_outside(specs, out)[0]
+
+
+def iter_documents(inputs: list, report: SourceReport, text_field: str = "text") -> Iterator[tuple[str, str]]:
+    """(location, text) for every readable document of `source_inputs`, in input order; problems are counted."""
+    from sutra.data.sources import UNIT_BYTES, iter_units, plan, read_unit
+
     for unit in iter_units(plan(inputs), UNIT_BYTES):
         for location, record, problem in read_unit(unit, text_field, {text_field}):
             text = record.get(text_field) if record is not None else None

@@ -46,6 +46,32 @@ def test_unknown_task_is_one_clear_line():
     assert "unknown task(s): nosuchtask" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_card_beside_task_names_says_what_card_is():
+    """It said "unknown task(s): card; known tasks: card (all 11), ...", which contradicts itself."""
+    import pytest
+
+    from sutra.errors import SutraError
+
+    with pytest.raises(SutraError, match=r"--tasks card,boolq: 'card' stands for all 11 tasks alone; to add or leave out tasks, list them: arc_easy,"):
+        parse_tasks("card,boolq")
+
+
+def test_a_release_the_package_index_lacks_is_said_so_not_that_pypi_is_unreachable(tmp_path, monkeypatch):
+    """This machine's index had no bigbench 1.0.0 (only 0.0.1): the message said to check that pip
+    can reach PyPI, which it could, and not what still works without TruthfulQA."""
+    import pytest
+
+    from sutra.errors import SutraError
+    from sutra.eval import store
+
+    monkeypatch.setattr(store, "BIGBENCH", "tqdm==0.0.0.1")  # a real query of the index, for a release no index has
+    with pytest.raises(SutraError) as info:
+        store._bigbench_truthfulqa_dir(tmp_path)
+    message = str(info.value)
+    assert "the package index this machine uses has no tqdm==0.0.0.1 (it offers " in message and "reach PyPI" not in message
+    assert message.endswith("the card's other tasks can: --tasks arc_easy,arc_challenge,boolq,hellaswag,piqa,sciq,winogrande,gsm8k,mmlu,openbookqa")
+
+
 def test_missing_checkpoint_is_one_clear_line(tmp_path, benchmarks):
     result = run_sutra("eval", str(tmp_path / "nope"), "--tasks", "piqa", "--limit", "1")
     assert result.returncode == 2 and "unknown model" in result.stderr and "Traceback" not in result.stderr

@@ -445,3 +445,17 @@ def test_a_resume_with_other_prompts_seed_or_sampling_is_refused(scripted, synth
     assert len(records(out)) == 1  # nothing was added by the refused runs
     synth("synth", "rephrase", source, "--n", "2", *common, check=True)
     assert len(records(out)) == 2
+
+
+def test_a_rephrase_of_a_missing_source_leaves_no_run_to_block_the_corrected_one(scripted, synth, tmp_path):
+    """The missing file was found only once the server was up and the run's settings recorded, so the
+    corrected command was refused as "a run with different settings (sources: ...)"."""
+    server = scripted()
+    out = tmp_path / "rephrased"
+    common = ["--out", out, "--base-url", server.url, *FAST, "--content-types", "tutorial", "--styles", "faq"]
+    code, _, stderr = synth("synth", "rephrase", tmp_path / "nothere.jsonl", *common)
+    assert code == 2 and "nothere.jsonl" in stderr and not (out / ".synth").exists(), stderr
+    source = tmp_path / "web.jsonl"
+    source.write_text(json.dumps({"text": "Ohm's law relates voltage, current and resistance in a circuit."}) + "\n")
+    synth("synth", "rephrase", source, *common, check=True)
+    assert len(records(out)) == 1
