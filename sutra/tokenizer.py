@@ -160,7 +160,8 @@ class Tokenizer:
         """The transformers tokenizer for the same directory (chat templates, lm-eval)."""
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(str(self.directory))
+        # False, not the default None, which asks for it (a ValueError) where a directory ships its own code
+        return AutoTokenizer.from_pretrained(str(self.directory), trust_remote_code=False)
 
     def save(self, out: str | os.PathLike, model_max_length: int | None = None) -> None:
         """Copy the tokenizer files into `out` (for checkpoints and exports); `model_max_length`, the

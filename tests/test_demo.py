@@ -40,6 +40,10 @@ def test_demo_leaves_the_report_and_reuses_finished_stages(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["val_perplexity"] < summary["untrained_val_perplexity"]
     assert summary["train_tokens_per_s"] > 0 and summary["limit"] == 2
+    assert f"(untrained: {summary['untrained_benchmark_average']:.2f}%)" in first.stdout  # training can lower the average: say so beside it
+    # evaluated at the context it trained at, the card's two validation perplexities agree (the recipe's 32 windows, as the scale's)
+    assert f"| Validation perplexity of this checkpoint | {summary['val_perplexity']:.2f} (step" in card
+    assert "8 steps of 512 tokens, the size of sutra demo --scale quick" in card  # the recipe's own note said 100 steps
     assert "validation perplexity" in first.stdout and "benchmark average" in first.stdout and "tokens/s" in first.stdout
     assert "quality 0." in first.stdout  # the synthesized entries' quality scores are shown
 

@@ -82,3 +82,15 @@ def test_a_vocabulary_with_gaps_in_its_ids_sizes_by_its_largest_id(tmp_path):
     backend.save(str(tmp_path / "tokenizer.json"))
     tokenizer = Tokenizer(tmp_path)
     assert backend.get_vocab_size(with_added_tokens=True) == 4 and tokenizer.vocab_size == 501
+
+
+def test_a_tokenizer_that_ships_its_own_code_loads_without_running_it(tokenizer, tmp_path):
+    """transformers' "pass trust_remote_code=True" ValueError came through as a traceback."""
+    import json
+
+    tokenizer.save(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({**config, "auto_map": {"AutoTokenizer": ["tok.MyTokenizer", None]}}))
+    (tmp_path / "tok.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\n")
+    assert load_tokenizer(tmp_path).hf()("x y z")["input_ids"] == tokenizer.encode("x y z")
+    assert not (tmp_path / "ran").exists()

@@ -68,8 +68,9 @@ def cmd_prepare(args) -> int:
     stats = prepare(config)
     elapsed = time.time() - started
     print_stats(stats)
-    tokens = stats["tokens"]["train"] + stats["tokens"]["val"]
-    print(f"wrote {args.out} in {elapsed:.1f} s ({tokens / max(elapsed, 1e-9):,.0f} tokens/s)")
+    if not stats.get("reused"):  # (a finished one is only read back: no speed to tell)
+        tokens = stats["tokens"]["train"] + stats["tokens"]["val"]
+        print(f"wrote {args.out} in {elapsed:.1f} s ({tokens / max(elapsed, 1e-9):,.0f} tokens/s)")
     return 0
 
 

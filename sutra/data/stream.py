@@ -152,7 +152,7 @@ def open_stream(path: str | Path, split: str) -> TokenStream:
                     parts.append(_dataset_pieces(Path(component["resolved_path"]), manifest, "val", [(0, manifest["splits"]["val"]["tokens"])]))
         return _stream(parts, mix["vocab_size"], mix["tokenizer_fingerprint"])
     hint = (f"; a hub dataset id is not read directly: prepare it first with `sutra data prepare {path} --out DIR` (needs a network), "
-            f"or prepare local data: {LOCAL_SOURCES}") if HUB_ID.match(str(path)) else ""
+            f"or prepare local data: {LOCAL_SOURCES}") if HUB_ID.match(str(path)) and not Path(str(path).split("/")[0]).exists() else ""
     raise SutraError(f"{path}: no such dataset directory or mix manifest; give a directory written by `sutra data prepare` "
                      f"or a manifest written by `sutra data mix`{hint}")
 

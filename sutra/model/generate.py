@@ -16,7 +16,7 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top
     """One token id from the last position's logits (greedy when temperature == 0)."""
     if temperature <= 0:
         return int(torch.argmax(logits))
-    logits = logits.float() / temperature
+    logits = (logits.float() - logits.max()) / temperature  # from the top down: a tiny temperature makes -inf, never +inf and NaN
     if top_k:
         kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -67,7 +67,9 @@ def generate_batch(
     of the cache, and a row whose generation ends takes the next prompt at once, so a long answer
     never holds a batch of finished ones. Each row keeps its own positions, attends only to its own
     tokens, stops at its own context limit and samples from its own generator (seeded seed + its
-    index), so every output is that prompt's generation alone."""
+    index), so every output is that prompt's generation alone: exactly in fp32; in bf16 to rounding,
+    since a decode step attends over the batch's widest row (masked), which can flip a near tie
+    and so the rest of that row, as padding does in any batched generation."""
     if not prompts or not all(prompts):
         raise SutraError("a prompt is empty; give at least one token of text")
     if not temperature >= 0 or math.isinf(temperature) or (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):

@@ -33,18 +33,17 @@ class Scale:
     synth_items: int
     synth_max_new_tokens: int
     eval_limit: int
-    perplexity_windows: int
 
 
 SCALES = {
     # On a 2-core CPU: ~40 s synthesis, ~6 min training (400 steps x 512 tokens), ~1.5 min evaluation;
     # the rest of the 15 minutes is left for fetching the assets on a fresh machine.
-    "cpu": Scale("cpu", "tiny-cpu.yaml", (), 400, 3, 200, 50, 32),
+    "cpu": Scale("cpu", "tiny-cpu.yaml", (), 400, 3, 200, 50),
     # For tests: a handful of steps and items.
-    "quick": Scale("quick", "tiny-cpu.yaml", (), 8, 1, 120, 2, 4),
+    "quick": Scale("quick", "tiny-cpu.yaml", (), 8, 1, 120, 2),
     # The 70M shape on one GPU: 2,000 steps of 16 x 1,024 tokens (~33M tokens).
     "gpu": Scale("gpu", "tiny-cpu.yaml", ("model.preset=smollm2-70m", "data.seq_len=1024", "train.micro_batch=16", "train.device=cuda",
-                                          "train.precision=bf16", "train.compile=true", "eval.max_windows=128"), 2000, 8, 400, 200, 128),
+                                          "train.precision=bf16", "train.compile=true", "eval.max_windows=128"), 2000, 8, 400, 200),
 }
 
 
@@ -127,10 +126,16 @@ def run_demo(out: Path, scale: Scale) -> dict:
     started = time.perf_counter()
     out = check_output_path(out, directory=True).resolve()  # a file, or a place this user cannot write: one line, before any stage
     synth_dir, data_dir, run_dir, results_dir, report_dir = (out / n for n in ("synth", "data", "run", "results", "report"))
+    from sutra.train.recipe import load_recipe
+
     recipe = recipe_path(scale.recipe)
     steps = scale.train_steps
     overrides = [*scale.overrides, f"data.path={data_dir}", f"train.steps_per_epoch={steps}", f"schedule.warmup_steps={max(1, steps // 10)}",
                  f"eval.every_steps={max(1, steps // 5)}", f"checkpoint.every_steps={max(1, steps // 5)}", f"name=demo-{scale.name}"]
+    planned = load_recipe(recipe, overrides)
+    tokens = planned.data.seq_len * planned.train.micro_batch * planned.train.grad_accum
+    # (the recipe's own note describes its own step count; the card publishes this one)
+    overrides.append(f"assumptions.steps_per_epoch={steps} steps of {tokens} tokens, the size of sutra demo --scale {scale.name}")
     print(f"sutra demo: scale '{scale.name}', output in {out}", flush=True)
 
     with exclusive(out, "demo"):  # before the first stage: two demos on one OUT would make the same stages at once
@@ -149,7 +154,9 @@ def run_demo(out: Path, scale: Scale) -> dict:
         train_run(log, "run", recipe, run_dir, overrides, needs=("data",))
         best = run_dir / "e1-best"
         banner(f"6/8 evaluate: validation perplexity and {TASKS} (--limit {scale.eval_limit})")
-        extra = ("--max-windows", scale.perplexity_windows, "--seq-len", 512)
+        # the windows the run validated on: so the card's two validation perplexities (the run's, the evaluation's) are one number
+        windows = ("--max-windows", planned.eval.max_windows) if planned.eval.max_windows else ()
+        extra = (*windows, "--seq-len", planned.data.seq_len)
         trained_results = evaluate(log, "eval-trained", best, results_dir / "trained.json", TASKS, scale.eval_limit, ("run", "data"), data_dir, extra)
         untrained_results = evaluate(log, "eval-untrained", untrained, results_dir / "untrained.json", TASKS, scale.eval_limit, ("untrained", "data"),
                                      data_dir, extra)
@@ -175,6 +182,7 @@ def summarize(out: Path, run_dir: Path, trained_path: Path, untrained_path: Path
         "val_perplexity": trained.perplexity,
         "untrained_val_perplexity": untrained.perplexity,
         "benchmark_average": 100 * mean_percent(trained, tasks),
+        "untrained_benchmark_average": 100 * mean_percent(untrained, tasks),
         "benchmark_tasks": tasks,
         "limit": trained.results.get("limit"),
         "train_tokens_per_s": training_speed(run_dir),
@@ -194,6 +202,6 @@ def summarize(out: Path, run_dir: Path, trained_path: Path, untrained_path: Path
    samples               {samples}
 
    validation perplexity {summary['val_perplexity']:.2f} (untrained: {summary['untrained_val_perplexity']:.2f})
-   benchmark average     {summary['benchmark_average']:.2f}% over {len(tasks)} tasks ({', '.join(tasks)}; --limit {summary['limit']})
+   benchmark average     {summary['benchmark_average']:.2f}% (untrained: {summary['untrained_benchmark_average']:.2f}%) over {len(tasks)} tasks ({', '.join(tasks)}; --limit {summary['limit']})
    training speed        {summary['train_tokens_per_s']:,.0f} tokens/s""", flush=True)
     return summary

@@ -196,3 +196,19 @@ def test_a_hand_edited_mix_is_read_or_refused_by_field(two_datasets, tmp_path):
     result = run_sutra("train", "recipes/tiny-cpu.yaml", "--set", f"data.path={path}", "--set", f"run_dir={tmp_path / 'run'}")
     assert result.returncode == 2 and "'block_tokens' is 0" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()  # refused before any work
+
+
+def test_a_missing_local_path_is_not_taken_for_a_hub_dataset(tmp_path, monkeypatch):
+    """`--perplexity data/nope` was answered as a hub id ("prepare it first ... (needs a network)")
+    because it has one slash, though `data/` is a local folder."""
+    from sutra.data.stream import open_stream
+    from sutra.errors import SutraError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    with pytest.raises(SutraError) as local:
+        open_stream("data/nope", "val")
+    with pytest.raises(SutraError) as hub:
+        open_stream("someone/dataset", "val")
+    assert "no such dataset directory" in str(local.value) and "hub dataset id" not in str(local.value)
+    assert "a hub dataset id is not read directly" in str(hub.value)

@@ -188,6 +188,8 @@ def test_cli_malformed_line_nonstrict_and_strict(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"{source}:6: malformed_json" in result.stderr and "dropped                      1: malformed_json 1" in result.stdout
     assert json.loads((tmp_path / "out" / "stats.json").read_text())["dropped"] == {"malformed_json": 1}
+    again = run_sutra("data", "prepare", str(source), "--out", str(tmp_path / "out"), "--workers", "1")
+    assert "nothing to do" in again.stderr and "wrote " not in again.stdout  # no made-up speed for a dataset only read back
     stats = run_sutra("data", "stats", str(tmp_path / "out"))
     assert stats.returncode == 0 and "malformed_json 1" in stats.stdout
     counts = json.loads(run_sutra("data", "stats", str(tmp_path / "out"), "--json").stdout)["documents"]

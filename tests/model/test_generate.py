@@ -35,6 +35,8 @@ def test_sampling_is_reproducible_with_a_seed_and_top_k_1_is_greedy(model):
     assert a == b
     assert generate(model, prompt, 10, temperature=1.0, top_k=1, seed=3) == generate(model, prompt, 10)
     assert generate(model, prompt, 10, temperature=0.8, top_p=1e-6, seed=3) == generate(model, prompt, 10)
+    # logits / 1e-45 overflowed to +-inf and softmax to NaN: "probability tensor contains either inf, nan"
+    assert generate(model, prompt, 10, temperature=1e-45, seed=3) == generate(model, prompt, 10)
 
 
 def test_generation_stops_at_eos_and_at_the_context(model):
