@@ -77,9 +77,15 @@ def cmd_model_info(args) -> int:
     if args.spec in PRESETS:
         config, source = PRESETS[args.spec], "preset"
     else:
+        from sutra.errors import SutraError
         from sutra.model.checkpoint import read_model_config, resolve_spec
 
-        config, source = read_model_config(args.spec), str(resolve_spec(args.spec)[1])
+        try:
+            config, source = read_model_config(args.spec), str(resolve_spec(args.spec)[1])
+        except SutraError as exc:  # `model info` also takes a preset name: a typo of one should say so
+            if str(exc).startswith("unknown model"):
+                raise SutraError(f"{exc}, or a preset ({', '.join(PRESETS)})") from None
+            raise
     rows = [
         ("model", args.spec),
         ("source", source),

@@ -22,6 +22,7 @@ def test_model_info_prints_the_card_parameter_counts():
     "args, message",
     [
         (["model", "info", "gpt-17"], "unknown model 'gpt-17'"),
+        (["model", "info", "smollm-70m"], "or a preset (smollm2-70m, smollm2-135m"),  # a typo of a preset: the presets are named too
         (["assets", "fetch", "no-such-asset"], "unknown asset 'no-such-asset'"),
         (["generate", "/nonexistent/ckpt", "--prompt", "x"], "unknown model"),
         (["generate", "smollm2-135m-instruct", "--prompt", "x", "--device", "cuda"], "no CUDA GPU"),

@@ -11,6 +11,8 @@ from sutra.train.metrics import METRICS_FILE, finite, read_metrics
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Draw RUN_DIR's curves to `out` (default RUN_DIR/curves.png), atomically."""
     run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise SutraError(f"{run_dir}: no such run directory; give the run_dir `sutra train` wrote")
     if not (run_dir / METRICS_FILE).is_file():
         raise SutraError(f"{run_dir}: no {METRICS_FILE}; give a `sutra train` run directory (the folder that holds {METRICS_FILE})")
     if out is not None and Path(out).suffix.lower() != ".png":  # (nor, then, one of the run's own files)

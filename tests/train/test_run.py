@@ -123,6 +123,8 @@ def test_plot_draws_a_png(finished_run, tmp_path):
     assert (finished_run / "metrics.jsonl").read_bytes() == metrics
     with pytest.raises(SutraError, match="give a `sutra train` run directory"):
         plot_run(finished_run / "metrics.jsonl")
+    with pytest.raises(SutraError, match=r"nope: no such run directory; give the run_dir"):  # (it said "no metrics.jsonl")
+        plot_run(finished_run.parent / "nope")
     # records a hand (or another tool) wrote without every field still plot
     partial = tmp_path / "partial"
     partial.mkdir()
