@@ -64,11 +64,19 @@ def cmd_prepare(args) -> int:
         val_fraction=args.val_fraction, min_val_docs=args.min_val_docs, shard_tokens=args.shard_tokens,
         max_chars=args.max_chars, unit_bytes=args.unit_bytes, workers=args.workers, strict=args.strict, overwrite=args.overwrite, hub_split=args.split,
     )
+    def stats_file_version():  # a finished dataset is only read back: no speed to tell then
+        try:
+            found = (Path(args.out) / "stats.json").stat()
+        except OSError:
+            return None
+        return found.st_ino, found.st_mtime_ns
+
+    before = stats_file_version()
     started = time.time()
     stats = prepare(config)
     elapsed = time.time() - started
     print_stats(stats)
-    if not stats.get("reused"):  # (a finished one is only read back: no speed to tell)
+    if before is None or stats_file_version() != before:
         tokens = stats["tokens"]["train"] + stats["tokens"]["val"]
         print(f"wrote {args.out} in {elapsed:.1f} s ({tokens / max(elapsed, 1e-9):,.0f} tokens/s)")
     return 0

@@ -359,7 +359,7 @@ def _prepare_into(out: Path, config: PrepareConfig, tokenizer, inputs: list, rec
     progress = _claim_output(out, recipe, config.overwrite)
     if progress and progress["complete"]:
         print(f"sutra: {out} is already prepared from these inputs; nothing to do", file=log)
-        return {**json.loads((out / "stats.json").read_text()), "reused": True}
+        return json.loads((out / "stats.json").read_text())
     for stale in out.glob(".*.tmp"):  # temporary files of a killed run
         stale.unlink()
 
