@@ -57,11 +57,11 @@ def cmd_eval(args) -> int:
 
     import torch
 
-    from sutra.model.device import default_dtype, pick_device
     from sutra.errors import SutraError
     from sutra.eval.journal import journal_path
     from sutra.eval.tasks import parse_tasks
     from sutra.io import atomic_write_json
+    from sutra.model.device import default_dtype, pick_device
 
     if not args.tasks and not args.perplexity:
         raise SutraError("nothing to evaluate: give --tasks card|TASK,... and/or --perplexity DATA_DIR")

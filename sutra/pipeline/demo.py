@@ -122,12 +122,11 @@ def training_speed(run_dir: Path) -> float:
 
 def run_demo(out: Path, scale: Scale) -> dict:
     from sutra.io import check_output_path
+    from sutra.train.recipe import load_recipe
 
     started = time.perf_counter()
     out = check_output_path(out, directory=True).resolve()  # a file, or a place this user cannot write: one line, before any stage
     synth_dir, data_dir, run_dir, results_dir, report_dir = (out / n for n in ("synth", "data", "run", "results", "report"))
-    from sutra.train.recipe import load_recipe
-
     recipe = recipe_path(scale.recipe)
     steps = scale.train_steps
     overrides = [*scale.overrides, f"data.path={data_dir}", f"train.steps_per_epoch={steps}", f"schedule.warmup_steps={max(1, steps // 10)}",

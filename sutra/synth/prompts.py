@@ -5,8 +5,6 @@ replace the defaults one by one (copy a file there with `sutra synth prompts --e
 Templates use `$name` placeholders (string.Template), so JSON braces in them need no escaping.
 """
 
-import hashlib
-import json
 import shutil
 from pathlib import Path
 from string import Template
@@ -49,11 +47,9 @@ class PromptSet:
         self.styles = self._load_vocabulary("styles")
 
     @property
-    def fingerprint(self) -> str:
-        """A digest of every template and vocabulary in use, for a run's settings record."""
-        texts = {name: {role: t.template for role, t in roles.items()} for name, roles in self.templates.items()}
-        content = json.dumps([texts, self.content_types, self.styles], sort_keys=True)
-        return hashlib.sha256(content.encode()).hexdigest()[:16]
+    def texts(self) -> list:
+        """Every template and vocabulary in use, as plain data (for a run's settings record)."""
+        return [{name: {role: t.template for role, t in roles.items()} for name, roles in self.templates.items()}, self.content_types, self.styles]
 
     def _check_override_names(self) -> None:
         """A --prompts file with a name no prompt has (generate.yml, a typo) would be ignored: say so instead."""

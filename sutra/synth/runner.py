@@ -182,7 +182,7 @@ async def _run_engine(jobs, settings_manifest: dict, run: RunOptions, backends: 
     files = ShardFiles(run.out, shard)
     # what decides the texts, so that a resume cannot mix two ways of making them in one --out
     s = run.settings
-    made_by = {"seed": run.seed, "prompts": prompts.fingerprint, "temperature": s.temperature, "max_new_tokens": s.max_new_tokens,
+    made_by = {"seed": run.seed, "prompts": _fingerprint(prompts.texts), "temperature": s.temperature, "max_new_tokens": s.max_new_tokens,
                "min_quality": s.min_quality}
     state = files.open({**settings_manifest, **made_by, "shard": f"{shard}/{num_shards}"})
     tokenizer = load_tokenizer()

@@ -73,10 +73,6 @@ class Distributed:
             dist.all_reduce(tensor)
         return tensor
 
-    def barrier(self) -> None:
-        if self.active:
-            dist.barrier()
-
     def broadcast_object(self, value):
         """Rank 0's `value`, on every process."""
         if self.active:
@@ -710,12 +706,12 @@ class Trainer:
         if self.progress.rollbacks >= s.max_rollbacks:
             raise SutraError(f"step {step + 1}: training keeps diverging after {self.progress.rollbacks} rollbacks (stability.max_rollbacks); {hint}")
         self._restore(LAST_GOOD, full=False)
-        spe = self.schedule.steps_per_epoch
-        if self.recipe.optimizer.across_epochs == "reset" and self.store.info(LAST_GOOD)["step"] <= self.progress.step // spe * spe:
+        good_step, spe = self.store.info(LAST_GOOD)["step"], self.schedule.steps_per_epoch
+        if self.recipe.optimizer.across_epochs == "reset" and good_step <= self.progress.step // spe * spe:
             self.optimizer.state.clear()  # saved before this epoch's reset, which the steps after the rollback will not redo
         self.progress.rollbacks += 1
         message = (f"step {step + 1}: {s.max_bad_steps} consecutive non-finite steps; rolled weights and optimizer back to "
-                   f"'{LAST_GOOD}' (step {self.store.info(LAST_GOOD)['step']}), continuing with the next batches (rollback {self.progress.rollbacks} of at most {s.max_rollbacks})")
+                   f"'{LAST_GOOD}' (step {good_step}), continuing with the next batches (rollback {self.progress.rollbacks} of at most {s.max_rollbacks})")
         self.progress.bad_streak = 0
         self._say(message)
         # logged at the step it is made after: a resume from a checkpoint before it redoes it, and drops this record
