@@ -36,16 +36,19 @@ MARKER = "asset.json"
 class Asset:
     name: str
     description: str
-    build: Callable[[Path], dict | None]  # writes the asset into a directory, may return metadata
+    # build(out) writes the asset into a directory, build(out, source) for an asset built from a
+    # file the user brings; either may return metadata
+    build: Callable[..., dict | None]
+    source: str | None = None  # what `--from` takes for an asset built from a copy the user brings
 
 
 _REGISTRY: dict[str, Asset] = {}
 _loaded = False
 
 
-def register(name: str, description: str):
+def register(name: str, description: str, source: str | None = None):
     def decorator(build):
-        _REGISTRY[name] = Asset(name, description, build)
+        _REGISTRY[name] = Asset(name, description, build, source)
         return build
 
     return decorator
@@ -75,23 +78,36 @@ def is_fetched(name: str) -> bool:
     return (path(name) / MARKER).is_file()
 
 
-def fetch(name: str, force: bool = False) -> Path:
-    """Build asset `name` unless it is already complete; return its directory."""
+def fetch(name: str, force: bool = False, source: Path | None = None) -> Path:
+    """Build asset `name` unless it is already complete (an asset given a `source` file is always
+    built from it); return its directory."""
     from sutra.processes import one_at_a_time
 
     asset = get(name)
+    check_source(asset, source)
     target = path(name)
     # one process builds it; others (torchrun's ranks, a second command) wait, then find it built
     with one_at_a_time(assets_dir() / f".{name}.lock", f"sutra: waiting for another process fetching asset '{name}' ..."):
-        if is_fetched(name) and not force:
+        if is_fetched(name) and not force and source is None:
             return target
         started = time.time()
         print(f"sutra: fetching asset '{name}' ({asset.description}) ...", file=sys.stderr, flush=True)
         with atomic_directory(target) as tmp:
-            meta = asset.build(tmp) or {}
+            meta = (asset.build(tmp, source) if asset.source else asset.build(tmp)) or {}
             atomic_write_json(tmp / MARKER, {"name": name, "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **meta})
         print(f"sutra: asset '{name}' ready in {time.time() - started:.1f} s at {target}", file=sys.stderr, flush=True)
     return target
+
+
+def check_source(asset: Asset, source: Path | None) -> None:
+    """An asset built from a copy the user brings needs that file; one from package registries takes none."""
+    if asset.source and source is None:
+        raise SutraError(f"asset '{asset.name}' is built from a copy you bring: sutra assets fetch {asset.name} --from {asset.source}")
+    if source is not None and not asset.source:
+        takes = ", ".join(sorted(a.name for a in registry().values() if a.source))
+        raise SutraError(f"asset '{asset.name}' comes from package registries and takes no --from (assets that do: {takes})")
+    if source is not None and not source.is_file():
+        raise SutraError(f"--from {source}: {'a directory; name the file in it' if source.is_dir() else 'no such file'}")
 
 
 def ensure(name: str) -> Path:

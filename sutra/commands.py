@@ -1,6 +1,7 @@
 """Foundation commands: assets, model info, generate, export, import."""
 
 import sys
+from pathlib import Path
 
 from sutra.argtypes import positive_int, seed
 
@@ -13,6 +14,8 @@ def register(subparsers) -> None:
     p = assets_sub.add_parser("fetch", help="build an asset from package registries into $SUTRA_HOME")
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument("--force", action="store_true", help="rebuild even if already fetched")
+    p.add_argument("--from", dest="source", type=Path, metavar="FILE", default=None,
+                   help="build the one asset NAME from this file, for an asset made from a copy you bring (`sutra assets list` says which)")
     p.set_defaults(func=cmd_assets_fetch)
 
     model = subparsers.add_parser("model", help="inspect model presets and checkpoints")
@@ -64,10 +67,14 @@ def cmd_assets_list(args) -> int:
 def cmd_assets_fetch(args) -> int:
     from sutra import assets
 
+    from sutra.errors import SutraError
+
+    if args.source is not None and len(args.names) != 1:
+        raise SutraError(f"--from builds one asset; name one, not {len(args.names)} ({' '.join(args.names)})")
+    for name in args.names:  # fail on an unknown name, or a missing or unwanted --from, before fetching anything
+        assets.check_source(assets.get(name), args.source)
     for name in args.names:
-        assets.get(name)  # fail on an unknown name before fetching anything
-    for name in args.names:
-        print(assets.fetch(name, force=args.force))
+        print(assets.fetch(name, force=args.force, source=args.source))
     return 0
 
 
@@ -78,14 +85,12 @@ def cmd_model_info(args) -> int:
         config, source = PRESETS[args.spec], "preset"
     else:
         from sutra.errors import SutraError
-        from sutra.model.checkpoint import read_model_config, resolve_spec
+        from sutra.model.checkpoint import UnknownModelError, read_model_config, resolve_spec
 
         try:
             config, source = read_model_config(args.spec), str(resolve_spec(args.spec)[1])
-        except SutraError as exc:  # `model info` also takes a preset name: a typo of one should say so
-            if str(exc).startswith("unknown model"):
-                raise SutraError(f"{exc}, or a preset ({', '.join(PRESETS)})") from None
-            raise
+        except UnknownModelError as exc:  # `model info` also takes a preset name: a typo of one should say so
+            raise SutraError(f"{exc}, or a preset ({', '.join(PRESETS)})") from None
     rows = [
         ("model", args.spec),
         ("source", source),

@@ -118,7 +118,7 @@ def cmd_eval(args) -> int:
     if args.perplexity:
         results.setdefault("model", model)
         results["perplexity"] = ppl
-        print(f"validation perplexity {ppl['perplexity']:.3f} over {ppl['tokens']:,} tokens ({ppl['windows']} windows of {ppl['seq_len']}, "
+        print(f"validation perplexity {ppl['perplexity']:.3f} over {ppl['tokens']:,} tokens ({ppl['windows']} window{'s' * (ppl['windows'] != 1)} of {ppl['seq_len']}, "
               f"{args.attention} attention)")
     if args.out:
         results.setdefault("format", "sutra-eval-results")

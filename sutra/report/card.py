@@ -342,7 +342,7 @@ def render_card(spec: str, results: dict, name: str, base_model: str | None, dat
     measured = results.get("perplexity") or {}
     if finite(measured.get("perplexity")):
         where = f" of {Path(measured['data']).name}" if measured.get("data") else ""
-        windows = f"{measured['windows']} windows of {measured['seq_len']} tokens, " if measured.get("windows") and measured.get("seq_len") else ""
+        windows = f"{measured['windows']} window{'s' * (measured['windows'] != 1)} of {measured['seq_len']} tokens, " if measured.get("windows") and measured.get("seq_len") else ""
         attention = f"{measured['attention']} attention, " if measured.get("attention") else ""  # a causal and a document-masked perplexity differ
         tokens = f" over {measured['tokens']:,} tokens" if isinstance(measured.get("tokens"), int) else ""  # never a made-up 0
         parts.append(f"Validation perplexity{where}: {measured['perplexity']:.2f}{tokens} ({windows}{attention}`sutra eval --perplexity`).\n")

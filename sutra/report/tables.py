@@ -19,7 +19,6 @@ from pathlib import Path
 
 from sutra.errors import SutraError
 from sutra.eval.harness import is_results_file, label, read_results
-from sutra.eval.store import NOTES
 from sutra.eval.tasks import AVERAGE_TASKS, CARD_TASKS, TASKS
 from sutra.train.metrics import finite
 
@@ -151,8 +150,8 @@ def _row_label(task: str, columns: list[Column], notes: list[str], suffix: str =
     entries = [c.results["tasks"][task] for c in columns if task in c.results["tasks"]]
     title = entries[0]["title"]
     marked = False
-    if any(e.get("note") for e in entries) and NOTES.get(task):
-        _add_note(notes, f"{title}: {NOTES[task]}.")
+    for note in dict.fromkeys(e["note"] for e in entries if e.get("note")):  # each column's own, as its results file says
+        _add_note(notes, f"{title}: {note}.")
         marked = True
     if _sizes_differ(task, columns):
         sizes = "; ".join(f"{c.name} {c.results['tasks'][task]['split']}, {c.results['tasks'][task]['items']} items" for c in columns if task in c.results["tasks"])

@@ -69,7 +69,8 @@ def test_a_release_the_package_index_lacks_is_said_so_not_that_pypi_is_unreachab
         store._bigbench_truthfulqa_dir(tmp_path)
     message = str(info.value)
     assert "the package index this machine uses has no tqdm==0.0.0.1 (it offers " in message and "reach PyPI" not in message
-    assert message.endswith("the card's other tasks can: --tasks arc_easy,arc_challenge,boolq,hellaswag,piqa,sciq,winogrande,gsm8k,mmlu,openbookqa")
+    assert "truthfulqa_mc2 needs a copy you bring ('sutra assets fetch truthfulqa --from mc_task.json')" in message
+    assert message.endswith("the card's other tasks run as they are: --tasks arc_easy,arc_challenge,boolq,hellaswag,piqa,sciq,winogrande,gsm8k,mmlu,openbookqa")
 
 
 def test_missing_checkpoint_is_one_clear_line(tmp_path, benchmarks):
@@ -82,6 +83,7 @@ def test_missing_store_names_tasks_and_fetch_command(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "lacks piqa, truthfulqa_mc2" in result.stderr
     assert "sutra assets fetch benchmarks" in result.stderr and "sutra assets fetch truthfulqa-bigbench" in result.stderr
+    assert "'sutra assets fetch truthfulqa --from mc_task.json' (all 817 questions, from a copy you bring)" in result.stderr
 
 
 def test_card_means_the_eleven_in_card_order():
