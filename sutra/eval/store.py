@@ -228,6 +228,10 @@ def build_truthfulqa_full(out: Path, source: Path) -> dict:
         raise SutraError(f"{source}: no questions; bring TruthfulQA's mc_task.json or its multiple_choice validation split")
     if len(rows) != TRUTHFULQA_QUESTIONS:  # kept, and every results table shows the item count beside the card's
         print(f"sutra: {source}: {len(rows)} questions, not TruthfulQA's {TRUTHFULQA_QUESTIONS}; results will not match the card's", file=sys.stderr)
+    unordered = sum(1 in r["mc2_targets"]["labels"][r["mc2_targets"]["labels"].index(0):] for r in rows)
+    if unordered:  # kept as they are: the score is then lm-eval's own for this copy
+        print(f"sutra: {source}: {unordered} question(s) list a true answer after a false one in mc2_targets; lm-eval scores "
+              "only the true answers before the first false one as true, and so will this evaluation", file=sys.stderr)
     _write_jsonl(out / "truthfulqa_mc2" / "validation.jsonl", rows)
     return {"source": str(source.resolve()), "sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
             "splits": {"truthfulqa_mc2": {"validation": len(rows)}}}
@@ -282,10 +286,9 @@ def _truthfulqa_copy_row(record, where: str) -> dict:
         if not (isinstance(choices, list) and isinstance(labels, list) and len(choices) == len(labels) > 0
                 and all(isinstance(c, str) for c in choices) and all(label in (0, 1) and not isinstance(label, float) for label in labels)):
             raise SutraError(f"{where}: field '{field}': answers with 0/1 labels expected, as {{answer: label}} or {{'choices': [...], 'labels': [...]}}")
-        # lm-eval scores mc2 as the true answers (label 1) that come before the first false one
-        if field == "mc2_targets" and (labels[0] != 1 or 0 not in labels or 1 in labels[labels.index(0):]):
-            raise SutraError(f"{where}: field 'mc2_targets': the true answers (label 1) must come first, then at least one false "
-                             "answer (label 0), as lm-eval's truthfulqa_mc2 reads them")
+        # lm-eval's mc2 takes the answers before the first false one (label 0) as the true ones: with no false answer it fails
+        if field == "mc2_targets" and 0 not in labels:
+            raise SutraError(f"{where}: field 'mc2_targets': no false answer (label 0); lm-eval's truthfulqa_mc2 needs one")
         row[field] = {"choices": choices, "labels": [int(label) for label in labels]}
     return row
 

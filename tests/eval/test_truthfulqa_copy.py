@@ -58,6 +58,15 @@ def test_each_form_of_the_copy_gives_the_schema_lm_eval_reads(tmp_path):
     assert results["mc_task.json"][0]["mc2_targets"] == {"choices": ["Blue.", "It looks blue.", "Green.", "Red."], "labels": [1, 1, 0, 0]}
 
 
+def test_answers_out_of_lm_evals_order_are_kept_and_counted(tmp_path):
+    questions = [MC_TASK[0], {**MC_TASK[1], "mc2_targets": {"Six.": 0, "Eight.": 1, "Ten.": 0}}]
+    (tmp_path / "mc_task.json").write_text(json.dumps(questions))
+    result = fetch(tmp_path / "home", tmp_path / "mc_task.json")
+    assert result.returncode == 0, result.stderr
+    assert "1 question(s) list a true answer after a false one in mc2_targets" in result.stderr
+    assert stored(tmp_path / "home")[1]["mc2_targets"] == {"choices": ["Six.", "Eight.", "Ten."], "labels": [0, 1, 0]}
+
+
 def test_a_fetched_copy_is_evaluated_whole_and_without_the_subset_note(tiny_model, tmp_path):
     checkpoint, _ = tiny_model
     (tmp_path / "mc_task.json").write_text(json.dumps(MC_TASK))
@@ -94,7 +103,7 @@ def test_the_whole_copy_is_read_before_the_bigbench_subset(tmp_path, monkeypatch
 
 @pytest.mark.parametrize("content, message", [
     ('[{"question": "Q?", "mc1_targets": {"A": 1}, "mc2_targets": {"A": 1, "B": 0}}, {"question": "Q2?", "mc1_targets": {"A": 1}, '
-     '"mc2_targets": {"B": 0, "A": 1}}]', "mc_task.json: question 2: field 'mc2_targets': the true answers (label 1) must come first"),
+     '"mc2_targets": {"A": 1, "B": 1}}]', "mc_task.json: question 2: field 'mc2_targets': no false answer (label 0); lm-eval's truthfulqa_mc2 needs one"),
     ('[{"question": "", "mc1_targets": {}, "mc2_targets": {}}]', "mc_task.json: question 1: field 'question': a non-empty string expected"),
     ('[{"question": "Q?", "mc1_targets": {"A": 1}, "mc2_targets": {"A": 1, "B": 0.5}}]', "question 1: field 'mc2_targets': answers with 0/1 labels"),
     ('[{"question": "Q?", "mc1_targets": ["A"], "mc2_targets": {"A": 1, "B": 0}}]', "question 1: field 'mc1_targets': answers with 0/1 labels"),
