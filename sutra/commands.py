@@ -132,7 +132,7 @@ def cmd_generate(args) -> int:
         prompt_ids = tokenizer.encode(text)
     else:  # as a transformers user prompts it: with the BOS a Llama-style tokenizer adds
         prompt_ids = tokenizer.encode(args.prompt, add_special_tokens=True)
-    stream = StreamDecoder(tokenizer)
+    stream = StreamDecoder(tokenizer, context=prompt_ids)
     stop = set(loaded.eos_token_ids)
 
     echoed = []

@@ -136,14 +136,19 @@ def generate_batch(
 
 
 class StreamDecoder:
-    """Turns token ids into printable text increments (byte-level BPE may split a character)."""
+    """Turns token ids into printable text increments. Byte-level BPE may split a character, and a
+    SentencePiece tokenizer drops the space a word starts with when it is decoded first, so each
+    decode starts at the prompt's last tokens (`context`) and keeps only the text after theirs."""
 
-    def __init__(self, tokenizer):
-        self.tokenizer, self.ids, self.printed = tokenizer, [], ""
+    def __init__(self, tokenizer, context=()):
+        self.tokenizer, self.context, self.ids, self.printed = tokenizer, list(context)[-4:], [], ""
+        self.context_text = tokenizer.decode(self.context)
 
     def push(self, token_id: int) -> str:
         self.ids.append(token_id)
-        text = self.tokenizer.decode(self.ids)
+        text = self.tokenizer.decode(self.context + self.ids)
+        # a decoder that rewrites across the join (none of ours) falls back to the tokens alone
+        text = text[len(self.context_text):] if text.startswith(self.context_text) else self.tokenizer.decode(self.ids)
         if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
             return ""
         delta, self.printed = text[len(self.printed) :], text

@@ -96,3 +96,22 @@ def test_stream_decoder_waits_for_complete_characters(tokenizer):
     decoder = StreamDecoder(tokenizer)
     text = "".join(decoder.push(i) for i in ids)
     assert text == "héllo 🤗 wörld"
+
+
+def test_stream_decoder_keeps_the_space_a_sentencepiece_word_starts_with(tmp_path):
+    """A Metaspace (SentencePiece, Llama-2 style) tokenizer drops the leading space of the first
+    word it decodes: the continuation of "The cat" printed "sat" where the text is " sat"."""
+    from tokenizers import Tokenizer as Backend, decoders, models, pre_tokenizers, trainers
+
+    from sutra.tokenizer import Tokenizer
+
+    backend = Backend(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    backend.train_from_iterator(["the cat sat on the mat", "a cat and a hat"] * 20, trainers.BpeTrainer(special_tokens=["<unk>", "<|endoftext|>"]))
+    backend.save(str(tmp_path / "tokenizer.json"))
+    tokenizer = Tokenizer(tmp_path)
+    prompt, continuation = tokenizer.encode("the cat"), tokenizer.encode("the cat sat on the mat")[len(tokenizer.encode("the cat")):]
+    assert tokenizer.decode(continuation) == "sat on the mat"  # decoded alone: the space is lost
+    decoder = StreamDecoder(tokenizer, context=prompt)
+    assert "".join(decoder.push(i) for i in continuation) == " sat on the mat"
