@@ -84,7 +84,7 @@ def fetch(name: str, force: bool = False, source: Path | None = None) -> Path:
     from sutra.processes import one_at_a_time
 
     asset = get(name)
-    check_source(asset, source)
+    check_source(asset, source, force)
     target = path(name)
     # one process builds it; others (torchrun's ranks, a second command) wait, then find it built
     with one_at_a_time(assets_dir() / f".{name}.lock", f"sutra: waiting for another process fetching asset '{name}' ..."):
@@ -99,9 +99,10 @@ def fetch(name: str, force: bool = False, source: Path | None = None) -> Path:
     return target
 
 
-def check_source(asset: Asset, source: Path | None) -> None:
-    """An asset built from a copy the user brings needs that file; one from package registries takes none."""
-    if asset.source and source is None:
+def check_source(asset: Asset, source: Path | None, force: bool = False) -> None:
+    """An asset built from a copy the user brings needs that file to be built (once fetched, a plain
+    fetch finds it there); one from package registries takes none."""
+    if asset.source and source is None and (force or not is_fetched(asset.name)):
         raise SutraError(f"asset '{asset.name}' is built from a copy you bring: sutra assets fetch {asset.name} --from {asset.source}")
     if source is not None and not asset.source:
         takes = ", ".join(sorted(a.name for a in registry().values() if a.source))

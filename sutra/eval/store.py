@@ -223,36 +223,54 @@ def _truthfulqa_row(question: dict, mc1_scores: dict | None) -> dict:
 def build_truthfulqa_full(out: Path, source: Path) -> dict:
     import hashlib
 
-    rows = [_truthfulqa_copy_row(row, f"{source}: {where}") for where, row in _truthfulqa_copy_records(source)]
+    try:
+        data = source.read_bytes()  # read once: the digest names exactly the bytes converted
+    except OSError as exc:
+        raise SutraError(f"{source}: cannot read it ({exc.strerror or exc})") from None
+    repeats = []  # JSON objects that name a key twice: an answer given two labels
+    rows = [_truthfulqa_copy_row(row, f"{source}: {where}") for where, row in _truthfulqa_copy_records(source, data, repeats)]
     if not rows:
         raise SutraError(f"{source}: no questions; bring TruthfulQA's mc_task.json or its multiple_choice validation split")
+    warnings = []
     if len(rows) != TRUTHFULQA_QUESTIONS:  # kept, and every results table shows the item count beside the card's
-        print(f"sutra: {source}: {len(rows)} questions, not TruthfulQA's {TRUTHFULQA_QUESTIONS}; results will not match the card's", file=sys.stderr)
-    unordered = sum(1 in r["mc2_targets"]["labels"][r["mc2_targets"]["labels"].index(0):] for r in rows)
-    if unordered:  # kept as they are: the score is then lm-eval's own for this copy
-        print(f"sutra: {source}: {unordered} question(s) list a true answer after a false one in mc2_targets; lm-eval scores "
-              "only the true answers before the first false one as true, and so will this evaluation", file=sys.stderr)
+        warnings.append(f"{len(rows)} question{'s' * (len(rows) != 1)}, not TruthfulQA's {TRUTHFULQA_QUESTIONS}; results will not match the card's")
+    if repeats:  # kept as Hugging Face's truthful_qa builder (json.load) keeps them: the last label wins
+        warnings.append(f"{len(repeats)} JSON object(s) name a key twice (first: '{repeats[0]}'); the last value of each is kept, as json.load keeps it")
+    for warning in warnings:
+        print(f"sutra: {source}: {warning}", file=sys.stderr)
     _write_jsonl(out / "truthfulqa_mc2" / "validation.jsonl", rows)
-    return {"source": str(source.resolve()), "sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+    return {"source": str(source.resolve()), "sha256": hashlib.sha256(data).hexdigest(), "warnings": warnings,
             "splits": {"truthfulqa_mc2": {"validation": len(rows)}}}
 
 
-def _truthfulqa_copy_records(source: Path):
+def _truthfulqa_copy_records(source: Path, data: bytes, repeats: list[str]):
     """(where, record) for each question of a TruthfulQA copy: a JSON list, JSONL, or Parquet."""
     suffix = source.suffix.lower()
     if suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         try:
-            records = pq.read_table(source).to_pylist()
+            records = pq.read_table(pa.BufferReader(data)).to_pylist()
         except Exception as exc:  # pyarrow's errors for a file that is not Parquet vary by version
             raise SutraError(f"{source}: cannot read it as Parquet ({exc})") from None
         yield from ((f"row {i + 1}", r) for i, r in enumerate(records))
     elif suffix in (".json", ".jsonl"):
-        text = source.read_text(encoding="utf-8", errors="replace")
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise SutraError(f"{source}: byte offset {exc.start}: not UTF-8; save the file as UTF-8") from None
+
+        def pairs(items):
+            keys = [key for key, _ in items]
+            repeats.extend(key for i, key in enumerate(keys) if key in keys[:i])
+            return dict(items)
+
         if suffix == ".json":
+            if not text.strip():
+                raise SutraError(f"{source}: the file is empty; bring TruthfulQA's mc_task.json")
             try:
-                records = json.loads(text)
+                records = json.loads(text, object_pairs_hook=pairs)
             except json.JSONDecodeError as exc:
                 raise SutraError(f"{source}: line {exc.lineno}: not JSON ({exc.msg})") from None
             if not isinstance(records, list):
@@ -262,7 +280,7 @@ def _truthfulqa_copy_records(source: Path):
         for number, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
-                    yield f"line {number}", json.loads(line)
+                    yield f"line {number}", json.loads(line, object_pairs_hook=pairs)
                 except json.JSONDecodeError as exc:
                     raise SutraError(f"{source}: line {number}: not JSON ({exc.msg})") from None
     elif suffix == ".csv":  # TruthfulQA.csv's answer lists are the generation task's, not the ones lm-eval's mc2 scores
@@ -286,10 +304,14 @@ def _truthfulqa_copy_row(record, where: str) -> dict:
         if not (isinstance(choices, list) and isinstance(labels, list) and len(choices) == len(labels) > 0
                 and all(isinstance(c, str) for c in choices) and all(label in (0, 1) and not isinstance(label, float) for label in labels)):
             raise SutraError(f"{where}: field '{field}': answers with 0/1 labels expected, as {{answer: label}} or {{'choices': [...], 'labels': [...]}}")
-        # lm-eval's mc2 takes the answers before the first false one (label 0) as the true ones: with no false answer it fails
-        if field == "mc2_targets" and 0 not in labels:
-            raise SutraError(f"{where}: field 'mc2_targets': no false answer (label 0); lm-eval's truthfulqa_mc2 needs one")
-        row[field] = {"choices": choices, "labels": [int(label) for label in labels]}
+        labels = [int(label) for label in labels]
+        # lm-eval's mc1 takes the first answer as the one true answer; its mc2 is the probability mass on the label-1 answers
+        if field == "mc1_targets" and (labels[0] != 1 or sum(labels) != 1):
+            raise SutraError(f"{where}: field 'mc1_targets': the first answer must be the one true answer (label 1), as lm-eval's truthfulqa_mc1 scores it")
+        if field == "mc2_targets" and len(set(labels)) == 1:
+            side, score = ("false", 1) if labels[0] else ("true", 0)
+            raise SutraError(f"{where}: field 'mc2_targets': no {side} answer (label {1 - labels[0]}); every model would score {score} on it")
+        row[field] = {"choices": choices, "labels": labels}
     return row
 
 
@@ -309,6 +331,14 @@ def _store_dir(task: str) -> Path | None:
     asset = _store_asset(task)
     directory = assets.path(asset) / task
     return directory if assets.is_fetched(asset) and directory.is_dir() else None
+
+
+def store_source(task: str) -> dict:
+    """Where the store's copy of `task` came from, as its asset recorded it (a copy the user
+    brought: its path and sha256 too)."""
+    asset = _store_asset(task)
+    meta = assets.metadata(asset)
+    return {"asset": asset, "source": meta.get("source", asset), **({"sha256": meta["sha256"]} if meta.get("sha256") else {})}
 
 
 def store_note(task: str) -> str | None:

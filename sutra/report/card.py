@@ -268,11 +268,21 @@ def benchmark_section(name: str, results: dict, progression: list[Column]) -> st
         "## Benchmark Results\n\n"
         f"All benchmarks evaluated with lm-evaluation-harness{f' v{version}' if version else ''}; "
         f"{'all tasks are 0-shot except ' + ', '.join(few) if few else 'all tasks are 0-shot'}. "
-        "A task shown with a split and size in brackets was not measured on the card's full split.\n\n"
+        "A task shown with a split and size in brackets was not measured on the card's full split."
+        + "".join(f" {entry['title']} data: {_brought(entry)}." for entry in results["tasks"].values() if _brought(entry))
+        + "\n\n"
         + ("### This Model vs Training Progression\n\n" if len(columns) > 1 else "")
         + progression_table(columns).markdown()
         + key_findings(columns, this)
     )
+
+
+def _brought(entry: dict) -> str | None:
+    """The file and digest of a task's data when it came from a copy the user brought, so a reader can identify it."""
+    data = entry.get("data")
+    if isinstance(data, dict) and isinstance(data.get("sha256"), str) and isinstance(data.get("source"), str):
+        return f"`{Path(data['source']).name}`, sha256 {data['sha256'][:16]}"
+    return None
 
 
 def key_findings(columns: list[Column], this: Column) -> str:

@@ -150,8 +150,13 @@ def _row_label(task: str, columns: list[Column], notes: list[str], suffix: str =
     entries = [c.results["tasks"][task] for c in columns if task in c.results["tasks"]]
     title = entries[0]["title"]
     marked = False
-    for note in dict.fromkeys(e["note"] for e in entries if e.get("note")):  # each column's own, as its results file says
-        _add_note(notes, f"{title}: {note}.")
+    noted: dict[str, list[str]] = {}  # each column's own note, as its results file says
+    for column in columns:
+        if note := column.results["tasks"].get(task, {}).get("note"):
+            noted.setdefault(note, []).append(column.name)
+    for note, names in noted.items():
+        whose = "" if len(names) == len(entries) else f" ({', '.join(names)})"  # a note only some columns have names them
+        _add_note(notes, f"{title}{whose}: {note}.")
         marked = True
     if _sizes_differ(task, columns):
         sizes = "; ".join(f"{c.name} {c.results['tasks'][task]['split']}, {c.results['tasks'][task]['items']} items" for c in columns if task in c.results["tasks"])

@@ -58,13 +58,23 @@ def test_each_form_of_the_copy_gives_the_schema_lm_eval_reads(tmp_path):
     assert results["mc_task.json"][0]["mc2_targets"] == {"choices": ["Blue.", "It looks blue.", "Green.", "Red."], "labels": [1, 1, 0, 0]}
 
 
-def test_answers_out_of_lm_evals_order_are_kept_and_counted(tmp_path):
-    questions = [MC_TASK[0], {**MC_TASK[1], "mc2_targets": {"Six.": 0, "Eight.": 1, "Ten.": 0}}]
-    (tmp_path / "mc_task.json").write_text(json.dumps(questions))
+def test_answers_are_kept_in_their_order_and_repeated_keys_counted(tmp_path):
+    # lm-eval 0.4.11's mc2 sums the label-1 answers wherever they stand; a repeated key keeps its
+    # last label, as json.load (and so Hugging Face's truthful_qa builder) keeps it
+    text = json.dumps([MC_TASK[0], {**MC_TASK[1], "mc2_targets": {"Six.": 0, "Eight.": 1, "Ten.": 0}}])
+    text = text.replace('"Ten.": 0}', '"Ten.": 0, "Six.": 0}')
+    (tmp_path / "mc_task.json").write_bytes(b"\xef\xbb\xbf" + text.encode())  # a BOM, as some editors save
     result = fetch(tmp_path / "home", tmp_path / "mc_task.json")
     assert result.returncode == 0, result.stderr
-    assert "1 question(s) list a true answer after a false one in mc2_targets" in result.stderr
+    assert "1 JSON object(s) name a key twice (first: 'Six.'); the last value of each is kept" in result.stderr
+    assert "2 questions, not TruthfulQA's 817" in result.stderr
     assert stored(tmp_path / "home")[1]["mc2_targets"] == {"choices": ["Six.", "Eight.", "Ten."], "labels": [0, 1, 0]}
+    meta = json.loads((tmp_path / "home" / "assets" / "truthfulqa" / "asset.json").read_text())
+    assert len(meta["warnings"]) == 2  # kept with the asset, not only said once at fetch time
+    again = run_sutra("assets", "fetch", "truthfulqa", env={"SUTRA_HOME": str(tmp_path / "home")})  # fetched: nothing to bring
+    assert again.returncode == 0 and again.stdout.strip() == str(tmp_path / "home" / "assets" / "truthfulqa"), again.stderr
+    forced = run_sutra("assets", "fetch", "truthfulqa", "--force", env={"SUTRA_HOME": str(tmp_path / "home")})
+    assert forced.returncode == 2 and "--from FILE" in forced.stderr
 
 
 def test_a_fetched_copy_is_evaluated_whole_and_without_the_subset_note(tiny_model, tmp_path):
@@ -79,6 +89,10 @@ def test_a_fetched_copy_is_evaluated_whole_and_without_the_subset_note(tiny_mode
     assert entry["items"] == 3 and entry["split"] == "validation" and entry["note"] is None
     assert entry["matches_card"] is False  # 3 items, not the card's 817
     assert 0.0 < entry["value"] < 1.0  # mc2: the probability mass on the true answers
+    assert entry["data"]["asset"] == "truthfulqa" and entry["data"]["source"] == str((tmp_path / "mc_task.json").resolve())
+    card = tmp_path / "README.md"
+    assert run_sutra("card", str(checkpoint), "--results", str(out), "--out", str(card), env={"SUTRA_HOME": str(home)}).returncode == 0
+    assert f"TruthfulQA data: `mc_task.json`, sha256 {entry['data']['sha256'][:16]}." in card.read_text()
 
 
 def test_the_whole_copy_is_read_before_the_bigbench_subset(tmp_path, monkeypatch):
@@ -103,7 +117,11 @@ def test_the_whole_copy_is_read_before_the_bigbench_subset(tmp_path, monkeypatch
 
 @pytest.mark.parametrize("content, message", [
     ('[{"question": "Q?", "mc1_targets": {"A": 1}, "mc2_targets": {"A": 1, "B": 0}}, {"question": "Q2?", "mc1_targets": {"A": 1}, '
-     '"mc2_targets": {"A": 1, "B": 1}}]', "mc_task.json: question 2: field 'mc2_targets': no false answer (label 0); lm-eval's truthfulqa_mc2 needs one"),
+     '"mc2_targets": {"A": 1, "B": 1}}]', "mc_task.json: question 2: field 'mc2_targets': no false answer (label 0); every model would score 1 on it"),
+    ('[{"question": "Q?", "mc1_targets": {"A": 1}, "mc2_targets": {"A": 0, "B": 0}}]', "field 'mc2_targets': no true answer (label 1); every model would score 0"),
+    ('[{"question": "Q?", "mc1_targets": {"A": 0, "B": 1}, "mc2_targets": {"A": 1, "B": 0}}]',
+     "field 'mc1_targets': the first answer must be the one true answer (label 1), as lm-eval's truthfulqa_mc1 scores it"),
+    ('', "mc_task.json: the file is empty"),
     ('[{"question": "", "mc1_targets": {}, "mc2_targets": {}}]', "mc_task.json: question 1: field 'question': a non-empty string expected"),
     ('[{"question": "Q?", "mc1_targets": {"A": 1}, "mc2_targets": {"A": 1, "B": 0.5}}]', "question 1: field 'mc2_targets': answers with 0/1 labels"),
     ('[{"question": "Q?", "mc1_targets": ["A"], "mc2_targets": {"A": 1, "B": 0}}]', "question 1: field 'mc1_targets': answers with 0/1 labels"),
@@ -116,6 +134,12 @@ def test_a_bad_copy_is_one_clear_line_and_nothing_is_fetched(tmp_path, content, 
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert message in result.stderr, result.stderr
     assert not (tmp_path / "home" / "assets" / "truthfulqa").exists()
+
+
+def test_a_copy_that_is_not_utf8_is_refused_not_mangled(tmp_path):
+    (tmp_path / "mc_task.json").write_bytes(json.dumps(MC_TASK).replace("colour", "col\\u00f6ur").encode().replace(b"\\u00f6", b"\xf6"))
+    result = fetch(tmp_path / "home", tmp_path / "mc_task.json")
+    assert result.returncode == 2 and "mc_task.json: byte offset 23: not UTF-8; save the file as UTF-8" in result.stderr, result.stderr
 
 
 def test_from_is_asked_for_where_needed_and_refused_elsewhere(tmp_path):

@@ -179,6 +179,18 @@ def test_tables_follow_the_card_layout(tmp_path):
     assert header == ["Model", "HellaSwag", "PIQA", "WinoGrande", "ARC-Challenge", "MMLU", "TruthfulQA", "GSM8K (test, 1319) *", "Avg"]
 
 
+def test_a_note_only_some_columns_have_names_them(tmp_path):
+    """A TruthfulQA column from the BIG-bench subset beside one from a whole copy: the subset's note
+    was printed for the row, as if both were the subset."""
+    paths = {name: write_results(tmp_path / f"{name}.json", {"truthfulqa_mc2": 0.48}) for name in ("whole", "subset")}
+    results = json.loads(paths["subset"].read_text())
+    results["tasks"]["truthfulqa_mc2"].update(note="BIG-bench subset: 299 of TruthfulQA's 817 questions", matches_card=False)
+    paths["subset"].write_text(json.dumps(results))
+    run_sutra("report", f"whole={paths['whole']}", f"subset={paths['subset']}", "--out", str(tmp_path / "report"), check=True)
+    progression = (tmp_path / "report" / "progression.md").read_text()
+    assert "TruthfulQA (subset): BIG-bench subset: 299 of TruthfulQA's 817 questions." in progression, progression
+
+
 def test_report_reads_compare_arms_and_paths_holding_an_equals_sign(tmp_path):
     for arm in ("Sutra-1B", "FineWiki-1B"):  # `sutra compare` writes arms/NAME/results.json
         (tmp_path / "arms" / arm).mkdir(parents=True)
