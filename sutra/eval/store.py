@@ -337,7 +337,7 @@ def store_source(task: str) -> dict:
     """Where the store's copy of `task` came from, as its asset recorded it (a copy the user
     brought: its path and sha256 too)."""
     asset = _store_asset(task)
-    meta = assets.metadata(asset)
+    meta = assets.metadata(asset) if assets.is_fetched(asset) else {}  # evaluation checks the store first; a summary alone need not
     return {"asset": asset, "source": meta.get("source", asset), **({"sha256": meta["sha256"]} if meta.get("sha256") else {})}
 
 
