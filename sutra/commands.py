@@ -66,7 +66,6 @@ def cmd_assets_list(args) -> int:
 
 def cmd_assets_fetch(args) -> int:
     from sutra import assets
-
     from sutra.errors import SutraError
 
     if args.source is not None and len(args.names) != 1:

@@ -266,23 +266,23 @@ def _truthfulqa_copy_records(source: Path, data: bytes, repeats: list[str]):
             repeats.extend(key for i, key in enumerate(keys) if key in keys[:i])
             return dict(items)
 
+        def parse(text: str, first_line: int = 1):
+            try:
+                return json.loads(text, object_pairs_hook=pairs)
+            except json.JSONDecodeError as exc:
+                raise SutraError(f"{source}: line {first_line + exc.lineno - 1}: not JSON ({exc.msg})") from None
+
         if suffix == ".json":
             if not text.strip():
                 raise SutraError(f"{source}: the file is empty; bring TruthfulQA's mc_task.json")
-            try:
-                records = json.loads(text, object_pairs_hook=pairs)
-            except json.JSONDecodeError as exc:
-                raise SutraError(f"{source}: line {exc.lineno}: not JSON ({exc.msg})") from None
+            records = parse(text)
             if not isinstance(records, list):
                 raise SutraError(f"{source}: a JSON list of questions expected (as mc_task.json is), got {type(records).__name__}")
             yield from ((f"question {i + 1}", r) for i, r in enumerate(records))
             return
         for number, line in enumerate(text.splitlines(), 1):
             if line.strip():
-                try:
-                    yield f"line {number}", json.loads(line, object_pairs_hook=pairs)
-                except json.JSONDecodeError as exc:
-                    raise SutraError(f"{source}: line {number}: not JSON ({exc.msg})") from None
+                yield f"line {number}", parse(line, number)
     elif suffix == ".csv":  # TruthfulQA.csv's answer lists are the generation task's, not the ones lm-eval's mc2 scores
         raise SutraError(f"{source}: TruthfulQA.csv holds the generation task's answers, not the multiple-choice sets lm-eval scores; "
                          "bring data/mc_task.json from the same repository")

@@ -269,7 +269,7 @@ def benchmark_section(name: str, results: dict, progression: list[Column]) -> st
         f"All benchmarks evaluated with lm-evaluation-harness{f' v{version}' if version else ''}; "
         f"{'all tasks are 0-shot except ' + ', '.join(few) if few else 'all tasks are 0-shot'}. "
         "A task shown with a split and size in brackets was not measured on the card's full split."
-        + "".join(f" {entry['title']} data: {_brought(entry)}." for entry in results["tasks"].values() if _brought(entry))
+        + "".join(f" {entry['title']} data: {copy}." for entry in results["tasks"].values() if (copy := _brought(entry)))
         + "\n\n"
         + ("### This Model vs Training Progression\n\n" if len(columns) > 1 else "")
         + progression_table(columns).markdown()
