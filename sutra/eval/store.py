@@ -271,6 +271,8 @@ def _truthfulqa_copy_records(source: Path, data: bytes, repeats: list[str]):
                 return json.loads(text, object_pairs_hook=pairs)
             except json.JSONDecodeError as exc:
                 raise SutraError(f"{source}: line {first_line + exc.lineno - 1}: not JSON ({exc.msg})") from None
+            except RecursionError:  # nested deeper than json can parse
+                raise SutraError(f"{source}: line {first_line}: nested too deeply to be a TruthfulQA question list") from None
 
         if suffix == ".json":
             if not text.strip():

@@ -122,6 +122,7 @@ def test_the_whole_copy_is_read_before_the_bigbench_subset(tmp_path, monkeypatch
     ('[{"question": "Q?", "mc1_targets": {"A": 0, "B": 1}, "mc2_targets": {"A": 1, "B": 0}}]',
      "field 'mc1_targets': the first answer must be the one true answer (label 1), as lm-eval's truthfulqa_mc1 scores it"),
     ('', "mc_task.json: the file is empty"),
+    ("[" * 100_000, "mc_task.json: line 1: nested too deeply to be a TruthfulQA question list"),
     ('[{"question": "", "mc1_targets": {}, "mc2_targets": {}}]', "mc_task.json: question 1: field 'question': a non-empty string expected"),
     ('[{"question": "Q?", "mc1_targets": {"A": 1}, "mc2_targets": {"A": 1, "B": 0.5}}]', "question 1: field 'mc2_targets': answers with 0/1 labels"),
     ('[{"question": "Q?", "mc1_targets": ["A"], "mc2_targets": {"A": 1, "B": 0}}]', "question 1: field 'mc1_targets': answers with 0/1 labels"),
