@@ -18,7 +18,10 @@ def exclusive(out: Path, command: str) -> Iterator[None]:
     """Hold OUT/.lock while `sutra COMMAND` writes OUT: a second run on the same OUT would make the
     same files at once and each would overwrite the other's. The kernel releases the lock when the
     holder dies, even by SIGKILL; a holder that finishes removes the file, leaving OUT as it made it."""
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. under /proc, or a read-only mount: what check_output_path cannot see
+        raise SutraError(f"{out}: cannot be created ({exc.strerror or exc}); choose another output directory") from None
     path = out / LOCK_FILE
     while True:
         lock = open(path, "a+")

@@ -98,20 +98,11 @@ def cmd_mix(args) -> int:
 
 def cmd_stats(args) -> int:
     import json
-    from pathlib import Path
 
-    from sutra.data.shards import read_manifest
-    from sutra.errors import SutraError
+    from sutra.data.shards import read_manifest, read_stats
 
     read_manifest(args.directory)
-    path = Path(args.directory) / "stats.json"
-    try:
-        stats = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise SutraError(f"{path}: unreadable ({exc}); re-run `sutra data prepare`") from None
-    counts = (stats.get("documents"), stats.get("tokens")) if isinstance(stats, dict) else ()
-    if not counts or not all(isinstance(c, dict) and all(isinstance(c.get(s), int) for s in ("train", "val")) for c in counts):
-        raise SutraError(f"{path}: not the stats `sutra data prepare` writes (no train/val document and token counts); re-run it")
+    stats = read_stats(args.directory)
     if args.json:
         print(json.dumps(stats, indent=2))
     else:

@@ -41,12 +41,15 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _parses_as_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+def _as_number(text: str) -> int | float | None:
+    """The number a condition's VALUE spells, or None. Integers stay exact: as a float,
+    9007199254740993 equals 9007199254740992, and a 64-bit id would match its neighbour."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return None
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,10 @@ class Condition:
 
     def holds(self, value) -> bool:
         if self.op == CONTAINS:  # list membership or substring
-            if isinstance(value, list):  # a JSON true in the list reads as "true", as == reads it
-                return any((str(item).lower() if isinstance(item, bool) else str(item)) == self.value for item in value)
+            if isinstance(value, list):  # items compare as == compares them: true as "true", 1.0 as 1
+                number = _as_number(self.value)
+                return any(item == number if _is_number(item) and number is not None
+                           else (str(item).lower() if isinstance(item, bool) else str(item)) == self.value for item in value)
             if isinstance(value, str):
                 return self.value in value
             raise WrongType(f"'{self.field}' is {type(value).__name__}; ~= needs a list or a string")
@@ -88,12 +93,12 @@ class Condition:
                 raise WrongType(f"'{self.field}' is true/false; compare it with == or != and true or false, not {self.op}{self.value}")
             return OPERATORS[self.op](value, wanted)
         if _is_number(value):
-            try:
-                return OPERATORS[self.op](value, float(self.value))
-            except ValueError:
-                raise WrongType(f"'{self.field}' is a number but the condition compares it with '{self.value}'") from None
+            number = _as_number(self.value)
+            if number is None:
+                raise WrongType(f"'{self.field}' is a number but the condition compares it with '{self.value}'")
+            return OPERATORS[self.op](value, number)
         if isinstance(value, str):
-            if self.op in ("<", "<=", ">", ">=") and _parses_as_number(self.value):
+            if self.op in ("<", "<=", ">", ">=") and _as_number(self.value) is not None:
                 # "10" >= "4" is False as strings: a numeric condition needs a number
                 raise WrongType(f"'{self.field}' is the string {value!r}; {self.op} {self.value} compares numbers")
             return OPERATORS[self.op](value, self.value)

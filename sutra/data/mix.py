@@ -6,6 +6,7 @@ split if the share is larger than the dataset, then evenly strided blocks (see
 stream.select_ranges), so a smaller share samples the whole dataset, not its beginning.
 """
 
+import itertools
 import math
 import os
 import re
@@ -62,6 +63,27 @@ def split_budget(available: list[int], shares: list[float], tokens: int | None) 
     return budgets
 
 
+def _check_splits_agree(paths: list[Path], manifests: list[dict]) -> None:
+    """Datasets prepared from a shared input (a corpus and a filtered part of it, say) must hold
+    out the same documents: the split is by each document's hash against the validation share,
+    so with different shares one's validation documents are the other's training documents."""
+    def inputs(manifest):
+        return {entry.get("path") for entry in manifest.get("recipe", {}).get("inputs", [])} - {None}
+
+    for i, j in itertools.combinations(range(len(paths)), 2):
+        shared = inputs(manifests[i]) & inputs(manifests[j])
+        shares = manifests[i].get("val_fraction"), manifests[j].get("val_fraction")
+        if not shared or None in shares or shares[0] == shares[1]:
+            continue  # datasets prepared before their manifest recorded the share are not checked
+        wider = 0 if shares[0] > shares[1] else 1
+        redo = paths[1 - wider]
+        raise SutraError(
+            f"{paths[i]} and {paths[j]} were prepared from the same input ({min(shared)}) with different validation shares "
+            f"({shares[0]:.4f} and {shares[1]:.4f}), so documents one holds out for validation are training documents of the "
+            f"other. Re-prepare one so both split alike: `sutra data prepare ... --out {redo} --val-fraction {shares[wider]!r} "
+            f"--min-val-docs 0 --overwrite`")
+
+
 def make_mix(components: list[str], out: Path, tokens: int | None = None, block_tokens: int = 1 << 20) -> dict:
     """Write a mix manifest to `out` and return it."""
     if not components:
@@ -78,6 +100,7 @@ def make_mix(components: list[str], out: Path, tokens: int | None = None, block_
     fingerprints = {m["tokenizer_fingerprint"] for m in manifests}
     if len(fingerprints) > 1:
         raise SutraError(f"the datasets were tokenized with different tokenizers ({', '.join(sorted(fingerprints))}); re-prepare them with one")
+    _check_splits_agree([path for path, _ in parsed], manifests)
     available = [m["splits"]["train"]["tokens"] for m in manifests]
     if weights[0] is None:
         weights = [float(n) for n in available]

@@ -27,7 +27,7 @@ import numpy as np
 
 from sutra.data import sources as src
 from sutra.data.filters import Filters, WrongType
-from sutra.data.shards import FORMAT, MAX_VOCAB, TOKEN_DTYPE
+from sutra.data.shards import FORMAT, MAX_VOCAB, TOKEN_DTYPE, read_stats
 from sutra.data.writer import ShardWriter
 from sutra.errors import SutraError
 from sutra.io import atomic_write_json, check_output_path
@@ -223,6 +223,20 @@ def _recipe(config: PrepareConfig, inputs, tokenizer) -> dict:
     }
 
 
+def _check_unchanged(recipe: dict) -> None:
+    """Stop before the manifest is written if an input file was rewritten during the run (a
+    resumed run, since it began): its shards would mix two versions of it."""
+    for entry in recipe["inputs"]:
+        if entry.get("bytes") is None:
+            continue
+        try:
+            info = Path(entry["path"]).stat()
+        except OSError:
+            raise src.input_changed(entry["path"]) from None
+        if (info.st_size, info.st_mtime_ns) != (entry["bytes"], entry["mtime_ns"]):
+            raise src.input_changed(entry["path"])
+
+
 # What `prepare` writes into --out: --overwrite removes these and nothing else.
 OWN_FILE = re.compile(r"(?:train|val)-\d{5}\.(?:bin|idx)|manifest\.json|stats\.json|progress\.json|dropped\.tsv|\..+\.tmp")
 
@@ -359,7 +373,7 @@ def _prepare_into(out: Path, config: PrepareConfig, tokenizer, inputs: list, rec
     progress = _claim_output(out, recipe, config.overwrite)
     if progress and progress["complete"]:
         print(f"sutra: {out} is already prepared from these inputs; nothing to do", file=log)
-        return json.loads((out / "stats.json").read_text())
+        return read_stats(out)
     for stale in out.glob(".*.tmp"):  # temporary files of a killed run
         stale.unlink()
 
@@ -436,12 +450,13 @@ def _prepare_into(out: Path, config: PrepareConfig, tokenizer, inputs: list, rec
     if stats["documents"]["train"] == 0:
         scale = " (--min-quality is on the data's own scale: sutra-10B scores 0-1, sutra-10M..1B 60-85)" if "min_quality" in stats["filtered"] else ""
         raise SutraError(f"no documents survived from {', '.join(config.sources)}: {_summary(stats)}{scale}")
+    _check_unchanged(recipe)
     stats = {**stats, "val_fraction": fraction, "dropped_total": sum(stats["dropped"].values()),
              "filtered_total": sum(stats["filtered"].values())}
     for key in ("tokens_by_domain", "tokens_by_content_type", "dropped", "filtered"):
         stats[key] = dict(sorted(stats[key].items()))
     atomic_write_json(out / "stats.json", stats)
-    writer.finish(tokenizer, recipe=recipe)
+    writer.finish(tokenizer, recipe=recipe, val_fraction=fraction)  # a mix checks overlapping datasets split alike
     (out / "progress.json").unlink(missing_ok=True)
     if shown > SHOWN_PROBLEMS:
         print(f"sutra: ... {shown - SHOWN_PROBLEMS} more dropped records; all are listed in {out / 'dropped.tsv'}", file=log)

@@ -83,6 +83,28 @@ def write_manifest(directory: Path, manifest: dict) -> None:
     atomic_write_json(directory / "manifest.json", {"format": FORMAT, "version": VERSION, **manifest})
 
 
+def read_stats(directory: str | Path) -> dict:
+    """stats.json of a finished dataset, checked to hold every count `sutra data stats` prints."""
+    path = Path(directory) / "stats.json"
+    redo = "re-run `sutra data prepare` with --overwrite to rebuild the dataset"
+    try:
+        stats = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SutraError(f"{path}: unreadable ({exc}); {redo}") from None
+
+    def counts(value, keys=None) -> bool:
+        return isinstance(value, dict) and all(isinstance(n, int) for n in value.values()) and all(k in value for k in keys or ())
+
+    shaped = (isinstance(stats, dict) and all(counts(stats.get(k), ("train", "val")) for k in ("documents", "tokens"))
+              and isinstance(stats.get("input_records"), int)
+              and all(counts(stats.get(k, {})) for k in ("dropped", "filtered", "tokens_by_domain", "tokens_by_content_type"))
+              and isinstance(stats.get("val_fraction", 0), (int, float)))
+    if not shaped:
+        raise SutraError(f"{path}: not the stats `sutra data prepare` writes (train/val document and token counts, input records, "
+                         f"dropped and filtered counts); {redo}")
+    return stats
+
+
 def read_manifest(directory: str | Path) -> dict:
     directory = Path(directory)
     path = directory / "manifest.json"

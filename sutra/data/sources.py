@@ -110,11 +110,12 @@ def expand_outside(specs: list[str], out: Path, split: str = "train") -> tuple[l
 
 
 def spec_kind(spec: str) -> str | None:
-    """What an input names, without reading it: 'glob', 'path', 'asset', 'hub', or None (nothing)."""
-    if any(ch in spec for ch in "*?["):
-        return "glob"
+    """What an input names, without reading it: 'glob', 'path', 'asset', 'hub', or None (nothing).
+    A file that exists is itself, even if its name holds a glob character ('part[1].jsonl')."""
     if Path(spec).exists():
         return "path"
+    if any(ch in spec for ch in "*?["):
+        return "glob"
     if spec in CORPORA:
         return "asset"
     return "hub" if HUB_ID.match(spec) and not _looks_local(Path(spec)) else None
@@ -275,6 +276,27 @@ def plan(inputs: list[tuple[str, Path | str]], unit_bytes: int = UNIT_BYTES) -> 
     return _group_text_files(sources, unit_bytes)
 
 
+def _is_json_array(path: Path) -> bool:
+    """Whether a .json/.jsonl file holds one JSON array (pretty-printed, or all on one line), not
+    JSON Lines whose first line happens to be a list: that line alone is a bad record."""
+    with open(path, "rb") as f:
+        first = f.readline().removeprefix(b"\xef\xbb\xbf")
+        while first and not first.strip():
+            first = f.readline()
+        if not first.lstrip().startswith(b"["):
+            return False
+        while rest := f.read(1 << 16):
+            if rest.strip():
+                break
+        else:
+            return True  # the array is the file's only line
+    try:
+        json.loads(first)
+    except (ValueError, RecursionError):
+        return True  # '[' or '[{"text": ...},' opens an array spread over lines
+    return False
+
+
 def _plan_one(kind: str, path, name: str, unit_bytes: int) -> Source:
     if kind == "hub":
         return Source("hub", name)
@@ -285,10 +307,9 @@ def _plan_one(kind: str, path, name: str, unit_bytes: int) -> Source:
     if kind == "text":
         return Source("text", name, [Unit("text", name, stop=path.stat().st_size)])
     if kind == "jsonl":
-        with open(path, "rb") as f:
-            if f.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"["):
-                return Source("problem", name, [_problem(name, 1, "json_array", "a JSON array, not JSON Lines (one object per line); "
-                                                            f"convert it with: jq -c '.[]' {name} > {_lines_name(name)}")])
+        if _is_json_array(path):
+            return Source("problem", name, [_problem(name, 1, "json_array", "a JSON array, not JSON Lines (one object per line); "
+                                                        f"convert it with: jq -c '.[]' {name} > {_lines_name(name)}")])
         units, offset, line = [], 0, 1
         with open(path, "rb") as f:
             for chunk, lines in _line_chunks(f, unit_bytes):
@@ -380,6 +401,11 @@ def _hub_units(dataset_id: str, split: str) -> Iterator[Unit]:
                          f"this machine may be offline: download the dataset elsewhere and pass it as local data: {LOCAL_SOURCES}") from None
 
 
+def input_changed(name: str) -> SutraError:
+    return SutraError(f"{name} changed while it was read; the dataset would mix two versions of it. "
+                      f"Run the same command again once nothing writes to it, with --overwrite")
+
+
 def read_unit(unit: Unit, text_field: str, columns: set[str], max_chars: int | None = None) -> Iterator[tuple[str, object, tuple[str, str] | None]]:
     """(location, record, problem) for every record of a unit; exactly one of record/problem is set.
     A text file certain to exceed `max_chars` (over 4 bytes per character) is reported, not read."""
@@ -390,6 +416,8 @@ def read_unit(unit: Unit, text_field: str, columns: set[str], max_chars: int | N
             with open(unit.name, "rb") as f:
                 f.seek(unit.start)
                 data = f.read(unit.stop - unit.start)
+            if len(data) != unit.stop - unit.start:  # the records planned past the new end would vanish unreported
+                raise input_changed(unit.name)
         else:
             data = unit.payload
         yield from _jsonl_records(unit.name, unit.first, data)

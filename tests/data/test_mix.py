@@ -212,3 +212,42 @@ def test_a_missing_local_path_is_not_taken_for_a_hub_dataset(tmp_path, monkeypat
         open_stream("someone/dataset", "val")
     assert "no such dataset directory" in str(local.value) and "hub dataset id" not in str(local.value)
     assert "a hub dataset id is not read directly" in str(hub.value)
+
+
+def test_datasets_from_one_input_must_hold_out_the_same_documents(tmp_path):
+    """A corpus and a filtered part of it, prepared with different validation shares, would
+    train the mix on documents it validates on."""
+    from sutra.data.filters import Filters
+    from sutra.data.prepare import PrepareConfig, prepare
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": d, "domain": "science" if i % 2 else "history"}) + "\n"
+                              for i, d in enumerate(make_documents(80, seed=31))))
+
+    def prepared(name, **options):
+        prepare(PrepareConfig(sources=(str(corpus),), out=tmp_path / name, workers=1, min_val_docs=0, **options), log=open(os.devnull, "w"))
+        return str(tmp_path / name)
+
+    whole, part = prepared("whole", val_fraction=0.1), prepared("part", val_fraction=0.3, filters=Filters.from_args(domains="science"))
+    with pytest.raises(SutraError, match=r"whole and .*part were prepared from the same input .*corpus.jsonl.* different validation shares "
+                                         r"\(0.1000 and 0.3000\).*--out .*whole --val-fraction 0.3 --min-val-docs 0 --overwrite"):
+        make_mix([f"{whole}=1", f"{part}=1"], tmp_path / "mix.json")
+    assert not (tmp_path / "mix.json").exists()
+    aligned = prepared("whole2", val_fraction=0.3)
+    make_mix([f"{aligned}=1", f"{part}=1"], tmp_path / "mix.json")
+    val_part, train_whole = set(), set()
+    for directory, split, into in ((part, "val", val_part), (aligned, "train", train_whole)):
+        stream = open_stream(directory, split)
+        tokens = everything(stream).tolist()
+        into.update(tuple(doc) for doc in _documents(tokens))
+    assert val_part and not val_part & train_whole
+
+
+def _documents(tokens: list[int], separator: int = 0) -> list[list[int]]:
+    docs, current = [], []
+    for token in tokens:
+        current.append(token)
+        if token == separator:
+            docs.append(current)
+            current = []
+    return docs

@@ -143,6 +143,12 @@ def test_filter_rules():
     with pytest.raises(WrongType, match="'is_synthetic' is true/false; compare it with == or != and true or false, not >=1"):
         Filters.from_args(where=["is_synthetic>=1"]).reject({"is_synthetic": False})
     assert Filters.from_args(where=["tags~=true"]).reject({"tags": [True, "x"]}) is None  # as == reads a JSON true
+    # integers compare exactly (as floats, a 64-bit id equals its neighbour), and ~= on a list as == does
+    big = Filters.from_args(where=["id==9007199254740993"])
+    assert big.reject({"id": 9007199254740993}) is None and big.reject({"id": 9007199254740992}) == "where:id==9007199254740993"
+    assert Filters.from_args(where=["tags~=1"]).reject({"tags": [1.0, 2]}) is None
+    assert Filters.from_args(where=["tags~=1"]).reject({"tags": ["1"]}) is None
+    assert Filters.from_args(where=["score>=0.5"]).reject({"score": 0.75}) is None
     with pytest.raises(SutraError, match="FIELD OP VALUE"):
         Filters.from_args(where=["no operator here"])
     with pytest.raises(SutraError, match="A-B"):
@@ -575,3 +581,53 @@ def test_a_full_disk_is_one_clear_error_and_the_rerun_resumes_to_the_same_bytes(
     assert json.loads((tmp_path / "out" / "progress.json").read_text())["next_unit"] > 0
     run_prepare([source], tmp_path / "out", **options)
     assert all_bytes(tmp_path / "out") == all_bytes(tmp_path / "reference")
+
+
+def test_a_jsonl_file_whose_first_line_is_a_list_loses_that_line_only(tmp_path):
+    lines = '["tags", "not a record"]\n' + "".join(json.dumps({"text": f"document {i}"}) + "\n" for i in range(3))
+    (tmp_path / "a.jsonl").write_text(lines)
+    stats = run_prepare([tmp_path / "a.jsonl"], tmp_path / "out", val_fraction=0.0, workers=1)
+    assert stats["documents"]["train"] == 3 and stats["dropped"] == {"malformed_json": 1}
+    assert "a.jsonl:1\tmalformed_json\ta JSON list, not an object" in (tmp_path / "out" / "dropped.tsv").read_text()
+
+
+def test_an_existing_file_named_with_glob_characters_is_read_itself(tmp_path, tokenizer):
+    write_jsonl(tmp_path / "part[1].jsonl", [{"text": "I am the bracket file"}])
+    write_jsonl(tmp_path / "part1.jsonl", [{"text": "I am part1, another file"}])
+    run_prepare([tmp_path / "part[1].jsonl"], tmp_path / "out", val_fraction=0.0, workers=1)
+    assert split_text(tmp_path / "out", "train", tokenizer) == "I am the bracket file" + ENDOFTEXT
+    run_prepare([f"{tmp_path}/part*.jsonl"], tmp_path / "both", val_fraction=0.0, workers=1)  # a pattern is still one
+    assert json.loads((tmp_path / "both" / "stats.json").read_text())["documents"]["train"] == 2
+
+
+def test_an_input_that_changes_while_it_is_read_stops_the_run(tmp_path, documents):
+    from sutra.data import sources as src
+    from sutra.data.prepare import _check_unchanged, _recipe
+    from sutra.tokenizer import load_tokenizer
+
+    path = write_jsonl(tmp_path / "docs.jsonl", [{"text": d} for d in documents])
+    units = src.plan([("jsonl", path)], unit_bytes=2048)[0].plan
+    config = PrepareConfig(sources=(str(path),), out=tmp_path / "out")
+    recipe = _recipe(config, [("jsonl", path)], load_tokenizer(config.tokenizer))
+    path.write_bytes(path.read_bytes()[:3000])  # shrunk: the units planned past its new end would read nothing
+    with pytest.raises(SutraError, match="docs.jsonl changed while it was read"):
+        list(src.read_unit(units[-1], "text", {"text"}))
+    with pytest.raises(SutraError, match="docs.jsonl changed while it was read.*--overwrite"):
+        _check_unchanged(recipe)
+
+
+def test_a_finished_dataset_with_damaged_stats_is_one_clear_line(tmp_path, documents):
+    source = write_jsonl(tmp_path / "docs.jsonl", [{"text": d} for d in documents[:20]])
+    out = tmp_path / "out"
+    run_prepare([source], out, val_fraction=0.0, workers=1)
+    stats = json.loads((out / "stats.json").read_text())
+    del stats["input_records"]
+    (out / "stats.json").write_text(json.dumps(stats))
+    shown = run_sutra("data", "stats", str(out))
+    assert shown.returncode != 0 and "Traceback" not in shown.stderr
+    assert "stats.json: not the stats `sutra data prepare` writes" in shown.stderr and "--overwrite" in shown.stderr
+    (out / "stats.json").unlink()
+    again = run_sutra("data", "prepare", str(source), "--out", str(out), "--val-fraction", "0", "--workers", "1")
+    assert again.returncode != 0 and "Traceback" not in again.stderr and "stats.json: unreadable" in again.stderr
+    assert run_sutra("data", "prepare", str(source), "--out", str(out), "--val-fraction", "0", "--workers", "1", "--overwrite").returncode == 0
+    assert json.loads((out / "stats.json").read_text())["input_records"] == 20
