@@ -124,6 +124,9 @@ def check_run_made(run: dict, checkpoint: dict, spec: str) -> None:
     """Refuse a run directory that did not train this checkpoint: its recipe has another name, it
     never reached the checkpoint's step, or it validated that step to another perplexity."""
     step, where = checkpoint.get("step"), f"--run {run['path']}: not the run that trained {spec}"
+    if not checkpoint:  # imported, exported or hand-made: nothing ties a run to it, and the card would claim its training
+        raise SutraError(f"--run {run['path']}: {spec} carries no training record (step, recipe), so no run can be shown to have "
+                         f"trained it; leave out --run, or pass a checkpoint `sutra train` wrote")
     named = (run.get("recipe") or {}).get("name")
     if checkpoint.get("recipe") and named and checkpoint["recipe"] != named:
         raise SutraError(f"{where} (its recipe is '{named}', the checkpoint's '{checkpoint['recipe']}')")

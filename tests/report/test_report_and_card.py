@@ -72,6 +72,10 @@ def test_card_front_matter_parses_with_one_model_index_entry_per_task(tmp_path, 
         "schedule": {"kind": "cosine", "warmup_steps": 10, "epochs": [{"peak_lr": 3e-4, "min_lr": 3e-5}, {"peak_lr": 1e-4, "min_lr": 1e-5}]},
     }))
     readme = tmp_path / "README.md"
+    refused = run_sutra("card", str(checkpoint), "--results", str(results), "--run", str(run), "--out", str(readme))
+    assert refused.returncode == 2 and "carries no training record" in refused.stderr and not readme.exists()
+    info = json.loads((checkpoint / "sutra.json").read_text())  # as `sutra train` writes it: the run's step 20
+    (checkpoint / "sutra.json").write_text(json.dumps({**info, "training": {"step": 20, "val_ppl": 36.6}}))
     run_sutra("card", str(checkpoint), "--results", str(results), "--run", str(run), "--base-model", "HuggingFaceTB/SmolLM2-70M",
               "--dataset", "codelion/sutra-10B", "--out", str(readme), check=True)
     text = readme.read_text()
