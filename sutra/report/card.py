@@ -14,7 +14,7 @@ import yaml
 from sutra.errors import SutraError
 from sutra.eval.tasks import TASKS
 from sutra.report.tables import (CHECKPOINT_NAME, Column, average_tasks, comparison_table, mean_percent, oldest_first, perplexity_bases,
-                                 progression_table)
+                                 progression_table, sizes_differ)
 from sutra.train.metrics import METRICS_FILE, finite, read_metrics
 from sutra.train.recipe import RECIPE_FILE, invalid_yaml
 
@@ -298,7 +298,7 @@ def key_findings(columns: list[Column], this: Column) -> str:
     first, last = points[0], this
     lines = []
     tasks = average_tasks([first, last])
-    if tasks:
+    if tasks and not any(sizes_differ(task, [first, last]) for task in tasks):  # as perplexity below: like for like only
         # the difference of the averages as shown, so the line adds up as a reader checks it (the seed's +0.25)
         before, after = (round(100 * mean_percent(c, tasks), 2) for c in (first, last))
         lines.append(f"- Benchmark average over {len(tasks)} task{'s' * (len(tasks) > 1)}: {before:.2f} ({first.name}) → {after:.2f} ({last.name}), {after - before:+.2f}.")

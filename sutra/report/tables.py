@@ -129,7 +129,7 @@ def _tasks_in(columns: list[Column]) -> list[str]:
     return [t.name for t in CARD_TASKS if t.name in present]
 
 
-def _sizes_differ(task: str, columns: list[Column]) -> bool:
+def sizes_differ(task: str, columns: list[Column]) -> bool:
     return len({label(c.results["tasks"][task]) for c in columns if task in c.results["tasks"]}) > 1
 
 
@@ -137,7 +137,7 @@ def task_label(task: str, columns: list[Column]) -> str:
     """The card title, or title (split, items) when the columns' numbers are not the card's
     measurement, or title (sizes differ) when the columns were measured on different items."""
     entries = [c.results["tasks"][task] for c in columns if task in c.results["tasks"]]
-    return f"{entries[0]['title']} (sizes differ)" if _sizes_differ(task, columns) else label(entries[0])
+    return f"{entries[0]['title']} (sizes differ)" if sizes_differ(task, columns) else label(entries[0])
 
 
 def _add_note(notes: list[str], note: str) -> None:
@@ -158,7 +158,7 @@ def _row_label(task: str, columns: list[Column], notes: list[str], suffix: str =
         whose = "" if len(names) == len(entries) else f" ({', '.join(names)})"  # a note only some columns have names them
         _add_note(notes, f"{title}{whose}: {note}.")
         marked = True
-    if _sizes_differ(task, columns):
+    if sizes_differ(task, columns):
         sizes = "; ".join(f"{c.name} {c.results['tasks'][task]['split']}, {c.results['tasks'][task]['items']} items" for c in columns if task in c.results["tasks"])
         _add_note(notes, f"{title} (sizes differ): {sizes}.")
         marked = True
@@ -197,7 +197,7 @@ def progression_table(columns: list[Column]) -> Table:
 def _average_row(tasks: list[str], averaged: list[Column], columns: list[Column], notes: list[str]) -> list[str]:
     """An "Average (N)" row over `tasks` for the `averaged` columns (blank cells for the others),
     marked * when those columns were measured on different items for some of the tasks."""
-    mixed = [TASKS[t].title for t in tasks if _sizes_differ(t, averaged)]
+    mixed = [TASKS[t].title for t in tasks if sizes_differ(t, averaged)]
     if mixed:
         notes.append(f"Average ({len(tasks)}): the columns were measured on different items for {', '.join(mixed)}, so their averages do not compare exactly.")
     return [f"Average ({len(tasks)})" + " *" * bool(mixed)] + [_percent(mean_percent(c, tasks)) if c in averaged else "" for c in columns]

@@ -334,6 +334,10 @@ def test_card_is_of_these_weights_and_keeps_this_model_beside_its_progression(tm
     assert "Validation perplexity: 37.72 over 1,000 tokens (`sutra eval --perplexity`)." in text
     # this model (no checkpoint name) beside an E1-final: the finding runs from E1-final to it
     assert "- Benchmark average over 1 task: 51.00 (E1-final) → 55.00 (SmolLM2-tiny), +4.00." in text
+    # measured on other items than this model's numbers: the finding would compare unlike things
+    run_sutra("card", str(checkpoint), "--results", str(tmp_path / "r.json"), "--progression", f"E1-final={measured_on(older, 3)}",
+              "--out", str(tmp_path / "unlike.md"), check=True)
+    assert "Benchmark average over" not in (tmp_path / "unlike.md").read_text()
     del results["perplexity"]["tokens"]  # not recorded: left out, not "over 0 tokens"
     (tmp_path / "r.json").write_text(json.dumps(results))
     run_sutra("card", str(checkpoint), "--results", str(tmp_path / "r.json"), "--out", str(tmp_path / "plain.md"), check=True)
