@@ -198,19 +198,21 @@ def _accumulate(stats: dict, result: UnitResult, is_val: np.ndarray) -> None:
         stats["filtered"][reason] = stats["filtered"].get(reason, 0) + count
 
 
+def _describe_input(kind: str, path) -> dict:
+    """An input as the recipe records it: a file with its size and mtime, so a changed one shows."""
+    entry = {"kind": kind, "path": str(Path(path).resolve()) if kind != "hub" else str(path)}
+    if kind != "hub":
+        try:
+            info = Path(path).stat()
+            entry.update(bytes=info.st_size, mtime_ns=info.st_mtime_ns)
+        except OSError:
+            entry.update(bytes=None)
+    return entry
+
+
 def _recipe(config: PrepareConfig, inputs, tokenizer) -> dict:
-    described = []
-    for kind, path in inputs:
-        entry = {"kind": kind, "path": str(Path(path).resolve()) if kind != "hub" else str(path)}
-        if kind != "hub":
-            try:
-                info = Path(path).stat()
-                entry.update(bytes=info.st_size, mtime_ns=info.st_mtime_ns)
-            except OSError:
-                entry.update(bytes=None)
-        described.append(entry)
     return {
-        "inputs": described,
+        "inputs": [_describe_input(kind, path) for kind, path in inputs],
         "text_field": config.text_field,
         "filters": config.filters.describe(),
         "val_fraction": config.val_fraction,
@@ -227,13 +229,7 @@ def _check_unchanged(recipe: dict) -> None:
     """Stop before the manifest is written if an input file was rewritten during the run (a
     resumed run, since it began): its shards would mix two versions of it."""
     for entry in recipe["inputs"]:
-        if entry.get("bytes") is None:
-            continue
-        try:
-            info = Path(entry["path"]).stat()
-        except OSError:
-            raise src.input_changed(entry["path"]) from None
-        if (info.st_size, info.st_mtime_ns) != (entry["bytes"], entry["mtime_ns"]):
+        if entry.get("bytes") is not None and _describe_input(entry["kind"], entry["path"]) != entry:
             raise src.input_changed(entry["path"])
 
 
