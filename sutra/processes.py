@@ -11,6 +11,9 @@ from pathlib import Path
 from sutra.errors import SutraError
 
 LOCK_FILE = ".lock"
+# A long job stopped by a signal, having saved its work, exits as a shell reports that signal (128 + its
+# number); a `sutra train` process stopped because another one was signalled exits as for SIGTERM.
+STOPPED_EXIT_CODES = {"Ctrl-C": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
 
 
 @contextmanager

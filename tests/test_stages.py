@@ -1,6 +1,7 @@
 """The pipeline's stage record: a re-run reuses only what was finished with the same settings from the
 same upstream outputs, continues what was not finished, and refuses (deleting nothing) what is stale."""
 
+import json
 import os
 import signal
 import subprocess
@@ -9,7 +10,7 @@ import time
 
 import pytest
 import yaml
-from sutra_testing import REPO
+from sutra_testing import REPO, children, kill_pipeline
 
 from sutra.errors import SutraError
 from sutra.pipeline.stages import StageLog, train_run
@@ -108,40 +109,74 @@ def test_an_unfinished_stage_continues_and_an_unrecorded_output_is_refused(tmp_p
         StageLog(out)
 
 
-def test_a_training_killed_before_its_first_checkpoint_is_continued(tmp_path, tiny_dataset):
-    """The kill leaves recipe.yaml but no `last`: the stage must resume it, not start it again
-    (a fresh start refuses a run directory that already holds a recipe)."""
+def _micro_training(tmp_path, dataset, steps: int):
+    """A pipeline (a Python process) whose one stage trains the micro model for `steps` steps: (out, run_dir, recipe, process)."""
     out = tmp_path / "out"
     run_dir = out / "run"
     recipe = write_recipe(tmp_path / "micro.yaml", micro_recipe(
-        tiny_dataset, run_dir, train={"epochs": 1, "steps_per_epoch": 70}, schedule={"kind": "cosine", "warmup_steps": 2, "epochs": [{"peak_lr": 1e-2, "min_lr": 1e-3}]},
+        dataset, run_dir, train={"epochs": 1, "steps_per_epoch": steps}, schedule={"kind": "cosine", "warmup_steps": 2, "epochs": [{"peak_lr": 1e-2, "min_lr": 1e-3}]},
         eval={"every_steps": 1000, "max_windows": 4}, checkpoint={"every_steps": 1000}))
     script = f"""
 from pathlib import Path
 from sutra.pipeline.stages import StageLog, train_run
-train_run(StageLog(Path({str(out)!r})), "run", Path({str(recipe)!r}), Path({str(run_dir)!r}), [], ())
+from sutra.errors import SutraError
+try:
+    train_run(StageLog(Path({str(out)!r})), "run", Path({str(recipe)!r}), Path({str(run_dir)!r}), [], ())
+except SutraError as exc:
+    print(f"sutra: error: {{exc}}")
+    raise SystemExit(exc.exit_code)
 """
-    started = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not (run_dir / "recipe.yaml").is_file() and started.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        if started.poll() is None:
-            os.killpg(started.pid, signal.SIGKILL)  # the stage's `sutra train` child too
-        stderr = started.communicate()[1]
-    assert (run_dir / "recipe.yaml").is_file() and not (run_dir / "last").exists(), stderr
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return out, run_dir, recipe, process
 
+
+def _wait_for(condition, process, what: str) -> None:
+    deadline = time.monotonic() + 120
+    while not condition():
+        assert process.poll() is None and time.monotonic() < deadline, f"{what} never happened: {process.communicate()[0][-3000:]}"
+        time.sleep(0.02)
+
+
+def _continued(out, run_dir, recipe, steps: int) -> None:
+    """A re-run of the stage trains the run to its end, continuing it, and records it as made."""
     log = StageLog(out)
     final = train_run(log, "run", recipe, run_dir, [], ())
     assert final == run_dir / "e1-final" and final.is_dir()
-    assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["train"]["steps_per_epoch"] == 70
+    assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["train"]["steps_per_epoch"] == steps
     assert log.records["run"]["made"] is not None
 
 
-def _children(pid: int) -> list[int]:
-    path = f"/proc/{pid}/task/{pid}/children"
-    return [int(c) for c in open(path).read().split()] if os.path.exists(path) else []
+def test_a_training_killed_before_its_first_checkpoint_is_continued(tmp_path, tiny_dataset):
+    """The kill leaves recipe.yaml but no `last`: the stage must resume it, not start it again
+    (a fresh start refuses a run directory that already holds a recipe)."""
+    out, run_dir, recipe, started = _micro_training(tmp_path, tiny_dataset, 70)
+    try:
+        _wait_for(lambda: (run_dir / "recipe.yaml").is_file(), started, "recipe.yaml")
+    finally:
+        kill_pipeline(started)
+    assert (run_dir / "recipe.yaml").is_file() and not (run_dir / "last").exists()
+    _continued(out, run_dir, recipe, 70)
+
+
+def test_ctrl_c_stops_a_pipeline_training_after_its_step_and_a_re_run_continues_it(tmp_path, tiny_dataset):
+    """A Ctrl-C reaches the pipeline, which passes it on: the training saves `last` after the step in
+    flight (it is not killed), and the pipeline exits 130 with the stage not recorded as made."""
+    out, run_dir, recipe, started = _micro_training(tmp_path, tiny_dataset, 75)
+    try:
+        _wait_for(lambda: '"step": 3,' in ((run_dir / "metrics.jsonl").read_text() if (run_dir / "metrics.jsonl").exists() else ""),
+                  started, "step 3")
+        started.send_signal(signal.SIGINT)
+        output = started.communicate(timeout=120)[0]
+    finally:
+        if started.poll() is None:
+            started.kill()
+    assert started.returncode == 130, output[-3000:]
+    assert "(Ctrl-C), `last` saved" in output and "sutra: error: stopped during `sutra train " in output, output[-3000:]
+    saved = json.loads((run_dir / "last" / "sutra.json").read_text())["training"]["step"]
+    assert 3 <= saved < 75
+    assert json.loads((out / "stages.json").read_text())["run"]["made"] is None
+    _continued(out, run_dir, recipe, 75)
+    assert json.loads((run_dir / "e1-final" / "sutra.json").read_text())["training"]["step"] == 75
 
 
 def _running(pid: int) -> bool:
@@ -166,9 +201,9 @@ def test_a_stage_ends_when_its_pipeline_is_killed(tmp_path):
     pipeline = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        while not _children(pipeline.pid) and time.monotonic() < deadline:
+        while not children(pipeline.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        (stage,) = _children(pipeline.pid)
+        (stage,) = children(pipeline.pid)
         time.sleep(1.0)
         assert _running(stage)
         pipeline.kill()
@@ -178,7 +213,7 @@ def test_a_stage_ends_when_its_pipeline_is_killed(tmp_path):
             time.sleep(0.1)
         assert not _running(stage)
     finally:
-        for pid in _children(pipeline.pid):
+        for pid in children(pipeline.pid):
             os.kill(pid, signal.SIGKILL)
         if pipeline.poll() is None:
             pipeline.kill()

@@ -123,12 +123,12 @@ def summarize(output: dict, tasks: list[CardTask], data: str = "store") -> dict[
             "fewshot_split": configs[0].get("fewshot_split") if task.num_fewshot else None,
             "note": note,
             "data": store_source(task.name) if data == "store" else {"source": "hub"},
-            "matches_card": split == task.card_split and items == task.card_items and note is None,
             "metrics": {k: v for k, v in metrics.items() if k != "alias" and not isinstance(v, str)},
             "version": output.get("versions", {}).get(task.name),
         }
         if value_is_missing(entry):
             raise SutraError(f"lm-eval returned no '{task.result_key}' for {task.name}; got {sorted(entry['metrics'])}")
+        entry["matches_card"] = matches_card(task.name, entry)
         summary[task.name] = entry
     return summary
 
@@ -137,9 +137,16 @@ def value_is_missing(entry: dict) -> bool:
     return not isinstance(entry["value"], (int, float))
 
 
+def matches_card(task: str, entry: dict) -> bool:
+    """Whether a result was measured as the card's was: its split, every one of its items, and data
+    with no known difference. From the task's definition, so a results file cannot claim it."""
+    card = TASKS[task]
+    return entry["split"] == card.card_split and entry["items"] == card.card_items and entry.get("note") is None
+
+
 def label(entry: dict) -> str:
     """The row name for a result: the card's title, plus the split and size when they differ from the card's."""
-    if entry.get("matches_card", False):
+    if entry["matches_card"]:
         return entry["title"]
     return f"{entry['title']} ({entry['split']}, {entry['items']})"
 
@@ -237,6 +244,8 @@ def read_results(path: str | os.PathLike) -> dict:
         _check(path, entry, "split", _is_text, "a split name", task=name, required=True)
         _check(path, entry, "items", _is_count, "a number of items", task=name, required=True)
         _check(path, entry, "num_fewshot", _or_null(_is_count), "a number of shots", task=name)
+        _check(path, entry, "note", _or_null(_is_text), "a note on the data", task=name)
+        entry["matches_card"] = matches_card(name, entry)
         _check(path, entry, "metrics", _is_object, "an object", task=name)
         # the one other metric the tables show: gsm8k's strict-match row
         _check(path, entry.get("metrics", {}), "exact_match,strict-match", _or_null(is_score), "a score between 0 and 1", task=name, prefix="metrics.")

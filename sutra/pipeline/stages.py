@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 from sutra.cli import PIPELINE_PID_ENV
 from sutra.errors import SutraError
 from sutra.io import atomic_write_json
-from sutra.processes import LOCK_FILE
+from sutra.processes import LOCK_FILE, STOPPED_EXIT_CODES
 from sutra.train.recipe import RECIPE_FILE
 
 REPO_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
@@ -28,14 +29,34 @@ def banner(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
+class StageStopped(SutraError):
+    """A stage stopped by Ctrl-C or SIGTERM, having saved what it did: the pipeline exits as it did."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def sutra(*args, allowed_codes: tuple[int, ...] = (0,)) -> int:
     """Run one `sutra` command with its output shown live; a failure stops the pipeline naming the command."""
     command = [sys.executable, "-m", "sutra", *map(str, args)]
-    print("$ sutra " + shlex.join(command[3:]), flush=True)
+    shown = "sutra " + shlex.join(command[3:])
+    print("$ " + shown, flush=True)
     started = time.perf_counter()
-    code = subprocess.run(command, env={**os.environ, PIPELINE_PID_ENV: str(os.getpid())}).returncode  # the stage ends if we die
+    # The stage runs in a session of its own, so a terminal's Ctrl-C reaches this process only,
+    # which passes each one on: a training finishes its step and saves `last` (subprocess.run would kill it).
+    stage = subprocess.Popen(command, env={**os.environ, PIPELINE_PID_ENV: str(os.getpid())}, start_new_session=True)  # it ends if we die
+    while True:
+        try:
+            code = stage.wait()
+            break
+        except KeyboardInterrupt:
+            stage.send_signal(signal.SIGINT)
+    if code in STOPPED_EXIT_CODES.values():
+        raise StageStopped(f"stopped during `{shown}`, which saved its work; run the same command again to continue "
+                           "(finished stages are reused, this one resumes)", code)
     if code not in allowed_codes:
-        raise SutraError(f"stage failed (exit {code}): sutra {shlex.join(command[3:])}; fix the error above and re-run (finished stages are reused)")
+        raise SutraError(f"stage failed (exit {code}): {shown}; fix the error above and re-run (finished stages are reused)")
     print(f"   ({time.perf_counter() - started:.0f} s)", flush=True)
     return code
 

@@ -26,7 +26,7 @@ def model_index(name: str, results: dict) -> list[dict]:
     for task_name, entry in results["tasks"].items():
         task = TASKS[task_name]
         # the seed's dataset names ("TruthfulQA MC2"), with the split and size when they are not the card's
-        measured = "" if entry.get("matches_card", False) else f" ({entry['split']}, {entry['items']})"
+        measured = "" if entry["matches_card"] else f" ({entry['split']}, {entry['items']})"
         dataset = {"type": task.dataset_type, "name": task.dataset_name + measured}
         if task.dataset_config:
             dataset["config"] = task.dataset_config

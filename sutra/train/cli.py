@@ -62,8 +62,7 @@ def cmd_train(args) -> int:
 
     overrides = args.overrides + ([(key, value, f"--init-from {shlex.quote(args.init_from)}") for key, value in
                                    (("model.init_from", args.init_from), ("model.preset", None), ("model.overrides", {}))] if args.init_from is not None else [])
-    train(args.recipe, overrides, args.resume, args.stop_after)
-    return 0
+    return train(args.recipe, overrides, args.resume, args.stop_after)
 
 
 def cmd_plot(args) -> int:

@@ -36,6 +36,7 @@ from safetensors import SafetensorError
 from sutra.errors import SutraError
 from sutra.eval.perplexity import perplexity_of
 from sutra.io import atomic_write_text
+from sutra.processes import STOPPED_EXIT_CODES
 from sutra.train.checkpoints import CHECKPOINTS, LAST, LAST_GOOD, TRAINER_STATE, CheckpointStore, load_trainer_state
 from sutra.train.metrics import METRICS_FILE, MetricsLog, causal_attended_per_token, device_peak_tflops, document_attended_per_token, finite, finite_or_null
 from sutra.train.recipe import RECIPE_FILE, Recipe, load_recipe
@@ -525,13 +526,14 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------------------
 
-    def run(self, stop_after: int | None = None) -> None:
-        """Train to the end, or until step `stop_after`, a SIGTERM or a Ctrl-C, saving `last` before returning."""
+    def run(self, stop_after: int | None = None) -> int:
+        """Train to the end, or until step `stop_after`, a SIGTERM or a Ctrl-C, saving `last` before
+        returning; the exit code: 0 when finished or stopped as asked, else the signal's (130, 143)."""
         in_main_thread = threading.current_thread() is threading.main_thread()
         handlers = {signal.SIGTERM: self._request_stop, signal.SIGINT: self._interrupt} if in_main_thread else {}
         previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
         try:
-            self._run(stop_after)
+            return self._run(stop_after)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -547,13 +549,13 @@ class Trainer:
         if self.dist.is_main:  # os.write: print could re-enter the stream the progress bar is writing
             os.write(2, b"\nsutra: stopping after this step, saving `last` (Ctrl-C again stops at once, losing the steps since the last checkpoint)\n")
 
-    def _run(self, stop_after: int | None) -> None:
+    def _run(self, stop_after: int | None) -> int:
         from tqdm import tqdm
 
         total, spe = self.schedule.total_steps, self.schedule.steps_per_epoch
         if stop_after is not None and self.progress.step >= stop_after:
             self._say(f"--stop-after {stop_after}: {self.run_dir} is already at step {self.progress.step}; nothing to do")
-            return
+            return 0
         self._announce()
         if self.progress.step == 0:
             self._log({"step": 0, "epoch": 0.0, "tokens": 0, **self._evaluate()})
@@ -585,10 +587,12 @@ class Trainer:
                 if stop_reason and done < total:
                     self._save((done - 1) // spe + 1, None, final=False, last=True)
                     break
-        if self.progress.step < total:
-            self._say(f"stopped after step {self.progress.step} of {total} ({stop_reason}), `last` saved; continue with `sutra train --resume {self.run_dir}`")
-        else:
+        if self.progress.step == total:
             self._say(self._summary())
+            return 0
+        self._say(f"stopped after step {self.progress.step} of {total} ({stop_reason}), `last` saved; continue with `sutra train --resume {self.run_dir}`")
+        # a signal's stop is not success: a pipeline or scheduler must not take the run as finished
+        return 0 if stop_reason == "--stop-after" else STOPPED_EXIT_CODES.get(stop_reason, STOPPED_EXIT_CODES["SIGTERM"])
 
     def _checkpoint_due(self, done: int) -> bool:
         """Whether step `done` evaluates or checkpoints (an epoch end does both)."""
@@ -901,8 +905,9 @@ class _Window:
         }
 
 
-def train(recipe_path: str | None, overrides: list[str], resume_dir: str | None, stop_after: int | None = None) -> None:
-    """`sutra train`: a fresh run from a recipe, or `--resume RUN_DIR` from its `last` checkpoint."""
+def train(recipe_path: str | None, overrides: list[str], resume_dir: str | None, stop_after: int | None = None) -> int:
+    """`sutra train`: a fresh run from a recipe, or `--resume RUN_DIR` from its `last` checkpoint;
+    returns the exit code (see Trainer.run)."""
     if resume_dir is not None:
         if overrides:
             raise SutraError("--set cannot change a run being resumed; its recipe is fixed in RUN_DIR/recipe.yaml")
@@ -923,7 +928,7 @@ def train(recipe_path: str | None, overrides: list[str], resume_dir: str | None,
     try:
         trainer = Trainer(recipe, resume=resume_dir is not None, dist_info=dist_info)
         try:
-            trainer.run(stop_after)
+            return trainer.run(stop_after)
         finally:
             trainer.close()
     finally:

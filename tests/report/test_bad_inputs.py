@@ -29,6 +29,7 @@ def edited(path, edit):
     (lambda r: r["tasks"]["piqa"].update(value=float("inf")), "task 'piqa' field 'value' is Infinity, not a score"),
     (lambda r: r["tasks"]["piqa"].update(value=True), "task 'piqa' field 'value' is true, not a score"),
     (lambda r: r["tasks"]["piqa"].update(value=57.3), "task 'piqa' field 'value' is 57.3, not a score between 0 and 1"),
+    (lambda r: r["tasks"]["piqa"].update(note=7), "task 'piqa' field 'note' is 7, not a note on the data"),
     (lambda r: r["tasks"]["gsm8k"]["metrics"].update({"exact_match,strict-match": 2.5}),
      "task 'gsm8k' field 'metrics.exact_match,strict-match' is 2.5, not a score"),
     (lambda r: r.update(perplexity=5), "field 'perplexity' is 5, not an object"),

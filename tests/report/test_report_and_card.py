@@ -212,12 +212,14 @@ def test_report_reads_compare_arms_and_paths_holding_an_equals_sign(tmp_path):
 
 
 def test_task_chart_names_the_split_and_size_of_each_bar(tmp_path):
-    """As the tables do: bars measured on 2 items are not shown under the card's bare task name."""
+    """As the tables do: bars measured on 2 items are not shown under the card's bare task name, even
+    when the file says they match the card (it is worked out from the split and items, not trusted)."""
     from sutra.report.charts import task_figure
     from sutra.report.tables import load_columns
 
     results = json.loads(write_results(tmp_path / "r.json", {"arc_easy": 0.3, "sciq": 0.4}).read_text())
-    results["tasks"]["arc_easy"].update(items=2, matches_card=False)
+    results["tasks"]["arc_easy"].update(items=2, matches_card=True)
+    results["tasks"]["sciq"].update(matches_card=True)
     (tmp_path / "r.json").write_text(json.dumps(results))
     figure = task_figure(load_columns([f"E1-final={tmp_path / 'r.json'}"]))
     assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["ARC-Easy (test, 2)", "SciQ (validation, 1000)"]
