@@ -19,8 +19,8 @@ import torch
 
 from sutra.errors import SutraError
 from sutra.io import atomic_directory, atomic_open, fsync_dir
+from sutra.train.recipe import CHECKPOINTS
 
-CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state.pt"
 LAST = "last"  # where a resumed run continues
 LAST_GOOD = "last-good"  # the newest checkpoint saved outside a streak of skipped steps: where a rollback goes

@@ -4,7 +4,8 @@ import io
 from pathlib import Path
 
 from sutra.errors import SutraError
-from sutra.io import atomic_write_bytes, check_output_path
+from sutra.io import atomic_write_bytes, check_replaceable
+from sutra.train.recipe import CHECKPOINTS
 from sutra.train.metrics import METRICS_FILE, finite, read_metrics
 
 
@@ -17,7 +18,8 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         raise SutraError(f"{run_dir}: no {METRICS_FILE}; give a `sutra train` run directory (the folder that holds {METRICS_FILE})")
     if out is not None and Path(out).suffix.lower() != ".png":  # (nor, then, one of the run's own files)
         raise SutraError(f"--out {out}: the curves are a PNG image; give a path ending in .png")
-    out = check_output_path(out or run_dir / "curves.png")
+    # not inside a checkpoint (RUN/last/x.png): a checkpoint directory is replaced or removed whole
+    out = check_replaceable(out or run_dir / "curves.png", "PNG image", _is_png, inputs=[run_dir / CHECKPOINTS])
     records = read_metrics(run_dir)
     if not any(finite(r.get("loss")) or finite(r.get("val_loss")) for r in records):
         raise SutraError(f"{run_dir / METRICS_FILE}: no training or validation records yet")
@@ -29,6 +31,11 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     plt.close(fig)
     atomic_write_bytes(out, buffer.getvalue())
     return out
+
+
+def _is_png(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def curves_figure(records: list[dict], title: str):

@@ -21,6 +21,7 @@ import yaml
 from sutra.errors import SutraError
 
 RECIPE_FILE = "recipe.yaml"  # a run directory's resolved recipe, which `sutra train --resume` reads
+CHECKPOINTS = "checkpoints"  # the run directory's folder of checkpoint directories (its names link into it)
 
 
 @dataclass
