@@ -31,13 +31,14 @@ from typing import Callable
 
 import torch
 import torch.distributed as dist
+import yaml
 from safetensors import SafetensorError
 
 from sutra.errors import SutraError
 from sutra.eval.perplexity import perplexity_of
 from sutra.io import atomic_write_text
 from sutra.processes import STOPPED_EXIT_CODES
-from sutra.train.checkpoints import CHECKPOINTS, LAST, LAST_GOOD, TRAINER_STATE, CheckpointStore, load_trainer_state
+from sutra.train.checkpoints import CHECKPOINTS, INFO_FILE, LAST, LAST_GOOD, TRAINER_STATE, CheckpointStore, load_trainer_state
 from sutra.train.metrics import METRICS_FILE, MetricsLog, causal_attended_per_token, device_peak_tflops, document_attended_per_token, finite, finite_or_null
 from sutra.train.recipe import RECIPE_FILE, Recipe, load_recipe
 from sutra.train.schedule import Schedule
@@ -905,6 +906,20 @@ class _Window:
         }
 
 
+def _restore_recipe(run_dir: Path) -> None:
+    """A run whose recipe.yaml was deleted: write it again from the recipe its `last` checkpoint
+    records it was trained with (the recipe a resume checks against), or refuse the directory."""
+    try:
+        saved = json.loads((run_dir / LAST / INFO_FILE).read_text())["training"]["resolved_recipe"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise SutraError(f"{run_dir}: not a run directory (no {RECIPE_FILE}, and no `{LAST}` checkpoint recording its recipe); "
+                         "start a run with `sutra train RECIPE.yaml`") from None
+    # every process of a torchrun writes the same text (each atomically)
+    atomic_write_text(run_dir / RECIPE_FILE, RECIPE_HEADER + yaml.safe_dump(saved, sort_keys=False))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"sutra: {run_dir / RECIPE_FILE} was missing; wrote it again from the recipe `{LAST}` was trained with", file=sys.stderr)
+
+
 def train(recipe_path: str | None, overrides: list[str], resume_dir: str | None, stop_after: int | None = None) -> int:
     """`sutra train`: a fresh run from a recipe, or `--resume RUN_DIR` from its `last` checkpoint;
     returns the exit code (see Trainer.run)."""
@@ -912,7 +927,7 @@ def train(recipe_path: str | None, overrides: list[str], resume_dir: str | None,
         if overrides:
             raise SutraError("--set cannot change a run being resumed; its recipe is fixed in RUN_DIR/recipe.yaml")
         if not (Path(resume_dir) / RECIPE_FILE).is_file():
-            raise SutraError(f"{resume_dir}: not a run directory (no {RECIPE_FILE}); start a run with `sutra train RECIPE.yaml`")
+            _restore_recipe(Path(resume_dir))
         recipe = load_recipe(Path(resume_dir) / RECIPE_FILE)
         recipe.run_dir = str(resume_dir)
     else:

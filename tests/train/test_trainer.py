@@ -199,3 +199,17 @@ def test_init_from_refuses_a_set_of_the_model(tmp_path, tiny_dataset):
     result = run_sutra("train", str(path), "--init-from", "smollm2-135m-instruct", "--set", "model.overrides.num_layers=4")
     assert result.returncode == 2 and "--set model.overrides.num_layers=4: --init-from smollm2-135m-instruct gives the model" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_whose_recipe_yaml_was_deleted_resumes_from_the_recipe_its_checkpoint_records(tmp_path, tiny_dataset):
+    """Before, `--resume` called it "not a run directory" and a fresh start "already holds a run"."""
+    run_dir = tmp_path / "run"
+    path = write_recipe(tmp_path / "r.yaml", micro_recipe(tiny_dataset, run_dir))
+    run_sutra("train", str(path), "--stop-after", "2", check=True)
+    written = (run_dir / "recipe.yaml").read_text()
+    (run_dir / "recipe.yaml").unlink()
+    resumed = run_sutra("train", "--resume", str(run_dir), "--stop-after", "3")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"{run_dir / 'recipe.yaml'} was missing; wrote it again from the recipe `last` was trained with" in resumed.stderr
+    assert (run_dir / "recipe.yaml").read_text() == written
+    assert json.loads((run_dir / "last" / "sutra.json").read_text())["training"]["step"] == 3
