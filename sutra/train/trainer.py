@@ -238,7 +238,11 @@ class Trainer:
         step_windows = t.micro_batch * t.grad_accum
         full_pass = self.train_loader.windows_per_epoch // step_windows
         if full_pass < 1:
-            raise r.error("data.path", f"{data_path} has {self.train_loader.windows_per_epoch} training windows, fewer than one step of {step_windows} (micro_batch x grad_accum)")
+            # blame the step's size, which a user sets to fit the data: a --set one first
+            sizes = ["train.micro_batch", "train.grad_accum"]
+            given = [key for key in sizes if r.sources.get(key, "").startswith("--set")]
+            raise r.error((given or sizes)[0], f"a step of {t.micro_batch} x {t.grad_accum} windows (train.micro_batch x train.grad_accum) is more "
+                          f"than the {self.train_loader.windows_per_epoch} training windows of {data_path}; lower them, or prepare more data")
         if t.steps_per_epoch is not None and t.steps_per_epoch > full_pass:
             raise r.error("train.steps_per_epoch", f"{t.steps_per_epoch} steps exceed the {full_pass} steps one pass over {data_path} gives")
         steps_per_epoch = t.steps_per_epoch or full_pass

@@ -81,6 +81,7 @@ def corrupt_fingerprint(tiny_dataset: Path, tmp_path: Path) -> Path:
         ({"data": {"path": "/nonexistent/data"}}, 1, "data.path: /nonexistent/data does not exist; prepare it with `sutra data prepare`"),
         ({"data": "other-tokenizer"}, 1, "re-prepare the data with the model's tokenizer"),
         ({"train": {"steps_per_epoch": 10_000}}, 1, "train.steps_per_epoch: 10000 steps exceed the"),
+        ({"train": {"micro_batch": 1000}}, 1, "train.micro_batch: a step of 1000 x 2 windows (train.micro_batch x train.grad_accum) is more than the"),
         ({"schedule": {"warmup_steps": 8}}, 1, "schedule.warmup_steps: 8 warmup steps do not fit in an epoch of 8 steps"),
         ({"schedule": {"kind": "wsd", "peak_lr": 1e-3, "warmup_steps": 14}}, 1,
          "schedule.warmup_steps: 14 warmup steps run into the decay, which takes the last 3 of 16 steps"),
@@ -213,3 +214,10 @@ def test_a_run_whose_recipe_yaml_was_deleted_resumes_from_the_recipe_its_checkpo
     assert f"{run_dir / 'recipe.yaml'} was missing; wrote it again from the recipe `last` was trained with" in resumed.stderr
     assert (run_dir / "recipe.yaml").read_text() == written
     assert json.loads((run_dir / "last" / "sutra.json").read_text())["training"]["step"] == 3
+
+
+def test_a_step_too_large_for_the_data_blames_the_size_given_with_set(tmp_path, tiny_dataset):
+    """It blamed data.path, whatever --set had just made the step too large."""
+    path = write_recipe(tmp_path / "r.yaml", micro_recipe(tiny_dataset, tmp_path / "run"))
+    with pytest.raises(SutraError, match=r"^--set train.grad_accum=500: train.grad_accum: a step of 2 x 500 windows"):
+        Trainer(load_recipe(path, ["train.grad_accum=500"]), resume=False, dist_info=CPU)
