@@ -2,12 +2,13 @@
 
 import csv
 import os
+import signal
 import subprocess
 import sys
 import time
 
 import pytest
-from sutra_testing import REPO, kill_pipeline, run_sutra
+from sutra_testing import REPO, run_sutra
 
 from sutra.errors import SutraError
 from sutra.pipeline.compare import Arm, arm_dataset, arm_plan, load_experiment, prepared_dataset
@@ -107,7 +108,7 @@ def test_an_arm_dataset_prepared_again_is_not_reused(tmp_path, tokenizer):
 def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(tmp_path):
     """Two runs on one OUT would make the same stages at once and overwrite each other's stages.json."""
     out = tmp_path / "compare"
-    first = subprocess.Popen([sys.executable, "-m", "sutra", "compare", str(TINY), "--out", str(out)], cwd=REPO,
+    first = subprocess.Popen([sys.executable, "-m", "sutra", "compare", str(TINY), "--out", str(out)], cwd=REPO, start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -116,7 +117,9 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(tmp_pat
         assert (out / "stages.json").is_file(), first.stderr.read() if first.poll() is not None else "no stage started"
         second = run_sutra("compare", str(TINY), "--out", str(out), timeout=120)
     finally:
-        kill_pipeline(first)
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)  # its stage's child too
+        first.communicate()
     assert second.returncode == 2 and "$ sutra" not in second.stdout, second.stdout
     assert second.stderr == f"sutra: error: {out} is in use by sutra compare (pid {first.pid}); wait for it to finish or choose another output directory\n"
     with exclusive(out, "compare"):  # a killed holder leaves no stale lock

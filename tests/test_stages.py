@@ -10,7 +10,7 @@ import time
 
 import pytest
 import yaml
-from sutra_testing import REPO, children, kill_pipeline
+from sutra_testing import REPO
 
 from sutra.errors import SutraError
 from sutra.pipeline.stages import StageLog, train_run
@@ -126,7 +126,8 @@ except SutraError as exc:
     print(f"sutra: error: {{exc}}")
     raise SystemExit(exc.exit_code)
 """
-    process = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # a session of its own, as a terminal's job is: a signal to its group reaches the stage too
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return out, run_dir, recipe, process
 
 
@@ -153,28 +154,32 @@ def test_a_training_killed_before_its_first_checkpoint_is_continued(tmp_path, ti
     try:
         _wait_for(lambda: (run_dir / "recipe.yaml").is_file(), started, "recipe.yaml")
     finally:
-        kill_pipeline(started)
+        if started.poll() is None:
+            os.killpg(started.pid, signal.SIGKILL)  # the stage's `sutra train` too
+        started.communicate()
     assert (run_dir / "recipe.yaml").is_file() and not (run_dir / "last").exists()
     _continued(out, run_dir, recipe, 70)
 
 
 def test_ctrl_c_stops_a_pipeline_training_after_its_step_and_a_re_run_continues_it(tmp_path, tiny_dataset):
-    """A Ctrl-C reaches the pipeline, which passes it on: the training saves `last` after the step in
-    flight (it is not killed), and the pipeline exits 130 with the stage not recorded as made."""
+    """A terminal's Ctrl-C reaches the pipeline and its stage: the pipeline waits while the training
+    saves `last` after the step in flight (it is not killed), then exits 130 with the stage not
+    recorded as made."""
     out, run_dir, recipe, started = _micro_training(tmp_path, tiny_dataset, 75)
     try:
         _wait_for(lambda: '"step": 3,' in ((run_dir / "metrics.jsonl").read_text() if (run_dir / "metrics.jsonl").exists() else ""),
                   started, "step 3")
-        started.send_signal(signal.SIGINT)
+        os.killpg(started.pid, signal.SIGINT)
         output = started.communicate(timeout=120)[0]
     finally:
         if started.poll() is None:
             started.kill()
     assert started.returncode == 130, output[-3000:]
-    assert "(Ctrl-C), `last` saved" in output and "sutra: error: stopped during `sutra train " in output, output[-3000:]
+    assert "(Ctrl-C), `last` saved" in output and "sutra: error: `sutra train " in output and "was stopped (exit 130)" in output, output[-3000:]
     saved = json.loads((run_dir / "last" / "sutra.json").read_text())["training"]["step"]
     assert 3 <= saved < 75
     assert json.loads((out / "stages.json").read_text())["run"]["made"] is None
+    (run_dir / "recipe.yaml").unlink()  # and the re-run continues from `last` (which records the recipe) even so
     _continued(out, run_dir, recipe, 75)
     assert json.loads((run_dir / "e1-final" / "sutra.json").read_text())["training"]["step"] == 75
 
@@ -185,6 +190,11 @@ def _running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return "Z" not in state.split()[1]  # a zombie has ended (nobody reaped it yet)
+
+
+def _children(pid: int) -> list[int]:
+    path = f"/proc/{pid}/task/{pid}/children"
+    return [int(c) for c in open(path).read().split()] if os.path.exists(path) else []
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux's")
@@ -201,9 +211,9 @@ def test_a_stage_ends_when_its_pipeline_is_killed(tmp_path):
     pipeline = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        while not children(pipeline.pid) and time.monotonic() < deadline:
+        while not _children(pipeline.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        (stage,) = children(pipeline.pid)
+        (stage,) = _children(pipeline.pid)
         time.sleep(1.0)
         assert _running(stage)
         pipeline.kill()
@@ -213,7 +223,7 @@ def test_a_stage_ends_when_its_pipeline_is_killed(tmp_path):
             time.sleep(0.1)
         assert not _running(stage)
     finally:
-        for pid in children(pipeline.pid):
+        for pid in _children(pipeline.pid):
             os.kill(pid, signal.SIGKILL)
         if pipeline.poll() is None:
             pipeline.kill()

@@ -12,6 +12,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ from sutra.cli import PIPELINE_PID_ENV
 from sutra.errors import SutraError
 from sutra.io import atomic_write_json
 from sutra.processes import LOCK_FILE, STOPPED_EXIT_CODES
-from sutra.train.recipe import RECIPE_FILE
+from sutra.train.recipe import LAST, RECIPE_FILE
 
 REPO_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
@@ -30,7 +31,7 @@ def banner(text: str) -> None:
 
 
 class StageStopped(SutraError):
-    """A stage stopped by Ctrl-C or SIGTERM, having saved what it did: the pipeline exits as it did."""
+    """A stage stopped by Ctrl-C or SIGTERM: the pipeline exits as it did."""
 
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
@@ -43,18 +44,20 @@ def sutra(*args, allowed_codes: tuple[int, ...] = (0,)) -> int:
     shown = "sutra " + shlex.join(command[3:])
     print("$ " + shown, flush=True)
     started = time.perf_counter()
-    # The stage runs in a session of its own, so a terminal's Ctrl-C reaches this process only,
-    # which passes each one on: a training finishes its step and saves `last` (subprocess.run would kill it).
-    stage = subprocess.Popen(command, env={**os.environ, PIPELINE_PID_ENV: str(os.getpid())}, start_new_session=True)  # it ends if we die
-    while True:
-        try:
-            code = stage.wait()
-            break
-        except KeyboardInterrupt:
-            stage.send_signal(signal.SIGINT)
+    # A terminal's Ctrl-C reaches the stage too (one process group): this process waits for it to
+    # stop as it does (a training saves `last` after its step) instead of killing it, as
+    # subprocess.run does. (A handler, not SIG_IGN: the stage would inherit an ignored SIGINT.)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None) if in_main_thread else None
+    try:
+        stage = subprocess.Popen(command, env={**os.environ, PIPELINE_PID_ENV: str(os.getpid())})  # it ends if we die
+        code = stage.wait()
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
     if code in STOPPED_EXIT_CODES.values():
-        raise StageStopped(f"stopped during `{shown}`, which saved its work; run the same command again to continue "
-                           "(finished stages are reused, this one resumes)", code)
+        raise StageStopped(f"`{shown}` was stopped (exit {code}); run the same command again to continue (finished stages are "
+                           "reused, this one continues from what it saved)", code)
     if code not in allowed_codes:
         raise SutraError(f"stage failed (exit {code}): {shown}; fix the error above and re-run (finished stages are reused)")
     print(f"   ({time.perf_counter() - started:.0f} s)", flush=True)
@@ -141,7 +144,7 @@ def train_run(log: StageLog, name: str, recipe: Path, run_dir: Path, overrides: 
     """Train into run_dir, or continue it when a kill left it unfinished; returns the final checkpoint."""
 
     def make():
-        if (run_dir / RECIPE_FILE).is_file():  # started before (with or without a checkpoint yet)
+        if (run_dir / RECIPE_FILE).is_file() or (run_dir / LAST).exists():  # started before (with or without a checkpoint yet)
             sutra("train", "--resume", run_dir)
         else:
             sutra("train", recipe, *[arg for item in [*overrides, f"run_dir={run_dir}"] for arg in ("--set", item)])

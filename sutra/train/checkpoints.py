@@ -19,10 +19,9 @@ import torch
 
 from sutra.errors import SutraError
 from sutra.io import atomic_directory, atomic_open, fsync_dir
-from sutra.train.recipe import CHECKPOINTS
+from sutra.train.recipe import CHECKPOINTS, LAST
 
 TRAINER_STATE = "trainer_state.pt"
-LAST = "last"  # where a resumed run continues
 LAST_GOOD = "last-good"  # the newest checkpoint saved outside a streak of skipped steps: where a rollback goes
 INFO_FILE = "sutra.json"
 

@@ -19,6 +19,10 @@ a run resumes on any number of processes that divides train.grad_accum: [torchru
 less memory for activations (a longer data.seq_len, a bigger model or micro-batch), about a third
 more compute: --set train.activation_checkpointing=true (each block recomputed in backward)
 
+stopping: SIGTERM (a scheduler's preemption) or Ctrl-C finishes the step in flight, saves `last`
+and exits 143 or 130, so nothing takes the run as finished (--stop-after exits 0); a second
+Ctrl-C stops at once. Continue with --resume RUN_DIR.
+
 run directory: recipe.yaml (resolved), metrics.jsonl, tensorboard/, and the checkpoints `last`,
 e{N}-best (lowest validation perplexity of epoch N), e{N}-final and last-good (the newest saved
 outside a streak of skipped steps, where a rollback goes), each usable as a model spec.

@@ -34,8 +34,13 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
 
 def _is_png(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(8) == b"\x89PNG\r\n\x1a\n"
+    if not path.is_file():  # (a FIFO would block the read)
+        return False
+    try:
+        with open(path, "rb") as f:
+            return f.read(8) == b"\x89PNG\r\n\x1a\n"
+    except OSError:
+        return False
 
 
 def curves_figure(records: list[dict], title: str):

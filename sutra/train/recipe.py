@@ -22,6 +22,7 @@ from sutra.errors import SutraError
 
 RECIPE_FILE = "recipe.yaml"  # a run directory's resolved recipe, which `sutra train --resume` reads
 CHECKPOINTS = "checkpoints"  # the run directory's folder of checkpoint directories (its names link into it)
+LAST = "last"  # the name of the newest checkpoint, where a resumed run continues
 
 
 @dataclass

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections import deque
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -37,7 +37,7 @@ from safetensors import SafetensorError
 from sutra.errors import SutraError
 from sutra.eval.perplexity import perplexity_of
 from sutra.io import atomic_write_text
-from sutra.processes import STOPPED_EXIT_CODES
+from sutra.processes import LOCK_FILE, STOPPED_EXIT_CODES, exclusive
 from sutra.train.checkpoints import CHECKPOINTS, INFO_FILE, LAST, LAST_GOOD, TRAINER_STATE, CheckpointStore, load_trainer_state
 from sutra.train.metrics import METRICS_FILE, MetricsLog, causal_attended_per_token, device_peak_tflops, document_attended_per_token, finite, finite_or_null
 from sutra.train.recipe import RECIPE_FILE, Recipe, load_recipe
@@ -180,17 +180,22 @@ class Trainer:
         self.last_grad_norm = float("nan")
         self.stop_signal: str | None = None  # 'SIGTERM' (e.g. a preempting scheduler) or 'Ctrl-C'; all ranks stop together
         self.stopping = False
-        resumable = self._prepare_run_dir(resume)
-        if resumable:
-            self._restore(LAST, full=True)
-        logged_until = self.progress.step if resumable else -1  # records past the checkpoint are redone
         self.log: MetricsLog | None = None
+        self.run_dir_lock = ExitStack()  # rank 0's hold on RUN_DIR/.lock, from before its first write to close()
+        try:
+            resumable = self._prepare_run_dir(resume)
+            if resumable:
+                self._restore(LAST, full=True)
+            logged_until = self.progress.step if resumable else -1  # records past the checkpoint are redone
 
-        def open_log() -> None:
-            with self._writing(METRICS_FILE):
-                self.log = MetricsLog(self.run_dir, recipe.logging.tensorboard, logged_until)
+            def open_log() -> None:
+                with self._writing(METRICS_FILE):
+                    self.log = MetricsLog(self.run_dir, recipe.logging.tensorboard, logged_until)
 
-        self.dist.on_main(open_log)
+            self.dist.on_main(open_log)
+        except BaseException:
+            self.close()
+            raise
 
     # ---- setup -------------------------------------------------------------------------------
 
@@ -337,6 +342,11 @@ class Trainer:
         ]
         return torch.optim.AdamW(groups, lr=self.schedule.lr(0), betas=o.betas, eps=o.eps, fused=o.fused)
 
+    def _lock_run_dir(self) -> None:
+        """One process writes a run at a time: two (a second --resume, or a pipeline's re-run while the
+        stage it left still saves `last`) would write the same checkpoints and metrics at once."""
+        self.run_dir_lock.enter_context(exclusive(self.run_dir, "train"))
+
     def _prepare_run_dir(self, resume: bool) -> bool:
         """Whether there is a `last` checkpoint to resume from; writes the resolved recipe on a fresh start.
         Nothing a user keeps in the directory is ever overwritten or removed: a fresh start takes only
@@ -344,6 +354,7 @@ class Trainer:
         recipe_file = self.run_dir / RECIPE_FILE
         if not resume:
             self.dist.agree(self._check_fresh_run_dir)  # every process looks before rank 0 writes the recipe
+            self.dist.on_main(self._lock_run_dir)
 
             def start() -> None:
                 with self._writing(RECIPE_FILE):
@@ -353,6 +364,7 @@ class Trainer:
             self.dist.on_main(start)
             self._check_one_run_dir(resumable=False)
             return False
+        self.dist.on_main(self._lock_run_dir)
         self.dist.on_main(self._complete_first_naming)
         self.dist.agree(self._check_resumable)
         self.dist.on_main(self._tidy_names)
@@ -418,8 +430,8 @@ class Trainer:
             raise SutraError(f"{self.run_dir} already holds a run; continue it with `sutra train --resume {self.run_dir}` or set another run_dir (--set run_dir=...)")
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise self.recipe.error("run_dir", f"{self.run_dir} is a file, not a directory; set another run_dir (--set run_dir=...)")
-        # (a name's temporary link is ours too: a kill in the first checkpoint's naming leaves one)
-        held = sorted(p.name for p in self.run_dir.iterdir() if not p.name.endswith(".link.tmp")) if self.run_dir.is_dir() else []
+        # (a name's temporary link is ours too: a kill in the first checkpoint's naming leaves one, and a killed run its lock file)
+        held = sorted(p.name for p in self.run_dir.iterdir() if not p.name.endswith(".link.tmp") and p.name != LOCK_FILE) if self.run_dir.is_dir() else []
         recipe_file = self.run_dir / RECIPE_FILE
         ours = recipe_file.is_file() and recipe_file.read_text(errors="replace").startswith(RECIPE_HEADER)
         if held and not (ours and set(held) <= RUN_FILES):
@@ -878,6 +890,7 @@ class Trainer:
     def close(self) -> None:
         if self.log:
             self.log.close()
+        self.run_dir_lock.close()
 
 
 @dataclass
@@ -913,6 +926,8 @@ class _Window:
 def _restore_recipe(run_dir: Path) -> None:
     """A run whose recipe.yaml was deleted: write it again from the recipe its `last` checkpoint
     records it was trained with (the recipe a resume checks against), or refuse the directory."""
+    if (run_dir / RECIPE_FILE).exists():
+        raise SutraError(f"{run_dir / RECIPE_FILE}: not a file; move it away, and `sutra train --resume` writes the run's recipe there again")
     try:
         saved = json.loads((run_dir / LAST / INFO_FILE).read_text())["training"]["resolved_recipe"]
     except (OSError, ValueError, KeyError, TypeError):

@@ -103,6 +103,36 @@ def test_fsdp_compiled_whole_with_recomputed_blocks_follows_one_eager_process(tm
     assert_same_run(single, sharded, 2 + 2)  # 2 training steps; validation at 0 and 2
 
 
+@pytest.mark.slow
+def test_sigterm_to_torchrun_saves_last_on_every_process_and_the_run_resumes(tmp_path, tiny_dataset):
+    """A scheduler's preemption signals the launcher, which passes SIGTERM to its processes: they stop
+    together after the step in flight, `last` is saved there, and nothing calls the run finished."""
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    path = write_recipe(tmp_path / "micro.yaml", micro_recipe(tiny_dataset, run_dir, train={"epochs": 1, "steps_per_epoch": 70},
+                                                             schedule={"kind": "cosine", "warmup_steps": 2, "epochs": [{"peak_lr": 1e-2, "min_lr": 1e-3}]},
+                                                             eval={"every_steps": 1000}, checkpoint={"every_steps": 1000}))
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "sutra", "train")
+    log = open(tmp_path / "train.log", "w")
+    launcher = subprocess.Popen([*torchrun, str(path)], cwd=REPO, env=ENV, stdout=log, stderr=log)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while '"step": 3,' not in (metrics.read_text() if metrics.exists() else ""):
+        assert launcher.poll() is None and time.monotonic() < deadline, (tmp_path / "train.log").read_text()[-3000:]
+        time.sleep(0.02)
+    launcher.send_signal(signal.SIGTERM)
+    assert launcher.wait(timeout=120) != 0
+    output = (tmp_path / "train.log").read_text()
+    assert "(SIGTERM), `last` saved" in output, output[-3000:]
+    saved = json.loads((run_dir / "last" / "sutra.json").read_text())["training"]["step"]
+    assert 3 <= saved < 70 and not (run_dir / "e1-final").exists()
+    resumed = run(*torchrun, "--resume", str(run_dir))
+    assert f"resuming at step {saved}" in resumed.stderr
+    assert json.loads((run_dir / "e1-final" / "sutra.json").read_text())["training"]["step"] == 70
+
+
 def test_a_recipe_error_under_torchrun_is_one_line_not_a_traceback(tmp_path, tiny_dataset):
     recipe = micro_recipe(tiny_dataset, tmp_path / "run", train={"grad_accum": 3})
     path = write_recipe(tmp_path / "micro.yaml", recipe)
