@@ -7,11 +7,14 @@ that `sutra --help` stays instant.
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 import time
 
 from sutra import __version__
 from sutra.errors import SutraError
+from sutra.processes import STOPPED_EXIT_CODES
 
 # Modules with a `register(subparsers)` function, listed in pipeline order.
 COMMAND_MODULES = (
@@ -68,7 +71,24 @@ def empty_argument(argv: list[str]) -> str | None:
     return None
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    """SIGTERM (kill, docker stop, a scheduler) ends a command as Ctrl-C does, through its cleanup:
+    a server or worker it started is stopped, not orphaned, and a temporary file is removed.
+    (`sutra train` sets its own handler while it trains: it finishes the step and saves `last`.)"""
+    sys.exit(STOPPED_EXIT_CODES["SIGTERM"])
+
+
 def main(argv: list[str] | None = None) -> int:
+    if threading.current_thread() is not threading.main_thread():  # (signal handlers are the main thread's)
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     _end_with_pipeline()
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]

@@ -17,15 +17,16 @@ STOPPED_EXIT_CODES = {"Ctrl-C": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIG
 
 
 @contextmanager
-def exclusive(out: Path, command: str) -> Iterator[None]:
-    """Hold OUT/.lock while `sutra COMMAND` writes OUT: a second run on the same OUT would make the
-    same files at once and each would overwrite the other's. The kernel releases the lock when the
-    holder dies, even by SIGKILL; a holder that finishes removes the file, leaving OUT as it made it."""
+def exclusive(out: Path, command: str, lock_file: str = LOCK_FILE, what: str | None = None) -> Iterator[None]:
+    """Hold OUT/.lock (or OUT/`lock_file`) while `sutra COMMAND` writes OUT (or `what` in it): a second
+    run on the same output would make the same files at once and each would overwrite the other's.
+    The kernel releases the lock when the holder dies, even by SIGKILL; a holder that finishes
+    removes the file, leaving OUT as it made it."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # e.g. under /proc, or a read-only mount: what check_output_path cannot see
         raise SutraError(f"{out}: cannot be created ({exc.strerror or exc}); choose another output directory") from None
-    path = out / LOCK_FILE
+    path = out / lock_file
     while True:
         lock = open(path, "a+")
         try:
@@ -34,7 +35,7 @@ def exclusive(out: Path, command: str) -> Iterator[None]:
             lock.seek(0)
             holder = lock.read().strip() or "another process"
             lock.close()
-            raise SutraError(f"{out} is in use by {holder}; wait for it to finish or choose another output directory") from None
+            raise SutraError(f"{what or out} is in use by {holder}; wait for it to finish or choose another output directory") from None
         try:
             if os.stat(path).st_ino == os.fstat(lock.fileno()).st_ino:
                 break

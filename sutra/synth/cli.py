@@ -1,6 +1,5 @@
 """`sutra synth ...` commands. Heavy imports happen inside the handlers."""
 
-import signal
 import sys
 from pathlib import Path
 
@@ -229,8 +228,7 @@ def cmd_serve_teacher(args) -> int:
     from sutra.synth.serve import LlamaCppServer
 
     server = LlamaCppServer(args.gguf, port=args.port, n_ctx=args.n_ctx, threads=args.threads)
-    # SIGTERM (kill, docker stop, systemd) must stop the llama.cpp child too, not orphan it
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    # (SIGTERM ends the command through `with server`, which stops the llama.cpp child: sutra.cli)
     with server:
         print(f"serving {server.model_path.name} at {server.base_url} (OpenAI-compatible); Ctrl-C to stop", flush=True)
         server.process.wait()

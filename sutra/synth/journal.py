@@ -14,11 +14,13 @@ lost and nothing is written twice.
 
 import json
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sutra.errors import SutraError
 from sutra.io import atomic_write_json, check_output_path
+from sutra.processes import exclusive
 
 META_DIR = ".synth"
 SCHEMA_FIELDS = (
@@ -38,14 +40,17 @@ class ResumeState:
         return {r["id"] for r in self.records} | {e["id"] for e in self.entries}
 
 
-def read_jsonl(path: Path, repair_tail: bool = False) -> tuple[list[dict], int]:
+def read_jsonl(path: Path, repair_tail: bool = False, skip_tail: bool = False) -> tuple[list[dict], int]:
     """The lines of `path` as dicts. With repair_tail, a partial last line (a killed writer) is cut
-    off the file and counted; any other bad line is an error naming the file and line."""
+    off the file and counted; with skip_tail it is left unread (another shard may be writing it);
+    any other bad line is an error naming the file and line."""
     if not path.is_file():
         return [], 0
     data = path.read_bytes()
     repaired = 0
-    if repair_tail and data and not data.endswith(b"\n"):
+    if skip_tail:
+        data = data[: data.rfind(b"\n") + 1]
+    elif repair_tail and data and not data.endswith(b"\n"):
         keep = data.rfind(b"\n") + 1
         with open(path, "r+b") as f:
             f.truncate(keep)
@@ -92,6 +97,7 @@ class ShardFiles:
         self.journal_path = self.out / META_DIR / f"shard_{shard:03d}.log"
         self.manifest_path = self.out / META_DIR / f"shard_{shard:03d}.json"
         self._data = self._journal = None
+        self._lock = ExitStack()
 
     def open(self, settings: dict) -> ResumeState:
         """Check `settings` against a previous run in the same place, recover its files, open for append."""
@@ -103,23 +109,30 @@ class ShardFiles:
                 "resumed; write to a new --out (or move the file away); nothing was changed"
             )
         prepare_output_dir(self.journal_path.parent)
-        if self.manifest_path.is_file():
-            previous = self._read_manifest()
-            changed = [k for k in settings if k in previous and previous[k] != settings[k]]
-            if changed:
-                k = changed[0]
-                raise SutraError(
-                    f"{self.out} holds a run with different settings ({k}: {previous[k]!r} then, {settings[k]!r} now); "
-                    "resume with the same settings or write to a new --out"
-                )
-        else:
-            atomic_write_json(self.manifest_path, settings)
-        records, repaired_data = read_jsonl(self.data_path, repair_tail=True)
-        entries, repaired_journal = read_jsonl(self.journal_path, repair_tail=True)
-        check_records(self.data_path, records, ("id", "text", "token_count"), "this file was edited; fix that record, or write to a new --out")
-        check_records(self.journal_path, entries, ("id", "status"), "the journal was edited; fix that line, or write to a new --out")
-        self._data = open(self.data_path, "a", encoding="utf-8")
-        self._journal = open(self.journal_path, "a", encoding="utf-8")
+        # one process per shard: two would make the same items and both append them
+        self._lock.enter_context(exclusive(self.journal_path.parent, "synth", f"shard_{self.shard:03d}.lock",
+                                           f"{self.out} (shard {self.shard})"))
+        try:
+            if self.manifest_path.is_file():
+                previous = self._read_manifest()
+                changed = [k for k in settings if k in previous and previous[k] != settings[k]]
+                if changed:
+                    k = changed[0]
+                    raise SutraError(
+                        f"{self.out} holds a run with different settings ({k}: {previous[k]!r} then, {settings[k]!r} now); "
+                        "resume with the same settings or write to a new --out"
+                    )
+            else:
+                atomic_write_json(self.manifest_path, settings)
+            records, repaired_data = read_jsonl(self.data_path, repair_tail=True)
+            entries, repaired_journal = read_jsonl(self.journal_path, repair_tail=True)
+            check_records(self.data_path, records, ("id", "text", "token_count"), "this file was edited; fix that record, or write to a new --out")
+            check_records(self.journal_path, entries, ("id", "status"), "the journal was edited; fix that line, or write to a new --out")
+            self._data = open(self.data_path, "a", encoding="utf-8")
+            self._journal = open(self.journal_path, "a", encoding="utf-8")
+        except BaseException:
+            self.close()
+            raise
         return ResumeState(records, entries, repaired_data + repaired_journal)
 
     def _read_manifest(self) -> dict:
@@ -156,3 +169,4 @@ class ShardFiles:
             if f:
                 f.close()
         self._data = self._journal = None
+        self._lock.close()

@@ -131,8 +131,9 @@ class Engine:
                 return False
             if target_items is not None:
                 return summary.accepted + len(pending) < target_items
-            if target_tokens is not None:
-                return summary.accepted_tokens < target_tokens
+            if target_tokens is not None:  # the items in flight count at the length accepted ones have had
+                per_item = summary.accepted_tokens / summary.accepted if summary.accepted else s.target_tokens_per_item
+                return summary.accepted_tokens + len(pending) * per_item < target_tokens
             return True
 
         exhausted = False

@@ -217,8 +217,17 @@ async def _run_engine(jobs, settings_manifest: dict, run: RunOptions, backends: 
         if progress is not None:
             progress.close()
         files.close()
-        write_stats(run.out)
+        _write_stats_or_warn(run.out)
     return summary
+
+
+def _write_stats_or_warn(out: Path) -> None:
+    """stats.json over every shard; a failure there (another shard's edited file) is said but does
+    not hide how this run ended, nor undo what it wrote."""
+    try:
+        write_stats(out)
+    except SutraError as exc:
+        print(f"sutra: warning: {out / 'stats.json'} not updated: {exc}", file=sys.stderr)
 
 
 def _fingerprint(obj) -> str:

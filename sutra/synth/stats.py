@@ -13,13 +13,14 @@ STATS_FIELDS = ("token_count", "quality_score", "domain", "content_type", "compl
 
 
 def compute_stats(out: str | Path) -> dict:
+    """Over every shard's files; a last line without its newline is a shard writing it, not yet counted."""
     out = Path(out)
     records = []
     for path in sorted(out.glob("train_*.jsonl")):
-        rows = read_jsonl(path)[0]
+        rows = read_jsonl(path, skip_tail=True)[0]
         check_records(path, rows, STATS_FIELDS, "stats need the 13-field records 'sutra synth run' or 'rephrase' writes")
         records += rows
-    entries = [e for path in sorted((out / META_DIR).glob("shard_*.log")) for e in read_jsonl(path)[0]]
+    entries = [e for path in sorted((out / META_DIR).glob("shard_*.log")) for e in read_jsonl(path, skip_tail=True)[0]]
     tokens = sum(r["token_count"] for r in records)
     quality = [r["quality_score"] for r in records]
 

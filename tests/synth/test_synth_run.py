@@ -186,6 +186,50 @@ def test_shards_split_the_plan_deterministically(scripted, synth, tmp_path):
     assert code == 2 and "different settings (seed: 0 then, 7 now)" in stderr
 
 
+def test_a_token_target_is_not_overshot_by_the_items_in_flight(scripted, synth, tmp_path):
+    """Items in flight count at the accepted items' length, as an item target counts them: with 8 in
+    flight, 1,500 tokens once took 12 items (4,251 tokens)."""
+    server = scripted()
+    out = tmp_path / "synth"
+    synth("synth", "run", "--tokens", "1500", "--out", out, "--base-url", server.url, "--min-tokens", "30", "--concurrency", "8", check=True)
+    lengths = [r["token_count"] for r in records(out)]
+    assert 1500 <= sum(lengths) < 1500 + 2 * max(lengths)
+
+
+def test_one_process_writes_a_shard_at_a_time(scripted, synth, tmp_path):
+    """Two runs of one shard both made and appended the same items (16 records, 8 ids)."""
+    server = scripted("--delay", "0.3")
+    out = tmp_path / "synth"
+    first = subprocess.Popen([sys.executable, "-m", "sutra", "synth", "run", "--n", "6", "--out", str(out), "--base-url", server.url, *FAST],
+                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (out / ".synth" / "shard_000.lock").exists(), 60)
+        code, _, stderr = synth("synth", "run", "--n", "6", "--out", out, "--base-url", server.url, *FAST)
+        assert code == 2 and f"{out} (shard 0) is in use by sutra synth (pid {first.pid}); wait for it to finish" in stderr, stderr
+        assert first.wait(timeout=120) == 0, first.stderr.read()[-3000:]
+    finally:
+        if first.poll() is None:
+            first.kill()
+    ids = [r["id"] for r in records(out)]
+    assert len(ids) == len(set(ids)) == 6
+    assert not (out / ".synth" / "shard_000.lock").exists()
+    synth("synth", "run", "--n", "6", "--out", out, "--base-url", server.url, *FAST, check=True)  # and the shard is free again
+
+
+def test_another_shard_writing_its_last_line_does_not_fail_this_one(scripted, synth, tmp_path):
+    """stats.json covers every shard: a line another shard is writing (no newline yet) failed this
+    shard's run after all its work, as "the file was edited or corrupted"."""
+    server = scripted()
+    out = tmp_path / "synth"
+    synth("synth", "run", "--n", "4", "--shard", "1/2", "--out", out, "--base-url", server.url, *FAST, check=True)
+    with open(out / "train_001.jsonl", "a") as f:
+        f.write('{"id": "half-writ')
+    code, _, stderr = synth("synth", "run", "--n", "4", "--shard", "0/2", "--out", out, "--base-url", server.url, *FAST)
+    assert code == 0, stderr
+    assert json.loads((out / ".synth" / "stats.json").read_text())["entries"] == 4
+    assert (out / "train_001.jsonl").read_text().endswith('{"id": "half-writ')  # shard 1's own to repair when it resumes
+
+
 def test_a_shard_never_keeps_what_another_shard_of_its_out_has(scripted, synth, tmp_path):
     """Each shard's deduplicator knew only its own file: two shards kept one text twice."""
     server = scripted("--same-text")

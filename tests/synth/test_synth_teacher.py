@@ -86,3 +86,39 @@ def test_serve_teacher_command_serves_on_loopback():
         assert command.wait(timeout=60) == 128 + signal.SIGTERM
     with pytest.raises(OSError):  # the llama.cpp child went with it
         urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5)
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_run_stops_the_teacher_server_it_started(tmp_path):
+    """A run's built-in llama.cpp server must end with it (kill, docker stop, or `sutra demo`
+    stopping its stage), not keep its port and cores."""
+    from sutra.synth.serve import llama_cpp_available
+
+    if not llama_cpp_available():
+        pytest.skip("llama.cpp's server (llama_cpp) cannot be imported")
+    run = subprocess.Popen([sys.executable, "-m", "sutra", "synth", "run", "--n", "50", "--out", str(tmp_path / "synth"), "--backend", "llama-cpp",
+                            *SHORT], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def server() -> int | None:
+        children = f"/proc/{run.pid}/task/{run.pid}/children"
+        try:
+            return next((int(pid) for pid in open(children).read().split() if b"llama_cpp.server" in open(f"/proc/{pid}/cmdline", "rb").read()), None)
+        except FileNotFoundError:  # it, or a child, ended meanwhile
+            return None
+
+    def gone(pid: int) -> bool:
+        try:
+            return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"  # a zombie has ended
+        except FileNotFoundError:
+            return True
+
+    try:
+        wait_for(lambda: server() is not None, 120)
+        child = server()
+        time.sleep(2)
+        run.terminate()
+        assert run.wait(timeout=60) == 128 + signal.SIGTERM, run.stderr.read()[-3000:]
+        wait_for(lambda: gone(child), 30)
+    finally:
+        if run.poll() is None:
+            run.kill()
