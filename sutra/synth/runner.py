@@ -183,7 +183,8 @@ async def _run_engine(jobs, settings_manifest: dict, run: RunOptions, backends: 
     # what decides the texts, so that a resume cannot mix two ways of making them in one --out
     s = run.settings
     made_by = {"seed": run.seed, "prompts": _fingerprint(prompts.texts), "temperature": s.temperature, "max_new_tokens": s.max_new_tokens,
-               "min_quality": s.min_quality}
+               "min_quality": s.min_quality, "min_tokens": s.clean.min_tokens, "max_tokens": s.clean.max_tokens,
+               "dedup_threshold": run.dedup_threshold, "model": backends.model, "judge_model": backends.judge_model}
     state = files.open({**settings_manifest, **made_by, "shard": f"{shard}/{num_shards}"})
     tokenizer = load_tokenizer()
     dedup = Deduplicator(threshold=run.dedup_threshold)
@@ -273,7 +274,7 @@ def synthesize(graph_spec: str, run: RunOptions, backends: BackendOptions, promp
     planner = Planner(graph, content_types, styles, run.seed, prior)
     manifest = {
         "kind": "graph", "graph": graph.fingerprint, "content_types": content_types, "styles": styles,
-        "prior_coverage": _fingerprint(prior.counts if prior else {}),
+        "prior_coverage": _fingerprint(prior.counts if prior else {}), "target_words": target_words,
     }
     jobs = graph_jobs(graph, prompts, planner, run.shard, run.seed, target_words)
     return asyncio.run(_run_engine(jobs, manifest, run, backends, prompts))

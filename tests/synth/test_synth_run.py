@@ -470,9 +470,9 @@ def test_the_default_quality_gate_is_off_only_when_the_builtin_teacher_judges(fl
     assert ("sutra: --min-quality 0: the built-in 135M teacher is the judge" in capsys.readouterr().err) == notice
 
 
-def test_a_resume_with_other_prompts_seed_or_sampling_is_refused(scripted, synth, tmp_path):
-    """A rephrase run's settings record lacked its seed, sampling and prompts: resuming with an edited
-    prompt or another temperature mixed two ways of making the texts in one --out."""
+def test_a_resume_with_other_prompts_seed_sampling_filters_or_model_is_refused(scripted, synth, tmp_path):
+    """A rephrase run's settings record lacked its seed, sampling, prompts, length and duplicate
+    filters and model: resuming with any of them changed mixed two ways of making the texts in one --out."""
     server = scripted()
     source = tmp_path / "web.jsonl"
     source.write_text("".join(json.dumps({"text": f"Ohm's law, case {i}: voltage equals current times resistance."}) + "\n" for i in range(3)))
@@ -483,7 +483,9 @@ def test_a_resume_with_other_prompts_seed_or_sampling_is_refused(scripted, synth
     synth("synth", "prompts", "--export", prompts, check=True)
     (prompts / "rephrase.yaml").write_text((prompts / "rephrase.yaml").read_text().replace("Rewrite", "Please rewrite", 1))
     for extra, changed in ((["--prompts", prompts], "prompts: "), (["--seed", "3"], "seed: 0 then, 3 now"),
-                           (["--temperature", "0.2"], "temperature: 0.8 then, 0.2 now")):
+                           (["--temperature", "0.2"], "temperature: 0.8 then, 0.2 now"),
+                           (["--min-tokens", "40"], "min_tokens: 30 then, 40 now"), (["--max-tokens", "999"], "max_tokens: 4096 then, 999 now"),
+                           (["--dedup-threshold", "0.5"], "dedup_threshold: 0.8 then, 0.5 now"), (["--model", "other"], "model: None then, 'other' now")):
         code, _, stderr = synth("synth", "rephrase", source, "--n", "2", *common, *extra)
         assert code == 2 and f"different settings ({changed}" in stderr, stderr
     assert len(records(out)) == 1  # nothing was added by the refused runs
