@@ -194,7 +194,9 @@ def clean_files(inputs: list[str], out: str | Path, config: CleanConfig, dedup_t
                 text = record.get("text") if isinstance(record, dict) else None
                 if not isinstance(text, str):
                     raise SutraError(f"{path}: record {number} has no 'text' string; is this a synth output file?")
-                tokens = record.get("token_count") or len(tokenizer.encode(text))
+                tokens = len(tokenizer.encode(text))  # not the record's token_count: an edit may have left it stale, or not a number
+                if "token_count" in record:
+                    record["token_count"] = tokens
                 reason = degenerate_reason(text, tokens, config) or dedup.duplicate_reason(text)
                 if reason:
                     removed[reason] += 1

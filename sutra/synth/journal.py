@@ -67,12 +67,16 @@ def read_jsonl(path: Path, repair_tail: bool = False, skip_tail: bool = False) -
     return rows, repaired
 
 
-def check_records(path: Path, rows: list, fields, what: str) -> None:
-    """One clear error where a row of `path` is not a mapping with every one of `fields`."""
+def check_records(path: Path, rows: list, fields, what: str, types: dict[str, type] | None = None) -> None:
+    """One clear error where a row of `path` is not a mapping with every one of `fields` (and each
+    field of `types` of its type)."""
     for number, row in enumerate(rows, 1):
         missing = [k for k in fields if k not in row] if isinstance(row, dict) else list(fields)
         if missing:
             raise SutraError(f"{path}: record {number} has no {missing[0]!r} field; {what}")
+        for key, kind in (types or {}).items():
+            if not isinstance(row[key], kind) or isinstance(row[key], bool):  # (a bool is an int to Python)
+                raise SutraError(f"{path}: record {number} field {key!r} is {json.dumps(row[key])}, not {'text' if kind is str else 'a whole number'}; {what}")
 
 
 def prepare_output_dir(out: str | Path) -> Path:
@@ -126,8 +130,10 @@ class ShardFiles:
                 atomic_write_json(self.manifest_path, settings)
             records, repaired_data = read_jsonl(self.data_path, repair_tail=True)
             entries, repaired_journal = read_jsonl(self.journal_path, repair_tail=True)
-            check_records(self.data_path, records, ("id", "text", "token_count"), "this file was edited; fix that record, or write to a new --out")
-            check_records(self.journal_path, entries, ("id", "status"), "the journal was edited; fix that line, or write to a new --out")
+            check_records(self.data_path, records, ("id", "text", "token_count"), "this file was edited; fix that record, or write to a new --out",
+                          {"id": str, "text": str, "token_count": int})
+            check_records(self.journal_path, entries, ("id", "status"), "the journal was edited; fix that line, or write to a new --out",
+                          {"id": str, "status": str})
             self._data = open(self.data_path, "a", encoding="utf-8")
             self._journal = open(self.journal_path, "a", encoding="utf-8")
         except BaseException:

@@ -137,6 +137,13 @@ def test_clean_command_reports_counts_by_reason(tmp_path, tokenizer):
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"no": "text"}\n')
     with pytest.raises(SutraError, match="bad.jsonl: record 2 has no 'text'"):
         clean_files([str(tmp_path / "bad.jsonl")], tmp_path / "out2", CleanConfig())
+    # a token_count is counted again, not trusted: a string failed with a TypeError, a stale 3 dropped a long text as too short
+    counted = tmp_path / "counted.jsonl"
+    counted.write_text(json.dumps({"text": GOOD, "token_count": "120"}) + "\n" + json.dumps({"text": GOOD.replace("pizza", "soup"), "token_count": 3}) + "\n")
+    report = clean_files([str(counted)], tmp_path / "out3", CleanConfig(min_tokens=30))
+    assert report["removed"] == {} and report["kept"] == 2
+    kept = [json.loads(line) for line in (tmp_path / "out3" / "train_000.jsonl").read_text().splitlines()]
+    assert [r["token_count"] for r in kept] == [len(tokenizer.encode(r["text"])) for r in kept]
 
 
 def test_a_failed_clean_keeps_the_earlier_output_and_leaves_no_temporary_file(tmp_path):

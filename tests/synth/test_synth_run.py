@@ -186,6 +186,22 @@ def test_shards_split_the_plan_deterministically(scripted, synth, tmp_path):
     assert code == 2 and "different settings (seed: 0 then, 7 now)" in stderr
 
 
+@pytest.mark.parametrize("edit, problem", [
+    (lambda r: r.update(token_count="120"), "record 1 field 'token_count' is \"120\", not a whole number"),
+    (lambda r: r.update(text=None), "record 1 field 'text' is null, not text"),
+])
+def test_a_resume_over_an_edited_record_is_one_message(scripted, synth, tmp_path, edit, problem):
+    """A string token_count or a null text in the data file was a TypeError traceback on resume."""
+    server = scripted()
+    out = tmp_path / "synth"
+    synth("synth", "run", "--n", "1", "--out", out, "--base-url", server.url, *FAST, check=True)
+    record = records(out)[0]
+    edit(record)
+    (out / "train_000.jsonl").write_text(json.dumps(record) + "\n")
+    code, _, stderr = synth("synth", "run", "--n", "2", "--out", out, "--base-url", server.url, *FAST)
+    assert code == 2 and f"train_000.jsonl: {problem}; this file was edited" in stderr and "Traceback" not in stderr, stderr
+
+
 def test_a_token_target_is_not_overshot_by_the_items_in_flight(scripted, synth, tmp_path):
     """Items in flight count at the accepted items' length, as an item target counts them: with 8 in
     flight, 1,500 tokens once took 12 items (4,251 tokens)."""
