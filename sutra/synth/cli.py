@@ -167,10 +167,31 @@ def _print_summary(summary, out: Path) -> int:
           f"(tried {summary.attempted}; rejected: {rejected}; {summary.trimmed_truncated} cut at max-new-tokens and trimmed "
           f"to their last sentence); data in {out}, stats in {stats_path(out)}")
     if summary.stop_reason:
-        print(f"sutra: stopped before the target ({summary.stop_reason.replace('_', ' ')}); see {stats_path(out)} for reject reasons, "
-              "then rerun to continue (raise --max-attempts or lower --min-quality)", file=sys.stderr)
+        print(f"sutra: stopped before the target ({summary.stop_reason.replace('_', ' ')}); see {stats_path(out)} for reject reasons. "
+              f"{_advice(summary)}", file=sys.stderr)
         return STOPPED_SHORT
     return 0
+
+
+# What to do when most rejects had one reason. A resume keeps the settings that decide the texts,
+# so changing one of them means a new --out.
+STOP_ADVICE = {
+    "below_quality_threshold": "Most items scored below --min-quality: rerun with a higher --max-attempts to try more, or use a lower "
+                               "--min-quality (or a stronger judge) in a new --out",
+    "judge_invalid_json": "Most judge answers were not the JSON asked for: judge with a model that follows the format "
+                          "(--judge-base-url, --judge-model), in a new --out",
+    "too_short": "Most texts were shorter than --min-tokens: lower it, or raise --max-new-tokens, in a new --out",
+    "too_long": "Most texts were longer than --max-tokens: raise it in a new --out",
+    "exact_duplicate": "Most texts repeated earlier ones: a higher --temperature or a larger --graph, in a new --out",
+    "near_duplicate": "Most texts nearly repeated earlier ones: a higher --temperature or a larger --graph, in a new --out",
+}
+
+
+def _advice(summary) -> str:
+    reason = summary.rejected.most_common(1)[0][0] if summary.rejected else None
+    if summary.stop_reason == "exhausted":
+        return "Every planned item was tried: a larger --graph, or more --content-types and --styles, in a new --out"
+    return STOP_ADVICE.get(reason, "Rerun the same command with a higher --max-attempts to try more")
 
 
 def cmd_run(args) -> int:
@@ -186,6 +207,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_rephrase(args) -> int:
+    from sutra.errors import SutraError
     from sutra.synth.prompts import PromptSet
     from sutra.synth.runner import rephrase
 
@@ -195,9 +217,12 @@ def cmd_rephrase(args) -> int:
     run = _run_options(args, backends, n_items=args.n)
     summary, report = rephrase(args.sources, run, backends, prompts, content_types, styles, args.chunk_tokens)
     print(f"sources: {report.documents} document(s) read")
+    skipped = f"{sum(report.problems.values())} unreadable source record(s) ({', '.join(f'{k} {v}' for k, v in report.problems.most_common())}), " \
+              f"e.g. {', '.join(report.examples)}"
+    if report.problems and not report.documents:  # (none read at all: a finished run read nothing)
+        raise SutraError(f"no source record could be rephrased: {skipped}; give records with a 'text' string")
     if report.problems:
-        print(f"sutra: skipped {sum(report.problems.values())} unreadable source record(s) "
-              f"({', '.join(f'{k} {v}' for k, v in report.problems.most_common())}), e.g. {', '.join(report.examples)}", file=sys.stderr)
+        print(f"sutra: skipped {skipped}", file=sys.stderr)
     return _print_summary(summary, args.out)
 
 

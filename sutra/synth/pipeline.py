@@ -125,9 +125,11 @@ class Engine:
         pending: dict[asyncio.Task, Job] = {}
         jobs = iter(jobs)
         failure: BackendError | None = None
+        # a server that refuses request after request (its limits, not this item) refuses them all
+        refused_in_a_row, refusal_limit, refusal = 0, max(8, 2 * s.concurrency), None
 
         def want_more() -> bool:
-            if failure or (max_attempts is not None and summary.attempted >= max_attempts):
+            if failure or refusal or (max_attempts is not None and summary.attempted >= max_attempts):
                 return False
             if target_items is not None:
                 return summary.accepted + len(pending) < target_items
@@ -159,6 +161,9 @@ class Engine:
                     reason = self.dedup.duplicate_reason(record["text"])  # another item may have landed meanwhile
                     if reason:
                         record, entry = None, {**entry, "reason": reason}
+                refused_in_a_row = refused_in_a_row + 1 if entry.get("reason") == "request_refused" else 0
+                if refused_in_a_row >= refusal_limit:
+                    refusal = refusal or entry["detail"]
                 if record is None:
                     self.files.reject(entry)
                     summary.rejected[entry["reason"]] += 1
@@ -175,6 +180,12 @@ class Engine:
             raise SutraError(
                 f"{failure} -- {summary.accepted} item(s) accepted in this session are kept in {self.files.out}; "
                 "rerun the same command to resume"
+            )
+        if refusal:
+            raise SutraError(
+                f"the server refused {refused_in_a_row} requests in a row, so it would refuse every one: {refusal} -- change what it "
+                f"refuses (e.g. --max-new-tokens, with a new --out) or the server's limits; the {summary.accepted} item(s) accepted "
+                f"in this session are kept in {self.files.out}"
             )
         if target_items is not None and summary.accepted < target_items or target_tokens is not None and summary.accepted_tokens < target_tokens:
             summary.stop_reason = "exhausted" if exhausted else "max_attempts"

@@ -4,6 +4,7 @@ dies mid-run, retries, several base URLs, keys, shards, rephrasing and bad input
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -148,6 +149,7 @@ def test_malformed_judge_answers_are_counted_rejects(scripted, synth, tmp_path):
     out = tmp_path / "synth"
     code, _, stderr = synth("synth", "run", "--n", "2", "--out", out, "--base-url", server.url, *FAST, "--max-attempts", "3", "--judge-retries", "1")
     assert code == STOPPED_SHORT and "stopped before the target (max attempts)" in stderr
+    assert "Most judge answers were not the JSON asked for" in stderr  # not "lower --min-quality", which would not help
     assert records(out) == []
     stats = json.loads((out / ".synth" / "stats.json").read_text())
     assert stats["rejected"] == {"judge_invalid_json": 3}
@@ -200,6 +202,16 @@ def test_a_resume_over_an_edited_record_is_one_message(scripted, synth, tmp_path
     (out / "train_000.jsonl").write_text(json.dumps(record) + "\n")
     code, _, stderr = synth("synth", "run", "--n", "2", "--out", out, "--base-url", server.url, *FAST)
     assert code == 2 and f"train_000.jsonl: {problem}; this file was edited" in stderr and "Traceback" not in stderr, stderr
+
+
+def test_a_server_that_refuses_every_request_stops_the_run_with_its_message(scripted, synth, tmp_path):
+    """It tried 5x the target (258 requests for --n 50), every one refused for the same reason."""
+    server = scripted("--too-long", "Rate this")  # every judge request: 400 "maximum context length"
+    out = tmp_path / "synth"
+    code, _, stderr = synth("synth", "run", "--n", "50", "--out", out, "--base-url", server.url, *FAST)
+    assert code == 2 and re.search(r"the server refused (8|9|10) requests in a row, so it would refuse every one", stderr), stderr
+    assert "maximum context length is 2048 tokens" in stderr and "--max-new-tokens, with a new --out" in stderr
+    assert 8 <= len(journal(out)) <= 8 + 2  # (the items in flight finish)
 
 
 def test_a_token_target_is_not_overshot_by_the_items_in_flight(scripted, synth, tmp_path):
@@ -282,6 +294,11 @@ def test_rephrase_rewrites_sources_and_counts_unreadable_records(scripted, synth
     synth("synth", "rephrase", repeated, "--out", tmp_path / "again", "--base-url", server.url, "--min-tokens", "30", "--concurrency", "3",
           "--content-types", "tutorial", "--styles", "faq", check=True)
     assert len({e["id"] for e in journal(tmp_path / "again")}) == 3
+    # sources where no record has a text (another field name): an error, not "0 document(s) read" and exit 0
+    untexted = tmp_path / "untexted.jsonl"
+    untexted.write_text(json.dumps({"content": "Ohm's law relates voltage and current."}) + "\n")
+    code, _, stderr = synth("synth", "rephrase", untexted, "--out", tmp_path / "none", "--base-url", server.url, *FAST)
+    assert code == 2 and "no source record could be rephrased: 1 unreadable source record(s) (no_text 1)" in stderr, stderr
 
 
 def test_rephrase_never_reads_its_own_output_inside_a_source_directory(scripted, synth, tmp_path):
