@@ -117,8 +117,9 @@ class ShardFiles:
         self._lock.enter_context(exclusive(self.journal_path.parent, "synth", f"shard_{self.shard:03d}.lock",
                                            f"{self.out} (shard {self.shard})"))
         try:
-            if self.manifest_path.is_file():
-                previous = self._read_manifest()
+            resumed = self.manifest_path.is_file()
+            if resumed:
+                previous = self._read_manifest(self.manifest_path)
                 changed = [k for k in settings if k in previous and previous[k] != settings[k]]
                 if changed:
                     k = changed[0]
@@ -126,7 +127,8 @@ class ShardFiles:
                         f"{self.out} holds a run with different settings ({k}: {previous[k]!r} then, {settings[k]!r} now); "
                         "resume with the same settings or write to a new --out"
                     )
-            else:
+            self._check_other_shards(settings)
+            if not resumed:
                 atomic_write_json(self.manifest_path, settings)
             records, repaired_data = read_jsonl(self.data_path, repair_tail=True)
             entries, repaired_journal = read_jsonl(self.journal_path, repair_tail=True)
@@ -141,16 +143,32 @@ class ShardFiles:
             raise
         return ResumeState(records, entries, repaired_data + repaired_journal)
 
-    def _read_manifest(self) -> dict:
+    def _check_other_shards(self, settings: dict) -> None:
+        """The shards of one --out make one dataset: the same plan split the same way (else one would
+        redo another's items) from the same settings."""
+        for path in sorted(self.manifest_path.parent.glob("shard_*.json")):
+            if path == self.manifest_path:
+                continue
+            other = self._read_manifest(path)
+            # of "shard" ("i/N"), only the N must agree
+            changed = [k for k in settings if k in other and (other[k].split("/")[-1] != settings[k].split("/")[-1] if k == "shard" else other[k] != settings[k])]
+            if changed:
+                k = changed[0]
+                raise SutraError(
+                    f"{self.out} holds shard {other.get('shard')} of a run with other settings ({k}: {other[k]!r} there, {settings[k]!r} "
+                    "here); every shard of one --out is made with the same settings: use them, or write to a new --out"
+                )
+
+    def _read_manifest(self, path: Path) -> dict:
         try:
-            previous = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            previous = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             previous, problem = None, str(exc).splitlines()[0]
         else:
             problem = "not a JSON object"
         if not isinstance(previous, dict):
             raise SutraError(
-                f"{self.manifest_path}: the run's settings record is corrupted ({problem}), "
+                f"{path}: the run's settings record is corrupted ({problem}), "
                 f"so {self.out} cannot be resumed safely; restore that file, or write to a new --out"
             )
         return previous

@@ -186,6 +186,14 @@ def test_shards_split_the_plan_deterministically(scripted, synth, tmp_path):
     assert "| Entries | 5 |" in synth("synth", "stats", out, check=True)[1]
     code, _, stderr = synth("synth", "run", "--n", "5", "--shard", "0/2", "--seed", "7", "--out", out, "--base-url", server.url)
     assert code == 2 and "different settings (seed: 0 then, 7 now)" in stderr
+    # shards of one --out are one run: another split (it redid items shard 0 had made) or other settings are refused
+    code, _, stderr = synth("synth", "run", "--n", "5", "--shard", "2/3", "--out", out, "--base-url", server.url, *FAST)
+    assert code == 2 and "holds shard 0/2 of a run with other settings (shard: '0/2' there, '2/3' here)" in stderr, stderr
+    assert not (out / "train_002.jsonl").exists()
+    other = tmp_path / "other"
+    synth("synth", "run", "--n", "4", "--shard", "0/2", "--out", other, "--base-url", server.url, *FAST, check=True)
+    code, _, stderr = synth("synth", "run", "--n", "4", "--shard", "1/2", "--temperature", "0.3", "--out", other, "--base-url", server.url, *FAST)
+    assert code == 2 and "holds shard 0/2 of a run with other settings (temperature: 0.8 there, 0.3 here)" in stderr, stderr
 
 
 @pytest.mark.parametrize("edit, problem", [
