@@ -92,6 +92,10 @@ class OpenAIBackend:
             # aiohttp refuses to send both, which would read as an unreachable server
             raise SutraError(f"base URL {redact(self.base_urls[0])} carries a password and an API key is set too "
                              "(--api-key or the environment); give the credentials one way only")
+        if api_key and any(ord(c) < 0x20 or ord(c) == 0x7F for c in api_key):
+            # (an HTTP header cannot carry it: aiohttp's ValueError read as an unreachable server)
+            raise SutraError("the API key (--api-key or the environment) holds a control character, such as a newline or carriage "
+                             "return a file or copy left at its end; remove it")
         self.model = model
         self._api_key = api_key  # sent in the Authorization header only; never printed
         self.concurrency, self.timeout, self.retries = concurrency, timeout, retries

@@ -160,6 +160,15 @@ def test_malformed_judge_answers_are_counted_rejects(scripted, synth, tmp_path):
     assert json.loads((tmp_path / "by-tokens" / ".synth" / "stats.json").read_text())["rejected"] == {"judge_invalid_json": 19}
 
 
+def test_an_api_key_with_a_control_character_is_one_message_that_never_shows_it(scripted, synth, tmp_path):
+    """A key read from a file with its line end was "server unreachable (ValueError: ...)"."""
+    server = scripted()
+    code, stdout, stderr = synth("synth", "run", "--n", "1", "--out", tmp_path / "o", "--base-url", server.url, *FAST,
+                                 env={"SUTRA_SYNTH_API_KEY": "sk-secret-4242\r"})
+    assert code == 2 and "the API key (--api-key or the environment) holds a control character" in stderr, stderr
+    assert "sk-secret" not in stdout + stderr
+
+
 def test_a_separate_judge_server_never_gets_the_generator_key(scripted, synth, tmp_path):
     logs = [tmp_path / "generator.log", tmp_path / "judge.log"]
     generator, judge = scripted("--log", str(logs[0])), scripted("--log", str(logs[1]))
