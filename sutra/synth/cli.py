@@ -52,6 +52,8 @@ def add_generation_args(p) -> None:
     p.add_argument("--max-tokens", type=int, default=4096, help="longest accepted text, in tokens")
     p.add_argument("--dedup-threshold", type=float, default=0.8, help=DEDUP_HELP)
     p.add_argument("--judge-retries", type=non_negative_int, default=2, help="re-asks when the judge's JSON is malformed")
+    p.add_argument("--judge-max-tokens", type=positive_int, default=96,
+                   help="longest judge answer; raise it for a judge that reasons before its JSON")
     p.add_argument("--max-attempts", type=positive_int, default=None, help="stop after this many items tried (default 5x the items the target needs, plus 2 per concurrent request)")
     add_backend_args(p)
 
@@ -156,7 +158,8 @@ def _run_options(args, backends, n_items=None, n_tokens=None):
         clean=CleanConfig(min_tokens=args.min_tokens, max_tokens=args.max_tokens),
     )
     return RunOptions(out=args.out, n_items=n_items, n_tokens=n_tokens, shard=parse_shard(args.shard), seed=args.seed,
-                      max_attempts=args.max_attempts, settings=settings, dedup_threshold=args.dedup_threshold, judge_retries=args.judge_retries)
+                      max_attempts=args.max_attempts, settings=settings, dedup_threshold=args.dedup_threshold, judge_retries=args.judge_retries,
+                      judge_max_tokens=args.judge_max_tokens)
 
 
 def _print_summary(summary, out: Path) -> int:

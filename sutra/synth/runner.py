@@ -148,6 +148,7 @@ class RunOptions:
     settings: EngineSettings = field(default_factory=EngineSettings)
     dedup_threshold: float = 0.8
     judge_retries: int = 2
+    judge_max_tokens: int = 96
 
 
 def _resume_message(files: ShardFiles, state, target: str) -> None:
@@ -210,7 +211,7 @@ async def _run_engine(jobs, settings_manifest: dict, run: RunOptions, backends: 
         async with open_backends(backends, run.out / META_DIR) as (generator, judge_backend):
             progress = ProgressBar(target_tokens if target_tokens is not None else target_items, done_items,
                                    "token" if target_tokens is not None else "item")
-            judge = Judge(judge_backend, prompts, retries=run.judge_retries)
+            judge = Judge(judge_backend, prompts, retries=run.judge_retries, max_tokens=run.judge_max_tokens)
             annotate = annotate_factory(judge_backend) if annotate_factory else None
             engine = Engine(files, generator, judge, tokenizer, run.settings, annotate=annotate, dedup=dedup)
             summary = await engine.run(jobs, state.done_ids, remaining_items, remaining_tokens, max_attempts, progress)

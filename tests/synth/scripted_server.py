@@ -7,7 +7,7 @@ with the small-model mistakes the judge must repair), annotation JSON and graph-
 
 --fail-first N answers the first N chat requests with HTTP 503 (or 429 every other one);
 --log appends one JSON line per chat request as it arrives (its time, path and query, Authorization
-header, model and response_format);
+header, model, response_format and max_tokens);
 --only-json-object answers 422 to any other response_format dialect, as llama-cpp-python does;
 --too-long TEXT answers 400 "maximum context length" to a prompt that contains TEXT;
 --odd answers a prompt that is a key of ODD_ANSWERS with that odd (mostly malformed) completion body.
@@ -77,7 +77,8 @@ def make_app(args) -> web.Application:
         if args.log:
             with open(args.log, "a") as f:
                 f.write(json.dumps({"t": time.time(), "path": request.path_qs, "auth": request.headers.get("Authorization"),
-                                    "model": body.get("model"), "response_format": body.get("response_format")}) + "\n")
+                                    "model": body.get("model"), "response_format": body.get("response_format"),
+                                    "max_tokens": body.get("max_tokens")}) + "\n")
         if args.odd and body["messages"][-1]["content"] in ODD_ANSWERS:
             return web.json_response(ODD_ANSWERS[body["messages"][-1]["content"]])
         dialect = (body.get("response_format") or {}).get("type", "json_object")

@@ -178,6 +178,11 @@ def test_a_separate_judge_server_never_gets_the_generator_key(scripted, synth, t
     sent = [[json.loads(line)["auth"] for line in log.read_text().splitlines()] for log in logs]
     assert sent[0] and all(auth == f"Bearer {secret}" for auth in sent[0])
     assert sent[1] and not any(secret in (auth or "") for auth in sent[1])
+    # the judge's answer length is the user's to raise (a judge that reasons before its JSON needs more than 96)
+    synth("synth", "run", "--n", "1", "--out", tmp_path / "longer", "--base-url", generator.url, "--judge-base-url", judge.url, *FAST,
+          "--judge-max-tokens", "512", check=True)
+    assert json.loads(logs[1].read_text().splitlines()[-1])["max_tokens"] == 512
+    assert {json.loads(line)["max_tokens"] for line in logs[0].read_text().splitlines()} == {768}  # the generator's is --max-new-tokens
 
 
 def test_shards_split_the_plan_deterministically(scripted, synth, tmp_path):
