@@ -236,7 +236,24 @@ def _fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def graph_jobs(graph: KnowledgeGraph, prompts: PromptSet, planner: Planner, shard: tuple[int, int], seed: int, target_words: int):
+def _plan_key(run: RunOptions, prompts: PromptSet, content_types: list[str], styles: list[str], prior) -> str | None:
+    """What an item id adds to (graph, seed, index) when the plan is not the default one (a subset of
+    content types or styles, --balance-with): the same index is then another item, and its id must
+    differ from the default run's that a dataset may be merged with. None for the default plan, and
+    for a shard begun before ids carried the plan (a resume keeps its ids)."""
+    if prior is None and content_types == list(prompts.content_types) and styles == list(prompts.styles):
+        return None
+    begun = ShardFiles(run.out, run.shard[0]).manifest_path
+    try:
+        if "plan_ids" not in json.loads(begun.read_text(encoding="utf-8")):
+            return None
+    except (OSError, ValueError, TypeError):  # not begun (or a damaged record, which ShardFiles.open reports)
+        pass
+    return _fingerprint({"content_types": content_types, "styles": styles, "prior": prior.counts if prior else {}})
+
+
+def graph_jobs(graph: KnowledgeGraph, prompts: PromptSet, planner: Planner, shard: tuple[int, int], seed: int, target_words: int,
+               plan: str | None = None):
     shard_index, num_shards = shard
     for item in planner.items():
         if item.index % num_shards != shard_index:
@@ -253,7 +270,8 @@ def graph_jobs(graph: KnowledgeGraph, prompts: PromptSet, planner: Planner, shar
             style=item.style.replace("_", " "), style_instruction=prompts.styles[item.style], target_words=target_words,
         )
         metadata = {"concept_name": concept.name, "domain": concept.domain, "complexity_level": concept.complexity, **links}
-        yield Job(item.index, item_id("graph", graph.fingerprint, seed, item.index), messages, item.content_type, item.style,
+        parts = ("graph", graph.fingerprint, seed, item.index) if plan is None else ("graph", graph.fingerprint, seed, plan, item.index)
+        yield Job(item.index, item_id(*parts), messages, item.content_type, item.style,
                   metadata, {"concept_id": concept.id})
 
 
@@ -273,11 +291,12 @@ def synthesize(graph_spec: str, run: RunOptions, backends: BackendOptions, promp
             prior_records += rows
     prior = prior_coverage(prior_records, graph) if prior_records else None
     planner = Planner(graph, content_types, styles, run.seed, prior)
+    plan = _plan_key(run, prompts, content_types, styles, prior)
     manifest = {
         "kind": "graph", "graph": graph.fingerprint, "content_types": content_types, "styles": styles,
-        "prior_coverage": _fingerprint(prior.counts if prior else {}), "target_words": target_words,
+        "prior_coverage": _fingerprint(prior.counts if prior else {}), "target_words": target_words, "plan_ids": plan is not None,
     }
-    jobs = graph_jobs(graph, prompts, planner, run.shard, run.seed, target_words)
+    jobs = graph_jobs(graph, prompts, planner, run.shard, run.seed, target_words, plan)
     return asyncio.run(_run_engine(jobs, manifest, run, backends, prompts))
 
 

@@ -236,6 +236,25 @@ def test_a_server_that_refuses_every_request_stops_the_run_with_its_message(scri
     assert 8 <= len(journal(out)) <= 8 + 2  # (the items in flight finish)
 
 
+def test_items_of_another_plan_have_their_own_ids(scripted, synth, tmp_path):
+    """A --balance-with run (or one of a subset of content types) gave other items the ids of the run
+    it complements: a merged dataset held one id for two texts. A resume keeps each run's ids."""
+    server = scripted()
+    runs = {name: tmp_path / name for name in ("default", "balanced", "tutorials")}
+    synth("synth", "run", "--n", "3", "--out", runs["default"], "--base-url", server.url, *FAST, check=True)
+    synth("synth", "run", "--n", "3", "--out", runs["balanced"], "--balance-with", runs["default"], "--base-url", server.url, *FAST, check=True)
+    synth("synth", "run", "--n", "3", "--out", runs["tutorials"], "--content-types", "tutorial", "--base-url", server.url, *FAST, check=True)
+    ids = {name: {r["id"] for r in records(out)} for name, out in runs.items()}
+    assert all(len(v) == 3 for v in ids.values())
+    assert not ids["default"] & ids["balanced"] and not ids["default"] & ids["tutorials"] and not ids["balanced"] & ids["tutorials"]
+    synth("synth", "run", "--n", "5", "--out", runs["balanced"], "--balance-with", runs["default"], "--base-url", server.url, *FAST, check=True)
+    resumed = [r["id"] for r in records(runs["balanced"])]
+    assert len(resumed) == len(set(resumed)) == 5 and ids["balanced"] <= set(resumed)
+    # a default run's ids are as they were (its seed, graph and index), so older runs resume as they were made
+    synth("synth", "run", "--n", "3", "--out", tmp_path / "again", "--base-url", server.url, *FAST, check=True)
+    assert {r["id"] for r in records(tmp_path / "again")} == ids["default"]
+
+
 def test_a_token_target_is_not_overshot_by_the_items_in_flight(scripted, synth, tmp_path):
     """Items in flight count at the accepted items' length, as an item target counts them: with 8 in
     flight, 1,500 tokens once took 12 items (4,251 tokens)."""
