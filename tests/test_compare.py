@@ -1,6 +1,7 @@
 """`sutra compare` on the tiny offline experiment: the comparison table and chart, and a re-run that skips finished arms."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -105,6 +106,22 @@ def test_an_arm_dataset_prepared_again_is_not_reused(tmp_path, tokenizer):
     assert len(calls) == 1
 
 
+def test_an_arm_source_edited_after_its_data_was_prepared_is_not_reused(tmp_path):
+    """A JSONL (or glob, or synth output) arm was known by its command line only: added or edited
+    files left the old data, training and scores reused. `data prepare` runs again, and refuses."""
+    source = tmp_path / "notes.jsonl"
+    source.write_text("".join(json.dumps({"text": f"Note {i}: the quick brown fox jumps over the lazy dog, again and again."}) + "\n" for i in range(60)))
+    arm, out = Arm("a", str(source)), tmp_path / "out"
+    data, _ = prepared_dataset(StageLog(out), arm, arm.dataset, out / "arms" / "a")
+    made = json.loads((out / "stages.json").read_text())["a/data"]["made"]
+    assert prepared_dataset(StageLog(out), arm, arm.dataset, out / "arms" / "a")[0] == data  # unchanged: reused
+    assert json.loads((out / "stages.json").read_text())["a/data"]["made"] == made  # (so its training is reused too)
+    with open(source, "a") as f:
+        f.write(json.dumps({"text": "A note added later."}) + "\n")
+    with pytest.raises(SutraError, match=r"arms/a/data was made from inputs that have changed since, or cannot be checked \(see above\); delete it"):
+        prepared_dataset(StageLog(out), arm, arm.dataset, out / "arms" / "a")
+
+
 def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(tmp_path):
     """Two runs on one OUT would make the same stages at once and overwrite each other's stages.json."""
     out = tmp_path / "compare"
@@ -149,7 +166,10 @@ def test_compare_writes_the_table_and_skips_finished_arms(tmp_path):
     (out / "comparison.png").unlink()
     second = run_sutra("compare", str(TINY), "--out", str(out), check=True)
     assert f"reusing {out / 'arms' / 'pydoc-topics' / 'results.json'}" in second.stdout
-    assert "$ sutra train" not in second.stdout and "$ sutra data prepare" not in second.stdout
+    assert "$ sutra train" not in second.stdout
+    # `data prepare` runs again only to check its inputs (it finds its dataset made from them), which is then reused
+    assert second.stdout.count("$ sutra data prepare") == 2 and second.stdout.count(f"reusing {out / 'arms'}") >= 2 + 1
+    assert all(f"reusing {out / 'arms' / arm / 'data'}" in second.stdout for arm in ("pydoc-topics", "stdlib-docstrings"))
     assert second.stdout.count("$ sutra eval") == 1
     assert (out / "arms" / "pydoc-topics" / "results.json").stat().st_mtime_ns == stamp
     assert (out / "comparison.png").is_file()

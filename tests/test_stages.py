@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -104,9 +105,10 @@ def test_an_unfinished_stage_continues_and_an_unrecorded_output_is_refused(tmp_p
     StageLog(out).run("w", work, {}, lambda: (work / "part-1").write_text("y"))  # continued, not refused
     assert sorted(p.name for p in work.iterdir()) == ["part-0", "part-1"]
 
-    (out / "stages.json").write_text("{not json")
-    with pytest.raises(SutraError, match="unreadable stage record"):
-        StageLog(out)
+    for damaged in ("{not json", "[]", '{"w": {"output": "x"}}'):  # the last two were tracebacks
+        (out / "stages.json").write_text(damaged)
+        with pytest.raises(SutraError, match="unreadable stage record"):
+            StageLog(out)
 
 
 def _micro_training(tmp_path, dataset, steps: int):
@@ -145,6 +147,26 @@ def _continued(out, run_dir, recipe, steps: int) -> None:
     assert final == run_dir / "e1-final" and final.is_dir()
     assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["train"]["steps_per_epoch"] == steps
     assert log.records["run"]["made"] is not None
+
+
+def test_a_stage_whose_check_fails_is_made_again_not_reused(tmp_path, capsys):
+    """`sutra demo`'s synth stage stopped short with nothing accepted was recorded as made, so every
+    re-run reused it and failed the same way."""
+    out = tmp_path / "out"
+    out.mkdir()
+    output = out / "entries"
+
+    def check():
+        if not output.exists():
+            raise SutraError("nothing accepted")
+
+    with pytest.raises(SutraError, match="nothing accepted"):
+        StageLog(out).command("synth", output, ("--version",), check=check)
+    assert StageLog(out).records["synth"]["made"] is None
+    output.mkdir()  # (what a second try makes)
+    StageLog(out).command("synth", output, ("--version",), check=check)
+    StageLog(out).command("synth", output, ("--version",), check=check)
+    assert capsys.readouterr().out.count("$ sutra --version") == 2 and StageLog(out).records["synth"]["made"] is not None
 
 
 def test_a_training_killed_before_its_first_checkpoint_is_continued(tmp_path, tiny_dataset):
@@ -195,6 +217,37 @@ def _running(pid: int) -> bool:
 def _children(pid: int) -> list[int]:
     path = f"/proc/{pid}/task/{pid}/children"
     return [int(c) for c in open(path).read().split()] if os.path.exists(path) else []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_stage_killed_by_a_signal_says_so_and_how_to_continue(tmp_path):
+    """An out-of-memory kill (SIGKILL) prints nothing, yet was "stage failed ... fix the error above"."""
+    import socket
+    import threading
+
+    from sutra.pipeline.stages import sutra
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # never accepted: the stage waits
+    out = tmp_path / "o"
+    raised = []
+    stage = threading.Thread(target=lambda: raised.append(pytest.raises(SutraError, sutra, "synth", "run", "--n", "1", "--out", out, "--base-url",
+                                                                        f"http://127.0.0.1:{listener.getsockname()[1]}/v1")))
+    stage.start()
+    try:
+        def started() -> list[int]:  # (the thread's children are listed under its own task)
+            pids = [int(c) for path in Path("/proc/self/task").glob("*/children") for c in path.read_text().split()]
+            return [pid for pid in pids if str(out).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        deadline = time.monotonic() + 60
+        while not started():
+            assert time.monotonic() < deadline and stage.is_alive()
+            time.sleep(0.05)
+        os.kill(started()[0], signal.SIGKILL)
+        stage.join(timeout=60)
+    finally:
+        listener.close()
+    assert raised and "was killed by SIGKILL (out of memory?); run the same command again to continue" in str(raised[0].value)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux's")

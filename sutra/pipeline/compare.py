@@ -159,7 +159,8 @@ def prepared_dataset(log: StageLog, arm: Arm, dataset: str, arm_dir: Path) -> tu
         log.source(f"{arm.name}/data", given, file_digest(given / "manifest.json"))  # shard digests: changes with the tokens
         return given, (f"{arm.name}/data",)
     args = ("data", "prepare", dataset, "--out", arm_dir / "data", "--min-val-docs", 24, *arm.prepare_args)
-    log.command(f"{arm.name}/data", arm_dir / "data", args)
+    # (prepare checks its inputs against the recipe of its output: edited or added files are refused, not reused)
+    log.command(f"{arm.name}/data", arm_dir / "data", args, rerun_to_check=True)
     return arm_dir / "data", (f"{arm.name}/data",)
 
 

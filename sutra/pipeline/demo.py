@@ -66,11 +66,13 @@ def synthesize(log: StageLog, synth_dir: Path, scale: Scale) -> list[dict]:
     # one alike), so its scores are shown, not used to reject: a real judge is a --base-url server
     args = ("synth", "run", "--graph", "default", "--n", scale.synth_items, "--max-new-tokens", scale.synth_max_new_tokens,
             "--min-quality", 0, "--out", synth_dir)
+    def accepted_some() -> None:  # (in the stage: a re-run makes it again, not reuses it)
+        if not _synth_entries(synth_dir):
+            raise SutraError(f"{synth_dir}: the teacher produced no accepted entries; see {synth_dir}/.synth/stats.md, then re-run")
+
     # stopping short of the target (reject reasons printed) still leaves usable accepted entries
-    log.command("synth", synth_dir, args, allowed_codes=(0, STOPPED_SHORT))
+    log.command("synth", synth_dir, args, allowed_codes=(0, STOPPED_SHORT), check=accepted_some)
     entries = _synth_entries(synth_dir)
-    if not entries:
-        raise SutraError(f"{synth_dir}: the teacher produced no accepted entries; see {synth_dir}/.synth/stats.md, then re-run")
     print("   (quality as the offline 135M teacher scores it: the pipeline's mechanics, not a judgement of the text)", flush=True)
     for entry in entries:
         print(f"   quality {entry['quality_score']:.2f}  {entry['domain']} / {entry['concept_name']} ({entry['content_type']}, "

@@ -58,6 +58,13 @@ def sutra(*args, allowed_codes: tuple[int, ...] = (0,)) -> int:
     if code in STOPPED_EXIT_CODES.values():
         raise StageStopped(f"`{shown}` was stopped (exit {code}); run the same command again to continue (finished stages are "
                            "reused, this one continues from what it saved)", code)
+    if code < 0:  # killed by a signal: it printed no error
+        try:
+            killer = signal.Signals(-code).name
+        except ValueError:
+            killer = f"signal {-code}"
+        raise SutraError(f"`{shown}` was killed by {killer}{' (out of memory?)' if -code == signal.SIGKILL else ''}; run the same command "
+                         "again to continue (finished stages are reused, this one continues from what it saved)")
     if code not in allowed_codes:
         raise SutraError(f"stage failed (exit {code}): {shown}; fix the error above and re-run (finished stages are reused)")
     print(f"   ({time.perf_counter() - started:.0f} s)", flush=True)
@@ -82,9 +89,16 @@ class StageLog:
             self.records: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
         except (OSError, ValueError) as exc:
             raise SutraError(f"{self.path}: unreadable stage record ({exc}); delete {self.out} or choose another output directory") from None
+        shaped = isinstance(self.records, dict) and all(
+            isinstance(r, dict) and isinstance(r.get("settings"), dict) and isinstance(r.get("inputs"), dict) and "made" in r for r in self.records.values())
+        if not shaped:
+            raise SutraError(f"{self.path}: unreadable stage record (not the stages this command writes); delete {self.out} or choose "
+                             "another output directory")
 
-    def run(self, name: str, output: Path, settings: dict, make: Callable[[], object], needs: tuple[str, ...] = ()) -> Path:
-        """Reuse, continue or make stage `name`, whose work is `output` (a file or directory)."""
+    def run(self, name: str, output: Path, settings: dict, make: Callable[[], object], needs: tuple[str, ...] = (),
+            recheck: Callable[[], object] | None = None) -> Path:
+        """Reuse, continue or make stage `name`, whose work is `output` (a file or directory); `recheck`
+        runs before a reuse, to refuse one whose inputs (outside the pipeline) have changed since."""
         settings = json.loads(json.dumps(settings, default=str).replace(str(self.out), "{out}"))  # the same after moving OUT
         inputs = {need: self.records[need]["made"] for need in needs}
         record = self.records.get(name)
@@ -97,6 +111,8 @@ class StageLog:
             if remade and output.exists():
                 raise self._stale(output, f"was made from an earlier {', '.join(self._output(n) for n in remade)}, which has been made again since")
             if record["made"] and output.exists():
+                if recheck is not None:
+                    recheck()
                 print(f"   reusing {output}", flush=True)
                 return output
         elif output.exists():
@@ -108,9 +124,27 @@ class StageLog:
         self._save()
         return output
 
-    def command(self, name: str, output: Path, args: tuple, needs: tuple[str, ...] = (), allowed_codes: tuple[int, ...] = (0,), **settings) -> Path:
-        """A stage that is one `sutra` command; its settings are the command line (and `settings`)."""
-        return self.run(name, output, {"command": list(map(str, args)), **settings}, lambda: sutra(*args, allowed_codes=allowed_codes), needs)
+    def command(self, name: str, output: Path, args: tuple, needs: tuple[str, ...] = (), allowed_codes: tuple[int, ...] = (0,),
+                rerun_to_check: bool = False, check: Callable[[], object] | None = None, **settings) -> Path:
+        """A stage that is one `sutra` command; its settings are the command line (and `settings`).
+        With `rerun_to_check`, the command runs before a reuse too: one that recognises its finished
+        output (`data prepare`) refuses inputs changed since, which the command line cannot show.
+        `check` runs after the command, before the stage counts as made: what it refuses is made again."""
+
+        def make() -> None:
+            sutra(*args, allowed_codes=allowed_codes)
+            if check is not None:
+                check()
+
+        def recheck() -> None:
+            try:
+                sutra(*args, allowed_codes=allowed_codes)
+            except StageStopped:
+                raise
+            except SutraError:
+                raise self._stale(output, "was made from inputs that have changed since, or cannot be checked (see above)") from None
+
+        return self.run(name, output, {"command": list(map(str, args)), **settings}, make, needs, recheck if rerun_to_check else None)
 
     def source(self, name: str, path: Path, fingerprint: str) -> None:
         """Record an input made outside the pipeline (an arm's own prepared dataset) by its content
