@@ -169,6 +169,26 @@ def test_a_stage_whose_check_fails_is_made_again_not_reused(tmp_path, capsys):
     assert capsys.readouterr().out.count("$ sutra --version") == 2 and StageLog(out).records["synth"]["made"] is not None
 
 
+def test_a_training_is_reused_whatever_directory_its_recipe_was_named_from(tmp_path, capsys, monkeypatch):
+    """The recipe was recorded as given (relative to the working directory): the same experiment run
+    from another directory was refused as made with other settings. Records made so are still reused."""
+    from sutra.pipeline.stages import file_digest
+
+    out, recipe = tmp_path / "out", tmp_path / "exp" / "micro.yaml"
+    recipe.parent.mkdir()
+    recipe.write_text("name: micro\n")
+    (out / "run").mkdir(parents=True)
+    for given in ("exp/micro.yaml", str(recipe)):  # an older record (relative), then one of this version (absolute)
+        settings = {"recipe": given, "recipe_digest": file_digest(recipe), "overrides": []}
+        (out / "stages.json").write_text(json.dumps({"run": {"output": str(out / "run"), "settings": settings, "inputs": {}, "made": 1}}))
+        monkeypatch.chdir(recipe.parent)  # and named from another directory
+        assert train_run(StageLog(out), "run", Path("micro.yaml"), out / "run", [], ()) == out / "run" / "e1-final"
+        assert f"reusing {out / 'run'}" in capsys.readouterr().out
+    recipe.write_text("name: edited\n")
+    with pytest.raises(SutraError, match="was made with other settings"):
+        train_run(StageLog(out), "run", Path("micro.yaml"), out / "run", [], ())
+
+
 def test_a_training_killed_before_its_first_checkpoint_is_continued(tmp_path, tiny_dataset):
     """The kill leaves recipe.yaml but no `last`: the stage must resume it, not start it again
     (a fresh start refuses a run directory that already holds a recipe)."""

@@ -183,7 +183,12 @@ def train_run(log: StageLog, name: str, recipe: Path, run_dir: Path, overrides: 
         else:
             sutra("train", recipe, *[arg for item in [*overrides, f"run_dir={run_dir}"] for arg in ("--set", item)])
 
-    log.run(name, run_dir, {"recipe": recipe, "recipe_digest": file_digest(recipe), "overrides": overrides}, make, needs)
+    recipe, digest = recipe.absolute(), file_digest(recipe)  # absolute: the same experiment run from another directory is the same
+    recorded = log.records.get(name, {}).get("settings", {})
+    if isinstance(recorded.get("recipe"), str) and not Path(recorded["recipe"]).is_absolute() and Path(recorded["recipe"]).name == recipe.name \
+            and recorded.get("recipe_digest") == digest:  # recorded before recipes were made absolute: the same file, given relatively
+        recorded["recipe"] = str(recipe)
+    log.run(name, run_dir, {"recipe": recipe, "recipe_digest": digest, "overrides": overrides}, make, needs)
     return run_dir / f"e{epochs}-final"
 
 
