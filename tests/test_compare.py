@@ -70,6 +70,28 @@ def test_bad_experiment_is_one_clear_error(tmp_path):
     assert result.stderr == f"sutra: error: {bad}:3: overrides: --set train.micro_batch=abc: train.micro_batch: expected an integer, got 'abc'\n"
 
 
+def test_settings_compare_would_override_or_ignore_are_refused_at_load(tmp_path, tokenizer):
+    """They were taken silently: an experiment name with '/..' put the output outside runs/, the
+    pipeline's own values replaced an override of run_dir, an arm's `--out` sent its data elsewhere,
+    and flags for an arm whose data is prepared already changed nothing."""
+    prepared = write_dataset(tmp_path / "prepared", tokenizer, stdlib_documents()[:20])
+    recipe = REPO / "recipes" / "tiny-cpu.yaml"
+    bad = tmp_path / "bad.yaml"
+    for body, problem in [
+        ("name: a/../x\narms:\n  - {name: a, dataset: stdlib-docs}\n", ":2: name: 'a/../x' must use only letters"),
+        ("name: x\noverrides: [run_dir=/tmp/elsewhere]\narms:\n  - {name: a, dataset: stdlib-docs}\n",
+         ":3: overrides: run_dir=/tmp/elsewhere: compare sets run_dir for each arm"),
+        ("name: x\narms:\n  - {name: a, dataset: stdlib-docs, prepare_args: [--out, y]}\n",
+         ":4: arms[0].prepare_args: --out: compare prepares each arm's data into its own directory"),
+        (f"name: x\narms:\n  - {{name: a, dataset: {prepared}, prepare_args: [--split, train]}}\n",
+         f":4: arms[0].prepare_args: {prepared} is prepared already, so these flags would change nothing"),
+    ]:
+        bad.write_text(f"recipe: {recipe}\n" + body)
+        with pytest.raises(SutraError) as refused:
+            load_experiment(bad)
+        assert str(refused.value).startswith(f"{bad}{problem}"), str(refused.value)
+
+
 def test_a_bare_number_is_a_token_count(tmp_path):
     """`tokens: 2000` reads as an integer in YAML; parse_tokens's own message suggests writing 1000000."""
     experiment = tmp_path / "e.yaml"

@@ -20,6 +20,7 @@ from sutra.pipeline.stages import StageLog, banner, evaluate, file_digest, train
 from sutra.processes import exclusive
 
 ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+SET_BY_COMPARE = ("data.path", "name", "run_dir", "train.steps_per_epoch")  # each arm's own, set last in arm_plan
 
 
 @dataclass
@@ -72,6 +73,13 @@ def load_experiment(path: str | Path) -> Experiment:
     experiment.sources = sources
     if not experiment.arms:
         raise SutraError(f"{where_key(sources, 'arms')}: give at least one arm (name + dataset)")
+    if not ARM_NAME.fullmatch(experiment.name):
+        raise SutraError(f"{where_key(sources, 'name')}: '{experiment.name}' must use only letters, digits, '.', '_' or '-' "
+                         "(it names the default output directory, runs/compare-NAME)")
+    for item in experiment.overrides:
+        if item.split("=", 1)[0].strip() in SET_BY_COMPARE:
+            raise SutraError(f"{where_key(sources, 'overrides')}: {item}: compare sets {item.split('=', 1)[0].strip()} for each arm "
+                             "(its data, name, run directory and the steps its token budget buys); leave it out")
     names = [arm.name for arm in experiment.arms]
     for i, arm in enumerate(experiment.arms):
         if not ARM_NAME.fullmatch(arm.name) or names.count(arm.name) > 1:
@@ -91,6 +99,12 @@ def load_experiment(path: str | Path) -> Experiment:
         if spec_kind(dataset) is None:
             raise SutraError(f"{where_key(sources, f'arms[{i}].dataset')}: {arm.dataset}: no such file or directory (paths are relative to the "
                              f"experiment file), nor a corpus asset ({', '.join(CORPORA)}), nor a hub dataset id like 'owner/name'")
+        if arm.prepare_args and (Path(dataset) / "manifest.json").is_file():
+            raise SutraError(f"{where_key(sources, f'arms[{i}].prepare_args')}: {arm.dataset} is prepared already, so these flags would "
+                             "change nothing; leave them out, or give the arm the data to prepare")
+        if any(arg == "--out" or arg.startswith("--out=") for arg in arm.prepare_args):
+            raise SutraError(f"{where_key(sources, f'arms[{i}].prepare_args')}: --out: compare prepares each arm's data into its own "
+                             "directory (OUT/arms/NAME/data); leave it out")
     # the recipe with the experiment's overrides, checked before any arm prepares its data (hours for a hub dataset)
     try:
         for arm in experiment.arms:
@@ -193,7 +207,8 @@ def write_comparison(out: Path, results: dict[str, Path], trained: dict[str, Pat
     from sutra.model.checkpoint import read_training_record
 
     tokens = {name: read_training_record(str(final)).get("tokens") for name, final in trained.items()}
-    table.notes.append("Tokens trained (each budget rounded up to whole steps): " + ", ".join(f"{name} {count:,}" for name, count in tokens.items() if count) + ".")
+    table.notes.append("Tokens trained (each budget rounded up to whole steps): "
+                       + ", ".join(f"{name} {count:,}" if count else f"{name} not recorded" for name, count in tokens.items()) + ".")
     atomic_write_text(out / "comparison.md", table.markdown())
     atomic_write_text(out / "comparison.csv", table.csv())
     chart = task_bars(columns, out / "comparison.png")
