@@ -77,8 +77,9 @@ def load_experiment(path: str | Path) -> Experiment:
         raise SutraError(f"{where_key(sources, 'name')}: '{experiment.name}' must use only letters, digits, '.', '_' or '-' "
                          "(it names the default output directory, runs/compare-NAME)")
     for item in experiment.overrides:
-        if item.split("=", 1)[0].strip() in SET_BY_COMPARE:
-            raise SutraError(f"{where_key(sources, 'overrides')}: {item}: compare sets {item.split('=', 1)[0].strip()} for each arm "
+        key = item.split("=", 1)[0].strip()
+        if key in SET_BY_COMPARE:
+            raise SutraError(f"{where_key(sources, 'overrides')}: {item}: compare sets {key} for each arm "
                              "(its data, name, run directory and the steps its token budget buys); leave it out")
     names = [arm.name for arm in experiment.arms]
     for i, arm in enumerate(experiment.arms):

@@ -38,6 +38,10 @@ class StageStopped(SutraError):
         self.exit_code = exit_code
 
 
+# what a stage stopped or killed by a signal leaves to do (each stage writes atomically and resumes)
+TO_CONTINUE = "run the same command again to continue (finished stages are reused, this one continues from what it saved)"
+
+
 def sutra(*args, allowed_codes: tuple[int, ...] = (0,)) -> int:
     """Run one `sutra` command with its output shown live; a failure stops the pipeline naming the command."""
     command = [sys.executable, "-m", "sutra", *map(str, args)]
@@ -56,15 +60,13 @@ def sutra(*args, allowed_codes: tuple[int, ...] = (0,)) -> int:
         if in_main_thread:
             signal.signal(signal.SIGINT, previous)
     if code in STOPPED_EXIT_CODES.values():
-        raise StageStopped(f"`{shown}` was stopped (exit {code}); run the same command again to continue (finished stages are "
-                           "reused, this one continues from what it saved)", code)
+        raise StageStopped(f"`{shown}` was stopped (exit {code}); {TO_CONTINUE}", code)
     if code < 0:  # killed by a signal: it printed no error
         try:
             killer = signal.Signals(-code).name
         except ValueError:
             killer = f"signal {-code}"
-        raise SutraError(f"`{shown}` was killed by {killer}{' (out of memory?)' if -code == signal.SIGKILL else ''}; run the same command "
-                         "again to continue (finished stages are reused, this one continues from what it saved)")
+        raise SutraError(f"`{shown}` was killed by {killer}{' (out of memory?)' if -code == signal.SIGKILL else ''}; {TO_CONTINUE}")
     if code not in allowed_codes:
         raise SutraError(f"stage failed (exit {code}): {shown}; fix the error above and re-run (finished stages are reused)")
     print(f"   ({time.perf_counter() - started:.0f} s)", flush=True)

@@ -79,6 +79,17 @@ def check_records(path: Path, rows: list, fields, what: str, types: dict[str, ty
                 raise SutraError(f"{path}: record {number} field {key!r} is {json.dumps(row[key])}, not {'text' if kind is str else 'a whole number'}; {what}")
 
 
+def _first_difference(recorded: dict, settings: dict, shard_count_only: bool = False) -> str | None:
+    """The first setting `recorded` holds with another value (keys an older record lacks are not
+    compared); with `shard_count_only`, of "shard" ("i/N") only the N (another shard's record)."""
+    def same(key: str) -> bool:
+        if key == "shard" and shard_count_only:
+            return recorded[key].split("/")[-1] == settings[key].split("/")[-1]
+        return recorded[key] == settings[key]
+
+    return next((k for k in settings if k in recorded and not same(k)), None)
+
+
 def prepare_output_dir(out: str | Path) -> Path:
     """`out` as a directory a synth command can write, created if need be: one clear error, before
     any work, where it is a file, lies under a file, or cannot be written (permissions, a read-only
@@ -120,9 +131,8 @@ class ShardFiles:
             resumed = self.manifest_path.is_file()
             if resumed:
                 previous = self._read_manifest(self.manifest_path)
-                changed = [k for k in settings if k in previous and previous[k] != settings[k]]
-                if changed:
-                    k = changed[0]
+                k = _first_difference(previous, settings)
+                if k is not None:
                     raise SutraError(
                         f"{self.out} holds a run with different settings ({k}: {previous[k]!r} then, {settings[k]!r} now); "
                         "resume with the same settings or write to a new --out"
@@ -150,10 +160,8 @@ class ShardFiles:
             if path == self.manifest_path:
                 continue
             other = self._read_manifest(path)
-            # of "shard" ("i/N"), only the N must agree
-            changed = [k for k in settings if k in other and (other[k].split("/")[-1] != settings[k].split("/")[-1] if k == "shard" else other[k] != settings[k])]
-            if changed:
-                k = changed[0]
+            k = _first_difference(other, settings, shard_count_only=True)
+            if k is not None:
                 raise SutraError(
                     f"{self.out} holds shard {other.get('shard')} of a run with other settings ({k}: {other[k]!r} there, {settings[k]!r} "
                     "here); every shard of one --out is made with the same settings: use them, or write to a new --out"
