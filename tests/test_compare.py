@@ -85,6 +85,13 @@ def test_settings_compare_would_override_or_ignore_are_refused_at_load(tmp_path,
          ":4: arms[0].prepare_args: --out: compare prepares each arm's data into its own directory"),
         (f"name: x\narms:\n  - {{name: a, dataset: {prepared}, prepare_args: [--split, train]}}\n",
          f":4: arms[0].prepare_args: {prepared} is prepared already, so these flags would change nothing"),
+        # flags `data prepare` refuses are found before the first arm trains, not at the arm's turn
+        ("name: x\narms:\n  - {name: a, dataset: stdlib-docs}\n  - {name: b, dataset: stdlib-docs, prepare_args: [--min-qualty, 3]}\n",
+         ":5: arms[1].prepare_args: unrecognized arguments: --min-qualty 3"),
+        ("name: x\narms:\n  - {name: a, dataset: stdlib-docs, prepare_args: [--val-fraction, abc]}\n",
+         ":4: arms[0].prepare_args: argument --val-fraction: invalid float value: 'abc'"),
+        # a key given twice took its last value silently
+        ("name: x\narms:\n  - {name: a, dataset: stdlib-docs}\nname: y\n", ":5: not valid YAML ('name' is given twice)"),
     ]:
         bad.write_text(f"recipe: {recipe}\n" + body)
         with pytest.raises(SutraError) as refused:
@@ -93,11 +100,13 @@ def test_settings_compare_would_override_or_ignore_are_refused_at_load(tmp_path,
 
 
 def test_a_bare_number_is_a_token_count(tmp_path):
-    """`tokens: 2000` reads as an integer in YAML; parse_tokens's own message suggests writing 1000000."""
+    """`tokens: 2000` reads as an integer in YAML; parse_tokens's own message suggests writing 1000000.
+    A number in prepare_args is the flag's value, as on the command line."""
     experiment = tmp_path / "e.yaml"
     experiment.write_text(f"name: x\nrecipe: {REPO / 'recipes' / 'tiny-cpu.yaml'}\ntokens: 2000\narms:\n  - {{name: a, dataset: stdlib-docs}}\n"
-                          "  - {name: b, dataset: stdlib-docs, tokens: 1.0e+3}\n")
+                          "  - {name: b, dataset: stdlib-docs, tokens: 1.0e+3, prepare_args: [--min-quality, 70]}\n")
     loaded = load_experiment(experiment)
+    assert loaded.arms[1].prepare_args == ["--min-quality", "70"]  # a number is a command-line word too
     assert [arm_plan(loaded, arm, tmp_path)[0][-1] for arm in loaded.arms] == ["train.steps_per_epoch=4", "train.steps_per_epoch=2"]
 
 

@@ -51,6 +51,21 @@ def test_finished_stages_are_reused_and_changed_settings_are_refused(tmp_path, c
     assert calls == ["a.txt", "b.txt"]
 
 
+def test_only_paths_under_out_are_recorded_relative_to_it(tmp_path):
+    """OUT was replaced as text in the record: `/tmp/o2/x` became `{out}2/x` (a path outside OUT
+    read as one inside it), and a non-ASCII OUT, escaped in the JSON text, was never found."""
+    out, sibling, calls = tmp_path / "ö out", tmp_path / "ö out2", []
+    out.mkdir()
+    settings = {"command": [str(out / "a"), f"data.path={out / 'b'}", str(sibling / "c"), f"x{out}"]}
+    StageLog(out).run("a", out / "a", settings, writer(out / "a", "a1", calls))
+    assert json.loads((out / "stages.json").read_text())["a"]["settings"] == {"command": ["{out}/a", "data.path={out}/b", str(sibling / "c"), f"x{out}"]}
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    StageLog(moved).run("a", moved / "a", {"command": [str(moved / "a"), f"data.path={moved / 'b'}", str(sibling / "c"), f"x{out}"]},
+                        writer(moved / "a", "a2", calls))
+    assert calls == ["a"]  # reused after the move
+
+
 def test_an_output_made_from_an_upstream_made_again_is_refused(tmp_path):
     out, calls = tmp_path / "out", []
     a, b = out / "a.txt", out / "b.txt"
@@ -203,21 +218,23 @@ def test_a_training_killed_before_its_first_checkpoint_is_continued(tmp_path, ti
     _continued(out, run_dir, recipe, 70)
 
 
-def test_ctrl_c_stops_a_pipeline_training_after_its_step_and_a_re_run_continues_it(tmp_path, tiny_dataset):
+@pytest.mark.parametrize("whom, code, name", [("group", 130, "Ctrl-C"), ("pipeline", 143, "SIGTERM")])
+def test_ctrl_c_stops_a_pipeline_training_after_its_step_and_a_re_run_continues_it(tmp_path, tiny_dataset, whom, code, name):
     """A terminal's Ctrl-C reaches the pipeline and its stage: the pipeline waits while the training
     saves `last` after the step in flight (it is not killed), then exits 130 with the stage not
-    recorded as made."""
+    recorded as made. A SIGINT sent to the pipeline alone was ignored (the stage trained on); it is
+    passed on as SIGTERM."""
     out, run_dir, recipe, started = _micro_training(tmp_path, tiny_dataset, 75)
     try:
         _wait_for(lambda: '"step": 3,' in ((run_dir / "metrics.jsonl").read_text() if (run_dir / "metrics.jsonl").exists() else ""),
                   started, "step 3")
-        os.killpg(started.pid, signal.SIGINT)
+        (os.killpg if whom == "group" else os.kill)(started.pid, signal.SIGINT)
         output = started.communicate(timeout=120)[0]
     finally:
         if started.poll() is None:
             started.kill()
-    assert started.returncode == 130, output[-3000:]
-    assert "(Ctrl-C), `last` saved" in output and "sutra: error: `sutra train " in output and "was stopped (exit 130)" in output, output[-3000:]
+    assert started.returncode == code, output[-3000:]
+    assert f"({name}), `last` saved" in output and "sutra: error: `sutra train " in output and f"was stopped (exit {code})" in output, output[-3000:]
     saved = json.loads((run_dir / "last" / "sutra.json").read_text())["training"]["step"]
     assert 3 <= saved < 75
     assert json.loads((out / "stages.json").read_text())["run"]["made"] is None

@@ -12,8 +12,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from sutra.data.sources import CORPORA, spec_kind
 from sutra.errors import SutraError
 from sutra.pipeline.stages import StageLog, banner, evaluate, file_digest, train_run
@@ -53,22 +51,25 @@ def load_experiment(path: str | Path) -> Experiment:
     """Parse and check an experiment file before any arm starts; errors name the file, line and field."""
     from sutra.data.mix import parse_tokens
     from sutra.eval.tasks import parse_tasks
-    from sutra.train.recipe import build_dataclass, invalid_yaml, where_key, yaml_key_lines  # the recipe loader's typed YAML-to-dataclass builder
+    from sutra.train.recipe import build_dataclass, parse_yaml, where_key  # the recipe loader's typed YAML-to-dataclass builder
 
     path = Path(path)
     try:
         text = path.read_text()
-        lines = yaml_key_lines(yaml.compose(text))  # first: it refuses a recursive alias
-        raw = yaml.safe_load(text)
-    except OSError as exc:
-        raise SutraError(f"{path}: cannot read the experiment file ({exc.strerror})") from None
-    except (yaml.YAMLError, RecursionError) as exc:  # RecursionError: nested too deeply
-        raise invalid_yaml(path, exc) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SutraError(f"{path}: cannot read the experiment file ({getattr(exc, 'strerror', None) or exc})") from None
+    raw, lines = parse_yaml(path, text)
     sources = {key: f"{path}:{line}" for key, line in lines.items()} | {"": str(path)}
-    # a bare YAML number is a token count too (`tokens: 1000000`, as parse_tokens's own message suggests)
+    # a bare YAML number is a token count too (`tokens: 1000000`, as parse_tokens's own message suggests),
+    # and a command-line word (`prepare_args: [--min-quality, 70]`)
+    def is_number(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
     for holder in [raw, *(raw.get("arms") if isinstance(raw, dict) and isinstance(raw.get("arms"), list) else [])]:
-        if isinstance(holder, dict) and isinstance(holder.get("tokens"), (int, float)) and not isinstance(holder["tokens"], bool):
+        if isinstance(holder, dict) and is_number(holder.get("tokens")):
             holder["tokens"] = str(holder["tokens"])
+        if isinstance(holder, dict) and isinstance(holder.get("prepare_args"), list):
+            holder["prepare_args"] = [str(arg) if is_number(arg) else arg for arg in holder["prepare_args"]]
     experiment = build_dataclass(Experiment, raw, "", sources)
     experiment.sources = sources
     if not experiment.arms:
@@ -106,6 +107,8 @@ def load_experiment(path: str | Path) -> Experiment:
         if any(arg == "--out" or arg.startswith("--out=") for arg in arm.prepare_args):
             raise SutraError(f"{where_key(sources, f'arms[{i}].prepare_args')}: --out: compare prepares each arm's data into its own "
                              "directory (OUT/arms/NAME/data); leave it out")
+        if problem := prepare_args_problem(arm.prepare_args):
+            raise SutraError(f"{where_key(sources, f'arms[{i}].prepare_args')}: {problem}")
     # the recipe with the experiment's overrides, checked before any arm prepares its data (hours for a hub dataset)
     try:
         for arm in experiment.arms:
@@ -127,6 +130,27 @@ def load_experiment(path: str | Path) -> Experiment:
 
 def recipe_file(experiment: Experiment) -> Path:
     return Path(experiment.sources[""]).parent / experiment.recipe
+
+
+def prepare_args_problem(prepare_args: list[str]) -> str | None:
+    """What `sutra data prepare` would refuse in these flags, found now rather than when the arm's
+    turn comes, after the arms before it have trained."""
+    import contextlib
+    import io
+
+    from sutra.cli import build_parser
+    from sutra.data.filters import Filters
+
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            args = build_parser().parse_args(["data", "prepare", "SOURCE", "--out", "OUT", *map(str, prepare_args)])
+        Filters.from_args(args.min_quality, args.domains, args.content_types, args.complexity, args.where)
+    except SystemExit:  # argparse's usage error, whose last line says what is wrong
+        return re.sub(r"^sutra( data prepare)?: error: ", "", said.getvalue().strip().splitlines()[-1])
+    except SutraError as exc:
+        return str(exc)
+    return None
 
 
 def arm_dataset(experiment: Experiment, arm: Arm) -> str:

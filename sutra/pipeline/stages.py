@@ -8,6 +8,7 @@ is killed leaves only what that stage itself leaves (each writes atomically and 
 import hashlib
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -50,9 +51,17 @@ def sutra(*args, allowed_codes: tuple[int, ...] = (0,)) -> int:
     started = time.perf_counter()
     # A terminal's Ctrl-C reaches the stage too (one process group): this process waits for it to
     # stop as it does (a training saves `last` after its step) instead of killing it, as
-    # subprocess.run does. (A handler, not SIG_IGN: the stage would inherit an ignored SIGINT.)
+    # subprocess.run does. A SIGINT sent to this process alone (`kill -INT`) is passed on as SIGTERM,
+    # which stops the stage the same way; after a terminal's Ctrl-C it changes nothing (the stage
+    # handles its pending SIGINT first, and a stop already asked for stays one stop).
+    stage = None
+
+    def pass_on(signum, frame) -> None:
+        if stage is not None:
+            stage.send_signal(signal.SIGTERM)
+
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: None) if in_main_thread else None
+    previous = signal.signal(signal.SIGINT, pass_on) if in_main_thread else None  # (a handler, not SIG_IGN, which the stage would inherit)
     try:
         stage = subprocess.Popen(command, env={**os.environ, PIPELINE_PID_ENV: str(os.getpid())})  # it ends if we die
         code = stage.wait()
@@ -101,7 +110,7 @@ class StageLog:
             recheck: Callable[[], object] | None = None) -> Path:
         """Reuse, continue or make stage `name`, whose work is `output` (a file or directory); `recheck`
         runs before a reuse, to refuse one whose inputs (outside the pipeline) have changed since."""
-        settings = json.loads(json.dumps(settings, default=str).replace(str(self.out), "{out}"))  # the same after moving OUT
+        settings = self._within_out(json.loads(json.dumps(settings, default=str)))  # the same after moving OUT
         inputs = {need: self.records[need]["made"] for need in needs}
         record = self.records.get(name)
         if record is not None:
@@ -153,6 +162,17 @@ class StageLog:
         fingerprint, so the stages that need it are refused, not reused, once it is prepared again."""
         self.records[name] = {"output": str(path), "settings": {}, "inputs": {}, "made": fingerprint}
         self._save()
+
+    def _within_out(self, value):
+        """`value` with OUT written as {out} wherever it starts a path (a word, or after '='), so
+        `/tmp/o2` is not taken for a path under `/tmp/o`."""
+        if isinstance(value, str):
+            return re.sub(rf"(?:^|(?<=[=\s])){re.escape(str(self.out))}(?=/|$|\s)", "{out}", value)
+        if isinstance(value, dict):
+            return {key: self._within_out(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self._within_out(item) for item in value]
+        return value
 
     def _output(self, name: str) -> str:
         return self.records[name]["output"]

@@ -189,11 +189,11 @@ def clean_files(inputs: list[str], out: str | Path, config: CleanConfig, dedup_t
         for name in inputs:
             path = Path(name)
             records, _ = read_jsonl(path)
-            for number, record in enumerate(records, 1):
+            for line, record in zip(records.lines, records):
                 read += 1
                 text = record.get("text") if isinstance(record, dict) else None
                 if not isinstance(text, str):
-                    raise SutraError(f"{path}: record {number} has no 'text' string; is this a synth output file?")
+                    raise SutraError(f"{path}:{line}: the record has no 'text' string; is this a synth output file?")
                 tokens = len(tokenizer.encode(text))  # not the record's token_count: an edit may have left it stale, or not a number
                 if "token_count" in record:
                     record["token_count"] = tokens
@@ -201,7 +201,7 @@ def clean_files(inputs: list[str], out: str | Path, config: CleanConfig, dedup_t
                 if reason:
                     removed[reason] += 1
                     continue
-                dedup.add(f"{path}:{number}", text)
+                dedup.add(f"{path}:{line}", text)
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
                 kept += 1
     report = {"inputs": [str(i) for i in inputs], "read": read, "kept": kept, "removed": dict(removed.most_common())}

@@ -40,12 +40,20 @@ class ResumeState:
         return {r["id"] for r in self.records} | {e["id"] for e in self.entries}
 
 
-def read_jsonl(path: Path, repair_tail: bool = False, skip_tail: bool = False) -> tuple[list[dict], int]:
+class Rows(list):
+    """The records of a JSONL file, and the 1-based line of each (blank lines are skipped)."""
+
+    def __init__(self, rows=(), lines=()):
+        super().__init__(rows)
+        self.lines = list(lines)
+
+
+def read_jsonl(path: Path, repair_tail: bool = False, skip_tail: bool = False) -> tuple[Rows, int]:
     """The lines of `path` as dicts. With repair_tail, a partial last line (a killed writer) is cut
     off the file and counted; with skip_tail it is left unread (another shard may be writing it);
     any other bad line is an error naming the file and line."""
     if not path.is_file():
-        return [], 0
+        return Rows(), 0
     data = path.read_bytes()
     repaired = 0
     if skip_tail:
@@ -55,28 +63,29 @@ def read_jsonl(path: Path, repair_tail: bool = False, skip_tail: bool = False) -
         with open(path, "r+b") as f:
             f.truncate(keep)
         data, repaired = data[:keep], 1
-    rows = []
+    rows = Rows()
     # utf-8-sig: a byte-order mark some editors put first is no part of the first record
     for number, line in enumerate(data.decode("utf-8-sig", errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         try:
             rows.append(json.loads(line))
+            rows.lines.append(number)
         except json.JSONDecodeError as exc:
             raise SutraError(f"{path}:{number}: not valid JSON ({exc.msg}); the file was edited or corrupted, fix or remove that line") from None
     return rows, repaired
 
 
-def check_records(path: Path, rows: list, fields, what: str, types: dict[str, type] | None = None) -> None:
-    """One clear error where a row of `path` is not a mapping with every one of `fields` (and each
-    field of `types` of its type)."""
-    for number, row in enumerate(rows, 1):
+def check_records(path: Path, rows: Rows, fields, what: str, types: dict[str, type] | None = None) -> None:
+    """One clear error, naming the line, where a row of `path` is not a mapping with every one of
+    `fields` (and each field of `types` of its type)."""
+    for line, row in zip(rows.lines, rows):
         missing = [k for k in fields if k not in row] if isinstance(row, dict) else list(fields)
         if missing:
-            raise SutraError(f"{path}: record {number} has no {missing[0]!r} field; {what}")
+            raise SutraError(f"{path}:{line}: the record has no {missing[0]!r} field; {what}")
         for key, kind in (types or {}).items():
             if not isinstance(row[key], kind) or isinstance(row[key], bool):  # (a bool is an int to Python)
-                raise SutraError(f"{path}: record {number} field {key!r} is {json.dumps(row[key])}, not {'text' if kind is str else 'a whole number'}; {what}")
+                raise SutraError(f"{path}:{line}: the record's {key!r} is {json.dumps(row[key])}, not {'text' if kind is str else 'a whole number'}; {what}")
 
 
 def _first_difference(recorded: dict, settings: dict, shard_count_only: bool = False) -> str | None:

@@ -280,11 +280,7 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str | tuple[str, ob
         raise SutraError(f"{path}: recipe not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SutraError(f"{path}: cannot read recipe ({exc})") from None
-    try:
-        lines = yaml_key_lines(yaml.compose(text))
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)
-    except (yaml.YAMLError, RecursionError) as exc:  # RecursionError: nested too deeply
-        raise invalid_yaml(path, exc) from None
+    raw, lines = parse_yaml(path, text)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -342,6 +338,16 @@ def _set_dotted(raw: dict, key: str, value, label: str) -> None:
         if last >= len(node):
             raise SutraError(f"{label}: there is no item [{last}] to set (the list has {len(node)})")
     node[last] = value
+
+
+def parse_yaml(path: Path, text: str) -> tuple[object, dict[str, int]]:
+    """The settings in `text` and the line of each dotted key; a key given twice in one mapping or
+    invalid YAML is a SutraError naming the file and line."""
+    try:
+        lines = yaml_key_lines(yaml.compose(text))  # first: it refuses a recursive alias
+        return yaml.load(text, Loader=_UniqueKeyLoader), lines
+    except (yaml.YAMLError, RecursionError) as exc:  # RecursionError: nested too deeply
+        raise invalid_yaml(path, exc) from None
 
 
 def invalid_yaml(path: Path, exc: yaml.YAMLError | RecursionError) -> SutraError:

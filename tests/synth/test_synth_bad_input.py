@@ -113,7 +113,7 @@ def test_a_corrupt_run_settings_record_is_one_clear_error(synth, tmp_path):
 def test_stats_refuses_foreign_jsonl_and_a_directory_without_data(synth, tmp_path):
     foreign = tmp_path / "foreign"
     _jsonl(foreign / "train_000.jsonl", [{"text": GOOD}])
-    _error(synth("synth", "stats", foreign), "train_000.jsonl: record 1 has no 'token_count' field")
+    _error(synth("synth", "stats", foreign), "train_000.jsonl:1: the record has no 'token_count' field")
     empty = tmp_path / "empty"
     empty.mkdir()
     _error(synth("synth", "stats", empty), "holds no train_*.jsonl data files")
@@ -130,7 +130,7 @@ def test_balance_with_must_be_a_directory_of_jsonl(synth, tmp_path):
         _error(synth("synth", "run", "--n", "1", "--out", tmp_path / "o", "--balance-with", where, "--base-url", nowhere()),
                f"--balance-with {where}: {message}")
     _error(synth("synth", "run", "--n", "1", "--out", tmp_path / "o", "--balance-with", tmp_path, "--base-url", nowhere()),
-           "f.jsonl: record 1 has no 'domain' field")
+           "f.jsonl:1: the record has no 'domain' field")
     assert not (tmp_path / "o").exists()
 
 

@@ -134,8 +134,8 @@ def test_clean_command_reports_counts_by_reason(tmp_path, tokenizer):
     assert report["removed"] == {"exact_duplicate": 1, "too_short": 1, "near_duplicate": 1}
     assert len((tmp_path / "out" / "train_000.jsonl").read_text().splitlines()) == 1
     assert json.loads((tmp_path / "out" / ".synth" / "clean-report.json").read_text())["kept"] == 1
-    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"no": "text"}\n')
-    with pytest.raises(SutraError, match="bad.jsonl: record 2 has no 'text'"):
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n\n{"no": "text"}\n')  # named by its line, past the blank one
+    with pytest.raises(SutraError, match="bad.jsonl:3: the record has no 'text'"):
         clean_files([str(tmp_path / "bad.jsonl")], tmp_path / "out2", CleanConfig())
     # a token_count is counted again, not trusted: a string failed with a TypeError, a stale 3 dropped a long text as too short
     counted = tmp_path / "counted.jsonl"
@@ -152,7 +152,7 @@ def test_a_failed_clean_keeps_the_earlier_output_and_leaves_no_temporary_file(tm
     clean_files([str(good)], out, CleanConfig(min_tokens=30))
     before = (out / "train_000.jsonl").read_bytes()
     bad.write_text(json.dumps({"text": GOOD.replace("pizza", "cake")}) + "\n" + '{"no": "text"}\n')
-    with pytest.raises(SutraError, match="bad.jsonl: record 2 has no 'text'"):  # after good.jsonl's record was written
+    with pytest.raises(SutraError, match="bad.jsonl:2: the record has no 'text'"):  # after good.jsonl's record was written
         clean_files([str(good), str(bad)], out, CleanConfig(min_tokens=30))
     with pytest.raises(SutraError, match="missing.jsonl: no such JSONL file"):
         clean_files([str(good), str(tmp_path / "missing.jsonl")], out, CleanConfig(min_tokens=30))

@@ -211,8 +211,8 @@ def test_shards_split_the_plan_deterministically(scripted, synth, tmp_path):
 
 
 @pytest.mark.parametrize("edit, problem", [
-    (lambda r: r.update(token_count="120"), "record 1 field 'token_count' is \"120\", not a whole number"),
-    (lambda r: r.update(text=None), "record 1 field 'text' is null, not text"),
+    (lambda r: r.update(token_count="120"), "train_000.jsonl:1: the record's 'token_count' is \"120\", not a whole number"),
+    (lambda r: r.update(text=None), "train_000.jsonl:1: the record's 'text' is null, not text"),
 ])
 def test_a_resume_over_an_edited_record_is_one_message(scripted, synth, tmp_path, edit, problem):
     """A string token_count or a null text in the data file was a TypeError traceback on resume."""
@@ -223,7 +223,7 @@ def test_a_resume_over_an_edited_record_is_one_message(scripted, synth, tmp_path
     edit(record)
     (out / "train_000.jsonl").write_text(json.dumps(record) + "\n")
     code, _, stderr = synth("synth", "run", "--n", "2", "--out", out, "--base-url", server.url, *FAST)
-    assert code == 2 and f"train_000.jsonl: {problem}; this file was edited" in stderr and "Traceback" not in stderr, stderr
+    assert code == 2 and f"{problem}; this file was edited" in stderr and "Traceback" not in stderr, stderr
 
 
 def test_a_server_that_refuses_every_request_stops_the_run_with_its_message(scripted, synth, tmp_path):
