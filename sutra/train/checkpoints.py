@@ -69,8 +69,11 @@ class CheckpointStore:
         if path is None:
             return None
         try:
-            return json.loads((path / INFO_FILE).read_text())["training"]
-        except (OSError, ValueError, KeyError) as exc:
+            training = json.loads((path / INFO_FILE).read_text())["training"]
+            if not isinstance(training, dict):
+                raise ValueError(f"'training' is {type(training).__name__}, not a mapping")
+            return training
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise SutraError(f"{path / INFO_FILE}: unreadable checkpoint record ({exc}); remove the '{name}' link to continue") from None
 
     def names(self) -> list[str]:

@@ -38,7 +38,7 @@ from sutra.errors import SutraError
 from sutra.eval.perplexity import perplexity_of
 from sutra.io import atomic_write_text
 from sutra.processes import LOCK_FILE, STOPPED_EXIT_CODES, exclusive
-from sutra.train.checkpoints import CHECKPOINTS, INFO_FILE, LAST, LAST_GOOD, TRAINER_STATE, CheckpointStore, load_trainer_state
+from sutra.train.checkpoints import CHECKPOINTS, LAST, LAST_GOOD, TRAINER_STATE, CheckpointStore, load_trainer_state
 from sutra.train.metrics import METRICS_FILE, MetricsLog, causal_attended_per_token, device_peak_tflops, document_attended_per_token, finite, finite_or_null
 from sutra.train.recipe import RECIPE_FILE, Recipe, load_recipe
 from sutra.train.schedule import Schedule
@@ -928,11 +928,10 @@ def _restore_recipe(run_dir: Path) -> None:
     records it was trained with (the recipe a resume checks against), or refuse the directory."""
     if (run_dir / RECIPE_FILE).exists():
         raise SutraError(f"{run_dir / RECIPE_FILE}: not a file; move it away, and `sutra train --resume` writes the run's recipe there again")
-    try:
-        saved = json.loads((run_dir / LAST / INFO_FILE).read_text())["training"]["resolved_recipe"]
-    except (OSError, ValueError, KeyError, TypeError):
+    saved = (CheckpointStore(run_dir).info(LAST) or {}).get("resolved_recipe")
+    if not isinstance(saved, dict):
         raise SutraError(f"{run_dir}: not a run directory (no {RECIPE_FILE}, and no `{LAST}` checkpoint recording its recipe); "
-                         "start a run with `sutra train RECIPE.yaml`") from None
+                         "start a run with `sutra train RECIPE.yaml`")
     # every process of a torchrun writes the same text (each atomically)
     atomic_write_text(run_dir / RECIPE_FILE, RECIPE_HEADER + yaml.safe_dump(saved, sort_keys=False))
     if int(os.environ.get("RANK", "0")) == 0:

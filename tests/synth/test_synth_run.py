@@ -253,6 +253,15 @@ def test_items_of_another_plan_have_their_own_ids(scripted, synth, tmp_path):
     # a default run's ids are as they were (its seed, graph and index), so older runs resume as they were made
     synth("synth", "run", "--n", "3", "--out", tmp_path / "again", "--base-url", server.url, *FAST, check=True)
     assert {r["id"] for r in records(tmp_path / "again")} == ids["default"]
+    # and a shard begun before ids carried the plan (its manifest lacks plan_ids) goes on with ids of (graph, seed, index)
+    manifest = runs["tutorials"] / ".synth" / "shard_000.json"
+    begun = json.loads(manifest.read_text())
+    del begun["plan_ids"]
+    manifest.write_text(json.dumps(begun))
+    synth("synth", "run", "--n", "5", "--out", runs["tutorials"], "--content-types", "tutorial", "--base-url", server.url, *FAST, check=True)
+    synth("synth", "run", "--n", "6", "--out", tmp_path / "again", "--base-url", server.url, *FAST, check=True)
+    added = {r["id"] for r in records(runs["tutorials"])} - ids["tutorials"]
+    assert len(added) == 2 and added <= {r["id"] for r in records(tmp_path / "again")} - ids["default"]
 
 
 def test_a_token_target_is_not_overshot_by_the_items_in_flight(scripted, synth, tmp_path):

@@ -131,6 +131,10 @@ def test_plot_draws_a_png(finished_run, tmp_path):
     with pytest.raises(SutraError, match="exists and is not a PNG image, so it is not replaced"):
         plot_run(finished_run, notes)
     assert notes.read_text() == "mine"
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)  # checked without being opened (an open waits for a writer forever)
+    with pytest.raises(SutraError, match="exists and is not a PNG image, so it is not replaced"):
+        plot_run(finished_run, fifo)
     with pytest.raises(SutraError, match="give a `sutra train` run directory"):
         plot_run(finished_run / "metrics.jsonl")
     with pytest.raises(SutraError, match=r"nope: no such run directory; give the run_dir"):  # (it said "no metrics.jsonl")

@@ -214,6 +214,22 @@ def test_a_run_whose_recipe_yaml_was_deleted_resumes_from_the_recipe_its_checkpo
     assert (run_dir / "recipe.yaml").read_text() == written
     assert json.loads((run_dir / "last" / "sutra.json").read_text())["training"]["step"] == 3
 
+    # what cannot be restored is one line: a directory in the recipe's place, a damaged or missing `last`
+    (run_dir / "recipe.yaml").unlink()
+    (run_dir / "recipe.yaml").mkdir()
+    refused = run_sutra("train", "--resume", str(run_dir))
+    assert refused.returncode == 2 and refused.stderr == f"sutra: error: {run_dir / 'recipe.yaml'}: not a file; move it away, and `sutra train --resume` writes the run's recipe there again\n"
+    (run_dir / "recipe.yaml").rmdir()
+    info = run_dir / "last" / "sutra.json"
+    kept = info.read_text()
+    info.write_text('{"training": []}')
+    refused = run_sutra("train", "--resume", str(run_dir))
+    assert refused.returncode == 2 and "sutra.json: unreadable checkpoint record ('training' is list, not a mapping); remove the 'last' link" in refused.stderr
+    info.write_text(kept)
+    (run_dir / "last").unlink()
+    refused = run_sutra("train", "--resume", str(run_dir))
+    assert refused.returncode == 2 and f"{run_dir}: not a run directory (no recipe.yaml, and no `last` checkpoint recording its recipe)" in refused.stderr
+
 
 def test_a_step_too_large_for_the_data_blames_the_size_given_with_set(tmp_path, tiny_dataset):
     """It blamed data.path, whatever --set had just made the step too large."""
