@@ -22,8 +22,11 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
     else
       # Only the CPU build: never pull a multi-GB CUDA torch onto a machine without a GPU.
       echo "sutra setup: no GPU, installing the CPU torch wheel"
-      "$PY" -m pip install -q "torch==2.13.0+cpu" || {
-        echo "sutra setup: no CPU torch wheel found; point pip at a CPU wheel index (PIP_EXTRA_INDEX_URL) or install torch into $VENV first" >&2
+      # PyPI holds no '+cpu' build (its Linux torch is the CUDA one): a wheel pip already finds
+      # (a find-links directory, a mirror) is used, else PyTorch's own CPU index
+      "$PY" -m pip install -q "torch==2.13.0+cpu" 2>/dev/null \
+        || "$PY" -m pip install -q "torch==2.13.0+cpu" --extra-index-url "${SUTRA_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}" || {
+        echo "sutra setup: no CPU torch wheel found; set SUTRA_TORCH_INDEX to a CPU wheel index, or install torch into $VENV first" >&2
         exit 1
       }
     fi
