@@ -89,7 +89,8 @@ class Tokenizer:
         self.directory = Path(directory)
         file = self.directory / "tokenizer.json"
         if not file.is_file():
-            raise SutraError(f"{self.directory}: no tokenizer.json; pass a tokenizer directory or run 'sutra assets fetch {DEFAULT_TOKENIZER}'")
+            raise SutraError(f"{self.directory}: no tokenizer.json there; a tokenizer (or model) directory holds tokenizer.json "
+                             "and tokenizer_config.json: copy them in, or give the directory that has them")
         try:
             self.backend = fast_tokenizer(file)
         except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
@@ -203,8 +204,11 @@ def load_tokenizer(source: str | os.PathLike | None = None) -> Tokenizer:
     path = Path(source)
     if path.is_dir():
         return Tokenizer(path)
-    if path.is_file() and path.name.endswith(".json"):
+    if path.is_file() and path.name == "tokenizer.json":
         return Tokenizer(path.parent)
+    if path.is_file() and path.suffix == ".json":  # its directory's tokenizer.json would be loaded instead: another tokenizer
+        raise SutraError(f"{source}: a tokenizer file is named tokenizer.json (read with the tokenizer_config.json beside it); "
+                         "give that file or its directory, or rename this one into a directory of its own")
     if assets.is_fetched(source) or source in assets.registry():  # fetched: skip loading the registry
         return Tokenizer(assets.ensure(source))
     if path.exists() or source.startswith((".", "/")):

@@ -68,6 +68,11 @@ def test_bad_tokenizer_sources_are_clear_errors(tmp_path):
         load_tokenizer(tmp_path)
     with pytest.raises(SutraError, match="not a tokenizer"):
         load_tokenizer(str(tmp_path / "missing.txt"))
+    # another .json file was taken for the tokenizer.json beside it: data tokenized with another vocabulary
+    for other in ("wordlevel.json", "tokenizer_config.json"):
+        (tmp_path / other).write_text("{}")
+        with pytest.raises(SutraError, match=rf"{other}: a tokenizer file is named tokenizer.json"):
+            load_tokenizer(str(tmp_path / other))
 
 
 def test_a_vocabulary_with_gaps_in_its_ids_sizes_by_its_largest_id(tmp_path):

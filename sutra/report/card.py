@@ -16,7 +16,7 @@ from sutra.eval.tasks import TASKS
 from sutra.report.tables import (CHECKPOINT_NAME, Column, average_tasks, comparison_table, mean_percent, oldest_first, perplexity_bases,
                                  progression_table, sizes_differ)
 from sutra.train.metrics import METRICS_FILE, finite, read_metrics
-from sutra.train.recipe import RECIPE_FILE, invalid_yaml
+from sutra.train.recipe import RECIPE_FILE, RESUME_MAY_CHANGE, flat_recipe, invalid_yaml, recipe_differences
 
 TAGS = ["pretraining", "educational", "pedagogical", "sutra", "smollm2", "llama"]
 
@@ -130,6 +130,12 @@ def check_run_made(run: dict, checkpoint: dict, spec: str) -> None:
     named = (run.get("recipe") or {}).get("name")
     if checkpoint.get("recipe") and named and checkpoint["recipe"] != named:
         raise SutraError(f"{where} (its recipe is '{named}', the checkpoint's '{checkpoint['recipe']}')")
+    trained_with = checkpoint.get("resolved_recipe")
+    if isinstance(trained_with, dict) and run.get("recipe"):  # a run of the same name with other settings (another warmup, init_from)
+        now, then = flat_recipe(run["recipe"]), flat_recipe(trained_with)
+        differ = [key for key in recipe_differences(now, then) if not key.startswith(RESUME_MAY_CHANGE)]
+        if differ:
+            raise SutraError(f"{where} (its recipe has {differ[0]}: {now.get(differ[0])!r}, the checkpoint was trained with {then.get(differ[0])!r})")
     if not isinstance(step, int):
         return
     steps = [m["step"] for m in run["metrics"] if isinstance(m.get("step"), int)]

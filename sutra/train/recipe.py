@@ -340,6 +340,35 @@ def _set_dotted(raw: dict, key: str, value, label: str) -> None:
     node[last] = value
 
 
+# sections a resumed run may change: they decide when to evaluate, checkpoint, log or roll back, not what is trained
+# (and data.path, for the same data moved: the data positions restored check the data is the same;
+# train.parallel, which changes where the state is kept, as the process count does, not the state,
+# and train.activation_checkpointing, which trades memory for time and computes the same values).
+# Not eval.max_windows: perplexities on other windows would be compared to pick e{N}-best.
+RESUME_MAY_CHANGE = ("name", "run_dir", "assumptions", "data.path", "train.parallel", "train.activation_checkpointing",
+                     "eval.every_steps", "checkpoint.", "logging.", "stability.")
+
+
+def flat_recipe(data: dict, prefix: str = "") -> dict:
+    """{"schedule.epochs[0].peak_lr": 0.0003, ...}: a recipe's values by the keys its messages use."""
+    flat = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if isinstance(value, dict) and value:
+            flat |= flat_recipe(value, key)
+        elif isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+            for index, item in enumerate(value):
+                flat |= flat_recipe(item, f"{key}[{index}]")
+        else:
+            flat[key] = value
+    return flat
+
+
+def recipe_differences(now: dict, then: dict) -> list[str]:
+    """The keys of two flat recipes whose values differ, `now`'s order first."""
+    return [key for key in [*now, *(k for k in then if k not in now)] if now.get(key) != then.get(key)]
+
+
 def parse_yaml(path: Path, text: str) -> tuple[object, dict[str, int]]:
     """The settings in `text` and the line of each dotted key; a key given twice in one mapping or
     invalid YAML is a SutraError naming the file and line."""

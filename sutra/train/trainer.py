@@ -40,20 +40,13 @@ from sutra.io import atomic_write_text
 from sutra.processes import LOCK_FILE, STOPPED_EXIT_CODES, exclusive
 from sutra.train.checkpoints import CHECKPOINTS, LAST, LAST_GOOD, TRAINER_STATE, CheckpointStore, load_trainer_state
 from sutra.train.metrics import METRICS_FILE, MetricsLog, causal_attended_per_token, device_peak_tflops, document_attended_per_token, finite, finite_or_null
-from sutra.train.recipe import RECIPE_FILE, Recipe, load_recipe
+from sutra.train.recipe import RECIPE_FILE, RESUME_MAY_CHANGE, Recipe, flat_recipe, load_recipe, recipe_differences
 from sutra.train.schedule import Schedule
 
 RECIPE_HEADER = "# the resolved recipe of this run, written by `sutra train`; `sutra train --resume` reads it\n"
 # what a failed write raises: safetensors' and torch.save's I/O errors are not OSErrors
 WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
 RUN_FILES = {RECIPE_FILE, METRICS_FILE, "tensorboard", CHECKPOINTS, "curves.png"}  # what a run (and `sutra plot`) writes before its first checkpoint
-# sections a resumed run may change: they decide when to evaluate, checkpoint, log or roll back, not what is trained
-# (and data.path, for the same data moved: the data positions restored check the data is the same;
-# train.parallel, which changes where the state is kept, as the process count does, not the state,
-# and train.activation_checkpointing, which trades memory for time and computes the same values).
-# Not eval.max_windows: perplexities on other windows would be compared to pick e{N}-best.
-RESUME_MAY_CHANGE = ("name", "run_dir", "assumptions", "data.path", "train.parallel", "train.activation_checkpointing",
-                     "eval.every_steps", "checkpoint.", "logging.", "stability.")
 
 
 @dataclass
@@ -149,21 +142,6 @@ class _InFlight:
             self.copied.synchronize()  # waits for this step's kernels, not for those queued after it
         loss, grad_norm, stop_votes = self.numbers.tolist()
         return loss, grad_norm, stop_votes
-
-
-def _flat_recipe(data: dict, prefix: str = "") -> dict:
-    """{"schedule.epochs[0].peak_lr": 0.0003, ...}: a recipe's values by the keys its messages use."""
-    flat = {}
-    for name, value in data.items():
-        key = f"{prefix}.{name}" if prefix else name
-        if isinstance(value, dict) and value:
-            flat |= _flat_recipe(value, key)
-        elif isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
-            for index, item in enumerate(value):
-                flat |= _flat_recipe(item, f"{key}[{index}]")
-        else:
-            flat[key] = value
-    return flat
 
 
 class Trainer:
@@ -448,8 +426,8 @@ class Trainer:
         saved = last.get("resolved_recipe")
         if saved is None:  # a checkpoint from before recipes were recorded in it
             return
-        now, then = _flat_recipe(json.loads(json.dumps(self.recipe.to_dict()))), _flat_recipe(saved)
-        changed = [key for key in [*now, *(k for k in then if k not in now)] if now.get(key) != then.get(key)]
+        now, then = flat_recipe(json.loads(json.dumps(self.recipe.to_dict()))), flat_recipe(saved)
+        changed = recipe_differences(now, then)
         refused = [key for key in changed if not key.startswith(RESUME_MAY_CHANGE)]
         if refused:
             key = refused[0]

@@ -365,12 +365,13 @@ def test_card_training_has_the_seeds_epoch_table_and_refuses_another_run(tmp_pat
     from sutra.model.config import ModelConfig
     from sutra.model.checkpoint import save_checkpoint
 
+    recipe = {"name": "card", "run_dir": "runs/card", "schedule": {"kind": "cosine", "warmup_steps": 1, "epochs": [
+        {"peak_lr": 3e-4, "min_lr": 3e-5}, {"peak_lr": 1e-4, "min_lr": 1e-5}]}}
     best = save_checkpoint(tmp_path / "e2-best", Llama(ModelConfig(64, 96, 2, 4, 2, max_seq_len=512)), tokenizer,
-                           extra={"training": {"step": 30, "epoch": 1.5, "val_ppl": 37.0, "recipe": "card"}})
+                           extra={"training": {"step": 30, "epoch": 1.5, "val_ppl": 37.0, "recipe": "card", "resolved_recipe": recipe}})
     run = tmp_path / "run"
     run.mkdir()
-    (run / "recipe.yaml").write_text(yaml.safe_dump({"name": "card", "schedule": {"kind": "cosine", "warmup_steps": 1, "epochs": [
-        {"peak_lr": 3e-4, "min_lr": 3e-5}, {"peak_lr": 1e-4, "min_lr": 1e-5}]}}))
+    (run / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "run_dir": str(run)}))  # (a run may move)
     metrics = [{"step": 0, "epoch": 0.0, "tokens": 0, "val_loss": 11.0, "val_ppl": 60000.0}]
     for step in range(5, 45, 5):  # 20 steps per epoch, 1,000 tokens per step, 100 tokens/s: 50 s per log window
         metrics.append({"step": step, "epoch": step / 20, "tokens": 1000 * step, "loss": 4.0, "tokens_per_s": 100.0, "lr": 1e-4})
@@ -390,6 +391,11 @@ def test_card_training_has_the_seeds_epoch_table_and_refuses_another_run(tmp_pat
     (run / "metrics.jsonl").write_text("\n".join(json.dumps({**m, "val_ppl": 50.0} if "val_ppl" in m else m) for m in metrics))
     refused = run_sutra("card", str(best), "--results", str(results), "--run", str(run), "--out", str(readme))
     assert refused.returncode == 2 and f"--run {run}: not the run that trained {best} (it validated step 30 at perplexity 50.00, the checkpoint at 37.00)" in refused.stderr
+    # nor did a run of the same name trained with other settings, whose card would show them as this model's
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(m) for m in metrics))
+    (run / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "schedule": {**recipe["schedule"], "warmup_steps": 2}}))
+    refused = run_sutra("card", str(best), "--results", str(results), "--run", str(run), "--out", str(readme))
+    assert refused.returncode == 2 and f"not the run that trained {best} (its recipe has schedule.warmup_steps: 2, the checkpoint was trained with 1)" in refused.stderr
 
 
 def test_a_column_with_fewer_tasks_keeps_the_others_card_average(tmp_path):
