@@ -28,13 +28,43 @@ COMMAND_MODULES = (
 )
 
 
+class _StoreOnce(argparse._StoreAction):
+    """A flag's value, refused when the flag is given again: argparse keeps the last one silently
+    (`--tasks arc_easy --tasks piqa` scored PIQA alone), while --set and the other repeatable flags add up."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = namespace.__dict__.setdefault("_flags_given", set())
+        if option_string is not None and self.dest in given:
+            parser.error(f"{'/'.join(self.option_strings)} is given twice; give it once")
+        given.add(self.dest)
+        super().__call__(parser, namespace, values, option_string)
+
+
+class SutraParser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register("action", "store", _StoreOnce)
+        self.register("action", None, _StoreOnce)
+
+
+class SubcommandParser(SutraParser):
+    """A subcommand's parser: an argument it does not know is reported with its usage, not the top
+    level's (`usage: sutra [-h] [--version] COMMAND ...` said nothing of `data prepare`'s flags)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = SutraParser(
         prog="sutra",
         description="Pretrain, evaluate and publish small Llama language models on pedagogical data.",
     )
     parser.add_argument("--version", action="version", version=f"sutra {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=SubcommandParser)
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(subparsers)
     return parser
@@ -54,7 +84,7 @@ def _end_with_pipeline() -> None:
         die_with_parent(int(pipeline))
 
 
-# Flags for which an empty value means something: `generate --prompt ''` starts from nothing.
+# Flags for which an empty value means something: `generate --prompt ''` starts from nothing (a new document).
 EMPTY_VALUE_FLAGS = ("--prompt",)
 
 
@@ -65,6 +95,8 @@ def empty_argument(argv: list[str]) -> str | None:
         before = argv[i - 1] if i else ""
         if arg == "" and before not in EMPTY_VALUE_FLAGS:
             return f"{before} is given an empty value" if before.startswith("-") else f"argument {i + 1} is empty"
+        if before == "--set" and arg.endswith("=") and arg.count("=") == 1:  # `--set run_dir=$RUN`: the default run_dir, silently
+            return f"--set {arg} gives {arg[:-1]} an empty value"
         flag, sep, value = arg.partition("=")
         if arg.startswith("--") and sep and not value and flag not in EMPTY_VALUE_FLAGS:
             return f"{flag} is given an empty value"
@@ -75,6 +107,7 @@ def _exit_on_sigterm(signum, frame) -> None:
     """SIGTERM (kill, docker stop, a scheduler) ends a command as Ctrl-C does, through its cleanup:
     a server or worker it started is stopped, not orphaned, and a temporary file is removed.
     (`sutra train` sets its own handler while it trains: it finishes the step and saves `last`.)"""
+    os.write(2, b"sutra: stopped (SIGTERM)\n")  # (os.write: print could re-enter a stream being written)
     sys.exit(STOPPED_EXIT_CODES["SIGTERM"])
 
 

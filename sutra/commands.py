@@ -120,6 +120,10 @@ def cmd_generate(args) -> int:
     from sutra.model.device import default_dtype, pick_device
     from sutra.model.generate import StreamDecoder, generate
 
+    try:
+        args.prompt.encode("utf-8")
+    except UnicodeEncodeError as exc:  # undecodable bytes on the command line, kept as surrogates
+        raise SutraError(f"--prompt is not UTF-8 text (an undecodable byte at character {exc.start}); give it in UTF-8") from None
     device = pick_device(args.device)
     dtype = getattr(torch, args.dtype) if args.dtype else default_dtype(device)
     loaded = load_model(args.spec, device=device, dtype=dtype)
@@ -131,6 +135,8 @@ def cmd_generate(args) -> int:
         prompt_ids = tokenizer.encode(text)
     else:  # as a transformers user prompts it: with the BOS a Llama-style tokenizer adds
         prompt_ids = tokenizer.encode(args.prompt, add_special_tokens=True)
+    if not prompt_ids:  # `--prompt ''`: a text from nothing, begun as training begins a document (after its separator)
+        prompt_ids = [tokenizer.document_separator_id]
     stream = StreamDecoder(tokenizer, context=prompt_ids)
     stop = set(loaded.eos_token_ids)
 

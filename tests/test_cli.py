@@ -39,6 +39,14 @@ def test_model_info_prints_the_card_parameter_counts():
         (["data", "prepare", "x.jsonl", "--out", "o", "--domains="], "--domains is given an empty value"),
         (["eval", "tiny", "--tasks", ""], "--tasks is given an empty value"),
         (["eval", "", "--tasks", "piqa"], "argument 2 is empty"),
+        (["train", "r.yaml", "--set", "run_dir="], "--set run_dir= gives run_dir an empty value"),
+        # a flag given twice kept its last value silently (--tasks piqa alone was scored)
+        (["eval", "tiny", "--tasks", "arc_easy", "--tasks", "piqa"], "sutra eval: error: --tasks is given twice; give it once"),
+        (["data", "mix", "d", "--out", "a.json", "--out=b.json"], "--out is given twice"),
+        # an unknown flag is reported with its subcommand's usage, not the top level's
+        (["data", "prepare", "x.jsonl", "--out", "o", "--bogus"], "sutra data prepare: error: unrecognized arguments: --bogus"),
+        # undecodable bytes (surrogates here) were a TypeError from the tokenizer
+        (["generate", "smollm2-135m-instruct", "--prompt", "caf\udce9"], "--prompt is not UTF-8 text (an undecodable byte at character 3)"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(args, message):
@@ -69,6 +77,12 @@ def test_only_an_empty_prompt_may_be_empty():
     assert empty_argument(["generate", "tiny", "--prompt", ""]) is None and empty_argument(["generate", "tiny", "--prompt="]) is None
     assert empty_argument(["train", "r.yaml", "--set", "train.seed=1"]) is None
     assert empty_argument(["train", "r.yaml", "--set", ""]) == "--set is given an empty value"
+
+
+def test_an_empty_prompt_starts_a_document(tmp_path):
+    """`--prompt ''` was refused ("a prompt is empty") for a tokenizer that adds no BOS."""
+    result = run_sutra("generate", "smollm2-135m-instruct", "--prompt", "", "--max-new-tokens", "4", check=True)
+    assert result.stdout.strip()
 
 
 def test_devices_sutra_has_no_kernels_for_are_refused_before_any_model_loads():

@@ -38,7 +38,8 @@ class TokenLoader:
         self._stream = open_stream(path, split)
         self.vocab_size = self._stream.vocab_size
         self.tokenizer_fingerprint = self._stream.tokenizer_fingerprint
-        self.windows_per_epoch = max(0, (self._stream.length - 1) // seq_len)
+        self.split_tokens = self._stream.length
+        self.windows_per_epoch = max(0, (self.split_tokens - 1) // seq_len)
         self.epoch = 0
         self.cursor = 0
         self.skipped_windows = 0

@@ -105,6 +105,10 @@ def cmd_eval(args) -> int:
 
         try:
             results = evaluate(args.spec, tasks, limit=limit, batch_size=args.batch_size, device=device, dtype=dtype, data=args.data, journal=journal)
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM (sutra.cli): say what is kept
+            if journal is not None and journal.exists():
+                print(f"sutra: eval stopped; the answers so far are kept in {journal}, and the same command continues from them", file=sys.stderr)
+            raise
         except ConnectionError as exc:  # datasets/huggingface_hub when --data hub cannot reach the hub (offline)
             if args.data != "hub":
                 raise

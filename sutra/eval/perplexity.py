@@ -30,7 +30,10 @@ def perplexity(loaded, data_dir: str, seq_len: int | None = None, batch_size: in
         if value is not None and value < 1:  # 0 windows would score no token and divide by zero below
             raise SutraError(f"perplexity: {name} must be at least 1, got {value}")
     model = loaded.model
-    seq_len = min(seq_len or 2048, model.config.max_seq_len)
+    context = model.config.max_seq_len
+    if seq_len is not None and seq_len > context:  # (it was cut to the context silently: another window than asked for)
+        raise SutraError(f"perplexity: a window of {seq_len} tokens is longer than the model's context of {context}; give --seq-len {context} or less")
+    seq_len = seq_len or min(2048, context)
     loader = TokenLoader(data_dir, split="val", seq_len=seq_len, micro_batch=batch_size)
     if loader.tokenizer_fingerprint != loaded.tokenizer.fingerprint:
         raise SutraError(
@@ -38,7 +41,10 @@ def perplexity(loaded, data_dir: str, seq_len: int | None = None, batch_size: in
             "prepare the data with the model's tokenizer"
         )
     if loader.windows_per_epoch == 0:
-        raise SutraError(f"{data_dir}: the validation split has fewer than {seq_len + 1} tokens; use a smaller --seq-len")
+        if loader.split_tokens == 0:
+            raise SutraError(f"{data_dir}: the validation split is empty (prepared with --val-fraction 0?); prepare the data with a validation share")
+        raise SutraError(f"{data_dir}: the validation split has {loader.split_tokens} tokens, fewer than the {seq_len + 1} a window of "
+                         f"{seq_len} needs; use a smaller --seq-len")
     device = model.embed.weight.device
     total_nll, tokens, windows = 0.0, 0, 0
     started = time.time()

@@ -158,12 +158,17 @@ def resolve_spec(spec: str) -> tuple[str, Path]:
             return "sutra", path
         if (path / "config.json").is_file():
             return "hf", path
+        checkpoints = sorted(p.name for p in path.iterdir() if p.is_symlink() and (p / CONFIG_FILE).is_file())
+        if checkpoints:  # a `sutra train` run directory: its checkpoints are the models
+            raise SutraError(f"{spec}: a training run, not a model; give one of its checkpoints ({', '.join(checkpoints)}), "
+                             f"e.g. {path / checkpoints[0]}")
         raise SutraError(f"{spec}: neither a Sutra checkpoint ({CONFIG_FILE}) nor a Hugging Face model directory (config.json)")
     if spec in MODEL_ASSETS:
         return "hf", assets.ensure(spec)
     if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+        what = " (a file)" if path.exists() else " (no such directory)" if spec.startswith((".", "/", "~")) or "/" in spec else ""
         raise UnknownModelError(
-            f"unknown model '{spec}': not a checkpoint directory, a Hugging Face directory, "
+            f"unknown model '{spec}'{what}: give a checkpoint directory, a Hugging Face directory, "
             f"a built-in model ({', '.join(MODEL_ASSETS)}) or a hub id (owner/name)"
         )
     return "hf", _hub_snapshot(spec)

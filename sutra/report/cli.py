@@ -3,7 +3,7 @@
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("report", help="benchmark tables (Markdown, CSV) and charts from 'sutra eval' results")
-    p.add_argument("inputs", nargs="+", metavar="RESULTS_OR_RUN", help="results.json, NAME=results.json, or a directory of results files")
+    p.add_argument("inputs", nargs="+", metavar="RESULTS", help="results.json, NAME=results.json, or a directory of results files (e.g. a compare run's OUT)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=cmd_report)
 

@@ -104,7 +104,9 @@ def test_journalled_requests_are_not_asked_again(tiny_model, benchmarks, tmp_pat
 
 
 @pytest.mark.slow
-def test_a_killed_eval_resumes_where_it_stopped(tiny_model, benchmarks, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_eval_resumes_where_it_stopped(tiny_model, benchmarks, tmp_path, stop):
+    """SIGTERM (kill, a scheduler) ends it through its cleanup, saying what it keeps (it exited 143 silently)."""
     checkpoint, _ = tiny_model
     args = ["eval", str(checkpoint), "--tasks", "hellaswag", "--limit", "40", "--batch-size", "4"]
     out = tmp_path / "r.json"
@@ -115,9 +117,11 @@ def test_a_killed_eval_resumes_where_it_stopped(tiny_model, benchmarks, tmp_path
     while process.poll() is None and time.monotonic() < deadline and not (journal.exists() and len(journal.read_text().splitlines()) > 9):
         time.sleep(0.01)
     if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(process.pid, stop)
     stderr = process.communicate()[1]
     assert not out.exists() and journal.exists(), stderr
+    if stop == signal.SIGTERM:
+        assert process.returncode == 143 and f"sutra: eval stopped; the answers so far are kept in {journal}, and the same command continues" in stderr, stderr
     journalled = len(answer_lines(journal))
     assert 8 <= journalled < 160
 

@@ -1,6 +1,7 @@
 """`sutra eval --perplexity`: token-level perplexity over every validation window of a prepared dataset."""
 
 import json
+import re
 import math
 
 import numpy as np
@@ -100,8 +101,10 @@ def test_perplexity_data_it_cannot_score_stops_the_run_before_the_benchmarks(tin
     args = ["eval", str(tiny_model[0]), "--tasks", "piqa", "--limit", "2", "--perplexity", str(data), "--out", str(tmp_path / "r.json")]
     assert main(args) == 2
     out, err = capsys.readouterr()
-    assert err.endswith(f"sutra: error: {data}: the validation split has fewer than 513 tokens; use a smaller --seq-len\n")
+    assert re.search(rf"sutra: error: {re.escape(str(data))}: the validation split has \d+ tokens, fewer than the 513 a window of 512 needs; use a smaller --seq-len\n$", err), err
     assert "PIQA" not in out and list(tmp_path.glob(".r.json*")) == []  # no task ran, so no journal of answers either
+    assert main([*args, "--seq-len", "1024"]) == 2  # longer than the model's context: it was cut to 512 silently
+    assert capsys.readouterr()[1].endswith("a window of 1024 tokens is longer than the model's context of 512; give --seq-len 512 or less\n")
     assert main([*args, "--seq-len", "32"]) == 0
     written, out = json.loads((tmp_path / "r.json").read_text()), capsys.readouterr().out
     assert written["tasks"]["piqa"]["items"] == 2 and written["perplexity"]["seq_len"] == 32 and written["model"]["dtype"] == "float32"

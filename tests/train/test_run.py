@@ -90,6 +90,9 @@ def test_checkpoints_load_as_model_specs_and_generate(finished_run):
     assert loaded.model.config.hidden_size == 64 and loaded.tokenizer.vocab_size == 49152
     result = run_sutra("generate", str(finished_run / "e2-best"), "--prompt", "Return a new", "--max-new-tokens", "5", check=True)
     assert result.stdout.startswith("Return a new")
+    # the run directory itself is no model: the message names its checkpoints
+    with pytest.raises(SutraError, match=rf"a training run, not a model; give one of its checkpoints \(e1-best, e1-final, e2-best, e2-final, last.*\), e.g. {finished_run}/e1-best"):
+        load_model(str(finished_run))
 
 
 def test_sutra_eval_reproduces_a_causal_runs_logged_perplexity_by_default(tmp_path, tiny_dataset):
