@@ -3,6 +3,7 @@ same upstream outputs, continues what was not finished, and refuses (deleting no
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -40,7 +41,8 @@ def test_finished_stages_are_reused_and_changed_settings_are_refused(tmp_path, c
     assert calls == ["a.txt", "b.txt"] and a.read_text() == "a1"
     assert f"reusing {a}" in capsys.readouterr().out
 
-    with pytest.raises(SutraError, match=r"a\.txt was made with other settings \(n: 1 -> 2\); delete it .* \(nothing was deleted\)"):
+    with pytest.raises(SutraError, match=rf"a\.txt was made with other settings \(n: 1 -> 2\); delete it and the outputs made after it \({re.escape(str(b))}\), "
+                                         r"or choose another output directory \(nothing was deleted\)"):
         StageLog(out).run("a", a, {"n": 2}, writer(a, "a3", calls))
     assert a.read_text() == "a1"
 

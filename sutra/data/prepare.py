@@ -266,6 +266,21 @@ def _existing(out: Path) -> dict | None:
     return saved
 
 
+def _first_change(then: dict, now: dict) -> str:
+    """What differs first between a saved recipe and this one, in words."""
+    for key in [*now, *(k for k in then if k not in now)]:
+        if then.get(key) == now.get(key):
+            continue
+        if key == "inputs":
+            old, new = ({i.get("path"): i for i in inputs if isinstance(i, dict)} for inputs in (then.get(key) or [], now.get(key) or []))
+            for path in [*new, *old]:
+                if old.get(path) != new.get(path):
+                    return f"input {path} {'added' if path not in old else 'left out' if path not in new else 'changed since'}"
+            return "the inputs in another order"
+        return f"{key}: {json.dumps(then.get(key))} then, {json.dumps(now.get(key))} now"
+    return "no difference"  # (not reached: called for recipes that differ)
+
+
 def _claim_output(out: Path, recipe: dict, overwrite: bool) -> dict | None:
     """Make `out` ready for this recipe; return saved progress to resume from (or None)."""
     saved = _existing(out)
@@ -274,7 +289,8 @@ def _claim_output(out: Path, recipe: dict, overwrite: bool) -> dict | None:
             return saved
         unstarted = not saved["complete"] and saved.get("next_unit") == 0  # no shard kept yet: nothing to lose
         if not (overwrite or unstarted):
-            raise SutraError(f"{out} holds a dataset prepared from other inputs or settings; pass --overwrite to replace it, or choose another --out")
+            raise SutraError(f"{out} holds a dataset prepared from other inputs or settings ({_first_change(saved['recipe'], recipe)}); "
+                             "pass --overwrite to replace it, or choose another --out")
         _remove_dataset(out)
     out.mkdir(parents=True, exist_ok=True)
     return None

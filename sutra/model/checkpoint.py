@@ -41,7 +41,7 @@ class LoadedModel:
     weights_sha256: str  # of the weight files as read (see weights_sha256)
 
 
-def check_model_output(out, spec: str, card: bool = False) -> None:
+def check_model_output(out, spec: str, card: bool = False, takes_card: bool = False) -> None:
     """Before reading model `spec`: refuse to write a model over anything but a model directory that
     holds only what a model write replaces (a Sutra checkpoint or a Hugging Face export; its README.md
     only when a new card comes), through a symlink (a run's `last`), or over the model `spec` names.
@@ -56,8 +56,9 @@ def check_model_output(out, spec: str, card: bool = False) -> None:
     replaced = {CONFIG_FILE, WEIGHTS_FILE, "config.json", "generation_config.json", *TOKENIZER_FILES} | ({"README.md"} if card else set())
     others = sorted(p.name for p in out.iterdir() if p.name not in replaced) if out.is_dir() else []
     if others:
+        card_hint = "; or pass --card with the card to publish, which replaces README.md" if takes_card and others == ["README.md"] else ""
         raise SutraError(f"{out}: holds {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}, which a model write does not replace and "
-                         "would lose; write to a new directory (and copy the model files in) or move them away")
+                         f"would lose; write to a new directory (and copy the model files in) or move them away{card_hint}")
 
 
 @contextmanager

@@ -33,7 +33,7 @@ def mark_exported(text: str, directory: Path) -> str:
 def export_hf(spec: str, out: str, dtype: str = "float32", card: str | None = None) -> Path:
     from safetensors.torch import save_file
 
-    check_model_output(out, spec, card=card is not None)
+    check_model_output(out, spec, card=card is not None, takes_card=True)
     try:
         card_text = Path(card).read_text(encoding="utf-8") if card else None
     except (OSError, UnicodeDecodeError) as exc:

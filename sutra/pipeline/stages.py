@@ -117,17 +117,17 @@ class StageLog:
             changed = [f"{key}: {record['settings'].get(key)!r} -> {settings.get(key)!r}" for key in settings.keys() | record["settings"].keys()
                        if settings.get(key) != record["settings"].get(key)]
             if changed and output.exists():
-                raise self._stale(output, f"was made with other settings ({'; '.join(sorted(changed))})")
+                raise self._stale(name, output, f"was made with other settings ({'; '.join(sorted(changed))})")
             remade = [need for need in needs if record["inputs"].get(need) != inputs[need]]
             if remade and output.exists():
-                raise self._stale(output, f"was made from an earlier {', '.join(self._output(n) for n in remade)}, which has been made again since")
+                raise self._stale(name, output, f"was made from an earlier {', '.join(self._output(n) for n in remade)}, which has been made again since")
             if record["made"] and output.exists():
                 if recheck is not None:
                     recheck()
                 print(f"   reusing {output}", flush=True)
                 return output
         elif output.exists():
-            raise self._stale(output, f"exists but has no record in {self.path}, so what it was made from is unknown")
+            raise self._stale(name, output, f"exists but has no record in {self.path}, so what it was made from is unknown")
         self.records[name] = {"output": str(output), "settings": settings, "inputs": inputs, "made": None}
         self._save()
         make()
@@ -153,7 +153,7 @@ class StageLog:
             except StageStopped:
                 raise
             except SutraError:
-                raise self._stale(output, "was made from inputs that have changed since, or cannot be checked (see above)") from None
+                raise self._stale(name, output, "was made from inputs that have changed since, or cannot be checked (see above)") from None
 
         return self.run(name, output, {"command": list(map(str, args)), **settings}, make, needs, recheck if rerun_to_check else None)
 
@@ -177,8 +177,16 @@ class StageLog:
     def _output(self, name: str) -> str:
         return self.records[name]["output"]
 
-    def _stale(self, output: Path, why: str) -> SutraError:
-        return SutraError(f"{output} {why}; delete it and the outputs made after it, or choose another output directory (nothing was deleted)")
+    def _stale(self, name: str, output: Path, why: str) -> SutraError:
+        after, grew = [], True
+        while grew:  # the stages made from this one, and from those, in the record's order
+            made_from = {name, *after}
+            found = [other for other, record in self.records.items() if other not in made_from and made_from & record["inputs"].keys()]
+            after += found
+            grew = bool(found)
+        existing = [self._output(other) for other in after if Path(self._output(other)).exists()]
+        also = f" and the outputs made after it ({', '.join(existing)})" if existing else ""
+        return SutraError(f"{output} {why}; delete it{also}, or choose another output directory (nothing was deleted)")
 
     def _save(self) -> None:
         atomic_write_json(self.path, self.records)

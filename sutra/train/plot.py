@@ -9,6 +9,9 @@ from sutra.train.recipe import CHECKPOINTS
 from sutra.train.metrics import METRICS_FILE, finite, read_metrics
 
 
+PLOT_MARK = "sutra plot"  # the PNG's Source text, by which a later plot knows it may replace the file
+
+
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Draw RUN_DIR's curves to `out` (default RUN_DIR/curves.png), atomically."""
     run_dir = Path(run_dir)
@@ -19,7 +22,8 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if out is not None and Path(out).suffix.lower() != ".png":  # (nor, then, one of the run's own files)
         raise SutraError(f"--out {out}: the curves are a PNG image; give a path ending in .png")
     # not inside a checkpoint (RUN/last/x.png): a checkpoint directory is replaced or removed whole
-    out = check_replaceable(out or run_dir / "curves.png", "PNG image", _is_png, inputs=[run_dir / CHECKPOINTS])
+    default = run_dir / "curves.png"
+    out = check_replaceable(out or default, "`sutra plot` image", lambda path: path == default or _is_sutra_plot(path), inputs=[run_dir / CHECKPOINTS])
     records = read_metrics(run_dir)
     if not any(finite(r.get("loss")) or finite(r.get("val_loss")) for r in records):
         raise SutraError(f"{run_dir / METRICS_FILE}: no training or validation records yet")
@@ -27,20 +31,23 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     import matplotlib.pyplot as plt  # (after curves_figure has chosen the Agg backend)
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    fig.savefig(buffer, format="png", dpi=110, metadata={"Source": PLOT_MARK})
     plt.close(fig)
     atomic_write_bytes(out, buffer.getvalue())
     return out
 
 
-def _is_png(path: Path) -> bool:
+def _is_sutra_plot(path: Path) -> bool:
+    """Whether `path` is an image this command wrote (its PNG text chunk says so): any other PNG, a
+    chart or a photo, is not replaced."""
     if not path.is_file():  # (a FIFO would block the read)
         return False
     try:
         with open(path, "rb") as f:
-            return f.read(8) == b"\x89PNG\r\n\x1a\n"
+            head = f.read(4096)  # the text chunks come before the image data
     except OSError:
         return False
+    return head.startswith(b"\x89PNG\r\n\x1a\n") and b"tEXtSource\x00" + PLOT_MARK.encode() in head
 
 
 def curves_figure(records: list[dict], title: str):

@@ -369,6 +369,12 @@ def test_overwrite_replaces_only_a_prepared_dataset(tmp_path, documents):
     (out / "my-notes.txt").unlink()
     stats = run_prepare([source], out, val_fraction=0.0, shard_tokens=999, overwrite=True)
     assert stats["documents"]["train"] == 20 and json.loads((out / "manifest.json").read_text())["recipe"]["shard_tokens"] == 999
+    # without --overwrite, the refusal names what differs
+    with pytest.raises(SutraError, match=r"prepared from other inputs or settings \(shard_tokens: 999 then, 1000 now\); pass --overwrite"):
+        run_prepare([source], out, val_fraction=0.0, shard_tokens=1000)
+    other = write_jsonl(corpus / "b.jsonl", [{"text": d} for d in documents[20:25]])
+    with pytest.raises(SutraError, match=rf"prepared from other inputs or settings \(input {other} added\)"):
+        run_prepare([source, other], out, val_fraction=0.0, shard_tokens=999)
 
 
 def test_an_overwrite_stopped_while_removing_leaves_a_dataset_overwrite_still_replaces(tmp_path, documents, monkeypatch):

@@ -266,6 +266,8 @@ def test_a_model_write_never_loses_files_it_does_not_replace(random_checkpoint, 
     assert (clone / ".gitattributes").is_file() and (clone / "README.md").read_text() == "# my card\n"
     (clone / ".git").rmdir()
     (clone / ".gitattributes").unlink()
+    with pytest.raises(SutraError, match=r"holds README\.md, .*; or pass --card with the card to publish, which replaces README\.md$"):
+        export_hf(str(checkpoint), str(clone))  # (the card an earlier export published, say)
     card = tmp_path / "card.md"
     card.write_text("# the new card\n")
     export_hf(str(checkpoint), str(clone), card=str(card))  # a card given replaces the README.md

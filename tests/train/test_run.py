@@ -126,18 +126,29 @@ def test_plot_draws_a_png(finished_run, tmp_path):
     assert (finished_run / "metrics.jsonl").read_bytes() == metrics
     # a checkpoint directory is replaced or removed whole: an image inside it would be lost, or make it no checkpoint
     for inside in (finished_run / "last" / "curves.png", finished_run / "checkpoints" / "x.png"):
-        with pytest.raises(SutraError, match=r"is inside .*checkpoints, an input of this command; write the PNG image somewhere else"):
+        with pytest.raises(SutraError, match=r"is inside .*checkpoints, an input of this command; write the `sutra plot` image somewhere else"):
             plot_run(finished_run, inside)
     assert not list(finished_run.glob("checkpoints/**/*.png"))
     notes = tmp_path / "notes.png"
     notes.write_text("mine")
-    with pytest.raises(SutraError, match="exists and is not a PNG image, so it is not replaced"):
+    with pytest.raises(SutraError, match="exists and is not a `sutra plot` image, so it is not replaced"):
         plot_run(finished_run, notes)
     assert notes.read_text() == "mine"
     fifo = tmp_path / "fifo.png"
     os.mkfifo(fifo)  # checked without being opened (an open waits for a writer forever)
-    with pytest.raises(SutraError, match="exists and is not a PNG image, so it is not replaced"):
+    with pytest.raises(SutraError, match="exists and is not a `sutra plot` image, so it is not replaced"):
         plot_run(finished_run, fifo)
+    # another PNG (a report's chart, a photo) is kept too; a plot written before is replaced
+    import matplotlib.pyplot as plt
+
+    chart = tmp_path / "chart.png"
+    plt.figure().savefig(chart)
+    plt.close("all")
+    before = chart.read_bytes()
+    with pytest.raises(SutraError, match="exists and is not a `sutra plot` image, so it is not replaced"):
+        plot_run(finished_run, chart)
+    assert chart.read_bytes() == before
+    assert plot_run(finished_run, out) == out
     with pytest.raises(SutraError, match="give a `sutra train` run directory"):
         plot_run(finished_run / "metrics.jsonl")
     with pytest.raises(SutraError, match=r"nope: no such run directory; give the run_dir"):  # (it said "no metrics.jsonl")
