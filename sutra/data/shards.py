@@ -108,6 +108,10 @@ def read_stats(directory: str | Path) -> dict:
 def read_manifest(directory: str | Path) -> dict:
     directory = Path(directory)
     path = directory / "manifest.json"
+    if not directory.exists():
+        raise SutraError(f"{directory}: no such dataset directory; create it with `sutra data prepare`")
+    if not directory.is_dir():
+        raise SutraError(f"{directory}: a file, not a prepared dataset directory (one that `sutra data prepare --out` wrote)")
     if not path.is_file():
         hint = "`sutra data prepare` did not finish here; re-run it (it resumes)" if (directory / "progress.json").is_file() else "not a prepared dataset; create it with `sutra data prepare`"
         raise SutraError(f"{directory}: no manifest.json ({hint})")

@@ -138,6 +138,10 @@ def _walk(path: Path, split: str, explicit: bool, allow_json: bool) -> list[tupl
         files, unlisted = _files_under(path)
         return [("unlisted", d) for d in unlisted] + [item for child in files for item in _walk(child, split, explicit=False, allow_json=False)]
     kind = _kind(path, allow_json)
+    if path.exists() and not path.is_file():  # a named pipe, socket or device: reading one may wait forever
+        if explicit:
+            raise SutraError(f"{path}: not a regular file (a named pipe, socket or device); give a file or a directory of them")
+        return [("unsupported", path)]
     if kind is None:
         if explicit:
             raise SutraError(f"{path}: unsupported file type; use JSONL (.jsonl/.json, optionally .gz/.zst), Parquet, Arrow or text (.txt/.md/.rst)")
@@ -301,7 +305,8 @@ def _plan_one(kind: str, path, name: str, unit_bytes: int) -> Source:
     if kind == "hub":
         return Source("hub", name)
     if kind == "unsupported":
-        return Source("problem", name, [_problem(name, 0, "unsupported_file", "not JSONL, Parquet, Arrow or text; not read")])
+        what = "not a regular file (a named pipe, socket or device)" if Path(path).exists() and not Path(path).is_file() else "not JSONL, Parquet, Arrow or text"
+        return Source("problem", name, [_problem(name, 0, "unsupported_file", f"{what}; not read")])
     if kind == "unlisted":
         return Source("problem", name, [_problem(name, 0, "unreadable_directory", "a directory that cannot be listed (check its permissions); the files in it are not read")])
     if kind == "text":

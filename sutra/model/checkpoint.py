@@ -141,6 +141,8 @@ def _read_safetensors(files: list[Path]) -> tuple[dict, str]:
             state.update(load(data))
         except FileNotFoundError:
             raise SutraError(f"{file}: missing; the checkpoint is incomplete") from None
+        except OSError as exc:  # (permissions, a directory in its place): the file may be fine
+            raise SutraError(f"{file}: cannot read it ({exc.strerror or exc})") from None
         except Exception as exc:  # safetensors raises SafetensorError on truncated or corrupt files
             raise SutraError(f"{file}: cannot read weights ({exc}); the file is corrupt or truncated, re-create it") from None
         digest.update(data)

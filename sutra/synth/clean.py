@@ -167,7 +167,7 @@ def clean_files(inputs: list[str], out: str | Path, config: CleanConfig, dedup_t
     from sutra.synth.journal import META_DIR, prepare_output_dir, read_jsonl
     from sutra.tokenizer import load_tokenizer
 
-    missing = [name for name in inputs if not Path(name).is_file()]
+    missing = [name for name in inputs if not Path(name).exists()]  # (one that cannot be read is said when read)
     if missing:
         raise SutraError(f"{missing[0]}: no such JSONL file")
     check_clean_options(config, dedup_threshold)

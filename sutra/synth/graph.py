@@ -18,6 +18,7 @@ import yaml
 
 from sutra.errors import SutraError
 from sutra.io import atomic_write_text
+from sutra.synth.journal import read_text_input
 
 DOMAINS = (
     "Mathematics",
@@ -66,12 +67,10 @@ class KnowledgeGraph:
     def load(cls, spec: str | Path) -> "KnowledgeGraph":
         """`default` is the seed graph shipped with Sutra; anything else is a .yaml/.yml/.json file."""
         path = SEED_GRAPH if str(spec) == "default" else Path(spec)
-        if not path.is_file():
-            raise SutraError(f"{path}: no such graph file; pass a .yaml or .json graph, or 'default' for the seed graph")
+        text = read_text_input(path, "no such graph file; pass a .yaml or .json graph, or 'default' for the seed graph")
         try:
-            text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark some editors put first
             data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
+        except (json.JSONDecodeError, yaml.YAMLError, RecursionError) as exc:  # RecursionError: nested too deeply
             raise SutraError(f"{path}: cannot parse the graph ({str(exc).splitlines()[0]}); fix the file's syntax") from None
         if not isinstance(data, dict) or not isinstance(data.get("concepts"), list) or not data["concepts"]:
             raise SutraError(f"{path}: expected a mapping with a non-empty 'concepts' list at the top level")

@@ -12,6 +12,7 @@ before its journal line, so on resume an item counts as done if either file has 
 lost and nothing is written twice.
 """
 
+import errno
 import json
 import os
 from contextlib import ExitStack
@@ -48,13 +49,41 @@ class Rows(list):
         self.lines = list(lines)
 
 
+def read_input(path: Path, missing: str = "no such file") -> bytes:
+    """The bytes of input file `path`: where there is none, the error `missing` says what to pass
+    instead; where it cannot be read (a directory or a named pipe in its place, no permission) one
+    line says why."""
+    try:
+        if not path.exists():
+            raise SutraError(f"{path}: {missing}")
+        if path.is_fifo():  # (reading one would wait for a writer forever)
+            raise OSError(errno.EINVAL, "a named pipe, not a file")
+        return path.read_bytes()
+    except OSError as exc:
+        raise SutraError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+
+
+def decode_text(path: Path, data: bytes) -> str:
+    """`data` read from `path` as UTF-8 (utf-8-sig: a byte-order mark some editors put first is no
+    part of the text); one error naming the line where it is not UTF-8."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise SutraError(f"{path}:{line}: cannot read it (not UTF-8 text, byte {exc.start}); save the file as UTF-8") from None
+
+
+def read_text_input(path: Path, missing: str = "no such file") -> str:
+    return decode_text(path, read_input(path, missing))
+
+
 def read_jsonl(path: Path, repair_tail: bool = False, skip_tail: bool = False) -> tuple[Rows, int]:
-    """The lines of `path` as dicts. With repair_tail, a partial last line (a killed writer) is cut
-    off the file and counted; with skip_tail it is left unread (another shard may be writing it);
-    any other bad line is an error naming the file and line."""
-    if not path.is_file():
+    """The lines of `path` as dicts (none where there is no file). With repair_tail, a partial last
+    line (a killed writer) is cut off the file and counted; with skip_tail it is left unread (another
+    shard may be writing it); any other bad line is an error naming the file and line."""
+    if not path.exists():
         return Rows(), 0
-    data = path.read_bytes()
+    data = read_input(path)
     repaired = 0
     if skip_tail:
         data = data[: data.rfind(b"\n") + 1]
@@ -64,8 +93,7 @@ def read_jsonl(path: Path, repair_tail: bool = False, skip_tail: bool = False) -
             f.truncate(keep)
         data, repaired = data[:keep], 1
     rows = Rows()
-    # utf-8-sig: a byte-order mark some editors put first is no part of the first record
-    for number, line in enumerate(data.decode("utf-8-sig", errors="replace").splitlines(), 1):
+    for number, line in enumerate(decode_text(path, data).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -178,8 +206,8 @@ class ShardFiles:
 
     def _read_manifest(self, path: Path) -> dict:
         try:
-            previous = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            previous = json.loads(read_input(path))
+        except ValueError as exc:  # (JSONDecodeError, UnicodeDecodeError)
             previous, problem = None, str(exc).splitlines()[0]
         else:
             problem = "not a JSON object"

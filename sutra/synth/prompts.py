@@ -12,6 +12,7 @@ from string import Template
 import yaml
 
 from sutra.errors import SutraError
+from sutra.synth.journal import read_text_input
 
 DEFAULT_DIR = Path(__file__).with_name("prompts")
 
@@ -64,15 +65,15 @@ class PromptSet:
                              "see 'sutra synth prompts --export DIR' for editable copies")
 
     def _file(self, name: str) -> Path:
-        if self.override_dir and (self.override_dir / f"{name}.yaml").is_file():
+        if self.override_dir and (self.override_dir / f"{name}.yaml").exists():  # (a directory in its place is an error, not ignored)
             return self.override_dir / f"{name}.yaml"
         return DEFAULT_DIR / f"{name}.yaml"
 
     def _read(self, name: str) -> tuple[Path, dict]:
         path = self._file(name)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
+            data = yaml.safe_load(read_text_input(path))
+        except (yaml.YAMLError, RecursionError) as exc:  # RecursionError: nested too deeply
             raise SutraError(f"{path}: cannot parse YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(data, dict) or not data:
             raise SutraError(f"{path}: expected a non-empty mapping")

@@ -15,7 +15,7 @@ from sutra.synth.backends import OpenAIBackend, TransformersBackend, env_or
 from sutra.synth.clean import Deduplicator
 from sutra.synth.diversity import Planner, prior_coverage
 from sutra.synth.graph import DOMAINS, KnowledgeGraph
-from sutra.synth.journal import META_DIR, ShardFiles, check_records, read_jsonl
+from sutra.synth.journal import META_DIR, ShardFiles, check_records, read_input, read_jsonl
 from sutra.synth.judge import Judge, MalformedAnswer, ask_json, extract_json_object
 from sutra.synth.pipeline import Engine, EngineSettings, Job, ProgressBar, Summary, item_id
 from sutra.synth.prompts import PromptSet, level_description
@@ -166,7 +166,7 @@ def _other_shards_records(files: ShardFiles):
     for path in sorted(files.out.glob("train_*.jsonl")):
         if path == files.data_path:
             continue
-        data = path.read_bytes()
+        data = read_input(path)
         for line in data[: data.rfind(b"\n") + 1].decode("utf-8", errors="replace").splitlines():
             try:
                 record = json.loads(line)

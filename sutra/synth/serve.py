@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -40,6 +41,7 @@ class LlamaCppServer:
         self.threads = threads or max(1, min(8, (os.cpu_count() or 2) // 2))
         self.log_path = Path(log_path) if log_path else None
         self.process: subprocess.Popen | None = None
+        self._log = None
 
     @property
     def base_url(self) -> str:
@@ -60,10 +62,17 @@ class LlamaCppServer:
             self.model_path = smollm2_gguf()
         if not self.model_path.is_file():
             raise SutraError(f"{self.model_path}: no such GGUF model file")
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        if self.log_path:
-            log.close()
+        try:
+            with open(self.model_path, "rb") as f:
+                magic = f.read(4)
+        except OSError as exc:
+            raise SutraError(f"{self.model_path}: cannot read it ({exc.strerror or exc})") from None
+        if magic != b"GGUF":
+            raise SutraError(f"{self.model_path}: not a GGUF model file (it does not begin with the bytes 'GGUF'); give a .gguf file")
+        # the server's output goes to a file (a pipe left unread would block it), whose end says why it failed
+        self._log = open(self.log_path, "ab") if self.log_path else tempfile.TemporaryFile()
+        self._log_start = self._log.tell()
+        self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:  # anything that ends the wait (Ctrl-C, SIGTERM) stops the child: no orphaned server
             self._wait_until_up(timeout)
         except BaseException:
@@ -86,10 +95,12 @@ class LlamaCppServer:
         raise SutraError(f"llama.cpp server did not answer on {self.base_url} within {timeout:.0f} s{self._log_tail()}")
 
     def _log_tail(self) -> str:
-        if self.log_path and self.log_path.is_file():
-            lines = self.log_path.read_text(errors="replace").strip().splitlines()[-3:]
-            return ": " + " | ".join(lines) if lines else ""
-        return ""
+        """The last lines the server wrote in this start (pread: the child's file offset is left alone)."""
+        fd = self._log.fileno()
+        end = os.fstat(fd).st_size
+        start = max(self._log_start, end - 4096)
+        lines = [line.strip() for line in os.pread(fd, end - start, start).decode(errors="replace").splitlines() if line.strip()][-4:]
+        return ": " + " | ".join(lines) if lines else ""
 
     def kill(self) -> None:
         """Stop abruptly (SIGKILL), as a crash would."""
@@ -104,6 +115,9 @@ class LlamaCppServer:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
+        if self._log:
+            self._log.close()
+            self._log = None
 
     def __enter__(self) -> "LlamaCppServer":
         return self.start()

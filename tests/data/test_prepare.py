@@ -502,6 +502,7 @@ def test_linked_directories_broken_links_and_foreign_metadata_names_are_read_or_
     (corpus / "linked").symlink_to(elsewhere)
     (corpus / "gone.jsonl").symlink_to(tmp_path / "deleted.jsonl")
     (corpus / "loop").symlink_to(corpus)  # read once, not forever
+    os.mkfifo(corpus / "pipe.jsonl")  # reported, not read: a read waited for a writer forever
     damaged = tmp_path / "damaged"
     damaged.mkdir()
     (damaged / "dataset_dict.json").write_text("{not json")
@@ -509,9 +510,12 @@ def test_linked_directories_broken_links_and_foreign_metadata_names_are_read_or_
     stats = run_prepare([corpus, damaged], tmp_path / "out", val_fraction=0.0, workers=1)
     assert split_text(tmp_path / "out", "train", tokenizer) == ENDOFTEXT.join(
         ["from the corpus itself", "from a linked directory", "beside a damaged dataset_dict.json", ""])
-    assert stats["dropped"] == {"unreadable_file": 1, "unsupported_file": 2}
+    assert stats["dropped"] == {"unreadable_file": 1, "unsupported_file": 3}
     log = (tmp_path / "out" / "dropped.tsv").read_text()
     assert f"{corpus / 'gone.jsonl'}\tunreadable_file" in log and f"{corpus / 'state.json'}\tunsupported_file" in log
+    assert f"{corpus / 'pipe.jsonl'}\tunsupported_file\tnot a regular file (a named pipe, socket or device)" in log
+    with pytest.raises(SutraError, match=r"pipe\.jsonl: not a regular file \(a named pipe, socket or device\); give a file"):
+        run_prepare([corpus / "pipe.jsonl"], tmp_path / "out2")
 
 
 def test_a_directory_that_cannot_be_listed_is_reported_not_skipped(tmp_path, tokenizer):

@@ -2,9 +2,13 @@
 any work, and nothing of the user's replaced or lost. All run through the real CLI on real files; no
 request reaches a server (the URLs given have none)."""
 
+import contextlib
 import errno
 import json
+import os
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -225,3 +229,97 @@ def test_a_byte_order_mark_is_read_not_refused(synth, tmp_path):
     graph_json = tmp_path / "g.json"
     graph_json.write_bytes(b"\xef\xbb\xbf" + json.dumps({"concepts": [{"id": "a", "name": "A", "domain": "Mathematics", "complexity": 2}]}).encode())
     assert synth("synth", "graph", "stats", graph_json, check=True)[1].startswith(f"graph {graph_json}: 1 concepts")
+
+
+# 13: an input file that cannot be read ---------------------------------------------------
+
+def _unreadable(path: Path, kind: str, monkeypatch) -> str:
+    """Put an unreadable `kind` of file at `path`; the reason the error should give. (The tests run
+    as root, whom file permissions do not stop, so "no permission" is the error a read would raise.)"""
+    if kind == "directory":
+        path.mkdir()
+        return ": cannot read it (Is a directory)"
+    if kind == "named pipe":
+        os.mkfifo(path)
+
+        def unblock():  # a read that waits for a writer gets end-of-file after 20 s: a failure, not a hung suite
+            time.sleep(20)
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+        threading.Thread(target=unblock, daemon=True).start()
+        return ": cannot read it (a named pipe, not a file)"
+    if kind == "not UTF-8":
+        path.write_bytes(b'{"text": "ok"}\n\xff\xfe\n')
+        return ":2: cannot read it (not UTF-8 text, byte 15); save the file as UTF-8"
+    path.write_text("concepts: []\n")
+    open_path = Path.open  # (read_bytes and read_text open through it)
+
+    def denied(self, *args, **kwargs):
+        if self == path:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return open_path(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", denied)
+    return ": cannot read it (Permission denied)"
+
+
+CASES = {  # command -> (the file it reads, the arguments)
+    "graph stats": ("g.yaml", lambda t: ["synth", "graph", "stats", t / "g.yaml"]),
+    "graph expand --graph": ("g.json", lambda t: ["synth", "graph", "expand", "--graph", t / "g.json", "--out", t / "o.yaml", "--base-url", nowhere()]),
+    "run --graph": ("g.yaml", lambda t: ["synth", "run", "--n", "1", "--out", t / "o", "--graph", t / "g.yaml", "--base-url", nowhere()]),
+    "run --prompts": ("p/judge.yaml", lambda t: ["synth", "run", "--n", "1", "--out", t / "o", "--prompts", t / "p", "--base-url", nowhere()]),
+    "run --balance-with": ("prior/a.jsonl", lambda t: ["synth", "run", "--n", "1", "--out", t / "o", "--balance-with", t / "prior", "--base-url", nowhere()]),
+    "clean": ("in.jsonl", lambda t: ["synth", "clean", t / "in.jsonl", "--out", t / "o"]),
+}
+
+
+@pytest.mark.parametrize("kind", ["directory", "named pipe", "not UTF-8", "no permission"])
+@pytest.mark.parametrize("command", CASES)
+def test_an_input_file_that_cannot_be_read_is_one_clear_error(synth, tmp_path, monkeypatch, command, kind):
+    name, args = CASES[command]
+    if command == "run --balance-with" and kind in ("directory", "named pipe"):
+        pytest.skip("--balance-with reads the regular *.jsonl files of a directory")
+    path = tmp_path / name
+    path.parent.mkdir(exist_ok=True)
+    reason = _unreadable(path, kind, monkeypatch)
+    _error(synth(*args(tmp_path)), f"{path}{reason}")
+    assert not (tmp_path / "o" / "train_000.jsonl").exists() and not (tmp_path / "o.yaml").exists()
+
+
+# 14: argument ranges, and a teacher server that cannot start -----------------------------
+
+def _argparse_error(capsys, args, message):
+    from sutra.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main([str(a) for a in args])
+    stderr = capsys.readouterr().err
+    assert exited.value.code == 2 and message in stderr and "Traceback" not in stderr, stderr
+
+
+@pytest.mark.parametrize("value", ["-1", str(2**63)])
+@pytest.mark.parametrize("command", [["synth", "run", "--n", "1"], ["synth", "rephrase", "in.jsonl"], ["synth", "graph", "expand"]])
+def test_a_seed_out_of_range_is_refused(capsys, tmp_path, command, value):
+    _argparse_error(capsys, [*command, "--out", tmp_path / "o.yaml", "--base-url", nowhere(), "--seed", value],
+                    f"argument --seed: must be between 0 and 2**63 - 1, got {value}")
+
+
+@pytest.mark.parametrize("value", ["99999", "-1", "0", "http"])
+def test_serve_teacher_refuses_a_bad_port(capsys, value):
+    _argparse_error(capsys, ["synth", "serve-teacher", "--port", value], "argument --port: must be")
+
+
+def test_serve_teacher_says_why_the_model_cannot_be_served(synth, tmp_path):
+    from sutra.synth.serve import llama_cpp_available
+
+    if not llama_cpp_available():
+        pytest.skip("llama.cpp's server (llama_cpp) cannot be imported")
+    text = tmp_path / "model.gguf"
+    text.write_text("not a model\n")
+    _error(synth("synth", "serve-teacher", "--gguf", text, "--port", free_port()), f"{text}: not a GGUF model file")
+    # GGUF's magic bytes, then junk: the real server starts and exits, and the end of its output says why
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"GGUF" + bytes(64))
+    _error(synth("synth", "serve-teacher", "--gguf", junk, "--port", free_port(), "--threads", "1"),
+           "llama.cpp server exited with code 1 while starting: ", "Failed to load model from file")

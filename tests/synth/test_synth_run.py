@@ -560,8 +560,9 @@ def test_a_resume_with_other_prompts_seed_sampling_filters_or_model_is_refused(s
     source = tmp_path / "web.jsonl"
     source.write_text("".join(json.dumps({"text": f"Ohm's law, case {i}: voltage equals current times resistance."}) + "\n" for i in range(3)))
     out = tmp_path / "rephrased"
-    common = ["--out", out, "--base-url", server.url, *FAST, "--content-types", "tutorial", "--styles", "faq"]
-    synth("synth", "rephrase", source, "--n", "1", *common, check=True)
+    common = ["--out", out, "--base-url", server.url, "--concurrency", "2", "--content-types", "tutorial", "--styles", "faq"]
+    min_tokens = ["--min-tokens", "30"]  # (a flag is given once: the case that changes it leaves this out)
+    synth("synth", "rephrase", source, "--n", "1", *common, *min_tokens, check=True)
     prompts = tmp_path / "prompts"
     synth("synth", "prompts", "--export", prompts, check=True)
     (prompts / "rephrase.yaml").write_text((prompts / "rephrase.yaml").read_text().replace("Rewrite", "Please rewrite", 1))
@@ -569,10 +570,10 @@ def test_a_resume_with_other_prompts_seed_sampling_filters_or_model_is_refused(s
                            (["--temperature", "0.2"], "temperature: 0.8 then, 0.2 now"),
                            (["--min-tokens", "40"], "min_tokens: 30 then, 40 now"), (["--max-tokens", "999"], "max_tokens: 4096 then, 999 now"),
                            (["--dedup-threshold", "0.5"], "dedup_threshold: 0.8 then, 0.5 now"), (["--model", "other"], "model: None then, 'other' now")):
-        code, _, stderr = synth("synth", "rephrase", source, "--n", "2", *common, *extra)
+        code, _, stderr = synth("synth", "rephrase", source, "--n", "2", *common, *([] if "--min-tokens" in extra else min_tokens), *extra)
         assert code == 2 and f"different settings ({changed}" in stderr, stderr
     assert len(records(out)) == 1  # nothing was added by the refused runs
-    synth("synth", "rephrase", source, "--n", "2", *common, check=True)
+    synth("synth", "rephrase", source, "--n", "2", *common, *min_tokens, check=True)
     assert len(records(out)) == 2
 
 
