@@ -12,7 +12,7 @@ import pytest
 from sutra_testing import REPO, run_sutra
 
 from sutra.errors import SutraError
-from sutra.pipeline.compare import Arm, arm_dataset, arm_plan, load_experiment, prepared_dataset
+from sutra.pipeline.compare import Arm, arm_dataset, arm_plan, load_experiment, prepare_args_problem, prepare_command, prepared_dataset
 from sutra.pipeline.stages import StageLog
 from sutra.processes import LOCK_FILE, exclusive
 
@@ -90,6 +90,8 @@ def test_settings_compare_would_override_or_ignore_are_refused_at_load(tmp_path,
          ":5: arms[1].prepare_args: unrecognized arguments: --min-qualty 3"),
         ("name: x\narms:\n  - {name: a, dataset: stdlib-docs, prepare_args: [--val-fraction, abc]}\n",
          ":4: arms[0].prepare_args: argument --val-fraction: invalid float value: 'abc'"),
+        ("name: x\narms:\n  - {name: a, dataset: stdlib-docs, prepare_args: [--split, a, --split, b]}\n",
+         ":4: arms[0].prepare_args: --split is given twice; give it once"),
         # a key given twice took its last value silently
         ("name: x\narms:\n  - {name: a, dataset: stdlib-docs}\nname: y\n", ":5: not valid YAML ('name' is given twice)"),
     ]:
@@ -107,6 +109,10 @@ def test_a_bare_number_is_a_token_count(tmp_path):
                           "  - {name: b, dataset: stdlib-docs, tokens: 1.0e+3, prepare_args: [--min-quality, 70]}\n")
     loaded = load_experiment(experiment)
     assert loaded.arms[1].prepare_args == ["--min-quality", "70"]  # a number is a command-line word too
+    # an arm's own --min-val-docs replaces compare's 24 (given twice, it would be refused)
+    own = Arm("c", "notes.jsonl", prepare_args=["--min-val-docs", "50"])
+    assert prepare_command(own, "notes.jsonl", "d") == ("data", "prepare", "notes.jsonl", "--out", "d", "--min-val-docs", "50")
+    assert prepare_args_problem(own) is None
     assert [arm_plan(loaded, arm, tmp_path)[0][-1] for arm in loaded.arms] == ["train.steps_per_epoch=4", "train.steps_per_epoch=2"]
 
 

@@ -107,7 +107,7 @@ def load_experiment(path: str | Path) -> Experiment:
         if any(arg == "--out" or arg.startswith("--out=") for arg in arm.prepare_args):
             raise SutraError(f"{where_key(sources, f'arms[{i}].prepare_args')}: --out: compare prepares each arm's data into its own "
                              "directory (OUT/arms/NAME/data); leave it out")
-        if problem := prepare_args_problem(arm.prepare_args):
+        if problem := prepare_args_problem(arm):
             raise SutraError(f"{where_key(sources, f'arms[{i}].prepare_args')}: {problem}")
     # the recipe with the experiment's overrides, checked before any arm prepares its data (hours for a hub dataset)
     try:
@@ -132,9 +132,16 @@ def recipe_file(experiment: Experiment) -> Path:
     return Path(experiment.sources[""]).parent / experiment.recipe
 
 
-def prepare_args_problem(prepare_args: list[str]) -> str | None:
-    """What `sutra data prepare` would refuse in these flags, found now rather than when the arm's
-    turn comes, after the arms before it have trained."""
+def prepare_command(arm: Arm, dataset: str, data_dir: Path | str) -> tuple:
+    """The arm's `sutra data prepare` arguments: its own flags, and about 24 validation documents
+    unless it sets --min-val-docs itself."""
+    sets_min_val = any(arg.split("=", 1)[0] == "--min-val-docs" for arg in arm.prepare_args)
+    return ("data", "prepare", dataset, "--out", data_dir, *(() if sets_min_val else ("--min-val-docs", 24)), *arm.prepare_args)
+
+
+def prepare_args_problem(arm: Arm) -> str | None:
+    """What `sutra data prepare` would refuse in the arm's flags, found now rather than when the
+    arm's turn comes, after the arms before it have trained."""
     import contextlib
     import io
 
@@ -144,7 +151,7 @@ def prepare_args_problem(prepare_args: list[str]) -> str | None:
     said = io.StringIO()
     try:
         with contextlib.redirect_stderr(said):
-            args = build_parser().parse_args(["data", "prepare", "SOURCE", "--out", "OUT", *map(str, prepare_args)])
+            args = build_parser().parse_args(list(map(str, prepare_command(arm, "SOURCE", "OUT"))))
         Filters.from_args(args.min_quality, args.domains, args.content_types, args.complexity, args.where)
     except SystemExit:  # argparse's usage error, whose last line says what is wrong
         return re.sub(r"^sutra( data prepare)?: error: ", "", said.getvalue().strip().splitlines()[-1])
@@ -197,7 +204,7 @@ def prepared_dataset(log: StageLog, arm: Arm, dataset: str, arm_dir: Path) -> tu
     if (given / "manifest.json").is_file():
         log.source(f"{arm.name}/data", given, file_digest(given / "manifest.json"))  # shard digests: changes with the tokens
         return given, (f"{arm.name}/data",)
-    args = ("data", "prepare", dataset, "--out", arm_dir / "data", "--min-val-docs", 24, *arm.prepare_args)
+    args = prepare_command(arm, dataset, arm_dir / "data")
     # (prepare checks its inputs against the recipe of its output: edited or added files are refused, not reused)
     log.command(f"{arm.name}/data", arm_dir / "data", args, rerun_to_check=True)
     return arm_dir / "data", (f"{arm.name}/data",)

@@ -17,6 +17,7 @@ from sutra.synth.serve import free_port
 from sutra_testing import REPO, run_sutra
 from synth_helpers import check_schema, journal, records, wait_for
 
+ONE_AT_A_TIME = ["--min-tokens", "30", "--concurrency", "1"]
 FAST = ["--min-tokens", "30", "--concurrency", "2"]
 
 
@@ -55,8 +56,9 @@ def test_run_writes_13_field_jsonl_and_stats_that_data_prepare_reads(scripted, s
 
 
 def _start_run(out, url, n, *extra):
+    """A run one item at a time, to be stopped between items."""
     return subprocess.Popen(
-        [sys.executable, "-m", "sutra", "synth", "run", "--n", str(n), "--out", str(out), "--base-url", url, *FAST, *extra],
+        [sys.executable, "-m", "sutra", "synth", "run", "--n", str(n), "--out", str(out), "--base-url", url, *ONE_AT_A_TIME, *extra],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
@@ -65,7 +67,7 @@ def _start_run(out, url, n, *extra):
 def test_a_killed_run_resumes_without_losing_or_repeating_items(scripted, synth, tmp_path, tokenizer):
     server = scripted("--delay", "0.4")
     out = tmp_path / "synth"
-    run = _start_run(out, server.url, 8, "--concurrency", "1")
+    run = _start_run(out, server.url, 8)
     wait_for(lambda: len(records(out)) >= 3)
     run.send_signal(signal.SIGKILL)
     run.wait()
@@ -73,7 +75,7 @@ def test_a_killed_run_resumes_without_losing_or_repeating_items(scripted, synth,
     kept = before[: before.rfind(b"\n") + 1]
     with open(out / "train_000.jsonl", "ab") as f:  # what a kill in the middle of a write leaves behind
         f.write(b'{"id": "half-written')
-    _, _, stderr = synth("synth", "run", "--n", "8", "--out", out, "--base-url", server.url, *FAST, "--concurrency", "1", check=True)
+    _, _, stderr = synth("synth", "run", "--n", "8", "--out", out, "--base-url", server.url, *ONE_AT_A_TIME, check=True)
     assert "resuming train_000.jsonl" in stderr and "partial line(s) from a killed run cut off" in stderr
     rows = records(out)
     assert len(rows) == 8 and len({r["id"] for r in rows}) == 8
@@ -90,7 +92,7 @@ def _kill_server_mid_run(scripted, out, retries: int):
     """A 6-item run against a slow scripted server that is killed once 2 items are in: (port, the run)."""
     port = free_port()
     server = scripted("--delay", "0.3", port=port)
-    run = _start_run(out, server.url, 6, "--concurrency", "1", "--retries", str(retries))
+    run = _start_run(out, server.url, 6, "--retries", str(retries))
     wait_for(lambda: len(records(out)) >= 2)
     server.kill()
     return port, run
