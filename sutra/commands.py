@@ -27,7 +27,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("generate", help="complete a prompt with a model (KV-cached, streamed)")
     p.add_argument("spec", metavar="SPEC", help="checkpoint dir, HF dir, built-in model, or hub id")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=positive_int, default=64)
+    p.add_argument("--max-new-tokens", type=positive_int, default=64, help="default 64")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-k", type=positive_int, default=None)
     p.add_argument("--top-p", type=float, default=None)
@@ -40,7 +40,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("export", help="write a Hugging Face LlamaForCausalLM directory (safetensors)")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("out", metavar="OUT_DIR")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="the exported weights' type (default float32)")
     p.add_argument("--card", metavar="README.md", help="a model card (from `sutra card`) to publish with it, as OUT_DIR/README.md")
     p.set_defaults(func=cmd_export)
 

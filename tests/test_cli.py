@@ -40,6 +40,8 @@ def test_model_info_prints_the_card_parameter_counts():
         (["eval", "tiny", "--tasks", ""], "--tasks is given an empty value"),
         (["eval", "", "--tasks", "piqa"], "argument 2 is empty"),
         (["train", "r.yaml", "--set", "run_dir="], "--set run_dir= gives run_dir an empty value"),
+        (["data", "prepare", "x.jsonl", "--out", "o", "--domains", ","], "--domains ',' names nothing; give comma-separated names"),
+        (["data", "mix", "d", "--out", "m.json", "--block-tokens", "0"], "--block-tokens '0': expected a positive token count"),
         # a flag given twice kept its last value silently (--tasks piqa alone was scored)
         (["eval", "tiny", "--tasks", "arc_easy", "--tasks", "piqa"], "sutra eval: error: --tasks is given twice; give it once"),
         (["data", "mix", "d", "--out", "a.json", "--out=b.json"], "--out is given twice"),

@@ -245,5 +245,5 @@ def test_a_fractional_limit_above_one_is_refused_and_a_whole_one_is_a_count(tmp_
         limit_value = load_experiment(experiment).eval.limit
         assert limit_value == expected and type(limit_value) is type(expected)  # `--limit 2`, not `--limit 2.0`
     experiment.write_text(f"name: x\nrecipe: {REPO / 'recipes' / 'tiny-cpu.yaml'}\narms:\n  - {{name: a, dataset: stdlib-docs}}\neval:\n  limit: 1.5\n")
-    with pytest.raises(SutraError, match=r"e\.yaml:6: eval\.limit: 1\.5: give a whole number of documents or a fraction below 1"):
+    with pytest.raises(SutraError, match=r"e\.yaml:6: eval\.limit: 1\.5: give a whole number of documents \(e\.g\. 1\) or a fraction below 1"):
         load_experiment(experiment)

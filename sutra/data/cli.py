@@ -17,7 +17,7 @@ def register(subparsers) -> None:
     p.add_argument("sources", nargs="+", metavar="SOURCE")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--tokenizer", default=None, help="tokenizer dir, tokenizer.json, asset or hub id (default: offline SmolLM2)")
-    p.add_argument("--text-field", default="text")
+    p.add_argument("--text-field", default="text", help="the records' text field (default text)")
     p.add_argument("--min-quality", type=finite_number, default=None, help="keep quality_score >= this (sutra-10M..1B: 60-85; sutra-10B: 0-1)")
     p.add_argument("--domains", default=None, help="comma-separated domains to keep (case-insensitive)")
     p.add_argument("--content-types", default=None, help="comma-separated content types to keep (case-insensitive)")
@@ -27,13 +27,13 @@ def register(subparsers) -> None:
                         "A record without FIELD fails every OP but != (it does not equal VALUE)")
     p.add_argument("--val-fraction", type=float, default=0.005, help="share of documents (by text hash) for validation (default 0.005)")
     p.add_argument("--min-val-docs", type=int, default=5, help="raise the validation share (to at most a half) so about this many of the kept documents land in it (default 5; 0: no raise)")
-    p.add_argument("--shard-tokens", type=int, default=32_000_000, help="train tokens per shard (also the resume granularity)")
-    p.add_argument("--max-chars", type=int, default=4_000_000, help="drop longer documents (reported as too_long)")
+    p.add_argument("--shard-tokens", type=int, default=32_000_000, help="train tokens per shard (also the resume granularity; default 32,000,000)")
+    p.add_argument("--max-chars", type=int, default=4_000_000, help="drop longer documents (reported as too_long; default 4,000,000 characters)")
     p.add_argument("--unit-bytes", type=int, default=UNIT_BYTES, help="input bytes per work unit (part of what fixes the output)")
     p.add_argument("--workers", type=int, default=0, help="tokenizer processes (default: one per CPU core)")
     p.add_argument("--strict", action="store_true", help="stop with an error at the first bad record instead of dropping it")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset prepared from other inputs at --out")
-    p.add_argument("--split", default="train", help="split to read from hub dataset ids and saved DatasetDict directories")
+    p.add_argument("--split", default="train", help="split to read from hub dataset ids and saved DatasetDict directories (default train)")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("mix", help="write a mixture manifest: weighted datasets and/or a fixed token budget (no copying)",
@@ -84,9 +84,15 @@ def cmd_prepare(args) -> int:
 
 def cmd_mix(args) -> int:
     from sutra.data.mix import make_mix, parse_tokens
+    from sutra.errors import SutraError
 
-    tokens = parse_tokens(args.tokens) if args.tokens else None
-    mix = make_mix(args.components, args.out, tokens, parse_tokens(args.block_tokens))
+    def tokens(flag: str, text: str) -> int:
+        try:
+            return parse_tokens(text)
+        except SutraError as exc:
+            raise SutraError(f"{flag} {exc}") from None
+
+    mix = make_mix(args.components, args.out, tokens("--tokens", args.tokens) if args.tokens else None, tokens("--block-tokens", args.block_tokens))
     for component in mix["components"]:
         print(f"{component['path']:<40} weight {component['weight']:.3f}  {component['tokens']:>15,} tokens  "
               f"({component['passes']:.2f} passes over {component['dataset_tokens']:,})")

@@ -117,8 +117,8 @@ class Filters:
     def from_args(cls, min_quality=None, domains=None, content_types=None, complexity=None, where=()) -> "Filters":
         return cls(
             min_quality=min_quality,
-            domains=_names(domains),
-            content_types=_names(content_types),
+            domains=_names(domains, "--domains"),
+            content_types=_names(content_types, "--content-types"),
             complexity=parse_range(complexity) if complexity else None,
             where=tuple(Condition.parse(w) for w in where or ()),
         )
@@ -183,8 +183,11 @@ def _string(value, name: str) -> str:
     return value
 
 
-def _names(text: str | None) -> tuple[str, ...]:
-    return tuple(sorted({part.strip().casefold() for part in (text or "").split(",") if part.strip()}))
+def _names(text: str | None, flag: str) -> tuple[str, ...]:
+    names = tuple(sorted({part.strip().casefold() for part in (text or "").split(",") if part.strip()}))
+    if text is not None and not names:  # `--domains ,` would filter nothing
+        raise SutraError(f"{flag} {text!r} names nothing; give comma-separated names, or leave {flag} out to keep every record")
+    return names
 
 
 def parse_range(text: str) -> tuple[int, int]:

@@ -24,22 +24,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_eval)
 
 
-def _parse_limit(text: str | None):
-    from sutra.errors import SutraError
-
-    if text is None:
-        return None
-    try:
-        value = float(text) if "." in text else int(text)
-    except ValueError:
-        raise SutraError(f"--limit {text!r}: give a number of documents (e.g. 50) or a fraction below 1 (e.g. 0.1)") from None
-    if value <= 0:
-        raise SutraError(f"--limit {text}: must be positive")
-    if isinstance(value, float) and value >= 1:  # lm-eval would cut it to int(value) documents while the results said `text`
-        raise SutraError(f"--limit {text}: give a whole number of documents (e.g. {int(value)}) or a fraction below 1 (e.g. 0.1)")
-    return value
-
-
 def score_lines(tasks: dict) -> list[str]:
     """The printed scores: one line per task, marked * with its note below, as the report's tables do."""
     from sutra.eval.harness import label
@@ -59,7 +43,7 @@ def cmd_eval(args) -> int:
 
     from sutra.errors import SutraError
     from sutra.eval.journal import journal_path
-    from sutra.eval.tasks import parse_tasks
+    from sutra.eval.tasks import parse_limit, parse_tasks
     from sutra.io import atomic_write_json
     from sutra.model.device import default_dtype, pick_device
 
@@ -77,7 +61,7 @@ def cmd_eval(args) -> int:
 
         open_stream(args.perplexity, "val")
     tasks = parse_tasks(args.tasks) if args.tasks else []
-    limit = _parse_limit(args.limit)
+    limit = parse_limit(args.limit)
     device = pick_device(args.device)
     journal = journal_path(args.out) if args.out and tasks else None  # a killed run resumes from it
     dtype = getattr(torch, args.dtype) if args.dtype else None

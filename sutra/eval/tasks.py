@@ -5,6 +5,7 @@ the card reports for each task and what the card's split is, so a result compute
 split (or on fewer items) is always labelled as such.
 """
 
+import math
 from dataclasses import dataclass
 
 from sutra.errors import SutraError
@@ -66,3 +67,20 @@ def parse_tasks(spec: str) -> list[CardTask]:
     if unknown:
         raise SutraError(f"unknown task(s): {', '.join(unknown)}; known tasks: card (all 11), {', '.join(TASKS)}")
     return [TASKS[n] for n in dict.fromkeys(names)]
+
+
+def parse_limit(text: str | None, flag: str = "--limit") -> int | float | None:
+    """lm-eval's --limit: a whole number of documents per task, or a fraction (below 1) of each."""
+    if text is None:
+        return None
+    try:
+        value = int(text) if text.strip().lstrip("+-").isdigit() else float(text)
+    except ValueError:
+        raise SutraError(f"{flag} {text!r}: give a number of documents (e.g. 50) or a fraction below 1 (e.g. 0.1)") from None
+    if not value > 0 or math.isinf(value):
+        raise SutraError(f"{flag} {text}: must be a positive number")
+    if isinstance(value, float) and value >= 1:
+        if not value.is_integer():  # lm-eval would cut it to int(value) documents while the results said `text`
+            raise SutraError(f"{flag} {text}: give a whole number of documents (e.g. {int(value)}) or a fraction below 1 (e.g. 0.1)")
+        value = int(value)  # 1e2: 100 documents
+    return value

@@ -50,7 +50,7 @@ class Experiment:
 def load_experiment(path: str | Path) -> Experiment:
     """Parse and check an experiment file before any arm starts; errors name the file, line and field."""
     from sutra.data.mix import parse_tokens
-    from sutra.eval.tasks import parse_tasks
+    from sutra.eval.tasks import parse_limit, parse_tasks
     from sutra.train.recipe import build_dataclass, parse_yaml, where_key  # the recipe loader's typed YAML-to-dataclass builder
 
     path = Path(path)
@@ -120,11 +120,8 @@ def load_experiment(path: str | Path) -> Experiment:
         parse_tasks(experiment.eval.tasks)
     except SutraError as exc:
         raise SutraError(f"{where_key(sources, 'eval.tasks')}: {exc}") from None
-    limit = experiment.eval.limit
-    if limit is not None and (limit <= 0 or (limit >= 1 and limit != int(limit))):
-        raise SutraError(f"{where_key(sources, 'eval.limit')}: {limit}: give a whole number of documents or a fraction below 1")
-    if limit is not None and limit >= 1:
-        experiment.eval.limit = int(limit)  # `--limit 2`, as lm-eval counts documents
+    if experiment.eval.limit is not None:  # `limit: 2` is 2 documents, as lm-eval counts them
+        experiment.eval.limit = parse_limit(str(experiment.eval.limit), f"{where_key(sources, 'eval.limit')}:")
     return experiment
 
 

@@ -1,11 +1,14 @@
 """The offline benchmark store, the task overrides, and `sutra eval`'s answers to bad input."""
 
 import json
+import re
 
+import pytest
 import yaml
 
 from sutra_testing import run_sutra
 from eval_helpers import benchmarks, tiny_model  # noqa: F401 (fixtures)
+from sutra.errors import SutraError
 from sutra.eval.store import OVERRIDES, write_overrides
 from sutra.eval.tasks import CARD_TASKS, parse_tasks
 
@@ -48,10 +51,6 @@ def test_unknown_task_is_one_clear_line():
 
 def test_card_beside_task_names_says_what_card_is():
     """It said "unknown task(s): card; known tasks: card (all 11), ...", which contradicts itself."""
-    import pytest
-
-    from sutra.errors import SutraError
-
     with pytest.raises(SutraError, match=r"--tasks card,boolq: 'card' stands for all 11 tasks alone; to add or leave out tasks, list them: arc_easy,"):
         parse_tasks("card,boolq")
 
@@ -59,9 +58,6 @@ def test_card_beside_task_names_says_what_card_is():
 def test_a_release_the_package_index_lacks_is_said_so_not_that_pypi_is_unreachable(tmp_path, monkeypatch):
     """This machine's index had no bigbench 1.0.0 (only 0.0.1): the message said to check that pip
     can reach PyPI, which it could, and not what still works without TruthfulQA."""
-    import pytest
-
-    from sutra.errors import SutraError
     from sutra.eval import store
 
     monkeypatch.setattr(store, "BIGBENCH", "tqdm==0.0.0.1")  # a real query of the index, for a release no index has
@@ -89,6 +85,16 @@ def test_missing_store_names_tasks_and_fetch_command(tmp_path):
 def test_card_means_the_eleven_in_card_order():
     assert [t.name for t in parse_tasks("card")][:3] == ["arc_easy", "arc_challenge", "boolq"]
     assert len(parse_tasks("card")) == 11
+
+
+def test_a_limit_is_a_whole_number_of_documents_or_a_fraction():
+    from sutra.eval.tasks import parse_limit
+
+    assert [parse_limit(t) for t in ("50", "1e2", "0.5e-1", "1.0")] == [50, 100, 0.05, 1]  # (1e2 was refused, 0.5e-1 not)
+    for text, problem in (("1.5", "give a whole number of documents (e.g. 1)"), ("0", "must be a positive number"), ("nan", "must be a positive number"),
+                          ("inf", "must be a positive number"), ("lots", "give a number of documents")):
+        with pytest.raises(SutraError, match=re.escape(f"--limit {text!r}" if text == "lots" else f"--limit {text}: {problem}")):
+            parse_limit(text)
 
 
 def test_hub_benchmark_data_offline_is_one_clear_line(tiny_model):
