@@ -95,8 +95,6 @@ def empty_argument(argv: list[str]) -> str | None:
         before = argv[i - 1] if i else ""
         if arg == "" and before not in EMPTY_VALUE_FLAGS:
             return f"{before} is given an empty value" if before.startswith("-") else f"argument {i + 1} is empty"
-        if before == "--set" and arg.endswith("=") and arg.count("=") == 1:  # `--set run_dir=$RUN`: the default run_dir, silently
-            return f"--set {arg} gives {arg[:-1]} an empty value"
         flag, sep, value = arg.partition("=")
         if arg.startswith("--") and sep and not value and flag not in EMPTY_VALUE_FLAGS:
             return f"{flag} is given an empty value"

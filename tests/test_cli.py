@@ -39,7 +39,7 @@ def test_model_info_prints_the_card_parameter_counts():
         (["data", "prepare", "x.jsonl", "--out", "o", "--domains="], "--domains is given an empty value"),
         (["eval", "tiny", "--tasks", ""], "--tasks is given an empty value"),
         (["eval", "", "--tasks", "piqa"], "argument 2 is empty"),
-        (["train", "r.yaml", "--set", "run_dir="], "--set run_dir= gives run_dir an empty value"),
+        (["train", "recipes/tiny-cpu.yaml", "--set", "run_dir="], "--set run_dir=: an empty value (an unset shell variable?); give one, or run_dir=null for none"),
         (["data", "prepare", "x.jsonl", "--out", "o", "--domains", ","], "--domains ',' names nothing; give comma-separated names"),
         (["data", "mix", "d", "--out", "m.json", "--block-tokens", "0"], "--block-tokens '0': expected a positive token count"),
         # a flag given twice kept its last value silently (--tasks piqa alone was scored)

@@ -92,6 +92,8 @@ def test_settings_compare_would_override_or_ignore_are_refused_at_load(tmp_path,
          ":4: arms[0].prepare_args: argument --val-fraction: invalid float value: 'abc'"),
         ("name: x\narms:\n  - {name: a, dataset: stdlib-docs, prepare_args: [--split, a, --split, b]}\n",
          ":4: arms[0].prepare_args: --split is given twice; give it once"),
+        ("name: x\narms:\n  - {name: a, dataset: stdlib-docs, prepare_args: [-h]}\n", ":4: arms[0].prepare_args: -h/--help shows prepare's help"),
+        ("name: x\noverrides: [model.init_from=]\narms:\n  - {name: a, dataset: stdlib-docs}\n", ":3: overrides: --set model.init_from=: an empty value"),
         # a key given twice took its last value silently
         ("name: x\narms:\n  - {name: a, dataset: stdlib-docs}\nname: y\n", ":5: not valid YAML ('name' is given twice)"),
     ]:
@@ -113,6 +115,8 @@ def test_a_bare_number_is_a_token_count(tmp_path):
     own = Arm("c", "notes.jsonl", prepare_args=["--min-val-docs", "50"])
     assert prepare_command(own, "notes.jsonl", "d") == ("data", "prepare", "notes.jsonl", "--out", "d", "--min-val-docs", "50")
     assert prepare_args_problem(own) is None
+    abbreviated = Arm("c", "notes.jsonl", prepare_args=["--min-val=30"])  # argparse takes a prefix: still the arm's own
+    assert "24" not in prepare_command(abbreviated, "notes.jsonl", "d") and prepare_args_problem(abbreviated) is None
     assert [arm_plan(loaded, arm, tmp_path)[0][-1] for arm in loaded.arms] == ["train.steps_per_epoch=4", "train.steps_per_epoch=2"]
 
 

@@ -132,7 +132,7 @@ def recipe_file(experiment: Experiment) -> Path:
 def prepare_command(arm: Arm, dataset: str, data_dir: Path | str) -> tuple:
     """The arm's `sutra data prepare` arguments: its own flags, and about 24 validation documents
     unless it sets --min-val-docs itself."""
-    sets_min_val = any(arg.split("=", 1)[0] == "--min-val-docs" for arg in arm.prepare_args)
+    sets_min_val = any(len(flag := arg.split("=", 1)[0]) > 2 and "--min-val-docs".startswith(flag) for arg in arm.prepare_args)  # (or a prefix, as argparse takes)
     return ("data", "prepare", dataset, "--out", data_dir, *(() if sets_min_val else ("--min-val-docs", 24)), *arm.prepare_args)
 
 
@@ -147,11 +147,12 @@ def prepare_args_problem(arm: Arm) -> str | None:
 
     said = io.StringIO()
     try:
-        with contextlib.redirect_stderr(said):
+        with contextlib.redirect_stderr(said), contextlib.redirect_stdout(io.StringIO()):
             args = build_parser().parse_args(list(map(str, prepare_command(arm, "SOURCE", "OUT"))))
         Filters.from_args(args.min_quality, args.domains, args.content_types, args.complexity, args.where)
-    except SystemExit:  # argparse's usage error, whose last line says what is wrong
-        return re.sub(r"^sutra( data prepare)?: error: ", "", said.getvalue().strip().splitlines()[-1])
+    except SystemExit:  # argparse's usage error, whose last line says what is wrong (or -h's help, on stdout)
+        lines = said.getvalue().strip().splitlines()
+        return re.sub(r"^sutra( data prepare)?: error: ", "", lines[-1]) if lines else "-h/--help shows prepare's help; leave it out"
     except SutraError as exc:
         return str(exc)
     return None

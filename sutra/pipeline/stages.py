@@ -51,17 +51,11 @@ def sutra(*args, allowed_codes: tuple[int, ...] = (0,)) -> int:
     started = time.perf_counter()
     # A terminal's Ctrl-C reaches the stage too (one process group): this process waits for it to
     # stop as it does (a training saves `last` after its step) instead of killing it, as
-    # subprocess.run does. A SIGINT sent to this process alone (`kill -INT`) is passed on as SIGTERM,
-    # which stops the stage the same way; after a terminal's Ctrl-C it changes nothing (the stage
-    # handles its pending SIGINT first, and a stop already asked for stays one stop).
-    stage = None
-
-    def pass_on(signum, frame) -> None:
-        if stage is not None:
-            stage.send_signal(signal.SIGTERM)
-
+    # subprocess.run does. (A handler, not SIG_IGN: the stage would inherit an ignored SIGINT.)
+    # Nothing is passed on: the stage has its own SIGINT, and a second one would cut its cleanup
+    # short; a SIGINT to this process alone is ignored while a stage runs (SIGTERM stops both).
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, pass_on) if in_main_thread else None  # (a handler, not SIG_IGN, which the stage would inherit)
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None) if in_main_thread else None
     try:
         stage = subprocess.Popen(command, env={**os.environ, PIPELINE_PID_ENV: str(os.getpid())})  # it ends if we die
         code = stage.wait()

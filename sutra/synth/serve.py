@@ -4,12 +4,13 @@ The server comes from `pip install 'llama-cpp-python[server]'` (the `synth` extr
 listens on loopback here.
 """
 
+import collections
 import importlib.util
 import os
 import socket
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -69,10 +70,15 @@ class LlamaCppServer:
             raise SutraError(f"{self.model_path}: cannot read it ({exc.strerror or exc})") from None
         if magic != b"GGUF":
             raise SutraError(f"{self.model_path}: not a GGUF model file (it does not begin with the bytes 'GGUF'); give a .gguf file")
-        # the server's output goes to a file (a pipe left unread would block it), whose end says why it failed
-        self._log = open(self.log_path, "ab") if self.log_path else tempfile.TemporaryFile()
-        self._log_start = self._log.tell()
-        self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        # the server's output goes to the log file, or through a pipe read continuously (a full one
+        # would block the server) of which the last lines are kept: they say why a start failed
+        self._log = open(self.log_path, "ab") if self.log_path else None
+        self._log_start = self._log.tell() if self._log else 0
+        self.process = subprocess.Popen(self.command(), stdout=self._log or subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self._recent: collections.deque[str] = collections.deque(maxlen=4)
+        self._reader = None if self._log else threading.Thread(target=self._keep_recent, args=(self.process.stdout,), daemon=True)
+        if self._reader:
+            self._reader.start()
         try:  # anything that ends the wait (Ctrl-C, SIGTERM) stops the child: no orphaned server
             self._wait_until_up(timeout)
         except BaseException:
@@ -94,12 +100,22 @@ class LlamaCppServer:
             time.sleep(0.25)
         raise SutraError(f"llama.cpp server did not answer on {self.base_url} within {timeout:.0f} s{self._log_tail()}")
 
+    def _keep_recent(self, stream) -> None:
+        for line in stream:
+            if line.strip():
+                self._recent.append(line.decode(errors="replace").strip())
+
     def _log_tail(self) -> str:
         """The last lines the server wrote in this start (pread: the child's file offset is left alone)."""
-        fd = self._log.fileno()
-        end = os.fstat(fd).st_size
-        start = max(self._log_start, end - 4096)
-        lines = [line.strip() for line in os.pread(fd, end - start, start).decode(errors="replace").splitlines() if line.strip()][-4:]
+        if self._log is None:
+            if self._reader is not None:
+                self._reader.join(timeout=2)  # (an exited server's last lines may still be in the pipe)
+            lines = list(self._recent)
+        else:
+            fd = self._log.fileno()
+            end = os.fstat(fd).st_size
+            start = max(self._log_start, end - 4096)
+            lines = [line.strip() for line in os.pread(fd, end - start, start).decode(errors="replace").splitlines() if line.strip()][-4:]
         return ": " + " | ".join(lines) if lines else ""
 
     def kill(self) -> None:

@@ -1,6 +1,7 @@
 """Loss, perplexity and learning-rate curves of a run, from its metrics.jsonl, to one PNG."""
 
 import io
+import struct
 from pathlib import Path
 
 from sutra.errors import SutraError
@@ -10,6 +11,8 @@ from sutra.train.metrics import METRICS_FILE, finite, read_metrics
 
 
 PLOT_MARK = "sutra plot"  # the PNG's Source text, by which a later plot knows it may replace the file
+PLOT_INCHES, PLOT_DPI = (8, 10), 110
+PLOT_PIXELS = (PLOT_INCHES[0] * PLOT_DPI, PLOT_INCHES[1] * PLOT_DPI)
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -22,8 +25,9 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if out is not None and Path(out).suffix.lower() != ".png":  # (nor, then, one of the run's own files)
         raise SutraError(f"--out {out}: the curves are a PNG image; give a path ending in .png")
     # not inside a checkpoint (RUN/last/x.png): a checkpoint directory is replaced or removed whole
-    default = run_dir / "curves.png"
-    out = check_replaceable(out or default, "`sutra plot` image", lambda path: path == default or _is_sutra_plot(path), inputs=[run_dir / CHECKPOINTS])
+    default = (run_dir / "curves.png").resolve()
+    out = check_replaceable(out or default, "`sutra plot` image", lambda path: path.resolve() == default or _is_sutra_plot(path),
+                            inputs=[run_dir / CHECKPOINTS])
     records = read_metrics(run_dir)
     if not any(finite(r.get("loss")) or finite(r.get("val_loss")) for r in records):
         raise SutraError(f"{run_dir / METRICS_FILE}: no training or validation records yet")
@@ -31,7 +35,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     import matplotlib.pyplot as plt  # (after curves_figure has chosen the Agg backend)
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, metadata={"Source": PLOT_MARK})
+    fig.savefig(buffer, format="png", dpi=PLOT_DPI, metadata={"Source": PLOT_MARK})
     plt.close(fig)
     atomic_write_bytes(out, buffer.getvalue())
     return out
@@ -47,7 +51,11 @@ def _is_sutra_plot(path: Path) -> bool:
             head = f.read(4096)  # the text chunks come before the image data
     except OSError:
         return False
-    return head.startswith(b"\x89PNG\r\n\x1a\n") and b"tEXtSource\x00" + PLOT_MARK.encode() in head
+    if not head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return False
+    # plots written before the mark: Matplotlib's, at this figure's size in pixels (IHDR's width and height)
+    legacy = b"Matplotlib" in head and head[16:24] == struct.pack(">II", *PLOT_PIXELS)
+    return b"tEXtSource\x00" + PLOT_MARK.encode() in head or legacy
 
 
 def curves_figure(records: list[dict], title: str):
@@ -61,7 +69,7 @@ def curves_figure(records: list[dict], title: str):
         points = [(r["step"], r[key]) for r in records if finite(r.get(key))]
         return [step for step, _ in points], [value for _, value in points]
 
-    fig, (loss_ax, ppl_ax, lr_ax) = plt.subplots(3, 1, figsize=(8, 10), sharex=True)
+    fig, (loss_ax, ppl_ax, lr_ax) = plt.subplots(3, 1, figsize=PLOT_INCHES, sharex=True)
     alone = {"marker": "o", "markersize": 3}  # a curve of one point is no line: show the point
     train = curve("loss")
     loss_ax.plot(*train, label="train loss", linewidth=1, **(alone if len(train[0]) == 1 else {}))

@@ -302,6 +302,8 @@ def _parse_override(item: str) -> tuple[str, object]:
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
         raise SutraError(f"--set {item}: expected KEY=VALUE, e.g. --set train.micro_batch=2")
+    if not value.strip():  # `--set run_dir=$RUN` with RUN unset: the default run_dir, silently
+        raise SutraError(f"--set {item}: an empty value (an unset shell variable?); give one, or {key.strip()}=null for none")
     try:
         return key.strip(), yaml.safe_load(value)
     except yaml.YAMLError:

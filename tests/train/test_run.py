@@ -149,6 +149,13 @@ def test_plot_draws_a_png(finished_run, tmp_path):
         plot_run(finished_run, chart)
     assert chart.read_bytes() == before
     assert plot_run(finished_run, out) == out
+    from sutra.train.metrics import read_metrics
+    from sutra.train.plot import curves_figure
+
+    earlier = tmp_path / "earlier.png"  # a plot made before plots carried their mark (a demo's report/loss.png)
+    curves_figure(read_metrics(finished_run), "run").savefig(earlier, format="png", dpi=110)
+    plt.close("all")
+    assert plot_run(finished_run, earlier) == earlier and b"sutra plot" in earlier.read_bytes()[:4096]
     with pytest.raises(SutraError, match="give a `sutra train` run directory"):
         plot_run(finished_run / "metrics.jsonl")
     with pytest.raises(SutraError, match=r"nope: no such run directory; give the run_dir"):  # (it said "no metrics.jsonl")
