@@ -66,6 +66,24 @@ def test_only_paths_under_out_are_recorded_relative_to_it(tmp_path):
     StageLog(moved).run("a", moved / "a", {"command": [str(moved / "a"), f"data.path={moved / 'b'}", str(sibling / "c"), f"x{out}"]},
                         writer(moved / "a", "a2", calls))
     assert calls == ["a"]  # reused after the move
+    assert json.loads((moved / "stages.json").read_text())["a"]["output"] == "{out}/a"
+
+
+def test_a_shipped_recipe_is_recorded_by_name_so_another_checkout_reuses_the_stage(tmp_path):
+    """Its absolute path made a demo's stages 'made with other settings' when run from another clone
+    of Sutra (the recipe's digest is recorded beside it); records written before still match."""
+    from sutra.pipeline.stages import REPO_RECIPES
+
+    out, calls = tmp_path / "out", []
+    out.mkdir()
+    recipe = str(REPO_RECIPES / "tiny-cpu.yaml")
+    StageLog(out).run("a", out / "a", {"recipe": recipe}, writer(out / "a", "a1", calls))
+    assert json.loads((out / "stages.json").read_text())["a"]["settings"] == {"recipe": "{recipes}/tiny-cpu.yaml"}
+    records = json.loads((out / "stages.json").read_text())
+    records["a"] |= {"settings": {"recipe": recipe}, "output": str(out / "a")}  # as an earlier version wrote it
+    (out / "stages.json").write_text(json.dumps(records))
+    StageLog(out).run("a", out / "a", {"recipe": recipe}, writer(out / "a", "a2", calls))
+    assert calls == ["a"]
 
 
 def test_an_output_made_from_an_upstream_made_again_is_refused(tmp_path):

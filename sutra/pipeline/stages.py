@@ -108,8 +108,12 @@ class StageLog:
         inputs = {need: self.records[need]["made"] for need in needs}
         record = self.records.get(name)
         if record is not None:
-            changed = [f"{key}: {record['settings'].get(key)!r} -> {settings.get(key)!r}" for key in settings.keys() | record["settings"].keys()
-                       if settings.get(key) != record["settings"].get(key)]
+            recorded = self._within_out(record["settings"])  # (a record written before a path was written so)
+            if "recipe_digest" in settings and recorded.get("recipe_digest") == settings["recipe_digest"] \
+                    and Path(str(recorded.get("recipe"))).name == Path(str(settings.get("recipe"))).name:
+                recorded["recipe"] = settings["recipe"]  # the same file, named from elsewhere (another directory or checkout)
+            changed = [f"{key}: {recorded.get(key)!r} -> {settings.get(key)!r}" for key in settings.keys() | recorded.keys()
+                       if settings.get(key) != recorded.get(key)]
             if changed and output.exists():
                 raise self._stale(name, output, f"was made with other settings ({'; '.join(sorted(changed))})")
             remade = [need for need in needs if record["inputs"].get(need) != inputs[need]]
@@ -122,7 +126,7 @@ class StageLog:
                 return output
         elif output.exists():
             raise self._stale(name, output, f"exists but has no record in {self.path}, so what it was made from is unknown")
-        self.records[name] = {"output": str(output), "settings": settings, "inputs": inputs, "made": None}
+        self.records[name] = {"output": self._within_out(str(output)), "settings": settings, "inputs": inputs, "made": None}
         self._save()
         make()
         self.records[name]["made"] = time.time_ns()  # later stages record this to notice when it is made again
@@ -158,10 +162,13 @@ class StageLog:
         self._save()
 
     def _within_out(self, value):
-        """`value` with OUT written as {out} wherever it starts a path (a word, or after '='), so
-        `/tmp/o2` is not taken for a path under `/tmp/o`."""
+        """`value` with OUT written as {out}, and Sutra's own recipes directory as {recipes}, wherever
+        it starts a path (a word, or after '='; `/tmp/o2` is no path under `/tmp/o`): the same after
+        moving OUT, or running from another checkout of Sutra (a recipe's digest is recorded beside it)."""
         if isinstance(value, str):
-            return re.sub(rf"(?:^|(?<=[=\s])){re.escape(str(self.out))}(?=/|$|\s)", "{out}", value)
+            for root, name in ((self.out, "{out}"), (REPO_RECIPES, "{recipes}")):
+                value = re.sub(rf"(?:^|(?<=[=\s])){re.escape(str(root))}(?=/|$|\s)", name, value)
+            return value
         if isinstance(value, dict):
             return {key: self._within_out(item) for key, item in value.items()}
         if isinstance(value, list):
@@ -169,7 +176,8 @@ class StageLog:
         return value
 
     def _output(self, name: str) -> str:
-        return self.records[name]["output"]
+        output = self.records[name]["output"]
+        return str(self.out) + output[len("{out}"):] if output.startswith("{out}") else output
 
     def _stale(self, name: str, output: Path, why: str) -> SutraError:
         after, grew = [], True
@@ -207,12 +215,7 @@ def train_run(log: StageLog, name: str, recipe: Path, run_dir: Path, overrides: 
         else:
             sutra("train", recipe, *[arg for item in [*overrides, f"run_dir={run_dir}"] for arg in ("--set", item)])
 
-    recipe, digest = recipe.absolute(), file_digest(recipe)  # absolute: the same experiment run from another directory is the same
-    recorded = log.records.get(name, {}).get("settings", {})
-    if isinstance(recorded.get("recipe"), str) and not Path(recorded["recipe"]).is_absolute() and Path(recorded["recipe"]).name == recipe.name \
-            and recorded.get("recipe_digest") == digest:  # recorded before recipes were made absolute: the same file, given relatively
-        recorded["recipe"] = str(recipe)
-    log.run(name, run_dir, {"recipe": recipe, "recipe_digest": digest, "overrides": overrides}, make, needs)
+    log.run(name, run_dir, {"recipe": recipe.absolute(), "recipe_digest": file_digest(recipe), "overrides": overrides}, make, needs)
     return run_dir / f"e{epochs}-final"
 
 
