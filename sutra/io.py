@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader never sees a half-written file or directory."""
+"""Atomic file writes (a reader never sees a half-written file or directory), and input reads that
+fail in one line."""
 
 import errno
 import json
@@ -176,3 +177,31 @@ def atomic_directory(path: str | os.PathLike):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_input(path: Path, missing: str = "no such file") -> bytes:
+    """The bytes of input file `path`: where there is none, the error `missing` says what to pass
+    instead; where it cannot be read (a directory or a named pipe in its place, no permission) one
+    line says why."""
+    try:
+        if not path.exists():
+            raise SutraError(f"{path}: {missing}")
+        if path.is_fifo():  # (reading one would wait for a writer forever)
+            raise OSError(errno.EINVAL, "a named pipe, not a file")
+        return path.read_bytes()
+    except OSError as exc:
+        raise SutraError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+
+
+def decode_text(path: Path, data: bytes) -> str:
+    """`data` read from `path` as UTF-8 (utf-8-sig: a byte-order mark some editors put first is no
+    part of the text); one error naming the line where it is not UTF-8."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise SutraError(f"{path}:{line}: cannot read it (not UTF-8 text, byte {exc.start}); save the file as UTF-8") from None
+
+
+def read_text_input(path: Path, missing: str = "no such file") -> str:
+    return decode_text(path, read_input(path, missing))

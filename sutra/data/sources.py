@@ -66,6 +66,9 @@ def _kind(path: Path, allow_json: bool) -> str | None:
     return None
 
 
+NOT_REGULAR = "not a regular file (a named pipe, socket or device)"
+
+
 def expand(specs: list[str], split: str = "train") -> list[tuple[str, Path | str]]:
     """(kind, path-or-hub-id) for every input named by `specs`, in a stable order; `split` picks
     the split of a saved DatasetDict directory (a hub id's is picked when it streams)."""
@@ -140,8 +143,8 @@ def _walk(path: Path, split: str, explicit: bool, allow_json: bool) -> list[tupl
     kind = _kind(path, allow_json)
     if path.exists() and not path.is_file():  # a named pipe, socket or device: reading one may wait forever
         if explicit:
-            raise SutraError(f"{path}: not a regular file (a named pipe, socket or device); give a file or a directory of them")
-        return [("unsupported", path)]
+            raise SutraError(f"{path}: {NOT_REGULAR}; give a file or a directory of them")
+        return [("irregular", path)]
     if kind is None:
         if explicit:
             raise SutraError(f"{path}: unsupported file type; use JSONL (.jsonl/.json, optionally .gz/.zst), Parquet, Arrow or text (.txt/.md/.rst)")
@@ -304,8 +307,8 @@ def _is_json_array(path: Path) -> bool:
 def _plan_one(kind: str, path, name: str, unit_bytes: int) -> Source:
     if kind == "hub":
         return Source("hub", name)
-    if kind == "unsupported":
-        what = "not a regular file (a named pipe, socket or device)" if Path(path).exists() and not Path(path).is_file() else "not JSONL, Parquet, Arrow or text"
+    if kind in ("unsupported", "irregular"):
+        what = NOT_REGULAR if kind == "irregular" else "not JSONL, Parquet, Arrow or text"
         return Source("problem", name, [_problem(name, 0, "unsupported_file", f"{what}; not read")])
     if kind == "unlisted":
         return Source("problem", name, [_problem(name, 0, "unreadable_directory", "a directory that cannot be listed (check its permissions); the files in it are not read")])

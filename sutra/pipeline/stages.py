@@ -180,12 +180,9 @@ class StageLog:
         return str(self.out) + output[len("{out}"):] if output.startswith("{out}") else output
 
     def _stale(self, name: str, output: Path, why: str) -> SutraError:
-        after, grew = [], True
-        while grew:  # the stages made from this one, and from those, in the record's order
-            made_from = {name, *after}
-            found = [other for other, record in self.records.items() if other not in made_from and made_from & record["inputs"].keys()]
+        after = []  # the stages made from this one, and from those, in the record's order
+        while found := [other for other, record in self.records.items() if other not in {name, *after} and {name, *after} & record["inputs"].keys()]:
             after += found
-            grew = bool(found)
         existing = [self._output(other) for other in after if Path(self._output(other)).exists()]
         also = f" and the outputs made after it ({', '.join(existing)})" if existing else ""
         return SutraError(f"{output} {why}; delete it{also}, or choose another output directory (nothing was deleted)")

@@ -17,8 +17,7 @@ from pathlib import Path
 import yaml
 
 from sutra.errors import SutraError
-from sutra.io import atomic_write_text
-from sutra.synth.journal import read_text_input
+from sutra.io import atomic_write_text, read_text_input
 
 DOMAINS = (
     "Mathematics",

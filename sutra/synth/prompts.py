@@ -12,7 +12,7 @@ from string import Template
 import yaml
 
 from sutra.errors import SutraError
-from sutra.synth.journal import read_text_input
+from sutra.io import read_text_input
 
 DEFAULT_DIR = Path(__file__).with_name("prompts")
 

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sutra.errors import SutraError
+from sutra.io import read_input
 from sutra.synth.backends import OpenAIBackend, TransformersBackend, env_or
 from sutra.synth.clean import Deduplicator
 from sutra.synth.diversity import Planner, prior_coverage
 from sutra.synth.graph import DOMAINS, KnowledgeGraph
-from sutra.synth.journal import META_DIR, ShardFiles, check_records, read_input, read_jsonl
+from sutra.synth.journal import META_DIR, ShardFiles, check_records, read_jsonl
 from sutra.synth.judge import Judge, MalformedAnswer, ask_json, extract_json_object
 from sutra.synth.pipeline import Engine, EngineSettings, Job, ProgressBar, Summary, item_id
 from sutra.synth.prompts import PromptSet, level_description
