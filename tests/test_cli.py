@@ -24,7 +24,8 @@ def test_model_info_prints_the_card_parameter_counts():
         (["model", "info", "gpt-17"], "unknown model 'gpt-17'"),
         (["model", "info", "smollm-70m"], "or a preset (smollm2-70m, smollm2-135m"),  # a typo of a preset: the presets are named too
         (["assets", "fetch", "no-such-asset"], "unknown asset 'no-such-asset'"),
-        (["generate", "/nonexistent/ckpt", "--prompt", "x"], "unknown model"),
+        (["generate", "/nonexistent/ckpt", "--prompt", "x"], "unknown model '/nonexistent/ckpt' (no such directory): give a checkpoint directory"),
+        (["generate", "README.md", "--prompt", "x"], "unknown model 'README.md' (a file)"),
         (["generate", "smollm2-135m-instruct", "--prompt", "x", "--device", "cuda"], "no CUDA GPU"),
         # counts are checked by argparse, before the prompt is echoed (a negative count printed it and exited 0)
         (["generate", "smollm2-135m-instruct", "--prompt", "x", "--max-new-tokens", "-1"], "argument --max-new-tokens: must be at least 1, got -1"),

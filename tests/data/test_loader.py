@@ -116,6 +116,13 @@ def test_bad_uses_are_clear_errors(small_dataset, tmp_path):
     directory, _, _ = small_dataset
     with pytest.raises(SutraError, match="no manifest.json"):
         TokenLoader(tmp_path)
+    from sutra.data.shards import read_manifest  # (what `data stats` and `data mix` read: they said "no manifest.json")
+
+    with pytest.raises(SutraError, match="nope: no such dataset directory; create it with `sutra data prepare`"):
+        read_manifest(tmp_path / "nope")
+    (tmp_path / "mix.txt").write_text("x")
+    with pytest.raises(SutraError, match=r"mix.txt: a file, not a prepared dataset directory"):
+        read_manifest(tmp_path / "mix.txt")
     with pytest.raises(SutraError, match="fewer than one global batch"):
         TokenLoader(directory, "val", seq_len=4096, micro_batch=1).next_batch()
     loader = TokenLoader(directory, "train", seq_len=16)

@@ -3,6 +3,7 @@
 import json
 import re
 import math
+import os
 
 import numpy as np
 import pytest
@@ -109,6 +110,14 @@ def test_perplexity_data_it_cannot_score_stops_the_run_before_the_benchmarks(tin
     written, out = json.loads((tmp_path / "r.json").read_text()), capsys.readouterr().out
     assert written["tasks"]["piqa"]["items"] == 2 and written["perplexity"]["seq_len"] == 32 and written["model"]["dtype"] == "float32"
     assert out.index("PIQA") < out.index("validation perplexity")  # printed in the same order as before
+    # an empty validation split: a smaller --seq-len, as the message said, cannot help
+    from sutra.data.prepare import PrepareConfig, prepare
+
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
+    empty = tmp_path / "no-val"
+    prepare(PrepareConfig(sources=(str(tmp_path / "docs.jsonl"),), out=empty, workers=1, val_fraction=0, min_val_docs=0), log=open(os.devnull, "w"))
+    assert main(["eval", str(tiny_model[0]), "--perplexity", str(empty)]) == 2
+    assert capsys.readouterr()[1].endswith(f"{empty}: the validation split is empty (prepared with --val-fraction 0?); prepare the data with a validation share\n")
 
 
 def test_non_positive_window_counts_and_sizes_are_refused_naming_the_flag(tiny_model, tokenizer, tmp_path):

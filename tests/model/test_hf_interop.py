@@ -253,6 +253,17 @@ def test_a_checkpoint_without_its_tokenizer_file_takes_only_the_tokenizer_it_was
         load_model(str(checkpoint))
 
 
+def test_weights_that_cannot_be_read_are_not_called_corrupt(random_checkpoint):
+    from sutra.model.checkpoint import load_model
+
+    checkpoint, _ = random_checkpoint
+    weights = checkpoint / "model.safetensors"
+    weights.unlink()
+    weights.mkdir()  # a read fails as no permission would (root reads everything)
+    with pytest.raises(SutraError, match=r"model\.safetensors: cannot read it \(Is a directory\)$"):
+        load_model(str(checkpoint))
+
+
 def test_a_model_write_never_loses_files_it_does_not_replace(random_checkpoint, tmp_path):
     """A hub clone (.git, .gitattributes, a hand-written README.md) was swapped away whole; a run's
     `last` symlink was replaced by an export, breaking the run's resume."""
