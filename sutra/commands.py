@@ -22,6 +22,7 @@ def register(subparsers) -> None:
     model_sub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
     p = model_sub.add_parser("info", help="print the shape and parameter count of a preset or model spec")
     p.add_argument("spec", metavar="SPEC_OR_PRESET")
+    p.add_argument("--json", action="store_true", help="print one JSON object (the config's fields, its parameter count and source) instead of the table")
     p.set_defaults(func=cmd_model_info)
 
     p = subparsers.add_parser("generate", help="complete a prompt with a model (KV-cached, streamed)")
@@ -90,6 +91,13 @@ def cmd_model_info(args) -> int:
             config, source = read_model_config(args.spec), str(resolve_spec(args.spec)[1])
         except UnknownModelError as exc:  # `model info` also takes a preset name: a typo of one should say so
             raise SutraError(f"{exc}, or a preset ({', '.join(PRESETS)})") from None
+    if args.json:  # for scripts: the fields as config.json-style keys, with the derived values beside them
+        import dataclasses
+        import json
+
+        print(json.dumps({"model": args.spec, "source": source, **dataclasses.asdict(config), "head_dim": config.head_dim,
+                          "init_std": config.init_std, "num_parameters": config.num_parameters}))
+        return 0
     rows = [
         ("model", args.spec),
         ("source", source),

@@ -18,6 +18,14 @@ def test_model_info_prints_the_card_parameter_counts():
     assert "134,515,008" in run_sutra("model", "info", "smollm2-135m", check=True).stdout
 
 
+def test_model_info_json_is_one_object_a_script_can_read():
+    import json
+
+    info = json.loads(run_sutra("model", "info", "smollm2-70m", "--json", check=True).stdout)
+    assert info["num_parameters"] == 69_230_976 and info["num_layers"] == 32 and info["head_dim"] == 64
+    assert info["source"] == "preset" and info["name"] == "smollm2-70m"
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
