@@ -62,3 +62,13 @@ def seed(value: str) -> int:
     if not 0 <= number < 2**63:
         raise argparse.ArgumentTypeError(f"must be between 0 and 2**63 - 1, got {value}")
     return number
+
+
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
+
+
+def dtype_name(value: str) -> str:
+    """A weights/compute type, by torch's name or the short one recipes use (`bf16`), as torch's name."""
+    if value not in DTYPES:
+        raise argparse.ArgumentTypeError(f"must be float32 (fp32), bfloat16 (bf16) or float16 (fp16), got {value!r}")
+    return DTYPES[value]

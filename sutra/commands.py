@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from sutra.argtypes import positive_int, seed
+from sutra.argtypes import dtype_name, positive_int, seed
 
 
 def register(subparsers) -> None:
@@ -35,13 +35,13 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=seed, default=None)
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the tokenizer's chat template")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="default: float32 on CPU, bfloat16 on CUDA")
+    p.add_argument("--dtype", default=None, type=dtype_name, metavar="DTYPE", help="float32, bfloat16 or float16 (or fp32, bf16, fp16); default: float32 on CPU, bfloat16 on CUDA")
     p.set_defaults(func=cmd_generate)
 
     p = subparsers.add_parser("export", help="write a Hugging Face LlamaForCausalLM directory (safetensors)")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("out", metavar="OUT_DIR")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="the exported weights' type (default float32)")
+    p.add_argument("--dtype", default="float32", type=dtype_name, metavar="DTYPE", help="the exported weights' type: float32 (default), bfloat16 or float16 (or fp32, bf16, fp16)")
     p.add_argument("--card", metavar="README.md", help="a model card (from `sutra card`) to publish with it, as OUT_DIR/README.md")
     p.set_defaults(func=cmd_export)
 

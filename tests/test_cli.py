@@ -39,6 +39,8 @@ def test_model_info_json_is_one_object_a_script_can_read():
         (["generate", "smollm2-135m-instruct", "--prompt", "x", "--max-new-tokens", "-1"], "argument --max-new-tokens: must be at least 1, got -1"),
         (["generate", "smollm2-135m-instruct", "--prompt", "x", "--top-k", "0"], "argument --top-k: must be at least 1, got 0"),
         (["generate", "smollm2-135m-instruct", "--prompt", "x", "--temperature", "nan"], "sampling needs temperature >= 0"),
+        (["generate", "smollm2-135m-instruct", "--prompt", "x", "--dtype", "bf17"],
+         "argument --dtype: must be float32 (fp32), bfloat16 (bf16) or float16 (fp16), got 'bf17'"),
         (["eval", "tiny", "--tasks", "piqa", "--batch-size", "many"], "argument --batch-size: must be a whole number, got 'many'"),
         (["data", "prepare", "x.jsonl", "--out", "unused", "--min-quality", "nan"], "argument --min-quality: must be a finite number, got 'nan'"),
         (["generate", "smollm2-135m-instruct", "--prompt", "x", "--temperature", "0.7", "--seed", str(10**23)],

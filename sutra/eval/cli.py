@@ -1,6 +1,6 @@
 """`sutra eval`: the card's benchmarks through lm-eval v0.4.11, and validation perplexity."""
 
-from sutra.argtypes import positive_int
+from sutra.argtypes import dtype_name, positive_int
 from sutra.eval.harness import ATTENTION
 
 
@@ -11,7 +11,7 @@ def register(subparsers) -> None:
     p.add_argument("--limit", default=None, help="lm-eval's --limit: first N documents per task (or a fraction < 1)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="continuations scored per forward pass (default 16)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="default: bfloat16 on CUDA, float32 on CPU")
+    p.add_argument("--dtype", default=None, type=dtype_name, metavar="DTYPE", help="float32, bfloat16 or float16 (or fp32, bf16, fp16); default: bfloat16 on CUDA, float32 on CPU")
     p.add_argument("--data", default="store", choices=["store", "hub"], help="benchmark data: the offline store (default) or the hub, as lm-eval loads it")
     p.add_argument("--perplexity", metavar="DATA_DIR", default=None, help="also report token perplexity on this prepared dataset's val split")
     p.add_argument("--seq-len", type=positive_int, default=None, help="perplexity window (default: 2048 or the model's context if smaller)")

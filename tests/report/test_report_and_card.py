@@ -346,8 +346,8 @@ def test_card_is_of_these_weights_and_keeps_this_model_beside_its_progression(tm
     assert "Validation perplexity: 37.72 (`sutra eval --perplexity`)." in (tmp_path / "plain.md").read_text()
     names = {r["dataset"]["type"]: r["dataset"]["name"] for r in yaml.safe_load(text.split("---\n")[1])["model-index"][0]["results"]}
     assert names["truthful_qa"] == "TruthfulQA MC2"  # the seed's model-index name
-    # export publishes this card only beside these weights, with the precision it writes
-    hf = run_sutra("export", str(checkpoint), str(tmp_path / "hf"), "--dtype", "bfloat16", "--card", str(readme), check=True)
+    # export publishes this card only beside these weights, with the precision it writes (`bf16`, the recipes' word, is bfloat16)
+    hf = run_sutra("export", str(checkpoint), str(tmp_path / "hf"), "--dtype", "bf16", "--card", str(readme), check=True)
     assert hf.returncode == 0 and "| Precision | bfloat16 |" in (tmp_path / "hf" / "README.md").read_text() and "| Precision | float32 |" in text
     from sutra.model.llama import Llama
     from sutra.model.checkpoint import load_model, save_checkpoint
