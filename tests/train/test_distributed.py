@@ -123,8 +123,9 @@ def test_sigterm_to_torchrun_saves_last_on_every_process_and_the_run_resumes(tmp
         assert launcher.poll() is None and time.monotonic() < deadline, (tmp_path / "train.log").read_text()[-3000:]
         time.sleep(0.02)
     launcher.send_signal(signal.SIGTERM)
-    assert launcher.wait(timeout=120) != 0
+    code = launcher.wait(timeout=120)
     output = (tmp_path / "train.log").read_text()
+    assert code == 1, output[-3000:]  # torchrun's own code when a signal stops it (it prints its traceback too)
     assert "(SIGTERM), `last` saved" in output, output[-3000:]
     saved = json.loads((run_dir / "last" / "sutra.json").read_text())["training"]["step"]
     assert 3 <= saved < 70 and not (run_dir / "e1-final").exists()
@@ -164,7 +165,8 @@ def two_nodes(first: list[str], second: list[str], first_limits=None) -> list[tu
     nodes = [subprocess.Popen([*launch, f"--node_rank={rank}", "-m", "sutra", "train", *args], cwd=REPO, env=ENV, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=first_limits if rank == 0 else None)
              for rank, args in enumerate((first, second))]
-    return [(node.returncode, node.communicate(timeout=300)[1]) for node in nodes]
+    errors = [node.communicate(timeout=300)[1] for node in nodes]  # the code is known only once the node has ended
+    return [(node.returncode, error) for node, error in zip(nodes, errors)]
 
 
 @pytest.mark.slow
@@ -178,7 +180,7 @@ def test_a_check_that_fails_on_one_node_stops_the_others_and_nodes_must_share_th
     missing = tmp_path / "no-data"
     results = two_nodes([str(path)], [str(path), "--set", f"data.path={missing}"])
     reason = f"data.path: {missing} does not exist"
-    assert all(code != 0 for code, _ in results)
+    assert [code for code, _ in results] == [1, 1], results  # each launcher's code for a process that failed
     assert reason in results[1][1] and f"sutra: error: stopped because rank 1 failed: " in results[0][1], results[0][1][-3000:]
     assert reason in results[0][1] and "sutra/train" not in results[0][1] + results[1][1]
     assert not (tmp_path / "run").exists()  # stopped before any work
@@ -189,7 +191,7 @@ def test_a_check_that_fails_on_one_node_stops_the_others_and_nodes_must_share_th
     run(sys.executable, "-m", "sutra", "train", "--resume", str(shared), "--stop-after", "4")
     metrics = (shared / "metrics.jsonl").read_text()
     (_, first), (second_code, second) = two_nodes(["--resume", str(shared)], ["--resume", str(stale)])
-    assert second_code != 0 and f"{stale}: rank 1 sees `last` at step 2 there, rank 0 `last` at step 4; every node must see the same run directory" in second, second[-3000:]
+    assert second_code == 1 and f"{stale}: rank 1 sees `last` at step 2 there, rank 0 `last` at step 4; every node must see the same run directory" in second, second[-3000:]
     assert "stopped because rank 1 failed" in first and (shared / "metrics.jsonl").read_text() == metrics  # nothing trained or logged
 
 
@@ -198,13 +200,14 @@ def test_a_checkpoint_rank_0_cannot_write_stops_the_other_nodes_with_its_reason(
     recipe = micro_recipe(tiny_dataset, tmp_path / "run", train={"steps_per_epoch": 3, "micro_batch": 2, "grad_accum": 4}, eval={"every_steps": 3})
     path = write_recipe(tmp_path / "micro.yaml", recipe)
     (first_code, first), (second_code, second) = two_nodes([str(path)], [str(path)], files_of_at_most(4 << 20))  # the weights take 12 MB
-    assert first_code != 0 and second_code != 0
+    assert (first_code, second_code) == (1, 1)
     # (the checkpoint named, not the temporary copy that the full disk stopped)
     reason = f"{tmp_path / 'run'}: could not write the checkpoint of step 3 ([Errno 27] File too large: '{tmp_path / 'run' / 'checkpoints' / 'step-00000003'}')"
     assert f"sutra: error: {reason}" in first, first[-3000:]
     assert "continue with `sutra train --resume" in first
     assert f"sutra: error: stopped because rank 0 failed: {reason}" in second, second[-3000:]
     assert "sutra/train" not in first + second, "only torchrun's own summary may show a traceback"
+    assert all(re.search(r"exitcode\s*: 2 ", log) for log in (first, second)), "each process exits 2, as for a user's error"
     run_dir = tmp_path / "run"
     assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "metrics.jsonl", "recipe.yaml"]
     assert list((run_dir / "checkpoints").iterdir()) == []  # the half-written checkpoint is gone
