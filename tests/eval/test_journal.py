@@ -97,10 +97,28 @@ def test_journalled_requests_are_not_asked_again(tiny_model, benchmarks, tmp_pat
     assert len(answer_lines(path)) == requests  # only the other half was asked of the model
     assert {n: e["metrics"] for n, e in summarize(second, tasks).items()} == {n: e["metrics"] for n, e in summarize(first, tasks).items()}
 
-    # another model's journal is not used
-    with torch.no_grad():
-        loaded.model.embed.weight.mul_(2)
-    assert weights_digest(loaded.model) != identity["weights"]
+
+def test_evaluate_answers_from_the_journal_only_for_the_same_weights_dtype_and_device(tiny_model, benchmarks, tokenizer, tmp_path, capsys):
+    """What `sutra eval --out` gives the journal: answers of other weights, or of the same weights in
+    another dtype, would be other numbers under this model's name."""
+    from sutra.eval.harness import evaluate
+    from sutra.model.checkpoint import save_checkpoint
+    from sutra.model.llama import Llama
+
+    checkpoint, _ = tiny_model
+    tasks, path = parse_tasks("piqa"), tmp_path / ".r.json.answers.jsonl"
+    evaluate(str(checkpoint), tasks, limit=2, device="cpu", journal=path)
+    assert len(answer_lines(path)) == 4 and "resuming" not in capsys.readouterr().err
+    evaluate(str(checkpoint), tasks, limit=2, device="cpu", journal=path)
+    assert "resuming the evaluation with 4 answers" in capsys.readouterr().err
+    torch.manual_seed(1)
+    other = save_checkpoint(tmp_path / "other", Llama(load_model(str(checkpoint)).model.config), tokenizer)
+    evaluate(str(other), tasks, limit=2, device="cpu", journal=path)
+    assert "holds answers of another model" in capsys.readouterr().err
+    assert json.loads(path.read_text().splitlines()[0])["identity"]["weights"] == weights_digest(load_model(str(other)).model)
+    evaluate(str(other), tasks, limit=2, device="cpu", dtype=torch.bfloat16, journal=path)
+    assert "holds answers of another model" in capsys.readouterr().err
+    assert json.loads(path.read_text().splitlines()[0])["identity"]["dtype"] == "torch.bfloat16"
 
 
 @pytest.mark.slow
