@@ -5,12 +5,32 @@ import pytest
 from sutra_testing import run_sutra
 
 
-def test_help_lists_commands_and_every_subcommand_has_help():
+def command_paths(parser, prefix=()):
+    """Every command and subcommand of the parser, as the words a user types, each with its help line."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, sub in action.choices.items():
+                yield (*prefix, name), helps.get(name)
+                yield from command_paths(sub, (*prefix, name))
+
+
+def test_help_lists_commands_and_every_subcommand_has_help(capsys):
+    from sutra.cli import build_parser
+
     result = run_sutra("--help", check=True)
-    for command in ("assets", "model", "generate", "export", "import"):
-        assert command in result.stdout
-    for args in (["assets", "--help"], ["assets", "fetch", "--help"], ["model", "info", "--help"], ["generate", "--help"], ["export", "--help"]):
-        assert run_sutra(*args).returncode == 0
+    paths = list(command_paths(build_parser()))
+    assert len(paths) >= 25 and ("train",) in {path for path, _ in paths} and ("synth", "graph", "stats") in {path for path, _ in paths}
+    for path, help_line in paths:
+        assert help_line, f"`sutra {' '.join(path)}` has no line in its parent's help"
+        if len(path) == 1:
+            assert f"    {path[0]}" in result.stdout, path
+    for path, _ in paths:  # one process for all: each --help exits, so each is parsed on its own
+        with pytest.raises(SystemExit) as stop:
+            build_parser().parse_args([*path, "--help"])
+        assert stop.value.code == 0 and capsys.readouterr().out.startswith(f"usage: sutra {' '.join(path)} "), path
 
 
 def test_model_info_prints_the_card_parameter_counts():

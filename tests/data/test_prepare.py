@@ -634,10 +634,10 @@ def test_a_finished_dataset_with_damaged_stats_is_one_clear_line(tmp_path, docum
     del stats["input_records"]
     (out / "stats.json").write_text(json.dumps(stats))
     shown = run_sutra("data", "stats", str(out))
-    assert shown.returncode != 0 and "Traceback" not in shown.stderr
+    assert shown.returncode == 2 and "Traceback" not in shown.stderr
     assert "stats.json: not the stats `sutra data prepare` writes" in shown.stderr and "--overwrite" in shown.stderr
     (out / "stats.json").unlink()
     again = run_sutra("data", "prepare", str(source), "--out", str(out), "--val-fraction", "0", "--workers", "1")
-    assert again.returncode != 0 and "Traceback" not in again.stderr and "stats.json: unreadable" in again.stderr
+    assert again.returncode == 2 and "Traceback" not in again.stderr and "stats.json: unreadable" in again.stderr
     assert run_sutra("data", "prepare", str(source), "--out", str(out), "--val-fraction", "0", "--workers", "1", "--overwrite").returncode == 0
     assert json.loads((out / "stats.json").read_text())["input_records"] == 20

@@ -81,5 +81,5 @@ def test_a_diverged_model_is_refused_not_scored(tiny_model, tmp_path, benchmarks
         loaded.model.blocks[0].mlp_norm.weight[0] = float("nan")
     diverged = save_checkpoint(tmp_path / "diverged", loaded.model, loaded.tokenizer)
     result = run_sutra("eval", str(diverged), "--tasks", "piqa", "--limit", "2", "--out", str(tmp_path / "r.json"))
-    assert result.returncode != 0 and "log-likelihoods are not finite" in result.stderr
+    assert result.returncode == 2 and "log-likelihoods are not finite" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "r.json").exists()
