@@ -753,3 +753,30 @@ def test_a_truncated_checkpoint_to_resume_from_is_one_clear_error(tmp_path, tiny
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(SutraError, match=r"last/model.safetensors: cannot read weights .*corrupt or truncated: restore it from a copy"):
         Trainer(load_recipe(tmp_path / "run" / "recipe.yaml"), resume=True, dist_info=CPU)
+
+
+def test_a_checkpoint_write_that_fails_leaves_the_earlier_checkpoints_as_they_were(tmp_path, tiny_dataset):
+    """A full disk at the second checkpoint (epoch 1's end): the run stops naming it, the first checkpoint and `last`
+    are untouched byte for byte, and with room again the run resumes from them."""
+    import resource
+    import subprocess
+    import sys
+
+    from sutra_testing import REPO
+
+    run_dir = tmp_path / "run"
+    path = write_recipe(tmp_path / "micro.yaml", micro_recipe(tiny_dataset, run_dir, train={"steps_per_epoch": 3}, eval={"every_steps": 2},
+                                                             checkpoint={"every_steps": 2}))
+    run_sutra("train", str(path), "--stop-after", "2", check=True)
+    before = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and "checkpoints" in p.parts}
+    assert before and (run_dir / "last").resolve().name == "step-00000002"
+    full = subprocess.run([sys.executable, "-m", "sutra", "train", "--resume", str(run_dir)], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20)))  # the weights take 12 MB
+    assert full.returncode == 2 and "Traceback" not in full.stderr, full.stderr[-3000:]
+    assert f"{run_dir}: could not write the checkpoint of step 3 ([Errno 27] File too large" in full.stderr  # the end of epoch 1
+    assert "the checkpoints written before are intact" in full.stderr
+    after = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and "checkpoints" in p.parts}
+    assert after == before  # nothing half-written is left, nothing earlier is changed
+    assert (run_dir / "last").resolve().name == "step-00000002"
+    resumed = run_sutra("train", "--resume", str(run_dir), check=True)
+    assert "resuming at step 2" in resumed.stderr and "done: 6 steps" in resumed.stderr
