@@ -81,6 +81,19 @@ def test_export_and_import_replace_only_model_directories(random_checkpoint, tmp
     export_hf(str(checkpoint), str(tmp_path / "hf"))
     export_hf(str(checkpoint), str(tmp_path / "hf"), dtype="bfloat16")  # a previous export is replaced
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    export_hf(str(tmp_path / "hf"), str(tmp_path / "again"))  # exported from bf16 weights: float32 unless asked
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["torch_dtype"] == "float32"
+
+    from sutra_testing import run_sutra
+
+    refused = run_sutra("import", str(tmp_path / "hf"), str(notes))
+    assert refused.returncode == 2 and "exists and is not a model directory" in refused.stderr
+    assert sorted(p.name for p in notes.iterdir()) == ["todo.txt"] and (notes / "todo.txt").read_text() == "keep me"
+    refused = run_sutra("import", str(tmp_path / "hf"), str(tmp_path / "hf"))
+    assert refused.returncode == 2 and "is the model being read" in refused.stderr
+    run_sutra("import", str(tmp_path / "hf"), str(tmp_path / "imported"), check=True)
+    run_sutra("import", str(tmp_path / "again"), str(tmp_path / "imported"), check=True)  # a previous import is replaced
+    assert load_model(str(tmp_path / "imported")).model.embed.weight.dtype == torch.float32
 
 
 def test_import_from_transformers_gives_equal_logits(tmp_path, tokenizer):
