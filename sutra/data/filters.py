@@ -21,6 +21,14 @@ class WrongType(Exception):
     pass
 
 
+def has_field(record: dict, path: str) -> bool:
+    """Whether the record has a value at the path (one of the wrong type counts: that is reported as such)."""
+    try:
+        return field_value(record, path) is not MISSING
+    except WrongType:
+        return True
+
+
 def field_value(record: dict, path: str):
     """The value at a dotted path (quality_assessment.clarity), or MISSING (absent or null).
 

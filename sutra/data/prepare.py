@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from sutra.data import sources as src
-from sutra.data.filters import Filters, WrongType
+from sutra.data.filters import Filters, WrongType, has_field
 from sutra.data.shards import FORMAT, MAX_VOCAB, TOKEN_DTYPE, read_stats
 from sutra.data.writer import ShardWriter
 from sutra.errors import SutraError
@@ -78,6 +78,7 @@ class UnitResult:
     problems: list = field(default_factory=list)  # (location, reason, detail)
     filtered: Counter = field(default_factory=Counter)
     labelled_tokens: dict = field(default_factory=dict)  # stats key -> Counter(label -> tokens)
+    where_fields: Counter = field(default_factory=Counter)  # --where field -> records that have it
 
 
 # ---- worker side ----------------------------------------------------------------------------
@@ -127,6 +128,8 @@ def process_unit(unit: src.Unit) -> UnitResult:
     result = UnitResult(np.zeros(0, TOKEN_DTYPE), np.zeros(0, np.int64), np.zeros(0, np.uint64))
     for location, record, data, problem, rejected in _screen(unit):
         result.records += 1
+        if isinstance(record, dict):
+            result.where_fields.update(c.field for c in w["filters"].where if has_field(record, c.field))
         if problem is not None:
             result.problems.append((location, *problem))
         elif rejected:
@@ -196,6 +199,9 @@ def _accumulate(stats: dict, result: UnitResult, is_val: np.ndarray) -> None:
         stats["dropped"][reason] = stats["dropped"].get(reason, 0) + 1
     for reason, count in result.filtered.items():
         stats["filtered"][reason] = stats["filtered"].get(reason, 0) + count
+    found = stats.setdefault("where_fields", {})
+    for name, count in result.where_fields.items():
+        found[name] = found.get(name, 0) + count
 
 
 def _describe_input(kind: str, path) -> dict:
@@ -459,14 +465,18 @@ def _prepare_into(out: Path, config: PrepareConfig, tokenizer, inputs: list, rec
     if stats["documents"]["train"] == 0 and stats["documents"]["val"]:
         raise SutraError(f"all {stats['documents']['val']:,} kept documents fell into the validation split (share {fraction:.4f}); "
                          f"too few for one: lower --min-val-docs or --val-fraction (0 keeps every document for training), or add data")
+    absent = [c for c in config.filters.where if not stats.get("where_fields", {}).get(c.field)]
+    if absent and stats["input_records"]:  # a misspelt field: `!=` would keep every record, the others none
+        raise SutraError(f"--where '{absent[0]}': no record of {', '.join(config.sources)} has a value in a '{absent[0].field}' field "
+                         f"({stats['input_records']:,} records read); check the field's name (a nested one is written a.b)")
     if stats["documents"]["train"] == 0:
         scale = " (--min-quality is on the data's own scale: sutra-10B scores 0-1, sutra-10M..1B 60-85)" if "min_quality" in stats["filtered"] else ""
         raise SutraError(f"no documents survived from {', '.join(config.sources)}: {_summary(stats)}{scale}")
     _check_unchanged(recipe)
     stats = {**stats, "val_fraction": fraction, "dropped_total": sum(stats["dropped"].values()),
              "filtered_total": sum(stats["filtered"].values())}
-    for key in ("tokens_by_domain", "tokens_by_content_type", "dropped", "filtered"):
-        stats[key] = dict(sorted(stats[key].items()))
+    for key in ("tokens_by_domain", "tokens_by_content_type", "dropped", "filtered", "where_fields"):
+        stats[key] = dict(sorted(stats.get(key, {}).items()))
     atomic_write_json(out / "stats.json", stats)
     writer.finish(tokenizer, recipe=recipe, val_fraction=fraction)  # a mix checks overlapping datasets split alike
     (out / "progress.json").unlink(missing_ok=True)

@@ -307,6 +307,11 @@ def test_not_equal_keeps_records_without_the_field(tmp_path, tokenizer):
     assert result.returncode == 0, result.stderr
     assert "filtered out                 1: where:status!=draft 1" in result.stdout
     assert split_text(tmp_path / "out", "train", tokenizer) == "".join(r["text"] + ENDOFTEXT for r in records if r.get("status") != "draft")
+    # ... but a field no record has is a misspelt name: != would keep everything, == nothing
+    for where in ("stauts!=draft", "stauts==draft"):
+        typo = run_sutra("data", "prepare", str(source), "--out", str(tmp_path / where), "--where", where, "--val-fraction", "0", "--workers", "2")
+        assert typo.returncode == 2 and f"--where '{where}': no record of {source} has a value in a 'stauts' field (4 records read)" in typo.stderr
+    assert json.loads((tmp_path / "out" / "stats.json").read_text())["where_fields"] == {"status": 2}  # null is no value
 
 
 def test_validation_share_is_sized_on_the_documents_the_filters_keep(tmp_path, tokenizer):
