@@ -54,7 +54,11 @@ class PrepareConfig:
     workers: int = 0  # 0: one per CPU core
     strict: bool = False
     overwrite: bool = False
-    hub_split: str = "train"
+    hub_split: str | None = None  # None: train, and no source need have splits
+
+    @property
+    def split(self) -> str:
+        return self.hub_split or "train"
 
     def __post_init__(self):
         if not self.sources:
@@ -226,7 +230,7 @@ def _recipe(config: PrepareConfig, inputs, tokenizer) -> dict:
         "shard_tokens": config.shard_tokens,
         "max_chars": config.max_chars,
         "unit_bytes": config.unit_bytes,
-        "hub_split": config.hub_split,
+        "hub_split": config.split,
         "tokenizer_fingerprint": tokenizer.fingerprint,
     }
 
@@ -352,7 +356,7 @@ def _val_fraction(config: PrepareConfig, sources: list, pool, ahead: int, log) -
     if fraction == 0 or config.min_val_docs == 0:
         return fraction
     enough, documents = math.ceil(config.min_val_docs / fraction), 0
-    for kept in _ordered_results(pool, src.iter_units(sources, config.unit_bytes, config.hub_split), ahead, work=count_kept):
+    for kept in _ordered_results(pool, src.iter_units(sources, config.unit_bytes, config.split), ahead, work=count_kept):
         documents += kept
         if documents >= enough:
             return fraction
@@ -435,7 +439,7 @@ def _prepare_into(out: Path, config: PrepareConfig, tokenizer, inputs: list, rec
         if fraction is None:
             fraction = _val_fraction(config, sources, pool, ahead, log)
         val_threshold = int(fraction * 2**64)
-        units = islice(src.iter_units(sources, config.unit_bytes, config.hub_split), next_unit, None)
+        units = islice(src.iter_units(sources, config.unit_bytes, config.split), next_unit, None)
         for unit_index, result in enumerate(_ordered_results(pool, units, ahead), start=next_unit):
             is_val = result.hashes < val_threshold  # kept documents only: filtered and dropped ones never reach a split
             for location, reason, detail in result.problems:

@@ -69,10 +69,12 @@ def _kind(path: Path, allow_json: bool) -> str | None:
 NOT_REGULAR = "not a regular file (a named pipe, socket or device)"
 
 
-def expand(specs: list[str], split: str = "train") -> list[tuple[str, Path | str]]:
-    """(kind, path-or-hub-id) for every input named by `specs`, in a stable order; `split` picks
-    the split of a saved DatasetDict directory (a hub id's is picked when it streams)."""
+def expand(specs: list[str], split: str | None = None) -> list[tuple[str, Path | str]]:
+    """(kind, path-or-hub-id) for every input named by `specs`, in a stable order; `split` (default
+    train) picks the split of a saved DatasetDict directory (a hub id's is picked when it streams).
+    A split asked for where no input has splits is refused: every row would be read."""
     found = []
+    asked, split = split, split or "train"
     for spec in specs:
         kind = spec_kind(spec)
         if kind == "glob":
@@ -90,10 +92,18 @@ def expand(specs: list[str], split: str = "train") -> list[tuple[str, Path | str
             found.append(("hub", spec))
         else:
             raise SutraError(f"{spec}: no such file or directory (nor a corpus asset: {', '.join(CORPORA)}; nor a hub dataset id like 'owner/name')")
+    if asked is not None and not any(kind == "hub" or (kind == "arrow" and _in_dataset_dict(path)) for kind, path in found):
+        raise SutraError(f"--split {asked}: no input has splits (only saved DatasetDict directories and hub dataset ids do), so every "
+                         f"row of {', '.join(specs)} would be read; leave --split out, or give the DatasetDict directory")
     return found
 
 
-def expand_outside(specs: list[str], out: Path, split: str = "train") -> tuple[list[tuple[str, Path | str]], int]:
+def _in_dataset_dict(path: Path) -> bool:
+    """Whether a file is of one split of a saved DatasetDict (DICT/SPLIT/data-*.arrow)."""
+    return _saved_listing(path.parent.parent / "dataset_dict.json", "splits") is not None
+
+
+def expand_outside(specs: list[str], out: Path, split: str | None = None) -> tuple[list[tuple[str, Path | str]], int]:
     """`expand`'s inputs each once, leaving out anything inside `out` (a re-run must not read its
     own output), and how many more times the specs named one; none is an error."""
     inputs, seen, repeated = [], set(), 0
@@ -138,7 +148,7 @@ def _walk(path: Path, split: str, explicit: bool, allow_json: bool) -> list[tupl
             return _walk(path / split, split, explicit=True, allow_json=False)
         if (files := _saved_listing(path / "state.json", "_data_files", lambda f: f["filename"])) is not None:  # datasets.Dataset.save_to_disk
             return [("arrow", path / name) for name in files]
-        files, unlisted = _files_under(path)
+        files, unlisted = _files_under(path)  # a saved dataset inside is one of these, read as at the top
         return [("unlisted", d) for d in unlisted] + [item for child in files for item in _walk(child, split, explicit=False, allow_json=False)]
     kind = _kind(path, allow_json)
     if path.exists() and not path.is_file():  # a named pipe, socket or device: reading one may wait forever
@@ -163,11 +173,18 @@ def _saved_listing(path: Path, key: str, item=lambda x: x) -> list[str] | None:
     return names if all(isinstance(name, str) for name in names) else None
 
 
+def _is_saved_dataset(directory: Path) -> bool:
+    """A datasets.save_to_disk directory (a DatasetDict or a Dataset): its metadata lists its data."""
+    return (_saved_listing(directory / "dataset_dict.json", "splits") is not None
+            or _saved_listing(directory / "state.json", "_data_files", lambda f: f["filename"]) is not None)
+
+
 def _files_under(root: Path) -> tuple[list[Path], list[Path]]:
     """Every file under `root` but hidden ones, in path order, and the directories that cannot be
-    listed (reported, not skipped). Links are followed (Path.rglob skips a linked directory and a
-    broken link: their data would be lost unreported), each directory once, so that a link to a
-    parent does not loop."""
+    listed (reported, not skipped). A saved dataset below `root` is one entry, its directory: its
+    metadata files are no data, and a DatasetDict's other splits are not to be read. Links are
+    followed (Path.rglob skips a linked directory and a broken link: their data would be lost
+    unreported), each directory once, so that a link to a parent does not loop."""
     files, seen, unlisted = [], set(), []
     for directory, subdirs, names in os.walk(root, followlinks=True, onerror=lambda exc: unlisted.append(Path(exc.filename))):
         real = os.path.realpath(directory)
@@ -175,6 +192,10 @@ def _files_under(root: Path) -> tuple[list[Path], list[Path]]:
             subdirs.clear()
             continue
         seen.add(real)
+        if directory != str(root) and {"dataset_dict.json", "state.json"} & set(names) and _is_saved_dataset(Path(directory)):
+            files.append(Path(directory))
+            subdirs.clear()
+            continue
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
         files += [Path(directory, name) for name in names if not name.startswith(".")]
     return sorted(files), sorted(unlisted)

@@ -1,6 +1,7 @@
 import gzip
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -85,7 +86,11 @@ def test_every_input_format_gives_the_same_shards(tmp_path, documents):
         (tmp_path / "texts" / f"{i:03d}.txt").write_text(d)
     inputs = {"jsonl": [jsonl], "gz dir": [tmp_path / "gz"], "zst": [tmp_path / "b.jsonl.zst"], "parquet": [tmp_path / "c.parquet"],
               "save_to_disk": [tmp_path / "saved"], "DatasetDict (its train split)": [tmp_path / "saved-dict"],
-              "text glob": [str(tmp_path / "texts" / "*.txt")]}
+              "text glob": [str(tmp_path / "texts" / "*.txt")],
+              # found inside a directory, each is read as at the top: no metadata files as bad input, no test split
+              "DatasetDict in a directory": [tmp_path / "nest-dict"], "save_to_disk in a directory": [tmp_path / "nest-saved"]}
+    shutil.copytree(tmp_path / "saved-dict", tmp_path / "nest-dict" / "a" / "dict")
+    shutil.copytree(tmp_path / "saved", tmp_path / "nest-saved" / "a" / "saved")
     outputs = {}
     for name, sources in inputs.items():
         out = tmp_path / f"out-{name.replace(' ', '-')}"
@@ -93,8 +98,12 @@ def test_every_input_format_gives_the_same_shards(tmp_path, documents):
         assert stats["documents"]["train"] + stats["documents"]["val"] == 60 and stats["dropped"] == {}, name
         outputs[name] = shard_bytes(out)
     assert all(o == outputs["jsonl"] for o in outputs.values())
-    stats = run_prepare([tmp_path / "saved-dict"], tmp_path / "out-test-split", workers=1, val_fraction=0.0, hub_split="test")
-    assert stats["documents"]["train"] == 10
+    for source in ("saved-dict", "nest-dict"):
+        stats = run_prepare([tmp_path / source], tmp_path / f"out-test-split-{source}", workers=1, val_fraction=0.0, hub_split="test")
+        assert stats["documents"]["train"] == 10 and stats["dropped"] == {}
+    # a split asked of inputs without any would read every row
+    with pytest.raises(SutraError, match=r"--split test: no input has splits .* so every row of .*c\.parquet, .*saved would be read"):
+        run_prepare([tmp_path / "c.parquet", tmp_path / "saved"], tmp_path / "out-no-splits", workers=1, hub_split="test")
     with pytest.raises(SutraError, match="a saved DatasetDict without a 'validation' split \\(it has train, test\\); pick one with --split"):
         run_prepare([tmp_path / "saved-dict"], tmp_path / "out-none", workers=1, hub_split="validation")
 
