@@ -66,6 +66,11 @@ def _kind(path: Path, allow_json: bool) -> str | None:
     return None
 
 
+def is_source_file(path: Path) -> bool:
+    """Whether the name is of a file `sutra data prepare` reads (JSONL, Parquet, Arrow, text): raw data, not a prepared dataset."""
+    return _kind(path, allow_json=False) is not None
+
+
 NOT_REGULAR = "not a regular file (a named pipe, socket or device)"
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from sutra.data.shards import TOKEN_DTYPE, open_tokens, read_doc_ends, read_manifest
-from sutra.data.sources import HUB_ID, LOCAL_SOURCES
+from sutra.data.sources import HUB_ID, LOCAL_SOURCES, is_source_file
 from sutra.errors import SutraError
 
 MIX_FORMAT = "sutra-mix"
@@ -159,17 +159,25 @@ def open_stream(path: str | Path, split: str) -> TokenStream:
 
 def read_mix(path: Path) -> dict:
     """A mix manifest with each component's dataset manifest attached and checked."""
+    raw = SutraError(f"{path}: data to prepare, not a prepared dataset; run `sutra data prepare {path} --out DIR` and give DIR")
     try:
         mix = json.loads(path.read_text())
     except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
+        if is_source_file(path):
+            raise raw from None
         raise SutraError(f"{path}: not a readable mix manifest ({exc})") from None
     if not isinstance(mix, dict) or mix.get("format") != MIX_FORMAT or mix.get("version") != MIX_VERSION:
+        if is_source_file(path) or isinstance(mix, list):  # a one-line JSONL, a JSON array of records
+            raise raw
         raise SutraError(f"{path}: not a {MIX_FORMAT} v{MIX_VERSION} manifest; write one with `sutra data mix`")
     _check_mix(path, mix)
     for component in mix["components"]:
         directory = Path(component["path"])
         if not directory.is_absolute():
             directory = path.parent / directory
+            if not directory.exists():  # the mix moved without its datasets
+                raise SutraError(f"{path}: its dataset {component['path']} is named relative to the mix, and {directory} does not exist; "
+                                 f"keep the mix beside its datasets, or write it again with `sutra data mix`")
         manifest = read_manifest(directory)
         if manifest["splits"]["train"]["tokens"] != component["dataset_tokens"] or manifest["tokenizer_fingerprint"] != mix["tokenizer_fingerprint"]:
             raise SutraError(f"{path}: dataset {directory} changed since the mix was written; re-run `sutra data mix`")

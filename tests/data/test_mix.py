@@ -251,3 +251,24 @@ def _documents(tokens: list[int], separator: int = 0) -> list[list[int]]:
             docs.append(current)
             current = []
     return docs
+
+
+def test_raw_data_or_a_moved_mix_given_as_a_dataset_says_what_to_do(two_datasets, tmp_path):
+    """A JSONL, Parquet or text file as data.path said "not a readable mix manifest (Extra data: line 2 ...)";
+    a mix moved away from its datasets named a path the user never wrote."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "docs.jsonl").write_text('{"text": "one"}\n{"text": "two"}\n')
+    (tmp_path / "one.jsonl").write_text('{"text": "one"}\n')
+    (tmp_path / "notes.txt").write_text("plain text")
+    (tmp_path / "records.json").write_text('[{"text": "one"}]')
+    pq.write_table(pa.table({"text": ["one"]}), tmp_path / "docs.parquet")
+    for name in ("docs.jsonl", "one.jsonl", "notes.txt", "records.json", "docs.parquet"):
+        with pytest.raises(SutraError, match=rf"{name}: data to prepare, not a prepared dataset; run `sutra data prepare .*{name} --out DIR` and give DIR"):
+            open_stream(tmp_path / name, "train")
+    make_mix([str(two_datasets / "a")], tmp_path / "m.json")
+    (tmp_path / "moved").mkdir()
+    (tmp_path / "m.json").rename(tmp_path / "moved" / "m.json")
+    with pytest.raises(SutraError, match=r"m\.json: its dataset .*a is named relative to the mix, and .*moved/.* does not exist; keep the mix beside"):
+        open_stream(tmp_path / "moved" / "m.json", "train")
