@@ -46,6 +46,7 @@ class Source:
     kind: str
     name: str
     plan: list = field(default_factory=list)  # payload-free units; compressed/hub sources stream theirs
+    schema: object = None  # a Parquet or Arrow file's pyarrow.Schema: its columns are known before a row is read
 
 
 def _kind(path: Path, allow_json: bool) -> str | None:
@@ -360,18 +361,37 @@ def _plan_one(kind: str, path, name: str, unit_bytes: int) -> Source:
         if kind == "parquet":
             import pyarrow.parquet as pq
 
-            metadata = pq.ParquetFile(path).metadata
+            parquet = pq.ParquetFile(path)
             units, row = [], 0
-            for group in range(metadata.num_row_groups):
-                rows = metadata.row_group(group).num_rows
+            for group in range(parquet.metadata.num_row_groups):
+                rows = parquet.metadata.row_group(group).num_rows
                 units.append(Unit("parquet", name, first=row, start=group, stop=rows))
                 row += rows
-            return Source(kind, name, units)
-        rows = read_arrow(path).num_rows
-        units = [Unit("arrow", name, first=r, start=r, stop=min(r + UNIT_ROWS, rows)) for r in range(0, rows, UNIT_ROWS)]
-        return Source(kind, name, units)
+            return Source(kind, name, units, parquet.schema_arrow)
+        table = read_arrow(path)
+        units = [Unit("arrow", name, first=r, start=r, stop=min(r + UNIT_ROWS, table.num_rows)) for r in range(0, table.num_rows, UNIT_ROWS)]
+        return Source(kind, name, units, table.schema)
     except pa.ArrowException as exc:
         return Source("problem", name, [_problem(name, 0, "truncated_or_corrupt_file", f"{type(exc).__name__}: {exc}")])
+
+
+def check_text_column(sources: list[Source], text_field: str) -> None:
+    """A table without the text column, or with a column of no text, would have every row dropped
+    one by one: one error, naming the columns there are."""
+    import pyarrow as pa
+
+    for source in sources:
+        if source.schema is None:
+            continue
+        if text_field not in source.schema.names:
+            raise SutraError(f"{source.name}: no '{text_field}' column (its columns: {', '.join(source.schema.names)}); "
+                             f"name the text column with --text-field")
+        kind = source.schema.field(text_field).type
+        if pa.types.is_dictionary(kind):
+            kind = kind.value_type
+        # (string_view came in pyarrow 16)
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or getattr(pa.types, "is_string_view", lambda _: False)(kind)):
+            raise SutraError(f"{source.name}: column '{text_field}' holds {kind}, not text; name the text column with --text-field")
 
 
 def _group_text_files(sources: list[Source], unit_bytes: int) -> list[Source]:

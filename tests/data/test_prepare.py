@@ -655,3 +655,20 @@ def test_a_finished_dataset_with_damaged_stats_is_one_clear_line(tmp_path, docum
     assert again.returncode == 2 and "Traceback" not in again.stderr and "stats.json: unreadable" in again.stderr
     assert run_sutra("data", "prepare", str(source), "--out", str(out), "--val-fraction", "0", "--workers", "1", "--overwrite").returncode == 0
     assert json.loads((out / "stats.json").read_text())["input_records"] == 20
+
+
+def test_a_table_without_the_text_column_is_one_error_naming_its_columns(tmp_path):
+    """Each of its rows was dropped as missing_text, twenty printed, before the run failed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import Dataset
+
+    pq.write_table(pa.table({"body": ["one text", "another"], "n": [1, 2]}), tmp_path / "t.parquet")
+    Dataset.from_dict({"body": ["one text"], "n": [1]}).save_to_disk(str(tmp_path / "saved"))
+    for source in (tmp_path / "t.parquet", tmp_path / "saved"):
+        with pytest.raises(SutraError, match=r"no 'text' column \(its columns: body, n\); name the text column with --text-field"):
+            run_prepare([source], tmp_path / "out", workers=1)
+        with pytest.raises(SutraError, match="column 'n' holds int64, not text"):
+            run_prepare([source], tmp_path / "out", workers=1, text_field="n")
+    stats = run_prepare([tmp_path / "t.parquet"], tmp_path / "body", workers=1, text_field="body", val_fraction=0.0)
+    assert stats["documents"]["train"] == 2
