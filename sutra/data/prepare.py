@@ -487,8 +487,12 @@ def _prepare_into(out: Path, config: PrepareConfig, tokenizer, inputs: list, rec
     (out / "progress.json").unlink(missing_ok=True)
     if shown > SHOWN_PROBLEMS:
         print(f"sutra: ... {shown - SHOWN_PROBLEMS} more dropped records; all are listed in {out / 'dropped.tsv'}", file=log)
-    if stats["documents"]["val"] == 0 and fraction > 0:
+    val = stats["documents"]["val"]
+    if val == 0 and fraction > 0:
         print(f"sutra: warning: no document fell into the validation split (fraction {fraction:.4f}); raise --val-fraction", file=log)
+    elif fraction > 0 and val < config.min_val_docs / 2:  # each document's hash decides: a handful varies widely
+        print(f"sutra: warning: only {val} document{'s' * (val != 1)} fell into the validation split (--min-val-docs "
+              f"{config.min_val_docs} aimed for about {config.min_val_docs}); its perplexity is noisy: raise --min-val-docs", file=log)
     return stats
 
 

@@ -672,3 +672,20 @@ def test_a_table_without_the_text_column_is_one_error_naming_its_columns(tmp_pat
             run_prepare([source], tmp_path / "out", workers=1, text_field="n")
     stats = run_prepare([tmp_path / "t.parquet"], tmp_path / "body", workers=1, text_field="body", val_fraction=0.0)
     assert stats["documents"]["train"] == 2
+
+
+def test_a_validation_split_far_below_min_val_docs_is_warned_of(tmp_path):
+    """Each document's hash decides its split: 12 documents at share 0.5 may leave 1 for validation."""
+    import hashlib
+    import io
+
+    def below_half(text: str) -> bool:
+        return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") < 2**63
+
+    candidates = [f"Document {i} about rivers." for i in range(200)]
+    texts = [t for t in candidates if not below_half(t)][:11] + [t for t in candidates if below_half(t)][:1]
+    source = write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in texts])
+    log = io.StringIO()
+    stats = prepare(PrepareConfig(sources=(str(source),), out=tmp_path / "out", min_val_docs=6, workers=1), log=log)
+    assert stats["val_fraction"] == 0.5 and stats["documents"] == {"train": 11, "val": 1}
+    assert "sutra: warning: only 1 document fell into the validation split (--min-val-docs 6 aimed for about 6)" in log.getvalue()
