@@ -6,6 +6,7 @@ config, training from the run directory (metrics.jsonl, recipe.yaml) when given,
 tables, usage and limitations. Anything the inputs do not say is left out, never guessed.
 """
 
+import json
 import math
 from pathlib import Path
 
@@ -71,8 +72,7 @@ def model_details(spec: str, config, base_model: str | None = None, datasets: li
 def description(config, base_model: str | None, datasets: list[str], run: dict | None, checkpoint: dict) -> str:
     """The seed's opening line, from what is known: shape, base, data, epochs and tokens."""
     text = f"A {config.num_parameters / 1e6:.1f}M-parameter {base_model or 'Llama-architecture'} model"
-    if datasets:
-        text += f" pretrained on {', '.join(datasets)}"
+    trained = f" pretrained on {', '.join(datasets)}" if datasets else ""
     run = run or {"metrics": [], "recipe": None}
     # the checkpoint's own epochs (an e1-final of a 3-epoch run was trained for 1), else the run's
     epochs = math.ceil(checkpoint["epoch"]) if finite(checkpoint.get("epoch")) and checkpoint["epoch"] > 0 else \
@@ -80,10 +80,10 @@ def description(config, base_model: str | None, datasets: list[str], run: dict |
     tokens = [m["tokens"] for m in run["metrics"] if isinstance(m.get("tokens"), (int, float))
               and (checkpoint.get("step") is None or m.get("step", 0) <= checkpoint["step"])]
     if isinstance(epochs, int) and epochs > 0:
-        text += f" for {epochs} epoch{'s' * (epochs > 1)}"
+        trained = (trained or " trained") + f" for {epochs} epoch{'s' * (epochs > 1)}"
     if tokens:
-        text += f" ({_count(max(tokens))} tokens to this checkpoint)"
-    return text + "."
+        trained = (trained or " trained") + f" ({_count(max(tokens))} tokens to this checkpoint)"
+    return text + trained + "."
 
 
 def _weights_dtype(directory: Path) -> str | None:
@@ -184,11 +184,27 @@ def public_recipe(recipe: dict) -> dict:
     return public
 
 
+def training_data(recipe: dict | None) -> str | None:
+    """What the run trained on: the dataset's name, or a mix's components with their shares, read
+    from its manifest where it is still there (named by the last part of each path)."""
+    path = ((recipe or {}).get("data") or {}).get("path")
+    if not isinstance(path, str):
+        return None
+    try:
+        mix = json.loads(Path(path).read_text())
+        parts = [f"{Path(c['path']).name} {c['weight']:.0%} ({_count(c['tokens'])} tokens)" for c in mix["components"]]
+        if mix.get("format") == "sutra-mix" and parts:
+            return f"{Path(path).name}, a mix of {_count(mix['tokens'])} tokens per epoch: {', '.join(parts)}"
+    except (OSError, ValueError, TypeError, KeyError, RecursionError):
+        pass  # a dataset directory, or a mix no longer there: its name
+    return Path(path).name
+
+
 def training_summary(run: dict, checkpoint: dict) -> list[tuple[str, str]]:
     """The run's training up to this checkpoint (a run's e1-best is not its end)."""
     upto = checkpoint.get("step")
     metrics = [m for m in run["metrics"] if upto is None or not isinstance(m.get("step"), (int, float)) or m["step"] <= upto]
-    rows = []
+    rows = [("Training data", data)] if (data := training_data(run.get("recipe"))) else []
     steps = [m["step"] for m in metrics if isinstance(m.get("step"), (int, float))]
     if steps:
         rows.append(("Optimizer steps", f"{int(max(steps)):,}"))
@@ -203,7 +219,7 @@ def training_summary(run: dict, checkpoint: dict) -> list[tuple[str, str]]:
         rows.append(("Learning rate (logged)", f"{max(lrs):.0e} → {lrs[-1]:.0e} (highest → final)"))
     losses = [m["loss"] for m in metrics if finite(m.get("loss"))]
     if losses:
-        rows.append(("Final training loss", f"{losses[-1]:.4f}"))
+        rows.append(("Final training loss (mean of the last logged steps)", f"{losses[-1]:.4f}"))
     ppls = [m.get("val_ppl") if finite(m.get("val_ppl")) else math.exp(min(m["val_loss"], 700)) if finite(m.get("val_loss")) else None for m in metrics]
     ppls = [p for p in ppls if finite(p)]
     if ppls:

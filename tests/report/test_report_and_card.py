@@ -491,3 +491,20 @@ def test_the_cards_opening_line_counts_the_checkpoints_epochs_not_the_runs(tmp_p
     line = description(get_preset("smollm2-70m"), None, ["codelion/sutra-10B"], run, {"step": 40, "epoch": 1.0})
     assert line == "A 69.2M-parameter Llama-architecture model pretrained on codelion/sutra-10B for 1 epoch (10.20M tokens to this checkpoint)."
     assert "for 3 epochs" in description(get_preset("smollm2-70m"), None, [], run, {"step": 40, "epoch": 2.96})
+
+
+def test_the_card_says_trained_without_a_dataset_and_names_a_mixs_components(tmp_path):
+    """"A 7.3M-parameter Llama-architecture model for 1 epoch" had no verb; a mix showed as `mix.json` alone."""
+    from sutra.report.card import description, training_data
+    from sutra.model.config import get_preset
+
+    run = {"metrics": [{"step": 40, "tokens": 10_200_000}], "recipe": {"train": {"epochs": 3}}}
+    assert description(get_preset("tiny"), None, [], run, {"step": 40, "epoch": 1.0}).endswith(
+        "Llama-architecture model trained for 1 epoch (10.20M tokens to this checkpoint).")
+    mix = {"format": "sutra-mix", "version": 1, "tokens": 200_000, "components": [
+        {"path": "data/man", "weight": 0.7, "tokens": 140_000}, {"path": "/abs/pydoc", "weight": 0.3, "tokens": 60_000}]}
+    (tmp_path / "mix.json").write_text(json.dumps(mix))
+    assert training_data({"data": {"path": str(tmp_path / "mix.json")}}) == \
+        "mix.json, a mix of 200.00K tokens per epoch: man 70% (140.00K tokens), pydoc 30% (60.00K tokens)"
+    assert training_data({"data": {"path": str(tmp_path / "gone.json")}}) == "gone.json"  # moved since: its name
+    assert training_data({"data": {"path": "/data/stdlib-docs"}}) == "stdlib-docs" and training_data({}) is None
