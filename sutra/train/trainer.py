@@ -921,7 +921,9 @@ def train(recipe_path: str | None, overrides: list[str], resume_dir: str | None,
     returns the exit code (see Trainer.run)."""
     if resume_dir is not None:
         if overrides:
-            raise SutraError("--set cannot change a run being resumed; its recipe is fixed in RUN_DIR/recipe.yaml")
+            may_change = ", ".join(key + "*" if key.endswith(".") else key for key in RESUME_MAY_CHANGE)
+            raise SutraError(f"--set cannot change a run being resumed: edit {Path(resume_dir) / RECIPE_FILE} for what a resume may change "
+                             f"({may_change}), or start a new run from its weights with `sutra train RECIPE --init-from {Path(resume_dir) / LAST}`")
         if not (Path(resume_dir) / RECIPE_FILE).is_file():
             _restore_recipe(Path(resume_dir))
         recipe = load_recipe(Path(resume_dir) / RECIPE_FILE)

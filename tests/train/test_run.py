@@ -780,3 +780,11 @@ def test_a_checkpoint_write_that_fails_leaves_the_earlier_checkpoints_as_they_we
     assert (run_dir / "last").resolve().name == "step-00000002"
     resumed = run_sutra("train", "--resume", str(run_dir), check=True)
     assert "resuming at step 2" in resumed.stderr and "done: 6 steps" in resumed.stderr
+
+
+def test_set_on_a_resume_says_what_to_edit_instead(tmp_path):
+    refused = run_sutra("train", "--resume", str(tmp_path / "run"), "--set", "train.micro_batch=8")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert f"--set cannot change a run being resumed: edit {tmp_path / 'run' / 'recipe.yaml'} for what a resume may change (" in refused.stderr
+    assert "train.parallel" in refused.stderr and "checkpoint.*" in refused.stderr
+    assert f"or start a new run from its weights with `sutra train RECIPE --init-from {tmp_path / 'run' / 'last'}`" in refused.stderr
