@@ -99,7 +99,8 @@ def make_mix(components: list[str], out: Path, tokens: int | None = None, block_
     manifests = [read_manifest(path) for path, _ in parsed]
     fingerprints = {m["tokenizer_fingerprint"] for m in manifests}
     if len(fingerprints) > 1:
-        raise SutraError(f"the datasets were tokenized with different tokenizers ({', '.join(sorted(fingerprints))}); re-prepare them with one")
+        which = "; ".join(f"{path}: {m['tokenizer_fingerprint']}" for (path, _), m in zip(parsed, manifests))
+        raise SutraError(f"the datasets were tokenized with different tokenizers ({which}); re-prepare them with one")
     _check_splits_agree([path for path, _ in parsed], manifests)
     available = [m["splits"]["train"]["tokens"] for m in manifests]
     if weights[0] is None:

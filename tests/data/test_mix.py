@@ -272,3 +272,16 @@ def test_raw_data_or_a_moved_mix_given_as_a_dataset_says_what_to_do(two_datasets
     (tmp_path / "m.json").rename(tmp_path / "moved" / "m.json")
     with pytest.raises(SutraError, match=r"m\.json: its dataset .*a is named relative to the mix, and .*moved/.* does not exist; keep the mix beside"):
         open_stream(tmp_path / "moved" / "m.json", "train")
+
+
+def test_datasets_of_different_tokenizers_are_refused_naming_each(two_datasets, tmp_path):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(two_datasets / "b", other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["tokenizer_fingerprint"] = "0123456789abcdef"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    mine = json.loads((two_datasets / "a" / "manifest.json").read_text())["tokenizer_fingerprint"]
+    with pytest.raises(SutraError, match=rf"different tokenizers \(.*a: {mine}; .*other: 0123456789abcdef\); re-prepare them with one"):
+        make_mix([str(two_datasets / "a"), str(other)], tmp_path / "m.json")
