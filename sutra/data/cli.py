@@ -45,8 +45,8 @@ def register(subparsers) -> None:
     p.add_argument("--block-tokens", default="1M", help="size of the sampled blocks when a dataset is cut down (default 1M)")
     p.set_defaults(func=cmd_mix)
 
-    p = sub.add_parser("stats", help="print a prepared dataset's stats.json (documents, tokens, domains, drops)")
-    p.add_argument("directory", metavar="DIR")
+    p = sub.add_parser("stats", help="print a prepared dataset's stats.json (documents, tokens, domains, drops), or a mix's components")
+    p.add_argument("directory", metavar="DIR_OR_MIX")
     p.add_argument("--json", action="store_true", help="print the raw JSON")
     p.set_defaults(func=cmd_stats)
 
@@ -93,20 +93,37 @@ def cmd_mix(args) -> int:
             raise SutraError(f"{flag} {exc}") from None
 
     mix = make_mix(args.components, args.out, tokens("--tokens", args.tokens) if args.tokens else None, tokens("--block-tokens", args.block_tokens))
+    print_mix(mix)
     for component in mix["components"]:
-        print(f"{component['path']:<40} weight {component['weight']:.3f}  {component['tokens']:>15,} tokens  "
-              f"({component['passes']:.2f} passes over {component['dataset_tokens']:,})")
         if component["passes"] > 4:  # repeated data is worth less than new data: say it, not just show it
             print(f"sutra: warning: {component['path']} is read {component['passes']:.1f} times; give it a smaller weight or add data", file=sys.stderr)
     print(f"wrote {args.out}: {mix['tokens']:,} train tokens")
     return 0
 
 
+def print_mix(mix: dict) -> None:
+    for component in mix["components"]:
+        print(f"{component['path']:<40} weight {component['weight']:.3f}  {component['tokens']:>15,} tokens  "
+              f"({component['passes']:.2f} passes over {component['dataset_tokens']:,})")
+
+
 def cmd_stats(args) -> int:
     import json
+    from pathlib import Path
 
     from sutra.data.shards import read_manifest, read_stats
 
+    if Path(args.directory).is_file():  # a mix manifest (read and checked as training reads it): its components
+        from sutra.data.stream import read_mix
+
+        mix = read_mix(Path(args.directory))
+        if args.json:
+            print(json.dumps({k: v for k, v in mix.items() if k != "components"} | {"components": [
+                {k: v for k, v in c.items() if k not in ("ranges", "manifest")} for c in mix["components"]]}, indent=2))
+        else:
+            print_mix(mix)
+            print(f"{args.directory}: a mix of {mix['tokens']:,} train tokens per epoch; `sutra data stats DIR` shows each dataset")
+        return 0
     read_manifest(args.directory)
     stats = read_stats(args.directory)
     if args.json:

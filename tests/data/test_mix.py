@@ -86,6 +86,10 @@ def test_mix_cli_and_errors(two_datasets, tmp_path, tokenizer):
     result = run_sutra("data", "mix", f"{root / 'a'}=50", f"{root / 'b'}=50", "--tokens", "2K", "--out", str(tmp_path / "m.json"))
     assert result.returncode == 0, result.stderr
     assert "1,000 tokens" in result.stdout and json.loads((tmp_path / "m.json").read_text())["tokens"] == 2000
+    shown = run_sutra("data", "stats", str(tmp_path / "m.json"), check=True)  # a mix's composition, as `data mix` printed it
+    assert result.stdout.splitlines()[:2] == shown.stdout.splitlines()[:2] and "a mix of 2,000 train tokens per epoch" in shown.stdout
+    raw = json.loads(run_sutra("data", "stats", str(tmp_path / "m.json"), "--json", check=True).stdout)
+    assert [c["tokens"] for c in raw["components"]] == [1000, 1000] and "ranges" not in raw["components"][0]
     repeated = run_sutra("data", "mix", str(root / "a"), "--tokens", "1M", "--out", str(tmp_path / "r.json"))
     assert repeated.returncode == 0 and f"sutra: warning: {os.path.relpath(root / 'a', tmp_path)} is read" in repeated.stderr
     bad = run_sutra("data", "mix", f"{root / 'a'}=50", str(root / "b"), "--out", str(tmp_path / "x.json"))
