@@ -412,17 +412,20 @@ def test_a_rejected_request_does_not_switch_off_the_json_dialect(scripted, tmp_p
     assert dialects == ["json_schema", "json_object", None, "json_schema"], "every dialect tried once, then back to the first"
 
 
-@pytest.mark.parametrize("how", ["one flag", "environment"])
+@pytest.mark.parametrize("how", ["one flag", "repeated flag", "environment"])
 def test_every_url_of_a_comma_separated_list_gets_its_concurrency(scripted, synth, tmp_path, how):
-    """--concurrency 1 with two servers named in one --base-url (or SUTRA_SYNTH_BASE_URL) keeps two
-    items in flight: requests overlap (each takes DELAY, so serial ones arrive at least DELAY apart)."""
+    """--concurrency 1 with two servers named in one --base-url, in two (as the README shows), or in
+    SUTRA_SYNTH_BASE_URL keeps two items in flight: requests overlap (each takes DELAY, so serial
+    ones arrive at least DELAY apart), and both servers take work."""
     delay = 0.6
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     servers = [scripted("--delay", str(delay), "--log", str(log)) for log in logs]
     urls = f"{servers[0].url},{servers[1].url}"
-    where = ["--base-url", urls] if how == "one flag" else []
+    where = {"one flag": ["--base-url", urls], "repeated flag": ["--base-url", servers[0].url, "--base-url", servers[1].url],
+             "environment": []}[how]
     synth("synth", "run", "--n", "2", "--out", tmp_path / "synth", *where, "--min-tokens", "30", "--concurrency", "1",
           env={} if where else {"SUTRA_SYNTH_BASE_URL": urls}, check=True)
+    assert all(log.exists() and log.read_text().strip() for log in logs), "each server took work"
     arrivals = sorted(json.loads(line)["t"] for log in logs for line in log.read_text().splitlines())
     assert len(arrivals) >= 4  # a generation and a judgement per item
     assert min(b - a for a, b in zip(arrivals, arrivals[1:])) < delay / 2
