@@ -8,23 +8,9 @@ import zipfile
 
 import pytest
 
-from sutra_testing import run_sutra
+from sutra_testing import NO_INDEX, run_sutra, write_wheel
 from sutra import assets
 from sutra.errors import SutraError
-
-# pip configured for no network: no index, no user config (a test must never reach PyPI)
-NO_INDEX = {"PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull}
-
-
-def write_wheel(path, name: str, version: str, payload: bytes, member: str = "data.bin"):
-    """A minimal valid wheel, enough for `pip download --no-deps` to accept it from --find-links."""
-    dist_info = f"{name}-{version}.dist-info"
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(f"{name}/{member}", payload)
-        zf.writestr(f"{dist_info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-        zf.writestr(f"{dist_info}/WHEEL", "Wheel-Version: 1.0\nGenerator: sutra-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
-        zf.writestr(f"{dist_info}/RECORD", "")
-    return path
 
 
 def truncate(path, keep: float = 0.5):

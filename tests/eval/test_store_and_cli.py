@@ -59,12 +59,18 @@ def test_a_release_the_package_index_lacks_is_said_so_not_that_pypi_is_unreachab
     """This machine's index had no bigbench 1.0.0 (only 0.0.1): the message said to check that pip
     can reach PyPI, which it could, and not what still works without TruthfulQA."""
     from sutra.eval import store
+    from sutra_testing import NO_INDEX, write_wheel
 
-    monkeypatch.setattr(store, "BIGBENCH", "tqdm==0.0.0.1")  # a real query of the index, for a release no index has
+    index = tmp_path / "index"  # a local index (no test touches the network) that has only 1.0
+    index.mkdir()
+    write_wheel(index / "sutra_probe-1.0-py3-none-any.whl", "sutra_probe", "1.0", b"x")
+    for key, value in {"PIP_FIND_LINKS": str(index), **NO_INDEX}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(store, "BIGBENCH", "sutra_probe==2.0")  # a real query of that index, for a release it lacks
     with pytest.raises(SutraError) as info:
-        store._bigbench_truthfulqa_dir(tmp_path)
+        store._bigbench_truthfulqa_dir(tmp_path / "scratch")
     message = str(info.value)
-    assert "the package index this machine uses has no tqdm==0.0.0.1 (it offers " in message and "reach PyPI" not in message
+    assert "the package index this machine uses has no sutra_probe==2.0 (it offers 1.0" in message and "reach PyPI" not in message
     assert "truthfulqa_mc2 needs a copy you bring ('sutra assets fetch truthfulqa --from mc_task.json')" in message
     assert message.endswith("the card's other tasks run as they are: --tasks arc_easy,arc_challenge,boolq,hellaswag,piqa,sciq,winogrande,gsm8k,mmlu,openbookqa")
 
