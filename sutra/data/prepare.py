@@ -400,7 +400,7 @@ def _prepare_into(out: Path, config: PrepareConfig, tokenizer, inputs: list, rec
         stale.unlink()
 
     sources = src.plan(inputs, config.unit_bytes)
-    src.check_text_column(sources, config.text_field)
+    src.check_text_column(sources, config.text_field, log)
     settings = {
         "text_field": config.text_field, "columns": {config.text_field, *STAT_FIELDS, *config.filters.fields},
         "filters": config.filters, "max_chars": config.max_chars, "separator": tokenizer.document_separator_id,

@@ -375,11 +375,13 @@ def _plan_one(kind: str, path, name: str, unit_bytes: int) -> Source:
         return Source("problem", name, [_problem(name, 0, "truncated_or_corrupt_file", f"{type(exc).__name__}: {exc}")])
 
 
-def check_text_column(sources: list[Source], text_field: str) -> None:
+def check_text_column(sources: list[Source], text_field: str, log) -> None:
     """A table without the text column, or with a column of no text, would have every row dropped
-    one by one: one error, naming the columns there are."""
+    one by one: one error, naming the columns there are. Text files have no fields: said once."""
     import pyarrow as pa
 
+    if text_field != "text" and (files := sum(len(unit.payload) for s in sources if s.kind == "text" for unit in s.plan)):
+        print(f"sutra: warning: --text-field {text_field} does not apply to text files; the {files:,} read are each one whole document", file=log)
     for source in sources:
         if source.schema is None:
             continue

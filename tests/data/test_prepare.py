@@ -672,6 +672,11 @@ def test_a_table_without_the_text_column_is_one_error_naming_its_columns(tmp_pat
             run_prepare([source], tmp_path / "out", workers=1, text_field="n")
     stats = run_prepare([tmp_path / "t.parquet"], tmp_path / "body", workers=1, text_field="body", val_fraction=0.0)
     assert stats["documents"]["train"] == 2
+    (tmp_path / "texts").mkdir()
+    for name in ("a.txt", "b.md"):
+        (tmp_path / "texts" / name).write_text(f"the whole of {name}")
+    told = run_sutra("data", "prepare", str(tmp_path / "texts"), "--out", str(tmp_path / "texts-out"), "--text-field", "body", "--val-fraction", "0")
+    assert told.returncode == 0 and "--text-field body does not apply to text files; the 2 read are each one whole document" in told.stderr
 
 
 def test_a_validation_split_far_below_min_val_docs_is_warned_of(tmp_path):
