@@ -33,7 +33,7 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, default=0, help="tokenizer processes (default: one per CPU core)")
     p.add_argument("--strict", action="store_true", help="stop with an error at the first bad record instead of dropping it")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset prepared from other inputs at --out")
-    p.add_argument("--split", default=None, help="split to read from hub dataset ids and saved DatasetDict directories (default train; given, a source must have it)")
+    p.add_argument("--split", default="train", help="split to read from hub dataset ids and saved DatasetDict directories (default train; another, a source must have it)")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("mix", help="write a mixture manifest: weighted datasets and/or a fixed token budget (no copying)",

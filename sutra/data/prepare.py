@@ -54,11 +54,7 @@ class PrepareConfig:
     workers: int = 0  # 0: one per CPU core
     strict: bool = False
     overwrite: bool = False
-    hub_split: str | None = None  # None: train, and no source need have splits
-
-    @property
-    def split(self) -> str:
-        return self.hub_split or "train"
+    hub_split: str = "train"
 
     def __post_init__(self):
         if not self.sources:
@@ -230,7 +226,7 @@ def _recipe(config: PrepareConfig, inputs, tokenizer) -> dict:
         "shard_tokens": config.shard_tokens,
         "max_chars": config.max_chars,
         "unit_bytes": config.unit_bytes,
-        "hub_split": config.split,
+        "hub_split": config.hub_split,
         "tokenizer_fingerprint": tokenizer.fingerprint,
     }
 
@@ -356,7 +352,7 @@ def _val_fraction(config: PrepareConfig, sources: list, pool, ahead: int, log) -
     if fraction == 0 or config.min_val_docs == 0:
         return fraction
     enough, documents = math.ceil(config.min_val_docs / fraction), 0
-    for kept in _ordered_results(pool, src.iter_units(sources, config.unit_bytes, config.split), ahead, work=count_kept):
+    for kept in _ordered_results(pool, src.iter_units(sources, config.unit_bytes, config.hub_split), ahead, work=count_kept):
         documents += kept
         if documents >= enough:
             return fraction
@@ -440,7 +436,7 @@ def _prepare_into(out: Path, config: PrepareConfig, tokenizer, inputs: list, rec
         if fraction is None:
             fraction = _val_fraction(config, sources, pool, ahead, log)
         val_threshold = int(fraction * 2**64)
-        units = islice(src.iter_units(sources, config.unit_bytes, config.split), next_unit, None)
+        units = islice(src.iter_units(sources, config.unit_bytes, config.hub_split), next_unit, None)
         for unit_index, result in enumerate(_ordered_results(pool, units, ahead), start=next_unit):
             is_val = result.hashes < val_threshold  # kept documents only: filtered and dropped ones never reach a split
             for location, reason, detail in result.problems:
@@ -491,8 +487,8 @@ def _prepare_into(out: Path, config: PrepareConfig, tokenizer, inputs: list, rec
     if val == 0 and fraction > 0:
         print(f"sutra: warning: no document fell into the validation split (fraction {fraction:.4f}); raise --val-fraction", file=log)
     elif fraction > 0 and val < config.min_val_docs / 2:  # each document's hash decides: a handful varies widely
-        print(f"sutra: warning: only {val} document{'s' * (val != 1)} fell into the validation split (--min-val-docs "
-              f"{config.min_val_docs} aimed for about {config.min_val_docs}); its perplexity is noisy: raise --min-val-docs", file=log)
+        print(f"sutra: warning: only {val} document{'s' * (val != 1)} fell into the validation split, of about {config.min_val_docs} "
+              f"aimed for (--min-val-docs; each document's hash decides); its perplexity is noisy: raise --min-val-docs", file=log)
     return stats
 
 

@@ -75,12 +75,11 @@ def is_source_file(path: Path) -> bool:
 NOT_REGULAR = "not a regular file (a named pipe, socket or device)"
 
 
-def expand(specs: list[str], split: str | None = None) -> list[tuple[str, Path | str]]:
-    """(kind, path-or-hub-id) for every input named by `specs`, in a stable order; `split` (default
-    train) picks the split of a saved DatasetDict directory (a hub id's is picked when it streams).
-    A split asked for where no input has splits is refused: every row would be read."""
+def expand(specs: list[str], split: str = "train") -> list[tuple[str, Path | str]]:
+    """(kind, path-or-hub-id) for every input named by `specs`, in a stable order; `split` picks
+    the split of a saved DatasetDict directory (a hub id's is picked when it streams). A split
+    other than train asked for where no input has splits is refused: every row would be read."""
     found = []
-    asked, split = split, split or "train"
     for spec in specs:
         kind = spec_kind(spec)
         if kind == "glob":
@@ -98,8 +97,8 @@ def expand(specs: list[str], split: str | None = None) -> list[tuple[str, Path |
             found.append(("hub", spec))
         else:
             raise SutraError(f"{spec}: no such file or directory (nor a corpus asset: {', '.join(CORPORA)}; nor a hub dataset id like 'owner/name')")
-    if asked is not None and not any(kind == "hub" or (kind == "arrow" and _in_dataset_dict(path)) for kind, path in found):
-        raise SutraError(f"--split {asked}: no input has splits (only saved DatasetDict directories and hub dataset ids do), so every "
+    if split != "train" and not any(kind == "hub" or (kind == "arrow" and _in_dataset_dict(path)) for kind, path in found):
+        raise SutraError(f"--split {split}: no input has splits (only saved DatasetDict directories and hub dataset ids do), so every "
                          f"row of {', '.join(specs)} would be read; leave --split out, or give the DatasetDict directory")
     return found
 
@@ -109,7 +108,7 @@ def _in_dataset_dict(path: Path) -> bool:
     return _saved_listing(path.parent.parent / "dataset_dict.json", "splits") is not None
 
 
-def expand_outside(specs: list[str], out: Path, split: str | None = None) -> tuple[list[tuple[str, Path | str]], int]:
+def expand_outside(specs: list[str], out: Path, split: str = "train") -> tuple[list[tuple[str, Path | str]], int]:
     """`expand`'s inputs each once, leaving out anything inside `out` (a re-run must not read its
     own output), and how many more times the specs named one; none is an error."""
     inputs, seen, repeated = [], set(), 0

@@ -104,6 +104,7 @@ def test_every_input_format_gives_the_same_shards(tmp_path, documents):
     # a split asked of inputs without any would read every row
     with pytest.raises(SutraError, match=r"--split test: no input has splits .* so every row of .*c\.parquet, .*saved would be read"):
         run_prepare([tmp_path / "c.parquet", tmp_path / "saved"], tmp_path / "out-no-splits", workers=1, hub_split="test")
+    assert run_prepare([tmp_path / "c.parquet"], tmp_path / "out-train", workers=1, hub_split="train")["input_records"] == 60  # the default's meaning
     with pytest.raises(SutraError, match="a saved DatasetDict without a 'validation' split \\(it has train, test\\); pick one with --split"):
         run_prepare([tmp_path / "saved-dict"], tmp_path / "out-none", workers=1, hub_split="validation")
 
@@ -693,4 +694,4 @@ def test_a_validation_split_far_below_min_val_docs_is_warned_of(tmp_path):
     log = io.StringIO()
     stats = prepare(PrepareConfig(sources=(str(source),), out=tmp_path / "out", min_val_docs=6, workers=1), log=log)
     assert stats["val_fraction"] == 0.5 and stats["documents"] == {"train": 11, "val": 1}
-    assert "sutra: warning: only 1 document fell into the validation split (--min-val-docs 6 aimed for about 6)" in log.getvalue()
+    assert "sutra: warning: only 1 document fell into the validation split, of about 6 aimed for (--min-val-docs;" in log.getvalue()
