@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from sutra.data.stream import MIX_FORMAT
 from sutra.errors import SutraError
 from sutra.eval.tasks import TASKS
 from sutra.report.tables import (CHECKPOINT_NAME, Column, average_tasks, comparison_table, mean_percent, oldest_first, perplexity_bases,
@@ -193,7 +194,7 @@ def training_data(recipe: dict | None) -> str | None:
     try:
         mix = json.loads(Path(path).read_text())
         parts = [f"{Path(c['path']).name} {c['weight']:.0%} ({_count(c['tokens'])} tokens)" for c in mix["components"]]
-        if mix.get("format") == "sutra-mix" and parts:
+        if mix.get("format") == MIX_FORMAT and parts:
             return f"{Path(path).name}, a mix of {_count(mix['tokens'])} tokens per epoch: {', '.join(parts)}"
     except (OSError, ValueError, TypeError, KeyError, RecursionError):
         pass  # a dataset directory, or a mix no longer there: its name
