@@ -75,13 +75,16 @@ def _check_splits_agree(paths: list[Path], manifests: list[dict]) -> None:
         shares = manifests[i].get("val_fraction"), manifests[j].get("val_fraction")
         if not shared or None in shares or shares[0] == shares[1]:
             continue  # datasets prepared before their manifest recorded the share are not checked
-        wider = 0 if shares[0] > shares[1] else 1
-        redo = paths[1 - wider]
+        wide, narrow = (i, j) if shares[0] > shares[1] else (j, i)
+        wide_share, narrow_share = manifests[wide]["val_fraction"], manifests[narrow]["val_fraction"]
+        val_docs = manifests[wide].get("splits", {}).get("val", {}).get("documents")
+        left = f" (it holds {val_docs:,} now: about {val_docs * narrow_share / wide_share:.0f} would be left)" if isinstance(val_docs, int) else ""
         raise SutraError(
             f"{paths[i]} and {paths[j]} were prepared from the same input ({min(shared)}) with different validation shares "
             f"({shares[0]:.4f} and {shares[1]:.4f}), so documents one holds out for validation are training documents of the "
-            f"other. Re-prepare one so both split alike: `sutra data prepare ... --out {redo} --val-fraction {shares[wider]!r} "
-            f"--min-val-docs 0 --overwrite`")
+            f"other. Re-prepare one so both split alike: `sutra data prepare ... --out {paths[narrow]} --val-fraction {wide_share!r} "
+            f"--min-val-docs 0 --overwrite` (holding out {wide_share:.1%} of it), or `... --out {paths[wide]} --val-fraction "
+            f"{narrow_share!r} --min-val-docs 0 --overwrite` (fewer validation documents{left})")
 
 
 def make_mix(components: list[str], out: Path, tokens: int | None = None, block_tokens: int = 1 << 20) -> dict:

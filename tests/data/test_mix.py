@@ -234,7 +234,9 @@ def test_datasets_from_one_input_must_hold_out_the_same_documents(tmp_path):
 
     whole, part = prepared("whole", val_fraction=0.1), prepared("part", val_fraction=0.3, filters=Filters.from_args(domains="science"))
     with pytest.raises(SutraError, match=r"whole and .*part were prepared from the same input .*corpus.jsonl.* different validation shares "
-                                         r"\(0.1000 and 0.3000\).*--out .*whole --val-fraction 0.3 --min-val-docs 0 --overwrite"):
+                                         r"\(0.1000 and 0.3000\).*--out .*whole --val-fraction 0.3 --min-val-docs 0 --overwrite` \(holding out 30.0% of it\), "
+                                         r"or `... --out .*part --val-fraction 0.1 --min-val-docs 0 --overwrite` \(fewer validation documents "
+                                         r"\(it holds \d+ now: about \d+ would be left\)\)"):
         make_mix([f"{whole}=1", f"{part}=1"], tmp_path / "mix.json")
     assert not (tmp_path / "mix.json").exists()
     aligned = prepared("whole2", val_fraction=0.3)
