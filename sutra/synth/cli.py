@@ -97,6 +97,7 @@ def register(subparsers) -> None:
 
     p = sub.add_parser("stats", help="(re)write DIR/.synth/stats.{json,md} for an output directory and print the tables")
     p.add_argument("out", type=Path, metavar="DIR")
+    p.add_argument("--json", action="store_true", help="print the stats.json it writes instead of the tables")
     p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("serve-teacher", help="serve SmolLM2-135M-Instruct (GGUF) with llama.cpp's OpenAI-compatible server on loopback")
@@ -114,6 +115,7 @@ def register(subparsers) -> None:
     graph_sub = graph.add_subparsers(dest="graph_command", metavar="ACTION", required=True)
     p = graph_sub.add_parser("stats", help="print coverage of a graph (concepts per domain and level, links)")
     p.add_argument("graph", nargs="?", default="default")
+    p.add_argument("--json", action="store_true", help="print the counts as one JSON object")
     p.set_defaults(func=cmd_graph_stats)
     p = graph_sub.add_parser("order", help="print the curriculum order (prerequisites first, then complexity)")
     p.add_argument("graph", nargs="?", default="default")
@@ -256,7 +258,13 @@ def cmd_stats(args) -> int:
         raise SutraError(f"{args.out}: not a directory; pass the --out directory of a synth run")
     if not any(path.is_file() for path in args.out.glob("train_*.jsonl")):
         raise SutraError(f"{args.out}: holds no train_*.jsonl data files; pass the --out directory of a synth run")
-    print(render_markdown(write_stats(args.out)), end="")
+    stats = write_stats(args.out)
+    if args.json:
+        import json
+
+        print(json.dumps(stats, indent=2))
+    else:
+        print(render_markdown(stats), end="")
     return 0
 
 
@@ -290,6 +298,11 @@ def cmd_graph_stats(args) -> int:
 
     graph = KnowledgeGraph.load(args.graph)
     stats = graph.stats()
+    if args.json:
+        import json
+
+        print(json.dumps({"graph": str(graph.source), **stats}, indent=2))
+        return 0
     print(f"graph {graph.source}: {stats['concepts']} concepts, {stats['domains_covered']}/9 domains")
     for domain, n in stats["by_domain"].items():
         print(f"  {domain:<26} {n:>5}")

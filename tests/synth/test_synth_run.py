@@ -200,6 +200,7 @@ def test_shards_split_the_plan_deterministically(scripted, synth, tmp_path):
     synth("synth", "run", "--n", "5", "--out", single, "--base-url", server.url, *FAST, check=True)
     assert {r["id"] for r in records(single)} == {r["id"] for r in first + second}  # the same global plan
     assert "| Entries | 5 |" in synth("synth", "stats", out, check=True)[1]
+    assert json.loads(synth("synth", "stats", out, "--json", check=True)[1]) == json.loads((out / ".synth" / "stats.json").read_text())
     code, _, stderr = synth("synth", "run", "--n", "5", "--shard", "0/2", "--seed", "7", "--out", out, "--base-url", server.url)
     assert code == 2 and "different settings (seed: 0 then, 7 now)" in stderr
     # shards of one --out are one run: another split (it redid items shard 0 had made) or other settings are refused
@@ -373,6 +374,8 @@ def test_graph_expand_adds_only_validated_concepts(scripted, synth, tmp_path):
     _, stdout, _ = synth("synth", "graph", "expand", "--concepts", "fractions", "--out", tmp_path / "g.yaml", "--base-url", server.url, check=True)
     assert "1 concept(s) added" in stdout and "added 1, duplicate 1" in stdout
     assert synth("synth", "graph", "stats", tmp_path / "g.yaml", check=True)[1].startswith(f"graph {tmp_path / 'g.yaml'}: 50 concepts")
+    counts = json.loads(synth("synth", "graph", "stats", tmp_path / "g.yaml", "--json", check=True)[1])
+    assert counts["concepts"] == 50 and counts["graph"] == str(tmp_path / "g.yaml") and sum(counts["by_domain"].values()) == 50
     code, _, stderr = synth("synth", "graph", "expand", "--concepts", "no-such-id", "--out", tmp_path / "h.yaml", "--base-url", server.url)
     assert code == 2 and "unknown id(s) no-such-id" in stderr
 
