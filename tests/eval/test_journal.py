@@ -98,9 +98,10 @@ def test_journalled_requests_are_not_asked_again(tiny_model, benchmarks, tmp_pat
     assert {n: e["metrics"] for n, e in summarize(second, tasks).items()} == {n: e["metrics"] for n, e in summarize(first, tasks).items()}
 
 
-def test_evaluate_answers_from_the_journal_only_for_the_same_weights_dtype_and_device(tiny_model, benchmarks, tokenizer, tmp_path, capsys):
+def test_evaluate_answers_from_the_journal_only_for_the_same_weights_and_dtype(tiny_model, benchmarks, tokenizer, tmp_path, capsys):
     """What `sutra eval --out` gives the journal: answers of other weights, or of the same weights in
-    another dtype, would be other numbers under this model's name."""
+    another dtype, would be other numbers under this model's name. (The device is in the identity
+    too; one CPU cannot show it.)"""
     from sutra.eval.harness import evaluate
     from sutra.model.checkpoint import save_checkpoint
     from sutra.model.llama import Llama
