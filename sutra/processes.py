@@ -3,6 +3,7 @@
 import fcntl
 import os
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,8 +34,12 @@ def exclusive(out: Path, command: str, lock_file: str = LOCK_FILE, what: str | N
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.seek(0)
-            holder = lock.read().strip() or "another process"
+            holder, _, host = lock.read().strip().partition("\n")
+            holder = holder or "another process"
             lock.close()
+            if host == socket.gethostname() and _has_ended(holder):  # (on shared storage, another machine's pid means nothing here)  # killed: a child it forked may hold the lock a moment longer, until it ends too
+                raise SutraError(f"{what or out} is still locked by what {holder} started, though that process has ended; "
+                                 f"run the command again in a moment") from None
             raise SutraError(f"{what or out} is in use by {holder}; wait for it to finish or choose another output directory") from None
         try:
             if os.stat(path).st_ino == os.fstat(lock.fileno()).st_ino:
@@ -44,12 +49,26 @@ def exclusive(out: Path, command: str, lock_file: str = LOCK_FILE, what: str | N
         lock.close()  # locked a file its finishing holder had just removed: lock the new one
     try:
         lock.truncate(0)
-        lock.write(f"sutra {command} (pid {os.getpid()})\n")
+        lock.write(f"sutra {command} (pid {os.getpid()})\n{socket.gethostname()}\n")
         lock.flush()
         yield
     finally:
         path.unlink(missing_ok=True)  # while still locked, so nobody holds a lock on a file that is gone
         lock.close()
+
+
+def _has_ended(holder: str) -> bool:
+    """Whether the process a lock file names ("sutra train (pid N)"), of this machine, is gone or a zombie."""
+    import re
+
+    match = re.search(r"\(pid (\d+)\)", holder)
+    if not match:
+        return False
+    try:
+        state = Path(f"/proc/{match.group(1)}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return Path("/proc/self").exists()  # no such process (where /proc tells)
+    return state in ("Z", "X")
 
 
 @contextmanager

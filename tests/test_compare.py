@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -181,7 +182,7 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(tmp_pat
     assert second.returncode == 2 and "$ sutra" not in second.stdout, second.stdout
     assert second.stderr == f"sutra: error: {out} is in use by sutra compare (pid {first.pid}); wait for it to finish or choose another output directory\n"
     with exclusive(out, "compare"):  # a killed holder leaves no stale lock
-        assert (out / LOCK_FILE).read_text() == f"sutra compare (pid {os.getpid()})\n"
+        assert (out / LOCK_FILE).read_text() == f"sutra compare (pid {os.getpid()})\n{socket.gethostname()}\n"  # what and where
     assert not (out / LOCK_FILE).exists()  # a holder that finishes removes it
 
 
