@@ -37,7 +37,7 @@ def exclusive(out: Path, command: str, lock_file: str = LOCK_FILE, what: str | N
             holder, _, host = lock.read().strip().partition("\n")
             holder = holder or "another process"
             lock.close()
-            if host == socket.gethostname() and _has_ended(holder):  # (on shared storage, another machine's pid means nothing here)  # killed: a child it forked may hold the lock a moment longer, until it ends too
+            if host == process_space() and _has_ended(holder):  # (on shared storage, another machine's pid means nothing here)  # killed: a child it forked may hold the lock a moment longer, until it ends too
                 raise SutraError(f"{what or out} is still locked by what {holder} started, though that process has ended; "
                                  f"run the command again in a moment") from None
             raise SutraError(f"{what or out} is in use by {holder}; wait for it to finish or choose another output directory") from None
@@ -49,12 +49,21 @@ def exclusive(out: Path, command: str, lock_file: str = LOCK_FILE, what: str | N
         lock.close()  # locked a file its finishing holder had just removed: lock the new one
     try:
         lock.truncate(0)
-        lock.write(f"sutra {command} (pid {os.getpid()})\n{socket.gethostname()}\n")
+        lock.write(f"sutra {command} (pid {os.getpid()})\n{process_space()}\n")
         lock.flush()
         yield
     finally:
         path.unlink(missing_ok=True)  # while still locked, so nobody holds a lock on a file that is gone
         lock.close()
+
+
+def process_space() -> str:
+    """Where this process's pid means something: the machine and its pid namespace (containers may share a hostname)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = "?"
+    return f"{socket.gethostname()} {namespace}"
 
 
 def _has_ended(holder: str) -> bool:

@@ -4,7 +4,6 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from sutra_testing import REPO, run_sutra
 from sutra.errors import SutraError
 from sutra.pipeline.compare import Arm, arm_dataset, arm_plan, load_experiment, prepare_args_problem, prepare_command, prepared_dataset
 from sutra.pipeline.stages import StageLog
-from sutra.processes import LOCK_FILE, exclusive
+from sutra.processes import LOCK_FILE, exclusive, process_space
 
 from train.train_helpers import stdlib_documents, write_dataset
 
@@ -182,7 +181,7 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(tmp_pat
     assert second.returncode == 2 and "$ sutra" not in second.stdout, second.stdout
     assert second.stderr == f"sutra: error: {out} is in use by sutra compare (pid {first.pid}); wait for it to finish or choose another output directory\n"
     with exclusive(out, "compare"):  # a killed holder leaves no stale lock
-        assert (out / LOCK_FILE).read_text() == f"sutra compare (pid {os.getpid()})\n{socket.gethostname()}\n"  # what and where
+        assert (out / LOCK_FILE).read_text() == f"sutra compare (pid {os.getpid()})\n{process_space()}\n"  # what, and where its pid means it
     assert not (out / LOCK_FILE).exists()  # a holder that finishes removes it
 
 

@@ -52,3 +52,15 @@ def test_a_lock_left_by_a_killed_holders_child_says_to_retry_not_to_wait(tmp_pat
     else:
         pytest.fail("the lock was not released when the child ended")
     assert not (out / ".lock").exists()
+
+
+def test_the_lock_records_the_pid_namespace_beside_the_machine(tmp_path):
+    """Containers can share a hostname and storage: a pid means something only in its own namespace."""
+    import socket
+
+    from sutra.processes import process_space
+
+    with exclusive(tmp_path / "out", "train"):
+        holder, where = (tmp_path / "out" / ".lock").read_text().splitlines()
+    assert holder == f"sutra train (pid {os.getpid()})" and where == process_space()
+    assert where == f"{socket.gethostname()} {os.readlink('/proc/self/ns/pid')}"

@@ -184,6 +184,7 @@ def _new_stats() -> dict:
         "tokens_by_content_type": {},
         "dropped": {},
         "filtered": {},
+        "where_fields": {},
     }
 
 
@@ -199,7 +200,7 @@ def _accumulate(stats: dict, result: UnitResult, is_val: np.ndarray) -> None:
         stats["dropped"][reason] = stats["dropped"].get(reason, 0) + 1
     for reason, count in result.filtered.items():
         stats["filtered"][reason] = stats["filtered"].get(reason, 0) + count
-    found = stats.setdefault("where_fields", {})
+    found = stats.setdefault("where_fields", {})  # (absent from a progress.json written before it was counted)
     for name, count in result.where_fields.items():
         found[name] = found.get(name, 0) + count
 
@@ -403,6 +404,7 @@ def _prepare_into(out: Path, config: PrepareConfig, tokenizer, inputs: list, rec
     }
 
     progress = progress or {"next_unit": 0, "next_shard": 0, "shards": None, "stats": _new_stats(), "dropped_log_bytes": 0}
+    fields_counted = "where_fields" in progress["stats"]  # from the first unit on: a resume of an older run's progress is not
     stats, next_unit = progress["stats"], progress["next_unit"]
     fraction = progress.get("val_fraction")  # fixed once per dataset: a resumed run keeps the share it started with
     writer = ShardWriter(out, progress["next_shard"], progress["shards"])
@@ -467,7 +469,7 @@ def _prepare_into(out: Path, config: PrepareConfig, tokenizer, inputs: list, rec
         raise SutraError(f"all {stats['documents']['val']:,} kept documents fell into the validation split (share {fraction:.4f}); "
                          f"too few for one: lower --min-val-docs or --val-fraction (0 keeps every document for training), or add data")
     absent = [c for c in config.filters.where if not stats.get("where_fields", {}).get(c.field)]
-    if absent and stats["input_records"]:  # a misspelt field: `!=` would keep every record, the others none
+    if absent and stats["input_records"] and fields_counted:  # a misspelt field: `!=` would keep every record, the others none
         raise SutraError(f"--where '{absent[0]}': no record of {', '.join(config.sources)} has a value in a '{absent[0].field}' field "
                          f"({stats['input_records']:,} records read); check the field's name (a nested one is written a.b)")
     if stats["documents"]["train"] == 0:
@@ -486,9 +488,9 @@ def _prepare_into(out: Path, config: PrepareConfig, tokenizer, inputs: list, rec
     val = stats["documents"]["val"]
     if val == 0 and fraction > 0:
         print(f"sutra: warning: no document fell into the validation split (fraction {fraction:.4f}); raise --val-fraction", file=log)
-    elif fraction > 0 and val < config.min_val_docs / 2:  # each document's hash decides: a handful varies widely
-        print(f"sutra: warning: only {val} document{'s' * (val != 1)} fell into the validation split, of about {config.min_val_docs} "
-              f"aimed for (--min-val-docs; each document's hash decides); its perplexity is noisy: raise --min-val-docs", file=log)
+    elif val < (expected := fraction * (val + stats["documents"]["train"])) / 2:  # each document's hash decides: a handful varies widely
+        print(f"sutra: warning: only {val} document{'s' * (val != 1)} fell into the validation split, of about {expected:.0f} expected "
+              f"(each document's hash decides); its perplexity is noisy: raise --min-val-docs", file=log)
     return stats
 
 

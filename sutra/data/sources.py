@@ -149,6 +149,8 @@ def _walk(path: Path, split: str, explicit: bool, allow_json: bool) -> list[tupl
     if path.is_dir():
         if (splits := _saved_listing(path / "dataset_dict.json", "splits")) is not None:  # datasets.DatasetDict.save_to_disk: the asked split only
             if split not in splits:
+                if not explicit:  # found inside a corpus folder: --split would apply to its other inputs too
+                    return [("no_split", path)]
                 raise SutraError(f"{path}: a saved DatasetDict without a '{split}' split (it has {', '.join(splits) or 'none'}); pick one with --split")
             return _walk(path / split, split, explicit=True, allow_json=False)
         if (files := _saved_listing(path / "state.json", "_data_files", lambda f: f["filename"])) is not None:  # datasets.Dataset.save_to_disk
@@ -336,6 +338,10 @@ def _plan_one(kind: str, path, name: str, unit_bytes: int) -> Source:
     if kind in ("unsupported", "irregular"):
         what = NOT_REGULAR if kind == "irregular" else "not JSONL, Parquet, Arrow or text"
         return Source("problem", name, [_problem(name, 0, "unsupported_file", f"{what}; not read")])
+    if kind == "no_split":
+        splits = ", ".join(_saved_listing(path / "dataset_dict.json", "splits") or []) or "none"
+        return Source("problem", name, [_problem(name, 0, "missing_split", f"a saved DatasetDict without the --split asked (it has {splits}); "
+                                                 "not read: name it alone to read another of its splits")])
     if kind == "unlisted":
         return Source("problem", name, [_problem(name, 0, "unreadable_directory", "a directory that cannot be listed (check its permissions); the files in it are not read")])
     if kind == "text":

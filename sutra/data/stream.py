@@ -163,11 +163,12 @@ def read_mix(path: Path) -> dict:
     try:
         mix = json.loads(path.read_text())
     except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
-        if is_source_file(path):
+        if is_source_file(path) or (isinstance(exc, json.JSONDecodeError) and exc.msg == "Extra data"):  # JSON Lines, named .json or not
             raise raw from None
         raise SutraError(f"{path}: not a readable mix manifest ({exc})") from None
     if not isinstance(mix, dict) or mix.get("format") != MIX_FORMAT or mix.get("version") != MIX_VERSION:
-        if is_source_file(path) or isinstance(mix, list):  # a one-line JSONL, a JSON array of records
+        if is_source_file(path) or isinstance(mix, list) or (isinstance(mix, dict) and not {"format", "components"} & mix.keys()):
+            # a one-line JSONL, a JSON array of records, one record
             raise raw
         raise SutraError(f"{path}: not a {MIX_FORMAT} v{MIX_VERSION} manifest; write one with `sutra data mix`")
     _check_mix(path, mix)

@@ -193,7 +193,7 @@ def training_data(recipe: dict | None) -> str | None:
         return None
     try:
         mix = json.loads(Path(path).read_text())
-        parts = [f"{Path(c['path']).name} {c['weight']:.0%} ({_count(c['tokens'])} tokens)" for c in mix["components"]]
+        parts = [f"{Path(c['path']).name} {c['weight']:.1%} ({_count(c['tokens'])} tokens)" for c in mix["components"]]
         if mix.get("format") == MIX_FORMAT and parts:
             return f"{Path(path).name}, a mix of {_count(mix['tokens'])} tokens per epoch: {', '.join(parts)}"
     except (OSError, ValueError, TypeError, KeyError, RecursionError):

@@ -269,8 +269,10 @@ def test_raw_data_or_a_moved_mix_given_as_a_dataset_says_what_to_do(two_datasets
     (tmp_path / "one.jsonl").write_text('{"text": "one"}\n')
     (tmp_path / "notes.txt").write_text("plain text")
     (tmp_path / "records.json").write_text('[{"text": "one"}]')
+    (tmp_path / "lines.json").write_text('{"text": "one"}\n{"text": "two"}\n')  # JSON Lines named .json, as prepare reads them
+    (tmp_path / "record.json").write_text('{"text": "one"}\n')
     pq.write_table(pa.table({"text": ["one"]}), tmp_path / "docs.parquet")
-    for name in ("docs.jsonl", "one.jsonl", "notes.txt", "records.json", "docs.parquet"):
+    for name in ("docs.jsonl", "one.jsonl", "notes.txt", "records.json", "lines.json", "record.json", "docs.parquet"):
         with pytest.raises(SutraError, match=rf"{name}: data to prepare, not a prepared dataset; run `sutra data prepare .*{name} --out DIR` and give DIR"):
             open_stream(tmp_path / name, "train")
     make_mix([str(two_datasets / "a")], tmp_path / "m.json")

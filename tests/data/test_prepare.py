@@ -101,6 +101,14 @@ def test_every_input_format_gives_the_same_shards(tmp_path, documents):
     for source in ("saved-dict", "nest-dict"):
         stats = run_prepare([tmp_path / source], tmp_path / f"out-test-split-{source}", workers=1, val_fraction=0.0, hub_split="test")
         assert stats["documents"]["train"] == 10 and stats["dropped"] == {}
+    # inside a corpus folder, a DatasetDict without the split asked (an evaluation set) is reported and left out,
+    # not the end of the run: --split would apply to the folder's other inputs too
+    DatasetDict({"test": Dataset.from_list(held_out)}).save_to_disk(str(tmp_path / "corpus" / "deep" / "evalset"))
+    (tmp_path / "corpus" / "notes.txt").write_text("a note")
+    stats = run_prepare([tmp_path / "corpus"], tmp_path / "out-corpus", workers=1, val_fraction=0.0)
+    assert stats["documents"]["train"] == 1 and stats["dropped"] == {"missing_split": 1}
+    with pytest.raises(SutraError, match="a saved DatasetDict without a 'train' split \\(it has test\\); pick one with --split"):
+        run_prepare([tmp_path / "corpus" / "deep" / "evalset"], tmp_path / "out-evalset", workers=1)  # named alone: refused
     # a split asked of inputs without any would read every row
     with pytest.raises(SutraError, match=r"--split test: no input has splits .* so every row of .*c\.parquet, .*saved would be read"):
         run_prepare([tmp_path / "c.parquet", tmp_path / "saved"], tmp_path / "out-no-splits", workers=1, hub_split="test")
@@ -694,4 +702,33 @@ def test_a_validation_split_far_below_min_val_docs_is_warned_of(tmp_path):
     log = io.StringIO()
     stats = prepare(PrepareConfig(sources=(str(source),), out=tmp_path / "out", min_val_docs=6, workers=1), log=log)
     assert stats["val_fraction"] == 0.5 and stats["documents"] == {"train": 11, "val": 1}
-    assert "sutra: warning: only 1 document fell into the validation split, of about 6 aimed for (--min-val-docs;" in log.getvalue()
+    assert "sutra: warning: only 1 document fell into the validation split, of about 6 expected (each document's hash decides)" in log.getvalue()
+    # a share at its cap gave what it promised: about half of 4 documents, not the 10 asked for, and no warning
+    capped = io.StringIO()
+    stats = prepare(PrepareConfig(sources=(str(write_jsonl(tmp_path / "four.jsonl", [{"text": t} for t in texts[-3:] + texts[:1]])),),
+                                  out=tmp_path / "capped", min_val_docs=10, workers=1), log=capped)
+    assert stats["val_fraction"] == 0.5 and "warning" not in capped.getvalue()
+
+
+def test_a_prepare_resumed_from_progress_saved_before_where_fields_were_counted_is_not_refused(tmp_path, monkeypatch):
+    """An older run's progress.json has no where_fields: units read before the kill are uncounted,
+    so a field only they held would have been refused as misspelt."""
+    from sutra.data.writer import ShardWriter
+
+    records = [{"text": f"document {i} about rivers and hills, {i * 7}.", **({"src": "web"} if i < 100 else {})} for i in range(200)]
+    source = write_jsonl(tmp_path / "w.jsonl", records)
+    options = dict(sources=(str(source),), out=tmp_path / "out", filters=Filters.from_args(where=["src==web"]), unit_bytes=2000,
+                   shard_tokens=500, val_fraction=0.0, workers=1)
+
+    def killed(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ShardWriter, "finish", killed)
+        with pytest.raises(KeyboardInterrupt):
+            prepare(PrepareConfig(**options), log=open(os.devnull, "w"))
+    progress = json.loads((tmp_path / "out" / "progress.json").read_text())
+    assert progress["next_unit"] > 0 and progress["stats"]["where_fields"] == {"src": 100}
+    del progress["stats"]["where_fields"]  # as the code before it wrote
+    (tmp_path / "out" / "progress.json").write_text(json.dumps(progress))
+    assert prepare(PrepareConfig(**options), log=open(os.devnull, "w"))["documents"]["train"] == 100

@@ -505,6 +505,6 @@ def test_the_card_says_trained_without_a_dataset_and_names_a_mixs_components(tmp
         {"path": "data/man", "weight": 0.7, "tokens": 140_000}, {"path": "/abs/pydoc", "weight": 0.3, "tokens": 60_000}]}
     (tmp_path / "mix.json").write_text(json.dumps(mix))
     assert training_data({"data": {"path": str(tmp_path / "mix.json")}}) == \
-        "mix.json, a mix of 200.00K tokens per epoch: man 70% (140.00K tokens), pydoc 30% (60.00K tokens)"
+        "mix.json, a mix of 200.00K tokens per epoch: man 70.0% (140.00K tokens), pydoc 30.0% (60.00K tokens)"
     assert training_data({"data": {"path": str(tmp_path / "gone.json")}}) == "gone.json"  # moved since: its name
     assert training_data({"data": {"path": "/data/stdlib-docs"}}) == "stdlib-docs" and training_data({}) is None

@@ -125,8 +125,8 @@ def test_sigkill_at_random_steps_and_mid_checkpoint_then_resume_is_bitwise_exact
 
 
 def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path, tiny_dataset):
-    """The first Ctrl-C asks for a stop after the step in flight (and a save); a second, before that
-    step ends, stops there: nothing of the step is saved, and the earlier checkpoints are as they were."""
+    """The first Ctrl-C asks for a stop and a save of `last`; a second, before that save, stops at
+    once: nothing after step 2's checkpoint is saved, and that checkpoint is as it was."""
     run_dir = tmp_path / "run"
     # steps of 2,048 tokens, each long (a second or so here) against the poll that sends the second Ctrl-C
     path = write_recipe(tmp_path / "micro.yaml", micro_recipe(tiny_dataset, run_dir, data={"seq_len": 128}, train={"micro_batch": 4, "grad_accum": 4,
