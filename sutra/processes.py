@@ -34,10 +34,12 @@ def exclusive(out: Path, command: str, lock_file: str = LOCK_FILE, what: str | N
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.seek(0)
-            holder, _, host = lock.read().strip().partition("\n")
+            holder, _, where = lock.read().strip().partition("\n")
             holder = holder or "another process"
             lock.close()
-            if host == process_space() and _has_ended(holder):  # (on shared storage, another machine's pid means nothing here)  # killed: a child it forked may hold the lock a moment longer, until it ends too
+            # killed, a holder's forked child may keep the lock a moment longer; another machine's or
+            # container's pid (shared storage) means nothing here, so only this one's is looked up
+            if where == process_space() and _has_ended(holder):
                 raise SutraError(f"{what or out} is still locked by what {holder} started, though that process has ended; "
                                  f"run the command again in a moment") from None
             raise SutraError(f"{what or out} is in use by {holder}; wait for it to finish or choose another output directory") from None

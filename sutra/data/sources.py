@@ -105,7 +105,7 @@ def expand(specs: list[str], split: str = "train") -> list[tuple[str, Path | str
 
 def _in_dataset_dict(path: Path) -> bool:
     """Whether a file is of one split of a saved DatasetDict (DICT/SPLIT/data-*.arrow)."""
-    return _saved_listing(path.parent.parent / "dataset_dict.json", "splits") is not None
+    return _dict_splits(path.parent.parent) is not None
 
 
 def expand_outside(specs: list[str], out: Path, split: str = "train") -> tuple[list[tuple[str, Path | str]], int]:
@@ -147,13 +147,13 @@ def _looks_local(path: Path) -> bool:
 
 def _walk(path: Path, split: str, explicit: bool, allow_json: bool) -> list[tuple[str, Path]]:
     if path.is_dir():
-        if (splits := _saved_listing(path / "dataset_dict.json", "splits")) is not None:  # datasets.DatasetDict.save_to_disk: the asked split only
+        if (splits := _dict_splits(path)) is not None:  # datasets.DatasetDict.save_to_disk: the asked split only
             if split not in splits:
                 if not explicit:  # found inside a corpus folder: --split would apply to its other inputs too
                     return [("no_split", path)]
                 raise SutraError(f"{path}: a saved DatasetDict without a '{split}' split (it has {', '.join(splits) or 'none'}); pick one with --split")
             return _walk(path / split, split, explicit=True, allow_json=False)
-        if (files := _saved_listing(path / "state.json", "_data_files", lambda f: f["filename"])) is not None:  # datasets.Dataset.save_to_disk
+        if (files := _dataset_files(path)) is not None:  # datasets.Dataset.save_to_disk
             return [("arrow", path / name) for name in files]
         files, unlisted = _files_under(path)  # a saved dataset inside is one of these, read as at the top
         return [("unlisted", d) for d in unlisted] + [item for child in files for item in _walk(child, split, explicit=False, allow_json=False)]
@@ -180,10 +180,19 @@ def _saved_listing(path: Path, key: str, item=lambda x: x) -> list[str] | None:
     return names if all(isinstance(name, str) for name in names) else None
 
 
+def _dict_splits(directory: Path) -> list[str] | None:
+    """The splits a datasets.DatasetDict.save_to_disk directory lists, or None where it is not one."""
+    return _saved_listing(directory / "dataset_dict.json", "splits")
+
+
+def _dataset_files(directory: Path) -> list[str] | None:
+    """The Arrow files a datasets.Dataset.save_to_disk directory lists, or None where it is not one."""
+    return _saved_listing(directory / "state.json", "_data_files", lambda f: f["filename"])
+
+
 def _is_saved_dataset(directory: Path) -> bool:
     """A datasets.save_to_disk directory (a DatasetDict or a Dataset): its metadata lists its data."""
-    return (_saved_listing(directory / "dataset_dict.json", "splits") is not None
-            or _saved_listing(directory / "state.json", "_data_files", lambda f: f["filename"]) is not None)
+    return _dict_splits(directory) is not None or _dataset_files(directory) is not None
 
 
 def _files_under(root: Path) -> tuple[list[Path], list[Path]]:
@@ -339,7 +348,7 @@ def _plan_one(kind: str, path, name: str, unit_bytes: int) -> Source:
         what = NOT_REGULAR if kind == "irregular" else "not JSONL, Parquet, Arrow or text"
         return Source("problem", name, [_problem(name, 0, "unsupported_file", f"{what}; not read")])
     if kind == "no_split":
-        splits = ", ".join(_saved_listing(path / "dataset_dict.json", "splits") or []) or "none"
+        splits = ", ".join(_dict_splits(path) or []) or "none"
         return Source("problem", name, [_problem(name, 0, "missing_split", f"a saved DatasetDict without the --split asked (it has {splits}); "
                                                  "not read: name it alone to read another of its splits")])
     if kind == "unlisted":
