@@ -157,6 +157,17 @@ def open_stream(path: str | Path, split: str) -> TokenStream:
                      f"or a manifest written by `sutra data mix`{hint}")
 
 
+def describe_data(path: str | Path) -> dict:
+    """What training reads at `path`, for a run to record: its name, its train tokens per epoch, and
+    a mix's components with their shares (each named by the last part of its path)."""
+    path = Path(path)
+    if path.is_dir():
+        return {"name": path.name, "tokens": read_manifest(path)["splits"]["train"]["tokens"]}
+    mix = read_mix(path)
+    return {"name": path.name, "tokens": mix["tokens"],
+            "components": [{"name": Path(c["path"]).name, "weight": c["weight"], "tokens": c["tokens"]} for c in mix["components"]]}
+
+
 def read_mix(path: Path) -> dict:
     """A mix manifest with each component's dataset manifest attached and checked."""
     raw = SutraError(f"{path}: data to prepare, not a prepared dataset; run `sutra data prepare {path} --out DIR` and give DIR")

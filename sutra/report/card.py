@@ -12,13 +12,13 @@ from pathlib import Path
 
 import yaml
 
-from sutra.data.stream import MIX_FORMAT
+from sutra.data.stream import describe_data
 from sutra.errors import SutraError
 from sutra.eval.tasks import TASKS
 from sutra.report.tables import (CHECKPOINT_NAME, Column, average_tasks, comparison_table, mean_percent, oldest_first, perplexity_bases,
                                  progression_table, sizes_differ)
 from sutra.train.metrics import METRICS_FILE, finite, read_metrics
-from sutra.train.recipe import RECIPE_FILE, RESUME_MAY_CHANGE, flat_recipe, invalid_yaml, recipe_differences
+from sutra.train.recipe import DATA_FILE, RECIPE_FILE, RESUME_MAY_CHANGE, flat_recipe, invalid_yaml, recipe_differences
 
 TAGS = ["pretraining", "educational", "pedagogical", "sutra", "smollm2", "llama"]
 
@@ -118,7 +118,18 @@ def read_run(run_dir: str) -> dict:
         raise SutraError(f"{recipe_file}: bytes that are not UTF-8 text at offset {exc.start}; fix or remove it") from None
     if recipe is not None and not isinstance(recipe, dict):
         raise SutraError(f"{recipe_file}: not a mapping of recipe settings; fix or remove it")
-    return {"path": str(run), "metrics": metrics, "recipe": recipe}
+    return {"path": str(run), "metrics": metrics, "recipe": recipe, "data": read_data_record(run / DATA_FILE) if (run / DATA_FILE).is_file() else None}
+
+
+def read_data_record(path: Path) -> dict:
+    """A run's record of its training data, checked by saying it as the card will."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        data_line(record)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        raise SutraError(f"{path}: not a record of the run's training data as `sutra train` writes it ({type(exc).__name__}: {exc}); "
+                         "fix or remove it (the card then reads the recipe's data.path)") from None
+    return record
 
 
 def check_run_made(run: dict, checkpoint: dict, spec: str) -> None:
@@ -185,27 +196,34 @@ def public_recipe(recipe: dict) -> dict:
     return public
 
 
-def training_data(recipe: dict | None) -> str | None:
-    """What the run trained on: the dataset's name, or a mix's components with their shares, read
-    from its manifest where it is still there (named by the last part of each path)."""
-    path = ((recipe or {}).get("data") or {}).get("path")
-    if not isinstance(path, str):
-        return None
-    try:
-        mix = json.loads(Path(path).read_text())
-        parts = [f"{Path(c['path']).name} {c['weight']:.1%} ({_count(c['tokens'])} tokens)" for c in mix["components"]]
-        if mix.get("format") == MIX_FORMAT and parts:
-            return f"{Path(path).name}, a mix of {_count(mix['tokens'])} tokens per epoch: {', '.join(parts)}"
-    except (OSError, ValueError, TypeError, KeyError, RecursionError):
-        pass  # a dataset directory, or a mix no longer there: its name
-    return Path(path).name
+def training_data(run: dict) -> str | None:
+    """What the run trained on: the dataset's name, or a mix's components with their shares, as the
+    run recorded them at its start (a run from before that record: as its data path reads now)."""
+    record = run.get("data")
+    if record is None:
+        path = ((run.get("recipe") or {}).get("data") or {}).get("path")
+        if not isinstance(path, str):
+            return None
+        try:
+            record = describe_data(path)
+        except (SutraError, OSError, ValueError, TypeError, KeyError, RecursionError):
+            record = {"name": Path(path).name}  # a mix or dataset no longer there: its name
+    return data_line(record)
+
+
+def data_line(record: dict) -> str:
+    """A run's data record (see describe_data) as the card's "Training data" row says it."""
+    parts = [f"{c['name']} {c['weight']:.1%} ({_count(c['tokens'])} tokens)" for c in record.get("components", [])]
+    if parts:
+        return f"{record['name']}, a mix of {_count(record['tokens'])} tokens per epoch: {', '.join(parts)}"
+    return str(record["name"])
 
 
 def training_summary(run: dict, checkpoint: dict) -> list[tuple[str, str]]:
     """The run's training up to this checkpoint (a run's e1-best is not its end)."""
     upto = checkpoint.get("step")
     metrics = [m for m in run["metrics"] if upto is None or not isinstance(m.get("step"), (int, float)) or m["step"] <= upto]
-    rows = [("Training data", data)] if (data := training_data(run.get("recipe"))) else []
+    rows = [("Training data", data)] if (data := training_data(run)) else []
     steps = [m["step"] for m in metrics if isinstance(m.get("step"), (int, float))]
     if steps:
         rows.append(("Optimizer steps", f"{int(max(steps)):,}"))

@@ -21,6 +21,7 @@ import yaml
 from sutra.errors import SutraError
 
 RECIPE_FILE = "recipe.yaml"  # a run directory's resolved recipe, which `sutra train --resume` reads
+DATA_FILE = "data.json"  # what a run trained on, recorded at its start (a mix may be written again since)
 CHECKPOINTS = "checkpoints"  # the run directory's folder of checkpoint directories (its names link into it)
 LAST = "last"  # the name of the newest checkpoint, where a resumed run continues
 

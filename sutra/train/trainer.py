@@ -36,17 +36,18 @@ from safetensors import SafetensorError
 
 from sutra.errors import SutraError
 from sutra.eval.perplexity import perplexity_of
-from sutra.io import atomic_write_text
+from sutra.data.stream import describe_data
+from sutra.io import atomic_write_json, atomic_write_text
 from sutra.processes import LOCK_FILE, STOPPED_EXIT_CODES, exclusive
 from sutra.train.checkpoints import CHECKPOINTS, LAST, LAST_GOOD, TRAINER_STATE, CheckpointStore, load_trainer_state
 from sutra.train.metrics import METRICS_FILE, MetricsLog, causal_attended_per_token, device_peak_tflops, document_attended_per_token, finite, finite_or_null
-from sutra.train.recipe import RECIPE_FILE, RESUME_MAY_CHANGE, Recipe, flat_recipe, load_recipe, recipe_differences
+from sutra.train.recipe import DATA_FILE, RECIPE_FILE, RESUME_MAY_CHANGE, Recipe, flat_recipe, load_recipe, recipe_differences
 from sutra.train.schedule import Schedule
 
 RECIPE_HEADER = "# the resolved recipe of this run, written by `sutra train`; `sutra train --resume` reads it\n"
 # what a failed write raises: safetensors' and torch.save's I/O errors are not OSErrors
 WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
-RUN_FILES = {RECIPE_FILE, METRICS_FILE, "tensorboard", CHECKPOINTS, "curves.png"}  # what a run (and `sutra plot`) writes before its first checkpoint
+RUN_FILES = {RECIPE_FILE, DATA_FILE, METRICS_FILE, "tensorboard", CHECKPOINTS, "curves.png"}  # what a run (and `sutra plot`) writes before its first checkpoint
 
 
 @dataclass
@@ -338,6 +339,8 @@ class Trainer:
                 with self._writing(RECIPE_FILE):
                     self.store.collect_garbage()  # a first checkpoint that a kill left without a name
                     atomic_write_text(recipe_file, RECIPE_HEADER + self.recipe.to_yaml())
+                with self._writing(DATA_FILE):
+                    atomic_write_json(self.run_dir / DATA_FILE, describe_data(Path(self.recipe.data.path).expanduser()))
 
             self.dist.on_main(start)
             self._check_one_run_dir(resumable=False)
@@ -537,12 +540,13 @@ class Trainer:
         self.stop_signal = self.stop_signal or "SIGTERM"
 
     def _interrupt(self, signum, frame) -> None:
-        """Ctrl-C stops as SIGTERM does, saving `last` after the step in flight; a second one stops at once."""
+        """Ctrl-C stops as SIGTERM does, saving `last` (see _stop_reason); a second one stops at once."""
         if self.stop_signal is not None:
             raise KeyboardInterrupt
         self.stop_signal = "Ctrl-C"
         if self.dist.is_main:  # os.write: print could re-enter the stream the progress bar is writing
-            os.write(2, b"\nsutra: stopping after this step, saving `last` (Ctrl-C again stops at once, losing the steps since the last checkpoint)\n")
+            when = b"once every process has heard (a step or two)" if self.dist.active else b"after this step"
+            os.write(2, b"\nsutra: stopping " + when + b", saving `last` (Ctrl-C again stops at once, losing the steps since the last checkpoint)\n")
 
     def _run(self, stop_after: int | None) -> int:
         from tqdm import tqdm
@@ -567,10 +571,11 @@ class Trainer:
                 self.progress.tokens += self.tokens_per_step
                 done = self.progress.step
                 self._settle(keep=1)  # the previous step's numbers: the device runs this step meanwhile
-                stop_reason = (self.stop_signal or "a stop on another process") if self.stopping else "--stop-after" if stop_after is not None and done >= stop_after else None
+                stop_reason = self._stop_reason(done, stop_after)
                 log_due = done % self.recipe.logging.every_steps == 0 or done == total
                 if log_due or stop_reason or self._checkpoint_due(done):
                     self._settle(keep=0)
+                    stop_reason = self._stop_reason(done, stop_after)  # this step's numbers may carry a stop vote
                 self.window.seconds += time.perf_counter() - started
                 bar.set_postfix_str(self._postfix(), refresh=False)  # before update(), which draws the bar
                 bar.update(1)
@@ -588,6 +593,13 @@ class Trainer:
         self._say(f"stopped after step {self.progress.step} of {total} ({stop_reason}), `last` saved; continue with `sutra train --resume {self.run_dir}`")
         # a signal's stop is not success: a pipeline or scheduler must not take the run as finished
         return 0 if stop_reason == "--stop-after" else STOPPED_EXIT_CODES.get(stop_reason, STOPPED_EXIT_CODES["SIGTERM"])
+
+    def _stop_reason(self, done: int, stop_after: int | None) -> str | None:
+        """Why the loop stops after step `done`, if it does. One process stops after the step in flight;
+        several stop together, at the step whose numbers bring the first vote (a step or two later)."""
+        if self.stopping or (self.stop_signal is not None and not self.dist.active):
+            return self.stop_signal or "a stop on another process"
+        return "--stop-after" if stop_after is not None and done >= stop_after else None
 
     def _checkpoint_due(self, done: int) -> bool:
         """Whether step `done` evaluates or checkpoints (an epoch end does both)."""

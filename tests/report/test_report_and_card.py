@@ -501,10 +501,10 @@ def test_the_card_says_trained_without_a_dataset_and_names_a_mixs_components(tmp
     run = {"metrics": [{"step": 40, "tokens": 10_200_000}], "recipe": {"train": {"epochs": 3}}}
     assert description(get_preset("tiny"), None, [], run, {"step": 40, "epoch": 1.0}).endswith(
         "Llama-architecture model trained for 1 epoch (10.20M tokens to this checkpoint).")
-    mix = {"format": "sutra-mix", "version": 1, "tokens": 200_000, "components": [
-        {"path": "data/man", "weight": 0.7, "tokens": 140_000}, {"path": "/abs/pydoc", "weight": 0.3, "tokens": 60_000}]}
-    (tmp_path / "mix.json").write_text(json.dumps(mix))
-    assert training_data({"data": {"path": str(tmp_path / "mix.json")}}) == \
+    record = {"name": "mix.json", "tokens": 200_000, "components": [
+        {"name": "man", "weight": 0.7, "tokens": 140_000}, {"name": "pydoc", "weight": 0.3, "tokens": 60_000}]}
+    assert training_data({"data": record, "recipe": {"data": {"path": "/elsewhere/other.json"}}}) == \
         "mix.json, a mix of 200.00K tokens per epoch: man 70.0% (140.00K tokens), pydoc 30.0% (60.00K tokens)"
-    assert training_data({"data": {"path": str(tmp_path / "gone.json")}}) == "gone.json"  # moved since: its name
-    assert training_data({"data": {"path": "/data/stdlib-docs"}}) == "stdlib-docs" and training_data({}) is None
+    # a run from before the record: its data path as it reads now, or its name where it is gone
+    assert training_data({"recipe": {"data": {"path": str(tmp_path / "gone.json")}}}) == "gone.json"
+    assert training_data({"recipe": {"data": {"path": "/data/stdlib-docs"}}}) == "stdlib-docs" and training_data({}) is None

@@ -209,7 +209,7 @@ def test_a_checkpoint_rank_0_cannot_write_stops_the_other_nodes_with_its_reason(
     assert "sutra/train" not in first + second, "only torchrun's own summary may show a traceback"
     assert all(re.search(r"exitcode\s*: 2 ", log) for log in (first, second)), "each process exits 2, as for a user's error"
     run_dir = tmp_path / "run"
-    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "metrics.jsonl", "recipe.yaml"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "data.json", "metrics.jsonl", "recipe.yaml"]
     assert list((run_dir / "checkpoints").iterdir()) == []  # the half-written checkpoint is gone
 
     resumed = run(sys.executable, "-m", "sutra", "train", "--resume", str(run_dir))  # with room again: no checkpoint yet, so from the start

@@ -6,6 +6,7 @@ import math
 import os
 import re
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -788,3 +789,41 @@ def test_set_on_a_resume_says_what_to_edit_instead(tmp_path):
     assert f"--set cannot change a run being resumed: edit {tmp_path / 'run' / 'recipe.yaml'} for what a resume may change (" in refused.stderr
     assert "train.parallel" in refused.stderr and "checkpoint.*" in refused.stderr
     assert f"or start a new run from its weights with `sutra train RECIPE --init-from {tmp_path / 'run' / 'last'}`" in refused.stderr
+
+
+@pytest.mark.parametrize("log_every", [1, 100], ids=["a-log-line-due", "no-log-line"])
+def test_a_signal_during_a_step_stops_one_process_after_that_step(tmp_path, tiny_dataset, log_every):
+    """A SIGTERM while step 3 runs saves `last` at step 3: one process need not wait for the stop vote
+    that the step's numbers carry, read a step behind (the loop ran step 4 before it stopped)."""
+    recipe = micro_recipe(tiny_dataset, tmp_path / "run", train={"steps_per_epoch": 8}, checkpoint={"every_steps": 100},
+                          eval={"every_steps": 100, "max_windows": 2}, logging={"every_steps": log_every})
+    trainer = start(recipe, tmp_path / "r.yaml")
+    trainer.model.norm.weight.register_hook(lambda grad: (os.kill(os.getpid(), signal.SIGTERM) if trainer.progress.step == 2 else None, grad)[1])
+    assert trainer.run() == 143
+    trainer.close()
+    assert trainer.progress.step == 3 and trainer.stop_signal == "SIGTERM"
+    assert json.loads((tmp_path / "run" / "last" / "sutra.json").read_text())["training"]["step"] == 3
+
+
+def test_a_run_records_its_mix_as_trained_and_the_card_says_that_mix(tmp_path, tiny_dataset):
+    """The card's "Training data" row read the mix file as it is now: written again with other
+    shares after training, it told of data the model never saw. The run records its data at its start."""
+    from sutra.data.mix import make_mix
+    from sutra.report.card import read_run, training_data
+
+    other = tmp_path / "pydoc"
+    shutil.copytree(tiny_dataset, other)
+    mix = tmp_path / "mix.json"
+    make_mix([f"{tiny_dataset}=0.7", f"{other}=0.3"], mix)
+    trainer = start(micro_recipe(mix, tmp_path / "run", eval={"every_steps": 100, "max_windows": 2}), tmp_path / "r.yaml")
+    trainer.run(stop_after=1)
+    trainer.close()
+    said = training_data(read_run(str(tmp_path / "run")))
+    assert said.startswith("mix.json, a mix of ") and "stdlib-docstrings 70.0%" in said and "pydoc 30.0%" in said, said
+    make_mix([f"{tiny_dataset}=0.2", f"{other}=0.8"], mix)
+    assert training_data(read_run(str(tmp_path / "run"))) == said
+    (tmp_path / "run" / "data.json").write_text('{"name": "mix.json", "components": [{"name": "x"}]}')  # a hand edit
+    with pytest.raises(SutraError, match=r"run/data.json: not a record of the run's training data .*fix or remove it"):
+        read_run(str(tmp_path / "run"))
+    (tmp_path / "run" / "data.json").unlink()  # an older run's: the mix as it reads now
+    assert "stdlib-docstrings 20.0%" in training_data(read_run(str(tmp_path / "run")))
