@@ -24,7 +24,8 @@ def register(subparsers) -> None:
     p.add_argument("--complexity", default=None, metavar="A-B", help="keep complexity_level in [A, B]")
     p.add_argument("--where", action="append", default=[], metavar="COND",
                    help="FIELD OP VALUE on any (dotted) field, OP in == != >= <= > < ~= (list membership/substring); repeatable. "
-                        "A record without FIELD fails every OP but != (it does not equal VALUE)")
+                        "A record without FIELD fails every OP but != (it does not equal VALUE); a FIELD no record has, "
+                        "or a VALUE no record's FIELD compares with (text against numbers), is refused")
     p.add_argument("--val-fraction", type=float, default=0.005, help="share of documents (by text hash) for validation (default 0.005)")
     p.add_argument("--min-val-docs", type=int, default=5, help="raise the validation share (to at most a half) so about this many of the kept documents land in it (default 5; 0: no raise)")
     p.add_argument("--shard-tokens", type=int, default=32_000_000, help="train tokens per shard (also the resume granularity; default 32,000,000)")

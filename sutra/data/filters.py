@@ -18,7 +18,8 @@ MISSING = object()
 
 
 class WrongType(Exception):
-    pass
+    """A filtered field whose type its filter cannot compare; `check` names the filter (see Filters.reject)."""
+    check: str | None = None
 
 
 def has_field(record: dict, path: str) -> bool:
@@ -169,13 +170,17 @@ class Filters:
             checks.append(("complexity", "complexity_level", lambda v: lo <= _number(v, "complexity_level") <= hi, False))
         checks += [(f"where:{c}", c.field, c.holds, c.holds_when_missing) for c in self.where]
         for name, path, test, missing_passes in checks:
-            value = field_value(record, path)
-            if value is MISSING:
-                if missing_passes:
-                    continue
-                return f"{name} (no '{path}' field)"
-            if not test(value):
-                return name
+            try:
+                value = field_value(record, path)
+                if value is MISSING:
+                    if missing_passes:
+                        continue
+                    return f"{name} (no '{path}' field)"
+                if not test(value):
+                    return name
+            except WrongType as exc:
+                exc.check = name
+                raise
         return None
 
 

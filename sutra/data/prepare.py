@@ -79,6 +79,7 @@ class UnitResult:
     filtered: Counter = field(default_factory=Counter)
     labelled_tokens: dict = field(default_factory=dict)  # stats key -> Counter(label -> tokens)
     where_fields: Counter = field(default_factory=Counter)  # --where field -> records that have it
+    where_uncomparable: Counter = field(default_factory=Counter)  # --where condition -> records whose value it cannot compare
 
 
 # ---- worker side ----------------------------------------------------------------------------
@@ -103,7 +104,8 @@ def _init_worker(tokenizer_file: str, settings: dict, parent_pid: int | None = N
 
 def _screen(unit: src.Unit):
     """(location, record, UTF-8 text, problem, rejecting filter) for every record of `unit`: the
-    keep/drop decision that counting and processing share."""
+    keep/drop decision that counting and processing share. A problem is (reason, detail), and for a
+    value a filter cannot compare (reason, detail, that filter's name)."""
     w = _worker
     for location, record, problem in src.read_unit(unit, w["text_field"], w["columns"], w["max_chars"]):
         data = rejected = None
@@ -113,7 +115,7 @@ def _screen(unit: src.Unit):
             try:
                 rejected = w["filters"].reject(record)
             except WrongType as exc:
-                problem = ("wrong_type", str(exc))
+                problem = ("wrong_type", str(exc), exc.check)
         yield location, record, data, problem, rejected
 
 
@@ -131,7 +133,9 @@ def process_unit(unit: src.Unit) -> UnitResult:
         if isinstance(record, dict):
             result.where_fields.update(c.field for c in w["filters"].where if has_field(record, c.field))
         if problem is not None:
-            result.problems.append((location, *problem))
+            result.problems.append((location, *problem[:2]))
+            if problem[2:] and problem[2].startswith("where:"):
+                result.where_uncomparable[problem[2].removeprefix("where:")] += 1
         elif rejected:
             result.filtered[rejected] += 1
         else:
@@ -185,6 +189,7 @@ def _new_stats() -> dict:
         "dropped": {},
         "filtered": {},
         "where_fields": {},
+        "where_uncomparable": {},
     }
 
 
@@ -200,9 +205,10 @@ def _accumulate(stats: dict, result: UnitResult, is_val: np.ndarray) -> None:
         stats["dropped"][reason] = stats["dropped"].get(reason, 0) + 1
     for reason, count in result.filtered.items():
         stats["filtered"][reason] = stats["filtered"].get(reason, 0) + count
-    found = stats.setdefault("where_fields", {})  # (absent from a progress.json written before it was counted)
-    for name, count in result.where_fields.items():
-        found[name] = found.get(name, 0) + count
+    for key in ("where_fields", "where_uncomparable"):
+        found = stats.setdefault(key, {})  # (absent from a progress.json written before it was counted)
+        for name, count in getattr(result, key).items():
+            found[name] = found.get(name, 0) + count
 
 
 def _describe_input(kind: str, path) -> dict:
@@ -404,7 +410,7 @@ def _prepare_into(out: Path, config: PrepareConfig, tokenizer, inputs: list, rec
     }
 
     progress = progress or {"next_unit": 0, "next_shard": 0, "shards": None, "stats": _new_stats(), "dropped_log_bytes": 0}
-    fields_counted = "where_fields" in progress["stats"]  # from the first unit on: a resume of an older run's progress is not
+    counted = {key for key in ("where_fields", "where_uncomparable") if key in progress["stats"]}  # from the first unit on (not so an older run's progress)
     stats, next_unit = progress["stats"], progress["next_unit"]
     fraction = progress.get("val_fraction")  # fixed once per dataset: a resumed run keeps the share it started with
     writer = ShardWriter(out, progress["next_shard"], progress["shards"])
@@ -469,16 +475,21 @@ def _prepare_into(out: Path, config: PrepareConfig, tokenizer, inputs: list, rec
         raise SutraError(f"all {stats['documents']['val']:,} kept documents fell into the validation split (share {fraction:.4f}); "
                          f"too few for one: lower --min-val-docs or --val-fraction (0 keeps every document for training), or add data")
     absent = [c for c in config.filters.where if not stats.get("where_fields", {}).get(c.field)]
-    if absent and stats["input_records"] and fields_counted:  # a misspelt field: `!=` would keep every record, the others none
+    if absent and stats["input_records"] and "where_fields" in counted:  # a misspelt field: `!=` would keep every record, the others none
         raise SutraError(f"--where '{absent[0]}': no record of {', '.join(config.sources)} has a value in a '{absent[0].field}' field "
                          f"({stats['input_records']:,} records read); check the field's name (a nested one is written a.b)")
+    never = [c for c in config.filters.where if stats.get("where_uncomparable", {}).get(str(c)) == stats["where_fields"][c.field]]
+    if never and "where_uncomparable" in counted:  # a VALUE of another type than the field's: every record having it dropped
+        raise SutraError(f"--where '{never[0]}': none of the {stats['where_fields'][never[0].field]:,} records with a '{never[0].field}' field "
+                         f"could be compared with '{never[0].value}' (each dropped as wrong_type; see {out / 'dropped.tsv'}); "
+                         f"write VALUE as the field's values are: a number, true or false, or text")
     if stats["documents"]["train"] == 0:
         scale = " (--min-quality is on the data's own scale: sutra-10B scores 0-1, sutra-10M..1B 60-85)" if "min_quality" in stats["filtered"] else ""
         raise SutraError(f"no documents survived from {', '.join(config.sources)}: {_summary(stats)}{scale}")
     _check_unchanged(recipe)
     stats = {**stats, "val_fraction": fraction, "dropped_total": sum(stats["dropped"].values()),
              "filtered_total": sum(stats["filtered"].values())}
-    for key in ("tokens_by_domain", "tokens_by_content_type", "dropped", "filtered", "where_fields"):
+    for key in ("tokens_by_domain", "tokens_by_content_type", "dropped", "filtered", "where_fields", "where_uncomparable"):
         stats[key] = dict(sorted(stats.get(key, {}).items()))
     atomic_write_json(out / "stats.json", stats)
     writer.finish(tokenizer, recipe=recipe, val_fraction=fraction)  # a mix checks overlapping datasets split alike

@@ -332,6 +332,25 @@ def test_not_equal_keeps_records_without_the_field(tmp_path, tokenizer):
     assert json.loads((tmp_path / "out" / "stats.json").read_text())["where_fields"] == {"status": 2}  # null is no value
 
 
+
+def test_a_where_value_no_record_can_compare_with_is_refused_not_dropped_record_by_record(tmp_path, tokenizer):
+    """`depth>=high` on numeric depths dropped every record as wrong_type, one line each, then said
+    no documents survived; `depth!=high` kept only the records without a depth. Both are the
+    condition's fault: one error naming it. A few records of another type are the data's: dropped."""
+    records = [{"text": f"document {i}", "qa": {"depth": i / 10}} for i in range(8)] + [{"text": "no depth here"}]
+    source = write_jsonl(tmp_path / "docs.jsonl", records)
+    for where in ("qa.depth>=high", "qa.depth!=high"):
+        result = run_sutra("data", "prepare", str(source), "--out", str(tmp_path / where), "--where", where, "--val-fraction", "0", "--workers", "2")
+        assert result.returncode == 2 and (f"sutra: error: --where '{where}': none of the 8 records with a 'qa.depth' field could be compared "
+                                           "with 'high' (each dropped as wrong_type") in result.stderr, result.stderr[-2000:]
+        assert not (tmp_path / where / "manifest.json").exists()
+    records[3]["qa"]["depth"] = "deep"  # one record of another type: the data's fault, counted and reported
+    source = write_jsonl(tmp_path / "some.jsonl", records)
+    result = run_sutra("data", "prepare", str(source), "--out", str(tmp_path / "some"), "--where", "qa.depth>=0.2", "--val-fraction", "0", "--workers", "1")
+    assert result.returncode == 0 and "some.jsonl:4: wrong_type: 'qa.depth' is the string 'deep'; >= 0.2 compares numbers" in result.stderr
+    stats = json.loads((tmp_path / "some" / "stats.json").read_text())
+    assert stats["where_uncomparable"] == {"qa.depth>=0.2": 1} and stats["where_fields"] == {"qa.depth": 8} and stats["documents"]["train"] == 5
+
 def test_validation_share_is_sized_on_the_documents_the_filters_keep(tmp_path, tokenizer):
     import hashlib
 
