@@ -932,12 +932,12 @@ def train(recipe_path: str | None, overrides: list[str], resume_dir: str | None,
     """`sutra train`: a fresh run from a recipe, or `--resume RUN_DIR` from its `last` checkpoint;
     returns the exit code (see Trainer.run)."""
     if resume_dir is not None:
+        if not (Path(resume_dir) / RECIPE_FILE).is_file():  # (first: advice to edit a run's recipe needs a run)
+            _restore_recipe(Path(resume_dir))
         if overrides:
             may_change = ", ".join(key + "*" if key.endswith(".") else key for key in RESUME_MAY_CHANGE)
             raise SutraError(f"--set cannot change a run being resumed: edit {Path(resume_dir) / RECIPE_FILE} for what a resume may change "
                              f"({may_change}), or start a new run from its weights with `sutra train RECIPE --init-from {Path(resume_dir) / LAST}`")
-        if not (Path(resume_dir) / RECIPE_FILE).is_file():
-            _restore_recipe(Path(resume_dir))
         recipe = load_recipe(Path(resume_dir) / RECIPE_FILE)
         recipe.run_dir = str(resume_dir)
     else:

@@ -783,12 +783,15 @@ def test_a_checkpoint_write_that_fails_leaves_the_earlier_checkpoints_as_they_we
     assert "resuming at step 2" in resumed.stderr and "done: 6 steps" in resumed.stderr
 
 
-def test_set_on_a_resume_says_what_to_edit_instead(tmp_path):
-    refused = run_sutra("train", "--resume", str(tmp_path / "run"), "--set", "train.micro_batch=8")
+def test_set_on_a_resume_says_what_to_edit_instead(tmp_path, finished_run):
+    refused = run_sutra("train", "--resume", str(finished_run), "--set", "train.micro_batch=8")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    assert f"--set cannot change a run being resumed: edit {tmp_path / 'run' / 'recipe.yaml'} for what a resume may change (" in refused.stderr
+    assert f"--set cannot change a run being resumed: edit {finished_run / 'recipe.yaml'} for what a resume may change (" in refused.stderr
     assert "train.parallel" in refused.stderr and "checkpoint.*" in refused.stderr
-    assert f"or start a new run from its weights with `sutra train RECIPE --init-from {tmp_path / 'run' / 'last'}`" in refused.stderr
+    assert f"or start a new run from its weights with `sutra train RECIPE --init-from {finished_run / 'last'}`" in refused.stderr
+    # no run there: that is what is wrong, not the --set (whose advice named a recipe.yaml that is not there)
+    refused = run_sutra("train", "--resume", str(tmp_path / "typo"), "--set", "train.micro_batch=8")
+    assert refused.returncode == 2 and f"{tmp_path / 'typo'}: not a run directory" in refused.stderr and "--set" not in refused.stderr
 
 
 @pytest.mark.parametrize("log_every", [1, 100], ids=["a-log-line-due", "no-log-line"])
