@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from train_helpers import micro_recipe, tiny_dataset, write_recipe  # noqa: F401 (fixture)
+from train_helpers import MICRO_MODEL, micro_recipe, tiny_dataset, write_recipe  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same thread count in every process
@@ -128,8 +128,10 @@ def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path, tiny_dataset):
     """The first Ctrl-C asks for a stop and a save of `last`; a second, before that save, stops at
     once: nothing after step 2's checkpoint is saved, and that checkpoint is as it was."""
     run_dir = tmp_path / "run"
-    # steps of 2,048 tokens, each long (a second or so here) against the poll that sends the second Ctrl-C
-    path = write_recipe(tmp_path / "micro.yaml", micro_recipe(tiny_dataset, run_dir, data={"seq_len": 128}, train={"micro_batch": 4, "grad_accum": 4,
+    # steps of 2,048 tokens through 8 layers, each long (two seconds or so here) against the poll that
+    # sends the second Ctrl-C before the step in flight ends and `last` is saved
+    path = write_recipe(tmp_path / "micro.yaml", micro_recipe(tiny_dataset, run_dir, model={"preset": "tiny", "overrides": {**MICRO_MODEL, "num_layers": 8}},
+                        data={"seq_len": 128}, train={"micro_batch": 4, "grad_accum": 4,
                         "steps_per_epoch": 4}, eval={"every_steps": 1000}, checkpoint={"every_steps": 2}))
     process = start(tmp_path, str(path))
     log = tmp_path / "train.log"
