@@ -46,6 +46,10 @@ class SutraParser(argparse.ArgumentParser):
         self.register("action", "store", _StoreOnce)
         self.register("action", None, _StoreOnce)
 
+    def error(self, message: str):
+        """One `sutra: error:` line, as for every other mistake (argparse printed its usage block first)."""
+        self.exit(2, f"sutra: error: {message}; see `{self.prog} --help`\n")
+
 
 class SubcommandParser(SutraParser):
     """A subcommand's parser: an argument it does not know is reported with its usage, not the top

@@ -74,10 +74,12 @@ def test_model_info_json_is_one_object_a_script_can_read():
         (["data", "prepare", "x.jsonl", "--out", "o", "--domains", ","], "--domains ',' names nothing; give comma-separated names"),
         (["data", "mix", "d", "--out", "m.json", "--block-tokens", "0"], "--block-tokens '0': expected a positive token count"),
         # a flag given twice kept its last value silently (--tasks piqa alone was scored)
-        (["eval", "tiny", "--tasks", "arc_easy", "--tasks", "piqa"], "sutra eval: error: --tasks is given twice; give it once"),
+        (["eval", "tiny", "--tasks", "arc_easy", "--tasks", "piqa"], "sutra: error: --tasks is given twice; give it once; see `sutra eval --help`"),
         (["data", "mix", "d", "--out", "a.json", "--out=b.json"], "--out is given twice"),
-        # an unknown flag is reported with its subcommand's usage, not the top level's
-        (["data", "prepare", "x.jsonl", "--out", "o", "--bogus"], "sutra data prepare: error: unrecognized arguments: --bogus"),
+        # an unknown flag is reported with its subcommand's help, not the top level's
+        (["data", "prepare", "x.jsonl", "--out", "o", "--bogus"], "sutra: error: unrecognized arguments: --bogus; see `sutra data prepare --help`"),
+        # argparse's own errors are one line too (its usage block came first)
+        (["data", "prepare"], "sutra: error: the following arguments are required: SOURCE, --out; see `sutra data prepare --help`"),
         # undecodable bytes (surrogates here) were a TypeError from the tokenizer
         (["generate", "smollm2-135m-instruct", "--prompt", "caf\udce9"], "--prompt is not UTF-8 text (an undecodable byte at character 3)"),
     ],
@@ -87,6 +89,7 @@ def test_user_errors_are_one_line_without_traceback(args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr  # one line: no usage block before it
 
 
 @pytest.mark.parametrize("args, suffix, text", [

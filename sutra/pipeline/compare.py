@@ -152,7 +152,7 @@ def prepare_args_problem(arm: Arm) -> str | None:
         Filters.from_args(args.min_quality, args.domains, args.content_types, args.complexity, args.where)
     except SystemExit:  # argparse's usage error, whose last line says what is wrong (or -h's help, on stdout)
         lines = said.getvalue().strip().splitlines()
-        return re.sub(r"^sutra( data prepare)?: error: ", "", lines[-1]) if lines else "-h/--help shows prepare's help; leave it out"
+        return re.sub(r"^sutra: error: (.*?)(; see `sutra data prepare --help`)?$", r"\1", lines[-1]) if lines else "-h/--help shows prepare's help; leave it out"
     except SutraError as exc:
         return str(exc)
     return None

@@ -860,6 +860,9 @@ class Trainer:
             f"{s.epochs} epochs x {s.steps_per_epoch} steps of {self.tokens_per_step:,} tokens | attention {r.train.attention}"
             + " | activation checkpointing" * r.train.activation_checkpointing
         )
+        if r.train.precision == "bf16" and self.device.type == "cpu":  # (device auto falls back to the CPU: the card's recipe there ran 10x slower)
+            self._say("warning: train.precision is bf16 on a CPU, where its autocast runs several times slower than fp32; "
+                      "--set train.precision=fp32 to train faster here")
         if r.schedule.kind == "wsd" and r.schedule.epochs:
             self._say("schedule.kind is wsd: one warmup-stable-decay over the whole run; the per-epoch schedule.epochs are not used")
         if self.unused_windows_per_epoch:

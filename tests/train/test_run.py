@@ -830,3 +830,14 @@ def test_a_run_records_its_mix_as_trained_and_the_card_says_that_mix(tmp_path, t
         read_run(str(tmp_path / "run"))
     (tmp_path / "run" / "data.json").unlink()  # an older run's: the mix as it reads now
     assert "stdlib-docstrings 20.0%" in training_data(read_run(str(tmp_path / "run")))
+
+
+def test_bf16_on_a_cpu_is_warned_of_at_the_start(tmp_path, tiny_dataset, capsys):
+    """The card's recipe (bf16, device auto) fell back to a CPU without a word and ran 10x slower there."""
+    for precision in ("bf16", "fp32"):
+        trainer = start(micro_recipe(tiny_dataset, tmp_path / precision, train={"precision": precision, "steps_per_epoch": 3},
+                                     eval={"every_steps": 100, "max_windows": 2}), tmp_path / f"{precision}.yaml")
+        trainer.run(stop_after=1)
+        trainer.close()
+        said = capsys.readouterr().err
+        assert ("warning: train.precision is bf16 on a CPU" in said and "--set train.precision=fp32 to train faster here" in said) == (precision == "bf16")
