@@ -231,7 +231,8 @@ def read_results(path: str | os.PathLike) -> dict:
     except OSError as exc:  # a directory, no permission
         raise SutraError(f"{path}: cannot read it ({exc.strerror}); give a results file written by 'sutra eval'") from None
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
-        raise SutraError(f"{path}: not valid JSON ({exc})") from None
+        table = " (a table `sutra report` writes, read from results)" if path.suffix in (".csv", ".md") else ""
+        raise SutraError(f"{path}: not valid JSON ({exc}){table}; give a results file written by 'sutra eval --out FILE.json'") from None
     if not isinstance(results, dict) or results.get("format") != FORMAT or not isinstance(results.get("tasks"), dict):
         raise SutraError(f"{path}: not a 'sutra eval' results file (format {results.get('format') if isinstance(results, dict) else None!r})")
     for name, entry in results["tasks"].items():
@@ -247,6 +248,10 @@ def read_results(path: str | os.PathLike) -> dict:
         _check(path, entry, "note", _or_null(_is_text), "a note on the data", task=name)
         entry["matches_card"] = matches_card(name, entry)
         _check(path, entry, "metrics", _is_object, "an object", task=name)
+        key = TASKS[name].result_key  # `value` is this metric, copied: an edit of one of them alone is no score of the model
+        if key in entry.get("metrics", {}) and entry["metrics"][key] != entry["value"]:
+            raise _malformed(path, f"task '{name}' field 'value' is {json.dumps(entry['value'])} but 'metrics.{key}' is "
+                                   f"{json.dumps(entry['metrics'][key])}, the same score")
         # the one other metric the tables show: gsm8k's strict-match row
         _check(path, entry.get("metrics", {}), "exact_match,strict-match", _or_null(is_score), "a score between 0 and 1", task=name, prefix="metrics.")
     for section in ("engine", "model"):

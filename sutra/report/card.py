@@ -147,7 +147,9 @@ def check_run_made(run: dict, checkpoint: dict, spec: str) -> None:
         now, then = flat_recipe(run["recipe"]), flat_recipe(trained_with)
         differ = [key for key in recipe_differences(now, then) if not key.startswith(RESUME_MAY_CHANGE)]
         if differ:
-            raise SutraError(f"{where} (its recipe has {differ[0]}: {now.get(differ[0])!r}, the checkpoint was trained with {then.get(differ[0])!r})")
+            also = ", ".join(differ[1:5]) + (f" and {len(differ) - 5} more" if len(differ) > 5 else "")
+            raise SutraError(f"{where} (its recipe has {differ[0]}: {now.get(differ[0])!r}, the checkpoint was trained with {then.get(differ[0])!r}"
+                             + (f"; they differ in {also} too)" if also else ")"))
     if not isinstance(step, int):
         return
     steps = [m["step"] for m in run["metrics"] if isinstance(m.get("step"), int)]

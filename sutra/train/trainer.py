@@ -921,7 +921,14 @@ def _restore_recipe(run_dir: Path) -> None:
     records it was trained with (the recipe a resume checks against), or refuse the directory."""
     if (run_dir / RECIPE_FILE).exists():
         raise SutraError(f"{run_dir / RECIPE_FILE}: not a file; move it away, and `sutra train --resume` writes the run's recipe there again")
+    from sutra.model.checkpoint import WEIGHTS_FILE
+
     saved = (CheckpointStore(run_dir).info(LAST) or {}).get("resolved_recipe")
+    run_above = run_dir.absolute().parent
+    if not isinstance(saved, dict) and (run_dir / WEIGHTS_FILE).is_file() and (run_above / RECIPE_FILE).is_file():  # RUN/e1-best, say
+        raise SutraError(f"{run_dir}: a checkpoint of the run {run_dir.parent}, not a run directory; continue that run with "
+                         f"`sutra train --resume {run_dir.parent}` (from its `{LAST}`), or train on from this checkpoint with "
+                         f"`sutra train RECIPE --init-from {run_dir}`")
     if not isinstance(saved, dict):
         raise SutraError(f"{run_dir}: not a run directory (no {RECIPE_FILE}, and no `{LAST}` checkpoint recording its recipe); "
                          "start a run with `sutra train RECIPE.yaml`")

@@ -32,6 +32,7 @@ def edited(path, edit):
     (lambda r: r["tasks"]["piqa"].update(note=7), "task 'piqa' field 'note' is 7, not a note on the data"),
     (lambda r: r["tasks"]["gsm8k"]["metrics"].update({"exact_match,strict-match": 2.5}),
      "task 'gsm8k' field 'metrics.exact_match,strict-match' is 2.5, not a score"),
+    (lambda r: r["tasks"]["piqa"]["metrics"].update({"acc_norm,none": 0.9}), "task 'piqa' field 'value' is 0.55 but 'metrics.acc_norm,none' is 0.9, the same score"),
     (lambda r: r.update(perplexity=5), "field 'perplexity' is 5, not an object"),
     (lambda r: r.update(perplexity={"perplexity": "abc"}), "field 'perplexity.perplexity' is \"abc\", not a perplexity"),
     (lambda r: r["perplexity"].update(attention="full"), "field 'perplexity.attention' is \"full\", not document or causal"),
@@ -44,6 +45,12 @@ def test_results_not_as_sutra_eval_writes_them_are_refused_naming_the_field(tmp_
     with pytest.raises(SutraError) as refused:
         read_results(path)
     assert str(refused.value).startswith(f"{path}: {problem}") and "sutra eval" in str(refused.value)
+
+
+def test_a_report_table_given_as_results_is_named_as_one(tmp_path):
+    (tmp_path / "progression.csv").write_text("Benchmark,E1-best\nPIQA,55.00\n")
+    with pytest.raises(SutraError, match=r"progression.csv: not valid JSON .*\(a table `sutra report` writes, read from results\); give a results file written by 'sutra eval"):
+        read_results(tmp_path / "progression.csv")
 
 
 def test_a_diverged_runs_nan_perplexity_reads_as_not_measured(tmp_path):

@@ -396,6 +396,11 @@ def test_card_training_has_the_seeds_epoch_table_and_refuses_another_run(tmp_pat
     (run / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "schedule": {**recipe["schedule"], "warmup_steps": 2}}))
     refused = run_sutra("card", str(best), "--results", str(results), "--run", str(run), "--out", str(readme))
     assert refused.returncode == 2 and f"not the run that trained {best} (its recipe has schedule.warmup_steps: 2, the checkpoint was trained with 1)" in refused.stderr
+    # several differences: the first with its values, the rest by name (the first alone hid a run's init_from)
+    (run / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "schedule": {**recipe["schedule"], "warmup_steps": 2}, "model": {"init_from": "smollm2-135m"}}))
+    refused = run_sutra("card", str(best), "--results", str(results), "--run", str(run), "--out", str(readme))
+    assert refused.returncode == 2 and ("(its recipe has model.init_from: 'smollm2-135m', the checkpoint was trained with None; "
+                                        "they differ in schedule.warmup_steps too)") in refused.stderr, refused.stderr
 
 
 def test_a_column_with_fewer_tasks_keeps_the_others_card_average(tmp_path):

@@ -792,6 +792,10 @@ def test_set_on_a_resume_says_what_to_edit_instead(tmp_path, finished_run):
     # no run there: that is what is wrong, not the --set (whose advice named a recipe.yaml that is not there)
     refused = run_sutra("train", "--resume", str(tmp_path / "typo"), "--set", "train.micro_batch=8")
     assert refused.returncode == 2 and f"{tmp_path / 'typo'}: not a run directory" in refused.stderr and "--set" not in refused.stderr
+    # a run's checkpoint given for the run: said so, with the run to resume
+    refused = run_sutra("train", "--resume", str(finished_run / "e1-best"))
+    assert refused.returncode == 2 and (f"{finished_run / 'e1-best'}: a checkpoint of the run {finished_run}, not a run directory; "
+                                        f"continue that run with `sutra train --resume {finished_run}`") in refused.stderr
 
 
 @pytest.mark.parametrize("log_every", [1, 100], ids=["a-log-line-due", "no-log-line"])
