@@ -8,6 +8,7 @@ card's name that the card did not measure.
 """
 
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -61,6 +62,22 @@ def _quiet_git_hash() -> None:
     lm_eval.evaluator.get_git_commit_hash = lm_eval.loggers.utils.get_git_commit_hash = git_hash
 
 
+def _quiet_defaults() -> None:
+    """Lines that say nothing of the run: datasets' "Generating test split" bar for each of some 80
+    splits (MMLU's subjects), and lm-eval's note that a metric without a stated aggregation or
+    direction takes its default (boolq's acc: the mean, higher is better, as the card reports it)."""
+    import logging
+
+    import datasets
+
+    datasets.disable_progress_bars()
+    logging.getLogger("lm_eval.api.task").addFilter(_not_a_default_metric_note)  # (added once, however often called)
+
+
+def _not_a_default_metric_note(record) -> bool:
+    return not re.search(r"is defined, but (aggregation|higher_is_better) is not", record.getMessage())
+
+
 def run_lm_eval(lm, tasks: list[CardTask], data: str = "store", limit: int | float | None = None, log_samples: bool = False) -> dict:
     """lm-eval's simple_evaluate on `lm` for `tasks`, reading the offline store unless data == 'hub'."""
     import lm_eval
@@ -72,6 +89,7 @@ def run_lm_eval(lm, tasks: list[CardTask], data: str = "store", limit: int | flo
     if data == "store" or hub_unreachable():  # without a hub only datasets' own cache can serve --data hub: no retrying
         _offline_environment()
     _quiet_git_hash()
+    _quiet_defaults()
     with tempfile.TemporaryDirectory(prefix="sutra-eval-tasks-") as workdir:
         manager = task_manager(tasks, data, Path(workdir))
         return lm_eval.simple_evaluate(

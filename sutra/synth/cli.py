@@ -1,6 +1,7 @@
 """`sutra synth ...` commands. Heavy imports happen inside the handlers."""
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -176,9 +177,14 @@ def _print_summary(summary, out: Path) -> int:
     from sutra.synth.stats import stats_path
 
     rejected = ", ".join(f"{k} {v}" for k, v in summary.rejected.most_common()) or "none"
+    try:  # a resumed run: what this session added is not what the output holds
+        held = json.loads(stats_path(out).with_suffix(".json").read_text())
+        held = f"; {out} holds {held['entries']:,} in all, {held['tokens']:,} tokens" if held["entries"] != summary.accepted else ""
+    except (OSError, ValueError, KeyError, TypeError):  # (no stats written: a warning said so)
+        held = ""
     print(f"accepted {summary.accepted} item(s), {summary.accepted_tokens:,} tokens in {summary.elapsed:.1f} s "
           f"(tried {summary.attempted}; rejected: {rejected}; {summary.trimmed_truncated} cut at max-new-tokens and trimmed "
-          f"to their last sentence); data in {out}, stats in {stats_path(out)}")
+          f"to their last sentence){held}; data in {out}, stats in {stats_path(out)}")
     if summary.stop_reason:
         print(f"sutra: stopped before the target ({summary.stop_reason.replace('_', ' ')}); see {stats_path(out)} for reject reasons. "
               f"{_advice(summary)}", file=sys.stderr)

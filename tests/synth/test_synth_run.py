@@ -75,9 +75,11 @@ def test_a_killed_run_resumes_without_losing_or_repeating_items(scripted, synth,
     kept = before[: before.rfind(b"\n") + 1]
     with open(out / "train_000.jsonl", "ab") as f:  # what a kill in the middle of a write leaves behind
         f.write(b'{"id": "half-written')
-    _, _, stderr = synth("synth", "run", "--n", "8", "--out", out, "--base-url", server.url, *ONE_AT_A_TIME, check=True)
+    _, stdout, stderr = synth("synth", "run", "--n", "8", "--out", out, "--base-url", server.url, *ONE_AT_A_TIME, check=True)
     assert "resuming train_000.jsonl" in stderr and "partial line(s) from a killed run cut off" in stderr
     rows = records(out)
+    # this session's count, and the output's (the session's alone read as if the rest were lost)
+    assert f"accepted {8 - len(kept.splitlines())} item(s)" in stdout and f"; {out} holds 8 in all, " in stdout, stdout
     assert len(rows) == 8 and len({r["id"] for r in rows}) == 8
     assert (out / "train_000.jsonl").read_bytes().startswith(kept)  # finished items were kept, not redone
     indices = [e["index"] for e in journal(out)]
