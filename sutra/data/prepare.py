@@ -134,7 +134,7 @@ def process_unit(unit: src.Unit) -> UnitResult:
             result.where_fields.update(c.field for c in w["filters"].where if has_field(record, c.field))
         if problem is not None:
             result.problems.append((location, *problem[:2]))
-            if problem[2:] and problem[2].startswith("where:"):
+            if len(problem) == 3 and problem[2].startswith("where:"):
                 result.where_uncomparable[problem[2].removeprefix("where:")] += 1
         elif rejected:
             result.filtered[rejected] += 1
@@ -478,7 +478,8 @@ def _prepare_into(out: Path, config: PrepareConfig, tokenizer, inputs: list, rec
     if absent and stats["input_records"] and "where_fields" in counted:  # a misspelt field: `!=` would keep every record, the others none
         raise SutraError(f"--where '{absent[0]}': no record of {', '.join(config.sources)} has a value in a '{absent[0].field}' field "
                          f"({stats['input_records']:,} records read); check the field's name (a nested one is written a.b)")
-    never = [c for c in config.filters.where if counted == {"where_fields", "where_uncomparable"} and stats["where_uncomparable"].get(str(c), 0) == stats["where_fields"].get(c.field, 0) > 0]
+    both = counted == {"where_fields", "where_uncomparable"}
+    never = [c for c in config.filters.where if both and stats["where_uncomparable"].get(str(c), 0) == stats["where_fields"].get(c.field, 0) > 0]
     if never:  # a VALUE of another type than the field's: every record having it dropped
         raise SutraError(f"--where '{never[0]}': none of the {stats['where_fields'][never[0].field]:,} records with a '{never[0].field}' field "
                          f"could be compared with '{never[0].value}' (each dropped as wrong_type; see {out / 'dropped.tsv'}); "
