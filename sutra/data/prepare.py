@@ -104,8 +104,8 @@ def _init_worker(tokenizer_file: str, settings: dict, parent_pid: int | None = N
 
 def _screen(unit: src.Unit):
     """(location, record, UTF-8 text, problem, rejecting filter) for every record of `unit`: the
-    keep/drop decision that counting and processing share. A problem is (reason, detail), and for a
-    value a filter cannot compare (reason, detail, that filter's name)."""
+    keep/drop decision that counting and processing share. A value a filter cannot compare is a
+    wrong_type problem, with that filter as the rejecting one."""
     w = _worker
     for location, record, problem in src.read_unit(unit, w["text_field"], w["columns"], w["max_chars"]):
         data = rejected = None
@@ -115,7 +115,7 @@ def _screen(unit: src.Unit):
             try:
                 rejected = w["filters"].reject(record)
             except WrongType as exc:
-                problem = ("wrong_type", str(exc), exc.check)
+                problem, rejected = ("wrong_type", str(exc)), exc.check
         yield location, record, data, problem, rejected
 
 
@@ -133,9 +133,9 @@ def process_unit(unit: src.Unit) -> UnitResult:
         if isinstance(record, dict):
             result.where_fields.update(c.field for c in w["filters"].where if has_field(record, c.field))
         if problem is not None:
-            result.problems.append((location, *problem[:2]))
-            if len(problem) == 3 and problem[2].startswith("where:"):
-                result.where_uncomparable[problem[2].removeprefix("where:")] += 1
+            result.problems.append((location, *problem))
+            if rejected and rejected.startswith("where:"):
+                result.where_uncomparable[rejected.removeprefix("where:")] += 1
         elif rejected:
             result.filtered[rejected] += 1
         else:

@@ -924,8 +924,7 @@ def _restore_recipe(run_dir: Path) -> None:
     from sutra.model.checkpoint import WEIGHTS_FILE
 
     saved = (CheckpointStore(run_dir).info(LAST) or {}).get("resolved_recipe")
-    run_above = run_dir.absolute().parent
-    if not isinstance(saved, dict) and (run_dir / WEIGHTS_FILE).is_file() and (run_above / RECIPE_FILE).is_file():  # RUN/e1-best, say
+    if not isinstance(saved, dict) and (run_dir / WEIGHTS_FILE).is_file() and (run_dir.parent / RECIPE_FILE).is_file():  # RUN/e1-best, say
         raise SutraError(f"{run_dir}: a checkpoint of the run {run_dir.parent}, not a run directory; continue that run with "
                          f"`sutra train --resume {run_dir.parent}` (from its `{LAST}`), or train on from this checkpoint with "
                          f"`sutra train RECIPE --init-from {run_dir}`")
