@@ -14,14 +14,22 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", default=None, type=dtype_name, metavar="DTYPE", help="float32, bfloat16 or float16 (or fp32, bf16, fp16); default: bfloat16 on CUDA, float32 on CPU")
     p.add_argument("--data", default="store", choices=["store", "hub"], help="benchmark data: the offline store (default) or the hub, as lm-eval loads it")
     p.add_argument("--perplexity", metavar="DATA_DIR", default=None, help="also report token perplexity on this prepared dataset's val split")
-    p.add_argument("--seq-len", type=positive_int, default=None, help="perplexity window (default: 2048 or the model's context if smaller)")
+    # the perplexity settings default to how a Sutra checkpoint's run validated, so its logged val_ppl is reproduced
+    p.add_argument("--seq-len", type=positive_int, default=None,
+                   help="perplexity window (default: the checkpoint's data.seq_len; 2048, or the context if smaller, for other models)")
     p.add_argument("--attention", choices=ATTENTION, default=None,
-                   help="perplexity: attention inside each document, or across the documents packed into a window (default: as the "
-                        "checkpoint was trained, so its logged val_ppl is reproduced; document for other models)")
-    p.add_argument("--max-windows", type=positive_int, default=None, help="perplexity: score N validation windows spread evenly over the split")
+                   help="perplexity: attention inside each document, or across the documents packed into a window "
+                        "(default: the checkpoint's train.attention; document for other models)")
+    p.add_argument("--max-windows", type=window_count, default=None, metavar="N|all",
+                   help="perplexity: score N validation windows spread evenly over the split, or all "
+                        "(default: the checkpoint's eval.max_windows; all for other models)")
     p.add_argument("--out", default=None, help="write the results JSON here; answers are journalled beside it as they come, "
                                                 "so a killed run given the same --out resumes where it stopped")
     p.set_defaults(func=cmd_eval)
+
+
+def window_count(value: str) -> int | str:
+    return value if value == "all" else positive_int(value)
 
 
 def score_lines(tasks: dict) -> list[str]:
@@ -33,6 +41,14 @@ def score_lines(tasks: dict) -> list[str]:
         name = entry["metric"] if entry["filter"] == "none" else f"{entry['metric']} ({entry['filter']})"
         lines.append(f"{label(entry) + ' *' * bool(entry.get('note')):<34} {name:<28} {100 * entry['value']:6.2f}")
     return lines + [f"* {entry['title']}: {entry['note']}" for entry in tasks.values() if entry.get("note")]
+
+
+def perplexity_line(ppl: dict, as_run: bool) -> str:
+    """The printed perplexity with the windows it is over: a sample of the split says so."""
+    windows, split = ppl["windows"], ppl["windows_in_split"]
+    counted = f"{windows:,} of {split:,} windows" if windows < split else f"{windows:,} window{'s' * (windows != 1)}"
+    return (f"validation perplexity {ppl['perplexity']:.3f} over {ppl['tokens']:,} tokens ({counted} of {ppl['seq_len']}, "
+            f"{ppl['attention']} attention{', as the run validated' * as_run})")
 
 
 def cmd_eval(args) -> int:
@@ -66,22 +82,22 @@ def cmd_eval(args) -> int:
     journal = journal_path(args.out) if args.out and tasks else None  # a killed run resumes from it
     dtype = getattr(torch, args.dtype) if args.dtype else None
     if args.perplexity:  # first: data it cannot score (too short, another tokenizer) stops the run before the benchmarks, not after
-        from sutra.eval.perplexity import perplexity
+        from sutra.eval.perplexity import as_validated, perplexity
         from sutra.model.checkpoint import load_model
 
         if tasks and args.data == "store":  # so does a missing benchmark store, as without --perplexity
             from sutra.eval.store import check_store
 
             check_store(tasks)
-        from sutra.model.checkpoint import read_training_record
-
-        if args.attention is None:  # as the run validated it: a causal run's val_ppl is a causal perplexity
-            trained = (read_training_record(args.spec).get("resolved_recipe") or {}).get("train") or {}
-            args.attention = trained.get("attention") if trained.get("attention") in ATTENTION else "document"
+        validated = as_validated(args.spec)  # a causal run's val_ppl is a causal perplexity, over its own windows
+        given = {"seq_len": args.seq_len, "max_windows": args.max_windows, "attention": args.attention}
+        settings = {**{"seq_len": None, "max_windows": None, "attention": "document"}, **validated,
+                    **{key: value for key, value in given.items() if value is not None}}
+        settings["max_windows"] = None if settings["max_windows"] == "all" else settings["max_windows"]
+        as_run = bool(validated) and {key: settings[key] for key in validated} == validated
         loaded = load_model(args.spec, device=device, dtype=dtype or default_dtype(device))
         model = {"spec": args.spec, "source": loaded.source, "config": loaded.model.config.to_dict(), "weights_sha256": loaded.weights_sha256}
-        ppl = perplexity(loaded, args.perplexity, seq_len=args.seq_len, batch_size=max(1, args.batch_size // 4),
-                         max_windows=args.max_windows, attention=args.attention)
+        ppl = perplexity(loaded, args.perplexity, batch_size=max(1, args.batch_size // 4), **settings)
         del loaded  # the benchmarks load their own
     results: dict = {}
     if tasks:
@@ -106,8 +122,7 @@ def cmd_eval(args) -> int:
     if args.perplexity:
         results.setdefault("model", model)
         results["perplexity"] = ppl
-        print(f"validation perplexity {ppl['perplexity']:.3f} over {ppl['tokens']:,} tokens ({ppl['windows']} window{'s' * (ppl['windows'] != 1)} of {ppl['seq_len']}, "
-              f"{args.attention} attention)")
+        print(perplexity_line(ppl, as_run))
     if args.out:
         results.setdefault("format", "sutra-eval-results")
         results.setdefault("tasks", {})

@@ -15,6 +15,20 @@ import torch
 from sutra.errors import SutraError
 
 
+def as_validated(spec: str) -> dict:
+    """How a Sutra checkpoint's run validated: its recipe's data.seq_len, eval.max_windows (None: every
+    window) and train.attention, so `sutra eval --perplexity` reproduces its logged val_ppl by default;
+    {} for other models."""
+    from sutra.eval.harness import ATTENTION
+    from sutra.model.checkpoint import read_training_record
+
+    recipe = read_training_record(spec).get("resolved_recipe") or {}
+    data, evaluation, train = (recipe.get(section) or {} for section in ("data", "eval", "train"))
+    if not (isinstance(data.get("seq_len"), int) and train.get("attention") in ATTENTION and "max_windows" in evaluation):
+        return {}  # no recipe (or a hand-edited one): the defaults for any model
+    return {"seq_len": data["seq_len"], "max_windows": evaluation["max_windows"], "attention": train["attention"]}
+
+
 def perplexity_of(loss: float) -> float:
     """exp(mean token cross-entropy), capped where exp would overflow (past 709): a diverged model
     reads ~1e304, not an OverflowError. The trainer's val_ppl and `sutra eval` share it."""

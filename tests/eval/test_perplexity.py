@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from sutra_testing import run_sutra
-from eval_helpers import tiny_model  # noqa: F401 (fixture)
+from eval_helpers import benchmarks, tiny_model  # noqa: F401 (fixtures)
 from sutra.data.loader import TokenLoader
 from sutra.errors import SutraError
 from sutra.eval.perplexity import perplexity
@@ -93,7 +93,7 @@ def test_arguments_that_would_fail_after_the_benchmarks_fail_before_them(tiny_mo
     assert list(tmp_path.glob(".*")) == []  # no journal left beside the directory
 
 
-def test_perplexity_data_it_cannot_score_stops_the_run_before_the_benchmarks(tiny_model, tokenizer, tmp_path, capsys):
+def test_perplexity_data_it_cannot_score_stops_the_run_before_the_benchmarks(tiny_model, tokenizer, tmp_path, capsys, benchmarks):
     """A validation split shorter than one window (or of another tokenizer) used to be found only after
     every task had run (hours for the card's 11 on a CPU), and the results were not written."""
     from sutra.cli import main

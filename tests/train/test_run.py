@@ -97,17 +97,22 @@ def test_checkpoints_load_as_model_specs_and_generate(finished_run):
 
 
 def test_sutra_eval_reproduces_a_causal_runs_logged_perplexity_by_default(tmp_path, tiny_dataset):
-    """`sutra eval --perplexity` scored every checkpoint with document masking unless told
-    otherwise, so a causal run's logged val_ppl came out about 3 % off."""
+    """`sutra eval --perplexity` scored every checkpoint with document masking, over 2048-token
+    windows and the whole split, unless told otherwise: a causal run's logged val_ppl came out
+    about 3 % off, and any run's only with --seq-len and --max-windows repeating its recipe."""
     recipe = micro_recipe(tiny_dataset, tmp_path / "run", train={"epochs": 1, "steps_per_epoch": 4, "attention": "causal"},
                           schedule={"epochs": [{"peak_lr": 1e-2, "min_lr": 1e-3}]}, eval={"every_steps": 100, "max_windows": 4})
     train(str(write_recipe(tmp_path / "causal.yaml", recipe)), [], None)
     logged = [r["val_ppl"] for r in records(tmp_path / "run") if "val_ppl" in r][-1]
-    result = run_sutra("eval", str(tmp_path / "run" / "e1-final"), "--perplexity", str(tiny_dataset), "--seq-len", "32", "--max-windows", "4",
-                       "--out", str(tmp_path / "r.json"), check=True)
+    result = run_sutra("eval", str(tmp_path / "run" / "e1-final"), "--perplexity", str(tiny_dataset), "--out", str(tmp_path / "r.json"), check=True)
     measured = json.loads((tmp_path / "r.json").read_text())["perplexity"]
-    assert measured["attention"] == "causal" and "causal attention" in result.stdout
+    assert (measured["attention"], measured["seq_len"], measured["windows"]) == ("causal", 32, 4) and measured["windows_in_split"] > 4
+    assert f"(4 of {measured['windows_in_split']:,} windows of 32, causal attention, as the run validated)" in result.stdout
     assert measured["perplexity"] == pytest.approx(logged, rel=1e-5)
+    # each flag still overrides its default, and the line no longer says it is the run's validation
+    result = run_sutra("eval", str(tmp_path / "run" / "e1-final"), "--perplexity", str(tiny_dataset), "--max-windows", "all", "--attention", "document",
+                       check=True)
+    assert f"({measured['windows_in_split']:,} windows of 32, document attention)" in result.stdout
 
 
 def test_plot_draws_a_png(finished_run, tmp_path):
