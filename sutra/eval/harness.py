@@ -64,13 +64,19 @@ def _quiet_git_hash() -> None:
 
 def _quiet_defaults() -> None:
     """Lines that say nothing of the run: datasets' "Generating test split" bar for each of some 80
-    splits (MMLU's subjects), and lm-eval's note that a metric without a stated aggregation or
-    direction takes its default (boolq's acc: the mean, higher is better, as the card reports it)."""
+    splits (MMLU's subjects), lm-eval's bar for the prompts it builds of each task (57 with MMLU,
+    a second each; the scoring bar after them is the progress), and lm-eval's note that a metric
+    without a stated aggregation or direction takes its default (boolq's acc: the mean, higher is
+    better, as the card reports it)."""
+    import functools
     import logging
 
     import datasets
+    import lm_eval.api.task
+    import tqdm
 
     datasets.disable_progress_bars()
+    lm_eval.api.task.tqdm = functools.partial(tqdm.tqdm, disable=True)  # it offers no switch of its own
     logging.getLogger("lm_eval.api.task").addFilter(_not_a_default_metric_note)  # (added once, however often called)
 
 

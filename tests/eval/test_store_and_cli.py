@@ -171,7 +171,10 @@ def test_out_never_replaces_the_model_or_any_file_that_is_not_results(tiny_model
 
 def test_the_output_holds_no_line_per_split_built_nor_lm_evals_default_metric_notes(tiny_model, benchmarks, tmp_path):
     """datasets drew a "Generating test split" bar for each split read (some 80 with MMLU's subjects),
-    and lm-eval noted that boolq's acc takes the default aggregation: lines that say nothing of the run."""
+    lm-eval a bar for the prompts of each task (57 with MMLU), and lm-eval noted that boolq's acc
+    takes the default aggregation: lines that say nothing of the run."""
     result = run_sutra("eval", str(tiny_model[0]), "--tasks", "boolq,openbookqa", "--limit", "2", "--out", str(tmp_path / "r.json"), check=True)
     assert "BoolQ (validation, 2)" in result.stdout
     assert "Generating" not in result.stderr and "is defined, but" not in result.stderr, result.stderr[-2000:]
+    bars = [line for line in result.stderr.replace("\r", "\n").splitlines() if "it/s]" in line]
+    assert bars and all(line.startswith("Sutra loglikelihood") for line in bars), bars  # the scoring bar alone
