@@ -7,9 +7,9 @@ import pytest
 import yaml
 from sutra_testing import run_sutra
 
-from sutra.pipeline.demo import SCALES, pick_scale
+from sutra.pipeline.demo import DATA_NAME, SCALES, pick_scale
 
-STAGES_REUSED = ("synth", "data", "untrained", "run", "results/trained.json", "results/untrained.json", "report/samples.md")
+STAGES_REUSED = ("synth", DATA_NAME, "untrained", "run", "results/trained.json", "results/untrained.json", "report/samples.md")
 
 
 def test_cpu_scale_without_cuda_and_explicit_scales():
@@ -44,6 +44,7 @@ def test_demo_leaves_the_report_and_reuses_finished_stages(tmp_path):
     # evaluated at the context it trained at, the card's two validation perplexities agree (the recipe's 32 windows, as the scale's)
     assert f"| Validation perplexity of this checkpoint | {summary['val_perplexity']:.2f} (step" in card
     assert "8 steps of 512 tokens, the size of sutra demo --scale quick" in card  # the recipe's own note said 100 steps
+    assert "| Training data | stdlib-docs+synth |" in card  # (the dataset's directory was named "data")
     assert "validation perplexity" in first.stdout and "benchmark average" in first.stdout and "tokens/s" in first.stdout
     assert "quality 0." in first.stdout  # the synthesized entries' quality scores are shown
 

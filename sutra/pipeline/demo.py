@@ -18,6 +18,7 @@ from sutra.synth.cli import STOPPED_SHORT
 
 ASSETS = ("smollm2-tokenizer", "smollm2-135m-instruct", "stdlib-docs", "benchmarks")
 CORPUS = "stdlib-docs"
+DATA_NAME = f"{CORPUS}+synth"  # the corpus and the synthesized entries, prepared together
 TASKS = "arc_easy,hellaswag,piqa,winogrande,boolq"
 PROMPTS = ("The Python standard library", "To open a file for reading, use", "A function is")
 
@@ -128,7 +129,8 @@ def run_demo(out: Path, scale: Scale) -> dict:
 
     started = time.perf_counter()
     out = check_output_path(out, directory=True).resolve()  # a file, or a place this user cannot write: one line, before any stage
-    synth_dir, data_dir, run_dir, results_dir, report_dir = (out / n for n in ("synth", "data", "run", "results", "report"))
+    # the dataset's directory names what it holds: the card's Training data row is that name
+    synth_dir, data_dir, run_dir, results_dir, report_dir = (out / n for n in ("synth", DATA_NAME, "run", "results", "report"))
     recipe = recipe_path(scale.recipe)
     steps = scale.train_steps
     overrides = [*scale.overrides, f"data.path={data_dir}", f"train.steps_per_epoch={steps}", f"schedule.warmup_steps={max(1, steps // 10)}",
