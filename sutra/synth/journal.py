@@ -29,6 +29,21 @@ SCHEMA_FIELDS = (
 )
 
 
+# a request the server refused (a context or size limit of its own) says nothing of the item: a
+# restart, after the server or the settings were changed, asks for it again
+ASKED_AGAIN = "request_refused"
+
+
+# what a changed setting means, where its values do not say it
+SETTING_NOTES = {"sources_digest": ": the sources' contents changed since the run began, and a resume would rephrase some documents "
+                                   "twice, as its items are numbered by their place in the sources"}
+
+
+def latest_entries(entries: list[dict]) -> list[dict]:
+    """Each item's last journal line: an item asked again after a refusal has one line per try."""
+    return list({entry["id"]: entry for entry in entries}.values())
+
+
 @dataclass
 class ResumeState:
     records: list[dict] = field(default_factory=list)  # accepted so far, in order
@@ -37,7 +52,7 @@ class ResumeState:
 
     @property
     def done_ids(self) -> set[str]:
-        return {r["id"] for r in self.records} | {e["id"] for e in self.entries}
+        return {r["id"] for r in self.records} | {e["id"] for e in latest_entries(self.entries) if e.get("reason") != ASKED_AGAIN}
 
 
 class Rows(list):
@@ -122,9 +137,15 @@ class ShardFiles:
         self._data = self._journal = None
         self._lock = ExitStack()
 
+    def written(self) -> Path | None:
+        """The first of this shard's data file and journal that holds anything: an item was made.
+        A settings record without them is a run that stopped before its first item (its server
+        unreachable, a mistyped --model): it binds nothing, and the next run records its own."""
+        return next((p for p in (self.data_path, self.journal_path) if p.is_file() and p.stat().st_size), None)
+
     def open(self, settings: dict) -> ResumeState:
         """Check `settings` against a previous run in the same place, recover its files, open for append."""
-        found = next((p for p in (self.data_path, self.journal_path) if p.is_file() and p.stat().st_size), None)
+        found = self.written()
         if found and not self.manifest_path.is_file():
             # no settings record: these files were not written by a synth run (or it was deleted)
             raise SutraError(
@@ -136,13 +157,13 @@ class ShardFiles:
         self._lock.enter_context(exclusive(self.journal_path.parent, "synth", f"shard_{self.shard:03d}.lock",
                                            f"{self.out} (shard {self.shard})"))
         try:
-            resumed = self.manifest_path.is_file()
+            resumed = found is not None
             if resumed:
                 previous = self._read_manifest(self.manifest_path)
                 k = _first_difference(previous, settings)
                 if k is not None:
                     raise SutraError(
-                        f"{self.out} holds a run with different settings ({k}: {previous[k]!r} then, {settings[k]!r} now); "
+                        f"{self.out} holds a run with different settings ({k}: {previous[k]!r} then, {settings[k]!r} now{SETTING_NOTES.get(k, '')}); "
                         "resume with the same settings or write to a new --out"
                     )
             self._check_other_shards(settings)
@@ -165,7 +186,8 @@ class ShardFiles:
         """The shards of one --out make one dataset: the same plan split the same way (else one would
         redo another's items) from the same settings."""
         for path in sorted(self.manifest_path.parent.glob("shard_*.json")):
-            if path == self.manifest_path:
+            number = path.stem.removeprefix("shard_")
+            if path == self.manifest_path or not number.isdigit() or not ShardFiles(self.out, int(number)).written():
                 continue
             other = self._read_manifest(path)
             k = _first_difference(other, settings, shard_count_only=True)

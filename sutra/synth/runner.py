@@ -16,12 +16,12 @@ from sutra.synth.backends import OpenAIBackend, TransformersBackend, env_or
 from sutra.synth.clean import Deduplicator
 from sutra.synth.diversity import Planner, prior_coverage
 from sutra.synth.graph import DOMAINS, KnowledgeGraph
-from sutra.synth.journal import META_DIR, ShardFiles, check_records, read_jsonl
+from sutra.synth.journal import ASKED_AGAIN, META_DIR, ShardFiles, check_records, latest_entries, read_jsonl
 from sutra.synth.judge import Judge, MalformedAnswer, ask_json, extract_json_object
 from sutra.synth.pipeline import Engine, EngineSettings, Job, ProgressBar, Summary, item_id
 from sutra.synth.prompts import PromptSet, level_description
 from sutra.synth.serve import LlamaCppServer, llama_cpp_available
-from sutra.synth.sources import SourceReport, chunk_document, iter_documents, source_inputs
+from sutra.synth.sources import SourceReport, chunk_document, inputs_digest, iter_documents, source_inputs
 from sutra.synth.stats import write_stats
 from sutra.tokenizer import load_tokenizer
 
@@ -45,6 +45,18 @@ class BackendOptions:
     json_mode: str = "auto"
     server_threads: int | None = None
     server_ctx: int = 2048
+
+    def model_asked(self) -> str | None:
+        """The model asked of the servers: --model, else SUTRA_SYNTH_MODEL (None: the server's own)."""
+        return self.model or env_or(None, "SUTRA_SYNTH_MODEL")
+
+    def judge_model_asked(self) -> str | None:
+        return self.judge_model or env_or(None, "SUTRA_JUDGE_MODEL")
+
+    def generator_model(self) -> str | None:
+        """The model that generates, as a run records it: the local one, or the one asked of the servers."""
+        kind = self.kind()
+        return self.local_model if kind == "transformers" else BUILTIN_TEACHER if kind == "llama-cpp" else self.model_asked()
 
     def generator_urls(self) -> list[str]:
         return _urls(self.base_urls, "SUTRA_SYNTH_BASE_URL", "OPENAI_BASE_URL")
@@ -101,10 +113,10 @@ async def open_backends(options: BackendOptions, log_dir: Path):
         if kind == "transformers":
             generator = TransformersBackend(options.local_model)
         else:
-            generator = OpenAIBackend(urls, options.model or env_or(None, "SUTRA_SYNTH_MODEL"),
+            generator = OpenAIBackend(urls, options.model_asked(),
                                       options.api_key or env_or(None, "SUTRA_SYNTH_API_KEY", "OPENAI_API_KEY"), **common)
         judge_urls = options.judge_urls()
-        judge_model = options.judge_model or env_or(None, "SUTRA_JUDGE_MODEL")
+        judge_model = options.judge_model_asked()
         if judge_urls or (judge_model and kind != "transformers"):
             judge = OpenAIBackend(judge_urls or urls, judge_model,
                                   # the generator's key goes to the generator's servers only
@@ -154,8 +166,10 @@ class RunOptions:
 
 def _resume_message(files: ShardFiles, state, target: str) -> None:
     if state.records or state.entries:
-        print(f"sutra: resuming {files.data_path.name}: {len(state.records)} accepted and "
-              f"{sum(e['status'] == 'rejected' for e in state.entries)} rejected item(s) already done"
+        rejected = [e for e in latest_entries(state.entries) if e["status"] == "rejected"]
+        asked_again = sum(e.get("reason") == ASKED_AGAIN for e in rejected)
+        print(f"sutra: resuming {files.data_path.name}: {len(state.records)} accepted and {len(rejected) - asked_again} rejected item(s) already done"
+              + (f", {asked_again} refused by the server, to be asked again" if asked_again else "")
               + (f", {state.repaired_lines} partial line(s) from a killed run cut off" if state.repaired_lines else "")
               + f"; target {target}", file=sys.stderr)
 
@@ -186,7 +200,7 @@ async def _run_engine(jobs, settings_manifest: dict, run: RunOptions, backends: 
     s = run.settings
     made_by = {"seed": run.seed, "prompts": _fingerprint(prompts.texts), "temperature": s.temperature, "max_new_tokens": s.max_new_tokens,
                "min_quality": s.min_quality, "min_tokens": s.clean.min_tokens, "max_tokens": s.clean.max_tokens,
-               "dedup_threshold": run.dedup_threshold, "model": backends.model, "judge_model": backends.judge_model}
+               "dedup_threshold": run.dedup_threshold, "model": backends.generator_model(), "judge_model": backends.judge_model_asked()}
     state = files.open({**settings_manifest, **made_by, "shard": f"{shard}/{num_shards}"})
     tokenizer = load_tokenizer()
     dedup = Deduplicator(threshold=run.dedup_threshold)
@@ -375,7 +389,7 @@ def rephrase(sources: list[str], run: RunOptions, backends: BackendOptions, prom
     report = SourceReport()
     inputs = source_inputs(sources, run.out)  # a missing source stops here, before a run is recorded in --out
     jobs = rephrase_jobs(inputs, prompts, load_tokenizer(), chunk_tokens, content_types, styles, run.shard, report)
-    manifest = {"kind": "rephrase", "sources": [str(Path(s).resolve()) for s in sources], "content_types": content_types,
-                "styles": styles, "chunk_tokens": chunk_tokens}
+    manifest = {"kind": "rephrase", "sources": [str(Path(s).resolve()) for s in sources], "sources_digest": inputs_digest(inputs),
+                "content_types": content_types, "styles": styles, "chunk_tokens": chunk_tokens}
     summary = asyncio.run(_run_engine(jobs, manifest, run, backends, prompts, annotate_factory=annotator(prompts, run.judge_retries)))
     return summary, report

@@ -2,6 +2,7 @@
 (.gz/.zst), Parquet, Arrow, text files, directories and globs all work), split into chunks
 that fit the teacher's context at paragraph boundaries."""
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,19 @@ def source_inputs(specs: list[str], out: Path) -> list:
     from sutra.data.sources import expand_outside
 
     return expand_outside(specs, out)[0]
+
+
+def inputs_digest(inputs: list) -> str:
+    """A digest of the inputs' contents, in order (a hub dataset by its id): rephrase numbers its
+    items by their place in the sources, so a resume over changed sources would redo some of them."""
+    digest = hashlib.sha256()
+    for kind, path in inputs:
+        digest.update(f"{kind}\0{path}\0".encode())
+        if kind != "hub":
+            with open(path, "rb") as stream:
+                for block in iter(lambda: stream.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def iter_documents(inputs: list, report: SourceReport, text_field: str = "text") -> Iterator[tuple[str, str]]:

@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from sutra.io import atomic_write_json, atomic_write_text
-from sutra.synth.journal import META_DIR, check_records, read_jsonl
+from sutra.synth.journal import META_DIR, check_records, latest_entries, read_jsonl
 
 STATS_FIELDS = ("token_count", "quality_score", "domain", "content_type", "complexity_level", "information_density")
 
@@ -20,7 +20,7 @@ def compute_stats(out: str | Path) -> dict:
         rows = read_jsonl(path, skip_tail=True)[0]
         check_records(path, rows, STATS_FIELDS, "stats need the 13-field records 'sutra synth run' or 'rephrase' writes")
         records += rows
-    entries = [e for path in sorted((out / META_DIR).glob("shard_*.log")) for e in read_jsonl(path, skip_tail=True)[0]]
+    entries = latest_entries([e for path in sorted((out / META_DIR).glob("shard_*.log")) for e in read_jsonl(path, skip_tail=True)[0]])
     tokens = sum(r["token_count"] for r in records)
     quality = [r["quality_score"] for r in records]
 

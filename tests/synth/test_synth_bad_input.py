@@ -108,6 +108,7 @@ def test_a_corrupt_run_settings_record_is_one_clear_error(synth, tmp_path):
     out = tmp_path / "out"
     (out / ".synth").mkdir(parents=True)
     (out / ".synth" / "shard_000.json").write_text("{bad")
+    _jsonl(out / ".synth" / "shard_000.log", [{"id": "x", "status": "rejected", "reason": "empty"}])  # an item was made under it
     _error(synth("synth", "run", "--n", "1", "--out", out, "--base-url", nowhere()),
            "shard_000.json: the run's settings record is corrupted", "write to a new --out")
 

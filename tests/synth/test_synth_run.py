@@ -587,6 +587,65 @@ def test_a_resume_with_other_prompts_seed_sampling_filters_or_model_is_refused(s
     assert len(records(out)) == 2
 
 
+def test_a_run_that_made_no_item_binds_no_settings_and_records_the_model_however_named(scripted, synth, tmp_path):
+    """A run stopped before its first item (its server unreachable, a mistyped --model) had recorded
+    its settings, so the corrected command with another flag was refused; and a model named through
+    SUTRA_SYNTH_MODEL was recorded as None, so another model resumed the run unnoticed."""
+    server = scripted()
+    out = tmp_path / "synth"
+    code, _, stderr = synth("synth", "run", "--n", "1", "--out", out, "--base-url", f"http://127.0.0.1:{free_port()}/v1", *FAST)
+    assert code == 2 and (out / ".synth" / "shard_000.json").is_file(), stderr
+    synth("synth", "run", "--n", "1", "--out", out, "--base-url", server.url, *FAST, "--temperature", "0.5", env={"SUTRA_SYNTH_MODEL": "model-a"},
+          check=True)
+    code, _, stderr = synth("synth", "run", "--n", "2", "--out", out, "--base-url", server.url, *FAST, "--temperature", "0.5",
+                            env={"SUTRA_SYNTH_MODEL": "model-b"})
+    assert code == 2 and "different settings (model: 'model-a' then, 'model-b' now)" in stderr, stderr
+    synth("synth", "run", "--n", "2", "--out", out, "--base-url", server.url, *FAST, "--temperature", "0.5", "--model", "model-a", check=True)
+    assert len(records(out)) == 2
+
+
+def test_items_the_server_refused_are_asked_again_by_the_next_run(scripted, synth, tmp_path):
+    """A run stopped by a server refusing request after request (its context limit) journalled
+    each refused item as done: the rerun after the server was fixed left those items out, rephrase's
+    source chunks among them, and reported success."""
+    source = tmp_path / "web.jsonl"
+    source.write_text("".join(json.dumps({"text": f"Ohm's law, case {i}: voltage equals current times resistance in a circuit."}) + "\n"
+                              for i in range(12)))
+    out = tmp_path / "rephrased"
+    refusing = scripted("--too-long", "Rate this")  # every judge request: 400 "maximum context length"
+    args = ["synth", "rephrase", source, "--out", out, *FAST, "--content-types", "tutorial", "--styles", "faq"]
+    code, _, stderr = synth(*args, "--base-url", refusing.url)
+    assert code == 2 and "requests in a row" in stderr, stderr
+    refused = {e["id"] for e in journal(out)}
+    assert refused and all(e["reason"] == "request_refused" for e in journal(out))
+    refusing.kill()
+    fixed = scripted(port=refusing.port)
+    code, _, stderr = synth(*args, "--base-url", fixed.url)
+    assert code == 0 and f"0 accepted and 0 rejected item(s) already done, {len(refused)} refused by the server, to be asked again" in stderr, stderr
+    assert refused <= {r["id"] for r in records(out)} and len(records(out)) == 12  # every chunk, once
+    stats = json.loads((out / ".synth" / "stats.json").read_text())
+    assert stats["entries"] == 12 and stats["rejected"] == {} and stats["acceptance_rate"] == 1.0  # each item counted by its last try
+
+
+def test_a_rephrase_resumed_over_changed_sources_is_refused(scripted, synth, tmp_path):
+    """Items are numbered by their place in the sources: a record put first shifted every number,
+    and the resume rephrased documents it had done (7 records for 5 documents), exit 0."""
+    server = scripted()
+    source = tmp_path / "web.jsonl"
+    lines = [json.dumps({"text": f"Ohm's law, case {i}: voltage equals current times resistance in a circuit."}) + "\n" for i in range(4)]
+    source.write_text("".join(lines))
+    out = tmp_path / "rephrased"
+    args = ["synth", "rephrase", source, "--out", out, "--base-url", server.url, *FAST, "--content-types", "tutorial", "--styles", "faq"]
+    synth(*args, "--n", "2", check=True)
+    source.write_text(json.dumps({"text": "Kirchhoff's current law: the currents into a node sum to zero in every circuit."}) + "\n" + "".join(lines))
+    code, _, stderr = synth(*args)
+    assert code == 2 and "different settings (sources_digest: " in stderr and "a resume would rephrase some documents twice" in stderr, stderr
+    assert len(records(out)) == 2  # nothing added
+    source.write_text("".join(lines))  # restored: the run continues
+    synth(*args, check=True)
+    assert len(records(out)) == 4 and len({r["text"] for r in records(out)}) == 4
+
+
 def test_a_rephrase_of_a_missing_source_leaves_no_run_to_block_the_corrected_one(scripted, synth, tmp_path):
     """The missing file was found only once the server was up and the run's settings recorded, so the
     corrected command was refused as "a run with different settings (sources: ...)"."""
