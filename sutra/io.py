@@ -205,3 +205,12 @@ def decode_text(path: Path, data: bytes) -> str:
 
 def read_text_input(path: Path, missing: str = "no such file") -> str:
     return decode_text(path, read_input(path, missing))
+
+
+def invalid_yaml(path: Path, exc: Exception) -> SutraError:
+    """One line naming the file, the line and what YAML (or JSON) found wrong there."""
+    if isinstance(exc, json.JSONDecodeError):
+        return SutraError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})")
+    mark = getattr(exc, "problem_mark", None)
+    at = f":{mark.line + 1}" if mark else ""
+    return SutraError(f"{path}{at}: not valid YAML ({getattr(exc, 'problem', None) or exc})")

@@ -15,10 +15,11 @@ import yaml
 from sutra.data.stream import describe_data
 from sutra.errors import SutraError
 from sutra.eval.tasks import TASKS
+from sutra.io import invalid_yaml
 from sutra.report.tables import (CHECKPOINT_NAME, Column, average_tasks, comparison_table, mean_percent, oldest_first, perplexity_bases,
                                  progression_table, sizes_differ)
 from sutra.train.metrics import METRICS_FILE, finite, read_metrics
-from sutra.train.recipe import DATA_FILE, RECIPE_FILE, RESUME_MAY_CHANGE, flat_recipe, invalid_yaml, recipe_differences
+from sutra.train.recipe import DATA_FILE, RECIPE_FILE, RESUME_MAY_CHANGE, flat_recipe, recipe_differences
 
 TAGS = ["pretraining", "educational", "pedagogical", "sutra", "smollm2", "llama"]
 

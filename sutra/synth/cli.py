@@ -11,7 +11,8 @@ DEDUP_HELP = "estimated Jaccard similarity of word 5-gram shingles at or above w
 # `synth run`/`rephrase` exit status when they stop short of the target: what they accepted is
 # written and usable (the demo goes on with it), unlike a failure (2) or a crash (1)
 STOPPED_SHORT = 3
-EXIT_STATUS = f"exit status: 0 target reached; {STOPPED_SHORT} stopped short (what was accepted is written); 2 bad input or a failed server"
+EXIT_STATUS = (f"exit status: 0 target reached; {STOPPED_SHORT} stopped short, or with no target accepted none of the items it tried "
+               "(what was accepted is written); 2 bad input or a failed server")
 
 
 def _list(value: str) -> list[str]:
@@ -173,7 +174,7 @@ def _run_options(args, backends, n_items=None, n_tokens=None):
                       judge_max_tokens=args.judge_max_tokens)
 
 
-def _print_summary(summary, out: Path) -> int:
+def _print_summary(summary, out: Path, rephrasing: bool = False) -> int:
     from sutra.synth.stats import stats_path
 
     rejected = ", ".join(f"{k} {v}" for k, v in summary.rejected.most_common()) or "none"
@@ -187,7 +188,11 @@ def _print_summary(summary, out: Path) -> int:
           f"to their last sentence){held}; data in {out}, stats in {stats_path(out)}")
     if summary.stop_reason:
         print(f"sutra: stopped before the target ({summary.stop_reason.replace('_', ' ')}); see {stats_path(out)} for reject reasons. "
-              f"{_advice(summary)}", file=sys.stderr)
+              f"{_advice(summary, rephrasing)}", file=sys.stderr)
+        return STOPPED_SHORT
+    if summary.attempted and not summary.accepted:  # no target (rephrase every document), and nothing to show for it
+        print(f"sutra: none of the {summary.attempted} item(s) tried was accepted; see {stats_path(out)} for reject reasons. "
+              f"{_advice(summary, rephrasing)}", file=sys.stderr)
         return STOPPED_SHORT
     return 0
 
@@ -197,8 +202,12 @@ def _print_summary(summary, out: Path) -> int:
 STOP_ADVICE = {
     "below_quality_threshold": "Most items scored below --min-quality: rerun with a higher --max-attempts to try more, or use a lower "
                                "--min-quality (or a stronger judge) in a new --out",
-    "judge_invalid_json": "Most judge answers were not the JSON asked for: judge with a model that follows the format "
-                          "(--judge-base-url, --judge-model), in a new --out",
+    "judge_invalid_json": "Most judge answers were not the JSON asked for: where the journal's judge_error says they were cut off, "
+                          "raise --judge-max-tokens; else judge with a model that follows the format (--judge-base-url, --judge-model), "
+                          "in a new --out",
+    "empty": "Most answers were empty: check the server's log and that its model answers these prompts (--model)",
+    "annotation_invalid": "Most source chunks got no usable annotation (concept, domain, complexity) from the judge: judge with a "
+                          "model that follows the format (--judge-base-url, --judge-model), in a new --out",
     "too_short": "Most texts were shorter than --min-tokens: lower it, or raise --max-new-tokens, in a new --out",
     "too_long": "Most texts were longer than --max-tokens: raise it in a new --out",
     "exact_duplicate": "Most texts repeated earlier ones: a higher --temperature or a larger --graph, in a new --out",
@@ -206,11 +215,14 @@ STOP_ADVICE = {
 }
 
 
-def _advice(summary) -> str:
+def _advice(summary, rephrasing: bool) -> str:
+    """The most common reject's remedy, else what would give more items to try."""
     reason = summary.rejected.most_common(1)[0][0] if summary.rejected else None
+    remedy = STOP_ADVICE.get(reason)
     if summary.stop_reason == "exhausted":
-        return "Every planned item was tried: a larger --graph, or more --content-types and --styles, in a new --out"
-    return STOP_ADVICE.get(reason, "Rerun the same command with a higher --max-attempts to try more")
+        more = "more sources" if rephrasing else "a larger --graph, or more --content-types and --styles"
+        return f"Every planned item was tried{'; ' + remedy if remedy else f': {more}, in a new --out'}"
+    return remedy or "Rerun the same command with a higher --max-attempts to try more"
 
 
 def cmd_run(args) -> int:
@@ -242,7 +254,7 @@ def cmd_rephrase(args) -> int:
         raise SutraError(f"no source record could be rephrased: {skipped}; give records with a 'text' string")
     if report.problems:
         print(f"sutra: skipped {skipped}", file=sys.stderr)
-    return _print_summary(summary, args.out)
+    return _print_summary(summary, args.out, rephrasing=True)
 
 
 def cmd_clean(args) -> int:

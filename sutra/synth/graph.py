@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from sutra.errors import SutraError
-from sutra.io import atomic_write_text, read_text_input
+from sutra.io import atomic_write_text, invalid_yaml, read_text_input
 
 DOMAINS = (
     "Mathematics",
@@ -70,7 +70,7 @@ class KnowledgeGraph:
         try:
             data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
         except (json.JSONDecodeError, yaml.YAMLError, RecursionError) as exc:  # RecursionError: nested too deeply
-            raise SutraError(f"{path}: cannot parse the graph ({str(exc).splitlines()[0]}); fix the file's syntax") from None
+            raise SutraError(f"{invalid_yaml(path, exc)}; fix the graph file's syntax") from None
         if not isinstance(data, dict) or not isinstance(data.get("concepts"), list) or not data["concepts"]:
             raise SutraError(f"{path}: expected a mapping with a non-empty 'concepts' list at the top level")
         return cls([_concept_from_dict(entry, path, i) for i, entry in enumerate(data["concepts"])], str(path))

@@ -73,8 +73,8 @@ async def ask_json(backend, messages: list[dict], schema: dict, parse, retries: 
         completion = await backend.complete(messages, max_tokens, temperature=0.0 if attempt == 0 else 0.7, seed=seed + attempt, json_schema=schema)
         try:
             return parse(completion.text), attempt + 1, ""
-        except MalformedAnswer as exc:
-            error = str(exc)
+        except MalformedAnswer as exc:  # a cut answer is the token limit's fault, not the format's: say so
+            error = f"{exc}{f' (the answer was cut off at {max_tokens} tokens)' if completion.finish_reason == 'length' else ''}"
     return None, retries + 1, error
 
 

@@ -12,7 +12,7 @@ from string import Template
 import yaml
 
 from sutra.errors import SutraError
-from sutra.io import read_text_input
+from sutra.io import invalid_yaml, read_text_input
 
 DEFAULT_DIR = Path(__file__).with_name("prompts")
 
@@ -74,7 +74,7 @@ class PromptSet:
         try:
             data = yaml.safe_load(read_text_input(path))
         except (yaml.YAMLError, RecursionError) as exc:  # RecursionError: nested too deeply
-            raise SutraError(f"{path}: cannot parse YAML ({str(exc).splitlines()[0]})") from None
+            raise invalid_yaml(path, exc) from None
         if not isinstance(data, dict) or not data:
             raise SutraError(f"{path}: expected a non-empty mapping")
         return path, data

@@ -19,6 +19,7 @@ from typing import Literal
 import yaml
 
 from sutra.errors import SutraError
+from sutra.io import invalid_yaml
 
 RECIPE_FILE = "recipe.yaml"  # a run directory's resolved recipe, which `sutra train --resume` reads
 DATA_FILE = "data.json"  # what a run trained on, recorded at its start (a mix may be written again since)
@@ -380,13 +381,6 @@ def parse_yaml(path: Path, text: str) -> tuple[object, dict[str, int]]:
         return yaml.load(text, Loader=_UniqueKeyLoader), lines
     except (yaml.YAMLError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise invalid_yaml(path, exc) from None
-
-
-def invalid_yaml(path: Path, exc: yaml.YAMLError | RecursionError) -> SutraError:
-    """One line naming the file, the line and what YAML found wrong there."""
-    mark = getattr(exc, "problem_mark", None)
-    at = f":{mark.line + 1}" if mark else ""
-    return SutraError(f"{path}{at}: not valid YAML ({getattr(exc, 'problem', None) or exc})")
 
 
 def yaml_key_lines(node, prefix: str = "", _within: tuple = ()) -> dict[str, int]:

@@ -3,7 +3,7 @@ tested separately): it answers /v1/models and /v1/chat/completions on 127.0.0.1 
 deterministic, varied educational-looking text, six-score judge JSON (whole numbers from 0 to 10,
 with the small-model mistakes the judge must repair), annotation JSON and graph-expansion JSON.
 
-    python scripted_server.py PORT [--fail-first N] [--judge bad|good] [--delay S] [--log FILE] [--only-json-object] [--odd] [--same-text]
+    python scripted_server.py PORT [--fail-first N] [--judge good|bad|cut] [--delay S] [--log FILE] [--only-json-object] [--odd] [--same-text]
 
 --fail-first N answers the first N chat requests with HTTP 503 (or 429 every other one);
 --log appends one JSON line per chat request as it arrives (its time, path and query, Authorization
@@ -94,8 +94,11 @@ def make_app(args) -> web.Application:
         prompt = body["messages"][-1]["content"]
         seed = body.get("seed") or int(hashlib.sha1(prompt.encode()).hexdigest()[:8], 16)
         rng = random.Random(seed)
+        finish = "stop"
         if "Rate this" in prompt:
-            if args.judge == "bad":
+            if args.judge == "cut":  # a thinking model's answer cut at the request's max_tokens
+                content, finish = "<think>Clarity first: the text names what is known, then", "length"
+            elif args.judge == "bad":
                 content = "This text is quite good, I would say about seven out of ten."
             else:
                 content = "```json\n{" + ", ".join(f"'{d}': {rng.randint(6, 9)}" for d in
@@ -110,7 +113,7 @@ def make_app(args) -> web.Application:
             content = _text("one text", 0) if args.same_text else _text(prompt, seed)
         return web.json_response({
             "id": f"chatcmpl-{seed}", "object": "chat.completion", "model": body.get("model"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
             "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(content.split()), "total_tokens": 0},
         })
 
@@ -124,7 +127,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("port", type=int)
     parser.add_argument("--fail-first", type=int, default=0)
-    parser.add_argument("--judge", default="good", choices=["good", "bad"])
+    parser.add_argument("--judge", default="good", choices=["good", "bad", "cut"])
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--log", default=None)
     parser.add_argument("--only-json-object", action="store_true")

@@ -190,7 +190,10 @@ def test_prompts_dir_with_unrecognised_or_no_prompt_files_is_refused(synth, tmp_
     deep.mkdir()
     (deep / "judge.yaml").write_text("user: " + "[" * 5000 + "]" * 5000 + "\n")  # past Python's recursion limit: a traceback before
     _error(synth("synth", "run", "--n", "1", "--out", tmp_path / "o", "--prompts", deep, "--base-url", nowhere()),
-           f"{deep / 'judge.yaml'}: cannot parse YAML (maximum recursion depth")
+           f"{deep / 'judge.yaml'}: not valid YAML (maximum recursion depth")
+    (deep / "judge.yaml").write_text("system: fine\nuser: [unclosed\n")
+    _error(synth("synth", "run", "--n", "1", "--out", tmp_path / "o", "--prompts", deep, "--base-url", nowhere()),
+           f"{deep / 'judge.yaml'}:3: not valid YAML (expected ',' or ']'")  # (it named no line)
     exported = tmp_path / "exported"
     synth("synth", "prompts", "--export", exported, check=True)
     from sutra.synth.prompts import PromptSet

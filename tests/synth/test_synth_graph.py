@@ -77,8 +77,11 @@ def test_save_and_load_round_trip_in_both_formats(tmp_path):
 def test_unparseable_graph_file_gives_one_clear_error(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("concepts: [\n  {id: a, name: A\n")
-    with pytest.raises(SutraError, match="broken.yaml: cannot parse the graph"):
-        KnowledgeGraph.load(path)
+    with pytest.raises(SutraError, match=r"broken.yaml:3: not valid YAML \(expected ',' or '}', but got '<stream end>'\); fix the graph file's syntax"):
+        KnowledgeGraph.load(path)  # (it named no line)
+    (tmp_path / "broken.json").write_text('{"concepts": [\n  {"id": "a",,}]}')
+    with pytest.raises(SutraError, match=r"broken.json:2: not valid JSON \(Expecting property name enclosed in double quotes\)"):
+        KnowledgeGraph.load(tmp_path / "broken.json")
     path.write_text("concepts: []\n")
     with pytest.raises(SutraError, match="broken.yaml: expected a mapping with a non-empty 'concepts' list"):
         KnowledgeGraph.load(path)

@@ -646,6 +646,18 @@ def test_a_rephrase_resumed_over_changed_sources_is_refused(scripted, synth, tmp
     assert len(records(out)) == 4 and len({r["text"] for r in records(out)}) == 4
 
 
+def test_a_rephrase_of_every_document_that_accepts_none_stops_short_and_names_the_cut_judge(scripted, synth, tmp_path):
+    """With no --n, a rephrase whose every judge answer was unusable exited 0 ("target reached"),
+    and an answer cut at --judge-max-tokens read as a judge that cannot follow the format."""
+    server = scripted("--judge", "cut")
+    source = tmp_path / "web.jsonl"
+    source.write_text("".join(json.dumps({"text": f"Ohm's law, case {i}: voltage equals current times resistance in a circuit."}) + "\n"
+                              for i in range(3)))
+    code, _, stderr = synth("synth", "rephrase", source, "--out", tmp_path / "out", "--base-url", server.url, *FAST)
+    assert code == STOPPED_SHORT and "none of the 3 item(s) tried was accepted" in stderr and "raise --judge-max-tokens" in stderr, stderr
+    assert all(e["judge_error"] == "no JSON object in the answer (the answer was cut off at 96 tokens)" for e in journal(tmp_path / "out"))
+
+
 def test_a_rephrase_of_a_missing_source_leaves_no_run_to_block_the_corrected_one(scripted, synth, tmp_path):
     """The missing file was found only once the server was up and the run's settings recorded, so the
     corrected command was refused as "a run with different settings (sources: ...)"."""
