@@ -205,6 +205,8 @@ class OpenAIBackend:
                         retry_after = _retry_after(response.headers.get("Retry-After"))
                 except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                     last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                    if isinstance(exc, asyncio.TimeoutError):
+                        last_error += f", no answer within --timeout {self.timeout:g} s"
                 except _MalformedResponse as exc:
                     last_error = str(exc)
                 finally:
@@ -216,7 +218,7 @@ class OpenAIBackend:
                     await asyncio.sleep(delay * (0.75 + 0.5 * random.random()))
         raise BackendError(
             f"no answer from {', '.join(self.base_urls)} after {self.retries + 1} attempts (last error: {last_error}); "
-            "check that the server is running and reachable"
+            "check that the server is running and reachable" + (", or raise --timeout for a slow one" if "--timeout" in last_error else "")
         )
 
     async def close(self) -> None:

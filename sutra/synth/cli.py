@@ -185,7 +185,8 @@ def _print_summary(summary, out: Path, rephrasing: bool = False) -> int:
         held = ""
     print(f"accepted {summary.accepted} item(s), {summary.accepted_tokens:,} tokens in {summary.elapsed:.1f} s "
           f"(tried {summary.attempted}; rejected: {rejected}; {summary.trimmed_truncated} cut at max-new-tokens and trimmed "
-          f"to their last sentence){held}; data in {out}, stats in {stats_path(out)}")
+          f"to their last sentence{f'; {summary.retried} request(s) retried after a server error or timeout' if summary.retried else ''})"
+          f"{held}; data in {out}, stats in {stats_path(out)}")
     if summary.stop_reason:
         print(f"sutra: stopped before the target ({summary.stop_reason.replace('_', ' ')}); see {stats_path(out)} for reject reasons. "
               f"{_advice(summary, rephrasing)}", file=sys.stderr)
@@ -252,6 +253,8 @@ def cmd_rephrase(args) -> int:
               f"e.g. {', '.join(report.examples)}"
     if report.problems and not report.documents:  # (none read at all: a finished run read nothing)
         raise SutraError(f"no source record could be rephrased: {skipped}; give records with a 'text' string")
+    if not report.documents and not summary.attempted:  # (a finished run reads its sources too, to skip what is done)
+        raise SutraError(f"{', '.join(map(str, args.sources))}: no document to rephrase (the sources are empty); give files with text in them")
     if report.problems:
         print(f"sutra: skipped {skipped}", file=sys.stderr)
     return _print_summary(summary, args.out, rephrasing=True)

@@ -53,6 +53,7 @@ class Summary:
     attempted: int = 0
     trimmed_truncated: int = 0
     generated_tokens: int = 0
+    retried: int = 0  # requests asked again after a server error or a timeout (a flaky server, a dead --base-url)
     elapsed: float = 0.0
     stop_reason: str = ""
 

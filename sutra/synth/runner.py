@@ -230,6 +230,7 @@ async def _run_engine(jobs, settings_manifest: dict, run: RunOptions, backends: 
             annotate = annotate_factory(judge_backend) if annotate_factory else None
             engine = Engine(files, generator, judge, tokenizer, run.settings, annotate=annotate, dedup=dedup)
             summary = await engine.run(jobs, state.done_ids, remaining_items, remaining_tokens, max_attempts, progress)
+            summary.retried = sum(getattr(backend, "stats", {}).get("retries", 0) for backend in {generator, judge_backend})
     finally:
         if progress is not None:
             progress.close()

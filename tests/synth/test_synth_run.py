@@ -140,12 +140,19 @@ def test_retries_several_urls_and_keys_that_are_never_printed(scripted, synth, t
     secret = "sk-test-do-not-print-4242"
     _, stdout, stderr = synth("synth", "run", "--n", "4", "--out", out, "--base-url", f"{first.url},{second.url}", *FAST,
                               env={"SUTRA_SYNTH_API_KEY": secret}, check=True)
-    assert len(records(out)) == 4
+    assert len(records(out)) == 4 and "3 request(s) retried after a server error or timeout" in stdout  # (a flaky server was invisible)
     requests = [[json.loads(line) for line in log.read_text().splitlines()] for log in logs]
     assert all(len(r) >= 2 for r in requests)  # both servers took work
     assert all(r["auth"] == f"Bearer {secret}" for rs in requests for r in rs)
     assert secret not in stdout + stderr
     assert not any(secret in p.read_text(errors="replace") for p in out.rglob("*") if p.is_file())
+
+
+def test_a_server_slower_than_the_timeout_is_named_with_the_flag(scripted, synth, tmp_path):
+    server = scripted("--delay", "2")
+    code, _, stderr = synth("synth", "run", "--n", "1", "--out", tmp_path / "o", "--base-url", server.url, "--timeout", "0.5", "--retries", "0")
+    assert code == 2 and "TimeoutError, no answer within --timeout 0.5 s); check that the server is running and reachable, " \
+                         "or raise --timeout for a slow one" in stderr, stderr
 
 
 def test_malformed_judge_answers_are_counted_rejects(scripted, synth, tmp_path):
@@ -656,6 +663,14 @@ def test_a_rephrase_of_every_document_that_accepts_none_stops_short_and_names_th
     code, _, stderr = synth("synth", "rephrase", source, "--out", tmp_path / "out", "--base-url", server.url, *FAST)
     assert code == STOPPED_SHORT and "none of the 3 item(s) tried was accepted" in stderr and "raise --judge-max-tokens" in stderr, stderr
     assert all(e["judge_error"] == "no JSON object in the answer (the answer was cut off at 96 tokens)" for e in journal(tmp_path / "out"))
+
+
+def test_a_rephrase_of_empty_sources_is_an_error(scripted, synth, tmp_path):
+    server = scripted()
+    (tmp_path / "empty.jsonl").write_text("")
+    code, _, stderr = synth("synth", "rephrase", tmp_path / "empty.jsonl", "--out", tmp_path / "out", "--base-url", server.url)
+    assert code == 2 and stderr.endswith(f"sutra: error: {tmp_path / 'empty.jsonl'}: no document to rephrase (the sources are empty); " \
+                                   "give files with text in them\n"), stderr  # (it exited 0: "0 document(s) read")
 
 
 def test_a_rephrase_of_a_missing_source_leaves_no_run_to_block_the_corrected_one(scripted, synth, tmp_path):
