@@ -14,7 +14,7 @@ lost and nothing is written twice.
 
 import json
 import os
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,8 +175,8 @@ class ShardFiles:
                           {"id": str, "text": str, "token_count": int})
             check_records(self.journal_path, entries, ("id", "status"), "the journal was edited; fix that line, or write to a new --out",
                           {"id": str, "status": str})
-            self._data = open(self.data_path, "a", encoding="utf-8")
-            self._journal = open(self.journal_path, "a", encoding="utf-8")
+            self._data = open(self.data_path, "ab", buffering=0)  # unbuffered: _append sees what reached the file
+            self._journal = open(self.journal_path, "ab", buffering=0)
         except BaseException:
             self.close()
             raise
@@ -213,9 +213,18 @@ class ShardFiles:
 
     @staticmethod
     def _append(f, row: dict) -> None:
-        f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+        """One whole line or none: a write that fails (a full disk) is cut back off, so no reader
+        (`sutra data prepare`, another shard) meets half a record."""
+        line = memoryview((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+        start = os.lseek(f.fileno(), 0, os.SEEK_END)
+        try:
+            while line:
+                line = line[f.write(line):]
+            os.fsync(f.fileno())
+        except OSError:
+            with suppress(OSError):
+                os.ftruncate(f.fileno(), start)
+            raise
 
     def accept(self, record: dict, entry: dict) -> None:
         if tuple(record) != SCHEMA_FIELDS:

@@ -685,3 +685,29 @@ def test_a_rephrase_of_a_missing_source_leaves_no_run_to_block_the_corrected_one
     source.write_text(json.dumps({"text": "Ohm's law relates voltage, current and resistance in a circuit."}) + "\n")
     synth("synth", "rephrase", source, *common, check=True)
     assert len(records(out)) == 1
+
+
+def test_a_record_the_disk_cannot_hold_leaves_no_half_line(tmp_path):
+    """A write that failed part-way (a full disk) left half a record at the end of train_000.jsonl
+    until a resume cut it off: `sutra data prepare` meanwhile dropped it as malformed JSON."""
+    import resource
+
+    from sutra.synth.journal import SCHEMA_FIELDS, ShardFiles
+
+    files = ShardFiles(tmp_path / "out")
+    files.open({"kind": "test"})
+    record = dict.fromkeys(SCHEMA_FIELDS, "x") | {"id": "a"}
+    files.accept(record, {"id": "a"})
+    before = files.data_path.read_bytes()
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    ignored = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+    resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) + 1000, limits[1]))
+    try:
+        with pytest.raises(OSError, match="File too large"):
+            files.accept(record | {"id": "b", "text": "a long text " * 1000}, {"id": "b"})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, ignored)
+    files.accept(record | {"id": "c"}, {"id": "c"})  # the next record follows the last whole one
+    files.close()
+    assert files.data_path.read_bytes() == before + (json.dumps(record | {"id": "c"}) + "\n").encode()
