@@ -152,13 +152,16 @@ class Verdict:
 
 
 class Judge:
-    def __init__(self, backend, prompts: PromptSet, retries: int = 2, max_tokens: int = 96, max_text_chars: int = 6000):
+    """Scores a text as it is kept, all of it: a generation is at most --max-new-tokens long (a
+    judge whose context cannot hold that refuses the request, and the run says so)."""
+
+    def __init__(self, backend, prompts: PromptSet, retries: int = 2, max_tokens: int = 96):
         self.backend, self.prompts = backend, prompts
-        self.retries, self.max_tokens, self.max_text_chars = retries, max_tokens, max_text_chars
+        self.retries, self.max_tokens = retries, max_tokens
 
     async def assess(self, text: str, concept_name: str, domain: str, complexity: int, content_type: str, seed: int) -> Verdict:
         messages = self.prompts.messages(
-            "judge", text=text[:self.max_text_chars], concept_name=concept_name, domain=domain, complexity=complexity, content_type=content_type,
+            "judge", text=text, concept_name=concept_name, domain=domain, complexity=complexity, content_type=content_type,
         )
         assessment, attempts, error = await ask_json(self.backend, messages, JUDGE_SCHEMA, parse_assessment, self.retries, self.max_tokens, seed)
         return Verdict(assessment, attempts, error)

@@ -353,7 +353,7 @@ def parse_annotation(answer: str) -> dict:
 def annotator(prompts: PromptSet, retries: int):
     def factory(backend):
         async def annotate(text: str) -> dict | None:
-            messages = prompts.messages("annotate", text=text[:6000], domains=", ".join(DOMAINS))
+            messages = prompts.messages("annotate", text=text, domains=", ".join(DOMAINS))  # all of it, as the judge
             seed = int(hashlib.sha1(text.encode()).hexdigest()[:8], 16)
             value, _, _ = await ask_json(backend, messages, ANNOTATION_SCHEMA, parse_annotation, retries, 160, seed)
             return value

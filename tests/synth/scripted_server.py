@@ -7,7 +7,8 @@ with the small-model mistakes the judge must repair), annotation JSON and graph-
 
 --fail-first N answers the first N chat requests with HTTP 503 (or 429 every other one);
 --log appends one JSON line per chat request as it arrives (its time, path and query, Authorization
-header, model, response_format and max_tokens);
+header, model, response_format, max_tokens and the length of its last message in characters);
+--long N makes each generated text N+1 times as long;
 --only-json-object answers 422 to any other response_format dialect, as llama-cpp-python does;
 --too-long TEXT answers 400 "maximum context length" to a prompt that contains TEXT;
 --odd answers a prompt that is a key of ODD_ANSWERS with that odd (mostly malformed) completion body.
@@ -78,7 +79,7 @@ def make_app(args) -> web.Application:
             with open(args.log, "a") as f:
                 f.write(json.dumps({"t": time.time(), "path": request.path_qs, "auth": request.headers.get("Authorization"),
                                     "model": body.get("model"), "response_format": body.get("response_format"),
-                                    "max_tokens": body.get("max_tokens")}) + "\n")
+                                    "max_tokens": body.get("max_tokens"), "chars": len(body["messages"][-1]["content"])}) + "\n")
         if args.odd and body["messages"][-1]["content"] in ODD_ANSWERS:
             return web.json_response(ODD_ANSWERS[body["messages"][-1]["content"]])
         dialect = (body.get("response_format") or {}).get("type", "json_object")
@@ -111,6 +112,8 @@ def make_app(args) -> web.Application:
                                                {"name": "Fractions", "complexity": 3}]})
         else:
             content = _text("one text", 0) if args.same_text else _text(prompt, seed)
+            for _ in range(args.long):  # a longer text, of more paragraphs (each its own words: no repetition loop)
+                content += "\n\n" + " ".join("The " + " ".join(rng.choices(WORDS + ["the", "and", "of", "is"], k=10)) + "." for _ in range(12))
         return web.json_response({
             "id": f"chatcmpl-{seed}", "object": "chat.completion", "model": body.get("model"),
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
@@ -135,5 +138,6 @@ if __name__ == "__main__":
     parser.add_argument("--models-body", default=None, help="answer /v1/models with this body instead of the listing")
     parser.add_argument("--odd", action="store_true", help="answer a prompt named in ODD_ANSWERS with that body")
     parser.add_argument("--same-text", action="store_true", help="answer every generation prompt with one text")
+    parser.add_argument("--long", type=int, default=0, help="add the paragraphs of this many more texts to each generated one")
     args = parser.parse_args()
     web.run_app(make_app(args), host="127.0.0.1", port=args.port, print=None)

@@ -711,3 +711,16 @@ def test_a_record_the_disk_cannot_hold_leaves_no_half_line(tmp_path):
     files.accept(record | {"id": "c"}, {"id": "c"})  # the next record follows the last whole one
     files.close()
     assert files.data_path.read_bytes() == before + (json.dumps(record | {"id": "c"}) + "\n").encode()
+
+
+def test_the_judge_and_the_annotator_read_all_of_a_long_text(scripted, synth, tmp_path):
+    """Both saw its first 6,000 characters: a text of --max-new-tokens 2000 was scored on its first third."""
+    log = tmp_path / "requests.log"
+    server = scripted("--long", "8", "--log", str(log))
+    source = tmp_path / "web.jsonl"
+    source.write_text(json.dumps({"text": "Ohm's law: voltage equals current times resistance in a circuit."}) + "\n")
+    synth("synth", "rephrase", source, "--out", tmp_path / "out", "--base-url", server.url, *FAST, "--max-new-tokens", "3000", check=True)
+    text = records(tmp_path / "out")[0]["text"]
+    asked = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(text) > 7000 and len(asked) == 3  # the rephrasing, its annotation and its judging
+    assert all(request["chars"] > len(text) for request in asked[1:])
