@@ -203,8 +203,8 @@ class ShardFiles:
         except ValueError as exc:  # (JSONDecodeError, UnicodeDecodeError)
             previous, problem = None, str(exc).splitlines()[0]
         else:
-            problem = "not a JSON object"
-        if not isinstance(previous, dict):
+            problem = "not a JSON object" if not isinstance(previous, dict) else "no 'kind' field: not a synth run's record"
+        if not isinstance(previous, dict) or "kind" not in previous:  # (every record has had its kind: graph or rephrase)
             raise SutraError(
                 f"{path}: the run's settings record is corrupted ({problem}), "
                 f"so {self.out} cannot be resumed safely; restore that file, or write to a new --out"

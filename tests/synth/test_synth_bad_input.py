@@ -111,6 +111,9 @@ def test_a_corrupt_run_settings_record_is_one_clear_error(synth, tmp_path):
     _jsonl(out / ".synth" / "shard_000.log", [{"id": "x", "status": "rejected", "reason": "empty"}])  # an item was made under it
     _error(synth("synth", "run", "--n", "1", "--out", out, "--base-url", nowhere()),
            "shard_000.json: the run's settings record is corrupted", "write to a new --out")
+    (out / ".synth" / "shard_000.json").write_text('{"a": 1}')  # another tool's JSON: it was resumed with nothing checked
+    _error(synth("synth", "run", "--n", "1", "--out", out, "--base-url", nowhere()),
+           "shard_000.json: the run's settings record is corrupted (no 'kind' field: not a synth run's record)")
 
 
 # 4 ---------------------------------------------------------------------------------------
