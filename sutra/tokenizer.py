@@ -181,6 +181,8 @@ class Tokenizer:
                 updated["tokenizer_class"] = "PreTrainedTokenizerFast"
             if model_max_length is not None:
                 updated["model_max_length"] = model_max_length
+            # a Llama takes no token_type_ids, which transformers 4's fast tokenizer returns by default and its generate refuses
+            updated.setdefault("model_input_names", ["input_ids", "attention_mask"])
             if updated != config:
                 config_file.write_text(json.dumps(updated, indent=2, ensure_ascii=False) + "\n")
 

@@ -61,6 +61,9 @@ def test_export_loads_in_transformers_with_equal_logits(random_checkpoint, tmp_p
     assert json.loads((out / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
     hf_tokenizer = AutoTokenizer.from_pretrained(str(out))
     assert hf_tokenizer("Hello, world")["input_ids"] == load_model(str(out)).tokenizer.encode("Hello, world")
+    # only what a Llama takes (transformers 4 returned token_type_ids too, which its generate refused: the card's snippet failed)
+    assert json.loads((out / "tokenizer_config.json").read_text())["model_input_names"] == ["input_ids", "attention_mask"]
+    assert set(hf_tokenizer("Hello, world")) == {"input_ids", "attention_mask"}
     # it truncates to the model's context, not the 8192 of the tokenizer asset
     assert hf_tokenizer.model_max_length == RANDOM.max_seq_len
     # the padding id is the tokenizer's, in both configs
