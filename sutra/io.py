@@ -2,6 +2,7 @@
 fail in one line."""
 
 import errno
+import glob
 import json
 import os
 import re
@@ -144,11 +145,16 @@ def atomic_directory(path: str | os.PathLike):
     If the block raises, the temporary directory is removed and `path` is untouched.
     """
     path = check_output_path(path, directory=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
     old = path.with_name(f".{path.name}{REPLACED_SUFFIX}")
-    if not path.exists() and old.is_dir():  # a crash between the two renames of a replacement below
-        os.replace(old, path)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() and old.is_dir():  # a crash between the two renames of a replacement below
+            os.replace(old, path)
+        _remove_stale_temporaries(path)
+        # named by this process, so a later call can tell a killed write's leftovers from one in progress
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"))
+    except OSError as exc:  # a place the permission bits allow but the filesystem refuses (/sys, /proc)
+        raise SutraError(f"{path}: cannot be written ({exc.strerror}); give another path to write") from None
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
     try:
         try:
@@ -177,6 +183,25 @@ def atomic_directory(path: str | os.PathLike):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """The temporary siblings killed writes of `path` left (`.NAME.PID.RANDOM.tmp`, of a process
+    that is gone): each may be as large as the output."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        match = re.fullmatch(rf"\.{re.escape(path.name)}\.(\d+)\.[^.]+\.tmp", stale.name)
+        if match and not _alive(int(match.group(1))):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def read_input(path: Path, missing: str = "no such file") -> bytes:

@@ -121,3 +121,29 @@ def test_a_full_disk_is_one_line_naming_the_output_for_every_writer(tmp_path, to
     assert plotted.returncode == 2 and "Traceback" not in plotted.stderr, plotted.stderr[-2000:]
     assert f"could not write {tmp_path / 'curves.png'} (File too large)" in plotted.stderr
     assert not (tmp_path / "curves.png").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".curves")]
+
+
+def test_a_killed_writes_leftovers_go_with_the_next_write_and_a_live_ones_stay(tmp_path):
+    """A SIGKILLed export or import left its temporary directory (as large as the model) beside
+    the output, and each kill added one that nothing removed."""
+    import subprocess
+    import sys
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    killed = tmp_path / f".hf.{int(ended.stdout)}.k1ll3d_x.tmp"  # (a pid so soon reused is all but impossible)
+    in_progress = tmp_path / f".hf.{os.getpid()}.l1ve_xyz.tmp"  # this process's: a write still under way
+    another_output = tmp_path / f".hf.2.{int(ended.stdout)}.abcdefgh.tmp"  # the temporary of an output named hf.2
+    for leftover in (killed, in_progress, another_output):
+        leftover.mkdir()
+        (leftover / "model.safetensors").write_bytes(b"partial")
+    with atomic_directory(tmp_path / "hf") as tmp:
+        (tmp / "config.json").write_text("{}")
+    assert not killed.exists() and in_progress.is_dir() and another_output.is_dir()
+    assert (tmp_path / "hf" / "config.json").is_file()
+
+
+def test_a_place_the_filesystem_refuses_is_one_error(tmp_path):
+    """Permission bits that allow a write the filesystem refuses (/proc, /sys as root) gave a traceback."""
+    with pytest.raises(SutraError, match=r"^/proc/sutra-out: cannot be written \(.+\); give another path to write$"):
+        with atomic_directory("/proc/sutra-out"):
+            pass
