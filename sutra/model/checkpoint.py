@@ -197,10 +197,26 @@ def read_model_config(spec: str) -> ModelConfig:
     return config_from_hf(_read_json(directory / "config.json"), str(directory))
 
 
+# the fields of a training record its readers compute with: (key, JSON types, what it must be)
+TRAINING_FIELDS = (("step", int, "a whole number of steps, 0 or more"), ("epoch", (int, float), "a number"),
+                   ("tokens", int, "a whole number"), ("val_ppl", (int, float, type(None)), "a number or null"),
+                   ("val_loss", (int, float, type(None)), "a number or null"), ("recipe", str, "a name"),
+                   ("resolved_recipe", dict, "a mapping of recipe sections"))
+
+
 def read_training_record(spec: str) -> dict:
-    """The `training` record a Sutra checkpoint carries (step, epoch, val_ppl ...), or {}."""
+    """The `training` record a Sutra checkpoint carries (step, epoch, val_ppl ...), or {}; a
+    hand-edited one is one error naming the field, not a traceback in the card or eval reading it."""
     kind, directory = resolve_spec(spec)
-    return (_read_info(directory).get("training") or {}) if kind == "sutra" else {}
+    training = _read_info(directory).get("training") if kind == "sutra" else None
+    if not training:
+        return {}
+    problem = f" is a JSON {type(training).__name__}, not an object" if not isinstance(training, dict) else next(
+        (f".{key} is {training[key]!r}, not {what}" for key, types, what in TRAINING_FIELDS if key in training and (
+            not isinstance(training[key], types) or isinstance(training[key], bool) or (key == "step" and training[key] < 0))), None)
+    if problem:
+        raise SutraError(f"{directory / CONFIG_FILE}: training{problem}; the checkpoint's record was edited: restore it, or re-create the checkpoint")
+    return training
 
 
 def weight_files(directory: Path) -> list[Path]:
@@ -210,7 +226,13 @@ def weight_files(directory: Path) -> list[Path]:
     if single.is_file():  # beside an index too: the weights transformers loads
         return [single]
     if index.is_file():
-        return [directory / name for name in sorted(set(_read_json(index).get("weight_map", {}).values()))]
+        weight_map = _read_json(index).get("weight_map")
+        names = set(weight_map.values()) if isinstance(weight_map, dict) else set()
+        # each a file beside the index: a name with a path in it could reach outside the model's directory
+        if not names or not all(isinstance(name, str) and name == Path(name).name and name.endswith(".safetensors") for name in names):
+            raise SutraError(f"{index}: not a shard index (its weight_map names, for each tensor, a .safetensors file beside it); "
+                             "re-create it, or remove it where model.safetensors holds the weights")
+        return [directory / name for name in sorted(names)]
     return sorted(directory.glob("model*.safetensors"))
 
 

@@ -1,6 +1,7 @@
 """Sutra <-> transformers LlamaForCausalLM: logits agree on random and on real weights."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -395,3 +396,35 @@ def test_generate_prompts_with_the_bos_a_llama_style_tokenizer_adds(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.rstrip("\n") == "Hello world" + hf_tokenizer.decode(theirs)
+
+
+def test_a_malformed_shard_index_is_one_error_and_never_reaches_outside_the_directory(random_checkpoint, tmp_path):
+    """A weight_map that was a list, or named a shard by a number, was a traceback; one naming
+    "../../x" was followed outside the model's directory."""
+    checkpoint, _ = random_checkpoint
+    out = export_hf(str(checkpoint), str(tmp_path / "hf"))
+    (out / "model.safetensors").rename(out / "model-00001-of-00001.safetensors")
+    index = out / "model.safetensors.index.json"
+    for weight_map in ([1], {"a": 5}, {"a": "../../outside.safetensors"}, {"a": "model.bin"}, {}):
+        index.write_text(json.dumps({"weight_map": weight_map}))
+        with pytest.raises(SutraError, match=rf"^{re.escape(str(index))}: not a shard index \(its weight_map names, for each tensor, "
+                                             r"a \.safetensors file beside it\)"):
+            load_model(str(out))
+
+
+def test_a_hand_edited_training_record_is_one_error_naming_its_field(tmp_path, tokenizer):
+    """`sutra card` and `sutra eval` met a string step, a list record or a null step as tracebacks,
+    and a step of -1 as "step -1 of the run"."""
+    checkpoint = save_checkpoint(tmp_path / "ckpt", Llama(ModelConfig(64, 96, 1, 4, 2, max_seq_len=64)), tokenizer,
+                                 extra={"training": {"step": 10, "epoch": 1.0, "val_ppl": 50.0, "recipe": "tiny"}})
+    info_file = checkpoint / "sutra.json"
+    info = json.loads(info_file.read_text())
+    assert read_training_record(str(checkpoint))["step"] == 10
+    for training, problem in (({**info["training"], "step": "10"}, ".step is '10', not a whole number of steps, 0 or more"),
+                              ({**info["training"], "step": -1}, ".step is -1, not a whole number of steps, 0 or more"),
+                              ({**info["training"], "step": None}, ".step is None, not a whole number of steps, 0 or more"),
+                              ({**info["training"], "epoch": "x"}, ".epoch is 'x', not a number"),
+                              ([1], " is a JSON list, not an object")):
+        info_file.write_text(json.dumps({**info, "training": training}))
+        with pytest.raises(SutraError, match=rf"^{re.escape(str(info_file))}: training{re.escape(problem)}; the checkpoint's record was edited"):
+            read_training_record(str(checkpoint))
