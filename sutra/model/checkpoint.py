@@ -53,12 +53,26 @@ def check_model_output(out, spec: str, card: bool = False, takes_card: bool = Fa
         raise SutraError(f"{out}: exists and is not a model directory, so it is not replaced; choose another output or remove it")
     if out.exists() and out.resolve() == resolve_spec(spec)[1].resolve():
         raise SutraError(f"{out}: is the model being read; write to another directory")
+    for parent in out.absolute().parents:  # places whose next write or clean-up would remove this one unseen
+        if any((parent / name).is_file() for name in (CONFIG_FILE, "config.json")):
+            raise SutraError(f"{out}: is inside the model directory {parent}, which its next write replaces whole; write to a directory of its own")
+        if parent.parent != parent and _named_from(parent.parent, parent):
+            raise SutraError(f"{out}: is inside {parent}, a training run's checkpoints, which the run removes when no name points at them; "
+                             "write to a directory of its own")
     replaced = {CONFIG_FILE, WEIGHTS_FILE, "config.json", "generation_config.json", *TOKENIZER_FILES} | ({"README.md"} if card else set())
     others = sorted(p.name for p in out.iterdir() if p.name not in replaced) if out.is_dir() else []
     if others:
         card_hint = "; or pass --card with the card to publish, which replaces README.md" if takes_card and others == ["README.md"] else ""
         raise SutraError(f"{out}: holds {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}, which a model write does not replace and "
                          f"would lose; write to a new directory (and copy the model files in) or move them away{card_hint}")
+
+
+def _named_from(directory: Path, store: Path) -> bool:
+    """Whether a link in `directory` points into `store` (a run's names, into its checkpoints)."""
+    try:
+        return any(link.is_symlink() and link.resolve().parent == store.resolve() for link in directory.iterdir())
+    except OSError:  # a directory this user cannot list: no run of theirs
+        return False
 
 
 @contextmanager

@@ -97,6 +97,15 @@ def test_export_and_import_replace_only_model_directories(random_checkpoint, tmp
     assert refused.returncode == 2 and "is the model being read" in refused.stderr
     run_sutra("import", str(tmp_path / "hf"), str(tmp_path / "imported"), check=True)
     run_sutra("import", str(tmp_path / "again"), str(tmp_path / "imported"), check=True)  # a previous import is replaced
+    # nor inside a model directory, nor among a run's checkpoints: training's clean-up removed an export there, unseen
+    with pytest.raises(SutraError, match=rf"hf/sub: is inside the model directory {re.escape(str(tmp_path / 'hf'))}, which its next write"):
+        export_hf(str(checkpoint), str(tmp_path / "hf" / "sub"))
+    store = tmp_path / "run" / "checkpoints"
+    (store / "step_00000002").mkdir(parents=True)
+    (tmp_path / "run" / "e1-best").symlink_to(store / "step_00000002")
+    refused = run_sutra("import", str(tmp_path / "hf"), str(store / "hf-export"))
+    assert refused.returncode == 2 and f"is inside {store}, a training run's checkpoints, which the run removes" in refused.stderr
+    assert sorted(p.name for p in store.iterdir()) == ["step_00000002"]
     assert load_model(str(tmp_path / "imported")).model.embed.weight.dtype == torch.float32
 
 
