@@ -161,12 +161,16 @@ def cmd_generate(args) -> int:
             sys.stdout.write(stream.push(token_id))
             sys.stdout.flush()
 
-    generate(
+    produced = generate(
         loaded.model, prompt_ids, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed,
         stop_ids=stop, on_token=show,
     )
     echo_prompt()
     sys.stdout.write("\n")
+    room = loaded.model.config.max_seq_len - len(prompt_ids) + 1  # as generate counts it: the last token is never fed back
+    if args.max_new_tokens > room and len(produced) == room and produced[-1] not in stop:
+        print(f"sutra: stopped after {room} new tokens, at the model's context of {loaded.model.config.max_seq_len} "
+              f"(--max-new-tokens {args.max_new_tokens} asked for more)", file=sys.stderr)
     return 0
 
 

@@ -115,3 +115,17 @@ def test_stream_decoder_keeps_the_space_a_sentencepiece_word_starts_with(tmp_pat
     assert tokenizer.decode(continuation) == "sat on the mat"  # decoded alone: the space is lost
     decoder = StreamDecoder(tokenizer, context=prompt)
     assert "".join(decoder.push(i) for i in continuation) == " sat on the mat"
+
+
+def test_the_command_says_when_the_context_and_not_max_new_tokens_stopped_it(tmp_path, tokenizer, capsys):
+    """`sutra generate --max-new-tokens 2000` on a short-context model stopped at the context without a word."""
+    from sutra.cli import main
+    from sutra.model.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(tmp_path / "ckpt", Llama(ModelConfig(64, 96, 1, 4, 2, max_seq_len=32)), tokenizer)
+    assert main(["generate", str(checkpoint), "--prompt", "The river", "--max-new-tokens", "200"]) == 0
+    room = 32 - len(tokenizer.encode("The river", add_special_tokens=True)) + 1
+    assert capsys.readouterr().err.endswith(f"sutra: stopped after {room} new tokens, at the model's context of 32 (--max-new-tokens 200 asked for more)\n")
+    assert main(["generate", str(checkpoint), "--prompt", "The river", "--max-new-tokens", "5"]) == 0
+    assert "stopped after" not in capsys.readouterr().err
