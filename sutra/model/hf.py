@@ -67,6 +67,10 @@ def config_from_hf(hf: dict, source: str) -> ModelConfig:
     """A ModelConfig from a Llama config.json, refusing features the Sutra model does not have."""
     if hf.get("model_type") not in ("llama", None):
         raise SutraError(f"{source}: model_type '{hf.get('model_type')}' is not supported; Sutra imports Llama models")
+    architectures = hf.get("architectures")
+    if isinstance(architectures, list) and architectures and not any(str(a).startswith("Llama") for a in architectures):
+        # (with no model_type, the architecture is what names the model)
+        raise SutraError(f"{source}: architectures {architectures} is no Llama; Sutra imports Llama models")
     if hf.get("attention_bias") or hf.get("mlp_bias"):
         raise SutraError(f"{source}: biases in attention/MLP are not supported")
     if hf.get("hidden_act", "silu") != "silu":

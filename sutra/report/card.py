@@ -126,6 +126,9 @@ def read_data_record(path: Path) -> dict:
     """A run's record of its training data, checked by saying it as the card will."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
+        parts = [record, *record.get("components", [])]  # (a record that is no mapping fails here too)
+        if not all(isinstance(part.get("name"), str) and isinstance(part.get("tokens", 0), int) for part in parts):
+            raise TypeError("a name that is not text, or a token count that is not a whole number")
         data_line(record)
     except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         raise SutraError(f"{path}: not a record of the run's training data as `sutra train` writes it ({type(exc).__name__}: {exc}); "
@@ -377,7 +380,8 @@ def render_card(spec: str, results: dict, name: str, base_model: str | None, dat
         "pipeline_tag": "text-generation",
         **({"base_model": base_model} if base_model else {}),
         **({"datasets": datasets} if datasets else {}),
-        "model-index": model_index(name, results),
+        # no benchmark results (a perplexity alone): no index, rather than one that lists nothing
+        **({"model-index": model_index(name, results)} if results.get("tasks") else {}),
     }
     # the weights mark: `sutra export --card` checks that it publishes the card beside these weights
     parts = ["---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n", weights_mark(weights) + "\n", f"# {name}\n",

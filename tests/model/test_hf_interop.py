@@ -328,6 +328,8 @@ def test_hf_configs_that_do_not_describe_the_weights_are_clear_errors(random_che
         # a 4.x rope_scaling beside a default 5.x rope_parameters was read as no scaling
         ({"rope_parameters": {"rope_type": "default", "rope_theta": 1e5}, "rope_scaling": {"type": "dynamic", "factor": 2.0}},
          r"RoPE scaling 'dynamic' \(rope_scaling\) is not supported"),
+        # with no model_type the architecture names the model: a Mistral was read as a Llama
+        ({"model_type": None, "architectures": ["MistralForCausalLM"]}, r"architectures \['MistralForCausalLM'\] is no Llama"),
     ):
         (hf / "config.json").write_text(json.dumps({**config, **change}))
         with pytest.raises(SutraError, match=message):

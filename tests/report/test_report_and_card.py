@@ -127,6 +127,11 @@ def test_card_without_run_leaves_training_out(tmp_path, checkpoint):
     run_sutra("card", str(checkpoint), "--results", str(results), "--out", str(readme), check=True)
     assert "## Training" not in readme.read_text() and "## Benchmark Results" in readme.read_text()
 
+    # a perplexity alone: no model-index, rather than one with no results (it listed `results: []`)
+    results = write_results(tmp_path / "ppl.json", {}, perplexity=42.0, of=checkpoint)
+    run_sutra("card", str(checkpoint), "--results", str(results), "--out", str(readme), check=True)
+    assert "model-index" not in yaml.safe_load(readme.read_text().split("---\n")[1])
+
 
 def test_card_of_a_run_checkpoint_describes_that_checkpoint(tmp_path, tokenizer):
     """A run's e1-best is carded with the training up to its own step; a NaN evaluation is no best;

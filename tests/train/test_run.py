@@ -837,6 +837,10 @@ def test_a_run_records_its_mix_as_trained_and_the_card_says_that_mix(tmp_path, t
     (tmp_path / "run" / "data.json").write_text('{"name": "mix.json", "components": [{"name": "x"}]}')  # a hand edit
     with pytest.raises(SutraError, match=r"run/data.json: not a record of the run's training data .*fix or remove it"):
         read_run(str(tmp_path / "run"))
+    for edited in ('{"name": 5}', '{"name": "mix.json", "tokens": "many"}', "[1]"):  # the card said "Training data | 5"
+        (tmp_path / "run" / "data.json").write_text(edited)
+        with pytest.raises(SutraError, match=r"run/data.json: not a record of the run's training data"):
+            read_run(str(tmp_path / "run"))
     (tmp_path / "run" / "data.json").unlink()  # an older run's: the mix as it reads now
     assert "stdlib-docstrings 20.0%" in training_data(read_run(str(tmp_path / "run")))
 
