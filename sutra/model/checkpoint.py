@@ -225,12 +225,21 @@ def read_training_record(spec: str) -> dict:
     training = _read_info(directory).get("training") if kind == "sutra" else None
     if not training:
         return {}
-    problem = f" is a JSON {type(training).__name__}, not an object" if not isinstance(training, dict) else next(
-        (f".{key} is {training[key]!r}, not {what}" for key, types, what in TRAINING_FIELDS if key in training and (
-            not isinstance(training[key], types) or isinstance(training[key], bool) or (key == "step" and training[key] < 0))), None)
+    problem = _training_problem(training)
     if problem:
         raise SutraError(f"{directory / CONFIG_FILE}: training{problem}; the checkpoint's record was edited: restore it, or re-create the checkpoint")
     return training
+
+
+def _training_problem(training) -> str | None:
+    """What is wrong with a training record, said after "training", or None."""
+    if not isinstance(training, dict):
+        return f" is a JSON {type(training).__name__}, not an object"
+    for key, types, what in TRAINING_FIELDS:
+        value = training.get(key)
+        if key in training and (not isinstance(value, types) or isinstance(value, bool) or (key == "step" and value < 0)):
+            return f".{key} is {value!r}, not {what}"
+    return None
 
 
 def weight_files(directory: Path) -> list[Path]:
