@@ -126,7 +126,7 @@ def cmd_generate(args) -> int:
     from sutra.errors import SutraError
     from sutra.model.checkpoint import load_model
     from sutra.model.device import default_dtype, pick_device
-    from sutra.model.generate import StreamDecoder, generate
+    from sutra.model.generate import StreamDecoder, generate, room_after
 
     try:
         args.prompt.encode("utf-8")
@@ -167,7 +167,7 @@ def cmd_generate(args) -> int:
     )
     echo_prompt()
     sys.stdout.write("\n")
-    room = loaded.model.config.max_seq_len - len(prompt_ids) + 1  # as generate counts it: the last token is never fed back
+    room = room_after(prompt_ids, loaded.model.config.max_seq_len)
     if args.max_new_tokens > room and len(produced) == room and produced[-1] not in stop:
         print(f"sutra: stopped after {room} new tokens, at the model's context of {loaded.model.config.max_seq_len} "
               f"(--max-new-tokens {args.max_new_tokens} asked for more)", file=sys.stderr)

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sutra.errors import SutraError
+from sutra.processes import has_ended
 
 
 def fsync_dir(path: Path) -> None:
@@ -190,18 +191,8 @@ def _remove_stale_temporaries(path: Path) -> None:
     that is gone): each may be as large as the output."""
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         match = re.fullmatch(rf"\.{re.escape(path.name)}\.(\d+)\.[^.]+\.tmp", stale.name)
-        if match and not _alive(int(match.group(1))):
+        if match and has_ended(int(match.group(1))):
             shutil.rmtree(stale, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's
-        return True
-    return True
 
 
 def read_input(path: Path, missing: str = "no such file") -> bytes:

@@ -73,10 +73,13 @@ def _has_ended(holder: str) -> bool:
     import re
 
     match = re.search(r"\(pid (\d+)\)", holder)
-    if not match:
-        return False
+    return bool(match) and has_ended(int(match.group(1)))
+
+
+def has_ended(pid: int) -> bool:
+    """Whether process `pid` of this machine is gone or a zombie (False where /proc cannot tell)."""
     try:
-        state = Path(f"/proc/{match.group(1)}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return Path("/proc/self").exists()  # no such process (where /proc tells)
     return state in ("Z", "X")

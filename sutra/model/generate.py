@@ -47,6 +47,11 @@ def generate(
 
 
 @torch.inference_mode()
+def room_after(prompt_ids: list[int], context: int) -> int:
+    """How many tokens a prompt leaves room to generate: the last one is never fed back."""
+    return context - len(prompt_ids) + 1
+
+
 def generate_batch(
     model: Llama,
     prompts: list[list[int]],
@@ -77,7 +82,7 @@ def generate_batch(
     context, longest = model.config.max_seq_len, max(map(len, prompts))
     if longest > context:
         raise SutraError(f"the prompt has {longest} tokens but the model's context is {context}; shorten it")
-    limits = [min(max_new_tokens, context - len(p) + 1) for p in prompts]  # (the last token is never fed back)
+    limits = [min(max_new_tokens, room_after(p, context)) for p in prompts]
     device = model.embed.weight.device
     generators = [torch.Generator(device=device) for _ in prompts] if temperature > 0 else []
     for index, generator in enumerate(generators):
