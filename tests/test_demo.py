@@ -45,6 +45,7 @@ def test_demo_leaves_the_report_and_reuses_finished_stages(tmp_path):
     assert f"| Validation perplexity of this checkpoint | {summary['val_perplexity']:.2f} (step" in card
     assert "8 steps of 512 tokens, the size of sutra demo --scale quick" in card  # the recipe's own note said 100 steps
     assert "| Training data | stdlib-docs+synth |" in card  # (the dataset's directory was named "data")
+    assert f"prepared corpus       {out / DATA_NAME}\n" in first.stdout  # where it is, as the card names it
     assert "validation perplexity" in first.stdout and "benchmark average" in first.stdout and "tokens/s" in first.stdout
     assert "quality 0." in first.stdout  # the synthesized entries' quality scores are shown
 

@@ -9,6 +9,7 @@ finished with the same settings (see sutra.pipeline.stages.StageLog).
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from sutra.errors import SutraError
 from sutra.io import atomic_write_json, atomic_write_text
@@ -46,6 +47,20 @@ SCALES = {
     "gpu": Scale("gpu", "tiny-cpu.yaml", ("model.preset=smollm2-70m", "data.seq_len=1024", "train.micro_batch=16", "train.device=cuda",
                                           "train.precision=bf16", "train.compile=true", "eval.max_windows=128"), 2000, 8, 400, 200),
 }
+
+
+class Layout(NamedTuple):
+    """Where under --out each stage writes; the dataset's directory names what it holds (the card's
+    Training data row is that name)."""
+    synth: Path
+    data: Path
+    run: Path
+    results: Path
+    report: Path
+
+
+def layout(out: Path) -> Layout:
+    return Layout(*(out / name for name in ("synth", DATA_NAME, "run", "results", "report")))
 
 
 def pick_scale(name: str) -> Scale:
@@ -129,8 +144,7 @@ def run_demo(out: Path, scale: Scale) -> dict:
 
     started = time.perf_counter()
     out = check_output_path(out, directory=True).resolve()  # a file, or a place this user cannot write: one line, before any stage
-    # the dataset's directory names what it holds: the card's Training data row is that name
-    synth_dir, data_dir, run_dir, results_dir, report_dir = (out / n for n in ("synth", DATA_NAME, "run", "results", "report"))
+    synth_dir, data_dir, run_dir, results_dir, report_dir = layout(out)
     recipe = recipe_path(scale.recipe)
     steps = scale.train_steps
     overrides = [*scale.overrides, f"data.path={data_dir}", f"train.steps_per_epoch={steps}", f"schedule.warmup_steps={max(1, steps // 10)}",
@@ -173,11 +187,13 @@ def run_demo(out: Path, scale: Scale) -> dict:
         sutra("plot", run_dir, "--out", report_dir / "loss.png")
         sutra("card", best, "--results", trained_results, "--run", run_dir, "--name", f"sutra-demo-{scale.name}",
               "--progression", *columns, "--out", report_dir / "README.md")
-        return summarize(out, run_dir, trained_results, untrained_results, samples, time.perf_counter() - started)
+        return summarize(out, trained_results, untrained_results, samples, time.perf_counter() - started)
 
 
-def summarize(out: Path, run_dir: Path, trained_path: Path, untrained_path: Path, samples: Path, seconds: float) -> dict:
+def summarize(out: Path, trained_path: Path, untrained_path: Path, samples: Path, seconds: float) -> dict:
     from sutra.report.tables import load_columns, mean_percent
+
+    paths = layout(out)
 
     untrained, trained = load_columns([f"untrained={untrained_path}", f"trained={trained_path}"])
     tasks = list(trained.results["tasks"])
@@ -188,16 +204,16 @@ def summarize(out: Path, run_dir: Path, trained_path: Path, untrained_path: Path
         "untrained_benchmark_average": 100 * mean_percent(untrained, tasks),
         "benchmark_tasks": tasks,
         "limit": trained.results.get("limit"),
-        "train_tokens_per_s": training_speed(run_dir),
+        "train_tokens_per_s": training_speed(paths.run),
         "seconds": round(seconds, 1),
     }
     atomic_write_json(out / "summary.json", summary)
-    report = out / "report"
+    report = paths.report
     print(f"""
 == done in {seconds / 60:.1f} min. Everything is under {out}:
-   synthesized entries   {out / 'synth'}
-   prepared corpus       {out / 'data'}
-   training run          {run_dir} (checkpoints e1-best, e1-final; metrics.jsonl; tensorboard/)
+   synthesized entries   {paths.synth}
+   prepared corpus       {paths.data}
+   training run          {paths.run} (checkpoints e1-best, e1-final; metrics.jsonl; tensorboard/)
    evaluation results    {trained_path}, {untrained_path}
    model card            {report / 'README.md'}
    tables                {report / 'progression.md'}, {report / 'comparison.md'} (+ .csv)
